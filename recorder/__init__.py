@@ -1,0 +1,75 @@
+"""zsp recordings: format v1 and its writer.
+
+A recording is an append-only file of msgpack frames, hash-chained with keyed blake3 and
+signed with Ed25519 at checkpoints and at the seal (see ``docs/FORMAT.md``). This package knows
+nothing of SSH or terminals' UIs; it never imports textual or asyncssh.
+"""
+
+from __future__ import annotations
+
+from ._async import AsyncRecorder
+from ._exceptions import KeyFileError, RecorderError, RecordingFailed
+from ._format import (
+    HEAD_LEN,
+    MAGIC,
+    MAX_BODY_LEN,
+    MAX_CHECKPOINT_FRAMES,
+    MAX_DATA_PER_FRAME,
+    PREAMBLE,
+    VERSION,
+    Checkpoint,
+    Event,
+    FormatViolation,
+    Frame,
+    FrameData,
+    FrameKind,
+    Header,
+    Resize,
+    Seal,
+    chain_head,
+    checkpoint_message,
+    decode_body,
+    genesis,
+    parse_data,
+)
+from ._ids import new_session_id
+from ._keys import PublicKey, SigningKey, load_trusted_keys
+from ._writer import FileSink, FsyncPolicy, RecordingWriter, SealInfo, SessionMeta, Sink
+
+__all__ = [
+    "HEAD_LEN",
+    "MAGIC",
+    "MAX_BODY_LEN",
+    "MAX_CHECKPOINT_FRAMES",
+    "MAX_DATA_PER_FRAME",
+    "PREAMBLE",
+    "VERSION",
+    "AsyncRecorder",
+    "Checkpoint",
+    "Event",
+    "FileSink",
+    "FormatViolation",
+    "Frame",
+    "FrameData",
+    "FrameKind",
+    "FsyncPolicy",
+    "Header",
+    "KeyFileError",
+    "PublicKey",
+    "RecorderError",
+    "RecordingFailed",
+    "RecordingWriter",
+    "Resize",
+    "Seal",
+    "SealInfo",
+    "SessionMeta",
+    "SigningKey",
+    "Sink",
+    "chain_head",
+    "checkpoint_message",
+    "decode_body",
+    "genesis",
+    "load_trusted_keys",
+    "new_session_id",
+    "parse_data",
+]

@@ -1,0 +1,43 @@
+"""Errors raised while writing recordings or handling recording keys.
+
+::
+
+    RecorderError
+     ├── KeyFileError          a signing or public key file cannot be read or parsed
+     └── RecordingFailed       the recording can no longer be written; the session must end
+
+Every error carries its data in keyword-only attributes so callers (the CLI, the bastion)
+can turn it into one clear line without parsing messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RecorderError(Exception):
+    """Base class of every error raised by :mod:`recorder`."""
+
+
+class KeyFileError(RecorderError):
+    """A key file is missing, unreadable, or not a key of a supported type."""
+
+    def __init__(self, *, path: Path | str | None, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        where = f"{path}: " if path is not None else ""
+        super().__init__(f"{where}{reason}")
+
+
+class RecordingFailed(RecorderError):
+    """Writing the recording failed; the session it records must not go on.
+
+    Once a writer raises this it stays failed: every later call raises it again, so no byte
+    can be relayed unrecorded after the first failure (fail closed).
+    """
+
+    def __init__(self, *, path: Path | str | None, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        where = f"{path}: " if path is not None else ""
+        super().__init__(f"recording failed: {where}{reason}")

@@ -1,0 +1,27 @@
+"""Reading and verifying zsp recordings.
+
+``verify_frames`` streams a recording and yields frames once they are proven part of the chain;
+its return value is the :class:`VerificationReport`. ``verify`` does the same for a whole file.
+Like :mod:`recorder`, this package never imports textual or asyncssh.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import ReplayError, SourceError
+from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._verify import Outcome, Problem, VerificationReport, verify, verify_frames
+
+__all__ = [
+    "Outcome",
+    "Preamble",
+    "Problem",
+    "ReplayError",
+    "SourceError",
+    "Tail",
+    "TailKind",
+    "VerificationReport",
+    "iter_raw",
+    "read_preamble",
+    "verify",
+    "verify_frames",
+]
