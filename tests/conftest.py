@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recorder import SigningKey
+from tests.helpers import SEED_A, SEED_B, write_recording
+
+
+@pytest.fixture(scope="session")
+def key() -> SigningKey:
+    return SigningKey.from_seed(SEED_A, comment="test-a")
+
+
+@pytest.fixture(scope="session")
+def other_key() -> SigningKey:
+    return SigningKey.from_seed(SEED_B, comment="test-b")
+
+
+@pytest.fixture(scope="session")
+def small_recording(tmp_path_factory: pytest.TempPathFactory, key: SigningKey) -> bytes:
+    path = tmp_path_factory.mktemp("rec") / "small.zsprec"
+    return write_recording(path, key, frames=25).read_bytes()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "data"
+    monkeypatch.setenv("ZSP_DATA", str(d))
+    return d

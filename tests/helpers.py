@@ -1,0 +1,98 @@
+"""Shared test helpers: deterministic recordings and frame offsets."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import random
+import uuid
+from pathlib import Path
+
+from recorder import FileSink, RecordingWriter, SessionMeta, SigningKey
+from replay import Preamble, iter_raw, read_preamble
+
+SEED_A = bytes(range(32))
+SEED_B = bytes(range(32, 64))
+
+
+class FakeClock:
+    """Monotonic and wall clocks that advance by a fixed step per reading."""
+
+    def __init__(self, step_ns: int = 1_000_000, wall_start_ns: int = 1_790_000_000 * 10**9) -> None:
+        self._mono = itertools.count(10**12, step_ns)
+        self._wall = itertools.count(wall_start_ns, step_ns)
+
+    def mono(self) -> int:
+        return next(self._mono)
+
+    def wall(self) -> int:
+        return next(self._wall)
+
+
+def fixed_session_id(seed: int) -> uuid.UUID:
+    """A deterministic UUIDv7 (fixed time, the seed in the random bits)."""
+    ms = 1_790_000_000_000
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62) | (seed & ((1 << 62) - 1)))
+
+
+def write_recording(
+    path: Path,
+    key: SigningKey,
+    *,
+    seed: int = 0,
+    frames: int = 40,
+    session_id: uuid.UUID | None = None,
+    seal: bool = True,
+    checkpoint_frames: int = 8,
+    coalesce_ms: int = 0,
+) -> Path:
+    """A deterministic recording with a mix of every frame kind."""
+    rnd = random.Random(seed)
+    clock = FakeClock()
+    w = RecordingWriter(
+        FileSink(path, sync_dir=False),
+        key,
+        SessionMeta(user="alice", target="db1", login="postgres", grant_id="g-1", term="xterm-256color",
+                    cols=80, rows=24, host="bastion"),
+        session_id=session_id or fixed_session_id(seed),
+        checkpoint_frames=checkpoint_frames,
+        coalesce_ms=coalesce_ms,
+        clock=clock.mono,
+        wall_clock=clock.wall,
+    )
+    for i in range(frames):
+        r = rnd.random()
+        if r < 0.5:
+            w.output(rnd.randbytes(rnd.randint(1, 60)))
+        elif r < 0.8:
+            w.input(rnd.randbytes(rnd.randint(1, 4)))
+        elif r < 0.9:
+            w.resize(rnd.randint(20, 200), rnd.randint(10, 60))
+        else:
+            w.event("note", f"event {i}", n=i, ok=True)
+    if seal:
+        w.close(0, "exit")
+    else:
+        w.flush()
+        w.abandon()
+    return path
+
+
+def frame_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of every complete frame in ``data``."""
+    stream = io.BytesIO(data)
+    status, _ = read_preamble(stream)
+    assert status is Preamble.OK
+    spans = []
+    gen = iter_raw(stream)
+    for _index, offset, body, _head in gen:
+        spans.append((offset, offset + 4 + len(body) + 32))
+    return spans
+
+
+def frame_at(spans: list[tuple[int, int]], pos: int) -> int | None:
+    """Index of the frame containing byte ``pos``; None for the preamble."""
+    for i, (a, b) in enumerate(spans):
+        if a <= pos < b:
+            return i
+    return None

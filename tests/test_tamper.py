@@ -1,0 +1,209 @@
+"""Every flip, drop, duplicate, swap, splice and truncation is caught, at the right frame, never VALID."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recorder import SigningKey
+from replay import Outcome, Problem, verify
+from tests.helpers import fixed_session_id, frame_at, frame_spans, write_recording
+
+LONG = os.environ.get("ZSP_LONG") == "1"
+
+
+def check(data: bytes, key: SigningKey):
+    return verify(io.BytesIO(data), [key.public])
+
+
+def assert_pinned(report, frame: int | None) -> None:
+    """The report names ``frame`` as the first frame that is not proven intact."""
+    assert report.outcome is not Outcome.VALID
+    if report.outcome is Outcome.CORRUPT:
+        assert report.bad_frame == frame, report
+    else:
+        # INCOMPLETE: every frame before ``frame`` is intact, and ``frame`` is not.
+        assert frame is not None and report.frames == frame, report
+
+
+def test_untouched_is_valid(small_recording: bytes, key: SigningKey) -> None:
+    r = check(small_recording, key)
+    assert r.outcome is Outcome.VALID, r
+    assert r.frames == len(frame_spans(small_recording))
+
+
+def test_every_single_byte_flip_is_caught_at_its_frame(small_recording: bytes, key: SigningKey) -> None:
+    data = small_recording
+    spans = frame_spans(data)
+    for pos in range(len(data)):
+        for mask in (0x01, 0x80, 0xFF):
+            mutated = bytearray(data)
+            mutated[pos] ^= mask
+            r = check(bytes(mutated), key)
+            assert_pinned(r, frame_at(spans, pos))
+
+
+def test_truncation_at_every_offset_is_never_valid(small_recording: bytes, key: SigningKey) -> None:
+    data = small_recording
+    spans = frame_spans(data)
+    for cut in range(len(data)):
+        r = check(data[:cut], key)
+        assert r.outcome is Outcome.INCOMPLETE, (cut, r)
+        complete = sum(1 for _, end in spans if end <= cut)
+        assert r.frames == complete, (cut, r)
+        assert r.signed_frames <= r.frames
+
+
+def test_every_dropped_frame_is_caught(small_recording: bytes, key: SigningKey) -> None:
+    data = small_recording
+    spans = frame_spans(data)
+    for i, (a, b) in enumerate(spans):
+        r = check(data[:a] + data[b:], key)
+        if i == len(spans) - 1:
+            # Dropping the last frame (the seal's signature) is truncation: never VALID.
+            assert r.outcome is Outcome.INCOMPLETE and r.problem is Problem.UNSIGNED_SEAL
+        else:
+            assert_pinned(r, i)
+
+
+def test_every_duplicated_frame_is_caught(small_recording: bytes, key: SigningKey) -> None:
+    data = small_recording
+    spans = frame_spans(data)
+    for i, (a, b) in enumerate(spans):
+        r = check(data[:b] + data[a:b] + data[b:], key)
+        assert_pinned(r, i + 1)
+
+
+def test_every_adjacent_swap_is_caught(small_recording: bytes, key: SigningKey) -> None:
+    data = small_recording
+    spans = frame_spans(data)
+    for i in range(len(spans) - 1):
+        (a, b), (_, c) = spans[i], spans[i + 1]
+        r = check(data[:a] + data[b:c] + data[a:b] + data[c:], key)
+        assert_pinned(r, i)
+
+
+def test_frame_from_another_session_with_same_key_is_caught(tmp_path: Path, key: SigningKey) -> None:
+    # Same key, same script (so same kinds and sizes at each index), different session id.
+    a = write_recording(tmp_path / "a.zsprec", key, seed=7).read_bytes()
+    b = write_recording(tmp_path / "b.zsprec", key, seed=7, session_id=fixed_session_id(99)).read_bytes()
+    sa, sb = frame_spans(a), frame_spans(b)
+    assert len(sa) == len(sb)
+    for i in range(len(sa)):
+        (a0, a1), (b0, b1) = sa[i], sb[i]
+        spliced = a[:a0] + b[b0:b1] + a[a1:]
+        r = check(spliced, key)
+        # A foreign header is self-consistent (its chain starts from its own session id), so the
+        # break shows at frame 1, the first frame that chains to the real header.
+        assert_pinned(r, i if i else 1)
+        # Inserted rather than replaced:
+        r = check(a[:a0] + b[b0:b1] + a[a0:], key)
+        assert_pinned(r, i if i else 1)
+
+
+def test_appended_frames_and_bytes_are_corrupt(tmp_path: Path, key: SigningKey, small_recording: bytes) -> None:
+    spans = frame_spans(small_recording)
+    last = small_recording[spans[-1][0] :]
+    r = check(small_recording + last, key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.AFTER_SEAL
+    assert r.bad_frame == len(spans)
+    r = check(small_recording + b"\x00", key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.AFTER_SEAL
+    # A whole other sealed recording appended (chained to nothing here) is caught too.
+    r = check(small_recording + small_recording[8:], key)
+    assert r.outcome is Outcome.CORRUPT
+
+
+def test_untrusted_signer_is_never_valid(small_recording: bytes, other_key: SigningKey) -> None:
+    r = check(small_recording, other_key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.UNTRUSTED_SIGNER and r.bad_frame == 0
+
+
+def test_resigned_by_other_key_is_untrusted(tmp_path: Path, key: SigningKey, other_key: SigningKey) -> None:
+    # An attacker who rewrites the whole file with their own key gets a consistent recording
+    # that is signed by a key nobody trusts.
+    forged = write_recording(tmp_path / "f.zsprec", other_key).read_bytes()
+    r = check(forged, key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.UNTRUSTED_SIGNER
+
+
+def test_unknown_version_is_corrupt(small_recording: bytes, key: SigningKey) -> None:
+    r = check(small_recording[:7] + b"\x02" + small_recording[8:], key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.UNKNOWN_VERSION and r.bad_frame is None
+
+
+def test_unsealed_recording_is_incomplete_with_signed_prefix(tmp_path: Path, key: SigningKey) -> None:
+    data = write_recording(tmp_path / "u.zsprec", key, frames=30, seal=False).read_bytes()
+    r = check(data, key)
+    assert r.outcome is Outcome.INCOMPLETE and r.problem is Problem.NO_SEAL
+    assert r.frames == len(frame_spans(data))
+    assert 0 < r.signed_frames <= r.frames
+    assert r.last_checkpoint_wall_us is not None
+
+
+# --- randomized campaigns (hypothesis) --------------------------------------------------------
+
+recordings = st.integers(min_value=0, max_value=10_000)
+campaign = settings(
+    max_examples=400 if LONG else 40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(scope="module")
+def rec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hyp")
+
+
+def _rec(rec_dir: Path, key: SigningKey, seed: int, frames: int) -> bytes:
+    path = rec_dir / f"{seed}-{frames}.zsprec"
+    if not path.exists():
+        write_recording(path, key, seed=seed, frames=frames)
+    return path.read_bytes()
+
+
+@campaign
+@given(seed=recordings, frames=st.integers(1, 120), data=st.data())
+def test_random_flip(rec_dir: Path, key: SigningKey, seed: int, frames: int, data: st.DataObject) -> None:
+    rec = _rec(rec_dir, key, seed, frames)
+    pos = data.draw(st.integers(0, len(rec) - 1))
+    mask = data.draw(st.integers(1, 255))
+    mutated = bytearray(rec)
+    mutated[pos] ^= mask
+    assert_pinned(check(bytes(mutated), key), frame_at(frame_spans(rec), pos))
+
+
+@campaign
+@given(seed=recordings, frames=st.integers(1, 120), data=st.data())
+def test_random_drop_dup_swap(rec_dir: Path, key: SigningKey, seed: int, frames: int, data: st.DataObject) -> None:
+    rec = _rec(rec_dir, key, seed, frames)
+    spans = frame_spans(rec)
+    i = data.draw(st.integers(0, len(spans) - 2))
+    j = data.draw(st.integers(i + 1, len(spans) - 1))
+    (a, b), (c, d) = spans[i], spans[j]
+    op = data.draw(st.sampled_from(["drop", "dup", "swap", "move"]))
+    if op == "drop":
+        mutated, bad = rec[:a] + rec[b:], i
+    elif op == "dup":
+        mutated, bad = rec[:d] + rec[a:b] + rec[d:], j + 1
+    elif op == "swap":
+        mutated, bad = rec[:a] + rec[c:d] + rec[b:c] + rec[a:b] + rec[d:], i
+    else:  # move frame j to position i
+        mutated, bad = rec[:a] + rec[c:d] + rec[a:c] + rec[d:], i
+    assert_pinned(check(mutated, key), bad)
+
+
+@campaign
+@given(seed=recordings, frames=st.integers(1, 120), data=st.data())
+def test_random_truncation(rec_dir: Path, key: SigningKey, seed: int, frames: int, data: st.DataObject) -> None:
+    rec = _rec(rec_dir, key, seed, frames)
+    cut = data.draw(st.integers(0, len(rec) - 1))
+    r = check(rec[:cut], key)
+    assert r.outcome is Outcome.INCOMPLETE
+    assert r.frames == sum(1 for _, end in frame_spans(rec) if end <= cut)

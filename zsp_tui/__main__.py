@@ -1,0 +1,3 @@
+from zsp_tui.cli import main
+
+raise SystemExit(main())
