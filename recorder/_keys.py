@@ -77,7 +77,7 @@ class PublicKey:
 class SigningKey:
     """A private Ed25519 key that signs checkpoints. Not a value: it holds a secret."""
 
-    __slots__ = ("_key", "public", "path")
+    __slots__ = ("_key", "path", "public")
 
     def __init__(self, key: Ed25519PrivateKey, *, path: Path | None = None, comment: str = "") -> None:
         self._key = key

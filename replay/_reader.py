@@ -8,6 +8,10 @@ It does no cryptography; :mod:`replay._verify` does.
 from __future__ import annotations
 
 import enum
+import io
+import mmap
+import os
+import stat
 import struct
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -66,8 +70,58 @@ class Tail:
     """For OVERSIZE, the length prefix found; for TORN, the bytes present."""
 
 
+def _mapped(stream: BinaryIO) -> mmap.mmap | None:
+    """A read-only map of ``stream`` if it is a non-empty regular file, else None."""
+    try:
+        fd = stream.fileno()
+        st = os.fstat(fd)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return None
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
 def iter_raw(stream: BinaryIO, offset: int = len(PREAMBLE)) -> Generator[RawFrame, None, Tail]:
-    """Yield frames from ``stream`` (positioned after the preamble); return how the stream ended."""
+    """Yield frames from ``stream`` (positioned at ``offset``, after the preamble); return how it ended.
+
+    Regular files are memory-mapped (no copies: the verifier hashes the page cache directly;
+    the mapping is file-backed, so it costs no anonymous memory). Pipes and other streams are
+    read in chunks of :data:`CHUNK`, holding at most one chunk plus one frame.
+    """
+    mapped = _mapped(stream)
+    if mapped is not None and stream.tell() == offset:
+        # Not closed explicitly: the consumer may still hold a view of the last body. The map
+        # is released (and its descriptor closed) when the last view goes away.
+        return (yield from _iter_buffer(mapped, offset))
+    return (yield from _iter_stream(stream, offset))
+
+
+def _iter_buffer(buf: mmap.mmap, pos: int) -> Generator[RawFrame, None, Tail]:
+    view = memoryview(buf)
+    end = len(buf)
+    index = 0
+    while True:
+        if end - pos < 4:
+            if end == pos:
+                return Tail(TailKind.CLEAN, index, pos)
+            return Tail(TailKind.TORN, index, pos, end - pos)
+        (n,) = _unpack_len(buf, pos)
+        if n > MAX_BODY_LEN:
+            return Tail(TailKind.OVERSIZE, index, pos, n)
+        body_end = pos + 4 + n
+        stop = body_end + HEAD_LEN
+        if stop > end:
+            return Tail(TailKind.TORN, index, pos, end - pos)
+        yield index, pos, view[pos + 4 : body_end], buf[body_end:stop]
+        pos = stop
+        index += 1
+
+
+def _iter_stream(stream: BinaryIO, offset: int) -> Generator[RawFrame, None, Tail]:
     read = stream.read
     buf = b""
     view = memoryview(buf)

@@ -279,7 +279,7 @@ def verify_frames(
             unsigned += 1
             if unsigned > max_unsigned:
                 return st.report(
-                    corrupt, Problem.MISSING_SIGNATURE, index, offset, f"more than {max_unsigned} frames without a checkpoint"
+                    corrupt, Problem.MISSING_SIGNATURE, index, offset, f"over {max_unsigned} frames unsigned"
                 )
             last_t = st.duration = t
             st.head = head
@@ -311,7 +311,7 @@ def verify_frames(
             unsigned += 1
             if unsigned > max_unsigned:
                 return st.report(
-                    corrupt, Problem.MISSING_SIGNATURE, index, offset, f"more than {max_unsigned} frames without a checkpoint"
+                    corrupt, Problem.MISSING_SIGNATURE, index, offset, f"over {max_unsigned} frames unsigned"
                 )
             if isinstance(value, Seal):
                 if value.frames != index or value.output_bytes != out_bytes or value.input_bytes != in_bytes:
@@ -354,7 +354,7 @@ def verify(source: Path | str | BinaryIO, trusted: Iterable[PublicKey]) -> Verif
     if isinstance(source, (str, Path)):
         name = str(source)
         try:
-            f = open(source, "rb")  # noqa: SIM115 - closed below, around the generator
+            f = open(source, "rb")
         except OSError as exc:
             raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
         with f:

@@ -25,7 +25,7 @@ def test_golden_outcome(name: str) -> None:
 
 def test_regenerated_golden_files_are_byte_identical(tmp_path: Path) -> None:
     generate(tmp_path)
-    for path in sorted(GOLDEN.glob("*.zsprec")) + [GOLDEN / "signer.pub", GOLDEN / "expected.json"]:
+    for path in [*sorted(GOLDEN.glob("*.zsprec")), GOLDEN / "signer.pub", GOLDEN / "expected.json"]:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), (
             f"{path.name} changed: the v1 byte format moved. Bump the version or revert."
         )
