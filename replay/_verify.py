@@ -24,6 +24,7 @@ from typing import BinaryIO
 from blake3 import blake3
 
 from recorder import (
+    VERSION,
     Checkpoint,
     FormatViolation,
     Frame,
@@ -230,6 +231,8 @@ def verify_frames(
         if index == 0:
             if kind != _HEADER:
                 return st.report(corrupt, Problem.NO_HEADER, 0, offset, "first frame is not a header")
+            if type(data) is dict and data.get("version") != VERSION:
+                return st.report(corrupt, Problem.UNKNOWN_VERSION, 0, offset, "unknown header version")
             try:
                 header = parse_data(kind, data)
             except FormatViolation as exc:

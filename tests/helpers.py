@@ -96,3 +96,29 @@ def frame_at(spans: list[tuple[int, int]], pos: int) -> int | None:
         if a <= pos < b:
             return i
     return None
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """The bodies of every complete frame."""
+    import struct
+
+    bodies = []
+    for a, _end in frame_spans(data):
+        (n,) = struct.unpack_from(">I", data, a)
+        bodies.append(data[a + 4 : a + 4 + n])
+    return bodies
+
+
+def rechain(bodies: list[bytes], session_id: uuid.UUID) -> bytes:
+    """Rebuild a file from bodies with every stored head recomputed: what a forger can do
+    without the signing key."""
+    import struct
+
+    from recorder import PREAMBLE, chain_head, genesis
+
+    head = genesis(session_id)
+    out = [PREAMBLE]
+    for body in bodies:
+        head = chain_head(head, body)
+        out += [struct.pack(">I", len(body)), body, head]
+    return b"".join(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from recorder import SigningKey
 from replay import Outcome, Problem, verify
-from tests.helpers import fixed_session_id, frame_at, frame_spans, write_recording
+from tests.helpers import fixed_session_id, frame_at, frame_spans, rechain, split_frames, write_recording
 
 LONG = os.environ.get("ZSP_LONG") == "1"
 
@@ -207,3 +208,107 @@ def test_random_truncation(rec_dir: Path, key: SigningKey, seed: int, frames: in
     r = check(rec[:cut], key)
     assert r.outcome is Outcome.INCOMPLETE
     assert r.frames == sum(1 for _, end in frame_spans(rec) if end <= cut)
+
+
+# --- a forger without the key: recomputes every head, cannot sign -----------------------------
+
+
+def _forge(data: bytes, edit) -> bytes:
+    import msgpack
+
+    bodies = [msgpack.unpackb(b) for b in split_frames(data)]
+    sid = uuid.UUID(bodies[0][3]["session_id"])
+    bodies = edit(bodies)
+    return rechain([msgpack.packb(b) for b in bodies], sid)
+
+
+def _kinds(data: bytes) -> list[int]:
+    import msgpack
+
+    return [msgpack.unpackb(b)[0] for b in split_frames(data)]
+
+
+def test_rechained_identity_is_verified_as_such(small_recording: bytes, key: SigningKey) -> None:
+    assert check(_forge(small_recording, lambda b: b), key).outcome is Outcome.VALID
+
+
+def test_edited_output_with_recomputed_chain_fails_the_next_signature(small_recording: bytes, key: SigningKey) -> None:
+    kinds = _kinds(small_recording)
+    k = kinds.index(1)  # first output frame
+    nxt = kinds.index(5, k)  # the checkpoint after it
+
+    def edit(bodies):
+        bodies[k][3] = b"rm -rf / # innocent"
+        return bodies
+
+    r = check(_forge(small_recording, edit), key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.BAD_SIGNATURE and r.bad_frame == nxt
+    assert r.signed_frames <= k  # nothing from the edited frame on is claimed as signed
+
+
+def test_stripped_checkpoints_are_missing_signatures(tmp_path: Path, key: SigningKey) -> None:
+    data = write_recording(tmp_path / "r.zsprec", key, frames=60, checkpoint_frames=8).read_bytes()
+
+    def strip(bodies):
+        kept = [b for b in bodies[:-1] if b[0] != 5] + [bodies[-1]]
+        for i, b in enumerate(kept):
+            b[1] = i
+        return kept
+
+    r = check(_forge(data, strip), key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.MISSING_SIGNATURE
+
+
+def test_time_going_back_is_corrupt(small_recording: bytes, key: SigningKey) -> None:
+    kinds = _kinds(small_recording)
+    k = kinds.index(1, 3)
+
+    def edit(bodies):
+        bodies[k][2] = 0
+        bodies[k - 1][2] = max(bodies[k - 1][2], 1)
+        return bodies
+
+    r = check(_forge(small_recording, edit), key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.TIME_BACKWARDS and r.bad_frame == k
+
+
+def test_seal_that_lies_about_counts_is_corrupt(small_recording: bytes, key: SigningKey) -> None:
+    def edit(bodies):
+        bodies[-2][3]["output_bytes"] -= 1
+        return bodies
+
+    r = check(_forge(small_recording, edit), key)
+    assert r.problem is Problem.SEAL_MISMATCH and r.bad_frame == len(_kinds(small_recording)) - 2
+
+
+def test_header_of_an_unknown_version_is_refused(small_recording: bytes, key: SigningKey) -> None:
+    def edit(bodies):
+        bodies[0][3]["version"] = 2
+        return bodies
+
+    r = check(_forge(small_recording, edit), key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.UNKNOWN_VERSION and r.bad_frame == 0
+
+
+def test_swapped_signer_key_in_header_is_caught(small_recording: bytes, key: SigningKey,
+                                               other_key: SigningKey) -> None:
+    def edit(bodies):
+        bodies[0][3]["signer"] = other_key.public.openssh
+        bodies[0][3]["signer_fingerprint"] = other_key.public.fingerprint
+        return bodies
+
+    # Trusting both keys: the header now names the other key, whose signatures are absent.
+    r = verify(io.BytesIO(_forge(small_recording, edit)), [key.public, other_key.public])
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.BAD_SIGNATURE and r.bad_frame == 1
+
+
+def test_not_a_header_first_and_second_header(small_recording: bytes, key: SigningKey) -> None:
+    r = check(_forge(small_recording, lambda b: [[1, 0, 0, b"x"], *b[1:]]), key)
+    assert r.problem is Problem.NO_HEADER and r.bad_frame == 0
+
+    def second(bodies):
+        bodies[2] = [0, 2, bodies[2][2], bodies[0][3]]
+        return bodies
+
+    r = check(_forge(small_recording, second), key)
+    assert r.problem is Problem.MALFORMED and r.bad_frame == 2
