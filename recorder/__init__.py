@@ -8,6 +8,7 @@ nothing of SSH or terminals' UIs; it never imports textual or asyncssh.
 from __future__ import annotations
 
 from ._async import AsyncRecorder
+from ._chain import FrameChain
 from ._exceptions import KeyFileError, RecorderError, RecordingFailed
 from ._format import (
     HEAD_LEN,
@@ -50,6 +51,7 @@ __all__ = [
     "FileSink",
     "FormatViolation",
     "Frame",
+    "FrameChain",
     "FrameData",
     "FrameKind",
     "FsyncPolicy",

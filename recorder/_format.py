@@ -254,13 +254,23 @@ def pack_length(n: int) -> bytes:
 _unpackb = msgpack.unpackb
 
 
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """Maps with a repeated key are refused: two readers could disagree on which value counts."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise FormatViolation("map has a repeated key")
+    return out
+
+
 def decode_body(body: bytes | memoryview) -> tuple[int, int, int, Any]:
     """Split a frame body into ``(kind, seq, t_us, raw data)``; raise FormatViolation if it is not one.
 
     Only the envelope is checked here; :func:`parse_data` checks the data of non-byte kinds.
     """
     try:
-        obj = _unpackb(body)
+        obj = _unpackb(body, object_pairs_hook=_pairs)
+    except FormatViolation:
+        raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise FormatViolation(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
     if type(obj) is not list or len(obj) != 4:
@@ -305,10 +315,13 @@ def _header(m: dict[str, Any]) -> Header:
     version = m.get("version")
     if version != VERSION or type(version) is not int:
         raise FormatViolation(f"unknown header version {version!r}")
+    text = _text(m, "session_id")
     try:
-        sid = uuid.UUID(_text(m, "session_id"))
+        sid = uuid.UUID(text)
     except ValueError:
         raise FormatViolation("field 'session_id' is not a UUID") from None
+    if str(sid) != text:
+        raise FormatViolation("field 'session_id' is not a canonical lowercase UUID")
     return Header(
         session_id=sid,
         user=_text(m, "user"),

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import msgpack
-from blake3 import blake3
-
+from ._chain import FrameChain
 from ._exceptions import RecordingFailed
 from ._format import (
     MAX_CHECKPOINT_FRAMES,
@@ -34,9 +32,6 @@ from ._format import (
     PREAMBLE,
     FrameKind,
     Header,
-    checkpoint_message,
-    genesis,
-    pack_length,
 )
 from ._ids import new_session_id
 from ._keys import SigningKey
@@ -199,12 +194,10 @@ class RecordingWriter:
         self._ckpt_frames = checkpoint_frames
         self._ckpt_ns = checkpoint_ms * 1_000_000
         self._coalesce_ns = coalesce_ms * 1_000_000
-        self._pack = msgpack.Packer(use_bin_type=True).pack
         self._out: list[bytes] = []
         self._sync_due = False
         self._failed: RecordingFailed | None = None
         self._closed = False
-        self._seq = 0
         self._last_t = 0
         self._unsigned = 0
         self._unsigned_since = 0
@@ -235,7 +228,7 @@ class RecordingWriter:
             coalesce_ms=coalesce_ms,
             extra=dict(meta.extra),
         )
-        self._head = genesis(self.session_id)
+        self._chain = FrameChain(self.session_id, key)
         self._out.append(PREAMBLE)
         self._frame(FrameKind.HEADER, self.header.to_map(), 0)
         self._checkpoint(0)
@@ -250,12 +243,12 @@ class RecordingWriter:
     @property
     def frames(self) -> int:
         """Frames built so far (including any not yet flushed)."""
-        return self._seq
+        return self._chain.seq
 
     @property
     def head(self) -> bytes:
         """Chain head of the last frame built."""
-        return self._head
+        return self._chain.head
 
     def output(self, data: bytes, at_ns: int | None = None) -> None:
         """Record bytes the session printed. May be held up to ``coalesce_ms`` to join chunks."""
@@ -356,7 +349,7 @@ class RecordingWriter:
             {
                 "exit_status": exit_status if exit_status is None else max(-255, min(exit_status, 255)),
                 "reason": _clip(reason),
-                "frames": self._seq,
+                "frames": self._chain.seq,
                 "output_bytes": self.output_bytes,
                 "input_bytes": self.input_bytes,
                 "wall_us": self._wall() // 1000,
@@ -374,8 +367,8 @@ class RecordingWriter:
             self._fail(exc.strerror or str(exc))
         return SealInfo(
             session_id=self.session_id,
-            frames=self._seq,
-            head=self._head,
+            frames=self._chain.seq,
+            head=self._chain.head,
             output_bytes=self.output_bytes,
             input_bytes=self.input_bytes,
             sink=self._sink.name,
@@ -411,10 +404,7 @@ class RecordingWriter:
         return t
 
     def _frame(self, kind: int, data: Any, t_us: int) -> None:
-        body = self._pack([kind, self._seq, t_us, data])
-        self._head = head = blake3(body, key=self._head).digest()
-        self._out += (pack_length(len(body)), body, head)
-        self._seq += 1
+        self._out += self._chain.frame(kind, data, t_us)
         if kind != FrameKind.CHECKPOINT:
             if not self._unsigned:
                 self._unsigned_since = self._clock()
@@ -431,10 +421,7 @@ class RecordingWriter:
             self._frame(FrameKind.OUTPUT, data, self._pend_t)
 
     def _checkpoint(self, t_us: int) -> None:
-        index = self._seq - 1
-        wall_us = self._wall() // 1000
-        sig = self._key.sign(checkpoint_message(self.session_id, index, self._head, wall_us))
-        self._frame(FrameKind.CHECKPOINT, {"index": index, "wall_us": wall_us, "sig": sig}, t_us)
+        self._out += self._chain.checkpoint(t_us, self._wall() // 1000)
         self._unsigned = 0
         self._sync_due = True
 

@@ -218,17 +218,15 @@ def verify_frames(
             break
         if final:
             return st.report(corrupt, Problem.AFTER_SEAL, index, offset, "frame after the seal's signature")
-        try:
-            kind, seq, t, data = decode_body(body)
-        except FormatViolation as exc:
-            return st.report(corrupt, Problem.MALFORMED, index, offset, exc.reason)
-        if seq != index:
-            what = "missing frame(s)" if seq > index else "repeated or reordered frame"
-            return st.report(
-                corrupt, Problem.SEQUENCE, index, offset, f"expected frame {index}, found {seq} ({what})"
-            )
 
         if index == 0:
+            # The header is decoded first: the key of its head derives from its session id.
+            try:
+                kind, seq, t, data = decode_body(body)
+            except FormatViolation as exc:
+                return st.report(corrupt, Problem.MALFORMED, 0, offset, exc.reason)
+            if seq != 0:
+                return st.report(corrupt, Problem.SEQUENCE, 0, offset, f"expected frame 0, found {seq}")
             if kind != _HEADER:
                 return st.report(corrupt, Problem.NO_HEADER, 0, offset, "first frame is not a header")
             if type(data) is dict and data.get("version") != VERSION:
@@ -248,8 +246,8 @@ def verify_frames(
                 signer = PublicKey.from_openssh(header.signer)
             except ValueError as exc:
                 return st.report(corrupt, Problem.MALFORMED, 0, offset, f"header signer: {exc}")
-            if signer.fingerprint != header.signer_fingerprint:
-                return st.report(corrupt, Problem.MALFORMED, 0, offset, "signer fingerprint does not match key")
+            if signer.openssh != header.signer or signer.fingerprint != header.signer_fingerprint:
+                return st.report(corrupt, Problem.MALFORMED, 0, offset, "signer or its fingerprint is not canonical")
             st.header = header
             if signer.raw not in trusted_raw:
                 return st.report(
@@ -262,9 +260,17 @@ def verify_frames(
             yield Frame(0, _HEADER, t, header)
             continue
 
+        # Every later frame: the chain first, so a changed byte is reported as what it is.
         computed = blake3(body, key=head).digest()
         if computed != stored:
-            return st.report(corrupt, Problem.HASH_MISMATCH, index, offset, "frame does not match its chain head")
+            problem, detail = _diagnose(body, index)
+            return st.report(corrupt, problem, index, offset, detail)
+        try:
+            kind, seq, t, data = decode_body(body)
+        except FormatViolation as exc:
+            return st.report(corrupt, Problem.MALFORMED, index, offset, exc.reason)
+        if seq != index:
+            return st.report(corrupt, Problem.SEQUENCE, index, offset, _seq_detail(index, seq))
         if t < last_t:
             return st.report(corrupt, Problem.TIME_BACKWARDS, index, offset, f"time {t} us after {last_t} us")
         prev_head = head
@@ -350,6 +356,22 @@ def verify_frames(
     if sealed:
         return st.report(Outcome.INCOMPLETE, Problem.UNSIGNED_SEAL, tail.index, tail.offset, "seal is not signed")
     return st.report(Outcome.INCOMPLETE, Problem.NO_SEAL, tail.index, tail.offset, "recording was never sealed")
+
+
+def _seq_detail(index: int, seq: int) -> str:
+    what = "missing frame(s)" if seq > index else "repeated or reordered frame"
+    return f"expected frame {index}, found {seq} ({what})"
+
+
+def _diagnose(body: memoryview, index: int) -> tuple[Problem, str]:
+    """Why a frame's head does not match: a frame out of place, or changed bytes."""
+    try:
+        seq = decode_body(body)[1]
+    except FormatViolation:
+        seq = index
+    if seq != index:
+        return Problem.SEQUENCE, _seq_detail(index, seq)
+    return Problem.HASH_MISMATCH, "frame does not match its chain head"
 
 
 def verify(source: Path | str | BinaryIO, trusted: Iterable[PublicKey]) -> VerificationReport:
