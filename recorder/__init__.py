@@ -31,6 +31,7 @@ from ._format import (
     checkpoint_message,
     decode_body,
     genesis,
+    pack_length,
     parse_data,
 )
 from ._ids import new_session_id
@@ -73,5 +74,6 @@ __all__ = [
     "genesis",
     "load_trusted_keys",
     "new_session_id",
+    "pack_length",
     "parse_data",
 ]

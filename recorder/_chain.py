@@ -25,9 +25,7 @@ class FrameChain:
 
     __slots__ = ("_key", "_pack", "head", "seq", "session_id")
 
-    def __init__(
-        self, session_id: uuid.UUID, key: SigningKey, *, seq: int = 0, head: bytes | None = None
-    ) -> None:
+    def __init__(self, session_id: uuid.UUID, key: SigningKey, *, seq: int = 0, head: bytes | None = None) -> None:
         self.session_id = session_id
         self._key = key
         self.seq = seq

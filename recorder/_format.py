@@ -50,6 +50,7 @@ __all__ = [
     "checkpoint_message",
     "decode_body",
     "genesis",
+    "pack_length",
     "parse_data",
 ]
 
@@ -380,11 +381,7 @@ def parse_data(kind: int, data: Any) -> FrameData:
             raise FormatViolation("input/output data must be a byte string")
         return data
     if kind == FrameKind.RESIZE:
-        if (
-            type(data) is not list
-            or len(data) != 2
-            or any(type(v) is not int or not 0 <= v <= 65535 for v in data)
-        ):
+        if type(data) is not list or len(data) != 2 or any(type(v) is not int or not 0 <= v <= 65535 for v in data):
             raise FormatViolation("resize data must be [cols, rows]")
         return Resize(cols=data[0], rows=data[1])
     if type(data) is not dict:

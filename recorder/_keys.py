@@ -118,7 +118,7 @@ class SigningKey:
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
-        pub_line = (self.public.openssh + (f" {self.public.comment}" if self.public.comment else "") + "\n")
+        pub_line = self.public.openssh + (f" {self.public.comment}" if self.public.comment else "") + "\n"
         pub_path = path.with_name(path.name + ".pub")
         for p in (path, pub_path):
             if p.exists():

@@ -82,9 +82,7 @@ class FileSink:
     def __init__(self, path: Path | str, *, sync_dir: bool = True) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        self._fd = os.open(
-            self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640
-        )
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
         if sync_dir:
             # The directory entry must survive a crash too, or the file could vanish whole.
             dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -294,9 +292,7 @@ class RecordingWriter:
         self._check()
         at = self._clock() if at_ns is None else at_ns
         self._emit_pending()
-        body: dict[str, Any] = {
-            k: (_clip(v) if isinstance(v, str) else v) for k, v in fields.items()
-        }
+        body: dict[str, Any] = {k: (_clip(v) if isinstance(v, str) else v) for k, v in fields.items()}
         body["type"] = _clip(type)
         body["message"] = _clip(message)
         self._frame(FrameKind.EVENT, body, self._t(at))

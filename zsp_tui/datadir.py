@@ -4,9 +4,13 @@ Chosen by ``--data``, else ``$ZSP_DATA``, else ``$XDG_DATA_HOME/zsp`` (``~/.loca
 Layout::
 
     DATA/
-      keys/recording_ed25519      recording signing key (OpenSSH format, 0600)
-      keys/recording_ed25519.pub
+      keys/recording_ed25519      signs recordings and the audit log (OpenSSH format, 0600)
+      keys/host_ed25519           the bastion's SSH host key
+      keys/user_ca_ed25519        CA that signs short-lived certificates for upstream targets
       allowed_signers             keys whose recordings `zsp verify` trusts (ssh-keygen format)
+      policy.toml                 who may request what, who approves (validated on every use)
+      zsp.toml                    settings: built-in local target, audit sinks
+      zsp.db                      users, targets, requests, grants, audit log (SQLite)
       recordings/                 one <session-id>.zsprec per session
 """
 
@@ -16,10 +20,17 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recorder import KeyFileError, PublicKey, SigningKey, load_trusted_keys
 
+from .clock import Clock, SystemClock
+from .config import DEFAULT_CONFIG, Settings, load_settings
 from .exceptions import DataDirError
+from .policy import DEFAULT_POLICY, Policy, load_policy
+
+if TYPE_CHECKING:
+    from .access import AccessService
 
 __all__ = ["SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
 
@@ -41,9 +52,12 @@ def resolve_data_dir(arg: str | None) -> Path:
 class InitResult:
     root: Path
     created_dir: bool
-    created_key: bool
+    created: tuple[str, ...]
+    """Names of the files this run created (empty when everything existed)."""
     public_key: PublicKey
     allowed_signers_line: str
+    ca_public_key: PublicKey
+    host_public_key: PublicKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +76,57 @@ class DataDir:
     def recordings(self) -> Path:
         return self.root / "recordings"
 
+    @property
+    def host_key_path(self) -> Path:
+        return self.root / "keys" / "host_ed25519"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.root / "keys" / "user_ca_ed25519"
+
+    @property
+    def policy_path(self) -> Path:
+        return self.root / "policy.toml"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "zsp.toml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "zsp.db"
+
+    def _key(self, path: Path, comment: str, created: list[str]) -> SigningKey:
+        if path.exists():
+            return SigningKey.load(path)
+        key = SigningKey.generate(comment=comment)
+        key.save(path)
+        created.append(str(path.relative_to(self.root)))
+        return key
+
     def init(self) -> InitResult:
-        """Create what is missing; never overwrite a key. Safe to run again."""
+        """Create what is missing; never overwrite a key or an edited file. Safe to run again."""
+        from .store import SqliteStore  # deferred: verify-only uses need no database
+
         created_dir = not self.root.exists()
+        created: list[str] = []
+        host = socket.gethostname()
         try:
             for d in (self.root, self.root / "keys", self.recordings):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            key_path = self.signing_key_path
-            created_key = False
-            if key_path.exists():
-                key = SigningKey.load(key_path)
-            else:
-                key = SigningKey.generate(comment=f"zsp-recording@{socket.gethostname()}")
-                key.save(key_path)
-                created_key = True
+            key = self._key(self.signing_key_path, f"zsp-recording@{host}", created)
+            host_key = self._key(self.host_key_path, f"zsp-host@{host}", created)
+            ca = self._key(self.ca_key_path, f"zsp-user-ca@{host}", created)
+            for path, text in ((self.policy_path, DEFAULT_POLICY), (self.config_path, DEFAULT_CONFIG)):
+                if not path.exists():
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(text)
+                    created.append(path.name)
+            if not self.db_path.exists():
+                created.append(self.db_path.name)
+            SqliteStore(self.db_path).close()
+            os.chmod(self.db_path, 0o600)
             line = f'zsp@{socket.gethostname()} namespaces="{SIGNATURE_NAMESPACE}" {key.public.openssh}'
             signers = self.allowed_signers_path
             existing = signers.read_text() if signers.exists() else ""
@@ -88,7 +139,33 @@ class DataDir:
             raise DataDirError(path=self.root, reason=str(exc)) from None
         except OSError as exc:
             raise DataDirError(path=self.root, reason=exc.strerror or str(exc)) from None
-        return InitResult(self.root, created_dir, created_key, key.public, line)
+        return InitResult(self.root, created_dir, tuple(created), key.public, line, ca.public, host_key.public)
+
+    def require(self) -> None:
+        if not self.db_path.exists():
+            raise DataDirError(path=self.root, reason="not initialised; run `zsp init` first")
+
+    def policy(self) -> Policy:
+        return load_policy(self.policy_path)
+
+    def settings(self) -> Settings:
+        return load_settings(self.config_path)
+
+    def service(self, clock: Clock | None = None) -> AccessService:
+        """The access service over this data directory's store, keys, policy and settings."""
+        from .access import AccessService
+        from .store import SqliteStore
+
+        self.require()
+        settings = self.settings()
+        return AccessService(
+            SqliteStore(self.db_path),
+            self.signing_key(),
+            self.policy,
+            clock or SystemClock(),
+            sinks=settings.sinks,
+            local_target=settings.local_target,
+        )
 
     def signing_key(self) -> SigningKey:
         if not self.signing_key_path.exists():

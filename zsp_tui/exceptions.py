@@ -1,15 +1,23 @@
-"""Errors of the zsp application. The CLI prints each as one line and exits non-zero.
+"""Errors of the zsp application. The CLI (and the bastion's control commands) print each as one
+line and exit non-zero; none of them is a bug.
 
 ::
 
     ZspError
-     ├── DataDirError       the data directory is missing, unreadable or not initialised
-     └── UsageError         the user asked for something that cannot be done as asked
+     ├── DataDirError        the data directory is missing, unreadable or not initialised
+     ├── UsageError          the user asked for something that cannot be done as asked
+     ├── ConfigError         a configuration file is invalid (names the line and the problem)
+     │    └── PolicyError    ...the access policy file
+     ├── NotFound            no such user / target / request
+     ├── Conflict            it exists already
+     └── AccessDenied        the rules forbid it (self-approval, not an approver, no rule...)
+          └── InvalidState   the request is not in a state that allows it (already approved, expired...)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class ZspError(Exception):
@@ -28,3 +36,52 @@ class DataDirError(ZspError):
 class UsageError(ZspError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class ConfigError(ZspError):
+    what = "config"
+
+    def __init__(self, *, path: Path | str, line: int | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{self.what} {where}: {problem}")
+
+
+class PolicyError(ConfigError):
+    what = "policy"
+
+
+class NotFound(ZspError):
+    exit_code = 1
+
+    def __init__(self, *, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"no such {kind}: {name}")
+
+
+class Conflict(ZspError):
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class AccessDenied(ZspError):
+    """``event``, when set, is the audit event that records the refusal."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, request_id: str | None = None, event: object | None = None) -> None:
+        self.request_id = request_id
+        self.event: Any = event
+        super().__init__(message)
+
+
+class InvalidState(AccessDenied):
+    def __init__(self, *, request_id: str, state: str, action: str) -> None:
+        self.state = state
+        self.action = action
+        super().__init__(f"cannot {action} {request_id}: it is {state}", request_id=request_id)

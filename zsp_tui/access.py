@@ -1,0 +1,652 @@
+"""Zero standing privilege: users, targets, requests, approvals and time-boxed grants.
+
+One service holds every rule, and both the local admin console (``zsp ... --as USER``) and the
+bastion's SSH control commands call it, so the rules and the audit trail are the same whichever
+way someone comes in.
+
+Every operation is one store transaction: it first records expiries and lapses that are due
+(so nothing acts on a stale state), then checks and makes its change, then appends the audit
+events, and commits all of it together. Writers are serialised by the store, so two approvers at
+once, or a revoke racing an approval, end in one well-defined state.
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from recorder import PublicKey, SigningKey
+
+from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
+from .clock import Clock, format_duration, rfc3339
+from .exceptions import AccessDenied, Conflict, InvalidState, NotFound, UsageError
+from .identity import InvalidName, canonical_name
+from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, Target, User
+from .policy import Policy
+from .sinks import Sink, dispatch
+from .store import Store, Tx
+
+__all__ = ["AccessService", "Actor"]
+
+_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud, typed by hand
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is acting and from where. ``name`` is None for the console before any admin exists."""
+
+    name: str | None
+    via: str = "console"
+
+
+@dataclass
+class _Unit:
+    tx: Tx
+    now: datetime
+    events: list[NewEvent] = field(default_factory=list)
+
+    def audit(self, event: NewEvent) -> None:
+        self.events.append(event)
+
+
+class AccessService:
+    def __init__(
+        self,
+        store: Store,
+        key: SigningKey,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        *,
+        sinks: Sequence[Sink] = (),
+        local_target: bool = True,
+        local_login: str | None = None,
+    ) -> None:
+        self.store = store
+        self.audit_log = AuditLog(key)
+        self._policy = policy
+        self.clock = clock
+        self.sinks = tuple(sinks)
+        self.local_target = local_target
+        self.local_login = local_login or getpass.getuser()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _unit(self) -> Iterator[_Unit]:
+        try:
+            with self.store.transaction() as tx:
+                unit = _Unit(tx, self.clock.now())
+                self._sweep(unit)
+                yield unit
+                written = self.audit_log.append(tx, unit.events, unit.now)
+        except AccessDenied as exc:
+            # The change was rolled back; the refusal itself is still worth an audit event.
+            if exc.event is not None:
+                with self.store.transaction() as tx:
+                    written = self.audit_log.append(tx, [exc.event], self.clock.now())
+                dispatch(self.sinks, written)
+            raise
+        dispatch(self.sinks, written)
+
+    def _sweep(self, u: _Unit) -> list[AccessRequest]:
+        """Record every expiry and lapse that is due (idempotent; the sweeper calls it too)."""
+        done = []
+        for r in u.tx.due_requests(u.now):
+            if r.state is RequestState.APPROVED:
+                if u.tx.update_request(
+                    r.id, RequestState.APPROVED, state=RequestState.EXPIRED, ended_at=r.ends_at, ended_by="system"
+                ):
+                    u.audit(
+                        NewEvent(
+                            "grant.expire",
+                            "system",
+                            "system",
+                            f"grant {r.id} expired",
+                            target=r.target,
+                            login=r.login,
+                            grant_id=r.id,
+                            fields={"requester": r.requester, "ended_at": rfc3339(r.ends_at or u.now)},
+                        )
+                    )
+                    done.append(r)
+            elif u.tx.update_request(r.id, RequestState.PENDING, state=RequestState.LAPSED, decided_at=r.lapses_at):
+                u.audit(
+                    NewEvent(
+                        "access_request.lapse",
+                        "system",
+                        "system",
+                        f"request {r.id} lapsed unanswered",
+                        target=r.target,
+                        login=r.login,
+                        grant_id=r.id,
+                        fields={"requester": r.requester},
+                    )
+                )
+                done.append(r)
+        return done
+
+    def sweep(self) -> list[AccessRequest]:
+        with self._unit() as u:
+            return self._sweep(u)
+
+    def policy(self, u: _Unit | None = None) -> Policy:
+        p = self._policy()
+        if u is not None:
+            old = u.tx.get_meta("policy_digest")
+            if old != p.digest:
+                u.tx.set_meta("policy_digest", p.digest)
+                u.audit(
+                    NewEvent(
+                        "policy.change",
+                        "console",
+                        "console",
+                        "policy file loaded" if old is None else "policy file changed",
+                        fields={"old_sha256": old or "", "new_sha256": p.digest, "path": p.source},
+                    )
+                )
+        return p
+
+    @staticmethod
+    def _user(tx: Tx, name: str) -> User:
+        try:
+            canon = canonical_name(name)
+        except InvalidName:
+            raise NotFound(kind="user", name=name) from None
+        user = tx.get_user(canon)
+        if user is None:
+            raise NotFound(kind="user", name=name)
+        return user
+
+    def _actor(self, u: _Unit, actor: Actor) -> User:
+        if actor.name is None:
+            raise UsageError("say who you are: --as USER")
+        return self._user(u.tx, actor.name)
+
+    def _admin(self, u: _Unit, actor: Actor) -> str:
+        """The acting admin's name; before any admin exists, the console may bootstrap."""
+        if actor.name is None:
+            if any(Role.ADMIN in x.roles for x in u.tx.list_users()):
+                raise UsageError("an admin exists: say which admin you are with --as USER")
+            return "console"
+        user = self._actor(u, actor)
+        if Role.ADMIN not in user.roles:
+            raise AccessDenied(f"{user.name} is not an admin")
+        return user.name
+
+    def _target(self, tx: Tx, name: str) -> Target:
+        if name == LOCAL_TARGET and self.local_target:
+            return Target(
+                name=LOCAL_TARGET,
+                host="",
+                port=0,
+                logins=(self.local_login,),
+                host_key="",
+                labels=frozenset({"builtin"}),
+                builtin=True,
+            )
+        t = tx.get_target(name)
+        if t is None:
+            raise NotFound(kind="target", name=name)
+        return t
+
+    def _request(self, tx: Tx, request_id: str) -> AccessRequest:
+        r = tx.get_request(request_id.strip().lower())
+        if r is None:
+            raise NotFound(kind="request", name=request_id)
+        return r
+
+    # --- users ----------------------------------------------------------------------------
+
+    def add_user(self, actor: Actor, name: str, roles: frozenset[Role], keys: Sequence[str] = ()) -> User:
+        canon = canonical_name(name)
+        parsed = [self._parse_key(k) for k in keys]
+        with self._unit() as u:
+            by = self._admin(u, actor)
+            user = u.tx.add_user(canon, roles, u.now)
+            for key in parsed:
+                u.tx.add_key(user.id, key.openssh, key.fingerprint, key.comment, u.now)
+            u.audit(
+                NewEvent(
+                    "user.create",
+                    by,
+                    actor.via,
+                    f"user {canon} created",
+                    fields={
+                        "user": canon,
+                        "roles": ",".join(sorted(roles)),
+                        "keys": len(parsed),
+                        "bootstrap": actor.name is None,
+                    },
+                )
+            )
+            for key in parsed:
+                u.audit(
+                    NewEvent(
+                        "user.key.add",
+                        by,
+                        actor.via,
+                        f"key {key.fingerprint} added to {canon}",
+                        fields={"user": canon, "fingerprint": key.fingerprint},
+                    )
+                )
+            return u.tx.get_user(canon) or user
+
+    def remove_user(self, actor: Actor, name: str) -> None:
+        with self._unit() as u:
+            by = self._admin(u, actor)
+            user = self._user(u.tx, name)
+            if actor.name is not None and user.name == canonical_name(actor.name):
+                raise AccessDenied("an admin cannot remove themselves; ask another admin")
+            u.tx.remove_user(user.name)
+            u.audit(NewEvent("user.delete", by, actor.via, f"user {user.name} removed", fields={"user": user.name}))
+
+    @staticmethod
+    def _parse_key(line: str) -> PublicKey:
+        try:
+            return PublicKey.from_openssh(line)
+        except ValueError as exc:
+            raise UsageError(f"not an ssh-ed25519 public key: {exc}") from None
+
+    def add_key(self, actor: Actor, name: str, key_line: str) -> PublicKey:
+        key = self._parse_key(key_line)
+        with self._unit() as u:
+            by = self._admin(u, actor)
+            user = self._user(u.tx, name)
+            u.tx.add_key(user.id, key.openssh, key.fingerprint, key.comment, u.now)
+            u.audit(
+                NewEvent(
+                    "user.key.add",
+                    by,
+                    actor.via,
+                    f"key {key.fingerprint} added to {user.name}",
+                    fields={"user": user.name, "fingerprint": key.fingerprint},
+                )
+            )
+        return key
+
+    def remove_key(self, actor: Actor, name: str, fingerprint: str) -> None:
+        with self._unit() as u:
+            by = self._admin(u, actor)
+            user = self._user(u.tx, name)
+            if not u.tx.remove_key(user.id, fingerprint):
+                raise NotFound(kind="key", name=f"{fingerprint} of {user.name}")
+            u.audit(
+                NewEvent(
+                    "user.key.remove",
+                    by,
+                    actor.via,
+                    f"key {fingerprint} removed from {user.name}",
+                    fields={"user": user.name, "fingerprint": fingerprint},
+                )
+            )
+
+    def users(self) -> list[User]:
+        with self.store.transaction(write=False) as tx:
+            return tx.list_users()
+
+    def user_by_key(self, fingerprint: str) -> User | None:
+        with self.store.transaction(write=False) as tx:
+            return tx.user_by_key(fingerprint)
+
+    # --- targets --------------------------------------------------------------------------
+
+    def add_target(self, actor: Actor, target: Target) -> None:
+        if target.name == LOCAL_TARGET:
+            raise Conflict("`local` is the built-in target; pick another name")
+        with self._unit() as u:
+            by = self._admin(u, actor)
+            u.tx.add_target(target, u.now)
+            u.audit(
+                NewEvent(
+                    "target.create",
+                    by,
+                    actor.via,
+                    f"target {target.name} added",
+                    target=target.name,
+                    fields={
+                        "host": target.host,
+                        "port": target.port,
+                        "logins": ",".join(target.logins),
+                        "host_key": target.host_key,
+                        "labels": ",".join(sorted(target.labels)),
+                    },
+                )
+            )
+
+    def remove_target(self, actor: Actor, name: str) -> None:
+        with self._unit() as u:
+            by = self._admin(u, actor)
+            if not u.tx.remove_target(name):
+                raise NotFound(kind="target", name=name)
+            u.audit(NewEvent("target.delete", by, actor.via, f"target {name} removed", target=name))
+
+    def targets(self) -> list[Target]:
+        with self.store.transaction(write=False) as tx:
+            out = tx.list_targets()
+            if self.local_target:
+                out.insert(0, self._target(tx, LOCAL_TARGET))
+            return out
+
+    def target(self, name: str) -> Target:
+        with self.store.transaction(write=False) as tx:
+            return self._target(tx, name)
+
+    # --- requests and grants --------------------------------------------------------------
+
+    def request(
+        self,
+        actor: Actor,
+        target_name: str,
+        login: str | None,
+        duration: timedelta,
+        reason: str,
+        *,
+        break_glass: bool = False,
+    ) -> AccessRequest:
+        reason = reason.strip()
+        with self._unit() as u:
+            user = self._actor(u, actor)
+            policy = self.policy(u)
+            target = self._target(u.tx, target_name)
+            login = login or target.default_login
+            if login not in target.logins:
+                raise UsageError(f"{target.name} has no login {login!r} (logins: {', '.join(target.logins)})")
+            for r in u.tx.list_requests((RequestState.PENDING, RequestState.APPROVED)):
+                if r.requester_id == user.id and r.target == target.name and r.login == login:
+                    what = "an active grant" if r.state is RequestState.APPROVED else "a pending request"
+                    raise Conflict(f"you already have {what} for {login}@{target.name}: {r.id}")
+
+            def refuse(why: str) -> AccessDenied:
+                return AccessDenied(
+                    why,
+                    event=NewEvent(
+                        "access_request.refused",
+                        user.name,
+                        actor.via,
+                        why,
+                        outcome="failure",
+                        target=target.name,
+                        login=login,
+                    ),
+                )
+
+            if break_glass:
+                bg = policy.break_glass
+                if not policy.break_glass_allows(user, target, login):
+                    raise refuse(f"break-glass is not allowed for {user.name} on {login}@{target.name}")
+                if duration > bg.max_duration:
+                    raise refuse(f"break-glass lasts at most {format_duration(bg.max_duration)}")
+                if not reason:
+                    raise refuse("break-glass needs a reason (--reason)")
+                approvers: tuple[str, ...] = ()
+                rule_name, needed, auto = "break-glass", 0, "break-glass"
+            elif (auto_rule := policy.auto_rule(user, target, login, duration, u.now)) is not None:
+                if auto_rule.require_reason and not reason:
+                    raise refuse("a reason is required (--reason)")
+                approvers = ()
+                rule_name, needed, auto = auto_rule.name, 0, f"policy:{auto_rule.name}"
+            else:
+                rule = policy.request_rule(user, target, login)
+                if rule is None:
+                    raise refuse(f"no policy rule lets {user.name} request {login}@{target.name}")
+                if duration > rule.max_duration:
+                    raise refuse(
+                        f"{format_duration(duration)} is longer than the {format_duration(rule.max_duration)} "
+                        f"rule {rule.name!r} allows"
+                    )
+                if rule.require_reason and not reason:
+                    raise refuse("a reason is required (--reason)")
+                if rule.ticket_pattern is not None and not rule.ticket_pattern.search(reason):
+                    raise refuse(f"the reason must name a ticket matching {rule.ticket_pattern.pattern!r}")
+                rule_name, needed, approvers, auto = rule.name, rule.approvals, rule.approvers, None
+
+            req = AccessRequest(
+                id=self._new_id(u.tx),
+                requester=user.name,
+                requester_id=user.id,
+                target=target.name,
+                login=login,
+                duration=duration,
+                reason=reason,
+                state=RequestState.PENDING,
+                approvals_needed=needed,
+                approver_patterns=approvers,
+                rule=rule_name,
+                created_at=u.now,
+                lapses_at=u.now + policy.request_timeout,
+                break_glass=break_glass,
+            )
+            u.tx.insert_request(req)
+            u.audit(
+                NewEvent(
+                    "access_request.create",
+                    user.name,
+                    actor.via,
+                    f"{user.name} requests {login}@{target.name} for {format_duration(duration)}",
+                    target=target.name,
+                    login=login,
+                    grant_id=req.id,
+                    fields={
+                        "reason": reason,
+                        "duration_s": int(duration.total_seconds()),
+                        "rule": rule_name,
+                        "approvals_needed": needed,
+                        "break_glass": break_glass,
+                    },
+                )
+            )
+            if auto is not None:
+                req = self._grant(u, req, auto, actor.via)
+            return req
+
+    def _new_id(self, tx: Tx) -> str:
+        while True:
+            rid = "r-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+            if tx.get_request(rid) is None:
+                return rid
+
+    def _grant(self, u: _Unit, req: AccessRequest, by: str, via: str) -> AccessRequest:
+        ends = u.now + req.duration
+        if not u.tx.update_request(
+            req.id, RequestState.PENDING, state=RequestState.APPROVED, decided_at=u.now, starts_at=u.now, ends_at=ends
+        ):
+            raise InvalidState(request_id=req.id, state=req.state.value, action="approve")
+        if by.startswith("policy:") or by == "break-glass":
+            u.tx.add_approval(req.id, by, u.now)
+        granted = replace(req, state=RequestState.APPROVED, decided_at=u.now, starts_at=u.now, ends_at=ends)
+        event = "grant.break_glass" if req.break_glass else "grant.start"
+        u.audit(
+            NewEvent(
+                event,
+                req.requester if req.break_glass else by,
+                via,
+                f"{'BREAK-GLASS ' if req.break_glass else ''}grant {req.id}: {req.requester} may use "
+                f"{req.login}@{req.target} until {rfc3339(ends)}",
+                target=req.target,
+                login=req.login,
+                grant_id=req.id,
+                fields={
+                    "requester": req.requester,
+                    "starts_at": rfc3339(u.now),
+                    "ends_at": rfc3339(ends),
+                    "approved_by": by,
+                    "needs_review": req.break_glass,
+                },
+            )
+        )
+        return granted
+
+    def approve(self, actor: Actor, request_id: str) -> AccessRequest:
+        with self._unit() as u:
+            approver = self._actor(u, actor)
+            req = self._request(u.tx, request_id)
+            policy = self.policy(u)
+            if req.requester_id == approver.id:
+                raise AccessDenied(
+                    f"{approver.name} cannot approve their own request {req.id}",
+                    request_id=req.id,
+                    event=NewEvent(
+                        "access_request.refused",
+                        approver.name,
+                        actor.via,
+                        f"self-approval of {req.id} refused",
+                        outcome="failure",
+                        target=req.target,
+                        login=req.login,
+                        grant_id=req.id,
+                    ),
+                )
+            if req.state is not RequestState.PENDING:
+                raise InvalidState(request_id=req.id, state=req.state.value, action="approve")
+            if not policy.principal_matches(req.approver_patterns, approver):
+                raise AccessDenied(
+                    f"{approver.name} may not approve {req.id} (approvers: "
+                    f"{', '.join(req.approver_patterns) or 'none'})",
+                    request_id=req.id,
+                )
+            if not u.tx.add_approval(req.id, approver.name, u.now):
+                raise Conflict(f"{approver.name} has already approved {req.id}")
+            count = len(req.approvals) + 1
+            u.audit(
+                NewEvent(
+                    "access_request.approve",
+                    approver.name,
+                    actor.via,
+                    f"{approver.name} approves {req.id} ({count}/{req.approvals_needed})",
+                    target=req.target,
+                    login=req.login,
+                    grant_id=req.id,
+                    fields={"requester": req.requester, "approvals": count, "approvals_needed": req.approvals_needed},
+                )
+            )
+            req = replace(req, approvals=(*req.approvals, approver.name))
+            if count >= req.approvals_needed:
+                req = self._grant(u, req, ",".join(req.approvals), actor.via)
+            return req
+
+    def deny(self, actor: Actor, request_id: str, reason: str) -> AccessRequest:
+        with self._unit() as u:
+            user = self._actor(u, actor)
+            req = self._request(u.tx, request_id)
+            policy = self.policy(u)
+            if req.requester_id == user.id:
+                raise AccessDenied(f"to withdraw your own request, cancel it: zsp cancel {req.id}", request_id=req.id)
+            if req.state is not RequestState.PENDING:
+                raise InvalidState(request_id=req.id, state=req.state.value, action="deny")
+            if not (policy.principal_matches(req.approver_patterns, user) or Role.ADMIN in user.roles):
+                raise AccessDenied(f"{user.name} may not deny {req.id}", request_id=req.id)
+            u.tx.update_request(
+                req.id,
+                RequestState.PENDING,
+                state=RequestState.DENIED,
+                decided_at=u.now,
+                ended_by=user.name,
+                note=reason,
+            )
+            u.audit(
+                NewEvent(
+                    "access_request.deny",
+                    user.name,
+                    actor.via,
+                    f"{user.name} denies {req.id}: {reason}",
+                    target=req.target,
+                    login=req.login,
+                    grant_id=req.id,
+                    fields={"requester": req.requester, "reason": reason},
+                )
+            )
+            return replace(req, state=RequestState.DENIED, decided_at=u.now, ended_by=user.name, note=reason)
+
+    def cancel(self, actor: Actor, request_id: str) -> AccessRequest:
+        with self._unit() as u:
+            user = self._actor(u, actor)
+            req = self._request(u.tx, request_id)
+            if req.requester_id != user.id:
+                raise AccessDenied(f"only {req.requester} can cancel {req.id}", request_id=req.id)
+            if req.state is not RequestState.PENDING:
+                raise InvalidState(request_id=req.id, state=req.state.value, action="cancel")
+            u.tx.update_request(
+                req.id, RequestState.PENDING, state=RequestState.CANCELLED, decided_at=u.now, ended_by=user.name
+            )
+            u.audit(
+                NewEvent(
+                    "access_request.cancel",
+                    user.name,
+                    actor.via,
+                    f"{user.name} cancels {req.id}",
+                    target=req.target,
+                    login=req.login,
+                    grant_id=req.id,
+                )
+            )
+            return replace(req, state=RequestState.CANCELLED, decided_at=u.now, ended_by=user.name)
+
+    def revoke(self, actor: Actor, request_id: str, reason: str = "") -> AccessRequest:
+        with self._unit() as u:
+            user = self._actor(u, actor)
+            req = self._request(u.tx, request_id)
+            policy = self.policy(u)
+            allowed = (
+                req.requester_id == user.id
+                or Role.ADMIN in user.roles
+                or policy.principal_matches(req.approver_patterns, user)
+            )
+            if not allowed:
+                raise AccessDenied(f"{user.name} may not revoke {req.id}", request_id=req.id)
+            if req.state is not RequestState.APPROVED:
+                hint = "; pending requests are denied or cancelled" if req.state is RequestState.PENDING else ""
+                raise AccessDenied(f"cannot revoke {req.id}: it is {req.state.value}{hint}", request_id=req.id)
+            u.tx.update_request(
+                req.id,
+                RequestState.APPROVED,
+                state=RequestState.REVOKED,
+                ended_at=u.now,
+                ended_by=user.name,
+                note=reason,
+            )
+            u.audit(
+                NewEvent(
+                    "grant.revoke",
+                    user.name,
+                    actor.via,
+                    f"{user.name} revokes {req.id}" + (f": {reason}" if reason else ""),
+                    target=req.target,
+                    login=req.login,
+                    grant_id=req.id,
+                    fields={"requester": req.requester, "reason": reason},
+                )
+            )
+            return replace(req, state=RequestState.REVOKED, ended_at=u.now, ended_by=user.name, note=reason)
+
+    def requests(self, *, active_only: bool = False) -> list[AccessRequest]:
+        with self._unit() as u:
+            rows = u.tx.list_requests((RequestState.APPROVED,) if active_only else None)
+        if active_only:
+            return [r for r in rows if r.active(u.now)]
+        return rows
+
+    def get(self, request_id: str) -> AccessRequest:
+        with self.store.transaction(write=False) as tx:
+            return self._request(tx, request_id)
+
+    def active_grant(self, user: User, target: str, login: str) -> AccessRequest | None:
+        """The grant that lets ``user`` open ``login@target`` now, if any (what the bastion asks)."""
+        with self._unit() as u:
+            for r in u.tx.list_requests((RequestState.APPROVED,)):
+                if r.requester_id == user.id and r.target == target and r.login == login and r.active(u.now):
+                    return r
+        return None
+
+    # --- audit ----------------------------------------------------------------------------
+
+    def audit_events(self, since: datetime | None = None) -> list[AuditEvent]:
+        with self.store.transaction(write=False) as tx:
+            return list(self.audit_log.events(tx, since))
+
+    def audit_verify(self, trusted: list[PublicKey]) -> AuditReport:
+        with self.store.transaction(write=False) as tx:
+            return self.audit_log.verify(tx, trusted)

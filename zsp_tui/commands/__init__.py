@@ -1,0 +1,9 @@
+"""``zsp`` subcommands, one module per area. Each module has ``register(sub, common)``."""
+
+from __future__ import annotations
+
+from . import access, admin, audit, recording
+
+__all__ = ["MODULES"]
+
+MODULES = (recording, admin, access, audit)

@@ -1,0 +1,62 @@
+"""``zsp audit``: read and verify the chained audit log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..clock import parse_time, rfc3339
+from ..exceptions import UsageError
+from ._common import data, emit_json, service
+
+__all__ = ["register"]
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if args.action == "verify":
+        d = data(args)
+        svc = service(args)
+        report = svc.audit_verify(d.trusted_keys() or [d.signing_key().public])
+        last = rfc3339(report.last_checkpoint) if report.last_checkpoint else "-"
+        if args.json:
+            emit_json(
+                {
+                    "ok": report.ok,
+                    "frames": report.events,
+                    "signed": report.signed,
+                    "last_checkpoint": last,
+                    "detail": report.detail,
+                }
+            )
+        else:
+            state = "OK" if report.ok else "FAILED"
+            print(
+                f"audit log {state}: {report.events} frames, signed up to {report.signed}, "
+                f"last checkpoint {last}: {report.detail}"
+            )
+        return 0 if report.ok else 1
+    since = None
+    if args.since:
+        try:
+            since = parse_time(args.since)
+        except ValueError:
+            raise UsageError(f"--since: not an RFC 3339 time: {args.since!r} (e.g. 2026-11-26T09:00:00Z)") from None
+    events = service(args).audit_events(since)
+    if args.json:
+        for e in events:
+            print(json.dumps(e.to_json(), sort_keys=True))
+        return 0
+    for e in events:
+        who = f"{e.actor}({e.via})"
+        where = f" {e.login}@{e.target}" if e.target else ""
+        grant = f" {e.grant_id}" if e.grant_id else ""
+        print(f"{rfc3339(e.time)[:23]}Z {e.seq:>6} {e.code} {e.event:<24} {who:<20}{where}{grant}  {e.message}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("audit", parents=[common], help="list the audit log, or `zsp audit verify` its chain")
+    p.add_argument("action", nargs="?", choices=["list", "verify"], default="list")
+    p.add_argument("--since", metavar="TIME", help="only events at or after this RFC 3339 time")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one event per line (SIEM friendly)")
+    p.set_defaults(func=cmd_audit)

@@ -1,0 +1,215 @@
+"""Recording commands: ``zsp init``, ``zsp record``, ``zsp verify``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from recorder import (
+    FileSink,
+    FsyncPolicy,
+    KeyFileError,
+    PublicKey,
+    RecordingFailed,
+    RecordingWriter,
+    SessionMeta,
+    load_trusted_keys,
+    new_session_id,
+)
+from replay import Outcome, SourceError, VerificationReport, verify
+
+from ..exceptions import UsageError
+from ..record import default_size, output_path, run_recorded
+from ._common import data as _data
+
+__all__ = ["register"]
+
+
+def _err(message: str) -> None:
+    print(f"zsp: error: {message}", file=sys.stderr)
+
+
+def _fmt_time(us: int | None) -> str:
+    if us is None:
+        return "-"
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- init ------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    result = _data(args).init()
+    state = "created" if result.created_dir else "exists"
+    print(f"data directory   {result.root} ({state})")
+    print(f"created          {', '.join(result.created) if result.created else 'nothing (all present; kept)'}")
+    print(f"recording key    {result.public_key.fingerprint}  keys/recording_ed25519")
+    print(f"host key         {result.host_public_key.fingerprint}  keys/host_ed25519")
+    print(f"user CA          {result.ca_public_key.fingerprint}  keys/user_ca_ed25519")
+    print("CA public key line (for a target's TrustedUserCAKeys file):")
+    print(f"  {result.ca_public_key.openssh} zsp-user-ca")
+    print("allowed_signers line (for `ssh-keygen -Y verify` and other verifiers):")
+    print(f"  {result.allowed_signers_line}")
+    return 0
+
+
+# --- record ----------------------------------------------------------------------------------
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    data = _data(args)
+    key = data.signing_key()
+    argv = list(args.command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        argv = [os.environ.get("SHELL") or pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"]
+    sid = new_session_id()
+    path = Path(args.output) if args.output else output_path(data.recordings, sid)
+    cols, rows = default_size()
+    user = pwd.getpwuid(os.getuid()).pw_name
+    meta = SessionMeta(
+        user=user,
+        target="local",
+        login=user,
+        term=os.environ.get("TERM", ""),
+        cols=cols,
+        rows=rows,
+        command=shlex.join(argv) if args.command else None,
+        extra={"source": "zsp record"},
+    )
+    try:
+        sink = FileSink(path, sync_dir=args.fsync != "never")
+    except FileExistsError:
+        raise UsageError(f"{path} exists; zsp never overwrites a recording") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create recording {path}: {exc.strerror}") from None
+    try:
+        writer = RecordingWriter(sink, key, meta, session_id=sid, fsync=FsyncPolicy(args.fsync))
+    except RecordingFailed as exc:
+        raise UsageError(f"cannot start recording: {exc.reason}; the command was not run") from None
+    if not args.quiet:
+        print(f"zsp: recording to {path}", file=sys.stderr)
+    code, info, failure = run_recorded(argv, writer, size=(cols, rows))
+    if failure is not None:
+        _err(f"{failure}; the session was ended")
+        return code
+    if info is not None and not args.quiet:
+        print(
+            f"zsp: recording sealed: {path} ({info.frames} frames, head {info.head_hex[:16]}...)",
+            file=sys.stderr,
+        )
+    return code
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+def _trusted(args: argparse.Namespace) -> list[PublicKey]:
+    keys: list[PublicKey] = []
+    for f in args.signer or []:
+        try:
+            keys.extend(load_trusted_keys(Path(f)))
+        except KeyFileError as exc:
+            raise UsageError(f"--signer {exc}") from None
+    data = _data(args)
+    if data.root.exists():
+        keys.extend(data.trusted_keys())
+    if not keys:
+        raise UsageError("no trusted signer keys: pass --signer KEYFILE (a .pub or allowed_signers file) or --data DIR")
+    return keys
+
+
+def _describe(r: VerificationReport) -> str:
+    h = r.header
+    dur = f"{r.duration_us / 1e6:.1f}s"
+    who = f"{h.user}->{h.login}@{h.target}" if h else "-"
+    signer = r.signer_fingerprint or "-"
+    if r.outcome is Outcome.VALID:
+        seal = r.seal
+        exit_s = "-" if seal is None or seal.exit_status is None else str(seal.exit_status)
+        return f"VALID       {r.source}  frames={r.frames} duration={dur} {who} exit={exit_s} signer={signer}"
+    if r.outcome is Outcome.INCOMPLETE:
+        return (
+            f"INCOMPLETE  {r.source}  intact up to frame {r.frames - 1 if r.frames else '-'}, signed up to "
+            f"frame {r.signed_frames - 1 if r.signed_frames else '-'} (last checkpoint "
+            f"{_fmt_time(r.last_checkpoint_wall_us)}), {r.problem.value if r.problem else ''}: {r.detail}; "
+            f"duration={dur} {who} signer={signer}"
+        )
+    where = "the file preamble" if r.bad_frame is None else f"frame {r.bad_frame}"
+    return (
+        f"CORRUPT     {r.source}  at {where} (offset {r.bad_offset}): "
+        f"{r.problem.value if r.problem else ''}: {r.detail}; signer={signer}"
+    )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    trusted = _trusted(args)
+    worst = 0
+    results: list[dict[str, object]] = []
+    for name in args.paths:
+        try:
+            report = verify(Path(name), trusted)
+        except SourceError as exc:
+            worst = 2
+            if args.json:
+                results.append({"source": name, "outcome": "ERROR", "detail": exc.reason})
+            else:
+                print(f"ERROR       {name}  {exc.reason}")
+            continue
+        if report.outcome is not Outcome.VALID:
+            worst = max(worst, 1)
+        if args.json:
+            results.append(report.to_json())
+        else:
+            print(_describe(report))
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    return worst
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("init", parents=[common], help="create the data directory and its keys (idempotent)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "record",
+        parents=[common],
+        help="run a command (default: your shell) in a recorded PTY",
+        description="Run CMD in a PTY on this machine, passing the terminal through, and record "
+        "it in format v1 signed with the data directory's key.",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="recording file (default: DATA/recordings/<id>.zsprec)")
+    p.add_argument(
+        "--fsync",
+        choices=[x.value for x in FsyncPolicy],
+        default=FsyncPolicy.CHECKPOINT.value,
+        help="when to fsync (default: checkpoint)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print where the recording went")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to run")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="verify recordings: VALID, INCOMPLETE or CORRUPT",
+        description="Verify recordings. Exit 0 only if every file is VALID; 1 if any is INCOMPLETE "
+        "or CORRUPT; 2 if any cannot be read.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "--signer",
+        action="append",
+        metavar="KEYFILE",
+        help="trust this key (.pub, allowed_signers or OpenSSH private key file); repeatable",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON array of reports")
+    p.set_defaults(func=cmd_verify)

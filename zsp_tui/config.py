@@ -1,0 +1,91 @@
+"""Settings of a zsp installation: ``DATA/zsp.toml`` (the access rules live in ``policy.toml``)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+from .sinks import JsonlSink, Sink, SyslogSink, WebhookSink
+
+__all__ = ["DEFAULT_CONFIG", "Settings", "load_settings"]
+
+DEFAULT_CONFIG = """\
+# zsp settings. Access rules are in policy.toml.
+
+[targets]
+local = true          # the built-in `local` target: a shell on this host, as the user running zsp
+
+[audit]
+# Every event is always kept in the chained, signed log in the database (`zsp audit`).
+# Copies can also go to:
+# jsonl = "/var/log/zsp/audit.jsonl"                 # JSON Lines, one event per line
+# syslog = "udp://127.0.0.1:514"                     # RFC 5424; or tcp://host:port, unix:///dev/log
+# webhook = "https://chat.example.com/hooks/zsp"     # JSON POST, e.g. to tell approvers
+# webhook_events = ["access_request.create", "grant.break_glass"]
+"""
+
+_DEFAULT_WEBHOOK_EVENTS = ("access_request.create", "grant.break_glass")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    local_target: bool
+    sinks: tuple[Sink, ...]
+
+
+def _line(text: str, key: str) -> int | None:
+    for i, raw in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", raw):
+            return i
+    return None
+
+
+def load_settings(path: Path) -> Settings:
+    if not path.exists():
+        return Settings(local_target=True, sinks=())
+    text = path.read_text(encoding="utf-8", errors="strict")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(path=path, line=int(m.group(1)) if m else None, problem=f"not valid TOML: {exc}") from None
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(path=path, line=_line(text, key), problem=problem)
+
+    unknown = set(doc) - {"targets", "audit"}
+    if unknown:
+        raise fail(sorted(unknown)[0], f"unknown section {sorted(unknown)[0]!r}")
+    targets: dict[str, Any] = doc.get("targets", {})
+    audit: dict[str, Any] = doc.get("audit", {})
+    for table, allowed, d in (
+        ("targets", {"local"}, targets),
+        ("audit", {"jsonl", "syslog", "webhook", "webhook_events"}, audit),
+    ):
+        for k in d:
+            if k not in allowed:
+                raise fail(k, f"unknown key {k!r} in [{table}]")
+    local = targets.get("local", True)
+    if not isinstance(local, bool):
+        raise fail("local", "local must be true or false")
+    sinks: list[Sink] = []
+    for key in ("jsonl", "syslog", "webhook"):
+        if key in audit and not isinstance(audit[key], str):
+            raise fail(key, f"{key} must be a string")
+    if "jsonl" in audit:
+        sinks.append(JsonlSink(Path(audit["jsonl"])))
+    try:
+        if "syslog" in audit:
+            sinks.append(SyslogSink(audit["syslog"]))
+        if "webhook" in audit:
+            events = audit.get("webhook_events", list(_DEFAULT_WEBHOOK_EVENTS))
+            if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+                raise fail("webhook_events", "webhook_events must be a list of event names")
+            sinks.append(WebhookSink(audit["webhook"], events))
+    except ValueError as exc:
+        raise ConfigError(path=path, line=None, problem=str(exc)) from None
+    return Settings(local_target=local, sinks=tuple(sinks))

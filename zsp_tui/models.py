@@ -1,0 +1,126 @@
+"""Values of the access domain: users, targets, requests and grants. Frozen; the store makes them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+__all__ = ["LOCAL_TARGET", "AccessRequest", "RequestState", "Role", "Target", "User", "UserKey"]
+
+LOCAL_TARGET = "local"
+"""Name of the built-in target: a shell on the bastion host."""
+
+
+class Role(enum.StrEnum):
+    OPERATOR = "operator"
+    """May request access and open sessions."""
+    APPROVER = "approver"
+    """May approve, deny and revoke other people's requests (as policy allows)."""
+    REVIEWER = "reviewer"
+    """May browse, replay and export recordings."""
+    ADMIN = "admin"
+    """Manages users, targets and policy. Not exempt from the two-person rule."""
+
+
+class RequestState(enum.StrEnum):
+    """Lifecycle: pending -> approved -> expired | revoked; pending -> denied | cancelled | lapsed."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    LAPSED = "lapsed"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+    @property
+    def final(self) -> bool:
+        return self not in (RequestState.PENDING, RequestState.APPROVED)
+
+
+@dataclass(frozen=True, slots=True)
+class UserKey:
+    fingerprint: str
+    """``SHA256:...`` of the key, as ssh-keygen prints it."""
+    key: str
+    """The OpenSSH public key line, without comment."""
+    comment: str
+    added_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    roles: frozenset[Role]
+    keys: tuple[UserKey, ...]
+    created_at: datetime
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    host: str
+    port: int
+    logins: tuple[str, ...]
+    """Remote accounts operators may ask for; the first is the default login."""
+    host_key: str
+    """Pinned OpenSSH host public key line; empty for the built-in local target."""
+    labels: frozenset[str] = frozenset()
+    builtin: bool = False
+
+    @property
+    def default_login(self) -> str:
+        return self.logins[0]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """A request for a shell; once approved it is also the grant (same id)."""
+
+    id: str
+    requester: str
+    requester_id: int
+    target: str
+    login: str
+    duration: timedelta
+    reason: str
+    state: RequestState
+    approvals_needed: int
+    approver_patterns: tuple[str, ...]
+    """Who may approve (policy principals), fixed when the request was made."""
+    rule: str
+    """Name of the policy rule that admitted the request."""
+    created_at: datetime
+    lapses_at: datetime
+    break_glass: bool = False
+    approvals: tuple[str, ...] = ()
+    """Names of the users (or ``policy:RULE``) whose approvals were counted."""
+    decided_at: datetime | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    note: str = ""
+    """Denial reason, revocation reason."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def active(self, now: datetime) -> bool:
+        return (
+            self.state is RequestState.APPROVED
+            and self.starts_at is not None
+            and self.ends_at is not None
+            and self.starts_at <= now < self.ends_at
+        )
+
+    def effective_state(self, now: datetime) -> RequestState:
+        """The state as of ``now``, even if the sweeper has not recorded an expiry or lapse yet."""
+        if self.state is RequestState.APPROVED and self.ends_at is not None and now >= self.ends_at:
+            return RequestState.EXPIRED
+        if self.state is RequestState.PENDING and now >= self.lapses_at:
+            return RequestState.LAPSED
+        return self.state

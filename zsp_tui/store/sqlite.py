@@ -1,0 +1,417 @@
+"""The embedded store: one SQLite file in the data directory.
+
+Writers take ``BEGIN IMMEDIATE`` so concurrent processes (two approvers at once, the bastion
+and an admin's CLI) serialise instead of failing half-way; WAL mode lets readers go on meanwhile.
+Times are stored as RFC 3339 UTC text, which sorts as it should.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..clock import parse_time, rfc3339
+from ..exceptions import Conflict, DataDirError
+from ..models import AccessRequest, RequestState, Role, Target, User, UserKey
+from .base import AuditRow
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    roles TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_keys (
+    fingerprint TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    added_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS targets (
+    name TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    logins TEXT NOT NULL,
+    host_key TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    requester_id INTEGER NOT NULL,
+    requester TEXT NOT NULL,
+    target TEXT NOT NULL,
+    login TEXT NOT NULL,
+    duration_s INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL,
+    approvals_needed INTEGER NOT NULL,
+    approver_patterns TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    break_glass INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    lapses_at TEXT NOT NULL,
+    decided_at TEXT,
+    starts_at TEXT,
+    ends_at TEXT,
+    ended_at TEXT,
+    ended_by TEXT,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
+CREATE TABLE IF NOT EXISTS approvals (
+    request_id TEXT NOT NULL REFERENCES requests(id),
+    approver TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (request_id, approver)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    head BLOB NOT NULL,
+    time TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
+"""
+
+_REQUEST_COLUMNS = (
+    "id requester_id requester target login duration_s reason state approvals_needed approver_patterns "
+    "rule break_glass created_at lapses_at decided_at starts_at ends_at ended_at ended_by note"
+).split()
+_SELECT_REQUESTS = f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests"  # noqa: S608 - fixed column names
+_TIME_COLUMNS = {"created_at", "lapses_at", "decided_at", "starts_at", "ends_at", "ended_at"}
+
+
+def _t(dt: datetime | None) -> str | None:
+    return None if dt is None else rfc3339(dt)
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else parse_time(text)
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise DataDirError(path=path.parent, reason=f"cannot use WAL journal mode on {path}")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), safe to race
+            with self.transaction() as tx:
+                version = tx.get_meta("schema_version")
+                if version is None:
+                    tx.set_meta("schema_version", str(SCHEMA_VERSION))
+                elif version != str(SCHEMA_VERSION):
+                    raise DataDirError(path=path.parent, reason=f"database schema {version} is not {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise DataDirError(path=path.parent, reason=f"database {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[_SqliteTx]:
+        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield _SqliteTx(self._db)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+class _SqliteTx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    # --- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # --- users ----------------------------------------------------------------------------
+
+    def _user(self, row: sqlite3.Row | tuple[Any, ...] | None) -> User | None:
+        if row is None:
+            return None
+        uid, name, roles, created = row
+        keys = tuple(
+            UserKey(fingerprint=f, key=k, comment=c, added_at=parse_time(a))
+            for f, k, c, a in self._db.execute(
+                "SELECT fingerprint, key, comment, added_at FROM user_keys WHERE user_id = ? ORDER BY added_at", (uid,)
+            )
+        )
+        return User(
+            id=uid,
+            name=name,
+            roles=frozenset(Role(r) for r in json.loads(roles)),
+            keys=keys,
+            created_at=parse_time(created),
+        )
+
+    def add_user(self, name: str, roles: frozenset[Role], at: datetime) -> User:
+        try:
+            cur = self._db.execute(
+                "INSERT INTO users(name, roles, created_at) VALUES (?, ?, ?)",
+                (name, json.dumps(sorted(r.value for r in roles)), rfc3339(at)),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"user {name} already exists") from None
+        user = self.get_user_by_id(int(cur.lastrowid or 0))
+        if user is None:  # pragma: no cover - the row was just inserted in this transaction
+            raise Conflict(f"user {name} vanished")
+        return user
+
+    def get_user(self, name: str) -> User | None:
+        return self._user(
+            self._db.execute("SELECT id, name, roles, created_at FROM users WHERE name = ?", (name,)).fetchone()
+        )
+
+    def get_user_by_id(self, user_id: int) -> User | None:
+        return self._user(
+            self._db.execute("SELECT id, name, roles, created_at FROM users WHERE id = ?", (user_id,)).fetchone()
+        )
+
+    def list_users(self) -> list[User]:
+        rows = self._db.execute("SELECT id, name, roles, created_at FROM users ORDER BY name").fetchall()
+        return [u for u in (self._user(r) for r in rows) if u is not None]
+
+    def remove_user(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
+    def set_roles(self, user_id: int, roles: frozenset[Role]) -> None:
+        self._db.execute(
+            "UPDATE users SET roles = ? WHERE id = ?", (json.dumps(sorted(r.value for r in roles)), user_id)
+        )
+
+    def add_key(self, user_id: int, key: str, fingerprint: str, comment: str, at: datetime) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO user_keys(fingerprint, user_id, key, comment, added_at) VALUES (?, ?, ?, ?, ?)",
+                (fingerprint, user_id, key, comment, rfc3339(at)),
+            )
+        except sqlite3.IntegrityError:
+            owner = self.user_by_key(fingerprint)
+            raise Conflict(f"key {fingerprint} already belongs to {owner.name if owner else 'someone'}") from None
+
+    def remove_key(self, user_id: int, fingerprint: str) -> bool:
+        return (
+            self._db.execute(
+                "DELETE FROM user_keys WHERE user_id = ? AND fingerprint = ?", (user_id, fingerprint)
+            ).rowcount
+            > 0
+        )
+
+    def user_by_key(self, fingerprint: str) -> User | None:
+        row = self._db.execute(
+            "SELECT u.id, u.name, u.roles, u.created_at FROM users u JOIN user_keys k ON k.user_id = u.id "
+            "WHERE k.fingerprint = ?",
+            (fingerprint,),
+        ).fetchone()
+        return self._user(row)
+
+    # --- targets --------------------------------------------------------------------------
+
+    def add_target(self, target: Target, at: datetime) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO targets(name, host, port, logins, host_key, labels, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    target.name,
+                    target.host,
+                    target.port,
+                    json.dumps(list(target.logins)),
+                    target.host_key,
+                    json.dumps(sorted(target.labels)),
+                    rfc3339(at),
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"target {target.name} already exists") from None
+
+    @staticmethod
+    def _target(row: tuple[Any, ...] | None) -> Target | None:
+        if row is None:
+            return None
+        name, host, port, logins, host_key, labels = row
+        return Target(
+            name=name,
+            host=host,
+            port=port,
+            logins=tuple(json.loads(logins)),
+            host_key=host_key,
+            labels=frozenset(json.loads(labels)),
+        )
+
+    def get_target(self, name: str) -> Target | None:
+        return self._target(
+            self._db.execute(
+                "SELECT name, host, port, logins, host_key, labels FROM targets WHERE name = ?", (name,)
+            ).fetchone()
+        )
+
+    def list_targets(self) -> list[Target]:
+        rows = self._db.execute("SELECT name, host, port, logins, host_key, labels FROM targets ORDER BY name")
+        return [t for t in (self._target(r) for r in rows) if t is not None]
+
+    def remove_target(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM targets WHERE name = ?", (name,)).rowcount > 0
+
+    # --- requests -------------------------------------------------------------------------
+
+    def _request(self, row: tuple[Any, ...] | None) -> AccessRequest | None:
+        if row is None:
+            return None
+        r = dict(zip(_REQUEST_COLUMNS, row, strict=True))
+        approvals = tuple(
+            a
+            for (a,) in self._db.execute(
+                "SELECT approver FROM approvals WHERE request_id = ? ORDER BY at, approver", (r["id"],)
+            )
+        )
+        return AccessRequest(
+            id=r["id"],
+            requester=r["requester"],
+            requester_id=r["requester_id"],
+            target=r["target"],
+            login=r["login"],
+            duration=timedelta(seconds=r["duration_s"]),
+            reason=r["reason"],
+            state=RequestState(r["state"]),
+            approvals_needed=r["approvals_needed"],
+            approver_patterns=tuple(json.loads(r["approver_patterns"])),
+            rule=r["rule"],
+            created_at=parse_time(r["created_at"]),
+            lapses_at=parse_time(r["lapses_at"]),
+            break_glass=bool(r["break_glass"]),
+            approvals=approvals,
+            decided_at=_dt(r["decided_at"]),
+            starts_at=_dt(r["starts_at"]),
+            ends_at=_dt(r["ends_at"]),
+            ended_at=_dt(r["ended_at"]),
+            ended_by=r["ended_by"],
+            note=r["note"],
+        )
+
+    def insert_request(self, request: AccessRequest) -> None:
+        values = {
+            "id": request.id,
+            "requester_id": request.requester_id,
+            "requester": request.requester,
+            "target": request.target,
+            "login": request.login,
+            "duration_s": int(request.duration.total_seconds()),
+            "reason": request.reason,
+            "state": request.state.value,
+            "approvals_needed": request.approvals_needed,
+            "approver_patterns": json.dumps(list(request.approver_patterns)),
+            "rule": request.rule,
+            "break_glass": int(request.break_glass),
+            "created_at": _t(request.created_at),
+            "lapses_at": _t(request.lapses_at),
+            "decided_at": _t(request.decided_at),
+            "starts_at": _t(request.starts_at),
+            "ends_at": _t(request.ends_at),
+            "ended_at": _t(request.ended_at),
+            "ended_by": request.ended_by,
+            "note": request.note,
+        }
+        try:
+            self._db.execute(
+                f"INSERT INTO requests({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608 - fixed column names
+                tuple(values.values()),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"request {request.id} already exists") from None
+
+    def get_request(self, request_id: str) -> AccessRequest | None:
+        return self._request(
+            self._db.execute(
+                _SELECT_REQUESTS + " WHERE id = ?", (request_id,)
+            ).fetchone()
+        )
+
+    def list_requests(self, states: tuple[RequestState, ...] | None = None) -> list[AccessRequest]:
+        sql = _SELECT_REQUESTS
+        args: tuple[str, ...] = ()
+        if states:
+            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
+            args = tuple(s.value for s in states)
+        rows = self._db.execute(sql + " ORDER BY created_at, id", args).fetchall()
+        return [r for r in (self._request(row) for row in rows) if r is not None]
+
+    def update_request(self, request_id: str, expect: RequestState, **changes: Any) -> bool:
+        cols = []
+        args: list[Any] = []
+        for col, value in changes.items():
+            if col not in _REQUEST_COLUMNS or col in ("id", "requester_id", "requester"):
+                raise ValueError(f"cannot update column {col}")
+            cols.append(f"{col} = ?")
+            if col in _TIME_COLUMNS and isinstance(value, datetime):
+                value = rfc3339(value)
+            elif isinstance(value, RequestState):
+                value = value.value
+            args.append(value)
+        cur = self._db.execute(
+            f"UPDATE requests SET {', '.join(cols)} WHERE id = ? AND state = ?",  # noqa: S608
+            (*args, request_id, expect.value),
+        )
+        return cur.rowcount == 1
+
+    def add_approval(self, request_id: str, approver: str, at: datetime) -> bool:
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO approvals(request_id, approver, at) VALUES (?, ?, ?)",
+            (request_id, approver, rfc3339(at)),
+        )
+        return cur.rowcount == 1
+
+    def due_requests(self, now: datetime) -> list[AccessRequest]:
+        t = rfc3339(now)
+        rows = self._db.execute(
+            _SELECT_REQUESTS + " "
+            "WHERE (state = 'approved' AND ends_at <= ?) OR (state = 'pending' AND lapses_at <= ?) "
+            "ORDER BY coalesce(ends_at, lapses_at), id",
+            (t, t),
+        ).fetchall()
+        return [r for r in (self._request(row) for row in rows) if r is not None]
+
+    # --- audit ----------------------------------------------------------------------------
+
+    def audit_tail(self) -> AuditRow | None:
+        row = self._db.execute("SELECT seq, body, head FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def audit_append(self, rows: list[tuple[int, bytes, bytes, str, str]]) -> None:
+        self._db.executemany("INSERT INTO audit(seq, body, head, time, event) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def audit_rows(self, since_seq: int = 0) -> Iterator[AuditRow]:
+        for seq, body, head in self._db.execute(
+            "SELECT seq, body, head FROM audit WHERE seq >= ? ORDER BY seq", (since_seq,)
+        ):
+            yield int(seq), bytes(body), bytes(head)
