@@ -61,7 +61,7 @@ def test_init_creates_keys_once(data_dir: Path) -> None:
     subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, check=True)
     signers = (data_dir / "allowed_signers").read_text()
     again = zsp("init")
-    assert again.returncode == 0 and "kept existing key" in again.stdout
+    assert again.returncode == 0 and "nothing (all present; kept)" in again.stdout
     assert key.read_bytes() == first
     assert (data_dir / "allowed_signers").read_text() == signers
     assert 'namespaces="session-recording@zsp"' in signers

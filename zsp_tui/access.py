@@ -77,6 +77,13 @@ class AccessService:
 
     @contextmanager
     def _unit(self) -> Iterator[_Unit]:
+        # Expiries and lapses that are due are committed on their own first, so an operation
+        # that then fails (and rolls back) still leaves them recorded.
+        with self.store.transaction() as tx:
+            sweep = _Unit(tx, self.clock.now())
+            self._sweep(sweep)
+            swept = self.audit_log.append(tx, sweep.events, sweep.now)
+        dispatch(self.sinks, swept)
         try:
             with self.store.transaction() as tx:
                 unit = _Unit(tx, self.clock.now())

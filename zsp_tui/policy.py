@@ -189,30 +189,27 @@ class _Locator:
         self.lines = text.splitlines()
 
     def line(self, table: str | None, index: int | None = None, key: str | None = None) -> int | None:
-        start = 0
+        """Line of ``key`` in table ``table`` (its ``index``-th occurrence for ``[[arrays]]``); the
+        table's header line when the key is absent; None when nothing matches."""
+        header = -1  # index of the table's header line; -1 for the top level
         if table is not None:
             seen = -1
-            start = -1
             for i, raw in enumerate(self.lines):
-                s = raw.strip()
-                if s in (f"[{table}]", f"[[{table}]]"):
+                if raw.strip() in (f"[{table}]", f"[[{table}]]"):
                     seen += 1
                     if index is None or seen == index:
-                        start = i
+                        header = i
                         break
-            if start < 0:
+            if header < 0:
                 return None
-            if key is None:
-                return start + 1
-            start += 1
-        pattern = re.compile(rf"\s*\"?{re.escape(key or '')}\"?\s*=")
-        for i in range(start, len(self.lines)):
-            s = self.lines[i].strip()
-            if s.startswith("["):
-                break
-            if key is not None and pattern.match(self.lines[i]):
-                return i + 1
-        return start + 1 if table is not None else None
+        if key is not None:
+            pattern = re.compile(rf"\s*\"?{re.escape(key)}\"?\s*=")
+            for i in range(header + 1, len(self.lines)):
+                if self.lines[i].strip().startswith("["):
+                    break
+                if pattern.match(self.lines[i]):
+                    return i + 1
+        return header + 1 if header >= 0 else None
 
 
 class _Checker:
