@@ -74,6 +74,8 @@ MAX_DATA_PER_FRAME = 64 * 1024
 MAX_CHECKPOINT_FRAMES = 4096
 """Upper bound a header may declare for frames between checkpoints."""
 
+_U64 = (1 << 64) - 1
+
 MAX_TEXT = 4096
 """Longest string accepted in a header, event or seal field (characters)."""
 
@@ -287,7 +289,9 @@ def decode_body(body: bytes | memoryview) -> tuple[int, int, int, Any]:
 
 
 def _text(m: dict[str, Any], key: str, *, optional: bool = False) -> Any:
-    value = m.get(key)
+    if key not in m:
+        raise FormatViolation(f"missing field {key!r}")
+    value = m[key]
     if value is None and optional:
         return None
     if type(value) is not str:
@@ -298,7 +302,9 @@ def _text(m: dict[str, Any], key: str, *, optional: bool = False) -> Any:
 
 
 def _int(m: dict[str, Any], key: str, lo: int, hi: int, *, optional: bool = False) -> Any:
-    value = m.get(key)
+    if key not in m:
+        raise FormatViolation(f"missing field {key!r}")
+    value = m[key]
     if value is None and optional:
         return None
     if type(value) is not int or not lo <= value <= hi:
@@ -314,7 +320,7 @@ _HEADER_KEYS = frozenset(
 
 def _header(m: dict[str, Any]) -> Header:
     version = m.get("version")
-    if version != VERSION or type(version) is not int:
+    if type(version) is not int or version != VERSION:
         raise FormatViolation(f"unknown header version {version!r}")
     text = _text(m, "session_id")
     try:
@@ -329,7 +335,7 @@ def _header(m: dict[str, Any]) -> Header:
         target=_text(m, "target"),
         login=_text(m, "login"),
         grant_id=_text(m, "grant_id", optional=True),
-        started_at_us=_int(m, "started_at_us", 0, (1 << 63) - 1),
+        started_at_us=_int(m, "started_at_us", 0, _U64),
         term=_text(m, "term"),
         cols=_int(m, "cols", 0, 65535),
         rows=_int(m, "rows", 0, 65535),
@@ -399,17 +405,17 @@ def parse_data(kind: int, data: Any) -> FrameData:
         if type(sig) is not bytes or len(sig) != 64:
             raise FormatViolation("checkpoint signature must be 64 bytes")
         return Checkpoint(
-            index=_int(data, "index", 0, (1 << 63) - 1),
-            wall_us=_int(data, "wall_us", 0, (1 << 63) - 1),
+            index=_int(data, "index", 0, _U64),
+            wall_us=_int(data, "wall_us", 0, _U64),
             signature=sig,
         )
-    # FrameKind.SEAL: decode_body admits no other kind.
-    big = (1 << 63) - 1
+    # FrameKind.SEAL: decode_body admits no other kind. Counts are checked against the recording
+    # by the verifier (seal-mismatch); here only their type and the u64 range.
     return Seal(
         exit_status=_int(data, "exit_status", -255, 255, optional=True),
         reason=_text(data, "reason"),
-        frames=_int(data, "frames", 1, big),
-        output_bytes=_int(data, "output_bytes", 0, big),
-        input_bytes=_int(data, "input_bytes", 0, big),
-        wall_us=_int(data, "wall_us", 0, big),
+        frames=_int(data, "frames", 0, _U64),
+        output_bytes=_int(data, "output_bytes", 0, _U64),
+        input_bytes=_int(data, "input_bytes", 0, _U64),
+        wall_us=_int(data, "wall_us", 0, _U64),
     )

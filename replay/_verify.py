@@ -229,7 +229,10 @@ def verify_frames(
                 return st.report(corrupt, Problem.SEQUENCE, 0, offset, f"expected frame 0, found {seq}")
             if kind != _HEADER:
                 return st.report(corrupt, Problem.NO_HEADER, 0, offset, "first frame is not a header")
-            if type(data) is dict and data.get("version") != VERSION:
+            if type(data) is not dict:
+                return st.report(corrupt, Problem.MALFORMED, 0, offset, "header data must be a map")
+            version = data.get("version")
+            if type(version) is not int or version != VERSION:
                 return st.report(corrupt, Problem.UNKNOWN_VERSION, 0, offset, "unknown header version")
             try:
                 header = parse_data(kind, data)
@@ -255,6 +258,7 @@ def verify_frames(
                 )
             max_unsigned = header.checkpoint_frames
             head = st.head = computed
+            last_t = st.duration = t
             st.frames = 1
             unsigned = 1
             yield Frame(0, _HEADER, t, header)

@@ -25,7 +25,7 @@ from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
 from .exceptions import AccessDenied, Conflict, InvalidState, NotFound, UsageError
 from .identity import InvalidName, canonical_name
-from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, Target, User
+from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
 from .sinks import Sink, dispatch
 from .store import Store, Tx
@@ -647,6 +647,71 @@ class AccessService:
                 if r.requester_id == user.id and r.target == target and r.login == login and r.active(u.now):
                     return r
         return None
+
+    # --- sessions and logins (the bastion reports them) --------------------------------------
+
+    def record_event(self, event: NewEvent) -> None:
+        """Append one event on its own (logins, refusals, upstream errors)."""
+        with self._unit() as u:
+            u.audit(event)
+
+    def session_started(self, record: SessionRecord, via: str = "ssh") -> None:
+        with self._unit() as u:
+            u.tx.session_start(record)
+            u.audit(
+                NewEvent(
+                    "session.start",
+                    record.user,
+                    via,
+                    f"{record.user} opened {record.login}@{record.target}"
+                    + (f": {record.command}" if record.command else ""),
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={"client": record.client, "recording": record.path, "command": record.command},
+                )
+            )
+
+    def session_ended(
+        self,
+        record: SessionRecord,
+        exit_status: int | None,
+        reason: str,
+        head: str | None,
+        frames: int | None = None,
+        via: str = "ssh",
+    ) -> None:
+        with self._unit() as u:
+            u.tx.session_end(record.id, u.now, exit_status, reason, head)
+            u.audit(
+                NewEvent(
+                    "session.end",
+                    record.user,
+                    via,
+                    f"session {record.id} of {record.user} on {record.login}@{record.target} ended: {reason}",
+                    outcome="success" if head else "failure",
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={
+                        "exit_status": exit_status,
+                        "reason": reason,
+                        "head": head,
+                        "frames": frames,
+                        "recording": record.path,
+                    },
+                )
+            )
+
+    def sessions(self) -> list[SessionRecord]:
+        with self.store.transaction(write=False) as tx:
+            return tx.list_sessions()
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        with self.store.transaction(write=False) as tx:
+            return tx.get_session(session_id)
 
     # --- audit ----------------------------------------------------------------------------
 

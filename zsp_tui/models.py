@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-__all__ = ["LOCAL_TARGET", "AccessRequest", "RequestState", "Role", "Target", "User", "UserKey"]
+__all__ = ["LOCAL_TARGET", "AccessRequest", "RequestState", "Role", "SessionRecord", "Target", "User", "UserKey"]
 
 LOCAL_TARGET = "local"
 """Name of the built-in target: a shell on the bastion host."""
@@ -124,3 +124,25 @@ class AccessRequest:
         if self.state is RequestState.PENDING and now >= self.lapses_at:
             return RequestState.LAPSED
         return self.state
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A recorded session as the store knows it (the recording file is the evidence)."""
+
+    id: str
+    user: str
+    target: str
+    login: str
+    grant_id: str | None
+    command: str | None
+    client: str
+    """Operator's address, ``ip:port``."""
+    path: str
+    """Recording file."""
+    started_at: datetime
+    ended_at: datetime | None = None
+    exit_status: int | None = None
+    end_reason: str | None = None
+    head: str | None = None
+    """Final chain head (hex) from the seal; None while live or if the recording never sealed."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import access, admin, audit, recording
+from . import access, admin, audit, recording, serve
 
 __all__ = ["MODULES"]
 
-MODULES = (recording, admin, access, audit)
+MODULES = (serve, recording, admin, access, audit)

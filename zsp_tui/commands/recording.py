@@ -149,13 +149,30 @@ def _describe(r: VerificationReport) -> str:
     )
 
 
+def _session_path(args: argparse.Namespace, name: str) -> Path:
+    """A path as given, or the recording of the session with this id in the data dir."""
+    path = Path(name)
+    if path.exists() or "/" in name or name.endswith(".zsprec"):
+        return path
+    d = _data(args)
+    candidate = d.recordings / f"{name}.zsprec"
+    if candidate.exists():
+        return candidate
+    if d.db_path.exists():
+        record = d.service().session(name)
+        if record is not None:
+            return Path(record.path)
+    return path
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     trusted = _trusted(args)
     worst = 0
     results: list[dict[str, object]] = []
     for name in args.paths:
+        path = _session_path(args, name)
         try:
-            report = verify(Path(name), trusted)
+            report = verify(path, trusted)
         except SourceError as exc:
             worst = 2
             if args.json:
@@ -204,7 +221,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         description="Verify recordings. Exit 0 only if every file is VALID; 1 if any is INCOMPLETE "
         "or CORRUPT; 2 if any cannot be read.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH|SESSION_ID")
     p.add_argument(
         "--signer",
         action="append",

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..models import AccessRequest, RequestState, Role, Target, User
+from ..models import AccessRequest, RequestState, Role, SessionRecord, Target, User
 
 __all__ = ["AuditRow", "Store", "Tx"]
 
@@ -61,6 +61,14 @@ class Tx(Protocol):
     def due_requests(self, now: datetime) -> list[AccessRequest]:
         """Approved grants past their end and pending requests past their lapse time."""
         ...
+
+    # sessions
+    def session_start(self, session: SessionRecord) -> None: ...
+    def session_end(
+        self, session_id: str, at: datetime, exit_status: int | None, reason: str, head: str | None
+    ) -> None: ...
+    def get_session(self, session_id: str) -> SessionRecord | None: ...
+    def list_sessions(self) -> list[SessionRecord]: ...
 
     # audit chain
     def audit_tail(self) -> AuditRow | None: ...

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..clock import parse_time, rfc3339
 from ..exceptions import Conflict, DataDirError
-from ..models import AccessRequest, RequestState, Role, Target, User, UserKey
+from ..models import AccessRequest, RequestState, Role, SessionRecord, Target, User, UserKey
 from .base import AuditRow
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -85,6 +85,21 @@ CREATE TABLE IF NOT EXISTS audit (
     event TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    target TEXT NOT NULL,
+    login TEXT NOT NULL,
+    grant_id TEXT,
+    command TEXT,
+    client TEXT NOT NULL,
+    path TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    exit_status INTEGER,
+    end_reason TEXT,
+    head TEXT
+);
 """
 
 _REQUEST_COLUMNS = (
@@ -93,6 +108,31 @@ _REQUEST_COLUMNS = (
 ).split()
 _SELECT_REQUESTS = f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests"  # noqa: S608 - fixed column names
 _TIME_COLUMNS = {"created_at", "lapses_at", "decided_at", "starts_at", "ends_at", "ended_at"}
+
+
+_SELECT_SESSIONS = (
+    "SELECT id, user, target, login, grant_id, command, client, path, started_at, ended_at, exit_status, "
+    "end_reason, head FROM sessions"
+)
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head) = row
+    return SessionRecord(
+        id=sid,
+        user=user,
+        target=target,
+        login=login,
+        grant_id=grant_id,
+        command=command,
+        client=client,
+        path=path,
+        started_at=parse_time(started),
+        ended_at=_dt(ended),
+        exit_status=status,
+        end_reason=reason,
+        head=head,
+    )
 
 
 def _t(dt: datetime | None) -> str | None:
@@ -351,11 +391,7 @@ class _SqliteTx:
             raise Conflict(f"request {request.id} already exists") from None
 
     def get_request(self, request_id: str) -> AccessRequest | None:
-        return self._request(
-            self._db.execute(
-                _SELECT_REQUESTS + " WHERE id = ?", (request_id,)
-            ).fetchone()
-        )
+        return self._request(self._db.execute(_SELECT_REQUESTS + " WHERE id = ?", (request_id,)).fetchone())
 
     def list_requests(self, states: tuple[RequestState, ...] | None = None) -> list[AccessRequest]:
         sql = _SELECT_REQUESTS
@@ -400,6 +436,30 @@ class _SqliteTx:
             (t, t),
         ).fetchall()
         return [r for r in (self._request(row) for row in rows) if r is not None]
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def session_start(self, s: SessionRecord) -> None:
+        self._db.execute(
+            "INSERT INTO sessions(id, user, target, login, grant_id, command, client, path, started_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (s.id, s.user, s.target, s.login, s.grant_id, s.command, s.client, s.path, rfc3339(s.started_at)),
+        )
+
+    def session_end(
+        self, session_id: str, at: datetime, exit_status: int | None, reason: str, head: str | None
+    ) -> None:
+        self._db.execute(
+            "UPDATE sessions SET ended_at = ?, exit_status = ?, end_reason = ?, head = ? WHERE id = ?",
+            (rfc3339(at), exit_status, reason, head, session_id),
+        )
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        row = self._db.execute(_SELECT_SESSIONS + " WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else _session(row)
+
+    def list_sessions(self) -> list[SessionRecord]:
+        return [_session(r) for r in self._db.execute(_SELECT_SESSIONS + " ORDER BY started_at, id")]
 
     # --- audit ----------------------------------------------------------------------------
 

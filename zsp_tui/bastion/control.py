@@ -1,0 +1,241 @@
+"""Control commands over SSH: ``ssh -p 2222 zsp@bastion request|approve|deny|cancel|revoke|grants|status|whoami``.
+
+The caller is whoever owns the key that signed the SSH login; there is no ``--as`` here. The same
+:class:`AccessService` as the local console applies the same rules and writes the same audit
+events (with ``via: ssh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from ..access import AccessService, Actor
+from ..clock import parse_duration
+from ..commands._common import request_json, request_line
+from ..exceptions import UsageError, ZspError
+from ..models import RequestState, User
+
+__all__ = ["SshHint", "run_control"]
+
+
+@dataclass(frozen=True, slots=True)
+class SshHint:
+    """How this operator reaches the bastion, to print commands they can paste."""
+
+    port: int
+    host: str
+
+    def control(self, command: str) -> str:
+        return f"ssh -p {self.port} zsp@{self.host} {command}"
+
+    def session(self, login: str, target: str) -> str:
+        return f"ssh -p {self.port} {login}@{target}@{self.host}"
+
+
+HELP = """\
+zsp control commands (your identity is the key you logged in with):
+
+  request TARGET [--login LOGIN] --for DURATION [--reason TEXT] [--break-glass]
+  approve ID                 approve someone else's request
+  deny ID --reason TEXT      deny a pending request
+  cancel ID                  withdraw your own pending request
+  revoke ID [--reason TEXT]  end an active grant now
+  grants [--active] [--json] list requests and grants
+  status                     your grants, and requests waiting for you
+  whoami                     who the bastion thinks you are
+
+Then open a session:  SESSION   (or TARGET@HOST for the target's default login)
+"""
+
+
+class _Exit(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports to a buffer and raises, instead of printing and exiting the process."""
+
+    out = io.StringIO()
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        self.out.write(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self.out.write(message)
+        raise _Exit(status)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser(out: io.StringIO) -> _Parser:
+    _Parser.out = out
+    p = _Parser(prog="zsp", add_help=True)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True, parser_class=_Parser)
+    r = sub.add_parser("request")
+    r.add_argument("target")
+    r.add_argument("--login")
+    r.add_argument("--for", dest="duration", required=True)
+    r.add_argument("--reason", default="")
+    r.add_argument("--break-glass", action="store_true")
+    a = sub.add_parser("approve")
+    a.add_argument("id")
+    d = sub.add_parser("deny")
+    d.add_argument("id")
+    d.add_argument("--reason", required=True)
+    c = sub.add_parser("cancel")
+    c.add_argument("id")
+    v = sub.add_parser("revoke")
+    v.add_argument("id")
+    v.add_argument("--reason", default="")
+    g = sub.add_parser("grants")
+    g.add_argument("--active", action="store_true")
+    g.add_argument("--json", action="store_true")
+    sub.add_parser("status")
+    sub.add_parser("whoami")
+    sub.add_parser("help")
+    return p
+
+
+def run_control(svc: AccessService, user: User, command: str | None, hint: SshHint) -> tuple[int, str, str]:
+    """Run one control command for ``user``; returns ``(exit status, stdout text, stderr text)``.
+
+    Blocking (it uses the store); the bastion runs it in its database thread.
+    """
+    out = io.StringIO()
+    if not command or not command.strip():
+        return 0, _help(hint), ""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return 2, "", f"zsp: error: cannot parse the command: {exc}\n"
+    if argv and argv[0] == "zsp":
+        argv = argv[1:]
+    try:
+        args = _parser(out).parse_args(argv)
+        if args.cmd == "help":
+            return 0, _help(hint), ""
+        status = _COMMANDS[args.cmd](svc, Actor(user.name, "ssh"), user, args, out, hint)
+    except _Exit as exc:
+        return exc.status, out.getvalue(), ""
+    except ZspError as exc:
+        return exc.exit_code, out.getvalue(), f"zsp: error: {exc}\n"
+    return status, out.getvalue(), ""
+
+
+def _help(hint: SshHint) -> str:
+    return HELP.replace("SESSION", hint.session("LOGIN", "TARGET")).replace("TARGET@HOST", f"TARGET@{hint.host}")
+
+
+Handler = Callable[[AccessService, Actor, User, argparse.Namespace, io.StringIO, SshHint], int]
+
+
+def _request(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    try:
+        duration = parse_duration(args.duration)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    r = svc.request(actor, args.target, args.login, duration, args.reason, break_glass=args.break_glass)
+    out.write(request_line(r, svc.clock.now()) + "\n")
+    if r.state is RequestState.PENDING:
+        out.write(f"an approver runs: {hint.control('approve ' + r.id)}\n")
+    else:
+        out.write(f"open it: {hint.session(r.login, r.target)}\n")
+    return 0
+
+
+def _approve(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    out.write(request_line(svc.approve(actor, args.id), svc.clock.now()) + "\n")
+    return 0
+
+
+def _deny(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    out.write(request_line(svc.deny(actor, args.id, args.reason), svc.clock.now()) + "\n")
+    return 0
+
+
+def _cancel(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    out.write(request_line(svc.cancel(actor, args.id), svc.clock.now()) + "\n")
+    return 0
+
+
+def _revoke(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    out.write(request_line(svc.revoke(actor, args.id, args.reason), svc.clock.now()) + "\n")
+    return 0
+
+
+def _grants(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    rows = svc.requests(active_only=args.active)
+    now = svc.clock.now()
+    if args.json:
+        out.write(json.dumps([request_json(r, now) for r in rows], indent=2) + "\n")
+    else:
+        for r in rows:
+            out.write(request_line(r, now) + "\n")
+        if not rows:
+            out.write("no active grants\n" if args.active else "no requests\n")
+    return 0
+
+
+def _status(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    now = svc.clock.now()
+    mine = [r for r in svc.requests() if r.requester == user.name and not r.effective_state(now).final]
+    policy = svc.policy()
+    waiting = [
+        r
+        for r in svc.requests()
+        if r.effective_state(now) is RequestState.PENDING
+        and r.requester != user.name
+        and policy.principal_matches(r.approver_patterns, user)
+        and user.name not in r.approvals
+    ]
+    out.write(f"you are {user.name} ({', '.join(sorted(user.roles))})\n")
+    out.write("your requests and grants:\n" if mine else "you have no pending requests or active grants\n")
+    for r in mine:
+        out.write("  " + request_line(r, now) + "\n")
+    if waiting:
+        out.write("waiting for your approval:\n")
+        for r in waiting:
+            out.write(f"  {request_line(r, now)}  reason: {r.reason}\n")
+    return 0
+
+
+def _whoami(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    out.write(f"{user.name} roles={','.join(sorted(user.roles))} keys={len(user.keys)}\n")
+    return 0
+
+
+_COMMANDS: dict[str, Handler] = {
+    "request": _request,
+    "approve": _approve,
+    "deny": _deny,
+    "cancel": _cancel,
+    "revoke": _revoke,
+    "grants": _grants,
+    "status": _status,
+    "whoami": _whoami,
+}

@@ -1,0 +1,533 @@
+"""``zsp serve``: the SSH bastion.
+
+asyncssh terminates the operator's connection. Hardening, where asyncssh's defaults differ:
+public-key authentication only (``begin_auth`` always returns True: returning False would let a
+user in without authentication); identity is bound in ``auth_completed`` to the key whose
+*signature* asyncssh verified, never to a key that was merely offered; strict KEX (Terrapin) is
+required; agent and X11 forwarding are off and port forwarding, direct-tcpip, streamlocal, SFTP
+and SCP are refused and audited; login timeout 10 s; per-source caps on unauthenticated
+connections and failed authentications; a cap on concurrent sessions per user; user names over
+256 bytes are refused.
+
+Grants are enforced to the second: a watcher checks every live session four times a second and
+ends it, with the reason in the recording and the audit log, when its grant expires or is
+revoked, after in-band warnings before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import asyncssh
+from asyncssh.connection import SSHServerConnection
+
+from recorder import AsyncRecorder, FileSink, RecordingFailed, RecordingWriter, SessionMeta, SigningKey
+
+from ..access import AccessService
+from ..audit import NewEvent
+from ..clock import format_duration, rfc3339
+from ..datadir import DataDir
+from ..exceptions import NotFound
+from ..models import LOCAL_TARGET, SessionRecord, User
+from .control import SshHint, run_control
+from .session import LiveSession, relay
+from .upstream import CIPHERS, LocalUpstream, SshUpstream, UpstreamError, mint_certificate
+
+__all__ = ["Bastion", "Limits"]
+
+T = TypeVar("T")
+CONTROL_USER = "zsp"
+_MAX_USERNAME = 256
+
+
+# --- identity: the key whose signature was verified ----------------------------------------------
+
+_original_validate = SSHServerConnection.validate_public_key
+
+
+async def _validate_and_remember(
+    self: SSHServerConnection, username: str, key_data: bytes, msg: bytes, signature: bytes
+) -> bool:
+    ok = await _original_validate(self, username, key_data, msg, signature)
+    if ok and msg:
+        # asyncssh has just verified a signature by this key (msg is empty for unsigned probes).
+        self._zsp_signed_key = key_data  # type: ignore[attr-defined]
+    return ok
+
+
+SSHServerConnection.validate_public_key = _validate_and_remember  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    login_timeout: float = 10.0
+    max_unauthenticated_per_source: int = 64
+    max_auth_failures_per_source: int = 20
+    """...within ``failure_window`` seconds; further connections from that source are refused."""
+    failure_window: float = 300.0
+    max_sessions_per_user: int = 64
+    keepalive_interval: float = 30.0
+    watch_interval: float = 0.25
+
+
+class _Sources:
+    """Per-source-address counters for unauthenticated connections and failed authentications."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.open: dict[str, int] = defaultdict(int)
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def blocked(self, ip: str) -> str | None:
+        q = self.failures[ip]
+        now = time.monotonic()
+        while q and now - q[0] > self.limits.failure_window:
+            q.popleft()
+        if len(q) >= self.limits.max_auth_failures_per_source:
+            return "too many failed authentications from your address; try again later"
+        if self.open[ip] >= self.limits.max_unauthenticated_per_source:
+            return "too many unauthenticated connections from your address"
+        return None
+
+    def fail(self, ip: str) -> None:
+        self.failures[ip].append(time.monotonic())
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, bastion: Bastion) -> None:
+        self.b = bastion
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.ip = "?"
+        self.client = "?"
+        self.user: User | None = None
+        self.counted = False
+        self.offered = 0
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self.ip, self.client = str(peer[0]), f"{peer[0]}:{peer[1]}"
+        why = self.b.sources.blocked(self.ip)
+        if why:
+            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, why)
+            return
+        self.b.sources.open[self.ip] += 1
+        self.counted = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted and self.user is None:
+            self.b.sources.open[self.ip] -= 1
+            self.counted = False
+            if self.offered:
+                self.b.sources.fail(self.ip)
+
+    def begin_auth(self, username: str) -> bool:
+        conn = self.conn
+        if conn is None:
+            return True
+        if len(username.encode()) > _MAX_USERNAME:
+            conn.disconnect(asyncssh.DISC_ILLEGAL_USER_NAME, "user name too long")
+        elif not getattr(conn, "_strict_kex", False):
+            conn.disconnect(
+                asyncssh.DISC_KEY_EXCHANGE_FAILED,
+                "strict key exchange required (CVE-2023-48795, Terrapin): update your SSH client",
+            )
+        return True  # always authenticate; False would mean "no authentication needed"
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return False  # client certificates are not accepted: identity is a registered key
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        self.offered += 1
+        fp = key.get_fingerprint("sha256")
+        user = await self.b.db(self.b.svc.user_by_key, fp)
+        return user is not None
+
+    async def auth_completed(self) -> None:
+        conn = self.conn
+        key_data = getattr(conn, "_zsp_signed_key", None)
+        if conn is None or key_data is None:
+            if conn is not None:
+                conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "authentication state lost")
+            return
+        fp = asyncssh.import_public_key(key_data).get_fingerprint("sha256")
+        user = await self.b.db(self.b.svc.user_by_key, fp)
+        if user is None:  # the key was removed between validation and now
+            conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "key no longer registered")
+            return
+        self.user = user
+        if self.counted:
+            self.b.sources.open[self.ip] -= 1
+            self.counted = False
+        conn.set_extra_info(zsp_user=user)
+        await self.b.audit(
+            NewEvent(
+                "user.login",
+                user.name,
+                "ssh",
+                f"{user.name} logged in from {self.client}",
+                fields={
+                    "client": self.client,
+                    "fingerprint": fp,
+                    "ssh_user": str(conn.get_extra_info("username"))[:_MAX_USERNAME],
+                },
+            )
+        )
+
+    # Every forwarding is refused, and said so in the audit log.
+    def _refuse(self, kind: str, detail: str) -> bool:
+        who = self.user.name if self.user else "?"
+        asyncio.get_running_loop().create_task(
+            self.b.audit(
+                NewEvent(
+                    "channel.refused",
+                    who,
+                    "ssh",
+                    f"{kind} refused: {detail}",
+                    outcome="failure",
+                    fields={"kind": kind, "detail": detail[:200], "client": self.client},
+                )
+            )
+        )
+        return False
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        return self._refuse("direct-tcpip", f"{dest_host}:{dest_port}")
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return self._refuse("tcpip-forward", f"{listen_host}:{listen_port}")
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        return self._refuse("direct-streamlocal", dest_path)
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return self._refuse("streamlocal-forward", listen_path)
+
+
+class Bastion:
+    """The running bastion: listener, live sessions, and the watcher that enforces grants."""
+
+    def __init__(self, data: DataDir, *, limits: Limits | None = None, public_host: str | None = None) -> None:
+        self.data = data
+        self.limits = limits or Limits()
+        self.svc: AccessService = data.service()
+        self.key: SigningKey = data.signing_key()
+        self.ca = asyncssh.read_private_key(str(data.ca_key_path))
+        self.host_key = asyncssh.read_private_key(str(data.host_key_path))
+        self.sources = _Sources(self.limits)
+        self.live: set[LiveSession] = set()
+        self.public_host = public_host
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-db")
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call in the one database thread (SQLite connections are not shared)."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args))
+
+    async def audit(self, event: NewEvent) -> None:
+        await self.db(self.svc.record_event, event)
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncssh.listen(
+            host,
+            port,
+            server_factory=lambda: _Server(self),
+            server_host_keys=[self.host_key],
+            process_factory=self._handle,
+            encoding=None,
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            sftp_factory=None,
+            login_timeout=self.limits.login_timeout,
+            keepalive_interval=self.limits.keepalive_interval,
+            keepalive_count_max=3,
+            encryption_algs=list(CIPHERS),  # chacha20 off: aes-gcm halves the relay's cost per packet
+            password_auth=False,
+            kbdint_auth=False,
+            public_key_auth=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for live in list(self.live):
+            live.end("shutdown", "the bastion is shutting down; session closed")
+        deadline = time.monotonic() + 5
+        while self.live and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        self._db.shutdown(wait=True)
+
+    # --- the grant watcher --------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        policy_warn: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(minutes=1))
+        while True:
+            await asyncio.sleep(self.limits.watch_interval)
+            if not self.live:
+                continue
+            try:
+                active = {r.id: r for r in await self.db(lambda: self.svc.requests(active_only=True))}
+                with contextlib.suppress(Exception):
+                    policy_warn = (await self.db(self.svc.policy)).warn_before
+            except Exception as exc:  # noqa: BLE001 - fail closed: if grants cannot be checked, sessions end
+                for live in list(self.live):
+                    live.end("error", f"cannot check grants ({exc}); session closed")
+                continue
+            now = self.svc.clock.now()
+            for live in list(self.live):
+                grant = active.get(live.grant.id)
+                if grant is None:
+                    state = (await self.db(self.svc.get, live.grant.id)).effective_state(now).value
+                    live.recorder.event(f"grant.{state}", f"grant {live.grant.id} is {state}", grant_id=live.grant.id)
+                    live.end(state, f"grant {live.grant.id} {state}; session closed")
+                    continue
+                left = (grant.ends_at - now) if grant.ends_at else timedelta(0)
+                for i, w in enumerate(policy_warn):
+                    if left <= w and i not in live.warned and left > timedelta(0):
+                        live.warned.update(range(i + 1))
+                        msg = (
+                            f"access to {grant.login}@{grant.target} ends in {format_duration(left)} "
+                            f"(grant {grant.id}, at {rfc3339(grant.ends_at)[:19]}Z)"
+                            if grant.ends_at
+                            else ""
+                        )
+                        live.recorder.event(
+                            "grant.warning", msg, grant_id=grant.id, seconds_left=int(left.total_seconds())
+                        )
+                        live.notify(msg)
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def _hint(self, conn: Any) -> SshHint:
+        sock = conn.get_extra_info("sockname") or ("127.0.0.1", self.port)
+        return SshHint(port=int(sock[1]), host=self.public_host or str(sock[0]))
+
+    async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        conn = process.channel.get_connection()
+        user: User | None = conn.get_extra_info("zsp_user")
+        try:
+            if user is None:
+                process.exit(255)
+                return
+            username = str(process.get_extra_info("username"))
+            hint = self._hint(conn)
+            if username == CONTROL_USER:
+                status, out, err = await self.db(run_control, self.svc, user, process.command, hint)
+                process.stdout.write(out.encode())
+                process.stderr.write(err.encode())
+                process.exit(status)
+                return
+            await self._session(process, user, username, hint)
+        except (OSError, asyncssh.Error):
+            with contextlib.suppress(OSError, asyncssh.Error):
+                process.exit(255)
+
+    def _refuse(self, process: asyncssh.SSHServerProcess[bytes], message: str, status: int = 1) -> None:
+        process.stderr.write(f"zsp: {message}\r\n".encode())
+        process.exit(status)
+
+    async def _session(
+        self, process: asyncssh.SSHServerProcess[bytes], user: User, username: str, hint: SshHint
+    ) -> None:
+        login, _, target_name = username.rpartition("@")
+        command = process.command
+        if process.subsystem:
+            await self.audit(
+                NewEvent(
+                    "channel.refused",
+                    user.name,
+                    "ssh",
+                    f"subsystem {process.subsystem} refused",
+                    outcome="failure",
+                    fields={"kind": "subsystem", "detail": process.subsystem},
+                )
+            )
+            return self._refuse(process, f"the {process.subsystem} subsystem is not available through zsp (yet)")
+        if command and command.split()[0] in ("scp", "sftp-server", "/usr/lib/openssh/sftp-server"):
+            await self.audit(
+                NewEvent(
+                    "channel.refused",
+                    user.name,
+                    "ssh",
+                    "scp refused",
+                    outcome="failure",
+                    fields={"kind": "scp", "detail": command[:200]},
+                )
+            )
+            return self._refuse(process, "file transfer (scp/sftp) is not available through zsp (yet)")
+        try:
+            target = await self.db(self.svc.target, target_name)
+        except NotFound:
+            return self._refuse(process, f"no such target {target_name!r}; list them: {hint.control('grants')}")
+        login = login or target.default_login
+        grant = await self.db(self.svc.active_grant, user, target.name, login)
+        if grant is None:
+            ask = f"request {target.name} --login {login} --for 30m --reason 'why you need it'"
+            await self.audit(
+                NewEvent(
+                    "session.refused",
+                    user.name,
+                    "ssh",
+                    f"no active grant for {login}@{target.name}",
+                    outcome="failure",
+                    target=target.name,
+                    login=login,
+                )
+            )
+            return self._refuse(
+                process,
+                f"{user.name} has no active grant for {login}@{target.name}. Ask for one:\r\n  {hint.control(ask)}",
+            )
+        mine = sum(1 for s in self.live if s.record.user == user.name)
+        if mine >= self.limits.max_sessions_per_user:
+            return self._refuse(process, f"{user.name} already has {mine} open sessions (limit)")
+
+        term = process.get_terminal_type()
+        size = process.get_terminal_size()
+        cols, rows = (size[0] or 80, size[1] or 24) if term else (0, 0)
+        peer = conn_peer(process)
+        meta = SessionMeta(
+            user=user.name,
+            target=target.name,
+            login=login,
+            grant_id=grant.id,
+            term=term or "",
+            cols=cols,
+            rows=rows,
+            command=command,
+            extra={"source": "zsp serve", "client": peer},
+        )
+        # Fail closed: no recording, no session.
+        try:
+            from recorder import new_session_id
+
+            sid = new_session_id()
+            path = self.data.recordings / f"{sid}.zsprec"
+            writer = RecordingWriter(FileSink(path), self.key, meta, session_id=sid, autoflush=False)
+        except (OSError, RecordingFailed) as exc:
+            reason = exc.reason if isinstance(exc, RecordingFailed) else (exc.strerror or str(exc))
+            await self.audit(
+                NewEvent(
+                    "session.recording_failed",
+                    user.name,
+                    "ssh",
+                    f"recording could not start: {reason}",
+                    outcome="failure",
+                    target=target.name,
+                    login=login,
+                    grant_id=grant.id,
+                )
+            )
+            return self._refuse(process, f"this session cannot be recorded ({reason}), so it will not start")
+        record = SessionRecord(
+            id=str(sid),
+            user=user.name,
+            target=target.name,
+            login=login,
+            grant_id=grant.id,
+            command=command,
+            client=peer,
+            path=str(path),
+            started_at=self.svc.clock.now(),
+        )
+        live: LiveSession | None = None
+
+        def on_error(exc: RecordingFailed) -> None:
+            if live is not None:
+                live.end("recording-failed", f"recording failed ({exc.reason}); session ended")
+
+        recorder = AsyncRecorder(writer, on_error=on_error)
+        live = LiveSession(record=record, grant=grant, process=process, recorder=recorder)
+        await self.db(self.svc.session_started, record)
+        self.live.add(live)
+        status: int | None = None
+        try:
+            upstream: LocalUpstream | SshUpstream
+            try:
+                if target.name == LOCAL_TARGET and target.builtin:
+                    upstream = LocalUpstream()
+                    await upstream.start(command, term, (cols, rows), process.env)
+                else:
+                    upstream = SshUpstream()
+                    ends = grant.ends_at.timestamp() if grant.ends_at else time.time()
+                    identity = mint_certificate(
+                        self.ca, login, f"zsp user={user.name} grant={grant.id} session={sid}", ends
+                    )
+                    await upstream.start(target, login, identity, command, term, (cols, rows), process.env)
+            except UpstreamError as exc:
+                recorder.event(exc.event, str(exc))
+                await self.audit(
+                    NewEvent(
+                        exc.event,
+                        user.name,
+                        "ssh",
+                        str(exc),
+                        outcome="failure",
+                        target=target.name,
+                        login=login,
+                        grant_id=grant.id,
+                        session_id=str(sid),
+                    )
+                )
+                live.end("upstream-error", str(exc))
+                status = None
+            else:
+                status = await relay(live, upstream, pty=term is not None, local=isinstance(upstream, LocalUpstream))
+        finally:
+            self.live.discard(live)
+            head: str | None = None
+            frames: int | None = None
+            try:
+                info = await recorder.close(status, live.reason)
+                head, frames = info.head_hex, info.frames
+            except RecordingFailed:
+                head = None
+            await self.db(self.svc.session_ended, record, status, live.reason, head, frames)
+        with contextlib.suppress(OSError, asyncssh.Error):
+            process.exit(status if status is not None and status >= 0 else 255)
+
+
+def conn_peer(process: asyncssh.SSHServerProcess[bytes]) -> str:
+    peer = process.get_extra_info("peername") or ("?", 0)
+    return f"{peer[0]}:{peer[1]}"
+
+
+async def serve_forever(bastion: Bastion, host: str, port: int, ready: Callable[[Bastion], None]) -> None:
+    await bastion.start(host, port)
+    ready(bastion)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("zsp: shutting down; ending live sessions", file=sys.stderr)
+    await bastion.stop()
+
+
+def local_hostname() -> str:
+    return socket.gethostname()

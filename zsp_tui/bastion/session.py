@@ -1,0 +1,151 @@
+"""One recorded session: relay bytes between the operator and the target, record every one.
+
+The relay never lets a byte through unrecorded: output is handed to the recorder before it is
+written to the operator, input before it is written to the target, and a recorder failure ends
+the session at once (``fail closed``). Input typed at a password prompt is withheld from the
+recording: on ``local`` while the PTY has echo off in canonical mode; on SSH targets (where the
+remote terminal modes are not visible) after output whose last line looks like a password
+prompt, until the next Enter. Either way an ``input.masked`` event says how many bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from recorder import AsyncRecorder, RecordingFailed
+
+from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from ..models import AccessRequest, SessionRecord
+
+__all__ = ["LiveSession", "relay"]
+
+_PROMPT = re.compile(rb"(?i)(pass(word|phrase)|\bpin\b|secret|verification code)[^\n]{0,60}:\s*$")
+_READ = 65536
+
+
+@dataclass(eq=False)
+class LiveSession:
+    """What the bastion's watcher needs to know about a running session."""
+
+    record: SessionRecord
+    grant: AccessRequest
+    process: asyncssh.SSHServerProcess[bytes]
+    recorder: AsyncRecorder
+    ending: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = "exit"
+    warned: set[int] = field(default_factory=set)
+
+    def end(self, reason: str, message: str | None = None) -> None:
+        """Ask the relay to stop (idempotent); ``message`` is shown to the operator."""
+        if self.ending.is_set():
+            return
+        self.reason = reason
+        if message:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self.process.stderr.write(f"\r\n[zsp] {message}\r\n".encode())
+        self.ending.set()
+
+    def notify(self, message: str) -> None:
+        """An in-band line to the operator (grant warnings); recorded as an event, not output."""
+        with contextlib.suppress(OSError, asyncssh.Error):
+            self.process.stderr.write(f"\r\n[zsp] {message}\r\n".encode())
+
+
+class _Masker:
+    """Decides, chunk by chunk, whether typed input may be stored."""
+
+    def __init__(self, upstream: Upstream, local: bool) -> None:
+        self._up = upstream
+        self._local = local
+        self._tail = b""
+        self._armed = False
+
+    def saw_output(self, data: bytes) -> None:
+        if self._local:
+            return
+        self._tail = (self._tail + data)[-200:]
+        if _PROMPT.search(self._tail.rsplit(b"\n", 1)[-1]):
+            self._armed = True
+
+    def masked(self, data: bytes) -> bool:
+        if self._local:
+            return self._up.echo_off
+        if not self._armed:
+            return False
+        if b"\r" in data or b"\n" in data:
+            self._armed = False
+            self._tail = b""
+        return True
+
+
+async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool) -> int | None:
+    """Run the session until it ends; returns the exit status (None if unknown)."""
+    process = live.process
+    rec = live.recorder
+    masker = _Masker(upstream, local)
+
+    async def to_target() -> None:
+        while True:
+            try:
+                data = await process.stdin.read(_READ)
+            except asyncssh.TerminalSizeChanged as exc:
+                upstream.resize(exc.width, exc.height)
+                rec.resize(exc.width, exc.height)
+                continue
+            except (asyncssh.BreakReceived, asyncssh.SignalReceived):
+                continue
+            if not data:
+                if pty:  # a PTY session's input only ends when the operator goes away
+                    live.end("client-closed")
+                else:
+                    upstream.write_eof()
+                return
+            if masker.masked(data):
+                rec.event("input.masked", "input withheld: typed at a password prompt", bytes=len(data))
+            else:
+                rec.input(data)
+            await rec.drain()
+            upstream.write(data)
+
+    async def to_operator() -> None:
+        while True:
+            fd, data = await upstream.read()
+            if not data:
+                return
+            rec.output(data)
+            masker.saw_output(data)
+            await rec.drain()
+            (process.stderr if fd == 2 else process.stdout).write(data)
+            await process.stdout.drain()
+
+    out_task = asyncio.create_task(to_operator())
+    in_task = asyncio.create_task(to_target())
+    end_task = asyncio.create_task(live.ending.wait())
+    try:
+        done, _ = await asyncio.wait({out_task, end_task}, return_when=asyncio.FIRST_COMPLETED)
+        if out_task in done and out_task.exception() is not None:
+            raise out_task.exception()  # type: ignore[misc]
+    except RecordingFailed as exc:
+        live.end("recording-failed", f"recording failed ({exc.reason}); session ended")
+    except (OSError, asyncssh.Error):
+        live.end("client-closed")
+    finally:
+        for task in (in_task, end_task, out_task):
+            task.cancel()
+        for task in (in_task, end_task, out_task):
+            with contextlib.suppress(asyncio.CancelledError, RecordingFailed, OSError, asyncssh.Error):
+                await task
+    if live.ending.is_set():
+        await upstream.close()
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(upstream.wait(), 2)
+        return None
+    return await upstream.wait()

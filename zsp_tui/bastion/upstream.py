@@ -1,0 +1,388 @@
+"""The far side of a session: a PTY shell on this host (``local``) or an SSH login on a target.
+
+Both look the same to the relay: ``read()`` yields ``(fd, chunk)`` with fd 1 for stdout and 2 for
+stderr (b"" once everything has ended), ``write()`` sends input, ``resize()`` changes the window,
+``wait()`` gives the exit status, ``close()`` ends it.
+
+Remote targets are reached with a certificate minted for this session only: principal = the
+login, valid from now until the grant ends, key id naming user, grant and session, and no
+permission but ``permit-pty``. The target's host key must equal the pinned one; there is no
+trust on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import pwd
+import signal
+import struct
+import termios
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncssh
+
+from ..models import Target
+
+__all__ = ["LocalUpstream", "SshUpstream", "Upstream", "UpstreamError", "allowed_env"]
+
+_READ = 65536
+# aes-gcm first: hardware accelerated, and cheaper per packet than chacha20-poly1305 in asyncssh.
+CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+
+
+class UpstreamError(Exception):
+    """The target could not be reached or refused us; ``event`` names the audit event."""
+
+    def __init__(self, message: str, *, event: str = "upstream.error") -> None:
+        self.event = event
+        super().__init__(message)
+
+
+class Upstream(Protocol):
+    @property
+    def echo_off(self) -> bool:
+        """True while the far side has terminal echo off (known for local PTYs only)."""
+        ...
+
+    async def read(self) -> tuple[int, bytes]: ...
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def resize(self, cols: int, rows: int) -> None: ...
+    async def wait(self) -> int | None: ...
+    async def close(self) -> None: ...
+
+
+def allowed_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Only LANG and LC_* pass to the target (TERM travels with the PTY request)."""
+    return {k: v for k, v in env.items() if (k == "LANG" or k.startswith("LC_")) and len(v) < 256 and k.isascii()}
+
+
+class LocalUpstream:
+    """A shell (or command) in a new PTY on the bastion host, as the user running zsp."""
+
+    def __init__(self) -> None:
+        self._master = -1
+        self._proc: asyncio.subprocess.Process | None = None
+        self._queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=64)
+        self._pending = bytearray()
+        self._loop = asyncio.get_running_loop()
+        self._eof = False
+        self._pipes = False
+        self._open = 0
+
+    @property
+    def echo_off(self) -> bool:
+        if self._master < 0:
+            return False
+        try:
+            lflag = termios.tcgetattr(self._master)[3]
+        except termios.error:
+            return False
+        # A password prompt: echo off but still line-buffered (full-screen programs turn both off).
+        return not lflag & termios.ECHO and bool(lflag & termios.ICANON)
+
+    async def start(self, command: str | None, term: str | None, size: tuple[int, int], env: Mapping[str, str]) -> None:
+        pw = pwd.getpwuid(os.getuid())
+        shell = pw.pw_shell or "/bin/sh"
+        argv = [shell, "-c", command] if command else [shell, "-l"]
+        child_env = {
+            "HOME": pw.pw_dir,
+            "USER": pw.pw_name,
+            "LOGNAME": pw.pw_name,
+            "SHELL": shell,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            **allowed_env(env),
+        }
+        if term is None:
+            # No PTY asked for (ssh CMD without -t): plain pipes, stdout and stderr kept apart.
+            self._pipes = True
+            child_env["TERM"] = "dumb"
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_env,
+                cwd=pw.pw_dir,
+                start_new_session=True,
+            )
+            self._open = 2
+            for fd, stream in ((1, self._proc.stdout), (2, self._proc.stderr)):
+                if stream is not None:
+                    self._loop.create_task(self._pump(fd, stream))
+            return
+        child_env["TERM"] = term
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=child_env,
+                cwd=pw.pw_dir,
+                start_new_session=True,
+                preexec_fn=_take_controlling_tty,
+            )
+        finally:
+            os.close(slave)
+        self._master = master
+        os.set_blocking(master, False)
+        self._loop.add_reader(master, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._master, _READ)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: every slave descriptor closed, the shell is gone
+            data = b""
+        if not data:
+            self._loop.remove_reader(self._master)
+            self._eof = True
+        try:
+            self._queue.put_nowait((1, data))
+        except asyncio.QueueFull:
+            # Backpressure: stop reading the PTY until the relay catches up.
+            self._loop.remove_reader(self._master)
+            self._loop.create_task(self._put_slow(data))
+
+    async def _put_slow(self, data: bytes) -> None:
+        await self._queue.put((1, data))
+        if not self._eof and self._master >= 0:
+            self._loop.add_reader(self._master, self._on_readable)
+
+    async def _pump(self, fd: int, stream: asyncio.StreamReader) -> None:
+        while data := await stream.read(_READ):
+            await self._queue.put((fd, data))
+        self._open -= 1
+        if self._open == 0:
+            await self._queue.put((1, b""))
+
+    async def read(self) -> tuple[int, bytes]:
+        return await self._queue.get()
+
+    def write(self, data: bytes) -> None:
+        if self._pipes:
+            if self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
+                self._proc.stdin.write(data)
+            return
+        self._pending += data
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._master < 0:
+            return
+        try:
+            n = os.write(self._master, self._pending)
+            del self._pending[:n]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._pending.clear()
+            return
+        if self._pending:
+            self._loop.add_writer(self._master, self._on_writable)
+
+    def _on_writable(self) -> None:
+        self._loop.remove_writer(self._master)
+        self._flush()
+
+    def write_eof(self) -> None:
+        if self._pipes:
+            if self._proc is not None and self._proc.stdin is not None:
+                self._proc.stdin.close()
+        else:
+            self.write(b"\x04")
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self._master >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    async def wait(self) -> int | None:
+        if self._proc is None:
+            return None
+        return await self._proc.wait()
+
+    async def close(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGHUP)
+            try:
+                await asyncio.wait_for(proc.wait(), 2)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if self._master >= 0:
+            self._loop.remove_reader(self._master)
+            self._loop.remove_writer(self._master)
+            os.close(self._master)
+            self._master = -1
+
+
+def _take_controlling_tty() -> None:  # runs in the child between fork and exec
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CertIdentity:
+    key: asyncssh.SSHKey
+    cert: asyncssh.SSHCertificate
+    key_id: str
+
+
+def mint_certificate(ca: asyncssh.SSHKey, login: str, key_id: str, valid_before: float) -> CertIdentity:
+    """A fresh key and a user certificate for it: this login only, now until ``valid_before``, pty only."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    now = int(time.time())
+    cert = ca.generate_user_certificate(
+        key,
+        key_id,
+        principals=[login],
+        valid_after=now - 5,
+        valid_before=int(valid_before),
+        permit_x11_forwarding=False,
+        permit_agent_forwarding=False,
+        permit_port_forwarding=False,
+        permit_pty=True,
+        permit_user_rc=False,
+    )
+    return CertIdentity(key, cert, key_id)
+
+
+class SshUpstream:
+    """A login on a remote target over SSH, authenticated with a per-session certificate."""
+
+    error: str | None = None
+
+    @property
+    def echo_off(self) -> bool:
+        return False  # not observable remotely; the relay uses a prompt heuristic instead
+
+    def __init__(self) -> None:
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._proc: asyncssh.SSHClientProcess[bytes] | None = None
+        self._out: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=64)
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def start(
+        self,
+        target: Target,
+        login: str,
+        identity: CertIdentity,
+        command: str | None,
+        term: str | None,
+        size: tuple[int, int],
+        env: Mapping[str, str],
+    ) -> None:
+        try:
+            pinned = asyncssh.import_public_key(target.host_key)
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise UpstreamError(f"target {target.name} has no valid pinned host key: {exc}") from None
+        try:
+            self._conn = await asyncio.wait_for(
+                asyncssh.connect(
+                    target.host,
+                    target.port,
+                    username=login,
+                    client_keys=[(identity.key, identity.cert)],
+                    known_hosts=([pinned], [], []),
+                    agent_path=None,
+                    agent_forwarding=False,
+                    encryption_algs=list(CIPHERS),
+                    preferred_auth=["publickey"],
+                    keepalive_interval=30,
+                    server_host_key_algs=[pinned.get_algorithm()],
+                ),
+                15,
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise UpstreamError(
+                f"{target.name}'s host key does not match the pinned key ({_fp(pinned)}): {exc.reason}",
+                event="upstream.host_key_mismatch",
+            ) from None
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            raise UpstreamError(f"cannot reach {target.name} ({target.host}:{target.port}): {exc}") from None
+        try:
+            self._proc = await self._conn.create_process(
+                command,
+                term_type=term,
+                term_size=size if term else None,
+                request_pty=bool(term),
+                encoding=None,
+                env=allowed_env(env),
+            )
+        except (OSError, asyncssh.Error) as exc:
+            self._conn.close()
+            raise UpstreamError(f"{target.name} refused the session: {exc}") from None
+        self._open = 2
+        self._readers = [
+            asyncio.create_task(self._pump(1, self._proc.stdout)),
+            asyncio.create_task(self._pump(2, self._proc.stderr)),
+        ]
+
+    async def _pump(self, fd: int, stream: asyncssh.SSHReader[bytes]) -> None:
+        try:
+            while True:
+                data = await stream.read(_READ)
+                if not data:
+                    break
+                await self._out.put((fd, data))
+        except (asyncssh.Error, OSError) as exc:
+            # The connection ended under us; the relay sees the end and the exit status is unknown.
+            self.error = str(exc)
+        finally:
+            self._open -= 1
+            if self._open == 0:
+                await self._out.put((1, b""))
+
+    async def read(self) -> tuple[int, bytes]:
+        return await self._out.get()
+
+    def write(self, data: bytes) -> None:
+        if self._proc is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.write(data)
+
+    def write_eof(self) -> None:
+        if self._proc is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.write_eof()
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self._proc.change_terminal_size(cols, rows)
+
+    async def wait(self) -> int | None:
+        if self._proc is None:
+            return None
+        await self._proc.wait_closed()
+        if self._proc.exit_signal:
+            return -_signum(self._proc.exit_signal[0])
+        return self._proc.exit_status
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(OSError, asyncssh.Error):
+                await asyncio.wait_for(self._conn.wait_closed(), 2)
+
+
+def _fp(key: asyncssh.SSHKey) -> str:
+    return str(key.get_fingerprint("sha256"))
+
+
+def _signum(name: str) -> int:
+    try:
+        return int(signal.Signals["SIG" + name])
+    except KeyError:
+        return 255

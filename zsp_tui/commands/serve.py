@@ -1,0 +1,183 @@
+"""``zsp serve`` (the bastion) and ``zsp sessions``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from recorder import SigningKey
+
+from ..access import Actor
+from ..clock import rfc3339
+from ..datadir import DataDir
+from ..exceptions import Conflict, UsageError
+from ..models import Role
+from ._common import data, emit_json, service, table
+
+__all__ = ["register"]
+
+DEMO_OPERATOR = "demo-operator"
+DEMO_APPROVER = "demo-approver"
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        p = int(port)
+    except ValueError:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT") from None
+    if not 0 <= p < 65536:
+        raise UsageError(f"--listen {text!r}: port out of range")
+    return host.strip("[]") or "127.0.0.1", p
+
+
+def _demo(d: DataDir) -> Path:
+    """Users with their own key files, an ssh config that pins the bastion's host key."""
+    demo = d.root / "demo"
+    demo.mkdir(mode=0o700, exist_ok=True)
+    svc = d.service()
+    for name, role in ((DEMO_OPERATOR, Role.OPERATOR), (DEMO_APPROVER, Role.APPROVER)):
+        key = demo / name
+        if not key.exists():
+            SigningKey.generate(comment=name).save(key)  # an ordinary OpenSSH ed25519 key pair
+        try:
+            svc.add_user(Actor(None), name, frozenset({role}), [Path(f"{key}.pub").read_text().strip()])
+        except Conflict:
+            pass  # a second `zsp serve --demo` reuses the demo users
+        except UsageError as exc:  # an admin exists: the demo does not touch a real installation
+            raise UsageError(f"--demo only sets up a fresh data dir ({exc}); use another --data") from None
+    return demo
+
+
+def _write_demo_ssh_config(d: DataDir, demo: Path, host: str, port: int) -> Path:
+    host_pub = Path(f"{d.host_key_path}.pub").read_text().split()
+    (demo / "known_hosts").write_text(f"[{host}]:{port} {host_pub[0]} {host_pub[1]}\n")
+    cfg = demo / "ssh_config"
+    lines = []
+    for alias, name in (("zsp-operator", DEMO_OPERATOR), ("zsp-approver", DEMO_APPROVER)):
+        lines += [
+            f"Host {alias}",
+            f"  HostName {host}",
+            f"  Port {port}",
+            f"  IdentityFile {demo / name}",
+            "  IdentitiesOnly yes",
+            f"  UserKnownHostsFile {demo / 'known_hosts'}",
+            "  StrictHostKeyChecking yes",
+            "",
+        ]
+    cfg.write_text("\n".join(lines))
+    return cfg
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..bastion import Bastion
+    from ..bastion.server import serve_forever
+
+    d = data(args)
+    host, port = _listen(args.listen)
+    if args.demo:
+        if not d.db_path.exists():
+            d.init()
+            print(f"zsp: initialised {d.root}", file=sys.stderr)
+        demo = _demo(d)
+    d.require()
+    wildcard = host in ("0.0.0.0", "::", "")  # noqa: S104 - comparing, not binding
+    bastion = Bastion(d, public_host=None if wildcard else host)
+
+    def ready(b: Bastion) -> None:
+        shown = "127.0.0.1" if wildcard else host
+        print(f"zsp: bastion listening on {host}:{b.port} (data {d.root})", flush=True)
+        if args.demo:
+            cfg = _write_demo_ssh_config(d, demo, shown, b.port)
+            s = f"ssh -F {cfg}"
+            print(
+                f"""
+Try it (each line in another terminal; the demo users' keys and a pinned known_hosts are in {demo}):
+
+  1. as the operator, ask for a shell on this host:
+       {s} zsp@zsp-operator request local --for 15m --reason "trying zsp"
+  2. as the approver, approve it (use the id printed by step 1):
+       {s} zsp@zsp-approver approve r-xxxxxx
+  3. as the operator, open the recorded shell (exit when done):
+       {s} local@zsp-operator
+  4. list and verify the recording:
+       zsp sessions --data {d.root}
+       zsp verify --data {d.root} SESSION_ID
+""",
+                flush=True,
+            )
+
+    try:
+        asyncio.run(serve_forever(bastion, host, port, ready))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    svc = service(args)
+    rows = svc.sessions()
+    now = svc.clock.now()
+    out: list[dict[str, Any]] = []
+    for s in rows:
+        end = s.ended_at or now
+        state = "live" if s.ended_at is None else ("sealed" if s.head else "incomplete")
+        out.append(
+            {
+                "id": s.id,
+                "user": s.user,
+                "target": s.target,
+                "login": s.login,
+                "grant_id": s.grant_id,
+                "command": s.command,
+                "client": s.client,
+                "started_at": rfc3339(s.started_at),
+                "ended_at": rfc3339(s.ended_at) if s.ended_at else None,
+                "duration_s": round((end - s.started_at).total_seconds(), 3),
+                "state": state,
+                "exit_status": s.exit_status,
+                "end_reason": s.end_reason,
+                "head": s.head,
+                "path": s.path,
+            }
+        )
+    if args.json:
+        emit_json(out)
+        return 0
+    table(
+        [
+            [
+                o["id"],
+                o["user"],
+                f"{o['login']}@{o['target']}",
+                o["grant_id"] or "-",
+                o["started_at"][:19] + "Z",
+                f"{o['duration_s']:.0f}s",
+                o["state"],
+                o["end_reason"] or "-",
+                o["path"],
+            ]
+            for o in out
+        ],
+        ["SESSION", "USER", "LOGIN@TARGET", "GRANT", "STARTED", "DURATION", "STATE", "ENDED BY", "RECORDING"],
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("serve", parents=[common], help="run the SSH bastion")
+    p.add_argument("--listen", default="127.0.0.1:2222", metavar="HOST:PORT", help="default 127.0.0.1:2222")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="initialise a data dir if there is none, add a demo operator and approver with key files, "
+        "and print the ssh commands to try",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("sessions", parents=[common], help="list recorded sessions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sessions)
