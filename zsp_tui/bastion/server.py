@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
+from asyncssh.public_key import decode_ssh_public_key
 
 from recorder import AsyncRecorder, FileSink, RecordingFailed, RecordingWriter, SessionMeta, SigningKey
 
@@ -163,7 +164,7 @@ class _Server(asyncssh.SSHServer):
             if conn is not None:
                 conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "authentication state lost")
             return
-        fp = asyncssh.import_public_key(key_data).get_fingerprint("sha256")
+        fp = decode_ssh_public_key(key_data).get_fingerprint("sha256")
         user = await self.b.db(self.b.svc.user_by_key, fp)
         if user is None:  # the key was removed between validation and now
             conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "key no longer registered")
