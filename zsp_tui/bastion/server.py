@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -113,6 +113,7 @@ class _Server(asyncssh.SSHServer):
         self.user: User | None = None
         self.counted = False
         self.offered = 0
+        self.candidates: dict[str, User] = {}
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -155,9 +156,13 @@ class _Server(asyncssh.SSHServer):
         self.offered += 1
         fp = key.get_fingerprint("sha256")
         user = await self.b.db(self.b.svc.user_by_key, fp)
+        if user is not None:
+            self.candidates[fp] = user  # bound only if asyncssh then verifies this key's signature
         return user is not None
 
-    async def auth_completed(self) -> None:
+    def auth_completed(self) -> None:
+        # Synchronous on purpose: asyncssh may accept a session channel as soon as this returns,
+        # so the identity must be bound before it does.
         conn = self.conn
         key_data = getattr(conn, "_zsp_signed_key", None)
         if conn is None or key_data is None:
@@ -165,8 +170,8 @@ class _Server(asyncssh.SSHServer):
                 conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "authentication state lost")
             return
         fp = decode_ssh_public_key(key_data).get_fingerprint("sha256")
-        user = await self.b.db(self.b.svc.user_by_key, fp)
-        if user is None:  # the key was removed between validation and now
+        user = self.candidates.get(fp)
+        if user is None:
             conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "key no longer registered")
             return
         self.user = user
@@ -174,24 +179,23 @@ class _Server(asyncssh.SSHServer):
             self.b.sources.open[self.ip] -= 1
             self.counted = False
         conn.set_extra_info(zsp_user=user)
-        await self.b.audit(
-            NewEvent(
-                "user.login",
-                user.name,
-                "ssh",
-                f"{user.name} logged in from {self.client}",
-                fields={
-                    "client": self.client,
-                    "fingerprint": fp,
-                    "ssh_user": str(conn.get_extra_info("username"))[:_MAX_USERNAME],
-                },
+        ssh_user = str(conn.get_extra_info("username"))[:_MAX_USERNAME]
+        self.b.spawn(
+            self.b.audit(
+                NewEvent(
+                    "user.login",
+                    user.name,
+                    "ssh",
+                    f"{user.name} logged in from {self.client}",
+                    fields={"client": self.client, "fingerprint": fp, "ssh_user": ssh_user},
+                )
             )
         )
 
     # Every forwarding is refused, and said so in the audit log.
     def _refuse(self, kind: str, detail: str) -> bool:
         who = self.user.name if self.user else "?"
-        asyncio.get_running_loop().create_task(
+        self.b.spawn(
             self.b.audit(
                 NewEvent(
                     "channel.refused",
@@ -234,6 +238,7 @@ class Bastion:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-db")
         self._server: asyncssh.SSHAcceptor | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -242,6 +247,12 @@ class Bastion:
 
     async def audit(self, event: NewEvent) -> None:
         await self.db(self.svc.record_event, event)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncssh.listen(

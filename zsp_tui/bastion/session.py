@@ -103,9 +103,9 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
             except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                 continue
             if not data:
-                if pty:  # a PTY session's input only ends when the operator goes away
-                    live.end("client-closed")
-                else:
+                # No more input (ssh -tt ... < /dev/null, or a closed stdin). The session goes on
+                # until the target ends it or the channel closes, as with sshd.
+                if not pty:
                     upstream.write_eof()
                 return
             if masker.masked(data):
@@ -126,11 +126,16 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
             (process.stderr if fd == 2 else process.stdout).write(data)
             await process.stdout.drain()
 
+    async def operator_gone() -> None:
+        await process.channel.wait_closed()
+        live.end("client-closed")
+
     out_task = asyncio.create_task(to_operator())
     in_task = asyncio.create_task(to_target())
     end_task = asyncio.create_task(live.ending.wait())
+    gone_task = asyncio.create_task(operator_gone())
     try:
-        done, _ = await asyncio.wait({out_task, end_task}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({out_task, end_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
         if out_task in done and out_task.exception() is not None:
             raise out_task.exception()  # type: ignore[misc]
     except RecordingFailed as exc:
@@ -138,9 +143,9 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
     except (OSError, asyncssh.Error):
         live.end("client-closed")
     finally:
-        for task in (in_task, end_task, out_task):
+        for task in (in_task, end_task, out_task, gone_task):
             task.cancel()
-        for task in (in_task, end_task, out_task):
+        for task in (in_task, end_task, out_task, gone_task):
             with contextlib.suppress(asyncio.CancelledError, RecordingFailed, OSError, asyncssh.Error):
                 await task
     if live.ending.is_set():

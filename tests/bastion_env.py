@@ -1,0 +1,185 @@
+"""A real bastion for tests: `zsp serve` as a subprocess over a prepared data dir, real sshd upstream,
+OpenSSH / paramiko / asyncssh clients over loopback."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.sshd import Sshd, start_sshd
+from zsp_tui.access import AccessService, Actor
+from zsp_tui.datadir import DataDir
+from zsp_tui.models import AccessRequest, Role, Target
+
+POLICY = """\
+[settings]
+request_timeout = "1h"
+warn_before = ["5m", "2s"]
+
+[[rule]]
+name = "ops"
+requesters = ["role:operator"]
+targets = ["*"]
+logins = ["*"]
+max_duration = "4h"
+require_reason = true
+approvers = ["role:approver"]
+approvals = 1
+"""
+
+
+def keygen(path: Path, comment: str) -> Path:
+    if not path.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+    return path
+
+
+@dataclass
+class Env:
+    root: Path
+    data: DataDir
+    svc: AccessService
+    keys: dict[str, Path]
+    sshd: Sshd | None = None
+    proc: subprocess.Popen[str] | None = None
+    port: int = 0
+    known_hosts: Path = field(default_factory=Path)
+    output: list[str] = field(default_factory=list)
+
+    # --- grants -----------------------------------------------------------------------------
+
+    def grant(
+        self,
+        target: str = "local",
+        login: str | None = None,
+        duration: timedelta = timedelta(minutes=30),
+        user: str = "alice",
+    ) -> AccessRequest:
+        r = self.svc.request(Actor(user), target, login, duration, "test")
+        return self.svc.approve(Actor("bob"), r.id)
+
+    # --- bastion process --------------------------------------------------------------------
+
+    def start(self, *, fsize: int | None = None) -> None:
+        def limit() -> None:  # runs in the child
+            if fsize is not None:
+                import resource
+
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zsp_tui", "serve", "--data", str(self.data.root), "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=limit,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if "listening on" in line:
+                self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+                break
+        if not self.port:
+            raise RuntimeError("bastion did not start: " + "".join(self.output))
+        host_pub = Path(f"{self.data.host_key_path}.pub").read_text().split()
+        self.known_hosts = self.root / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.output.append(self.proc.stdout.read() or "")
+            self.proc.stdout.close()
+
+    # --- clients ------------------------------------------------------------------------------
+
+    def ssh_argv(self, user: str, ssh_user: str, *extra: str) -> list[str]:
+        return [
+            "ssh",
+            "-p",
+            str(self.port),
+            "-i",
+            str(self.keys[user]),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            *extra,
+            f"{ssh_user}@127.0.0.1",
+        ]
+
+    def ssh(
+        self,
+        user: str,
+        ssh_user: str,
+        *command: str,
+        extra: tuple[str, ...] = (),
+        input: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.ssh_argv(user, ssh_user, *extra), *command],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+
+    def asyncssh_options(self, user: str) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "client_keys": [str(self.keys[user])],
+            "known_hosts": str(self.known_hosts),
+            "agent_path": None,
+        }
+
+
+def make_env(root: Path, *, with_sshd: bool = False, wrong_host_key: bool = False) -> Env:
+    d = DataDir(root / "data")
+    d.init()
+    d.policy_path.write_text(POLICY)
+    svc = d.service()
+    keys = {name: keygen(root / f"{name}_ed25519", name) for name in ("alice", "bob", "mallory")}
+    svc.add_user(
+        Actor(None), "alice", frozenset({Role.OPERATOR, Role.ADMIN}), [Path(f"{keys['alice']}.pub").read_text()]
+    )
+    svc.add_user(Actor("alice"), "bob", frozenset({Role.APPROVER}), [Path(f"{keys['bob']}.pub").read_text()])
+    env = Env(root=root, data=d, svc=svc, keys=keys)
+    if with_sshd:
+        ca_line = Path(f"{d.ca_key_path}.pub").read_text().strip()
+        env.sshd = start_sshd(root / "sshd", trusted_ca=ca_line)
+        pinned = " ".join(env.sshd.host_key_pub.split()[:2])
+        if wrong_host_key:
+            other = keygen(root / "other_host_ed25519", "other")
+            pinned = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+        login = pwd.getpwuid(os.getuid()).pw_name
+        svc.add_target(
+            Actor("alice"), Target(name="srv", host="127.0.0.1", port=env.sshd.port, logins=(login,), host_key=pinned)
+        )
+    return env

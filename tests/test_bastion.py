@@ -1,0 +1,399 @@
+"""The bastion end to end: OpenSSH, paramiko and asyncssh clients -> `zsp serve` -> local PTY or a
+real sshd (trusting the bastion's CA), with every session recorded and every grant enforced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import asyncssh
+import paramiko
+import pytest
+
+from recorder import FrameKind, Resize, load_trusted_keys
+from replay import Outcome, verify, verify_frames
+from tests.bastion_env import Env, make_env
+from zsp_tui.access import Actor
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    e = make_env(tmp_path)
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def remote_env(tmp_path: Path):
+    e = make_env(tmp_path, with_sshd=True)
+    e.start()
+    yield e
+    e.stop()
+    if e.sshd:
+        e.sshd.stop()
+
+
+def frames_of(env: Env, path: str):
+    with open(path, "rb") as f:
+        gen = verify_frames(f, load_trusted_keys(env.data.allowed_signers_path))
+        out = []
+        try:
+            while True:
+                out.append(next(gen))
+        except StopIteration as stop:
+            return out, stop.value
+
+
+def output_of(frames) -> bytes:
+    return b"".join(f.data for f in frames if f.kind is FrameKind.OUTPUT)
+
+
+def last_session(env: Env):
+    sessions = env.svc.sessions()
+    assert sessions, "no session was recorded"
+    return sessions[-1]
+
+
+def wait_for(cond, timeout: float = 10.0, step: float = 0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+# --- access ------------------------------------------------------------------------------------
+
+
+def test_refused_without_a_grant(env: Env) -> None:
+    p = env.ssh("alice", "local", "true")
+    assert p.returncode == 1
+    assert "has no active grant for" in p.stderr and "request local --login" in p.stderr
+    assert env.svc.sessions() == []
+    assert "session.refused" in [e.event for e in env.svc.audit_events()]
+
+
+def test_unknown_key_cannot_log_in(env: Env) -> None:
+    p = env.ssh("mallory", "zsp", "whoami")
+    assert p.returncode == 255 and "Permission denied" in p.stderr
+
+
+def test_password_auth_is_not_offered(env: Env) -> None:
+    p = env.ssh("alice", "zsp", "whoami", extra=("-o", "PreferredAuthentications=password,keyboard-interactive"))
+    assert p.returncode == 255 and "Permission denied (publickey)" in p.stderr
+
+
+def test_exec_with_a_grant_is_recorded_with_its_exit_status(env: Env) -> None:
+    g = env.grant()
+    p = env.ssh("alice", "local", "echo out; echo err >&2; exit 7")
+    assert p.returncode == 7 and p.stdout == "out\n" and p.stderr == "err\n"
+    s = last_session(env)
+    assert (s.user, s.target, s.grant_id, s.exit_status, s.end_reason) == ("alice", "local", g.id, 7, "exit")
+    frames, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID and report.seal.exit_status == 7
+    assert b"out\n" in output_of(frames) and b"err\n" in output_of(frames)
+    assert frames[0].data.command == "echo out; echo err >&2; exit 7" and frames[0].data.grant_id == g.id
+    # The audit log's session.end carries the recording's final chain head.
+    end = [e for e in env.svc.audit_events() if e.event == "session.end"][-1]
+    assert end.fields["head"] == report.head.hex() == s.head
+    p = env.ssh("alice", "local", "kill -TERM $$")
+    assert p.returncode == 255 and last_session(env).exit_status == -15
+
+
+def test_pty_session_with_openssh(env: Env) -> None:
+    env.grant()
+    p = env.ssh("alice", "local", "stty size; tty", extra=("-tt",))
+    assert p.returncode == 0 and "/dev/pts/" in p.stdout
+    s = last_session(env)
+    frames, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID and frames[0].data.term != ""
+
+
+def test_control_commands_and_self_approval_over_ssh(env: Env) -> None:
+    p = env.ssh("alice", "zsp", "request", "local", "--for", "10m", "--reason", "'fix INC-9'")
+    assert p.returncode == 0, p.stderr
+    rid = p.stdout.split()[0]
+    p = env.ssh("alice", "zsp", "approve", rid)
+    assert p.returncode == 1 and "cannot approve their own request" in p.stderr
+    p = env.ssh("bob", "zsp", "status")
+    assert rid in p.stdout and "waiting for your approval" in p.stdout
+    assert env.ssh("bob", "zsp", "approve", rid).returncode == 0
+    grants = json.loads(env.ssh("alice", "zsp", "grants", "--active", "--json").stdout)
+    assert [g["id"] for g in grants] == [rid]
+    assert env.ssh("alice", "local", "true").returncode == 0
+    who = env.ssh("bob", "zsp", "whoami").stdout
+    assert who.startswith("bob roles=approver")
+    bad = env.ssh("bob", "zsp", "frobnicate")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    via = {e.event: e.via for e in env.svc.audit_events() if e.event.startswith("access_request")}
+    assert via["access_request.create"] == "ssh" and via["access_request.approve"] == "ssh"
+
+
+# --- PTY behaviour with paramiko (a second, independent client) ----------------------------------
+
+
+def test_resize_and_utf8_with_paramiko(env: Env) -> None:
+    env.grant()
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(env.known_hosts))
+    client.connect(
+        "127.0.0.1",
+        env.port,
+        username="local",
+        key_filename=str(env.keys["alice"]),
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    try:
+        chan = client.invoke_shell(term="xterm-256color", width=80, height=24)
+        chan.send(b"stty size\r")
+        buf = b""
+        buf = _read_until(chan, buf, b"24 80")
+        chan.resize_pty(width=132, height=50)
+        time.sleep(0.3)
+        chan.send(b"stty size\r")
+        buf = _read_until(chan, buf, b"50 132")
+        chan.send(b"printf '\\xe2\\x82\\xac%.0s' 1 2 3; echo\r")
+        buf = _read_until(chan, buf, "€€€".encode())
+        chan.send(b"exit 3\r")
+        assert chan.recv_exit_status() == 3
+    finally:
+        client.close()
+    s = wait_for(lambda: (s := last_session(env)).ended_at and s)
+    frames, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID
+    assert Resize(132, 50) in [f.data for f in frames if f.kind is FrameKind.RESIZE]
+    assert "€€€".encode() in output_of(frames)
+    assert frames[0].data.term == "xterm-256color" and (frames[0].data.cols, frames[0].data.rows) == (80, 24)
+
+
+def _read_until(chan, buf: bytes, needle: bytes, timeout: float = 15) -> bytes:
+    end = time.monotonic() + timeout
+    while needle not in buf:
+        if time.monotonic() > end:
+            raise AssertionError(f"never saw {needle!r} in {buf[-300:]!r}")
+        if chan.recv_ready():
+            buf += chan.recv(65536)
+        else:
+            time.sleep(0.02)
+    return buf
+
+
+# --- time box ------------------------------------------------------------------------------------
+
+
+def _start_long_session(env: Env) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*env.ssh_argv("alice", "local", "-tt"), "sleep 60"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_expiry_ends_the_session_within_a_second(env: Env) -> None:
+    g = env.grant(duration=timedelta(seconds=4))
+    client = _start_long_session(env)
+    s = wait_for(lambda: env.svc.sessions() and env.svc.sessions()[-1])
+    out, err = client.communicate(timeout=30)
+    s = wait_for(lambda: (x := env.svc.session(s.id)).ended_at and x)
+    assert s.end_reason == "expired"
+    frames, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID and report.seal.reason == "expired"
+    # Ended within 1 s of the grant's end, by the bastion's own (signed) clock.
+    late = report.seal.wall_us / 1e6 - g.ends_at.timestamp()
+    assert -0.1 <= late <= 1.0, late
+    assert "expired" in out + err
+    warnings = [f.data for f in frames if f.kind is FrameKind.EVENT and f.data.type == "grant.warning"]
+    assert warnings, "no in-band warning before the end"
+    assert "grant.expired" in [f.data.type for f in frames if f.kind is FrameKind.EVENT]
+
+
+def test_revoke_ends_the_session_within_a_second(env: Env) -> None:
+    g = env.grant()
+    client = _start_long_session(env)
+    wait_for(lambda: env.svc.sessions())
+    time.sleep(0.5)
+    env.svc.revoke(Actor("bob"), g.id, "incident over")
+    revoked_at = env.svc.get(g.id).ended_at
+    client.communicate(timeout=30)
+    s = wait_for(lambda: (x := env.svc.sessions()[-1]).ended_at and x)
+    _, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID and report.seal.reason == "revoked" and s.end_reason == "revoked"
+    assert report.seal.wall_us / 1e6 - revoked_at.timestamp() <= 1.0
+
+
+# --- remote targets --------------------------------------------------------------------------------
+
+
+def test_remote_target_with_a_short_lived_certificate(remote_env: Env) -> None:
+    env = remote_env
+    g = env.grant("srv")
+    p = env.ssh("alice", "srv", "whoami; exit 5")
+    assert p.returncode == 5, p.stderr
+    s = last_session(env)
+    frames, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID and s.target == "srv"
+    assert output_of(frames).strip().decode() == env.svc.get(g.id).login
+    # sshd logged the certificate: the key id names user, grant and session.
+    log = (env.sshd.dir / "sshd.log").read_text()
+    assert f"user=alice grant={g.id} session={s.id}" in log
+    # A PTY session through the same path.
+    p = env.ssh("alice", "srv", "tty", extra=("-tt",))
+    assert p.returncode == 0 and "/dev/pts/" in p.stdout
+
+
+def test_pinned_host_key_mismatch_refuses_the_session(tmp_path: Path) -> None:
+    env = make_env(tmp_path, with_sshd=True, wrong_host_key=True)
+    env.start()
+    try:
+        env.grant("srv")
+        p = env.ssh("alice", "srv", "true")
+        assert p.returncode == 255 and "does not match the pinned key" in p.stderr
+        assert "upstream.host_key_mismatch" in [e.event for e in env.svc.audit_events()]
+        s = last_session(env)
+        frames, report = frames_of(env, s.path)
+        assert report.outcome is Outcome.VALID and s.end_reason == "upstream-error"
+        assert "upstream.host_key_mismatch" in [f.data.type for f in frames if f.kind is FrameKind.EVENT]
+        assert "Accepted" not in (env.sshd.dir / "sshd.log").read_text()
+    finally:
+        env.stop()
+        env.sshd.stop()
+
+
+# --- hardening ---------------------------------------------------------------------------------------
+
+
+async def test_forwarding_and_file_transfer_are_refused(env: Env) -> None:
+    env.grant()
+    async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_connection(asyncssh.SSHTCPSession, "127.0.0.1", 22)
+        with pytest.raises(asyncssh.ChannelListenError):
+            await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
+        with pytest.raises(asyncssh.Error):
+            async with conn.start_sftp_client():
+                pass
+        r = await conn.run("scp -t /tmp/x", check=False)
+        assert r.exit_status == 1 and "file transfer" in r.stderr
+    p = env.ssh("alice", "local", "echo $SSH_AUTH_SOCK", extra=("-A",))
+    assert p.stdout.strip() == ""  # agent forwarding is off
+    refused = [e.fields.get("kind") for e in env.svc.audit_events() if e.event == "channel.refused"]
+    # (SFTP is refused by asyncssh itself, before any hook: no sftp_factory.)
+    assert {"direct-tcpip", "tcpip-forward", "scp"} <= set(refused)
+
+
+def test_strict_kex_is_required(env: Env) -> None:
+    sock = __import__("socket").create_connection(("127.0.0.1", env.port))
+    t = paramiko.Transport(sock, strict_kex=False)
+    try:
+        with pytest.raises((paramiko.SSHException, EOFError)):
+            t.connect(username="zsp", pkey=paramiko.Ed25519Key.from_private_key_file(str(env.keys["alice"])))
+            t.open_session().exec_command("whoami")
+    finally:
+        t.close()
+
+
+def test_oversized_user_name_is_refused(env: Env) -> None:
+    p = env.ssh("alice", "x" * 300, "true")
+    assert p.returncode == 255
+
+
+def test_environment_is_filtered(env: Env) -> None:
+    env.grant()
+    p = subprocess.run(
+        [*env.ssh_argv("alice", "local", "-o", "SendEnv=LC_ZSP LD_PRELOAD"), "echo lc=$LC_ZSP ld=$LD_PRELOAD"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LC_ZSP": "ok", "LD_PRELOAD": "/tmp/evil.so"},
+        timeout=30,
+    )
+    assert p.stdout.strip() == "lc=ok ld="
+
+
+# --- failure ----------------------------------------------------------------------------------------
+
+
+def test_full_disk_ends_the_session_and_keeps_what_was_written(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.start(fsize=2 * 1024 * 1024)  # the bastion may not write any file past 2 MiB
+    try:
+        env.grant()
+        p = env.ssh("alice", "local", "head -c 20000000 /dev/zero | od -v | head -c 20000000", timeout=60)
+        assert p.returncode != 0
+        assert "recording failed" in p.stderr
+        s = wait_for(lambda: (x := last_session(env)).ended_at and x)
+        assert s.end_reason == "recording-failed" and s.head is None
+        report = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
+        assert report.outcome is Outcome.INCOMPLETE and report.frames > 10
+        assert len(p.stdout) < 3 * 1024 * 1024  # output stopped with the recording
+        end = [e for e in env.svc.audit_events() if e.event == "session.end"][-1]
+        assert end.outcome == "failure" and end.fields["reason"] == "recording-failed"
+    finally:
+        env.stop()
+
+
+def test_unwritable_recordings_refuse_new_sessions(env: Env) -> None:
+    env.grant()
+    rec = env.data.recordings
+    rec.rename(rec.with_name("recordings.away"))
+    rec.write_text("not a directory")
+    try:
+        p = env.ssh("alice", "local", "echo should-not-run")
+        assert p.returncode == 1 and "cannot be recorded" in p.stderr and "should-not-run" not in p.stdout
+        assert "session.recording_failed" in [e.event for e in env.svc.audit_events()]
+    finally:
+        rec.unlink()
+        rec.with_name("recordings.away").rename(rec)
+
+
+def test_kill_9_of_the_bastion_leaves_intact_incomplete_recordings(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.start()
+    env.grant()
+    client = subprocess.Popen(
+        [*env.ssh_argv("alice", "local"), "while true; do echo tick; sleep 0.01; done"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    s = wait_for(lambda: env.svc.sessions() and env.svc.sessions()[-1])
+    wait_for(lambda: Path(s.path).stat().st_size > 4000)
+    env.stop(signal.SIGKILL)
+    client.wait(30)
+    client.stdout.close()
+    client.stderr.close()
+    report = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
+    assert report.outcome is Outcome.INCOMPLETE and report.frames > 5 and report.signed_frames > 0
+
+
+async def test_fifty_concurrent_sessions_all_recorded(env: Env) -> None:
+    env.grant()
+    opts = env.asyncssh_options("alice")
+
+    async def one(i: int) -> tuple[int, str]:
+        async with asyncssh.connect("127.0.0.1", username="local", **opts) as conn:
+            r = await conn.run(f"echo session-{i}; sleep 0.3; exit {i % 5}", check=False)
+            return r.exit_status, r.stdout
+
+    results = await asyncio.gather(*(one(i) for i in range(50)))
+    assert [r[0] for r in results] == [i % 5 for i in range(50)]
+    assert all(r[1] == f"session-{i}\n" for i, r in enumerate(results))
+    sessions = await asyncio.to_thread(env.svc.sessions)
+    assert len(sessions) == 50
+    trusted = load_trusted_keys(env.data.allowed_signers_path)
+    outputs = set()
+    for s in sessions:
+        frames, report = frames_of(env, s.path)
+        assert report.outcome is Outcome.VALID
+        outputs.add(output_of(frames))
+    assert outputs == {f"session-{i}\n".encode() for i in range(50)}
+    assert trusted
