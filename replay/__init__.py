@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._exceptions import ReplayError, SourceError
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._timing import at_speed, cap_idle, output_steps
 from ._verify import Outcome, Problem, VerificationReport, verify, verify_frames
 
 __all__ = [
@@ -20,7 +21,10 @@ __all__ = [
     "Tail",
     "TailKind",
     "VerificationReport",
+    "at_speed",
+    "cap_idle",
     "iter_raw",
+    "output_steps",
     "read_preamble",
     "verify",
     "verify_frames",

@@ -8,11 +8,13 @@ import os
 import pwd
 import shlex
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from recorder import (
     FileSink,
+    Frame,
     FsyncPolicy,
     KeyFileError,
     PublicKey,
@@ -192,6 +194,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return worst
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    """Replay a recording's output on this terminal at its recorded pace, verifying as it goes."""
+    import time
+
+    from replay import at_speed, cap_idle, output_steps, verify_frames
+
+    if args.speed <= 0:
+        raise UsageError("--speed must be positive")
+    trusted = _trusted(args)
+    path = _session_path(args, args.path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    out = sys.stdout.buffer
+    report: VerificationReport | None = None
+    with f:
+        gen = verify_frames(f, trusted, source=str(path))
+
+        def frames() -> Iterator[Frame]:
+            nonlocal report
+            try:
+                while True:
+                    yield next(gen)
+            except StopIteration as stop:
+                report = stop.value
+
+        try:
+            for delay, data in at_speed(cap_idle(output_steps(frames()), args.idle_limit), args.speed):
+                if delay > 0 and not args.instant:
+                    out.flush()
+                    time.sleep(delay)
+                out.write(data)
+        except KeyboardInterrupt:
+            out.write(b"\r\n")
+            out.flush()
+            print("zsp: replay interrupted", file=sys.stderr)
+            return 130
+        out.flush()
+    if report is None:
+        return 2
+    print(f"\r\nzsp: {_describe(report)}", file=sys.stderr)
+    return 0 if report.outcome is Outcome.VALID else 1
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create the data directory and its keys (idempotent)")
     p.set_defaults(func=cmd_init)
@@ -230,3 +277,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     p.add_argument("--json", action="store_true", help="print a JSON array of reports")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "play",
+        parents=[common],
+        help="replay a recording's output in this terminal (verified as it plays)",
+        description="Replay what the session printed at its recorded pace. Only frames proven part of "
+        "the chain are shown; the verification result is printed at the end (exit 0 only if VALID).",
+    )
+    p.add_argument("path", metavar="PATH|SESSION_ID")
+    p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument(
+        "--idle-limit", type=float, default=2.0, metavar="SECONDS", help="shorten pauses longer than this (default 2 s)"
+    )
+    p.add_argument("--instant", action="store_true", help="print everything at once, no pauses")
+    p.add_argument("--signer", action="append", metavar="KEYFILE", help="trust this key (repeatable)")
+    p.set_defaults(func=cmd_play)
