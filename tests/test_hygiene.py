@@ -83,3 +83,15 @@ def test_mypy_strict_on_recorder_and_replay() -> None:
     p = subprocess.run([sys.executable, "-m", "mypy", "recorder", "replay", "zsp_tui"], cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_every_package_is_installed() -> None:
+    """A subpackage left out of the distribution breaks `pip install .` but no editable install."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = set(find_packages(str(ROOT), include=cfg["include"]))
+    on_disk = {str(p.parent.relative_to(ROOT)).replace("/", ".") for pkg in SHIPPED for p in (ROOT / pkg).rglob("__init__.py")}
+    assert on_disk <= shipped, on_disk - shipped
