@@ -160,7 +160,9 @@ class Env:
         }
 
 
-def make_env(root: Path, *, with_sshd: bool = False, wrong_host_key: bool = False) -> Env:
+def make_env(root: Path, *, with_sshd: bool = False, wrong_host_key: bool = False, direct_key: bool = False) -> Env:
+    """A data dir with alice (operator, admin) and bob (approver); optionally a real sshd target
+    ``srv`` trusting the bastion's CA (and, with ``direct_key``, alice's key, for benchmarks)."""
     d = DataDir(root / "data")
     d.init()
     d.policy_path.write_text(POLICY)
@@ -173,12 +175,13 @@ def make_env(root: Path, *, with_sshd: bool = False, wrong_host_key: bool = Fals
     env = Env(root=root, data=d, svc=svc, keys=keys)
     if with_sshd:
         ca_line = Path(f"{d.ca_key_path}.pub").read_text().strip()
-        env.sshd = start_sshd(root / "sshd", trusted_ca=ca_line)
+        login = pwd.getpwuid(os.getuid()).pw_name
+        authorized = {login: Path(f"{keys['alice']}.pub").read_text().strip()} if direct_key else None
+        env.sshd = start_sshd(root / "sshd", trusted_ca=ca_line, authorized=authorized)
         pinned = " ".join(env.sshd.host_key_pub.split()[:2])
         if wrong_host_key:
             other = keygen(root / "other_host_ed25519", "other")
             pinned = " ".join(Path(f"{other}.pub").read_text().split()[:2])
-        login = pwd.getpwuid(os.getuid()).pw_name
         svc.add_target(
             Actor("alice"), Target(name="srv", host="127.0.0.1", port=env.sshd.port, logins=(login,), host_key=pinned)
         )
