@@ -42,7 +42,7 @@ from ..exceptions import NotFound
 from ..models import LOCAL_TARGET, SessionRecord, User
 from .control import SshHint, run_control
 from .session import LiveSession, relay
-from .upstream import CIPHERS, LocalUpstream, SshUpstream, UpstreamError, mint_certificate
+from .upstream import MACS, SERVER_CIPHERS, LocalUpstream, SshUpstream, UpstreamError, mint_certificate
 
 __all__ = ["Bastion", "Limits"]
 
@@ -270,7 +270,8 @@ class Bastion:
             login_timeout=self.limits.login_timeout,
             keepalive_interval=self.limits.keepalive_interval,
             keepalive_count_max=3,
-            encryption_algs=list(CIPHERS),  # chacha20 off: aes-gcm halves the relay's cost per packet
+            encryption_algs=list(SERVER_CIPHERS),  # see upstream.SERVER_CIPHERS
+            mac_algs=list(MACS),
             password_auth=False,
             kbdint_auth=False,
             public_key_auth=True,
@@ -296,12 +297,18 @@ class Bastion:
 
     async def _watch(self) -> None:
         policy_warn: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(minutes=1))
+        last_sweep = 0.0
         while True:
             await asyncio.sleep(self.limits.watch_interval)
+            if time.monotonic() - last_sweep > 5:
+                # Record due expiries and lapses in the audit log even when nobody acts.
+                last_sweep = time.monotonic()
+                with contextlib.suppress(Exception):  # noqa: BLE001 - the read below still enforces grants
+                    await self.db(self.svc.sweep)
             if not self.live:
                 continue
             try:
-                active = {r.id: r for r in await self.db(lambda: self.svc.requests(active_only=True))}
+                active = {r.id: r for r in await self.db(self.svc.active_grants)}
                 with contextlib.suppress(Exception):
                     policy_warn = (await self.db(self.svc.policy)).warn_before
             except Exception as exc:  # noqa: BLE001 - fail closed: if grants cannot be checked, sessions end

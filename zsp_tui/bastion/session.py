@@ -29,6 +29,7 @@ __all__ = ["LiveSession", "relay"]
 
 _PROMPT = re.compile(rb"(?i)(pass(word|phrase)|\bpin\b|secret|verification code)[^\n]{0,60}:\s*$")
 _READ = 65536
+_JOIN = 256 * 1024
 
 
 @dataclass(eq=False)
@@ -116,10 +117,25 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
             upstream.write(data)
 
     async def to_operator() -> None:
+        held: tuple[int, bytes] | None = None
         while True:
-            fd, data = await upstream.read()
+            fd, data = held or await upstream.read()
+            held = None
             if not data:
                 return
+            # Join what has already arrived on the same stream into one write, one frame and
+            # fewer SSH packets: the relay's cost is per packet, not per byte.
+            if len(data) < _JOIN:
+                parts = [data]
+                size = len(data)
+                while size < _JOIN and (nxt := upstream.read_nowait()) is not None:
+                    if nxt[0] != fd or not nxt[1]:
+                        held = nxt
+                        break
+                    parts.append(nxt[1])
+                    size += len(nxt[1])
+                if len(parts) > 1:
+                    data = b"".join(parts)
             rec.output(data)
             masker.saw_output(data)
             await rec.drain()

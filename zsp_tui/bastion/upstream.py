@@ -32,8 +32,15 @@ from ..models import Target
 __all__ = ["LocalUpstream", "SshUpstream", "Upstream", "UpstreamError", "allowed_env"]
 
 _READ = 65536
-# aes-gcm first: hardware accelerated, and cheaper per packet than chacha20-poly1305 in asyncssh.
+# aes-gcm: hardware accelerated, no separate MAC, and far cheaper per packet in asyncssh than
+# chacha20-poly1305 or ctr+HMAC. The upstream leg (we are the client) prefers it.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+# The operator leg offers aes-gcm only: OpenSSH clients list chacha20 and ctr before gcm, and the
+# client's order wins, so offering ctr would get ctr. Every OpenSSH since 6.2 and paramiko >= 3.3
+# speak aes-gcm.
+SERVER_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# Should a ctr cipher ever be negotiated: HMACs run in OpenSSL, asyncssh's umac is Python.
+MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512")
 
 
 class UpstreamError(Exception):
@@ -51,6 +58,9 @@ class Upstream(Protocol):
         ...
 
     async def read(self) -> tuple[int, bytes]: ...
+    def read_nowait(self) -> tuple[int, bytes] | None:
+        """The next chunk if one is already here, else None (lets the relay join chunks)."""
+        ...
     def write(self, data: bytes) -> None: ...
     def write_eof(self) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
@@ -168,6 +178,12 @@ class LocalUpstream:
 
     async def read(self) -> tuple[int, bytes]:
         return await self._queue.get()
+
+    def read_nowait(self) -> tuple[int, bytes] | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
     def write(self, data: bytes) -> None:
         if self._pipes:
@@ -348,6 +364,12 @@ class SshUpstream:
 
     async def read(self) -> tuple[int, bytes]:
         return await self._out.get()
+
+    def read_nowait(self) -> tuple[int, bytes] | None:
+        try:
+            return self._out.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
     def write(self, data: bytes) -> None:
         if self._proc is not None and not self._proc.stdin.is_closing():
