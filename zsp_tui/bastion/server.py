@@ -303,7 +303,7 @@ class Bastion:
             if time.monotonic() - last_sweep > 5:
                 # Record due expiries and lapses in the audit log even when nobody acts.
                 last_sweep = time.monotonic()
-                with contextlib.suppress(Exception):  # noqa: BLE001 - the read below still enforces grants
+                with contextlib.suppress(Exception):
                     await self.db(self.svc.sweep)
             if not self.live:
                 continue
