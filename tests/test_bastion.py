@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import signal
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -397,3 +400,53 @@ async def test_fifty_concurrent_sessions_all_recorded(env: Env) -> None:
         outputs.add(output_of(frames))
     assert outputs == {f"session-{i}\n".encode() for i in range(50)}
     assert trusted
+
+
+def test_per_source_failure_cap_and_per_user_session_cap(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    (env.data.config_path).write_text("[bastion]\nmax_auth_failures_per_source = 3\nmax_sessions_per_user = 1\n")
+    env.start()
+    try:
+        env.grant()
+        # One session is allowed; a second concurrent one is refused.
+        first = subprocess.Popen([*env.ssh_argv("alice", "local"), "sleep 5"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: env.svc.sessions())
+        p = env.ssh("alice", "local", "true")
+        assert p.returncode == 1 and "open sessions (limit)" in p.stderr
+        first.kill()
+        first.communicate()
+        # Three failed logins from this address, then even a good key is turned away.
+        for _ in range(3):
+            assert env.ssh("mallory", "zsp", "whoami").returncode == 255
+        time.sleep(0.3)
+        p = env.ssh("alice", "zsp", "whoami")
+        assert p.returncode == 255 and "alice" not in p.stdout
+    finally:
+        env.stop()
+
+
+def test_static_key_fallback_for_targets_without_the_ca(tmp_path: Path) -> None:
+    from tests.bastion_env import keygen
+    from tests.sshd import start_sshd
+
+    env = make_env(tmp_path)
+    static = keygen(tmp_path / "static_ed25519", "zsp-static")
+    login = pwd.getpwuid(os.getuid()).pw_name
+    sshd = start_sshd(tmp_path / "sshd2", authorized={login: Path(f"{static}.pub").read_text().strip()})
+    try:
+        p = subprocess.run([sys.executable, "-m", "zsp_tui", "target", "add", "legacy", "--host", "127.0.0.1",
+                            "--port", str(sshd.port), "--login", login, "--scan", "--key", str(static),
+                            "--as", "alice", "--data", str(env.data.root)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert env.svc.target("legacy").client_key == str(static)
+        created = [e for e in env.svc.audit_events() if e.event == "target.create"][-1]
+        assert created.fields["auth"] == "static-key"
+        env.start()
+        env.grant("legacy")
+        p = env.ssh("alice", "legacy", "echo via-static-key")
+        assert p.returncode == 0 and p.stdout == "via-static-key\n", p.stderr
+        assert verify(last_session(env).path, load_trusted_keys(env.data.allowed_signers_path)).valid
+    finally:
+        env.stop()
+        sshd.stop()

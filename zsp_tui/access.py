@@ -320,6 +320,7 @@ class AccessService:
                         "logins": ",".join(target.logins),
                         "host_key": target.host_key,
                         "labels": ",".join(sorted(target.labels)),
+                        "auth": "static-key" if target.client_key else "certificate",
                     },
                 )
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,12 @@ DEFAULT_CONFIG = """\
 [targets]
 local = true          # the built-in `local` target: a shell on this host, as the user running zsp
 
+[bastion]
+# login_timeout = 10                    # seconds to authenticate
+# max_sessions_per_user = 64            # concurrent sessions of one user
+# max_unauthenticated_per_source = 64   # concurrent not-yet-authenticated connections per address
+# max_auth_failures_per_source = 20     # failed logins per address in 5 minutes, then refused
+
 [audit]
 # Every event is always kept in the chained, signed log in the database (`zsp audit`).
 # Copies can also go to:
@@ -31,10 +37,20 @@ local = true          # the built-in `local` target: a shell on this host, as th
 _DEFAULT_WEBHOOK_EVENTS = ("access_request.create", "grant.break_glass")
 
 
+_BASTION_KEYS = {
+    "login_timeout": (1, 600),
+    "max_sessions_per_user": (1, 10_000),
+    "max_unauthenticated_per_source": (1, 10_000),
+    "max_auth_failures_per_source": (1, 10_000),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     local_target: bool
     sinks: tuple[Sink, ...]
+    bastion: dict[str, int] = field(default_factory=dict)
+    """Overrides of :class:`zsp_tui.bastion.Limits` fields."""
 
 
 def _line(text: str, key: str) -> int | None:
@@ -57,11 +73,18 @@ def load_settings(path: Path) -> Settings:
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(path=path, line=_line(text, key), problem=problem)
 
-    unknown = set(doc) - {"targets", "audit"}
+    unknown = set(doc) - {"targets", "audit", "bastion"}
     if unknown:
         raise fail(sorted(unknown)[0], f"unknown section {sorted(unknown)[0]!r}")
     targets: dict[str, Any] = doc.get("targets", {})
     audit: dict[str, Any] = doc.get("audit", {})
+    bastion: dict[str, Any] = doc.get("bastion", {})
+    for k, v in bastion.items():
+        if k not in _BASTION_KEYS:
+            raise fail(k, f"unknown key {k!r} in [bastion]")
+        lo, hi = _BASTION_KEYS[k]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise fail(k, f"{k} must be an integer from {lo} to {hi}")
     for table, allowed, d in (
         ("targets", {"local"}, targets),
         ("audit", {"jsonl", "syslog", "webhook", "webhook_events"}, audit),
@@ -88,4 +111,4 @@ def load_settings(path: Path) -> Settings:
             sinks.append(WebhookSink(audit["webhook"], events))
     except ValueError as exc:
         raise ConfigError(path=path, line=None, problem=str(exc)) from None
-    return Settings(local_target=local, sinks=tuple(sinks))
+    return Settings(local_target=local, sinks=tuple(sinks), bastion=dict(bastion))

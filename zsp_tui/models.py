@@ -72,6 +72,9 @@ class Target:
     """Pinned OpenSSH host public key line; empty for the built-in local target."""
     labels: frozenset[str] = frozenset()
     builtin: bool = False
+    client_key: str = ""
+    """Fallback for targets that cannot trust the bastion's CA: a static private key file the
+    bastion logs in with. Empty (the default): a per-session certificate."""
 
     @property
     def default_login(self) -> str:

@@ -227,7 +227,7 @@ class Bastion:
 
     def __init__(self, data: DataDir, *, limits: Limits | None = None, public_host: str | None = None) -> None:
         self.data = data
-        self.limits = limits or Limits()
+        self.limits = limits or Limits(**data.settings().bastion)
         self.svc: AccessService = data.service()
         self.key: SigningKey = data.signing_key()
         self.ca = asyncssh.read_private_key(str(data.ca_key_path))
@@ -492,9 +492,8 @@ class Bastion:
                 else:
                     upstream = SshUpstream()
                     ends = grant.ends_at.timestamp() if grant.ends_at else time.time()
-                    identity = mint_certificate(
-                        self.ca, login, f"zsp user={user.name} grant={grant.id} session={sid}", ends
-                    )
+                    key_id = f"zsp user={user.name} grant={grant.id} session={sid}"
+                    identity = None if target.client_key else mint_certificate(self.ca, login, key_id, ends)
                     await upstream.start(target, login, identity, command, term, (cols, rows), process.env)
             except UpstreamError as exc:
                 recorder.event(exc.event, str(exc))

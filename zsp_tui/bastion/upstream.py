@@ -23,7 +23,7 @@ import termios
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncssh
 
@@ -61,6 +61,7 @@ class Upstream(Protocol):
     def read_nowait(self) -> tuple[int, bytes] | None:
         """The next chunk if one is already here, else None (lets the relay join chunks)."""
         ...
+
     def write(self, data: bytes) -> None: ...
     def write_eof(self) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
@@ -295,7 +296,7 @@ class SshUpstream:
         self,
         target: Target,
         login: str,
-        identity: CertIdentity,
+        identity: CertIdentity | None,
         command: str | None,
         term: str | None,
         size: tuple[int, int],
@@ -305,13 +306,21 @@ class SshUpstream:
             pinned = asyncssh.import_public_key(target.host_key)
         except (asyncssh.KeyImportError, ValueError) as exc:
             raise UpstreamError(f"target {target.name} has no valid pinned host key: {exc}") from None
+        client_keys: list[Any]
+        if identity is not None:
+            client_keys = [(identity.key, identity.cert)]
+        else:  # the documented fallback: a static key for targets that cannot trust a CA
+            try:
+                client_keys = [asyncssh.read_private_key(target.client_key)]
+            except (OSError, asyncssh.KeyImportError) as exc:
+                raise UpstreamError(f"cannot read the static key of {target.name}: {exc}") from None
         try:
             self._conn = await asyncio.wait_for(
                 asyncssh.connect(
                     target.host,
                     target.port,
                     username=login,
-                    client_keys=[(identity.key, identity.cert)],
+                    client_keys=client_keys,
                     known_hosts=([pinned], [], []),
                     agent_path=None,
                     agent_forwarding=False,

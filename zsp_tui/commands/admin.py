@@ -148,8 +148,23 @@ def cmd_target_add(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read {args.host_key}: {exc.strerror}") from None
         line = _host_key_line(text, args.host_key)
     logins = tuple(dict.fromkeys(x for v in args.login for x in v.split(",") if x))
+    client_key = ""
+    if args.key:
+        import asyncssh
+
+        client_key = str(Path(args.key).resolve())
+        try:
+            asyncssh.read_private_key(client_key)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise UsageError(f"--key {args.key}: not a readable, unencrypted private key ({exc})") from None
     target = Target(
-        name=args.name, host=args.host, port=args.port, logins=logins, host_key=line, labels=frozenset(args.label or ())
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        logins=logins,
+        host_key=line,
+        labels=frozenset(args.label or ()),
+        client_key=client_key,
     )
     service(args).add_target(actor(args), target)
     print(
@@ -266,6 +281,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     a.add_argument("--host-key", metavar="FILE", help="the target's host public key (.pub or ssh-keyscan output)")
     a.add_argument("--scan", action="store_true", help="fetch the host key now, print its fingerprint and pin it")
     a.add_argument("--label", action="append", metavar="LABEL", help="label for policy globs (repeatable)")
+    a.add_argument(
+        "--key",
+        metavar="PRIVATE_KEY_FILE",
+        help="fallback for targets that cannot trust the zsp CA: log in with this static key "
+        "instead of a per-session certificate (a standing credential: avoid if you can)",
+    )
     add_as(a)
     a.set_defaults(func=cmd_target_add)
     a = ts.add_parser("list", parents=[common], help="list targets")

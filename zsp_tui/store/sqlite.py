@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS targets (
     logins TEXT NOT NULL,
     host_key TEXT NOT NULL,
     labels TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    client_key TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,
@@ -280,8 +281,8 @@ class _SqliteTx:
     def add_target(self, target: Target, at: datetime) -> None:
         try:
             self._db.execute(
-                "INSERT INTO targets(name, host, port, logins, host_key, labels, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO targets(name, host, port, logins, host_key, labels, created_at, client_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     target.name,
                     target.host,
@@ -290,6 +291,7 @@ class _SqliteTx:
                     target.host_key,
                     json.dumps(sorted(target.labels)),
                     rfc3339(at),
+                    target.client_key,
                 ),
             )
         except sqlite3.IntegrityError:
@@ -299,7 +301,7 @@ class _SqliteTx:
     def _target(row: tuple[Any, ...] | None) -> Target | None:
         if row is None:
             return None
-        name, host, port, logins, host_key, labels = row
+        name, host, port, logins, host_key, labels, client_key = row
         return Target(
             name=name,
             host=host,
@@ -307,17 +309,20 @@ class _SqliteTx:
             logins=tuple(json.loads(logins)),
             host_key=host_key,
             labels=frozenset(json.loads(labels)),
+            client_key=client_key,
         )
 
     def get_target(self, name: str) -> Target | None:
         return self._target(
             self._db.execute(
-                "SELECT name, host, port, logins, host_key, labels FROM targets WHERE name = ?", (name,)
+                "SELECT name, host, port, logins, host_key, labels, client_key FROM targets WHERE name = ?", (name,)
             ).fetchone()
         )
 
     def list_targets(self) -> list[Target]:
-        rows = self._db.execute("SELECT name, host, port, logins, host_key, labels FROM targets ORDER BY name")
+        rows = self._db.execute(
+            "SELECT name, host, port, logins, host_key, labels, client_key FROM targets ORDER BY name"
+        )
         return [t for t in (self._target(r) for r in rows) if t is not None]
 
     def remove_target(self, name: str) -> bool:
