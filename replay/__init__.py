@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._exceptions import ReplayError, SourceError
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
 from ._timing import at_speed, cap_idle, output_steps
-from ._verify import Outcome, Problem, VerificationReport, verify, verify_frames
+from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
     "Outcome",
@@ -24,6 +24,7 @@ __all__ = [
     "at_speed",
     "cap_idle",
     "iter_raw",
+    "load",
     "output_steps",
     "read_preamble",
     "verify",

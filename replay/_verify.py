@@ -41,7 +41,7 @@ from recorder import (
 from ._exceptions import SourceError
 from ._reader import Preamble, TailKind, iter_raw, read_preamble
 
-__all__ = ["Outcome", "Problem", "VerificationReport", "verify", "verify_frames"]
+__all__ = ["Outcome", "Problem", "VerificationReport", "load", "verify", "verify_frames"]
 
 _OUTPUT = FrameKind.OUTPUT
 _INPUT = FrameKind.INPUT
@@ -389,6 +389,23 @@ def verify(source: Path | str | BinaryIO, trusted: Iterable[PublicKey]) -> Verif
         with f:
             return _drain(verify_frames(f, trusted, source=name), name)
     return _drain(verify_frames(source, trusted, source=getattr(source, "name", "<stream>")), "<stream>")
+
+
+def load(source: Path | str, trusted: Iterable[PublicKey]) -> tuple[list[Frame], VerificationReport]:
+    """Every chained frame of a recording, in memory, and its report (small files, tests, tools)."""
+    name = str(source)
+    frames: list[Frame] = []
+    try:
+        with open(source, "rb") as f:
+            gen = verify_frames(f, trusted, source=name)
+            try:
+                while True:
+                    frames.append(next(gen))
+            except StopIteration as stop:
+                report: VerificationReport = stop.value
+    except OSError as exc:
+        raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
+    return frames, report
 
 
 def _drain(gen: Generator[Frame, None, VerificationReport], name: str) -> VerificationReport:

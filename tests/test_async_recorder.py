@@ -10,22 +10,14 @@ from pathlib import Path
 import pytest
 
 from recorder import AsyncRecorder, FileSink, FrameKind, RecordingFailed, RecordingWriter, SessionMeta, SigningKey
-from replay import Outcome, verify, verify_frames
+from replay import Outcome, load, verify
 from tests.sinks import GateSink, LimitedSink, SlowSink
 
 META = SessionMeta(user="alice", target="local", login="alice", host="h")
 
 
 def read_all(path: Path, key: SigningKey):
-    with open(path, "rb") as f:
-        gen = verify_frames(f, [key.public])
-        frames = []
-        try:
-            while True:
-                frames.append(next(gen))
-        except StopIteration as stop:
-            return frames, stop.value
-
+    return load(path, [key.public])
 
 async def test_records_everything_in_order(tmp_path: Path, key: SigningKey) -> None:
     p = tmp_path / "a.zsprec"

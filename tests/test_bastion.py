@@ -19,7 +19,7 @@ import paramiko
 import pytest
 
 from recorder import FrameKind, Resize, load_trusted_keys
-from replay import Outcome, verify, verify_frames
+from replay import Outcome, load, verify
 from tests.bastion_env import Env, make_env
 from zsp_tui.access import Actor
 
@@ -43,15 +43,7 @@ def remote_env(tmp_path: Path):
 
 
 def frames_of(env: Env, path: str):
-    with open(path, "rb") as f:
-        gen = verify_frames(f, load_trusted_keys(env.data.allowed_signers_path))
-        out = []
-        try:
-            while True:
-                out.append(next(gen))
-        except StopIteration as stop:
-            return out, stop.value
-
+    return load(path, load_trusted_keys(env.data.allowed_signers_path))
 
 def output_of(frames) -> bytes:
     return b"".join(f.data for f in frames if f.kind is FrameKind.OUTPUT)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from recorder import FrameKind, load_trusted_keys
-from replay import Outcome, verify, verify_frames
+from replay import Outcome, load, verify
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
@@ -31,15 +31,7 @@ def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
 
 
 def frames(path: Path, keyfile: Path):
-    with open(path, "rb") as f:
-        gen = verify_frames(f, load_trusted_keys(keyfile))
-        out = []
-        try:
-            while True:
-                out.append(next(gen))
-        except StopIteration as stop:
-            return out, stop.value
-
+    return load(path, load_trusted_keys(keyfile))
 
 def test_help_lists_commands() -> None:
     p = zsp("--help")

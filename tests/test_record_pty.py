@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from recorder import Event, FrameKind, Resize, load_trusted_keys
-from replay import Outcome, verify_frames
+from replay import Outcome, load
 
 
 class Terminal:
@@ -91,14 +91,7 @@ def test_record_on_a_terminal(data_dir: Path, tmp_path: Path) -> None:
     assert term.wait() == 5
     assert b"hunter2\r" not in term.seen.split(b"got")[0]  # not echoed on the screen either
 
-    with open(out, "rb") as f:
-        gen = verify_frames(f, load_trusted_keys(data_dir / "allowed_signers"))
-        frames = []
-        try:
-            while True:
-                frames.append(next(gen))
-        except StopIteration as stop:
-            report = stop.value
+    frames, report = load(out, load_trusted_keys(data_dir / "allowed_signers"))
     assert report.outcome is Outcome.VALID
     header = frames[0].data
     assert (header.cols, header.rows, header.term) == (80, 24, "xterm-256color")

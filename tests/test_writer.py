@@ -17,7 +17,7 @@ from recorder import (
     SessionMeta,
     SigningKey,
 )
-from replay import Outcome, verify, verify_frames
+from replay import Outcome, load, verify
 from tests.sinks import LimitedSink
 
 META = SessionMeta(user="alice", target="local", login="alice", term="xterm", cols=80, rows=24, host="h")
@@ -33,15 +33,7 @@ class Clock:
 
 
 def frames_of(path: Path, key: SigningKey):
-    with open(path, "rb") as f:
-        gen = verify_frames(f, [key.public])
-        out = []
-        try:
-            while True:
-                out.append(next(gen))
-        except StopIteration as stop:
-            return out, stop.value
-
+    return load(path, [key.public])
 
 def test_roundtrip_every_kind(tmp_path: Path, key: SigningKey) -> None:
     p = tmp_path / "r.zsprec"
