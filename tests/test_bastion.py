@@ -442,3 +442,18 @@ def test_static_key_fallback_for_targets_without_the_ca(tmp_path: Path) -> None:
     finally:
         env.stop()
         sshd.stop()
+
+
+def test_sigterm_seals_live_sessions(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.start()
+    env.grant()
+    client = _start_long_session(env)
+    s = wait_for(lambda: env.svc.sessions() and env.svc.sessions()[-1])
+    time.sleep(0.3)
+    env.stop(signal.SIGTERM)
+    out, err = client.communicate(timeout=30)
+    report = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
+    assert report.outcome is Outcome.VALID and report.seal.reason == "shutdown"
+    assert "shutting down" in out + err
+    assert env.svc.session(s.id).end_reason == "shutdown"

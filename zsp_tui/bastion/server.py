@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import signal
+import sqlite3
 import sys
 import time
 from collections import defaultdict, deque
@@ -32,13 +33,21 @@ import asyncssh
 from asyncssh.connection import SSHServerConnection
 from asyncssh.public_key import decode_ssh_public_key
 
-from recorder import AsyncRecorder, FileSink, RecordingFailed, RecordingWriter, SessionMeta, SigningKey
+from recorder import (
+    AsyncRecorder,
+    FileSink,
+    RecordingFailed,
+    RecordingWriter,
+    SessionMeta,
+    SigningKey,
+    new_session_id,
+)
 
 from ..access import AccessService
 from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
-from ..exceptions import NotFound
+from ..exceptions import NotFound, ZspError
 from ..models import LOCAL_TARGET, SessionRecord, User
 from .control import SshHint, run_control
 from .session import LiveSession, relay
@@ -303,14 +312,19 @@ class Bastion:
             if time.monotonic() - last_sweep > 5:
                 # Record due expiries and lapses in the audit log even when nobody acts.
                 last_sweep = time.monotonic()
-                with contextlib.suppress(Exception):
+                try:
                     await self.db(self.svc.sweep)
+                except (ZspError, OSError, sqlite3.Error) as exc:
+                    # Not fatal: the read below still enforces every grant; say so in the log.
+                    print(f"zsp: warning: recording expiries in the audit log failed: {exc}", file=sys.stderr)
             if not self.live:
                 continue
             try:
                 active = {r.id: r for r in await self.db(self.svc.active_grants)}
-                with contextlib.suppress(Exception):
+                try:
                     policy_warn = (await self.db(self.svc.policy)).warn_before
+                except ZspError as exc:  # an invalid policy file: keep the last warning times
+                    print(f"zsp: warning: {exc}; keeping the previous warning times", file=sys.stderr)
             except Exception as exc:  # noqa: BLE001 - fail closed: if grants cannot be checked, sessions end
                 for live in list(self.live):
                     live.end("error", f"cannot check grants ({exc}); session closed")
@@ -441,8 +455,6 @@ class Bastion:
         )
         # Fail closed: no recording, no session.
         try:
-            from recorder import new_session_id
-
             sid = new_session_id()
             path = self.data.recordings / f"{sid}.zsprec"
             writer = RecordingWriter(FileSink(path), self.key, meta, session_id=sid, autoflush=False)
@@ -538,14 +550,8 @@ async def serve_forever(bastion: Bastion, host: str, port: int, ready: Callable[
     ready(bastion)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     print("zsp: shutting down; ending live sessions", file=sys.stderr)
     await bastion.stop()
-
-
-def local_hostname() -> str:
-    return socket.gethostname()
