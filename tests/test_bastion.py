@@ -79,6 +79,12 @@ def test_refused_without_a_grant(env: Env) -> None:
 def test_unknown_key_cannot_log_in(env: Env) -> None:
     p = env.ssh("mallory", "zsp", "whoami")
     assert p.returncode == 255 and "Permission denied" in p.stderr
+    failure = wait_for(lambda: [e for e in env.svc.audit_events() if e.event == "user.login.failure"])
+    assert failure[0].outcome == "failure" and failure[0].fields["ssh_user"] == "zsp"
+    assert failure[0].code == "ZSP1000W"
+    env.ssh("alice", "zsp", "whoami")
+    ok = wait_for(lambda: [e for e in env.svc.audit_events() if e.event == "user.login"])
+    assert ok[0].actor == "alice" and ok[0].fields["ssh_user"] == "zsp"
 
 
 def test_password_auth_is_not_offered(env: Env) -> None:
@@ -457,3 +463,31 @@ def test_sigterm_seals_live_sessions(tmp_path: Path) -> None:
     assert report.outcome is Outcome.VALID and report.seal.reason == "shutdown"
     assert "shutting down" in out + err
     assert env.svc.session(s.id).end_reason == "shutdown"
+
+
+def test_password_typed_on_a_remote_target_is_not_stored(remote_env: Env) -> None:
+    env = remote_env
+    env.grant("srv")
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(env.known_hosts))
+    client.connect("127.0.0.1", env.port, username="srv", key_filename=str(env.keys["alice"]),
+                   look_for_keys=False, allow_agent=False)
+    try:
+        chan = client.get_transport().open_session()
+        chan.get_pty(term="xterm", width=80, height=24)
+        chan.exec_command("read -s -p 'Password: ' pw; echo; echo got ${#pw}; read -p 'Name: ' n; echo hi $n")
+        buf = _read_until(chan, b"", b"Password: ")
+        chan.send(b"hunter2\r")
+        buf = _read_until(chan, buf, b"Name: ")
+        chan.send(b"zed\r")
+        buf = _read_until(chan, buf, b"hi zed")
+        assert chan.recv_exit_status() == 0
+    finally:
+        client.close()
+    s = wait_for(lambda: (x := last_session(env)).ended_at and x)
+    frames, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID
+    typed = b"".join(f.data for f in frames if f.kind is FrameKind.INPUT)
+    assert b"hunter2" not in typed and b"zed\r" in typed
+    masked = [f.data for f in frames if f.kind is FrameKind.EVENT and f.data.type == "input.masked"]
+    assert masked and sum(m.fields["bytes"] for m in masked) == len(b"hunter2\r")

@@ -161,3 +161,15 @@ def test_commands_need_an_initialised_data_dir(data_dir: Path) -> None:
     p = zsp("grants")
     assert p.returncode == 2 and "zsp init" in p.stderr
     assert not (data_dir / "zsp.db").exists()
+
+
+def test_local_target_can_be_switched_off(data_dir: Path) -> None:
+    zsp("init")
+    zsp("user", "add", "alice", "--role", "operator")
+    (data_dir / "zsp.toml").write_text("[targets]\nlocal = false\n")
+    assert not any(t["name"] == "local" for t in json.loads(zsp("target", "list", "--json").stdout))
+    p = zsp("request", "local", "--for", "5m", "--reason", "x", "--as", "alice")
+    assert p.returncode == 1 and "no such target: local" in p.stderr
+    (data_dir / "zsp.toml").write_text("[targets]\nlocal = 1\n")
+    p = zsp("grants")
+    assert p.returncode == 2 and "zsp.toml:2" in p.stderr and "true or false" in p.stderr

@@ -123,6 +123,7 @@ class _Server(asyncssh.SSHServer):
         self.counted = False
         self.offered = 0
         self.candidates: dict[str, User] = {}
+        self.ssh_user: str | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -139,10 +140,32 @@ class _Server(asyncssh.SSHServer):
         if self.counted and self.user is None:
             self.b.sources.open[self.ip] -= 1
             self.counted = False
-            if self.offered:
-                self.b.sources.fail(self.ip)
+        if self.user is None and self.ssh_user is not None:
+            # The client asked to authenticate and never succeeded: one audited failure per connection.
+            self.b.sources.fail(self.ip)
+            reason = "no registered key" if not self.offered or not self.candidates else "signature not accepted"
+            if exc is not None and not self.candidates:
+                reason = f"{reason} ({type(exc).__name__})"
+            self.b.spawn(
+                self.b.audit(
+                    NewEvent(
+                        "user.login.failure",
+                        "?",
+                        "ssh",
+                        f"failed login from {self.client} as {self.ssh_user!r}: {reason}",
+                        outcome="failure",
+                        fields={
+                            "client": self.client,
+                            "ssh_user": self.ssh_user,
+                            "keys_offered": self.offered,
+                            "reason": reason,
+                        },
+                    )
+                )
+            )
 
     def begin_auth(self, username: str) -> bool:
+        self.ssh_user = username[:_MAX_USERNAME]
         conn = self.conn
         if conn is None:
             return True
