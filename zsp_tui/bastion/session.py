@@ -20,7 +20,7 @@ import asyncssh
 
 from recorder import AsyncRecorder, RecordingFailed
 
-from .upstream import Upstream
+from .upstream import Reader, Upstream
 
 if TYPE_CHECKING:
     from ..models import AccessRequest, SessionRecord
@@ -29,7 +29,6 @@ __all__ = ["LiveSession", "relay"]
 
 _PROMPT = re.compile(rb"(?i)(pass(word|phrase)|\bpin\b|secret|verification code)[^\n]{0,60}:\s*$")
 _READ = 65536
-_JOIN = 256 * 1024
 
 
 @dataclass(eq=False)
@@ -116,44 +115,30 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
             await rec.drain()
             upstream.write(data)
 
-    async def to_operator() -> None:
-        held: tuple[int, bytes] | None = None
-        while True:
-            fd, data = held or await upstream.read()
-            held = None
-            if not data:
-                return
-            # Join what has already arrived on the same stream into one write, one frame and
-            # fewer SSH packets: the relay's cost is per packet, not per byte.
-            if len(data) < _JOIN:
-                parts = [data]
-                size = len(data)
-                while size < _JOIN and (nxt := upstream.read_nowait()) is not None:
-                    if nxt[0] != fd or not nxt[1]:
-                        held = nxt
-                        break
-                    parts.append(nxt[1])
-                    size += len(nxt[1])
-                if len(parts) > 1:
-                    data = b"".join(parts)
-            rec.output(data)
+    async def to_operator(fd: int, read: Reader) -> None:
+        writer = process.stderr if fd == 2 else process.stdout
+        while data := await read():
+            rec.output(data)  # recorded before the operator sees it
             masker.saw_output(data)
             await rec.drain()
-            (process.stderr if fd == 2 else process.stdout).write(data)
-            await process.stdout.drain()
+            writer.write(data)
+            await writer.drain()
 
     async def operator_gone() -> None:
         await process.channel.wait_closed()
         live.end("client-closed")
 
-    out_task = asyncio.create_task(to_operator())
+    async def all_output() -> None:
+        await asyncio.gather(*(to_operator(fd, r) for fd, r in upstream.readers()))
+
+    out_task = asyncio.create_task(all_output())
     in_task = asyncio.create_task(to_target())
     end_task = asyncio.create_task(live.ending.wait())
     gone_task = asyncio.create_task(operator_gone())
     try:
         done, _ = await asyncio.wait({out_task, end_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
-        if out_task in done and out_task.exception() is not None:
-            raise out_task.exception()  # type: ignore[misc]
+        if out_task in done:
+            out_task.result()  # re-raises a recording or channel failure
     except RecordingFailed as exc:
         live.end("recording-failed", f"recording failed ({exc.reason}); session ended")
     except (OSError, asyncssh.Error):

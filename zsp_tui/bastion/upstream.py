@@ -1,8 +1,10 @@
 """The far side of a session: a PTY shell on this host (``local``) or an SSH login on a target.
 
-Both look the same to the relay: ``read()`` yields ``(fd, chunk)`` with fd 1 for stdout and 2 for
-stderr (b"" once everything has ended), ``write()`` sends input, ``resize()`` changes the window,
-``wait()`` gives the exit status, ``close()`` ends it.
+Both look the same to the relay: ``readers()`` gives one ``(fd, read)`` pair per output stream
+(fd 1 stdout, 2 stderr; ``await read()`` returns the next chunk, b"" at the end), ``write()``
+sends input, ``resize()`` changes the window, ``wait()`` gives the exit status, ``close()`` ends it.
+The relay awaits each stream's ``read`` itself: no queue and no extra task between the target and
+the operator, which matters for keystroke echo.
 
 Remote targets are reached with a certificate minted for this session only: principal = the
 login, valid from now until the grant ends, key id naming user, grant and session, and no
@@ -21,7 +23,7 @@ import signal
 import struct
 import termios
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +34,7 @@ from ..models import Target
 __all__ = ["LocalUpstream", "SshUpstream", "Upstream", "UpstreamError", "allowed_env"]
 
 _READ = 65536
+_JOIN = 256 * 1024
 # aes-gcm: hardware accelerated, no separate MAC, and far cheaper per packet in asyncssh than
 # chacha20-poly1305 or ctr+HMAC. The upstream leg (we are the client) prefers it.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
@@ -41,6 +44,9 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "ae
 SERVER_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 # Should a ctr cipher ever be negotiated: HMACs run in OpenSSL, asyncssh's umac is Python.
 MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512")
+
+
+Reader = Callable[[], Awaitable[bytes]]
 
 
 class UpstreamError(Exception):
@@ -57,10 +63,7 @@ class Upstream(Protocol):
         """True while the far side has terminal echo off (known for local PTYs only)."""
         ...
 
-    async def read(self) -> tuple[int, bytes]: ...
-    def read_nowait(self) -> tuple[int, bytes] | None:
-        """The next chunk if one is already here, else None (lets the relay join chunks)."""
-        ...
+    def readers(self) -> list[tuple[int, Reader]]: ...
 
     def write(self, data: bytes) -> None: ...
     def write_eof(self) -> None: ...
@@ -80,7 +83,7 @@ class LocalUpstream:
     def __init__(self) -> None:
         self._master = -1
         self._proc: asyncio.subprocess.Process | None = None
-        self._queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=64)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
         self._pending = bytearray()
         self._loop = asyncio.get_running_loop()
         self._eof = False
@@ -123,10 +126,6 @@ class LocalUpstream:
                 cwd=pw.pw_dir,
                 start_new_session=True,
             )
-            self._open = 2
-            for fd, stream in ((1, self._proc.stdout), (2, self._proc.stderr)):
-                if stream is not None:
-                    self._loop.create_task(self._pump(fd, stream))
             return
         child_env["TERM"] = term
         master, slave = os.openpty()
@@ -159,32 +158,34 @@ class LocalUpstream:
             self._loop.remove_reader(self._master)
             self._eof = True
         try:
-            self._queue.put_nowait((1, data))
+            self._queue.put_nowait(data)
         except asyncio.QueueFull:
             # Backpressure: stop reading the PTY until the relay catches up.
             self._loop.remove_reader(self._master)
             self._loop.create_task(self._put_slow(data))
 
     async def _put_slow(self, data: bytes) -> None:
-        await self._queue.put((1, data))
+        await self._queue.put(data)
         if not self._eof and self._master >= 0:
             self._loop.add_reader(self._master, self._on_readable)
 
-    async def _pump(self, fd: int, stream: asyncio.StreamReader) -> None:
-        while data := await stream.read(_READ):
-            await self._queue.put((fd, data))
-        self._open -= 1
-        if self._open == 0:
-            await self._queue.put((1, b""))
+    async def _read_pty(self) -> bytes:
+        data = await self._queue.get()
+        # Join what the PTY produced meanwhile: one write, one frame, fewer SSH packets.
+        while data and len(data) < _JOIN and not self._queue.empty():
+            more = self._queue.get_nowait()
+            if not more:
+                self._queue.put_nowait(more)  # keep the end-of-stream marker for the next read
+                break
+            data += more
+        return data
 
-    async def read(self) -> tuple[int, bytes]:
-        return await self._queue.get()
-
-    def read_nowait(self) -> tuple[int, bytes] | None:
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+    def readers(self) -> list[tuple[int, Reader]]:
+        proc = self._proc
+        if self._pipes and proc is not None and proc.stdout is not None and proc.stderr is not None:
+            out, err = proc.stdout, proc.stderr
+            return [(1, lambda: out.read(_READ)), (2, lambda: err.read(_READ))]
+        return [(1, self._read_pty)]
 
     def write(self, data: bytes) -> None:
         if self._pipes:
@@ -289,8 +290,6 @@ class SshUpstream:
     def __init__(self) -> None:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
-        self._out: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=64)
-        self._readers: list[asyncio.Task[None]] = []
 
     async def start(
         self,
@@ -350,35 +349,20 @@ class SshUpstream:
         except (OSError, asyncssh.Error) as exc:
             self._conn.close()
             raise UpstreamError(f"{target.name} refused the session: {exc}") from None
-        self._open = 2
-        self._readers = [
-            asyncio.create_task(self._pump(1, self._proc.stdout)),
-            asyncio.create_task(self._pump(2, self._proc.stderr)),
-        ]
 
-    async def _pump(self, fd: int, stream: asyncssh.SSHReader[bytes]) -> None:
+    def readers(self) -> list[tuple[int, Reader]]:
+        proc = self._proc
+        if proc is None:
+            return []
+        return [(1, lambda: self._read(proc.stdout)), (2, lambda: self._read(proc.stderr))]
+
+    async def _read(self, stream: asyncssh.SSHReader[bytes]) -> bytes:
         try:
-            while True:
-                data = await stream.read(_READ)
-                if not data:
-                    break
-                await self._out.put((fd, data))
+            return await stream.read(_READ)
         except (asyncssh.Error, OSError) as exc:
-            # The connection ended under us; the relay sees the end and the exit status is unknown.
+            # The connection ended under us; the relay sees the end, the exit status stays unknown.
             self.error = str(exc)
-        finally:
-            self._open -= 1
-            if self._open == 0:
-                await self._out.put((1, b""))
-
-    async def read(self) -> tuple[int, bytes]:
-        return await self._out.get()
-
-    def read_nowait(self) -> tuple[int, bytes] | None:
-        try:
-            return self._out.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+            return b""
 
     def write(self, data: bytes) -> None:
         if self._proc is not None and not self._proc.stdin.is_closing():
