@@ -35,6 +35,10 @@ __all__ = ["LocalUpstream", "SshUpstream", "Upstream", "UpstreamError", "allowed
 
 _READ = 65536
 _JOIN = 256 * 1024
+# Upstream channel: a wide window and large packets, so the target sends fewer, bigger packets
+# (the relay's cost is per packet; sshd sends up to what we advertise).
+_WINDOW = 8 * 1024 * 1024
+_MAX_PACKET = 256 * 1024
 # aes-gcm: hardware accelerated, no separate MAC, and far cheaper per packet in asyncssh than
 # chacha20-poly1305 or ctr+HMAC. The upstream leg (we are the client) prefers it.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
@@ -345,6 +349,8 @@ class SshUpstream:
                 request_pty=bool(term),
                 encoding=None,
                 env=allowed_env(env),
+                window=_WINDOW,
+                max_pktsize=_MAX_PACKET,
             )
         except (OSError, asyncssh.Error) as exc:
             self._conn.close()
