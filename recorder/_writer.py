@@ -253,6 +253,14 @@ class RecordingWriter:
         self._check()
         at = self._clock() if at_ns is None else at_ns
         self.output_bytes += len(data)
+        if not self._pend and (not self._coalesce_ns or len(data) >= MAX_DATA_PER_FRAME // 2) and (
+            len(data) <= MAX_DATA_PER_FRAME
+        ):
+            # Fast path: nothing held and nothing to join (or a chunk big enough on its own):
+            # one frame straight from the caller's bytes, no copy through the join buffer.
+            self._frame(FrameKind.OUTPUT, data, self._t(at))
+            self._after(at)
+            return
         if self._pend and (at - self._pend_since >= self._coalesce_ns):
             self._emit_pending()
         view = memoryview(data)
