@@ -9,6 +9,9 @@ than ``high_water`` bytes are queued, so a slow disk slows the session instead o
 A failed writer fails the recorder: every later call raises :class:`RecordingFailed`, ``drain``
 raises it to whoever is waiting, and ``on_error`` is called on the loop so the owner can end the
 session at once.
+
+``await synced()`` waits until everything queued so far has been handed to the OS. The bastion
+awaits it before passing typed input to the target, so no command runs that is not on disk.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class AsyncRecorder:
         self._drained = asyncio.Event()
         self._drained.set()
         self._done: asyncio.Future[SealInfo] = self._loop.create_future()
+        self._queued = 0  # items queued so far (event loop side)
+        self._written = 0  # items the worker has handed to the OS
+        self._acked = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name=f"zsp-recorder-{writer.session_id}", daemon=True)
         self._thread.start()
 
@@ -90,6 +96,17 @@ class AsyncRecorder:
             if self._failed is not None:
                 raise self._failed
 
+    async def synced(self) -> None:
+        """Wait until every item queued before this call has been written to the OS."""
+        target = self._queued
+        while self._written < target:
+            if self._failed is not None:
+                raise self._failed
+            self._acked.clear()
+            await self._acked.wait()
+        if self._failed is not None:
+            raise self._failed
+
     async def close(self, exit_status: int | None, reason: str) -> SealInfo:
         """Write everything queued, seal, and wait for the worker to finish."""
         if self._failed is not None:
@@ -110,6 +127,7 @@ class AsyncRecorder:
             self._queue.append(item)
             self._pending += size
             self._cond.notify()
+        self._queued += 1
 
     def _run(self) -> None:
         w = self._writer
@@ -149,18 +167,25 @@ class AsyncRecorder:
                 with self._cond:
                     self._pending -= size
                     low = self._pending <= self._low
-                if low:
-                    self._loop.call_soon_threadsafe(self._drained.set)
+                if items:
+                    self._loop.call_soon_threadsafe(self._ack, len(items), low)
         except RecordingFailed as exc:
             self._loop.call_soon_threadsafe(self._finish, None, exc)
         except Exception as exc:  # noqa: BLE001 - any bug here must fail the session closed, not hang it
             failure = RecordingFailed(path=w.name, reason=f"internal error: {exc!r}")
             self._loop.call_soon_threadsafe(self._finish, None, failure)
 
+    def _ack(self, count: int, low: bool) -> None:
+        self._written += count
+        self._acked.set()
+        if low:
+            self._drained.set()
+
     def _finish(self, info: SealInfo | None, exc: RecordingFailed | None) -> None:
         if exc is not None:
             self._failed = exc
             self._drained.set()
+            self._acked.set()
             if not self._done.done():
                 self._done.set_exception(exc)
                 # Mark retrieved: the owner learns of the failure through on_error/drain/close.

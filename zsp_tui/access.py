@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,14 @@ from .store import Store, Tx
 
 __all__ = ["AccessService", "Actor"]
 
-_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud, typed by hand
+_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_MAX_REQUEST = timedelta(days=7)  # no 0/o, 1/l/i: read aloud, typed by hand
+
+
+def _check_text(text: str) -> None:
+    """Reasons are shown to approvers in their terminals: printable text only, and short."""
+    if len(text) > 500 or any(unicodedata.category(c)[0] == "C" for c in text):
+        raise UsageError("a reason must be at most 500 printable characters (no control characters)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +256,52 @@ class AccessService:
             user = self._user(u.tx, name)
             if actor.name is not None and user.name == canonical_name(actor.name):
                 raise AccessDenied("an admin cannot remove themselves; ask another admin")
+            # Their access goes with them, in the same transaction: pending requests are cancelled,
+            # active grants revoked (the bastion then ends their sessions).
+            for r in u.tx.list_requests((RequestState.PENDING, RequestState.APPROVED)):
+                if r.requester_id != user.id:
+                    continue
+                if r.state is RequestState.PENDING:
+                    u.tx.update_request(
+                        r.id,
+                        RequestState.PENDING,
+                        state=RequestState.CANCELLED,
+                        decided_at=u.now,
+                        ended_by=by,
+                        note="user removed",
+                    )
+                    u.audit(
+                        NewEvent(
+                            "access_request.cancel",
+                            by,
+                            actor.via,
+                            f"{r.id} cancelled: user removed",
+                            target=r.target,
+                            login=r.login,
+                            grant_id=r.id,
+                        )
+                    )
+                else:
+                    u.tx.update_request(
+                        r.id,
+                        RequestState.APPROVED,
+                        state=RequestState.REVOKED,
+                        ended_at=u.now,
+                        ended_by=by,
+                        note="user removed",
+                    )
+                    u.audit(
+                        NewEvent(
+                            "grant.revoke",
+                            by,
+                            actor.via,
+                            f"{r.id} revoked: user removed",
+                            target=r.target,
+                            login=r.login,
+                            grant_id=r.id,
+                            fields={"requester": r.requester, "reason": "user removed"},
+                        )
+                    )
             u.tx.remove_user(user.name)
             u.audit(NewEvent("user.delete", by, actor.via, f"user {user.name} removed", fields={"user": user.name}))
 
@@ -356,6 +410,9 @@ class AccessService:
         break_glass: bool = False,
     ) -> AccessRequest:
         reason = reason.strip()
+        _check_text(reason)
+        if duration > _MAX_REQUEST:
+            raise UsageError(f"no grant can last longer than {format_duration(_MAX_REQUEST)}")
         with self._unit() as u:
             user = self._actor(u, actor)
             policy = self.policy(u)
@@ -537,6 +594,7 @@ class AccessService:
             return req
 
     def deny(self, actor: Actor, request_id: str, reason: str) -> AccessRequest:
+        _check_text(reason)
         with self._unit() as u:
             user = self._actor(u, actor)
             req = self._request(u.tx, request_id)
@@ -594,6 +652,7 @@ class AccessService:
             return replace(req, state=RequestState.CANCELLED, decided_at=u.now, ended_by=user.name)
 
     def revoke(self, actor: Actor, request_id: str, reason: str = "") -> AccessRequest:
+        _check_text(reason)
         with self._unit() as u:
             user = self._actor(u, actor)
             req = self._request(u.tx, request_id)

@@ -61,6 +61,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(s))
     if seconds <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
+    if seconds > 3650 * 86400:
+        raise ValueError(f"duration too long: {text!r}")
     return timedelta(seconds=seconds)
 
 

@@ -17,7 +17,10 @@ DEFAULT_CONFIG = """\
 # zsp settings. Access rules are in policy.toml.
 
 [targets]
-local = true          # the built-in `local` target: a shell on this host, as the user running zsp
+# The built-in `local` target: a shell on this host, as the user running zsp. It is there for the
+# quick start and tests. A grant on it is control of the bastion itself (its CA and signing keys,
+# its database): set it to false in production.
+local = true
 
 [bastion]
 # login_timeout = 10                    # seconds to authenticate

@@ -19,7 +19,7 @@ from ..access import AccessService, Actor
 from ..clock import parse_duration
 from ..commands._common import request_json, request_line
 from ..exceptions import UsageError, ZspError
-from ..models import RequestState, User
+from ..models import RequestState, Role, User
 
 __all__ = ["SshHint", "run_control"]
 
@@ -186,6 +186,10 @@ def _grants(
     svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
 ) -> int:
     rows = svc.requests(active_only=args.active)
+    if Role.ADMIN not in user.roles:
+        # Others' requests (and their reasons) only for those who may act on them.
+        policy = svc.policy()
+        rows = [r for r in rows if r.requester == user.name or policy.principal_matches(r.approver_patterns, user)]
     now = svc.clock.now()
     if args.json:
         out.write(json.dumps([request_json(r, now) for r in rows], indent=2) + "\n")

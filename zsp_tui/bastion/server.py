@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncssh
@@ -48,15 +48,26 @@ from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import NotFound, ZspError
-from ..models import LOCAL_TARGET, SessionRecord, User
+from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User
 from .control import SshHint, run_control
 from .session import LiveSession, relay
-from .upstream import MACS, SERVER_CIPHERS, LocalUpstream, SshUpstream, UpstreamError, mint_certificate
+from .upstream import (
+    KEX,
+    MACS,
+    SERVER_CIPHERS,
+    LocalUpstream,
+    SshUpstream,
+    UpstreamError,
+    allowed_env,
+    mint_certificate,
+)
 
 __all__ = ["Bastion", "Limits"]
 
 T = TypeVar("T")
 CONTROL_USER = "zsp"
+_WATCH_DEADLINE = 5.0
+_MAX_AUDITED_REFUSALS = 10
 _MAX_USERNAME = 256
 
 
@@ -124,6 +135,7 @@ class _Server(asyncssh.SSHServer):
         self.offered = 0
         self.candidates: dict[str, User] = {}
         self.ssh_user: str | None = None
+        self.refusals = 0
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -226,6 +238,15 @@ class _Server(asyncssh.SSHServer):
 
     # Every forwarding is refused, and said so in the audit log.
     def _refuse(self, kind: str, detail: str) -> bool:
+        # Audited, but at most a few per connection: a client opening thousands of channels must
+        # not flood the log or the database thread.
+        self.refusals += 1
+        if self.refusals > _MAX_AUDITED_REFUSALS:
+            if self.refusals > 4 * _MAX_AUDITED_REFUSALS and self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "too many refused channel requests")
+            return False
+        if self.refusals == _MAX_AUDITED_REFUSALS:
+            detail += " (further refusals on this connection are not audited)"
         who = self.user.name if self.user else "?"
         self.b.spawn(
             self.b.audit(
@@ -266,16 +287,23 @@ class Bastion:
         self.host_key = asyncssh.read_private_key(str(data.host_key_path))
         self.sources = _Sources(self.limits)
         self.live: set[LiveSession] = set()
+        self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
         self.public_host = public_host
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-db")
+        self._watch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-watch")
+        self.watch_svc: AccessService = data.service()
         self._server: asyncssh.SSHAcceptor | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store call in the one database thread (SQLite connections are not shared)."""
+        """Run a store call in the database thread (SQLite connections are not shared)."""
         return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args))
+
+    async def watch_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """The grant watcher's own thread and connection: client traffic cannot queue ahead of it."""
+        return await asyncio.get_running_loop().run_in_executor(self._watch_pool, lambda: fn(*args))
 
     async def audit(self, event: NewEvent) -> None:
         await self.db(self.svc.record_event, event)
@@ -307,6 +335,7 @@ class Bastion:
             password_auth=False,
             kbdint_auth=False,
             public_key_auth=True,
+            kex_algs=list(KEX),
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._watcher = asyncio.create_task(self._watch())
@@ -324,56 +353,106 @@ class Bastion:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         self._db.shutdown(wait=True)
+        self._watch_pool.shutdown(wait=True)
 
     # --- the grant watcher --------------------------------------------------------------------
 
     async def _watch(self) -> None:
+        """Keep the grant checks running whatever happens: on any failure, end every live session
+        (fail closed) and start checking again."""
+        while True:
+            try:
+                await self._watch_loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - enforcement must survive; sessions end instead
+                print(f"zsp: error: grant watcher failed ({exc!r}); ending live sessions", file=sys.stderr)
+                for live in list(self.live):
+                    self._end(live, "error", f"cannot check grants ({exc}); session closed")
+                await asyncio.sleep(self.limits.watch_interval)
+
+    def _end(self, live: LiveSession, reason: str, message: str) -> None:
+        """End a session, noting why in its recording if the recording still works."""
+        if live.recorder.failed is None:
+            with contextlib.suppress(RecordingFailed):  # failed meanwhile: the session ends anyway
+                live.recorder.event(
+                    f"grant.{reason}" if reason in ("expired", "revoked") else "session.ended",
+                    message,
+                    grant_id=live.grant.id,
+                )
+        live.end(reason, message)
+
+    async def _watch_loop(self) -> None:
         policy_warn: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(minutes=1))
         last_sweep = 0.0
         while True:
             await asyncio.sleep(self.limits.watch_interval)
+            now = self.svc.clock.now()
+            # Expiry needs no database: every session knows when its grant ends.
+            for live in list(self.live):
+                ends = live.grant.ends_at
+                if ends is not None and now >= ends and not live.ending.is_set():
+                    self._end(live, "expired", f"grant {live.grant.id} expired; session closed")
             if time.monotonic() - last_sweep > 5:
                 # Record due expiries and lapses in the audit log even when nobody acts.
                 last_sweep = time.monotonic()
                 try:
-                    await self.db(self.svc.sweep)
+                    await self.watch_db(self.watch_svc.sweep)
                 except (ZspError, OSError, sqlite3.Error) as exc:
-                    # Not fatal: the read below still enforces every grant; say so in the log.
                     print(f"zsp: warning: recording expiries in the audit log failed: {exc}", file=sys.stderr)
             if not self.live:
                 continue
+            # Revocations need the database. The watcher has its own connection and thread, so
+            # nothing queued by clients can delay it; no answer in time means sessions end.
             try:
-                active = {r.id: r for r in await self.db(self.svc.active_grants)}
-                try:
-                    policy_warn = (await self.db(self.svc.policy)).warn_before
-                except ZspError as exc:  # an invalid policy file: keep the last warning times
-                    print(f"zsp: warning: {exc}; keeping the previous warning times", file=sys.stderr)
-            except Exception as exc:  # noqa: BLE001 - fail closed: if grants cannot be checked, sessions end
+                grants = await asyncio.wait_for(self.watch_db(self.watch_svc.active_grants), _WATCH_DEADLINE)
+            except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed
                 for live in list(self.live):
-                    live.end("error", f"cannot check grants ({exc}); session closed")
+                    self._end(live, "error", f"cannot check grants ({exc!r}); session closed")
                 continue
+            try:
+                policy_warn = (await self.watch_db(self.watch_svc.policy)).warn_before
+            except ZspError as exc:  # an invalid policy file: keep the last warning times
+                print(f"zsp: warning: {exc}; keeping the previous warning times", file=sys.stderr)
+            active = {r.id: r for r in grants}
             now = self.svc.clock.now()
             for live in list(self.live):
-                grant = active.get(live.grant.id)
-                if grant is None:
-                    state = (await self.db(self.svc.get, live.grant.id)).effective_state(now).value
-                    live.recorder.event(f"grant.{state}", f"grant {live.grant.id} is {state}", grant_id=live.grant.id)
-                    live.end(state, f"grant {live.grant.id} {state}; session closed")
+                if live.ending.is_set():
                     continue
-                left = (grant.ends_at - now) if grant.ends_at else timedelta(0)
-                for i, w in enumerate(policy_warn):
-                    if left <= w and i not in live.warned and left > timedelta(0):
-                        live.warned.update(range(i + 1))
-                        msg = (
-                            f"access to {grant.login}@{grant.target} ends in {format_duration(left)} "
-                            f"(grant {grant.id}, at {rfc3339(grant.ends_at)[:19]}Z)"
-                            if grant.ends_at
-                            else ""
-                        )
-                        live.recorder.event(
-                            "grant.warning", msg, grant_id=grant.id, seconds_left=int(left.total_seconds())
-                        )
-                        live.notify(msg)
+                try:
+                    self._check(live, active.get(live.grant.id), now, policy_warn)
+                except Exception as exc:  # noqa: BLE001 - one broken session must not stop the others' checks
+                    self._end(live, "error", f"cannot check this session's grant ({exc!r}); session closed")
+
+    def _check(
+        self, live: LiveSession, grant: AccessRequest | None, now: datetime, warn: tuple[timedelta, ...]
+    ) -> None:
+        if grant is None:
+            self.spawn(self._end_inactive(live, now))
+            return
+        left = (grant.ends_at - now) if grant.ends_at else timedelta(0)
+        for i, w in enumerate(warn):
+            if left <= w and i not in live.warned and left > timedelta(0):
+                live.warned.update(range(i + 1))
+                msg = (
+                    f"access to {grant.login}@{grant.target} ends in {format_duration(left)} "
+                    f"(grant {grant.id}, at {rfc3339(grant.ends_at)[:19]}Z)"
+                    if grant.ends_at
+                    else ""
+                )
+                if live.recorder.failed is None:
+                    live.recorder.event("grant.warning", msg, grant_id=grant.id, seconds_left=int(left.total_seconds()))
+                live.notify(msg)
+
+    async def _end_inactive(self, live: LiveSession, now: datetime) -> None:
+        """The grant is no longer active: find out why (for the record), then end the session."""
+        state = "revoked"
+        with contextlib.suppress(ZspError, OSError, sqlite3.Error, TimeoutError):
+            req = await asyncio.wait_for(self.watch_db(self.watch_svc.get, live.grant.id), _WATCH_DEADLINE)
+            state = req.effective_state(now).value
+        if state == "approved":  # not yet started or clock skew: it is not active now, so end anyway
+            state = "inactive"
+        self._end(live, state, f"grant {live.grant.id} {state}; session closed")
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -422,7 +501,8 @@ class Bastion:
                 )
             )
             return self._refuse(process, f"the {process.subsystem} subsystem is not available through zsp (yet)")
-        if command and command.split()[0] in ("scp", "sftp-server", "/usr/lib/openssh/sftp-server"):
+        argv0 = command.split()[0] if command and command.split() else ""
+        if argv0 in ("scp", "sftp-server", "/usr/lib/openssh/sftp-server"):
             await self.audit(
                 NewEvent(
                     "channel.refused",
@@ -430,7 +510,7 @@ class Bastion:
                     "ssh",
                     "scp refused",
                     outcome="failure",
-                    fields={"kind": "scp", "detail": command[:200]},
+                    fields={"kind": "scp", "detail": (command or "")[:200]},
                 )
             )
             return self._refuse(process, "file transfer (scp/sftp) is not available through zsp (yet)")
@@ -457,10 +537,27 @@ class Bastion:
                 process,
                 f"{user.name} has no active grant for {login}@{target.name}. Ask for one:\r\n  {hint.control(ask)}",
             )
-        mine = sum(1 for s in self.live if s.record.user == user.name)
+        # Count and reserve in one step (no await between), so concurrent channels cannot all pass.
+        mine = self.reserved[user.name]
         if mine >= self.limits.max_sessions_per_user:
             return self._refuse(process, f"{user.name} already has {mine} open sessions (limit)")
+        self.reserved[user.name] += 1
+        try:
+            await self._run_session(process, user, target, login, grant, command, hint)
+        finally:
+            self.reserved[user.name] -= 1
 
+    async def _run_session(
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        user: User,
+        target: Target,
+        login: str,
+        grant: AccessRequest,
+        command: str | None,
+        hint: SshHint,
+    ) -> None:
+        """Record, connect and relay one admitted session (its grant checked, its slot reserved)."""
         term = process.get_terminal_type()
         size = process.get_terminal_size()
         cols, rows = (size[0] or 80, size[1] or 24) if term else (0, 0)
@@ -474,7 +571,8 @@ class Bastion:
             cols=cols,
             rows=rows,
             command=command,
-            extra={"source": "zsp serve", "client": peer},
+            # The environment passed on to the target is part of the record too.
+            extra={"source": "zsp serve", "client": peer, "env": allowed_env(process.env)},
         )
         # Fail closed: no recording, no session.
         try:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
@@ -29,6 +29,7 @@ __all__ = ["LiveSession", "relay"]
 
 _PROMPT = re.compile(rb"(?i)(pass(word|phrase)|\bpin\b|secret|verification code)[^\n]{0,60}:\s*$")
 _READ = 65536
+_MASK_BUDGET = 256
 
 
 @dataclass(eq=False)
@@ -60,13 +61,24 @@ class LiveSession:
 
 
 class _Masker:
-    """Decides, chunk by chunk, whether typed input may be stored."""
+    """Decides which typed bytes may be stored, without letting the operator hide commands.
+
+    At most one line is withheld per password prompt: the bytes up to and including the first
+    Enter, and never more than :data:`_MASK_BUDGET`. Whatever follows in the same chunk, and every
+    later line until a new prompt, is recorded. On ``local`` a prompt is the PTY with echo off in
+    canonical mode; a shell left in ``stty -echo`` gets one masked line, then is recorded until
+    echo comes back on. On SSH targets a prompt is output whose last line looks like one
+    (the operator can fake that, but only to hide one line, in plain sight of the recorded output
+    and of the ``input.masked`` event).
+    """
 
     def __init__(self, upstream: Upstream, local: bool) -> None:
         self._up = upstream
         self._local = local
         self._tail = b""
         self._armed = False
+        self._used = 0  # bytes withheld in this episode
+        self._spent = False  # local: this echo-off episode already had its masked line
 
     def saw_output(self, data: bytes) -> None:
         if self._local:
@@ -74,16 +86,30 @@ class _Masker:
         self._tail = (self._tail + data)[-200:]
         if _PROMPT.search(self._tail.rsplit(b"\n", 1)[-1]):
             self._armed = True
+            self._used = 0
 
-    def masked(self, data: bytes) -> bool:
-        if self._local:
-            return self._up.echo_off
-        if not self._armed:
+    def _active(self) -> bool:
+        if not self._local:
+            return self._armed
+        if not self._up.echo_off:
+            self._spent = False
+            self._used = 0
             return False
-        if b"\r" in data or b"\n" in data:
+        return not self._spent
+
+    def split(self, data: bytes) -> tuple[bytes, bytes]:
+        """``(withheld, recorded)`` parts of a chunk of input, in that order."""
+        if not self._active():
+            return b"", data
+        room = _MASK_BUDGET - self._used
+        ends = [i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0]
+        cut = min(min(ends) + 1 if ends else len(data), room)
+        self._used += cut
+        if (ends and cut == min(ends) + 1) or self._used >= _MASK_BUDGET:
             self._armed = False
+            self._spent = True
             self._tail = b""
-        return True
+        return data[:cut], data[cut:]
 
 
 async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool) -> int | None:
@@ -108,12 +134,14 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
                 if not pty:
                     upstream.write_eof()
                 return
-            if masker.masked(data):
-                rec.event("input.masked", "input withheld: typed at a password prompt", bytes=len(data))
-            else:
-                rec.input(data)
-            await rec.drain()
-            upstream.write(data)
+            hidden, shown = masker.split(data)
+            if hidden:
+                rec.event("input.masked", "input withheld: typed at a password prompt", bytes=len(hidden))
+            if shown:
+                rec.input(shown)
+            # Fail closed: typed input reaches the target only once it is on disk.
+            await rec.synced()
+            await upstream.write(data)
 
     async def to_operator(fd: int, read: Reader) -> None:
         writer = process.stderr if fd == 2 else process.stdout
@@ -149,9 +177,18 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
         for task in (in_task, end_task, out_task, gone_task):
             with contextlib.suppress(asyncio.CancelledError, RecordingFailed, OSError, asyncssh.Error):
                 await task
-    if live.ending.is_set():
-        await upstream.close()
-        with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(upstream.wait(), 2)
-        return None
-    return await upstream.wait()
+    if not live.ending.is_set():
+        # The target closed its output; it may still be running (exec >&-). Wait for it to exit,
+        # but still end it at once on expiry, revocation or recording failure.
+        exited = asyncio.create_task(upstream.wait())
+        ending = asyncio.create_task(live.ending.wait())
+        waiting: set[asyncio.Task[Any]] = {exited, ending}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        ending.cancel()
+        if exited in done:
+            return exited.result()
+        exited.cancel()
+    await upstream.close()
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(upstream.wait(), 2)
+    return None

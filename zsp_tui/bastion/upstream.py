@@ -35,6 +35,7 @@ __all__ = ["LocalUpstream", "SshUpstream", "Upstream", "UpstreamError", "allowed
 
 _READ = 65536
 _JOIN = 256 * 1024
+_MAX_PENDING = 1 << 20  # input held for a PTY that is not reading, before the relay waits
 # Upstream channel: a wide window and large packets, so the target sends fewer, bigger packets
 # (the relay's cost is per packet; sshd sends up to what we advertise).
 _WINDOW = 8 * 1024 * 1024
@@ -46,6 +47,19 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "ae
 # client's order wins, so offering ctr would get ctr. Every OpenSSH since 6.2 and paramiko >= 3.3
 # speak aes-gcm.
 SERVER_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# Key exchange: modern curves and SHA-2 groups only (no SHA-1, no 1024/2048-bit RSA kex).
+KEX = (
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group14-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+)
 # Should a ctr cipher ever be negotiated: HMACs run in OpenSSL, asyncssh's umac is Python.
 MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512")
 
@@ -69,7 +83,10 @@ class Upstream(Protocol):
 
     def readers(self) -> list[tuple[int, Reader]]: ...
 
-    def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes) -> None:
+        """Send input; waits while the target is not reading (bounded memory)."""
+        ...
+
     def write_eof(self) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
     async def wait(self) -> int | None: ...
@@ -89,6 +106,7 @@ class LocalUpstream:
         self._proc: asyncio.subprocess.Process | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
         self._pending = bytearray()
+        self._writable = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._eof = False
         self._pipes = False
@@ -191,13 +209,19 @@ class LocalUpstream:
             return [(1, lambda: out.read(_READ)), (2, lambda: err.read(_READ))]
         return [(1, self._read_pty)]
 
-    def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         if self._pipes:
-            if self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
-                self._proc.stdin.write(data)
+            stdin = self._proc.stdin if self._proc is not None else None
+            if stdin is not None and not stdin.is_closing():
+                stdin.write(data)
+                with contextlib.suppress(ConnectionError):
+                    await stdin.drain()
             return
         self._pending += data
         self._flush()
+        while len(self._pending) > _MAX_PENDING and self._master >= 0:
+            self._writable.clear()
+            await self._writable.wait()
 
     def _flush(self) -> None:
         if self._master < 0:
@@ -209,6 +233,7 @@ class LocalUpstream:
             pass
         except OSError:
             self._pending.clear()
+            self._writable.set()
             return
         if self._pending:
             self._loop.add_writer(self._master, self._on_writable)
@@ -216,13 +241,16 @@ class LocalUpstream:
     def _on_writable(self) -> None:
         self._loop.remove_writer(self._master)
         self._flush()
+        if len(self._pending) <= _MAX_PENDING:
+            self._writable.set()
 
     def write_eof(self) -> None:
         if self._pipes:
             if self._proc is not None and self._proc.stdin is not None:
                 self._proc.stdin.close()
         else:
-            self.write(b"\x04")
+            self._pending += b"\x04"  # end of input on a PTY, as a terminal's ^D
+            self._flush()
 
     def resize(self, cols: int, rows: int) -> None:
         if self._master >= 0:
@@ -240,16 +268,20 @@ class LocalUpstream:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGHUP)
             try:
-                await asyncio.wait_for(proc.wait(), 2)
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 2)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                # wait() also waits for the pipes to reach EOF, which a stopped relay may never
+                # read to: do not let a closing session hang on it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 2)
         if self._master >= 0:
             self._loop.remove_reader(self._master)
             self._loop.remove_writer(self._master)
             os.close(self._master)
             self._master = -1
+            self._writable.set()
 
 
 def _take_controlling_tty() -> None:  # runs in the child between fork and exec
@@ -325,6 +357,8 @@ class SshUpstream:
                     username=login,
                     client_keys=client_keys,
                     known_hosts=([pinned], [], []),
+                    config=None,  # not the service account's ~/.ssh/config
+                    kex_algs=list(KEX),
                     agent_path=None,
                     agent_forwarding=False,
                     encryption_algs=list(CIPHERS),
@@ -370,9 +404,11 @@ class SshUpstream:
             self.error = str(exc)
             return b""
 
-    def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         if self._proc is not None and not self._proc.stdin.is_closing():
             self._proc.stdin.write(data)
+            with contextlib.suppress(asyncssh.Error, ConnectionError):
+                await self._proc.stdin.drain()
 
     def write_eof(self) -> None:
         if self._proc is not None and not self._proc.stdin.is_closing():

@@ -90,6 +90,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(b: Bastion) -> None:
         shown = "127.0.0.1" if wildcard else host
         print(f"zsp: bastion listening on {host}:{b.port} (data {d.root})", flush=True)
+        if b.svc.local_target:
+            print(
+                "zsp: warning: the built-in `local` target is on: a grant on it is a shell as this bastion's "
+                "own account (its keys, database and recordings). Turn it off in production: "
+                f"[targets] local = false in {d.config_path}",
+                file=sys.stderr,
+                flush=True,
+            )
         if args.demo:
             cfg = _write_demo_ssh_config(d, demo, shown, b.port)
             s = f"ssh -F {cfg}"

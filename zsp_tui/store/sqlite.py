@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: grants name their requester by id
     name TEXT NOT NULL UNIQUE,
     roles TEXT NOT NULL,
     created_at TEXT NOT NULL
