@@ -311,3 +311,24 @@ def test_audit_events_have_stable_fields_and_json_lines(svc: AccessService, tmp_
     start = next(p for p in parsed if p["event"] == "grant.start")
     assert start["grant_id"] == r.id and start["code"] == "ZSP5100I" and start["requester"] == "oscar"
     assert [p["seq"] for p in parsed] == sorted(p["seq"] for p in parsed)
+
+
+def test_removed_user_takes_their_access_and_their_id_with_them(svc: AccessService) -> None:
+    pending = svc.request(OSCAR, "web", "deploy", 30 * M, "a")
+    svc.add_user(ALICE, "mallory", frozenset({Role.OPERATOR}))
+    g = svc.request(Actor("mallory"), "web", "deploy", 30 * M, "b")
+    svc.approve(BOB, g.id)
+    mallory_id = next(u.id for u in svc.users() if u.name == "mallory")
+    svc.remove_user(ALICE, "mallory")
+    assert svc.get(g.id).state is RequestState.REVOKED and svc.get(g.id).note == "user removed"
+    carol2 = svc.add_user(ALICE, "newbie", frozenset({Role.OPERATOR}))
+    assert carol2.id != mallory_id
+    assert svc.active_grant(carol2, "web", "deploy") is None
+    assert svc.get(pending.id).state is RequestState.PENDING  # oscar's request is untouched
+
+
+@pytest.mark.parametrize("reason", ["fix\x1b[2Kthis", "a\rb", "line\nbreak", "x" * 501])
+def test_reasons_must_be_short_printable_text(svc: AccessService, reason: str) -> None:
+    with pytest.raises(UsageError, match="printable"):
+        svc.request(OSCAR, "web", "deploy", 30 * M, reason)
+    assert svc.requests() == []

@@ -116,3 +116,26 @@ async def test_idle_session_gets_a_timed_checkpoint(tmp_path: Path, key: Signing
     assert [f.data for f in frames if f.kind is FrameKind.OUTPUT] == [b"prompt$ "]
     assert r.signed_frames == r.frames - 1
     await rec.close(0, "exit")
+
+
+async def test_synced_waits_for_the_disk_and_reports_failure(tmp_path: Path, key: SigningKey) -> None:
+    p = tmp_path / "gate.zsprec"
+    sink = GateSink(p)
+    sink.gate.set()
+    w = RecordingWriter(sink, key, META, autoflush=False)
+    sink.gate.clear()
+    rec = AsyncRecorder(w)
+    rec.input(b"rm -rf /tmp/x\r")
+    waiter = asyncio.create_task(rec.synced())
+    await asyncio.sleep(0.2)
+    assert not waiter.done()  # the keystroke is not on disk yet, so it must not be relayed
+    sink.gate.set()
+    await asyncio.wait_for(waiter, 10)
+    await rec.close(0, "exit")
+
+    p2 = tmp_path / "full.zsprec"
+    rec2 = AsyncRecorder(RecordingWriter(LimitedSink(p2, 3000), key, META, autoflush=False))
+    with pytest.raises(RecordingFailed):
+        for _ in range(100):
+            rec2.input(b"y" * 100)
+            await rec2.synced()

@@ -491,3 +491,90 @@ def test_password_typed_on_a_remote_target_is_not_stored(remote_env: Env) -> Non
     assert b"hunter2" not in typed and b"zed\r" in typed
     masked = [f.data for f in frames if f.kind is FrameKind.EVENT and f.data.type == "input.masked"]
     assert masked and sum(m.fields["bytes"] for m in masked) == len(b"hunter2\r")
+
+
+def _pty_client(env: Env, ssh_user: str = "local"):
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(env.known_hosts))
+    client.connect("127.0.0.1", env.port, username=ssh_user, key_filename=str(env.keys["alice"]),
+                   look_for_keys=False, allow_agent=False)
+    return client
+
+
+def test_masking_cannot_hide_commands_on_local(env: Env) -> None:
+    env.grant()
+    client = _pty_client(env)
+    try:
+        chan = client.invoke_shell(term="xterm", width=80, height=24)
+        # sh without readline reads in canonical mode: with echo off, that looks like a prompt.
+        chan.send(b"exec sh\r")
+        time.sleep(0.3)
+        chan.send(b"stty -echo; echo READY\r")
+        buf = _read_until(chan, b"", b"READY")
+        time.sleep(0.2)
+        # Two lines in one chunk, then another line, all with echo off.
+        chan.send(b"echo hidden-one\recho SHOWN-TWO\r")
+        buf = _read_until(chan, buf, b"SHOWN-TWO")
+        chan.send(b"echo SHOWN-THREE\r")
+        buf = _read_until(chan, buf, b"SHOWN-THREE")
+        chan.send(b"exit\r")
+        chan.recv_exit_status()
+    finally:
+        client.close()
+    s = wait_for(lambda: (x := last_session(env)).ended_at and x)
+    frames, report = frames_of(env, s.path)
+    assert report.valid
+    typed = b"".join(f.data for f in frames if f.kind is FrameKind.INPUT)
+    assert b"echo SHOWN-TWO\r" in typed and b"echo SHOWN-THREE\r" in typed
+    masked = [f.data.fields["bytes"] for f in frames if f.kind is FrameKind.EVENT and f.data.type == "input.masked"]
+    assert masked == [len(b"echo hidden-one\r")]
+
+
+def test_fake_prompt_on_a_remote_target_hides_one_line_at_most(remote_env: Env) -> None:
+    env = remote_env
+    env.grant("srv")
+    client = _pty_client(env, "srv")
+    try:
+        chan = client.invoke_shell(term="xterm", width=80, height=24)
+        chan.send(b"printf 'Password: '\r")
+        buf = _read_until(chan, b"", b"Password: ")
+        time.sleep(0.2)
+        chan.send(b"echo one\recho VISIBLE\r")
+        buf = _read_until(chan, buf, b"VISIBLE")
+        chan.send(b"exit\r")
+        chan.recv_exit_status()
+    finally:
+        client.close()
+    s = wait_for(lambda: (x := last_session(env)).ended_at and x)
+    frames, _ = frames_of(env, s.path)
+    typed = b"".join(f.data for f in frames if f.kind is FrameKind.INPUT)
+    assert b"echo VISIBLE\r" in typed
+
+
+def test_revoke_ends_a_session_whose_target_closed_its_output(env: Env) -> None:
+    g = env.grant()
+    client = subprocess.Popen([*env.ssh_argv("alice", "local"), "exec >&- 2>&-; sleep 30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    s = wait_for(lambda: env.svc.sessions() and env.svc.sessions()[-1])
+    time.sleep(0.5)
+    env.svc.revoke(Actor("bob"), g.id)
+    revoked = env.svc.get(g.id).ended_at
+    client.communicate(timeout=30)
+    s = wait_for(lambda: (x := env.svc.session(s.id)).ended_at and x)
+    assert s.end_reason == "revoked"
+    assert (s.ended_at - revoked).total_seconds() <= 2.0
+
+
+async def test_session_cap_holds_under_concurrent_channels(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.data.config_path.write_text("[bastion]\nmax_sessions_per_user = 2\n")
+    env.start()
+    try:
+        env.grant()
+        async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
+            results = await asyncio.gather(*(conn.run("sleep 1", check=False) for _ in range(10)))
+        ok = [r for r in results if r.exit_status == 0]
+        refused = [r for r in results if "open sessions (limit)" in (r.stderr or "")]
+        assert len(ok) == 2 and len(refused) == 8
+    finally:
+        env.stop()
