@@ -30,6 +30,8 @@ from pathlib import Path
 
 from recorder import RecordingFailed, RecordingWriter, SealInfo
 
+from .masking import InputMasker
+
 __all__ = ["EXIT_RECORDING_FAILED", "get_winsize", "run_recorded"]
 
 EXIT_RECORDING_FAILED = 125
@@ -174,6 +176,7 @@ def _relay(
         pass
     to_child = bytearray()
     stdout_ok = True
+    masker = InputMasker(lambda: _echo_masked(master))
     try:
         while True:
             deadline = writer.next_deadline()
@@ -208,10 +211,11 @@ def _relay(
                             to_child += b"\x04"  # EOF on stdin becomes ^D, as script(1) does
                             _flush_to_child(master, to_child, sel)
                         continue
-                    if _echo_masked(master):
-                        writer.event("input.masked", "input withheld: terminal echo was off", bytes=len(data))
-                    else:
-                        writer.input(data)
+                    hidden, shown = masker.split(data)
+                    if hidden:
+                        writer.event("input.masked", "input withheld: terminal echo was off", bytes=len(hidden))
+                    if shown:
+                        writer.input(shown)
                     to_child += data
                     _flush_to_child(master, to_child, sel)
                 elif fd == wake_r:

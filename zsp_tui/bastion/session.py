@@ -2,17 +2,16 @@
 
 The relay never lets a byte through unrecorded: output is handed to the recorder before it is
 written to the operator, input before it is written to the target, and a recorder failure ends
-the session at once (``fail closed``). Input typed at a password prompt is withheld from the
-recording: on ``local`` while the PTY has echo off in canonical mode; on SSH targets (where the
-remote terminal modes are not visible) after output whose last line looks like a password
-prompt, until the next Enter. Either way an ``input.masked`` event says how many bytes.
+the session at once (``fail closed``); typed input goes to the target only once it is on disk.
+One line typed at a password prompt is withheld from the recording (:mod:`zsp_tui.masking`): on
+``local`` the PTY's echo flag tells; on SSH targets, whose terminal modes are not visible, output
+whose last line looks like a password prompt. An ``input.masked`` event says how many bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import asyncssh
 
 from recorder import AsyncRecorder, RecordingFailed
 
+from ..masking import InputMasker
 from .upstream import Reader, Upstream
 
 if TYPE_CHECKING:
@@ -27,9 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveSession", "relay"]
 
-_PROMPT = re.compile(rb"(?i)(pass(word|phrase)|\bpin\b|secret|verification code)[^\n]{0,60}:\s*$")
 _READ = 65536
-_MASK_BUDGET = 256
 
 
 @dataclass(eq=False)
@@ -60,63 +58,11 @@ class LiveSession:
             self.process.stderr.write(f"\r\n[zsp] {message}\r\n".encode())
 
 
-class _Masker:
-    """Decides which typed bytes may be stored, without letting the operator hide commands.
-
-    At most one line is withheld per password prompt: the bytes up to and including the first
-    Enter, and never more than :data:`_MASK_BUDGET`. Whatever follows in the same chunk, and every
-    later line until a new prompt, is recorded. On ``local`` a prompt is the PTY with echo off in
-    canonical mode; a shell left in ``stty -echo`` gets one masked line, then is recorded until
-    echo comes back on. On SSH targets a prompt is output whose last line looks like one
-    (the operator can fake that, but only to hide one line, in plain sight of the recorded output
-    and of the ``input.masked`` event).
-    """
-
-    def __init__(self, upstream: Upstream, local: bool) -> None:
-        self._up = upstream
-        self._local = local
-        self._tail = b""
-        self._armed = False
-        self._used = 0  # bytes withheld in this episode
-        self._spent = False  # local: this echo-off episode already had its masked line
-
-    def saw_output(self, data: bytes) -> None:
-        if self._local:
-            return
-        self._tail = (self._tail + data)[-200:]
-        if _PROMPT.search(self._tail.rsplit(b"\n", 1)[-1]):
-            self._armed = True
-            self._used = 0
-
-    def _active(self) -> bool:
-        if not self._local:
-            return self._armed
-        if not self._up.echo_off:
-            self._spent = False
-            self._used = 0
-            return False
-        return not self._spent
-
-    def split(self, data: bytes) -> tuple[bytes, bytes]:
-        """``(withheld, recorded)`` parts of a chunk of input, in that order."""
-        if not self._active():
-            return b"", data
-        room = _MASK_BUDGET - self._used
-        ends = [i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0]
-        cut = min(min(ends) + 1 if ends else len(data), room)
-        self._used += cut
-        if (ends and cut == min(ends) + 1) or self._used >= _MASK_BUDGET:
-            self._armed = False
-            self._spent = True
-            self._tail = b""
-        return data[:cut], data[cut:]
-
-
 async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool) -> int | None:
     """Run the session until it ends; returns the exit status (None if unknown)."""
     process = live.process
     rec = live.recorder
-    masker = _Masker(upstream, local)
+    masker = InputMasker(lambda: upstream.echo_off if local else None)
 
     async def to_target() -> None:
         while True:
@@ -147,7 +93,8 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
         writer = process.stderr if fd == 2 else process.stdout
         while data := await read():
             rec.output(data)  # recorded before the operator sees it
-            masker.saw_output(data)
+            if not local:
+                masker.saw_output(data)
             await rec.drain()
             writer.write(data)
             await writer.drain()
