@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from recorder import PublicKey, SigningKey
 
@@ -262,45 +263,30 @@ class AccessService:
                 if r.requester_id != user.id:
                     continue
                 if r.state is RequestState.PENDING:
-                    u.tx.update_request(
-                        r.id,
-                        RequestState.PENDING,
-                        state=RequestState.CANCELLED,
+                    self._transition(
+                        u,
+                        r,
+                        RequestState.CANCELLED,
+                        "access_request.cancel",
+                        by,
+                        actor.via,
+                        f"{r.id} cancelled: user removed",
                         decided_at=u.now,
                         ended_by=by,
                         note="user removed",
                     )
-                    u.audit(
-                        NewEvent(
-                            "access_request.cancel",
-                            by,
-                            actor.via,
-                            f"{r.id} cancelled: user removed",
-                            target=r.target,
-                            login=r.login,
-                            grant_id=r.id,
-                        )
-                    )
                 else:
-                    u.tx.update_request(
-                        r.id,
-                        RequestState.APPROVED,
-                        state=RequestState.REVOKED,
+                    self._transition(
+                        u,
+                        r,
+                        RequestState.REVOKED,
+                        "grant.revoke",
+                        by,
+                        actor.via,
+                        f"{r.id} revoked: user removed",
                         ended_at=u.now,
                         ended_by=by,
                         note="user removed",
-                    )
-                    u.audit(
-                        NewEvent(
-                            "grant.revoke",
-                            by,
-                            actor.via,
-                            f"{r.id} revoked: user removed",
-                            target=r.target,
-                            login=r.login,
-                            grant_id=r.id,
-                            fields={"requester": r.requester, "reason": "user removed"},
-                        )
                     )
             u.tx.remove_user(user.name)
             u.audit(NewEvent("user.delete", by, actor.via, f"user {user.name} removed", fields={"user": user.name}))
@@ -508,6 +494,19 @@ class AccessService:
                 req = self._grant(u, req, auto, actor.via)
             return req
 
+    @staticmethod
+    def _transition(
+        u: _Unit, req: AccessRequest, to: RequestState, event: str, by: str, via: str, message: str, **changes: Any
+    ) -> AccessRequest:
+        """Move ``req`` to ``to`` (only from the state it was read in) and audit it, in one step."""
+        if not u.tx.update_request(req.id, req.state, state=to, **changes):
+            raise InvalidState(request_id=req.id, state=req.state.value, action=to.value)
+        fields: dict[str, Any] = {"requester": req.requester}
+        if changes.get("note"):
+            fields["reason"] = changes["note"]
+        u.audit(NewEvent(event, by, via, message, target=req.target, login=req.login, grant_id=req.id, fields=fields))
+        return replace(req, state=to, **changes)
+
     def _new_id(self, tx: Tx) -> str:
         while True:
             rid = "r-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
@@ -605,27 +604,18 @@ class AccessService:
                 raise InvalidState(request_id=req.id, state=req.state.value, action="deny")
             if not (policy.principal_matches(req.approver_patterns, user) or Role.ADMIN in user.roles):
                 raise AccessDenied(f"{user.name} may not deny {req.id}", request_id=req.id)
-            u.tx.update_request(
-                req.id,
-                RequestState.PENDING,
-                state=RequestState.DENIED,
+            return self._transition(
+                u,
+                req,
+                RequestState.DENIED,
+                "access_request.deny",
+                user.name,
+                actor.via,
+                f"{user.name} denies {req.id}: {reason}",
                 decided_at=u.now,
                 ended_by=user.name,
                 note=reason,
             )
-            u.audit(
-                NewEvent(
-                    "access_request.deny",
-                    user.name,
-                    actor.via,
-                    f"{user.name} denies {req.id}: {reason}",
-                    target=req.target,
-                    login=req.login,
-                    grant_id=req.id,
-                    fields={"requester": req.requester, "reason": reason},
-                )
-            )
-            return replace(req, state=RequestState.DENIED, decided_at=u.now, ended_by=user.name, note=reason)
 
     def cancel(self, actor: Actor, request_id: str) -> AccessRequest:
         with self._unit() as u:
@@ -635,21 +625,17 @@ class AccessService:
                 raise AccessDenied(f"only {req.requester} can cancel {req.id}", request_id=req.id)
             if req.state is not RequestState.PENDING:
                 raise InvalidState(request_id=req.id, state=req.state.value, action="cancel")
-            u.tx.update_request(
-                req.id, RequestState.PENDING, state=RequestState.CANCELLED, decided_at=u.now, ended_by=user.name
+            return self._transition(
+                u,
+                req,
+                RequestState.CANCELLED,
+                "access_request.cancel",
+                user.name,
+                actor.via,
+                f"{user.name} cancels {req.id}",
+                decided_at=u.now,
+                ended_by=user.name,
             )
-            u.audit(
-                NewEvent(
-                    "access_request.cancel",
-                    user.name,
-                    actor.via,
-                    f"{user.name} cancels {req.id}",
-                    target=req.target,
-                    login=req.login,
-                    grant_id=req.id,
-                )
-            )
-            return replace(req, state=RequestState.CANCELLED, decided_at=u.now, ended_by=user.name)
 
     def revoke(self, actor: Actor, request_id: str, reason: str = "") -> AccessRequest:
         _check_text(reason)
@@ -667,27 +653,19 @@ class AccessService:
             if req.state is not RequestState.APPROVED:
                 hint = "; pending requests are denied or cancelled" if req.state is RequestState.PENDING else ""
                 raise AccessDenied(f"cannot revoke {req.id}: it is {req.state.value}{hint}", request_id=req.id)
-            u.tx.update_request(
-                req.id,
-                RequestState.APPROVED,
-                state=RequestState.REVOKED,
+            message = f"{user.name} revokes {req.id}" + (f": {reason}" if reason else "")
+            return self._transition(
+                u,
+                req,
+                RequestState.REVOKED,
+                "grant.revoke",
+                user.name,
+                actor.via,
+                message,
                 ended_at=u.now,
                 ended_by=user.name,
                 note=reason,
             )
-            u.audit(
-                NewEvent(
-                    "grant.revoke",
-                    user.name,
-                    actor.via,
-                    f"{user.name} revokes {req.id}" + (f": {reason}" if reason else ""),
-                    target=req.target,
-                    login=req.login,
-                    grant_id=req.id,
-                    fields={"requester": req.requester, "reason": reason},
-                )
-            )
-            return replace(req, state=RequestState.REVOKED, ended_at=u.now, ended_by=user.name, note=reason)
 
     def requests(self, *, active_only: bool = False) -> list[AccessRequest]:
         with self._unit() as u:
