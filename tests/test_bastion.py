@@ -22,6 +22,7 @@ from recorder import FrameKind, Resize, load_trusted_keys
 from replay import Outcome, load, verify
 from tests.bastion_env import Env, make_env
 from zsp_tui.access import Actor
+from zsp_tui.models import Role
 
 
 @pytest.fixture
@@ -578,3 +579,56 @@ async def test_session_cap_holds_under_concurrent_channels(tmp_path: Path) -> No
         assert len(ok) == 2 and len(refused) == 8
     finally:
         env.stop()
+
+
+def test_unauthenticated_connections_per_source_are_capped(tmp_path: Path) -> None:
+    import socket
+
+    env = make_env(tmp_path)
+    env.data.config_path.write_text("[bastion]\nmax_unauthenticated_per_source = 3\n")
+    env.start()
+    idle = []
+    try:
+        for _ in range(3):
+            idle.append(socket.create_connection(("127.0.0.1", env.port)))
+        time.sleep(0.3)
+        p = env.ssh("alice", "zsp", "whoami")
+        assert p.returncode == 255 and "alice" not in p.stdout
+        for s in idle:
+            s.close()
+        idle.clear()
+        wait_for(lambda: env.ssh("alice", "zsp", "whoami").returncode == 0)
+    finally:
+        for s in idle:
+            s.close()
+        env.stop()
+
+
+def test_a_failed_recording_does_not_stop_grant_enforcement_for_others(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    key = keygen_for(env, "carol")
+    env.svc.add_user(Actor("alice"), "carol", frozenset({Role.OPERATOR}), [Path(f"{key}.pub").read_text()])
+    env.keys["carol"] = key
+    env.start(fsize=3 * 1024 * 1024)
+    try:
+        env.grant()
+        g = env.grant(user="carol")
+        # carol's session idles; alice's floods its recording past the file-size limit.
+        carol = subprocess.Popen([*env.ssh_argv("carol", "local", "-tt"), "sleep 60"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: any(s.user == "carol" for s in env.svc.sessions()))
+        p = env.ssh("alice", "local", "trap '' HUP; head -c 30000000 /dev/zero | od -v", timeout=60)
+        assert "recording failed" in p.stderr
+        env.svc.revoke(Actor("bob"), g.id)
+        revoked = env.svc.get(g.id).ended_at
+        carol.communicate(timeout=30)
+        s = wait_for(lambda: next((x for x in env.svc.sessions() if x.user == "carol" and x.ended_at), None))
+        assert s.end_reason == "revoked" and (s.ended_at - revoked).total_seconds() <= 2.0
+    finally:
+        env.stop()
+
+
+def keygen_for(env: Env, name: str) -> Path:
+    from tests.bastion_env import keygen
+
+    return keygen(env.root / f"{name}_ed25519", name)
