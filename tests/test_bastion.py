@@ -632,3 +632,23 @@ def keygen_for(env: Env, name: str) -> Path:
     from tests.bastion_env import keygen
 
     return keygen(env.root / f"{name}_ed25519", name)
+
+
+def test_lost_target_connection_is_recorded(remote_env: Env) -> None:
+    env = remote_env
+    env.grant("srv")
+    client = subprocess.Popen([*env.ssh_argv("alice", "srv", "-tt"), "sleep 60"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    s = wait_for(lambda: env.svc.sessions() and env.svc.sessions()[-1])
+    # Kill the sshd processes serving the session (children of the listening sshd), not the listener.
+    children = wait_for(lambda: subprocess.run(["pgrep", "-P", str(env.sshd.proc.pid)], capture_output=True,
+                                               text=True).stdout.split())
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    client.communicate(timeout=30)
+    s = wait_for(lambda: (x := env.svc.session(s.id)).ended_at and x)
+    frames, report = frames_of(env, s.path)
+    assert report.outcome is Outcome.VALID
+    assert s.end_reason == "upstream-error" and report.seal.reason == "upstream-error"
+    assert "upstream.error" in [f.data.type for f in frames if f.kind is FrameKind.EVENT]
+    assert "upstream.error" in [e.event for e in env.svc.audit_events()]

@@ -647,6 +647,24 @@ class Bastion:
                 status = None
             else:
                 status = await relay(live, upstream, pty=term is not None, local=isinstance(upstream, LocalUpstream))
+                if upstream.error and not live.ending.is_set():
+                    # The target's connection broke: say so in the recording, the audit log and the seal.
+                    live.reason = "upstream-error"
+                    if recorder.failed is None:
+                        recorder.event("upstream.error", f"connection to {target.name} lost: {upstream.error}")
+                    await self.audit(
+                        NewEvent(
+                            "upstream.error",
+                            user.name,
+                            "ssh",
+                            f"connection to {target.name} lost: {upstream.error}",
+                            outcome="failure",
+                            target=target.name,
+                            login=login,
+                            grant_id=grant.id,
+                            session_id=str(sid),
+                        )
+                    )
         finally:
             self.live.discard(live)
             head: str | None = None

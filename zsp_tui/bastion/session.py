@@ -48,12 +48,11 @@ class LiveSession:
             return
         self.reason = reason
         if message:
-            with contextlib.suppress(OSError, asyncssh.Error):
-                self.process.stderr.write(f"\r\n[zsp] {message}\r\n".encode())
+            self.notify(message)
         self.ending.set()
 
     def notify(self, message: str) -> None:
-        """An in-band line to the operator (grant warnings); recorded as an event, not output."""
+        """An in-band line to the operator (warnings, why the session ends); not recorded as output."""
         with contextlib.suppress(OSError, asyncssh.Error):
             self.process.stderr.write(f"\r\n[zsp] {message}\r\n".encode())
 

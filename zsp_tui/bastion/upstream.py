@@ -76,6 +76,9 @@ class UpstreamError(Exception):
 
 
 class Upstream(Protocol):
+    error: str | None
+    """Why the target's connection broke mid-session, if it did (the relay records it)."""
+
     @property
     def echo_off(self) -> bool:
         """True while the far side has terminal echo off (known for local PTYs only)."""
@@ -110,7 +113,7 @@ class LocalUpstream:
         self._loop = asyncio.get_running_loop()
         self._eof = False
         self._pipes = False
-        self._open = 0
+        self.error: str | None = None  # a local PTY does not break like a connection
 
     @property
     def echo_off(self) -> bool:

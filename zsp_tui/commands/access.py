@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..clock import SystemClock, parse_duration
+from ..clock import parse_duration
 from ..exceptions import UsageError
 from ._common import actor, add_as, emit_json, request_json, request_line, service
 
@@ -53,7 +53,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_grants(args: argparse.Namespace) -> int:
     svc = service(args)
     rows = svc.requests(active_only=args.active)
-    now = SystemClock().now() if svc.clock is None else svc.clock.now()
+    now = svc.clock.now()
     if args.json:
         emit_json([request_json(r, now) for r in rows])
         return 0
