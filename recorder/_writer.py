@@ -425,6 +425,14 @@ class RecordingWriter:
             self._frame(FrameKind.OUTPUT, data, self._pend_t)
 
     def _checkpoint(self, t_us: int) -> None:
+        # Output still held for coalescing was seen before this checkpoint: it goes out first, so
+        # the checkpoint covers it and no frame after a checkpoint carries an earlier time. (A
+        # held chunk written after the checkpoint made honest sessions verify ``time-backwards``.)
+        if self._pend:
+            self._emit_pending()
+            if not self._unsigned:  # emitting it reached the frame count and signed already
+                return
+        t_us = self._last_t = max(t_us, self._last_t)
         self._out += self._chain.checkpoint(t_us, self._wall() // 1000)
         self._unsigned = 0
         self._sync_due = True

@@ -103,6 +103,9 @@ class VerificationReport:
     """CORRUPT: index of the first bad frame (None: the preamble). INCOMPLETE: first missing frame."""
     bad_offset: int | None = None
     detail: str = ""
+    legacy_order: tuple[int, ...] = ()
+    """Frames accepted under ``legacy_order=True``: output written after the checkpoint that was
+    meant to cover it, by zsp 0.1.0's writer (FORMAT.md, "Recordings of zsp 0.1.0")."""
 
     @property
     def valid(self) -> bool:
@@ -134,13 +137,14 @@ class VerificationReport:
             "bad_frame": self.bad_frame,
             "bad_offset": self.bad_offset,
             "detail": self.detail,
+            "legacy_order_frames": list(self.legacy_order),
         }
 
 
 class _State:
     """Mutable bookkeeping of one verification; turned into a report at the end."""
 
-    __slots__ = ("ckpt_wall", "duration", "frames", "head", "header", "seal", "signed", "source")
+    __slots__ = ("ckpt_wall", "duration", "frames", "head", "header", "legacy", "seal", "signed", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -151,6 +155,7 @@ class _State:
         self.seal: Seal | None = None
         self.head: bytes | None = None
         self.ckpt_wall: int | None = None
+        self.legacy: list[int] = []
 
     def report(
         self,
@@ -174,17 +179,27 @@ class _State:
             bad_frame=frame,
             bad_offset=offset,
             detail=detail,
+            legacy_order=tuple(self.legacy),
         )
 
 
 def verify_frames(
-    stream: BinaryIO, trusted: Iterable[PublicKey], *, source: str = "<stream>"
+    stream: BinaryIO,
+    trusted: Iterable[PublicKey],
+    *,
+    source: str = "<stream>",
+    legacy_order: bool = False,
 ) -> Generator[Frame, None, VerificationReport]:
     """Yield each frame of ``stream`` once it is proven chained; return the verification report.
 
     A frame is yielded after its chain head checks out, so a consumer never sees a frame that
     does not belong to this recording; signatures (which cover many frames) are only known good
     at the next checkpoint, so a consumer that needs signed data must wait for the report.
+
+    ``legacy_order`` accepts the one time inversion zsp 0.1.0's writer made in honest sessions
+    (an output frame written right after the checkpoint that fell due while it was held for
+    coalescing, so carrying an earlier time), when it is exactly that and a later signature
+    covers it. The frames are listed in the report. Off by default: the format forbids it.
     """
     st = _State(source)
     trusted_raw = {k.raw for k in trusted}
@@ -202,6 +217,9 @@ def verify_frames(
     sid: uuid.UUID = uuid.UUID(int=0)
     signer: PublicKey | None = None
     last_t = 0
+    data_t = 0  # time of the last frame that is not a checkpoint
+    prev_kind = -1
+    coalesce_us = 0
     unsigned = 0
     max_unsigned = 0
     sealed = False  # a seal frame was read
@@ -257,6 +275,7 @@ def verify_frames(
                     corrupt, Problem.UNTRUSTED_SIGNER, 0, offset, f"signer {signer.fingerprint} is not trusted"
                 )
             max_unsigned = header.checkpoint_frames
+            coalesce_us = header.coalesce_ms * 1000
             head = st.head = computed
             last_t = st.duration = t
             st.frames = 1
@@ -276,7 +295,19 @@ def verify_frames(
         if seq != index:
             return st.report(corrupt, Problem.SEQUENCE, index, offset, _seq_detail(index, seq))
         if t < last_t:
-            return st.report(corrupt, Problem.TIME_BACKWARDS, index, offset, f"time {t} us after {last_t} us")
+            legacy = kind == _OUTPUT and prev_kind == _CHECKPOINT and data_t <= t and last_t - t < coalesce_us
+            if not (legacy and legacy_order):
+                detail = f"time {t} us after {last_t} us"
+                if legacy:
+                    detail += (
+                        " (the pattern of zsp 0.1.0's checkpoint-ordering fault in honest sessions:"
+                        " check the rest with `zsp verify --legacy-order`)"
+                    )
+                return st.report(corrupt, Problem.TIME_BACKWARDS, index, offset, detail)
+            st.legacy.append(index)
+        prev_kind = kind
+        if kind != _CHECKPOINT:
+            data_t = t
         prev_head = head
         head = computed
 
@@ -294,7 +325,8 @@ def verify_frames(
                 return st.report(
                     corrupt, Problem.MISSING_SIGNATURE, index, offset, f"over {max_unsigned} frames unsigned"
                 )
-            last_t = st.duration = t
+            # max: after a legacy-order frame, later ones still compare with the checkpoint's time
+            last_t = st.duration = max(t, last_t)
             st.head = head
             st.frames = index + 1
             yield Frame(index, _KINDS[kind], t, data)
@@ -378,7 +410,9 @@ def _diagnose(body: memoryview, index: int) -> tuple[Problem, str]:
     return Problem.HASH_MISMATCH, "frame does not match its chain head"
 
 
-def verify(source: Path | str | BinaryIO, trusted: Iterable[PublicKey]) -> VerificationReport:
+def verify(
+    source: Path | str | BinaryIO, trusted: Iterable[PublicKey], *, legacy_order: bool = False
+) -> VerificationReport:
     """Verify a whole recording (a path or a binary stream) and return the report."""
     if isinstance(source, (str, Path)):
         name = str(source)
@@ -387,17 +421,20 @@ def verify(source: Path | str | BinaryIO, trusted: Iterable[PublicKey]) -> Verif
         except OSError as exc:
             raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
         with f:
-            return _drain(verify_frames(f, trusted, source=name), name)
-    return _drain(verify_frames(source, trusted, source=getattr(source, "name", "<stream>")), "<stream>")
+            return _drain(verify_frames(f, trusted, source=name, legacy_order=legacy_order), name)
+    name = getattr(source, "name", "<stream>")
+    return _drain(verify_frames(source, trusted, source=name, legacy_order=legacy_order), "<stream>")
 
 
-def load(source: Path | str, trusted: Iterable[PublicKey]) -> tuple[list[Frame], VerificationReport]:
+def load(
+    source: Path | str, trusted: Iterable[PublicKey], *, legacy_order: bool = False
+) -> tuple[list[Frame], VerificationReport]:
     """Every chained frame of a recording, in memory, and its report (small files, tests, tools)."""
     name = str(source)
     frames: list[Frame] = []
     try:
         with open(source, "rb") as f:
-            gen = verify_frames(f, trusted, source=name)
+            gen = verify_frames(f, trusted, source=name, legacy_order=legacy_order)
             try:
                 while True:
                     frames.append(next(gen))

@@ -136,7 +136,8 @@ def _describe(r: VerificationReport) -> str:
     if r.outcome is Outcome.VALID:
         seal = r.seal
         exit_s = "-" if seal is None or seal.exit_status is None else str(seal.exit_status)
-        return f"VALID       {r.source}  frames={r.frames} duration={dur} {who} exit={exit_s} signer={signer}"
+        legacy = f" legacy-order-frames={','.join(map(str, r.legacy_order))}" if r.legacy_order else ""
+        return f"VALID       {r.source}  frames={r.frames} duration={dur} {who} exit={exit_s} signer={signer}{legacy}"
     if r.outcome is Outcome.INCOMPLETE:
         return (
             f"INCOMPLETE  {r.source}  intact up to frame {r.frames - 1 if r.frames else '-'}, signed up to "
@@ -174,7 +175,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for name in args.paths:
         path = _session_path(args, name)
         try:
-            report = verify(path, trusted)
+            report = verify(path, trusted, legacy_order=args.legacy_order)
         except SourceError as exc:
             worst = 2
             if args.json:
@@ -276,6 +277,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="trust this key (.pub, allowed_signers or OpenSSH private key file); repeatable",
     )
     p.add_argument("--json", action="store_true", help="print a JSON array of reports")
+    p.add_argument(
+        "--legacy-order",
+        action="store_true",
+        help="accept the output-after-checkpoint time inversion of zsp 0.1.0's writer (docs/FORMAT.md)",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
