@@ -753,6 +753,42 @@ class AccessService:
         with self.store.transaction(write=False) as tx:
             return tx.list_sessions()
 
+    def unended_sessions(self) -> list[SessionRecord]:
+        with self.store.transaction(write=False) as tx:
+            return tx.unended_sessions()
+
+    def session_interrupted(
+        self, record: SessionRecord, last_seen: datetime | None, found: dict[str, Any], via: str = "ssh"
+    ) -> bool:
+        """Close a session whose recorder died with it (a killed bastion): ``interrupted``.
+
+        The recording is left as it is (INCOMPLETE); ``found`` says what verifying it showed
+        (intact and signed frames, the last intact head), so the audit log pins how far it
+        reached. Ends it at ``last_seen`` (its last recorded moment) where known. Returns False
+        if the session had meanwhile been ended by someone else.
+        """
+        with self._unit() as u:
+            current = u.tx.get_session(record.id)
+            if current is None or current.ended_at is not None:
+                return False
+            u.tx.session_end(record.id, last_seen or u.now, None, "interrupted", None)
+            u.audit(
+                NewEvent(
+                    "session.interrupted",
+                    record.user,
+                    via,
+                    f"session {record.id} of {record.user} on {record.login}@{record.target} was interrupted "
+                    "(its recorder stopped without sealing it; found at restart)",
+                    outcome="failure",
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={"recording": record.path, "owner": record.owner, **found},
+                )
+            )
+        return True
+
     def session(self, session_id: str) -> SessionRecord | None:
         with self.store.transaction(write=False) as tx:
             return tx.get_session(session_id)

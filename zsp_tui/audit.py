@@ -46,6 +46,7 @@ EVENTS: dict[str, str] = {
     "session.end": "ZSP2004I",
     "session.refused": "ZSP2001W",
     "session.recording_failed": "ZSP2005E",
+    "session.interrupted": "ZSP2006W",
     "upstream.host_key_mismatch": "ZSP2100E",
     "upstream.error": "ZSP2101E",
     "channel.refused": "ZSP3001W",

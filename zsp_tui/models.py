@@ -149,3 +149,5 @@ class SessionRecord:
     end_reason: str | None = None
     head: str | None = None
     """Final chain head (hex) from the seal; None while live or if the recording never sealed."""
+    owner: str = ""
+    """The process recording it, ``serve:HOST:PID`` or ``record:HOST:PID`` ("" before schema 2: a bastion)."""

@@ -50,6 +50,7 @@ from ..datadir import DataDir
 from ..exceptions import NotFound, ZspError
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User
 from .control import SshHint, run_control
+from .recovery import InstanceLock, close_interrupted, owner_id
 from .session import LiveSession, relay
 from .upstream import (
     KEX,
@@ -296,6 +297,8 @@ class Bastion:
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+        self.owner = owner_id("serve")
+        self._lock = InstanceLock(data.root)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in the database thread (SQLite connections are not shared)."""
@@ -315,6 +318,10 @@ class Bastion:
         task.add_done_callback(self._tasks.discard)
 
     async def start(self, host: str, port: int) -> None:
+        # One bastion per data dir; what a killed predecessor left live is closed as interrupted.
+        self._lock.acquire()
+        for sid in close_interrupted(self.svc, self.data.trusted_keys()):
+            print(f"zsp: session {sid} was interrupted (its bastion stopped without sealing it)", file=sys.stderr)
         self._server = await asyncssh.listen(
             host,
             port,
@@ -354,6 +361,7 @@ class Bastion:
                 await self._watcher
         self._db.shutdown(wait=True)
         self._watch_pool.shutdown(wait=True)
+        self._lock.release()
 
     # --- the grant watcher --------------------------------------------------------------------
 
@@ -604,6 +612,7 @@ class Bastion:
             client=peer,
             path=str(path),
             started_at=self.svc.clock.now(),
+            owner=self.owner,
         )
         live: LiveSession | None = None
 

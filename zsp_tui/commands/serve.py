@@ -132,7 +132,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     out: list[dict[str, Any]] = []
     for s in rows:
         end = s.ended_at or now
-        state = "live" if s.ended_at is None else ("sealed" if s.head else "incomplete")
+        if s.ended_at is None:
+            state = "live"
+        elif s.end_reason == "interrupted":
+            state = "interrupted"
+        else:
+            state = "sealed" if s.head else "incomplete"
         out.append(
             {
                 "id": s.id,

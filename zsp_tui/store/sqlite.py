@@ -22,7 +22,13 @@ from .base import AuditRow
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1. A fresh database is
+# created at SCHEMA_VERSION by _SCHEMA directly.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT ''",),
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,7 +105,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_at TEXT,
     exit_status INTEGER,
     end_reason TEXT,
-    head TEXT
+    head TEXT,
+    owner TEXT NOT NULL DEFAULT ''  -- the process that records it: serve:HOST:PID or record:HOST:PID
 );
 """
 
@@ -113,12 +120,12 @@ _TIME_COLUMNS = {"created_at", "lapses_at", "decided_at", "starts_at", "ends_at"
 
 _SELECT_SESSIONS = (
     "SELECT id, user, target, login, grant_id, command, client, path, started_at, ended_at, exit_status, "
-    "end_reason, head FROM sessions"
+    "end_reason, head, owner FROM sessions"
 )
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
-    (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head) = row
+    (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head, owner) = row
     return SessionRecord(
         id=sid,
         user=user,
@@ -133,6 +140,7 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
         exit_status=status,
         end_reason=reason,
         head=head,
+        owner=owner,
     )
 
 
@@ -155,13 +163,25 @@ class SqliteStore:
             if mode != "wal":
                 raise DataDirError(path=path.parent, reason=f"cannot use WAL journal mode on {path}")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), safe to race
             with self.transaction() as tx:
-                version = tx.get_meta("schema_version")
-                if version is None:
+                # One write transaction: concurrent openers wait, so a migration runs exactly once.
+                fresh = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None
+                if fresh:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
                     tx.set_meta("schema_version", str(SCHEMA_VERSION))
-                elif version != str(SCHEMA_VERSION):
-                    raise DataDirError(path=path.parent, reason=f"database schema {version} is not {SCHEMA_VERSION}")
+                version = int(tx.get_meta("schema_version") or SCHEMA_VERSION)
+                if version > SCHEMA_VERSION:
+                    raise DataDirError(
+                        path=path.parent,
+                        reason=f"database schema {version} is newer than this zsp understands ({SCHEMA_VERSION})",
+                    )
+                while version < SCHEMA_VERSION:
+                    for statement in MIGRATIONS[version]:
+                        self._db.execute(statement)
+                    version += 1
+                    tx.set_meta("schema_version", str(version))
         except sqlite3.Error as exc:
             raise DataDirError(path=path.parent, reason=f"database {path}: {exc}") from None
 
@@ -446,9 +466,9 @@ class _SqliteTx:
 
     def session_start(self, s: SessionRecord) -> None:
         self._db.execute(
-            "INSERT INTO sessions(id, user, target, login, grant_id, command, client, path, started_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (s.id, s.user, s.target, s.login, s.grant_id, s.command, s.client, s.path, rfc3339(s.started_at)),
+            "INSERT INTO sessions(id, user, target, login, grant_id, command, client, path, started_at, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (s.id, s.user, s.target, s.login, s.grant_id, s.command, s.client, s.path, rfc3339(s.started_at), s.owner),
         )
 
     def session_end(
@@ -465,6 +485,9 @@ class _SqliteTx:
 
     def list_sessions(self) -> list[SessionRecord]:
         return [_session(r) for r in self._db.execute(_SELECT_SESSIONS + " ORDER BY started_at, id")]
+
+    def unended_sessions(self) -> list[SessionRecord]:
+        return [_session(r) for r in self._db.execute(_SELECT_SESSIONS + " WHERE ended_at IS NULL ORDER BY started_at")]
 
     # --- audit ----------------------------------------------------------------------------
 

@@ -1,0 +1,170 @@
+"""A bastion that died (kill -9) leaves no session `live` forever; one bastion per data dir."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from recorder import load_trusted_keys
+from replay import Outcome, verify
+from tests.bastion_env import make_env
+from tests.test_bastion import wait_for
+from zsp_tui.bastion.recovery import close_interrupted
+from zsp_tui.exceptions import DataDirError
+from zsp_tui.models import SessionRecord
+from zsp_tui.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+
+def _sessions(data: Path) -> list[dict]:
+    p = subprocess.run(
+        [sys.executable, "-m", "zsp_tui", "sessions", "--json", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(p.stdout)
+
+
+def test_sessions_of_a_killed_bastion_are_closed_as_interrupted_on_restart(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.start()
+    env.grant()
+    client = subprocess.Popen(
+        [*env.ssh_argv("alice", "local"), "while true; do echo tick; sleep 0.01; done"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    s = wait_for(lambda: env.svc.sessions() and env.svc.sessions()[-1])
+    wait_for(lambda: Path(s.path).stat().st_size > 4000)
+    env.stop(signal.SIGKILL)
+    client.wait(30)
+    client.stdout.close()
+    client.stderr.close()
+    before = Path(s.path).read_bytes()
+    [row] = _sessions(env.data.root)
+    assert row["state"] == "live"  # what the store believed while no bastion ran
+
+    env.output.clear()
+    env.start()
+    try:
+        wait_for(lambda: _sessions(env.data.root)[0]["state"] == "interrupted")
+        [row] = _sessions(env.data.root)
+        assert row["end_reason"] == "interrupted" and row["head"] is None
+        time.sleep(1.1)
+        assert _sessions(env.data.root)[0]["duration_s"] == row["duration_s"]  # no longer growing
+        # The recording is untouched, still INCOMPLETE; the audit log pins how far it reached.
+        assert Path(s.path).read_bytes() == before
+        report = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
+        assert report.outcome is Outcome.INCOMPLETE
+        [event] = [e for e in env.svc.audit_events() if e.event == "session.interrupted"]
+        assert event.session_id == s.id and event.outcome == "failure"
+        assert event.fields["recording_outcome"] == "INCOMPLETE"
+        assert event.fields["frames"] == report.frames and event.fields["last_head"] == report.head.hex()
+        assert event.fields["owner"].startswith("serve:")
+        # Its end is the recording's last moment, not the restart.
+        ended = datetime.fromisoformat(row["ended_at"].replace("Z", "+00:00"))
+        last = datetime.fromtimestamp((report.header.started_at_us + report.duration_us) / 1e6, UTC)
+        assert abs((ended - last).total_seconds()) < 1
+        assert any("interrupted" in line for line in env.output)
+        # A second restart finds nothing more to close.
+        env.stop()
+        env.start()
+        assert len([e for e in env.svc.audit_events() if e.event == "session.interrupted"]) == 1
+    finally:
+        env.stop()
+
+
+def test_a_second_bastion_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.start()
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "zsp_tui", "serve", "--data", str(env.data.root), "--listen", "127.0.0.1:0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert p.returncode == 2
+        assert "another zsp serve" in p.stderr and "Traceback" not in p.stderr
+        assert env.proc is not None and env.proc.poll() is None  # the first one is unharmed
+    finally:
+        env.stop()
+
+
+def test_only_sessions_whose_recorder_is_gone_are_closed(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    now = env.svc.clock.now()
+    host = __import__("socket").gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+
+    def started(sid: str, owner: str) -> None:
+        env.svc.session_started(
+            SessionRecord(
+                id=sid,
+                user="alice",
+                target="local",
+                login="alice",
+                grant_id=None,
+                command=None,
+                client="console",
+                path=str(tmp_path / f"{sid}.zsprec"),
+                started_at=now - timedelta(minutes=5),
+                owner=owner,
+            ),
+            via="console",
+        )
+
+    started("old-bastion", "")  # written before schema 2: only bastions recorded sessions
+    started("bastion", "serve:otherhost:1")
+    started("record-dead", f"record:{host}:{dead.pid}")
+    started("record-alive", f"record:{host}:{__import__('os').getpid()}")
+    started("record-elsewhere", "record:otherhost:1")
+    closed = close_interrupted(env.svc, [])
+    assert sorted(closed) == ["bastion", "old-bastion", "record-dead"]
+    states = {s.id: s.end_reason for s in env.svc.sessions()}
+    assert states == {
+        "old-bastion": "interrupted",
+        "bastion": "interrupted",
+        "record-dead": "interrupted",
+        "record-alive": None,
+        "record-elsewhere": None,
+    }
+    events = [e for e in env.svc.audit_events() if e.event == "session.interrupted"]
+    assert {e.session_id for e in events} == set(closed)
+    assert all(e.fields["recording_outcome"] == "unreadable" for e in events)
+    assert close_interrupted(env.svc, []) == []
+
+
+def test_a_schema_1_database_is_migrated_forward(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.grant()
+    db = env.data.db_path
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE sessions DROP COLUMN owner")
+    con.execute("INSERT INTO sessions(id, user, target, login, client, path, started_at) "
+                "VALUES ('s1', 'alice', 'local', 'alice', 'x', '/nonexistent', '2026-01-01T00:00:00Z')")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    store = SqliteStore(db)
+    with store.transaction(write=False) as tx:
+        assert tx.get_meta("schema_version") == str(SCHEMA_VERSION)
+        [s] = tx.list_sessions()
+        assert s.id == "s1" and s.owner == ""
+        assert len(tx.list_requests()) == 1  # nothing else lost
+    store.close()
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(DataDirError, match="newer than this zsp"):
+        SqliteStore(db)
