@@ -257,6 +257,8 @@ def test_stripped_checkpoints_are_missing_signatures(tmp_path: Path, key: Signin
 
     r = check(_forge(data, strip), key)
     assert r.outcome is Outcome.CORRUPT and r.problem is Problem.MISSING_SIGNATURE
+    # Pinned to the first frame over the limit (header included), whatever its kind.
+    assert r.bad_frame == 8
 
 
 def test_time_going_back_is_corrupt(small_recording: bytes, key: SigningKey) -> None:

@@ -234,7 +234,7 @@ def test_legacy_order_accepts_nothing_else(tmp_path: Path) -> None:
     ok = build("ok.zsprec", [(100, "out"), (120, "tick"), (2110, "out"), (2120, "tick"), (2130, "tick")])
     assert verify(ok, [KEY.public], legacy_order=True).outcome is Outcome.VALID
     # Signed by the key, so only the time rule decides: other inversions stay CORRUPT.
-    def crafted(name: str, kind: FrameKind, back_us: int, gap_frame: bool) -> Path:
+    def crafted(name: str, kind: FrameKind, back_us: int, gap_frame: bool, checkpoint_after_ms: int = 10) -> Path:
         clock = Clock()
         path = tmp_path / name
         w = RecordingWriter(FileSink(path), KEY, META, clock=clock, coalesce_ms=20)
@@ -243,7 +243,7 @@ def test_legacy_order_accepts_nothing_else(tmp_path: Path) -> None:
         w.tick(clock.now + 30 * MS)
         clock.now += 2000 * MS
         w.input(b"b")
-        clock.now += 10 * MS
+        clock.now += checkpoint_after_ms * MS
         w._checkpoint(w._t(clock.now))
         if gap_frame:
             w.resize(100, 30, clock.now)
@@ -258,13 +258,13 @@ def test_legacy_order_accepts_nothing_else(tmp_path: Path) -> None:
 
     control = crafted("control.zsprec", FrameKind.OUTPUT, 5_000, gap_frame=False)
     assert verify(control, [KEY.public], legacy_order=True).outcome is Outcome.VALID  # the pattern itself
-    for name, kind, back, gap in [
-        ("input.zsprec", FrameKind.INPUT, 5_000, False),  # the old writer only ever held output
-        ("wide.zsprec", FrameKind.OUTPUT, 25_000, False),  # further back than the coalescing window
-        ("deep.zsprec", FrameKind.OUTPUT, 15_000, False),  # earlier than the frame before the checkpoint
-        ("late.zsprec", FrameKind.OUTPUT, 5_000, True),  # not right after the checkpoint
+    for name, kind, back, gap, after in [
+        ("input.zsprec", FrameKind.INPUT, 5_000, False, 10),  # the old writer only ever held output
+        ("wide.zsprec", FrameKind.OUTPUT, 25_000, False, 40),  # further back than the coalescing window
+        ("deep.zsprec", FrameKind.OUTPUT, 15_000, False, 10),  # earlier than the frame before the checkpoint
+        ("late.zsprec", FrameKind.OUTPUT, 5_000, True, 10),  # not right after the checkpoint
     ]:
-        path = crafted(name, kind, back, gap)
+        path = crafted(name, kind, back, gap, after)
         report = verify(path, [KEY.public], legacy_order=True)
         assert report.outcome is Outcome.CORRUPT and report.problem is Problem.TIME_BACKWARDS, (name, report)
     # A changed byte: chain broken, whatever legacy_order says.

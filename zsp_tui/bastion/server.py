@@ -370,7 +370,11 @@ class Bastion:
         (fail closed) and start checking again."""
         while True:
             try:
-                await self._watch_loop()
+                # Expiry runs apart from the database checks: a database that hangs delays only
+                # revocation (bounded by a deadline), never the end of a grant's time.
+                async with asyncio.TaskGroup() as group:  # one failing cancels the other
+                    group.create_task(self._expiry_loop())
+                    group.create_task(self._watch_loop())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - enforcement must survive; sessions end instead
@@ -390,24 +394,28 @@ class Bastion:
                 )
         live.end(reason, message)
 
+    async def _expiry_loop(self) -> None:
+        """Expiry needs no database: every session knows when its grant ends."""
+        while True:
+            await asyncio.sleep(self.limits.watch_interval)
+            now = self.svc.clock.now()
+            for live in list(self.live):
+                ends = live.grant.ends_at
+                if ends is not None and now >= ends and not live.ending.is_set():
+                    self._end(live, "expired", f"grant {live.grant.id} expired; session closed")
+
     async def _watch_loop(self) -> None:
         policy_warn: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(minutes=1))
         last_sweep = 0.0
         while True:
             await asyncio.sleep(self.limits.watch_interval)
-            now = self.svc.clock.now()
-            # Expiry needs no database: every session knows when its grant ends.
-            for live in list(self.live):
-                ends = live.grant.ends_at
-                if ends is not None and now >= ends and not live.ending.is_set():
-                    self._end(live, "expired", f"grant {live.grant.id} expired; session closed")
             if time.monotonic() - last_sweep > 5:
                 # Record due expiries and lapses in the audit log even when nobody acts.
                 last_sweep = time.monotonic()
                 try:
-                    await self.watch_db(self.watch_svc.sweep)
-                except (ZspError, OSError, sqlite3.Error) as exc:
-                    print(f"zsp: warning: recording expiries in the audit log failed: {exc}", file=sys.stderr)
+                    await asyncio.wait_for(self.watch_db(self.watch_svc.sweep), _WATCH_DEADLINE)
+                except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
+                    print(f"zsp: warning: recording expiries in the audit log failed: {exc!r}", file=sys.stderr)
             if not self.live:
                 continue
             # Revocations need the database. The watcher has its own connection and thread, so
@@ -419,8 +427,9 @@ class Bastion:
                     self._end(live, "error", f"cannot check grants ({exc!r}); session closed")
                 continue
             try:
-                policy_warn = (await self.watch_db(self.watch_svc.policy)).warn_before
-            except ZspError as exc:  # an invalid policy file: keep the last warning times
+                policy = await asyncio.wait_for(self.watch_db(self.watch_svc.policy), _WATCH_DEADLINE)
+                policy_warn = policy.warn_before
+            except (ZspError, TimeoutError) as exc:  # an invalid policy file: keep the last warning times
                 print(f"zsp: warning: {exc}; keeping the previous warning times", file=sys.stderr)
             active = {r.id: r for r in grants}
             now = self.svc.clock.now()

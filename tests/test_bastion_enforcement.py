@@ -1,0 +1,55 @@
+"""Grant enforcement that must not depend on the database answering.
+
+These run the bastion in-process (the same ``Bastion`` that ``zsp serve`` runs) so that a fault
+can be injected into its database path: the watcher's database calls hang, as they would behind a
+stuck disk or a locked SQLite file. Clients are real asyncssh connections over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from replay import load
+from tests.bastion_env import make_env
+from zsp_tui.bastion import Bastion
+
+
+async def test_expiry_needs_no_database(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    grant = env.grant(duration=timedelta(seconds=3))
+    bastion = Bastion(env.data)
+    await bastion.start("127.0.0.1", 0)
+    env.port = bastion.port
+    host_pub = Path(f"{env.data.host_key_path}.pub").read_text().split()
+    env.known_hosts = tmp_path / "known_hosts"
+    env.known_hosts.write_text(f"[127.0.0.1]:{bastion.port} {host_pub[0]} {host_pub[1]}\n")
+    hung = asyncio.Event()
+
+    async def database_hangs(fn: Any, *args: Any) -> Any:
+        await hung.wait()  # never set: the watcher's database never answers
+
+    try:
+        async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
+            proc = await conn.create_process("echo started; sleep 60", encoding=None)
+            assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"started\n"
+            bastion.watch_db = database_hangs  # type: ignore[method-assign]
+            await asyncio.wait_for(proc.wait_closed(), 10)
+            ended = time.time()
+        assert grant.ends_at is not None
+        # Ended by the expiry check that needs no database, on time; not by the 5 s deadline of
+        # the database check (reason "error").
+        assert ended - grant.ends_at.timestamp() < 1.5
+        [session] = await asyncio.to_thread(env.svc.sessions)
+        assert session.end_reason == "expired"
+        frames, _report = load(session.path, env.data.trusted_keys())
+        events = [f.data.type for f in frames if f.kind.name == "EVENT"]
+        assert "grant.expired" in events
+    finally:
+        bastion.watch_db = Bastion.watch_db.__get__(bastion)  # type: ignore[method-assign]
+        await bastion.stop()
