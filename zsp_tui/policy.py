@@ -106,6 +106,22 @@ class AutoRule:
         local = now.astimezone(self.zone)
         return local.weekday() in self.days and self.start <= local.time() < self.end
 
+    def closes_at(self, now: datetime) -> datetime | None:
+        """When the window open at ``now`` closes; None if it never does (every day, all day).
+
+        A grant this rule approves ends then at the latest: a 10:00-10:40 rule must not approve
+        access until 10:48. A window running to 24:00 goes on into the next day when that day's
+        window starts at 00:00 (``hours = "00:00-24:00"`` on mon-fri closes at Saturday 00:00).
+        """
+        day = now.astimezone(self.zone).date()
+        for _ in range(8):
+            if self.end != time.max:
+                return datetime.combine(day, self.end, self.zone)
+            day += timedelta(days=1)
+            if self.start != time.min or day.weekday() not in self.days:
+                return datetime.combine(day, time.min, self.zone)
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class BreakGlass:
