@@ -301,3 +301,17 @@ def test_requester_cannot_complete_a_grant_after_another_spelling_approved_first
     nsvc.approve(ERIN, r.id)
     refused_self(nsvc, Actor("bob"), r.id, ("carol", "erin"))
     assert nsvc.approve(ALICE, r.id).state is RequestState.APPROVED
+
+
+# --- docs/AUDIT.md lists every event ------------------------------------------------------------
+
+
+def test_every_event_is_documented_with_its_code() -> None:
+    from zsp_tui.audit import EVENTS
+
+    doc = (Path(__file__).parent.parent / "docs" / "AUDIT.md").read_text()
+    for name, code in EVENTS.items():
+        if name == "audit.start":  # reserved; never emitted
+            continue
+        short = name.rsplit(".", 1)[1]
+        assert code in doc and (f"`{name}`" in doc or f"`{short}`" in doc), name
