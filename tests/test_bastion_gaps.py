@@ -12,7 +12,17 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from recorder import FrameKind, load_trusted_keys
+from recorder import (
+    AsyncRecorder,
+    FileSink,
+    FrameKind,
+    RecordingFailed,
+    RecordingLimitReached,
+    RecordingWriter,
+    SessionMeta,
+    SigningKey,
+    load_trusted_keys,
+)
 from replay import Outcome, load
 from tests.bastion_env import Env, make_env
 from zsp_tui.bastion.transfer import transfer_program
@@ -206,7 +216,7 @@ def limited_env(tmp_path: Path, **bastion: int) -> Env:
 
 
 def check_limited(env: Env, limit: int, stderr: str) -> None:
-    assert "[zsp] this session has recorded" in stderr and "its limit" in stderr
+    assert "[zsp] this session reached its recording limit" in stderr
     s = env.svc.sessions()[-1]
     assert s.end_reason == "recording-limit" and s.head
     frames, report = load(s.path, load_trusted_keys(env.data.allowed_signers_path))
@@ -241,7 +251,8 @@ def test_input_past_the_recording_limit_ends_the_session(tmp_path: Path) -> None
         p = env.ssh("alice", "local", f"cat > {sink}; sleep 30", input="x" * 1_000_000)
         assert p.returncode != 0
         check_limited(env, 65536, p.stderr)
-        assert sink.stat().st_size <= 65536  # unrecorded input never reached the target
+        # Unrecorded input never reached the target (which may not even have opened the file yet).
+        assert not sink.exists() or sink.stat().st_size <= 65536
     finally:
         env.stop()
 
@@ -294,3 +305,48 @@ def test_bad_limits_are_config_errors(tmp_path: Path, line: str) -> None:
     cfg.write_text(f"[bastion]\n{line}\n")
     with pytest.raises(ConfigError, match=r"zsp.toml:2: .*must be an integer"):
         load_settings(cfg)
+
+
+# --- the recorder's limit itself ----------------------------------------------------------------
+
+
+async def test_async_recorder_limit_is_exact_and_leaves_a_sealable_recording(tmp_path: Path, key: SigningKey) -> None:
+    path = tmp_path / "limited.zsprec"
+    errors: list[RecordingFailed] = []
+    rec = AsyncRecorder(
+        RecordingWriter(FileSink(path), key, SessionMeta(user="a", target="t", login="l"), autoflush=False),
+        on_error=errors.append,
+        max_bytes=100,
+    )
+    rec.output(b"o" * 60)
+    rec.input(b"i" * 40)  # exactly at the limit: accepted
+    assert rec.recorded_bytes == 100
+    with pytest.raises(RecordingLimitReached) as caught:
+        rec.output(b"x")
+    assert caught.value.limit == 100 and isinstance(caught.value, RecordingFailed)
+    with pytest.raises(RecordingLimitReached):
+        rec.input(b"y")  # and every later call, either way
+    assert len(errors) == 1 and errors[0] is caught.value
+    assert rec.failed is None  # the recording is intact
+    rec.event("session.recording_limit", "limit reached", limit=100)
+    await rec.close(None, "recording-limit")
+    frames, report = load(path, [key.public])
+    assert report.outcome is Outcome.VALID and report.seal.reason == "recording-limit"
+    assert b"".join(f.data for f in frames if f.kind in (FrameKind.OUTPUT, FrameKind.INPUT)) == b"o" * 60 + b"i" * 40
+
+
+async def test_async_recorder_limit_counts_across_calls(tmp_path: Path, key: SigningKey) -> None:
+    rec = AsyncRecorder(
+        RecordingWriter(FileSink(tmp_path / "r.zsprec"), key, SessionMeta(user="a", target="t", login="l")),
+        max_bytes=1000,
+    )
+    for _ in range(10):
+        rec.output(b"z" * 100)
+    with pytest.raises(RecordingLimitReached):
+        rec.output(b"z")
+    await rec.close(0, "exit")
+    with pytest.raises(ValueError, match="max_bytes"):
+        AsyncRecorder(
+            RecordingWriter(FileSink(tmp_path / "s.zsprec"), key, SessionMeta(user="a", target="t", login="l")),
+            max_bytes=-1,
+        )

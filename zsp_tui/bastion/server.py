@@ -649,10 +649,11 @@ class Bastion:
             if live is None:
                 return
             if isinstance(exc, RecordingLimitReached):
-                # The recording is intact: say why it stops there, then seal it as usual.
-                message = f"this session has recorded {exc.limit} bytes, its limit; session ended"
-                recorder.event("session.recording_limit", message, limit=exc.limit)
+                # The recording is intact: say in it why it stops there; it is sealed as usual.
+                message = f"this session reached its recording limit ({exc.limit} bytes); session ended"
                 live.end("recording-limit", message)
+                with contextlib.suppress(RecordingFailed):
+                    recorder.event("session.recording_limit", message, limit=exc.limit)
             else:
                 live.end("recording-failed", f"recording failed ({exc.reason}); session ended")
 
