@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import asyncssh
@@ -25,9 +26,11 @@ from recorder import (
 )
 from replay import Outcome, load
 from tests.bastion_env import Env, make_env
+from zsp_tui.access import Actor
 from zsp_tui.bastion.transfer import transfer_program
 from zsp_tui.config import load_settings
 from zsp_tui.exceptions import ConfigError
+from zsp_tui.models import RequestState
 
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
@@ -350,3 +353,20 @@ async def test_async_recorder_limit_counts_across_calls(tmp_path: Path, key: Sig
             RecordingWriter(FileSink(tmp_path / "s.zsprec"), key, SessionMeta(user="a", target="t", login="l")),
             max_bytes=-1,
         )
+
+
+# --- control commands over SSH: refusals by the wrong user are audited ----------------------------
+
+
+def test_wrong_user_control_commands_are_refused_and_audited(env: Env) -> None:
+    r = env.svc.request(Actor("alice"), "local", None, timedelta(minutes=30), "test")
+    p = env.ssh("bob", "zsp", f"cancel {r.id}")
+    assert p.returncode == 1 and f"only alice can cancel {r.id}" in p.stderr and "Traceback" not in p.stderr
+    p = env.ssh("alice", "zsp", f"approve {r.id}")
+    assert p.returncode == 1 and "cannot approve their own request" in p.stderr
+    refused = events(env, "access_request.refused")
+    assert [(e.actor, e.via, e.fields["action"], e.grant_id) for e in refused] == [
+        ("bob", "ssh", "cancel", r.id),
+        ("alice", "ssh", "approve", r.id),
+    ]
+    assert env.svc.get(r.id).state is RequestState.PENDING

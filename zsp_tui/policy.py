@@ -50,7 +50,8 @@ ticket_pattern = ""           # e.g. '(INC|CHG)-[0-9]+': the reason must contain
 approvers = ["role:approver", "role:admin"]
 approvals = 1                 # distinct approvers needed, never counting the requester
 
-# Requests matching an auto_approve rule are approved at once, by the rule.
+# Requests matching an auto_approve rule are approved at once, by the rule; the grant ends when
+# the rule's window (days, hours) closes, if that comes before the requested duration is up.
 # [[auto_approve]]
 # name = "read-only during business hours"
 # requesters = ["role:operator"]
