@@ -109,16 +109,17 @@ class AccessService:
         # precede it, and the operation then decides by exactly the policy whose change is logged.
         loaded: Policy | None = None
         problem: ZspError | None = None
-        if policy:
-            try:
-                loaded = self._policy()
-            except ZspError as exc:  # an invalid policy file: raised after the sweep is committed
-                problem = exc
         with self.store.transaction() as tx:
             sweep = _Unit(tx, self.clock.now())
             self._sweep(sweep)
-            if loaded is not None:
-                self._note_policy(sweep, loaded)
+            if policy:
+                # Read inside the write transaction, so two processes noting a change are serialised.
+                try:
+                    loaded = self._policy()
+                except ZspError as exc:  # an invalid policy file: raised once the sweep is committed
+                    problem = exc
+                else:
+                    self._note_policy(sweep, loaded)
             swept = self.audit_log.append(tx, sweep.events, sweep.now)
         dispatch(self.sinks, swept)
         if problem is not None:
