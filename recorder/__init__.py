@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._async import AsyncRecorder
 from ._chain import FrameChain
-from ._exceptions import KeyFileError, RecorderError, RecordingFailed
+from ._exceptions import KeyFileError, RecorderError, RecordingFailed, RecordingLimitReached
 from ._format import (
     HEAD_LEN,
     MAGIC,
@@ -61,6 +61,7 @@ __all__ = [
     "PublicKey",
     "RecorderError",
     "RecordingFailed",
+    "RecordingLimitReached",
     "RecordingWriter",
     "Resize",
     "Seal",

@@ -10,6 +10,11 @@ A failed writer fails the recorder: every later call raises :class:`RecordingFai
 raises it to whoever is waiting, and ``on_error`` is called on the loop so the owner can end the
 session at once.
 
+``max_bytes`` caps the input and output one session may record, so one session cannot fill the
+disk: the ``output`` or ``input`` call that would pass it records nothing, calls ``on_error`` and
+raises :class:`RecordingLimitReached` (as does every later one). The recording stays intact:
+events and ``close`` still work, so the owner can say why the session ended and seal it.
+
 ``await synced()`` waits until everything queued so far has been handed to the OS. The bastion
 awaits it before passing typed input to the target, so no command runs that is not on disk.
 """
@@ -23,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._exceptions import RecordingFailed
+from ._exceptions import RecordingFailed, RecordingLimitReached
 from ._writer import RecordingWriter, SealInfo
 
 __all__ = ["AsyncRecorder"]
@@ -41,8 +46,14 @@ class AsyncRecorder:
         high_water: int = 4 << 20,
         on_error: Callable[[RecordingFailed], None] | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        max_bytes: int | None = None,
     ) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError("max_bytes must be at least 0")
         self._writer = writer
+        self._max_bytes = max_bytes
+        self._recorded = 0  # input and output bytes accepted so far
+        self._limited: RecordingLimitReached | None = None
         self._high = high_water
         self._low = high_water // 2
         self._on_error = on_error
@@ -74,10 +85,17 @@ class AsyncRecorder:
     def pending_bytes(self) -> int:
         return self._pending
 
+    @property
+    def recorded_bytes(self) -> int:
+        """Input and output bytes accepted so far (what ``max_bytes`` limits)."""
+        return self._recorded
+
     def output(self, data: bytes) -> None:
+        self._count(len(data))
         self._put((_OUTPUT, self._clock(), data), len(data))
 
     def input(self, data: bytes) -> None:
+        self._count(len(data))
         self._put((_INPUT, self._clock(), data), len(data))
 
     def resize(self, cols: int, rows: int) -> None:
@@ -117,6 +135,18 @@ class AsyncRecorder:
         return await asyncio.shield(self._done)
 
     # --- worker thread ----------------------------------------------------------------------
+
+    def _count(self, size: int) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._limited is not None:
+            raise self._limited
+        if self._max_bytes is not None and self._recorded + size > self._max_bytes:
+            self._limited = RecordingLimitReached(path=self._writer.name, limit=self._max_bytes)
+            if self._on_error is not None:
+                self._on_error(self._limited)
+            raise self._limited
+        self._recorded += size
 
     def _put(self, item: tuple[Any, ...], size: int) -> None:
         if self._failed is not None:

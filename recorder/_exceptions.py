@@ -5,6 +5,7 @@
     RecorderError
      ├── KeyFileError          a signing or public key file cannot be read or parsed
      └── RecordingFailed       the recording can no longer be written; the session must end
+          └── RecordingLimitReached   the session has recorded as much as it may; it must end
 
 Every error carries its data in keyword-only attributes so callers (the CLI, the bastion)
 can turn it into one clear line without parsing messages.
@@ -41,3 +42,15 @@ class RecordingFailed(RecorderError):
         self.reason = reason
         where = f"{path}: " if path is not None else ""
         super().__init__(f"recording failed: {where}{reason}")
+
+
+class RecordingLimitReached(RecordingFailed):
+    """The session has recorded ``limit`` bytes of input and output and may record no more.
+
+    The recording itself is intact: events can still be added and it can be sealed. It is a
+    :class:`RecordingFailed` so that code unaware of limits still stops relaying (fail closed).
+    """
+
+    def __init__(self, *, path: Path | str | None, limit: int) -> None:
+        self.limit = limit
+        super().__init__(path=path, reason=f"the session reached its recording limit of {limit} bytes")

@@ -25,7 +25,7 @@ from recorder import PublicKey, SigningKey
 
 from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
-from .exceptions import AccessDenied, Conflict, InvalidState, NotFound, UsageError
+from .exceptions import AccessDenied, Conflict, InvalidState, NotFound, UsageError, ZspError
 from .identity import InvalidName, canonical_name
 from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
@@ -44,6 +44,21 @@ def _check_text(text: str) -> None:
         raise UsageError("a reason must be at most 500 printable characters (no control characters)")
 
 
+def _refused(req: AccessRequest, who: str, via: str, action: str, message: str) -> NewEvent:
+    """The audit event of an action on ``req`` that the rules refused to ``who``."""
+    return NewEvent(
+        "access_request.refused",
+        who,
+        via,
+        message,
+        outcome="failure",
+        target=req.target,
+        login=req.login,
+        grant_id=req.id,
+        fields={"action": action, "requester": req.requester},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who is acting and from where. ``name`` is None for the console before any admin exists."""
@@ -57,6 +72,8 @@ class _Unit:
     tx: Tx
     now: datetime
     events: list[NewEvent] = field(default_factory=list)
+    policy: Policy | None = None
+    """The policy this operation decides by, loaded (and any change of it committed) beforehand."""
 
     def audit(self, event: NewEvent) -> None:
         self.events.append(event)
@@ -85,17 +102,31 @@ class AccessService:
     # --- plumbing -------------------------------------------------------------------------
 
     @contextmanager
-    def _unit(self) -> Iterator[_Unit]:
+    def _unit(self, *, policy: bool = False) -> Iterator[_Unit]:
         # Expiries and lapses that are due are committed on their own first, so an operation
-        # that then fails (and rolls back) still leaves them recorded.
+        # that then fails (and rolls back) still leaves them recorded. So is a change of the
+        # policy file (``policy=True``): a refusal it causes must follow it in the log, not
+        # precede it, and the operation then decides by exactly the policy whose change is logged.
+        loaded: Policy | None = None
+        problem: ZspError | None = None
         with self.store.transaction() as tx:
             sweep = _Unit(tx, self.clock.now())
             self._sweep(sweep)
+            if policy:
+                # Read inside the write transaction, so two processes noting a change are serialised.
+                try:
+                    loaded = self._policy()
+                except ZspError as exc:  # an invalid policy file: raised once the sweep is committed
+                    problem = exc
+                else:
+                    self._note_policy(sweep, loaded)
             swept = self.audit_log.append(tx, sweep.events, sweep.now)
         dispatch(self.sinks, swept)
+        if problem is not None:
+            raise problem
         try:
             with self.store.transaction() as tx:
-                unit = _Unit(tx, self.clock.now())
+                unit = _Unit(tx, self.clock.now(), policy=loaded)
                 self._sweep(unit)
                 yield unit
                 written = self.audit_log.append(tx, unit.events, unit.now)
@@ -150,21 +181,29 @@ class AccessService:
             return self._sweep(u)
 
     def policy(self, u: _Unit | None = None) -> Policy:
+        """The policy in force: the one ``u`` was opened with (``_unit(policy=True)``), else the file now."""
+        if u is not None and u.policy is not None:
+            return u.policy
         p = self._policy()
         if u is not None:
-            old = u.tx.get_meta("policy_digest")
-            if old != p.digest:
-                u.tx.set_meta("policy_digest", p.digest)
-                u.audit(
-                    NewEvent(
-                        "policy.change",
-                        "console",
-                        "console",
-                        "policy file loaded" if old is None else "policy file changed",
-                        fields={"old_sha256": old or "", "new_sha256": p.digest, "path": p.source},
-                    )
-                )
+            self._note_policy(u, p)
         return p
+
+    @staticmethod
+    def _note_policy(u: _Unit, p: Policy) -> None:
+        """Audit a policy file whose digest differs from the last one used."""
+        old = u.tx.get_meta("policy_digest")
+        if old != p.digest:
+            u.tx.set_meta("policy_digest", p.digest)
+            u.audit(
+                NewEvent(
+                    "policy.change",
+                    "console",
+                    "console",
+                    "policy file loaded" if old is None else "policy file changed",
+                    fields={"old_sha256": old or "", "new_sha256": p.digest, "path": p.source},
+                )
+            )
 
     @staticmethod
     def _user(tx: Tx, name: str) -> User:
@@ -399,7 +438,7 @@ class AccessService:
         _check_text(reason)
         if duration > _MAX_REQUEST:
             raise UsageError(f"no grant can last longer than {format_duration(_MAX_REQUEST)}")
-        with self._unit() as u:
+        with self._unit(policy=True) as u:
             user = self._actor(u, actor)
             policy = self.policy(u)
             target = self._target(u.tx, target_name)
@@ -435,11 +474,13 @@ class AccessService:
                     raise refuse("break-glass needs a reason (--reason)")
                 approvers: tuple[str, ...] = ()
                 rule_name, needed, auto = "break-glass", 0, "break-glass"
+                window_end: datetime | None = None
             elif (auto_rule := policy.auto_rule(user, target, login, duration, u.now)) is not None:
                 if auto_rule.require_reason and not reason:
                     raise refuse("a reason is required (--reason)")
                 approvers = ()
                 rule_name, needed, auto = auto_rule.name, 0, f"policy:{auto_rule.name}"
+                window_end = auto_rule.closes_at(u.now)
             else:
                 rule = policy.request_rule(user, target, login)
                 if rule is None:
@@ -491,7 +532,7 @@ class AccessService:
                 )
             )
             if auto is not None:
-                req = self._grant(u, req, auto, actor.via)
+                req = self._grant(u, req, auto, actor.via, until=window_end)
             return req
 
     @staticmethod
@@ -513,8 +554,15 @@ class AccessService:
             if tx.get_request(rid) is None:
                 return rid
 
-    def _grant(self, u: _Unit, req: AccessRequest, by: str, via: str) -> AccessRequest:
+    def _grant(
+        self, u: _Unit, req: AccessRequest, by: str, via: str, *, until: datetime | None = None
+    ) -> AccessRequest:
+        """Start the grant now; it ends after the requested duration, or at ``until`` if sooner
+        (the end of the auto-approval window that granted it)."""
         ends = u.now + req.duration
+        cut = until is not None and until < ends
+        if until is not None and cut:
+            ends = until
         if not u.tx.update_request(
             req.id, RequestState.PENDING, state=RequestState.APPROVED, decided_at=u.now, starts_at=u.now, ends_at=ends
         ):
@@ -529,7 +577,8 @@ class AccessService:
                 req.requester if req.break_glass else by,
                 via,
                 f"{'BREAK-GLASS ' if req.break_glass else ''}grant {req.id}: {req.requester} may use "
-                f"{req.login}@{req.target} until {rfc3339(ends)}",
+                f"{req.login}@{req.target} until {rfc3339(ends)}"
+                + (f" (the end of rule {req.rule!r}'s window)" if cut else ""),
                 target=req.target,
                 login=req.login,
                 grant_id=req.id,
@@ -539,13 +588,14 @@ class AccessService:
                     "ends_at": rfc3339(ends),
                     "approved_by": by,
                     "needs_review": req.break_glass,
+                    "cut_to_window": cut,
                 },
             )
         )
         return granted
 
     def approve(self, actor: Actor, request_id: str) -> AccessRequest:
-        with self._unit() as u:
+        with self._unit(policy=True) as u:
             approver = self._actor(u, actor)
             req = self._request(u.tx, request_id)
             policy = self.policy(u)
@@ -553,16 +603,7 @@ class AccessService:
                 raise AccessDenied(
                     f"{approver.name} cannot approve their own request {req.id}",
                     request_id=req.id,
-                    event=NewEvent(
-                        "access_request.refused",
-                        approver.name,
-                        actor.via,
-                        f"self-approval of {req.id} refused",
-                        outcome="failure",
-                        target=req.target,
-                        login=req.login,
-                        grant_id=req.id,
-                    ),
+                    event=_refused(req, approver.name, actor.via, "approve", f"self-approval of {req.id} refused"),
                 )
             if req.state is not RequestState.PENDING:
                 raise InvalidState(request_id=req.id, state=req.state.value, action="approve")
@@ -571,6 +612,9 @@ class AccessService:
                     f"{approver.name} may not approve {req.id} (approvers: "
                     f"{', '.join(req.approver_patterns) or 'none'})",
                     request_id=req.id,
+                    event=_refused(
+                        req, approver.name, actor.via, "approve", f"{approver.name} is not an approver of {req.id}"
+                    ),
                 )
             if not u.tx.add_approval(req.id, approver.name, u.now):
                 raise Conflict(f"{approver.name} has already approved {req.id}")
@@ -594,16 +638,24 @@ class AccessService:
 
     def deny(self, actor: Actor, request_id: str, reason: str) -> AccessRequest:
         _check_text(reason)
-        with self._unit() as u:
+        with self._unit(policy=True) as u:
             user = self._actor(u, actor)
             req = self._request(u.tx, request_id)
             policy = self.policy(u)
             if req.requester_id == user.id:
-                raise AccessDenied(f"to withdraw your own request, cancel it: zsp cancel {req.id}", request_id=req.id)
+                raise AccessDenied(
+                    f"to withdraw your own request, cancel it: zsp cancel {req.id}",
+                    request_id=req.id,
+                    event=_refused(req, user.name, actor.via, "deny", f"{user.name} tried to deny their own {req.id}"),
+                )
             if req.state is not RequestState.PENDING:
                 raise InvalidState(request_id=req.id, state=req.state.value, action="deny")
             if not (policy.principal_matches(req.approver_patterns, user) or Role.ADMIN in user.roles):
-                raise AccessDenied(f"{user.name} may not deny {req.id}", request_id=req.id)
+                raise AccessDenied(
+                    f"{user.name} may not deny {req.id}",
+                    request_id=req.id,
+                    event=_refused(req, user.name, actor.via, "deny", f"{user.name} is not an approver of {req.id}"),
+                )
             return self._transition(
                 u,
                 req,
@@ -622,7 +674,11 @@ class AccessService:
             user = self._actor(u, actor)
             req = self._request(u.tx, request_id)
             if req.requester_id != user.id:
-                raise AccessDenied(f"only {req.requester} can cancel {req.id}", request_id=req.id)
+                raise AccessDenied(
+                    f"only {req.requester} can cancel {req.id}",
+                    request_id=req.id,
+                    event=_refused(req, user.name, actor.via, "cancel", f"{user.name} may not cancel {req.id}"),
+                )
             if req.state is not RequestState.PENDING:
                 raise InvalidState(request_id=req.id, state=req.state.value, action="cancel")
             return self._transition(
@@ -639,7 +695,7 @@ class AccessService:
 
     def revoke(self, actor: Actor, request_id: str, reason: str = "") -> AccessRequest:
         _check_text(reason)
-        with self._unit() as u:
+        with self._unit(policy=True) as u:
             user = self._actor(u, actor)
             req = self._request(u.tx, request_id)
             policy = self.policy(u)
@@ -649,7 +705,11 @@ class AccessService:
                 or policy.principal_matches(req.approver_patterns, user)
             )
             if not allowed:
-                raise AccessDenied(f"{user.name} may not revoke {req.id}", request_id=req.id)
+                raise AccessDenied(
+                    f"{user.name} may not revoke {req.id}",
+                    request_id=req.id,
+                    event=_refused(req, user.name, actor.via, "revoke", f"{user.name} may not revoke {req.id}"),
+                )
             if req.state is not RequestState.APPROVED:
                 hint = "; pending requests are denied or cancelled" if req.state is RequestState.PENDING else ""
                 raise AccessDenied(f"cannot revoke {req.id}: it is {req.state.value}{hint}", request_id=req.id)

@@ -27,6 +27,8 @@ local = true
 # max_sessions_per_user = 64            # concurrent sessions of one user
 # max_unauthenticated_per_source = 64   # concurrent not-yet-authenticated connections per address
 # max_auth_failures_per_source = 20     # failed logins per address in 5 minutes, then refused
+# max_recording_bytes = 1073741824      # input+output one session may record; then it ends (recording-limit)
+# min_free_bytes = 1073741824           # new sessions are refused while the recordings disk has less free
 
 [audit]
 # Every event is always kept in the chained, signed log in the database (`zsp audit`).
@@ -45,6 +47,8 @@ _BASTION_KEYS = {
     "max_sessions_per_user": (1, 10_000),
     "max_unauthenticated_per_source": (1, 10_000),
     "max_auth_failures_per_source": (1, 10_000),
+    "max_recording_bytes": (4096, 1 << 50),
+    "min_free_bytes": (0, 1 << 60),
 }
 
 

@@ -50,7 +50,8 @@ ticket_pattern = ""           # e.g. '(INC|CHG)-[0-9]+': the reason must contain
 approvers = ["role:approver", "role:admin"]
 approvals = 1                 # distinct approvers needed, never counting the requester
 
-# Requests matching an auto_approve rule are approved at once, by the rule.
+# Requests matching an auto_approve rule are approved at once, by the rule; the grant ends when
+# the rule's window (days, hours) closes, if that comes before the requested duration is up.
 # [[auto_approve]]
 # name = "read-only during business hours"
 # requesters = ["role:operator"]
@@ -105,6 +106,22 @@ class AutoRule:
     def open_at(self, now: datetime) -> bool:
         local = now.astimezone(self.zone)
         return local.weekday() in self.days and self.start <= local.time() < self.end
+
+    def closes_at(self, now: datetime) -> datetime | None:
+        """When the window open at ``now`` closes; None if it never does (every day, all day).
+
+        A grant this rule approves ends then at the latest: a 10:00-10:40 rule must not approve
+        access until 10:48. A window running to 24:00 goes on into the next day when that day's
+        window starts at 00:00 (``hours = "00:00-24:00"`` on mon-fri closes at Saturday 00:00).
+        """
+        day = now.astimezone(self.zone).date()
+        for _ in range(8):
+            if self.end != time.max:
+                return datetime.combine(day, self.end, self.zone)
+            day += timedelta(days=1)
+            if self.start != time.min or day.weekday() not in self.days:
+                return datetime.combine(day, time.min, self.zone)
+        return None
 
 
 @dataclass(frozen=True, slots=True)

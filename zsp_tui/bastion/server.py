@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import sqlite3
 import sys
@@ -27,6 +28,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
@@ -37,6 +39,7 @@ from recorder import (
     AsyncRecorder,
     FileSink,
     RecordingFailed,
+    RecordingLimitReached,
     RecordingWriter,
     SessionMeta,
     SigningKey,
@@ -52,6 +55,7 @@ from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User
 from .control import SshHint, run_control
 from .recovery import InstanceLock, close_interrupted, owner_id
 from .session import LiveSession, relay
+from .transfer import transfer_program
 from .upstream import (
     KEX,
     MACS,
@@ -100,6 +104,10 @@ class Limits:
     max_sessions_per_user: int = 64
     keepalive_interval: float = 30.0
     watch_interval: float = 0.25
+    max_recording_bytes: int = 1 << 30
+    """Input and output one session may record; the session then ends with reason ``recording-limit``."""
+    min_free_bytes: int = 1 << 30
+    """New sessions are refused (``session.refused``) while the recordings directory has less free space."""
 
 
 class _Sources:
@@ -518,38 +526,52 @@ class Bastion:
                 )
             )
             return self._refuse(process, f"the {process.subsystem} subsystem is not available through zsp (yet)")
-        argv0 = command.split()[0] if command and command.split() else ""
-        if argv0 in ("scp", "sftp-server", "/usr/lib/openssh/sftp-server"):
-            await self.audit(
-                NewEvent(
-                    "channel.refused",
-                    user.name,
-                    "ssh",
-                    "scp refused",
-                    outcome="failure",
-                    fields={"kind": "scp", "detail": (command or "")[:200]},
+        program = transfer_program(command)  # see transfer.py for what this refusal does and does not do
+        if program is not None:
+            if _audit_this_refusal(process):
+                await self.audit(
+                    NewEvent(
+                        "channel.refused",
+                        user.name,
+                        "ssh",
+                        f"file transfer ({program}) refused",
+                        outcome="failure",
+                        fields={"kind": "scp" if program == "scp" else "sftp", "detail": (command or "")[:200]},
+                    )
                 )
-            )
             return self._refuse(process, "file transfer (scp/sftp) is not available through zsp (yet)")
         try:
             target = await self.db(self.svc.target, target_name)
         except NotFound:
+            if _audit_this_refusal(process):
+                await self.audit(
+                    NewEvent(
+                        "session.refused",
+                        user.name,
+                        "ssh",
+                        f"no such target {target_name[:64]!r}",
+                        outcome="failure",
+                        fields={"reason": "no-such-target", "requested_target": target_name[:200]},
+                    )
+                )
             return self._refuse(process, f"no such target {target_name!r}; list them: {hint.control('grants')}")
         login = login or target.default_login
         grant = await self.db(self.svc.active_grant, user, target.name, login)
         if grant is None:
             ask = f"request {target.name} --login {login} --for 30m --reason 'why you need it'"
-            await self.audit(
-                NewEvent(
-                    "session.refused",
-                    user.name,
-                    "ssh",
-                    f"no active grant for {login}@{target.name}",
-                    outcome="failure",
-                    target=target.name,
-                    login=login,
+            if _audit_this_refusal(process):
+                await self.audit(
+                    NewEvent(
+                        "session.refused",
+                        user.name,
+                        "ssh",
+                        f"no active grant for {login}@{target.name}",
+                        outcome="failure",
+                        target=target.name,
+                        login=login,
+                        fields={"reason": "no-grant"},
+                    )
                 )
-            )
             return self._refuse(
                 process,
                 f"{user.name} has no active grant for {login}@{target.name}. Ask for one:\r\n  {hint.control(ask)}",
@@ -591,6 +613,22 @@ class Bastion:
             # The environment passed on to the target is part of the record too.
             extra={"source": "zsp serve", "client": peer, "env": allowed_env(process.env)},
         )
+        # Never fill the disk that the audit log and the other sessions' recordings need.
+        if (low := _low_disk(self.data.recordings, self.limits.min_free_bytes)) is not None:
+            await self.audit(
+                NewEvent(
+                    "session.refused",
+                    user.name,
+                    "ssh",
+                    f"too little free space for recordings ({low})",
+                    outcome="failure",
+                    target=target.name,
+                    login=login,
+                    grant_id=grant.id,
+                    fields={"reason": "disk-space", "detail": low},
+                )
+            )
+            return self._refuse(process, "the bastion is short of disk space for recordings; try again later")
         # Fail closed: no recording, no session.
         try:
             sid = new_session_id()
@@ -626,10 +664,18 @@ class Bastion:
         live: LiveSession | None = None
 
         def on_error(exc: RecordingFailed) -> None:
-            if live is not None:
+            if live is None:
+                return
+            if isinstance(exc, RecordingLimitReached):
+                # The recording is intact: say in it why it stops there; it is sealed as usual.
+                message = f"this session reached its recording limit ({exc.limit} bytes); session ended"
+                live.end("recording-limit", message)
+                with contextlib.suppress(RecordingFailed):
+                    recorder.event("session.recording_limit", message, limit=exc.limit)
+            else:
                 live.end("recording-failed", f"recording failed ({exc.reason}); session ended")
 
-        recorder = AsyncRecorder(writer, on_error=on_error)
+        recorder = AsyncRecorder(writer, on_error=on_error, max_bytes=self.limits.max_recording_bytes)
         live = LiveSession(record=record, grant=grant, process=process, recorder=recorder)
         await self.db(self.svc.session_started, record)
         self.live.add(live)
@@ -695,6 +741,29 @@ class Bastion:
             await self.db(self.svc.session_ended, record, status, live.reason, head, frames)
         with contextlib.suppress(OSError, asyncssh.Error):
             process.exit(status if status is not None and status >= 0 else 255)
+
+
+def _audit_this_refusal(process: asyncssh.SSHServerProcess[bytes]) -> bool:
+    """Count one refused session on its connection; False once the connection's audited refusals
+    are used up (the same cap as refused channels: a client must not flood the log)."""
+    owner = process.channel.get_connection().get_owner()
+    if not isinstance(owner, _Server):
+        return True
+    owner.refusals += 1
+    if owner.refusals > 4 * _MAX_AUDITED_REFUSALS and owner.conn is not None:
+        owner.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "too many refused requests")
+    return owner.refusals <= _MAX_AUDITED_REFUSALS
+
+
+def _low_disk(path: Path, min_free: int) -> str | None:
+    """Why ``path``'s file system is too full for a new recording, or None if it is not."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        return f"cannot check free space: {exc.strerror or exc}"
+    if free < min_free:
+        return f"{free} bytes free, {min_free} required"
+    return None
 
 
 def conn_peer(process: asyncssh.SSHServerProcess[bytes]) -> str:

@@ -78,6 +78,8 @@ def request_line(r: AccessRequest, now: datetime) -> str:
     where = f"{r.login}@{r.target}"
     if r.active(now) and r.ends_at:
         when = f"active until {rfc3339(r.ends_at)[:19]}Z ({format_duration(r.ends_at - now)} left)"
+        if r.starts_at and r.ends_at - r.starts_at < r.duration:
+            when += f", cut short: rule {r.rule!r} approves only until then"
     elif state == "pending":
         when = f"pending {len(r.approvals)}/{r.approvals_needed} approvals, lapses {rfc3339(r.lapses_at)[:19]}Z"
     else:
