@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ._async import AsyncRecorder
 from ._chain import FrameChain
-from ._exceptions import KeyFileError, RecorderError, RecordingFailed
+from ._escrow import EscrowPrivateKey, EscrowPublicKey, open_sealed, seal
+from ._exceptions import EscrowError, KeyFileError, RecorderError, RecordingFailed
 from ._format import (
     HEAD_LEN,
     MAGIC,
@@ -48,6 +49,9 @@ __all__ = [
     "VERSION",
     "AsyncRecorder",
     "Checkpoint",
+    "EscrowError",
+    "EscrowPrivateKey",
+    "EscrowPublicKey",
     "Event",
     "FileSink",
     "FormatViolation",
@@ -74,6 +78,8 @@ __all__ = [
     "genesis",
     "load_trusted_keys",
     "new_session_id",
+    "open_sealed",
     "pack_length",
     "parse_data",
+    "seal",
 ]

@@ -3,7 +3,8 @@
 ::
 
     RecorderError
-     ├── KeyFileError          a signing or public key file cannot be read or parsed
+     ├── KeyFileError          a signing, public or escrow key file cannot be read or parsed
+     ├── EscrowError           a sealed box of masked input does not open
      └── RecordingFailed       the recording can no longer be written; the session must end
 
 Every error carries its data in keyword-only attributes so callers (the CLI, the bastion)
@@ -41,3 +42,11 @@ class RecordingFailed(RecorderError):
         self.reason = reason
         where = f"{path}: " if path is not None else ""
         super().__init__(f"recording failed: {where}{reason}")
+
+
+class EscrowError(RecorderError):
+    """A sealed box of masked input is malformed, or does not open with the key and place given."""
+
+    def __init__(self, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
