@@ -116,15 +116,19 @@ class EscrowPrivateKey:
         return cls(X25519PrivateKey.generate(), comment)
 
     @classmethod
+    def from_text(cls, text: str) -> EscrowPrivateKey:
+        """Parse a private key file's text; raise ValueError for anything else."""
+        parts = text.split()
+        if len(parts) != 2 or parts[0] != PRIVATE_TYPE:
+            raise ValueError(f"not a {PRIVATE_TYPE} key file")
+        return cls(X25519PrivateKey.from_private_bytes(_b64_key(parts[1], "escrow private key")))
+
+    @classmethod
     def load(cls, path: Path) -> EscrowPrivateKey:
         try:
-            parts = _read_small(path).decode("ascii").split()
-            if len(parts) != 2 or parts[0] != PRIVATE_TYPE:
-                raise ValueError(f"not a {PRIVATE_TYPE} key file")
-            raw = _b64_key(parts[1], "escrow private key")
+            return cls.from_text(_read_small(path).decode("ascii"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise KeyFileError(path=path, reason=str(exc)) from None
-        return cls(X25519PrivateKey.from_private_bytes(raw))
 
     def save(self, private_path: Path, public_path: Path) -> None:
         """Write the private key (mode 0600) and the public key line; refuse to overwrite either."""
