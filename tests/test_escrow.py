@@ -35,6 +35,7 @@ from recorder import (
 )
 from replay import Outcome, load, verify
 from tests.bastion_env import Env, make_env
+from tests.independent_verifier import verify_file
 from zsp_tui.config import load_settings
 from zsp_tui.exceptions import ConfigError
 from zsp_tui.masking import InputMasker, MaskedInput, MaskLimits
@@ -160,6 +161,9 @@ def assert_escrowed(env: Env, sent: bytes, secrets: list[bytes], *, runs_at_leas
     events = masked(frames)
     assert len({e.fields["run"] for e in events}) >= runs_at_least
     raw = Path(s.path).read_bytes()
+    # The additive event fields keep a verifier written from FORMAT.md alone (no escrow knowledge) happy.
+    signers = [k.openssh for k in load_trusted_keys(env.data.allowed_signers_path)]
+    assert verify_file(raw, signers)[0] == "VALID"
     for secret in secrets:
         # Without the private key a reviewer sees only byte counts: not in clear input, nor anywhere in the file.
         assert secret not in clear_input(frames) and secret not in raw
@@ -570,3 +574,12 @@ def test_masking_limits_in_zsp_toml(tmp_path: Path) -> None:
         cfg.write_text(bad)
         with pytest.raises(ConfigError):
             load_settings(cfg)
+
+
+def test_a_full_masked_chunk_fits_an_event_field_unclipped() -> None:
+    """The writer clips strings longer than MAX_TEXT; a clipped box would be lost, so none may be."""
+    from recorder._format import MAX_TEXT
+    from zsp_tui.masking import MASK_BUDGET
+
+    box = seal(EscrowPrivateKey.generate().public, b"x" * MASK_BUDGET, session_id=uuid.uuid4(), run=1, part=0)
+    assert len(base64.b64encode(box)) <= MAX_TEXT

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import asyncssh
 from recorder import AsyncRecorder, EscrowPublicKey, RecordingFailed
 
 from ..audit import NewEvent
+from ..exceptions import ZspError
 from ..masking import InputMasker, MaskedInput, MaskLimits
 from .upstream import Reader, Upstream
 
@@ -88,19 +91,23 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
         if live.audit is None:
             return
         r = live.record
-        await live.audit(
-            NewEvent(
-                "input.masked.excessive",
-                r.user,
-                "ssh",
-                message,
-                target=r.target,
-                login=r.login,
-                grant_id=r.grant_id,
-                session_id=r.id,
-                fields=dict(fields),
+        # The recording already holds the event; a failing audit write must not stall the input relay.
+        try:
+            await live.audit(
+                NewEvent(
+                    "input.masked.excessive",
+                    r.user,
+                    "ssh",
+                    message,
+                    target=r.target,
+                    login=r.login,
+                    grant_id=r.grant_id,
+                    session_id=r.id,
+                    fields=dict(fields),
+                )
             )
-        )
+        except (sqlite3.Error, OSError, ZspError) as exc:
+            print(f"zsp: warning: session {r.id}: audit of excessive masking failed: {exc}", file=sys.stderr)
 
     async def to_target() -> None:
         while True:
