@@ -583,3 +583,13 @@ def test_a_full_masked_chunk_fits_an_event_field_unclipped() -> None:
 
     box = seal(EscrowPrivateKey.generate().public, b"x" * MASK_BUDGET, session_id=uuid.uuid4(), run=1, part=0)
     assert len(base64.b64encode(box)) <= MAX_TEXT
+
+
+def test_unseal_escapes_for_the_terminal_unambiguously() -> None:
+    from zsp_tui.commands.unseal import escape
+
+    assert escape(b"pw\r") == "pw\\r"
+    assert escape(b"a\x1b]0;x\x07\x9b\x7f") == "a\\x1b]0;x\\x07\\x9b\\x7f"
+    assert escape("é\u202e".encode()) == "é\\u202e"  # UTF-8 kept, a bidi override escaped
+    assert escape(b"\\xff") == "\\\\xff" and escape(b"\xff") == "\\xff"  # typed text vs. a raw byte
+    assert escape("\u009b".encode()) == "\\u009b"  # C1 CSI as a character, not the byte 0x9b

@@ -47,16 +47,19 @@ class MaskedRun:
 
 
 def escape(data: bytes) -> str:
-    """Bytes as terminal-safe text: UTF-8 where valid, every control or format character escaped."""
+    """Bytes as terminal-safe, unambiguous text: UTF-8 where valid; a backslash doubled; invalid
+    bytes, control and format characters (C0, C1, DEL, bidi overrides...) as ``\\xNN``/``\\uNNNN``."""
     out: list[str] = []
-    for ch in data.decode("utf-8", errors="backslashreplace"):
+    for ch in data.decode("utf-8", errors="surrogateescape"):
+        code = ord(ch)
         if ch == "\\":
             out.append("\\\\")
         elif ch in "\r\n\t":
             out.append({"\r": "\\r", "\n": "\\n", "\t": "\\t"}[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
         elif unicodedata.category(ch)[0] == "C":
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")  # \\xNN: bytes only
         else:
             out.append(ch)
     return "".join(out)
