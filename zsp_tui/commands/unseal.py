@@ -59,7 +59,7 @@ def escape(data: bytes) -> str:
         elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
             out.append(f"\\x{code - 0xDC00:02x}")
         elif unicodedata.category(ch)[0] == "C":
-            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")  # \\xNN: bytes only
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")  # \xNN always means one byte
         else:
             out.append(ch)
     return "".join(out)
