@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from recorder import (
 )
 from replay import Outcome, load, verify
 from tests.bastion_env import Env, make_env
+from tests.helpers import exec_sh
 from tests.independent_verifier import verify_file
 from zsp_tui.config import load_settings
 from zsp_tui.exceptions import ConfigError
@@ -83,21 +83,6 @@ def read_until(chan, buf: bytes, needle: bytes, timeout: float = 15) -> bytes:
             buf += chan.recv(65536)
         else:
             time.sleep(0.02)
-    return buf
-
-
-def exec_sh(chan) -> bytes:
-    """Replace the login shell with sh (which reads lines in canonical mode) once each is at its prompt."""
-    buf = b""
-    for step in (b"", b"exec sh\r"):
-        chan.send(step)
-        end = time.monotonic() + 15
-        while not re.search(rb"[#$] $", buf):
-            if time.monotonic() > end:
-                raise AssertionError(f"no shell prompt in {buf[-300:]!r}")
-            buf += chan.recv(65536) if chan.recv_ready() else b""
-            time.sleep(0.02)
-        buf = b""
     return buf
 
 
@@ -312,7 +297,8 @@ def _password_session(env: Env) -> str:
     client = pty_client(env, "local")
     try:
         chan = client.invoke_shell(term="xterm", width=80, height=24)
-        buf = exec_sh(chan)
+        exec_sh(chan)
+        buf = b""
         for i in range(2):
             chan.send(f"stty -echo; read p; stty echo; echo DO''NE{i}\r".encode())
             time.sleep(0.3)
@@ -408,7 +394,8 @@ def test_without_an_escrow_key_nothing_is_masked(tmp_path: Path) -> None:
             chan = client.invoke_shell(term="xterm", width=80, height=24)
             chan.set_combine_stderr(True)
             buf = read_until(chan, b"", b"recorded in clear")
-            buf = exec_sh(chan)
+            exec_sh(chan)
+            buf = b""
             chan.send(b"stty -echo; read p; stty echo; echo DO''NE\r")
             time.sleep(0.3)
             chan.send(b"visible-password\r")
