@@ -1,7 +1,8 @@
 """zsp recordings: format v1 and its writer.
 
 A recording is an append-only file of msgpack frames, hash-chained with keyed blake3 and
-signed with Ed25519 at checkpoints and at the seal (see ``docs/FORMAT.md``). This package knows
+signed with Ed25519 at checkpoints and at the seal (see ``docs/FORMAT.md``); masked input is
+kept sealed to an X25519 escrow key (``_escrow``). This package knows
 nothing of SSH or terminals' UIs; it never imports textual or asyncssh.
 """
 

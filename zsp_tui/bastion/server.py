@@ -288,6 +288,8 @@ class Bastion:
         except DataDirError as exc:  # fail closed: without escrow nothing is masked, all is in clear
             self.escrow = None
             print(f"zsp: warning: {exc.reason}; input at password prompts will be recorded in clear", file=sys.stderr)
+        if data.escrow_private_path.exists():
+            print("zsp: warning: the escrow private key is still here (keys/escrow_x25519)", file=sys.stderr)
         self.svc: AccessService = data.service()
         self.key: SigningKey = data.signing_key()
         self.ca = asyncssh.read_private_key(str(data.ca_key_path))
