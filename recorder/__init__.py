@@ -1,7 +1,8 @@
 """zsp recordings: format v1 and its writer.
 
 A recording is an append-only file of msgpack frames, hash-chained with keyed blake3 and
-signed with Ed25519 at checkpoints and at the seal (see ``docs/FORMAT.md``). This package knows
+signed with Ed25519 at checkpoints and at the seal (see ``docs/FORMAT.md``); masked input is
+kept sealed to an X25519 escrow key (``_escrow``). This package knows
 nothing of SSH or terminals' UIs; it never imports textual or asyncssh.
 """
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 from ._async import AsyncRecorder
 from ._chain import FrameChain
-from ._exceptions import KeyFileError, RecorderError, RecordingFailed, RecordingLimitReached
+from ._escrow import EscrowPrivateKey, EscrowPublicKey, open_sealed, seal
+from ._exceptions import EscrowError, KeyFileError, RecorderError, RecordingFailed, RecordingLimitReached
 from ._format import (
     HEAD_LEN,
     MAGIC,
@@ -48,6 +50,9 @@ __all__ = [
     "VERSION",
     "AsyncRecorder",
     "Checkpoint",
+    "EscrowError",
+    "EscrowPrivateKey",
+    "EscrowPublicKey",
     "Event",
     "FileSink",
     "FormatViolation",
@@ -75,6 +80,8 @@ __all__ = [
     "genesis",
     "load_trusted_keys",
     "new_session_id",
+    "open_sealed",
     "pack_length",
     "parse_data",
+    "seal",
 ]

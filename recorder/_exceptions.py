@@ -3,7 +3,8 @@
 ::
 
     RecorderError
-     ├── KeyFileError          a signing or public key file cannot be read or parsed
+     ├── KeyFileError          a signing, public or escrow key file cannot be read or parsed
+     ├── EscrowError           a sealed box of masked input does not open
      └── RecordingFailed       the recording can no longer be written; the session must end
           └── RecordingLimitReached   the session has recorded as much as it may; it must end
 
@@ -54,3 +55,11 @@ class RecordingLimitReached(RecordingFailed):
     def __init__(self, *, path: Path | str | None, limit: int) -> None:
         self.limit = limit
         super().__init__(path=path, reason=f"the session reached its recording limit of {limit} bytes")
+
+
+class EscrowError(RecorderError):
+    """A sealed box of masked input is malformed, or does not open with the key and place given."""
+
+    def __init__(self, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

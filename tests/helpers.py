@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import itertools
 import random
+import re
+import time
 import uuid
 from pathlib import Path
 
@@ -122,3 +124,17 @@ def rechain(bodies: list[bytes], session_id: uuid.UUID) -> bytes:
         head = chain_head(head, body)
         out += [struct.pack(">I", len(body)), body, head]
     return b"".join(out)
+
+
+def exec_sh(chan) -> None:
+    """Replace the login shell with sh (which reads lines in canonical mode), waiting for each
+    shell's prompt: input typed ahead of bash's first prompt can be flushed and lost."""
+    for step in (b"", b"exec sh\r"):
+        chan.send(step)
+        buf = b""
+        end = time.monotonic() + 15
+        while not re.search(rb"[#$] $", buf):
+            if time.monotonic() > end:
+                raise AssertionError(f"no shell prompt in {buf[-300:]!r}")
+            buf += chan.recv(65536) if chan.recv_ready() else b""
+            time.sleep(0.02)

@@ -21,6 +21,7 @@ import pytest
 from recorder import FrameKind, Resize, load_trusted_keys
 from replay import Outcome, load, verify
 from tests.bastion_env import Env, make_env
+from tests.helpers import exec_sh
 from zsp_tui.access import Actor
 from zsp_tui.models import Role
 
@@ -508,9 +509,8 @@ def test_masking_cannot_hide_commands_on_local(env: Env) -> None:
     try:
         chan = client.invoke_shell(term="xterm", width=80, height=24)
         # sh without readline reads in canonical mode: with echo off, that looks like a prompt.
-        chan.send(b"exec sh\r")
-        time.sleep(0.3)
-        chan.send(b"stty -echo; echo READY\r")
+        exec_sh(chan)  # at each shell's prompt: typeahead before bash starts reading can be flushed
+        chan.send(b"stty -echo; echo RE''ADY\r")
         buf = _read_until(chan, b"", b"READY")
         time.sleep(0.2)
         # Two lines in one chunk, then another line, all with echo off.

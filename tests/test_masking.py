@@ -36,3 +36,43 @@ def test_remote_prompts_arm_masking_once() -> None:
     assert m.split(b"pp\n") == (b"pp\n", b"")
     m.saw_output(b"a password: is not a prompt when more follows\r\n$ ")
     assert m.split(b"ls\r") == (b"", b"ls\r")
+
+
+def test_a_prompt_word_inside_a_line_does_not_arm_masking() -> None:
+    """Only a line that *ends* like a prompt arms masking (the ``$`` anchor): a prompt word followed
+    by more text on the same line, or a prompt on an earlier line, withholds nothing."""
+    for output in (
+        b"$ grep password: /etc/app.conf",
+        b"Password: accepted, welcome",
+        b"old passphrase: x\r\nnew",
+        b"[sudo] password for ops: \r\n$ ",
+        b"Enter PIN: 1234 ok",
+    ):
+        m = InputMasker(lambda: None)
+        m.saw_output(output)
+        assert m.split(b"rm -rf /srv\r") == (b"", b"rm -rf /srv\r"), output
+
+
+def test_prompts_at_the_end_of_the_last_line_arm_masking() -> None:
+    for output in (b"Password:", b"Password: ", b"\r\nEnter passphrase for key 'k':  ", b"Verification code:\t", b"PIN: "):
+        m = InputMasker(lambda: None)
+        m.saw_output(b"$ ssh host\r\n" + output)
+        assert m.split(b"pw\rls\r") == (b"pw\r", b"ls\r"), output
+
+
+def test_prompt_split_across_output_chunks_and_runs_are_counted() -> None:
+    m = InputMasker(lambda: None)
+    m.saw_output(b"[sudo] pass")
+    m.saw_output(b"word for ops: ")
+    assert m.split(b"p") == (b"p", b"") and m.runs == 1
+    assert m.split(b"w\r") == (b"w\r", b"") and m.runs == 1  # one run, two chunks
+    m.saw_output(b"Password: ")
+    assert m.split(b"x\r") == (b"x\r", b"") and m.runs == 2
+    assert m.split(b"y\r") == (b"", b"y\r") and m.runs == 2
+
+
+def test_echo_state_overrides_prompt_text_where_it_is_known() -> None:
+    """On a local PTY a printed "Password:" means nothing: only the terminal's echo flag counts."""
+    m = InputMasker(lambda: False)
+    m.saw_output(b"Password: ")
+    assert m.split(b"ls\r") == (b"", b"ls\r") and m.runs == 0

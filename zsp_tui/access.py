@@ -759,6 +759,11 @@ class AccessService:
         with self._unit() as u:
             u.audit(event)
 
+    def record_admin_event(self, actor: Actor, event: NewEvent) -> None:
+        """Append an event for an act only an admin may do (``zsp unseal``), as the checked admin."""
+        with self._unit() as u:
+            u.audit(replace(event, actor=self._admin(u, actor), via=actor.via))
+
     def session_started(self, record: SessionRecord, via: str = "ssh") -> None:
         with self._unit() as u:
             u.tx.session_start(record)

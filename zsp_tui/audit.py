@@ -49,6 +49,8 @@ EVENTS: dict[str, str] = {
     "session.interrupted": "ZSP2006W",
     "upstream.host_key_mismatch": "ZSP2100E",
     "upstream.error": "ZSP2101E",
+    "input.masked.excessive": "ZSP2300W",
+    "recording.unsealed": "ZSP2301W",
     "channel.refused": "ZSP3001W",
     "access_request.create": "ZSP5000I",
     "access_request.approve": "ZSP5001I",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
+from .masking import MaskLimits
 from .sinks import JsonlSink, Sink, SyslogSink, WebhookSink
 
 __all__ = ["DEFAULT_CONFIG", "Settings", "load_settings"]
@@ -29,6 +30,12 @@ local = true
 # max_auth_failures_per_source = 20     # failed logins per address in 5 minutes, then refused
 # max_recording_bytes = 1073741824      # input+output one session may record; then it ends (recording-limit)
 # min_free_bytes = 1073741824           # new sessions are refused while the recordings disk has less free
+
+[masking]
+# Input typed at password prompts is masked (sealed to the escrow key, keys/escrow_x25519.pub).
+# A session masking more than this is flagged (input.masked.excessive) for review.
+# max_runs = 3        # prompts answered
+# max_bytes = 512     # bytes masked in all
 
 [audit]
 # Every event is always kept in the chained, signed log in the database (`zsp audit`).
@@ -52,12 +59,17 @@ _BASTION_KEYS = {
 }
 
 
+_MASKING_KEYS = {"max_runs": (0, 1_000_000), "max_bytes": (0, 1 << 30)}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     local_target: bool
     sinks: tuple[Sink, ...]
     bastion: dict[str, int] = field(default_factory=dict)
     """Overrides of :class:`zsp_tui.bastion.Limits` fields."""
+    masking: MaskLimits = field(default_factory=MaskLimits)
+    """When a session's masked input is flagged as excessive."""
 
 
 def _line(text: str, key: str) -> int | None:
@@ -80,7 +92,7 @@ def load_settings(path: Path) -> Settings:
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(path=path, line=_line(text, key), problem=problem)
 
-    unknown = set(doc) - {"targets", "audit", "bastion"}
+    unknown = set(doc) - {"targets", "audit", "bastion", "masking"}
     if unknown:
         raise fail(sorted(unknown)[0], f"unknown section {sorted(unknown)[0]!r}")
     targets: dict[str, Any] = doc.get("targets", {})
@@ -90,6 +102,13 @@ def load_settings(path: Path) -> Settings:
         if k not in _BASTION_KEYS:
             raise fail(k, f"unknown key {k!r} in [bastion]")
         lo, hi = _BASTION_KEYS[k]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise fail(k, f"{k} must be an integer from {lo} to {hi}")
+    masking: dict[str, Any] = doc.get("masking", {})
+    for k, v in masking.items():
+        if k not in _MASKING_KEYS:
+            raise fail(k, f"unknown key {k!r} in [masking]")
+        lo, hi = _MASKING_KEYS[k]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise fail(k, f"{k} must be an integer from {lo} to {hi}")
     for table, allowed, d in (
@@ -118,4 +137,4 @@ def load_settings(path: Path) -> Settings:
             sinks.append(WebhookSink(audit["webhook"], events))
     except ValueError as exc:
         raise ConfigError(path=path, line=None, problem=str(exc)) from None
-    return Settings(local_target=local, sinks=tuple(sinks), bastion=dict(bastion))
+    return Settings(local_target=local, sinks=tuple(sinks), bastion=dict(bastion), masking=MaskLimits(**masking))

@@ -7,6 +7,8 @@ Layout::
       keys/recording_ed25519      signs recordings and the audit log (OpenSSH format, 0600)
       keys/host_ed25519           the bastion's SSH host key
       keys/user_ca_ed25519        CA that signs short-lived certificates for upstream targets
+      keys/escrow_x25519.pub      masked input is sealed to this key (docs/FORMAT.md 3.5)
+      keys/escrow_x25519          its private half: created by init, to be moved OFF the bastion
       allowed_signers             keys whose recordings `zsp verify` trusts (ssh-keygen format)
       policy.toml                 who may request what, who approves (validated on every use)
       zsp.toml                    settings: built-in local target, audit sinks
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recorder import KeyFileError, PublicKey, SigningKey, load_trusted_keys
+from recorder import EscrowPrivateKey, EscrowPublicKey, KeyFileError, PublicKey, SigningKey, load_trusted_keys
 
 from .clock import Clock, SystemClock
 from .config import DEFAULT_CONFIG, Settings, load_settings
@@ -58,6 +60,9 @@ class InitResult:
     allowed_signers_line: str
     ca_public_key: PublicKey
     host_public_key: PublicKey
+    escrow_public_key: EscrowPublicKey
+    escrow_private_created: bool
+    """True when this run created the escrow private key (which must now leave the bastion)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,14 @@ class DataDir:
     @property
     def ca_key_path(self) -> Path:
         return self.root / "keys" / "user_ca_ed25519"
+
+    @property
+    def escrow_public_path(self) -> Path:
+        return self.root / "keys" / "escrow_x25519.pub"
+
+    @property
+    def escrow_private_path(self) -> Path:
+        return self.root / "keys" / "escrow_x25519"
 
     @property
     def policy_path(self) -> Path:
@@ -117,6 +130,13 @@ class DataDir:
             key = self._key(self.signing_key_path, f"zsp-recording@{host}", created)
             host_key = self._key(self.host_key_path, f"zsp-host@{host}", created)
             ca = self._key(self.ca_key_path, f"zsp-user-ca@{host}", created)
+            path = self.escrow_public_path
+            escrow_created = not path.exists()
+            if escrow_created:  # only the public half stays: never recreated once moved away
+                pair = EscrowPrivateKey.generate(comment=f"zsp-escrow@{host}")
+                pair.save(self.escrow_private_path, path)
+                created += [str(p.relative_to(self.root)) for p in (self.escrow_private_path, path)]
+            escrow = EscrowPublicKey.load(path)
             for path, text in ((self.policy_path, DEFAULT_POLICY), (self.config_path, DEFAULT_CONFIG)):
                 if not path.exists():
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -139,7 +159,9 @@ class DataDir:
             raise DataDirError(path=self.root, reason=str(exc)) from None
         except OSError as exc:
             raise DataDirError(path=self.root, reason=exc.strerror or str(exc)) from None
-        return InitResult(self.root, created_dir, tuple(created), key.public, line, ca.public, host_key.public)
+        return InitResult(
+            self.root, created_dir, tuple(created), key.public, line, ca.public, host_key.public, escrow, escrow_created
+        )
 
     def require(self) -> None:
         if not self.db_path.exists():
@@ -174,6 +196,16 @@ class DataDir:
             return SigningKey.load(self.signing_key_path)
         except KeyFileError as exc:
             raise DataDirError(path=self.root, reason=str(exc)) from None
+
+    def escrow_key(self) -> EscrowPublicKey:
+        """The key masked input is sealed to; DataDirError if it is missing or unreadable."""
+        path = self.escrow_public_path
+        if not path.exists():
+            raise DataDirError(path=self.root, reason="no escrow public key (keys/escrow_x25519.pub); run `zsp init`")
+        try:
+            return EscrowPublicKey.load(path)
+        except KeyFileError as exc:
+            raise DataDirError(path=self.root, reason=f"escrow public key unreadable: {exc}") from None
 
     def trusted_keys(self) -> list[PublicKey]:
         """Keys from allowed_signers (which init seeds with the data dir's own key)."""

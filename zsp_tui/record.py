@@ -6,8 +6,9 @@ status becomes ours. Console work on the bastion host (break-glass) is recorded 
 bastion session is, with the same writer and format.
 
 Keystrokes typed while the PTY has echo off but canonical mode on (a password prompt:
-``sudo``, ``passwd``, ``ssh``) are not stored; an ``input.masked`` event records how many bytes
-were withheld. Full-screen programs turn off echo *and* canonical mode, so they stay recorded.
+``sudo``, ``passwd``, ``ssh``) are not stored in clear: an ``input.masked`` event records how many
+bytes were withheld and holds them sealed to the escrow key (without one, nothing is withheld).
+Full-screen programs turn off echo *and* canonical mode, so they stay recorded.
 
 Fail closed: if the recording cannot be created, the command never starts; if it fails later,
 the child is hung up and killed and ``zsp record`` exits with :data:`EXIT_RECORDING_FAILED`.
@@ -25,12 +26,12 @@ import struct
 import termios
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from recorder import RecordingFailed, RecordingWriter, SealInfo
+from recorder import EscrowPublicKey, RecordingFailed, RecordingWriter, SealInfo
 
-from .masking import InputMasker
+from .masking import Excessive, InputMasker, MaskedInput, MaskLimits
 
 __all__ = ["EXIT_RECORDING_FAILED", "get_winsize", "run_recorded"]
 
@@ -89,9 +90,14 @@ def run_recorded(
     size: tuple[int, int],
     stdin: int = 0,
     stdout: int = 1,
+    escrow: EscrowPublicKey | None = None,
+    mask_limits: MaskLimits | None = None,
+    on_excessive: Callable[[Excessive], None] | None = None,
 ) -> tuple[int, SealInfo | None, RecordingFailed | None]:
     """Run ``argv`` in a new PTY, relay it to ``stdin``/``stdout`` and record it with ``writer``.
 
+    Input at password prompts is masked only with an ``escrow`` key to seal it to; ``on_excessive``
+    is called once if the session masks more than ``mask_limits`` allow.
     Returns ``(exit code for zsp, seal info, recording failure)``.
     """
     is_tty = os.isatty(stdin)
@@ -124,7 +130,15 @@ def run_recorded(
     status = 0
     try:
         with _raw(stdin, is_tty):
-            failure = _relay(master, stdin, stdout, writer, got, wake_r, is_tty, pid)
+            masked = MaskedInput(
+                InputMasker(lambda: _echo_masked(master)),
+                escrow,
+                writer.session_id,
+                mask_limits or MaskLimits(),
+                event=writer.event,
+                record_input=writer.input,
+            )
+            failure = _relay(master, stdin, stdout, writer, masked, on_excessive, got, wake_r, is_tty, pid)
             if failure is not None:
                 _kill(pid)
             _, status = os.waitpid(pid, 0)
@@ -161,6 +175,8 @@ def _relay(
     stdin: int,
     stdout: int,
     writer: RecordingWriter,
+    masked: MaskedInput,
+    on_excessive: Callable[[Excessive], None] | None,
     got: list[int],
     wake_r: int,
     is_tty: bool,
@@ -176,8 +192,8 @@ def _relay(
         pass
     to_child = bytearray()
     stdout_ok = True
-    masker = InputMasker(lambda: _echo_masked(master))
     try:
+        masked.start()
         while True:
             deadline = writer.next_deadline()
             timeout = None if deadline is None else max(0.0, (deadline - time.monotonic_ns()) / 1e9)
@@ -211,11 +227,9 @@ def _relay(
                             to_child += b"\x04"  # EOF on stdin becomes ^D, as script(1) does
                             _flush_to_child(master, to_child, sel)
                         continue
-                    hidden, shown = masker.split(data)
-                    if hidden:
-                        writer.event("input.masked", "input withheld: terminal echo was off", bytes=len(hidden))
-                    if shown:
-                        writer.input(shown)
+                    crossed = masked.feed(data)  # withheld bytes are sealed to the escrow key, never dropped
+                    if crossed is not None and on_excessive is not None:
+                        on_excessive(crossed)
                     to_child += data
                     _flush_to_child(master, to_child, sel)
                 elif fd == wake_r:

@@ -37,6 +37,7 @@ from asyncssh.public_key import decode_ssh_public_key
 
 from recorder import (
     AsyncRecorder,
+    EscrowPublicKey,
     FileSink,
     RecordingFailed,
     RecordingLimitReached,
@@ -50,7 +51,7 @@ from ..access import AccessService
 from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
-from ..exceptions import NotFound, ZspError
+from ..exceptions import DataDirError, NotFound, ZspError
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User
 from .control import SshHint, run_control
 from .recovery import InstanceLock, close_interrupted, owner_id
@@ -290,6 +291,14 @@ class Bastion:
     def __init__(self, data: DataDir, *, limits: Limits | None = None, public_host: str | None = None) -> None:
         self.data = data
         self.limits = limits or Limits(**data.settings().bastion)
+        self.mask_limits = data.settings().masking
+        try:
+            self.escrow: EscrowPublicKey | None = data.escrow_key()
+        except DataDirError as exc:  # fail closed: without escrow nothing is masked, all is in clear
+            self.escrow = None
+            print(f"zsp: warning: {exc.reason}; input at password prompts will be recorded in clear", file=sys.stderr)
+        if data.escrow_private_path.exists():
+            print("zsp: warning: the escrow private key is still here (keys/escrow_x25519)", file=sys.stderr)
         self.svc: AccessService = data.service()
         self.key: SigningKey = data.signing_key()
         self.ca = asyncssh.read_private_key(str(data.ca_key_path))
@@ -676,7 +685,15 @@ class Bastion:
                 live.end("recording-failed", f"recording failed ({exc.reason}); session ended")
 
         recorder = AsyncRecorder(writer, on_error=on_error, max_bytes=self.limits.max_recording_bytes)
-        live = LiveSession(record=record, grant=grant, process=process, recorder=recorder)
+        live = LiveSession(
+            record=record,
+            grant=grant,
+            process=process,
+            recorder=recorder,
+            escrow=self.escrow,
+            mask_limits=self.mask_limits,
+            audit=self.audit,
+        )
         await self.db(self.svc.session_started, record)
         self.live.add(live)
         status: int | None = None

@@ -5,21 +5,29 @@ written to the operator, input before it is written to the target, and a recorde
 the session at once (``fail closed``); typed input goes to the target only once it is on disk.
 One line typed at a password prompt is withheld from the recording (:mod:`zsp_tui.masking`): on
 ``local`` the PTY's echo flag tells; on SSH targets, whose terminal modes are not visible, output
-whose last line looks like a password prompt. An ``input.masked`` event says how many bytes.
+whose last line looks like a password prompt. An ``input.masked`` event says how many bytes and
+holds them sealed to the escrow key; without an escrow key nothing is withheld. A session that
+masks more than a password needs gets an ``input.masked.excessive`` event and audit event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from recorder import AsyncRecorder, RecordingFailed
+from recorder import AsyncRecorder, EscrowPublicKey, RecordingFailed
 
-from ..masking import InputMasker
+from ..audit import NewEvent
+from ..exceptions import ZspError
+from ..masking import InputMasker, MaskedInput, MaskLimits
 from .upstream import Reader, Upstream
 
 if TYPE_CHECKING:
@@ -41,6 +49,11 @@ class LiveSession:
     ending: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = "exit"
     warned: set[int] = field(default_factory=set)
+    escrow: EscrowPublicKey | None = None
+    """Masked input is sealed to this key; None: nothing is masked (recorded in clear)."""
+    mask_limits: MaskLimits = field(default_factory=MaskLimits)
+    audit: Callable[[NewEvent], Awaitable[None]] | None = None
+    """Where the session's own audit events go (excessive masking)."""
 
     def end(self, reason: str, message: str | None = None) -> None:
         """Ask the relay to stop (idempotent); ``message`` is shown to the operator."""
@@ -62,6 +75,39 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
     process = live.process
     rec = live.recorder
     masker = InputMasker(lambda: upstream.echo_off if local else None)
+    masked = MaskedInput(
+        masker,
+        live.escrow,
+        uuid.UUID(live.record.id),
+        live.mask_limits,
+        event=rec.event,
+        record_input=rec.input,
+    )
+    masked.start()
+    if live.escrow is None and pty:
+        live.notify("no escrow key on the bastion: what you type at password prompts is recorded in clear")
+
+    async def flag_excessive(message: str, fields: dict[str, int]) -> None:
+        if live.audit is None:
+            return
+        r = live.record
+        # The recording already holds the event; a failing audit write must not stall the input relay.
+        try:
+            await live.audit(
+                NewEvent(
+                    "input.masked.excessive",
+                    r.user,
+                    "ssh",
+                    message,
+                    target=r.target,
+                    login=r.login,
+                    grant_id=r.grant_id,
+                    session_id=r.id,
+                    fields=dict(fields),
+                )
+            )
+        except (sqlite3.Error, OSError, ZspError) as exc:
+            print(f"zsp: warning: session {r.id}: audit of excessive masking failed: {exc}", file=sys.stderr)
 
     async def to_target() -> None:
         while True:
@@ -79,11 +125,9 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
                 if not pty:
                     upstream.write_eof()
                 return
-            hidden, shown = masker.split(data)
-            if hidden:
-                rec.event("input.masked", "input withheld: typed at a password prompt", bytes=len(hidden))
-            if shown:
-                rec.input(shown)
+            crossed = masked.feed(data)  # withheld bytes are sealed to the escrow key, never dropped
+            if crossed is not None:
+                await flag_excessive(crossed.message, crossed.fields())
             # Fail closed: typed input reaches the target only once it is on disk.
             await rec.synced()
             await upstream.write(data)

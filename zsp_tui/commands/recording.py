@@ -7,12 +7,15 @@ import json
 import os
 import pwd
 import shlex
+import sqlite3
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from recorder import (
+    EscrowPublicKey,
     FileSink,
     Frame,
     FsyncPolicy,
@@ -26,7 +29,10 @@ from recorder import (
 )
 from replay import Outcome, SourceError, VerificationReport, verify
 
-from ..exceptions import UsageError
+from ..audit import NewEvent
+from ..datadir import DataDir
+from ..exceptions import DataDirError, UsageError, ZspError
+from ..masking import Excessive, MaskLimits
 from ..record import default_size, output_path, run_recorded
 from ._common import data as _data
 
@@ -54,10 +60,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"recording key    {result.public_key.fingerprint}  keys/recording_ed25519")
     print(f"host key         {result.host_public_key.fingerprint}  keys/host_ed25519")
     print(f"user CA          {result.ca_public_key.fingerprint}  keys/user_ca_ed25519")
+    print(f"escrow key       {result.escrow_public_key.fingerprint}  keys/escrow_x25519.pub")
     print("CA public key line (for a target's TrustedUserCAKeys file):")
     print(f"  {result.ca_public_key.openssh} zsp-user-ca")
     print("allowed_signers line (for `ssh-keygen -Y verify` and other verifiers):")
     print(f"  {result.allowed_signers_line}")
+    if result.escrow_private_created or result.root.joinpath("keys", "escrow_x25519").exists():
+        print("IMPORTANT: move the escrow PRIVATE key off this machine now, e.g.")
+        print(f"  scp {result.root}/keys/escrow_x25519 auditor@vault: && shred -u {result.root}/keys/escrow_x25519")
+        print("  Masked input (passwords) is sealed to keys/escrow_x25519.pub; only the private key reveals it")
+        print("  (`zsp unseal SESSION --escrow-key FILE`). Kept here, anyone who can read the bastion can too.")
     return 0
 
 
@@ -98,7 +110,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot start recording: {exc.reason}; the command was not run") from None
     if not args.quiet:
         print(f"zsp: recording to {path}", file=sys.stderr)
-    code, info, failure = run_recorded(argv, writer, size=(cols, rows))
+    escrow, limits, on_excessive = _masking(data, sid, user, path)
+    code, info, failure = run_recorded(
+        argv, writer, size=(cols, rows), escrow=escrow, mask_limits=limits, on_excessive=on_excessive
+    )
     if failure is not None:
         _err(f"{failure}; the session was ended")
         return code
@@ -108,6 +123,38 @@ def cmd_record(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return code
+
+
+def _masking(
+    data: DataDir, sid: uuid.UUID, user: str, path: Path
+) -> tuple[EscrowPublicKey | None, MaskLimits, Callable[[Excessive], None]]:
+    """The escrow key (None, with a warning, if missing: input is then recorded in clear), the
+    limits, and what to do when a session masks too much: an audit event if there is a log."""
+    try:
+        escrow: EscrowPublicKey | None = data.escrow_key()
+    except DataDirError as exc:
+        escrow = None
+        print(f"zsp: warning: {exc.reason}; input at password prompts will be recorded in clear", file=sys.stderr)
+
+    def on_excessive(report: Excessive) -> None:
+        if not data.db_path.exists():
+            return
+        event = NewEvent(
+            "input.masked.excessive",
+            user,
+            "console",
+            report.message,
+            target="local",
+            login=user,
+            session_id=str(sid),
+            fields={"recording": str(path), **report.fields()},
+        )
+        try:
+            data.service().record_event(event)
+        except (ZspError, OSError, sqlite3.Error) as exc:  # the recording holds the event regardless
+            print(f"\r\nzsp: warning: could not write the audit event: {exc}\r", file=sys.stderr)
+
+    return escrow, data.settings().masking, on_excessive
 
 
 # --- verify ----------------------------------------------------------------------------------

@@ -129,6 +129,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     svc = service(args)
     rows = svc.sessions()
     now = svc.clock.now()
+    # Sessions that masked more input than a password needs are flagged for review (zsp unseal).
+    flagged = {e.session_id for e in svc.audit_events() if e.event == "input.masked.excessive"}
     out: list[dict[str, Any]] = []
     for s in rows:
         end = s.ended_at or now
@@ -155,6 +157,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 "end_reason": s.end_reason,
                 "head": s.head,
                 "path": s.path,
+                "flags": ["masked-input-excessive"] if s.id in flagged else [],
             }
         )
     if args.json:
@@ -169,7 +172,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 o["grant_id"] or "-",
                 o["started_at"][:19] + "Z",
                 f"{o['duration_s']:.0f}s",
-                o["state"],
+                o["state"] + (" FLAGGED" if o["flags"] else ""),
                 o["end_reason"] or "-",
                 o["path"],
             ]
@@ -177,6 +180,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         ],
         ["SESSION", "USER", "LOGIN@TARGET", "GRANT", "STARTED", "DURATION", "STATE", "ENDED BY", "RECORDING"],
     )
+    if flagged & {o["id"] for o in out}:
+        print("FLAGGED: more input was masked than a password needs; review it with `zsp unseal SESSION`")
     return 0
 
 
