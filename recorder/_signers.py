@@ -12,9 +12,10 @@ honoured or the file is refused; none is ignored:
   :data:`SIGNATURE_NAMESPACE` (``*``/``?`` wildcards, ``!`` negation, as ssh_config PATTERNS).
   A line for other namespaces (``git``, ``file``) is left out, so a shared file works.
 * ``valid-after="time"`` / ``valid-before="time"``: the key is trusted only for checkpoints whose
-  signed wall time lies in the window (:meth:`PublicKey.valid_at`). Times are ``YYYYMMDD[Z]`` or
-  ``YYYYMMDDHHMM[SS][Z]``, in the local time zone unless they end in ``Z`` or ``UTC``, exactly as
-  ssh-keygen reads them.
+  signed wall time lies in the window (:meth:`PublicKey.valid_at`). Times are ``YYYYMMDDZ`` or
+  ``YYYYMMDDHHMM[SS]Z`` (``UTC`` also ends one), read as ssh-keygen reads them. A time without
+  ``Z`` is refused: ssh-keygen reads it in the verifying machine's zone, so the verdict would
+  depend on where the recording is checked.
 * ``cert-authority`` is refused: recordings are signed by plain keys, never certificates.
 * Anything else is refused: an option we do not know could restrict the key in a way we would skip.
 
@@ -25,7 +26,6 @@ options are checked. Principals are not matched: a recording names its signer by
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +123,7 @@ def _dequote(s: str, name: str) -> tuple[str, str]:
 
 
 def parse_time(value: str, name: str) -> int:
-    """``YYYYMMDD[Z]`` or ``YYYYMMDDHHMM[SS][Z]`` (``Z``/``UTC``: UTC, else local time) as Unix seconds."""
+    """``YYYYMMDDZ`` or ``YYYYMMDDHHMM[SS]Z`` (or ``UTC`` for ``Z``) as Unix seconds; local times are refused."""
     v = value
     utc = False
     if len(v) > 1 and v[-1:].upper() == "Z":
@@ -132,6 +132,10 @@ def parse_time(value: str, name: str) -> int:
         utc, v = True, v[:-3]
     if len(v) not in (8, 12, 14) or not (v.isascii() and v.isdigit()):
         raise ValueError(f"{name}: not a time in YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z] form: {value!r}")
+    if not utc:
+        # ssh-keygen reads these in the verifying machine's zone (and, via mktime with
+        # tm_isdst=0, an hour off in summer): a verdict must not depend on where it is checked.
+        raise ValueError(f"{name}: local times are not accepted, write the time in UTC with a Z suffix: {value!r}")
     try:
         dt = datetime(
             int(v[0:4]),
@@ -140,12 +144,11 @@ def parse_time(value: str, name: str) -> int:
             int(v[8:10] or 0),
             int(v[10:12] or 0),
             int(v[12:14] or 0),
-            tzinfo=UTC if utc else None,
+            tzinfo=UTC,
         )
     except ValueError:
         raise ValueError(f"{name}: not a valid date or time: {value!r}") from None
-    # Local times go through mktime, as ssh-keygen's parse_absolute_time does.
-    seconds = int(dt.timestamp()) if utc else int(time.mktime(dt.timetuple()))
+    seconds = int(dt.timestamp())
     if seconds <= 0:
         raise ValueError(f"{name}: time before 1970: {value!r}")
     return seconds
