@@ -7,6 +7,9 @@ checkpoint signed by the data directory's recording key. It is built with
 verifier as session recordings. Events are appended inside the transaction that makes the
 change they describe, so a change and its audit event commit together or not at all.
 
+Every checkpoint is also handed to the sinks as an ``audit.anchor`` record (:mod:`zsp_tui.anchors`),
+so that a log later cut back to an earlier checkpoint, still a valid signed prefix, can be caught.
+
 Event names, codes and fields are stable and documented in ``docs/AUDIT.md``.
 """
 
@@ -206,7 +209,11 @@ class AuditLog:
         return FrameChain(log_id, self._key, seq=seq + 1, head=head), start_us, last_t, rows
 
     def append(self, tx: Tx, events: list[NewEvent], now: datetime) -> list[AuditEvent]:
-        """Add ``events`` (and a checkpoint signing them) to the log, inside ``tx``."""
+        """Add ``events`` (and a checkpoint signing them) to the log, inside ``tx``.
+
+        Returns what the sinks get once ``tx`` commits: the events, each checkpoint's
+        ``audit.anchor`` record after the events it signs.
+        """
         if not events:
             return []
         chain, start_us, last_t, rows = self._chain(tx, now)
