@@ -202,3 +202,12 @@ def test_play_pipeline_on_a_real_verifier(tmp_path: Path, key: SigningKey) -> No
         except StopIteration as stop:
             report = stop.value
     assert released and max(fr.seq for fr in released) == report.signed_frames
+
+
+def test_recording_signed_by_an_untrusted_key_shows_nothing(tmp_path: Path, other_key: SigningKey,
+                                                            signer: Path) -> None:
+    """An attacker's own key signs every checkpoint correctly: not trusted, so nothing is shown."""
+    path = _write(tmp_path / "theirs.zsprec", other_key)
+    p = play(path, signer, tmp_path)
+    assert p.returncode == 1 and b"untrusted-signer" in p.stderr
+    assert p.stdout == b""
