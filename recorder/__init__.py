@@ -37,7 +37,8 @@ from ._format import (
     parse_data,
 )
 from ._ids import new_session_id
-from ._keys import PublicKey, SigningKey, load_trusted_keys
+from ._keys import PublicKey, SigningKey
+from ._signers import SIGNATURE_NAMESPACE, SignerOptions, load_trusted_keys, parse_signer_options
 from ._writer import FileSink, FsyncPolicy, RecordingWriter, SealInfo, SessionMeta, Sink
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_CHECKPOINT_FRAMES",
     "MAX_DATA_PER_FRAME",
     "PREAMBLE",
+    "SIGNATURE_NAMESPACE",
     "VERSION",
     "AsyncRecorder",
     "Checkpoint",
@@ -72,6 +74,7 @@ __all__ = [
     "Seal",
     "SealInfo",
     "SessionMeta",
+    "SignerOptions",
     "SigningKey",
     "Sink",
     "chain_head",
@@ -83,5 +86,6 @@ __all__ = [
     "open_sealed",
     "pack_length",
     "parse_data",
+    "parse_signer_options",
     "seal",
 ]

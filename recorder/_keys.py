@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ._exceptions import KeyFileError
 
-__all__ = ["PublicKey", "SigningKey", "load_trusted_keys"]
+__all__ = ["PublicKey", "SigningKey", "read_small"]
 
 _KEY_TYPE = "ssh-ed25519"
 _MAX_KEY_FILE = 1 << 20
@@ -28,10 +28,30 @@ _MAX_KEY_FILE = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class PublicKey:
-    """An Ed25519 public key, compared by its raw 32 bytes."""
+    """An Ed25519 public key, with the validity window an allowed_signers line may give it.
+
+    Verifiers match signers by ``raw`` (the 32 key bytes); comments do not matter.
+    """
 
     raw: bytes
     comment: str = ""
+    valid_after: int | None = None
+    """allowed_signers ``valid-after``: Unix seconds; checkpoints signed before it are not trusted."""
+    valid_before: int | None = None
+    """allowed_signers ``valid-before``: Unix seconds; checkpoints signed after it are not trusted."""
+
+    @property
+    def bounded(self) -> bool:
+        """True if the key is trusted only within a time window."""
+        return self.valid_after is not None or self.valid_before is not None
+
+    def valid_at(self, wall_us: int) -> bool:
+        """Whether a signature dated ``wall_us`` (signed wall time, microseconds since the epoch)
+        falls in the key's window; both ends inclusive, to the second, as ``ssh-keygen -Y verify``."""
+        t = wall_us // 1_000_000
+        if self.valid_after is not None and t < self.valid_after:
+            return False
+        return self.valid_before is None or t <= self.valid_before
 
     @classmethod
     def from_openssh(cls, line: str) -> PublicKey:
@@ -98,7 +118,7 @@ class SigningKey:
     def load(cls, path: Path) -> SigningKey:
         """Read an unencrypted OpenSSH private key file holding an Ed25519 key."""
         try:
-            data = _read_small(path)
+            data = read_small(path)
             key = serialization.load_ssh_private_key(data, password=None)
         except (ValueError, UnsupportedAlgorithm, TypeError) as exc:
             raise KeyFileError(path=path, reason=f"not an unencrypted OpenSSH private key ({exc})") from None
@@ -131,7 +151,7 @@ class SigningKey:
         return self._key.sign(message)
 
 
-def _read_small(path: Path) -> bytes:
+def read_small(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
             data = f.read(_MAX_KEY_FILE + 1)
@@ -149,31 +169,3 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def load_trusted_keys(path: Path) -> list[PublicKey]:
-    """Public keys from a file: an OpenSSH private key, ``.pub`` lines, or an allowed_signers file.
-
-    allowed_signers lines (``principals [options] ssh-ed25519 AAAA...``) are accepted so the same
-    file serves ``ssh-keygen -Y verify`` and ``zsp verify``. Lines of other key types are skipped;
-    a file with no usable key is an error.
-    """
-    data = _read_small(path)
-    if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
-        return [SigningKey.load(path).public]
-    keys: list[PublicKey] = []
-    for lineno, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        tokens = line.split()
-        if _KEY_TYPE not in tokens:
-            continue
-        i = tokens.index(_KEY_TYPE)
-        try:
-            keys.append(PublicKey.from_openssh(" ".join(tokens[i:])))
-        except ValueError as exc:
-            raise KeyFileError(path=path, reason=f"line {lineno}: {exc}") from None
-    if not keys:
-        raise KeyFileError(path=path, reason="no ssh-ed25519 public key found")
-    return keys

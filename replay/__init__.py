@@ -2,6 +2,7 @@
 
 ``verify_frames`` streams a recording and yields frames once they are proven part of the chain;
 its return value is the :class:`VerificationReport`. ``verify`` does the same for a whole file.
+``only_signed`` holds frames back until a verified signature covers them (what a player shows).
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 from ._exceptions import ReplayError, SourceError
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._timing import at_speed, cap_idle, output_steps
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
+    "MAX_PENDING_BYTES",
     "Outcome",
     "Preamble",
     "Problem",
@@ -21,10 +24,12 @@ __all__ = [
     "Tail",
     "TailKind",
     "VerificationReport",
+    "Withheld",
     "at_speed",
     "cap_idle",
     "iter_raw",
     "load",
+    "only_signed",
     "output_steps",
     "read_preamble",
     "verify",

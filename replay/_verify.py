@@ -18,6 +18,7 @@ import enum
 import uuid
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -202,6 +203,7 @@ def verify_frames(
     covers it. The frames are listed in the report. Off by default: the format forbids it.
     """
     st = _State(source)
+    trusted = tuple(trusted)
     trusted_raw = {k.raw for k in trusted}
     corrupt = Outcome.CORRUPT
 
@@ -216,6 +218,7 @@ def verify_frames(
     head = b""
     sid: uuid.UUID = uuid.UUID(int=0)
     signer: PublicKey | None = None
+    windows: tuple[PublicKey, ...] = ()  # the signer's allowed_signers entries, if all are time-bounded
     last_t = 0
     data_t = 0  # time of the last frame that is not a checkpoint
     prev_kind = -1
@@ -274,6 +277,9 @@ def verify_frames(
                 return st.report(
                     corrupt, Problem.UNTRUSTED_SIGNER, 0, offset, f"signer {signer.fingerprint} is not trusted"
                 )
+            entries = tuple(k for k in trusted if k.raw == signer.raw)
+            if all(k.bounded for k in entries):
+                windows = entries
             max_unsigned = header.checkpoint_frames
             coalesce_us = header.coalesce_ms * 1000
             head = st.head = computed
@@ -345,6 +351,15 @@ def verify_frames(
             message = checkpoint_message(sid, value.index, prev_head, value.wall_us)
             if signer is None or not signer.verify(value.signature, message):
                 return st.report(corrupt, Problem.BAD_SIGNATURE, index, offset, "checkpoint signature does not verify")
+            if windows and not any(k.valid_at(value.wall_us) for k in windows):
+                return st.report(
+                    corrupt,
+                    Problem.UNTRUSTED_SIGNER,
+                    index,
+                    offset,
+                    f"signer {signer.fingerprint} is not trusted at the checkpoint's signed time "
+                    f"{_utc(value.wall_us)} (outside its allowed_signers valid-after/valid-before)",
+                )
             st.signed = index
             st.ckpt_wall = value.wall_us
             unsigned = 0
@@ -392,6 +407,13 @@ def verify_frames(
     if sealed:
         return st.report(Outcome.INCOMPLETE, Problem.UNSIGNED_SEAL, tail.index, tail.offset, "seal is not signed")
     return st.report(Outcome.INCOMPLETE, Problem.NO_SEAL, tail.index, tail.offset, "recording was never sealed")
+
+
+def _utc(wall_us: int) -> str:
+    try:
+        return datetime.fromtimestamp(wall_us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{wall_us} us since the epoch"
 
 
 def _seq_detail(index: int, seq: int) -> str:

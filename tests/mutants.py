@@ -138,7 +138,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "zsp_tui/access.py",
         "            if req.requester_id == approver.id:",
         "            if req.requester_id == approver.id and not req.approvals:",
-        ("tests/test_access.py", "tests/test_cli_access.py"),
+        ("tests/test_access_gaps.py",),
         "nobody approves their own request, at any position in an N-approval rule",
     ),
     Mutant(
@@ -156,6 +156,30 @@ MUTANTS: tuple[Mutant, ...] = (
         "            if False:\n                raise AccessDenied(f\"{user.name} may not revoke {req.id}\", request_id=req.id)",
         ("tests/test_access.py", "tests/test_cli_access.py"),
         "only the requester, an approver of the rule or an admin revokes",
+    ),
+    Mutant(
+        "masking-prompt-unanchored",
+        "zsp_tui/masking.py",
+        'verification code)[^\\n]{0,60}:\\s*$")',
+        'verification code)[^\\n]{0,60}:\\s*")',
+        ("tests/test_masking.py",),
+        "only a line ending in a prompt arms masking on SSH targets",
+    ),
+    Mutant(
+        "transfer-refusal-by-exact-string",
+        "zsp_tui/bastion/transfer.py",
+        "        name = os.path.basename(word)",
+        "        name = word",
+        ("tests/test_bastion_gaps.py", "-k", "transfer_program"),
+        "scp and sftp-server are refused by program name, whatever the path",
+    ),
+    Mutant(
+        "recording-limit-not-enforced",
+        "recorder/_async.py",
+        "        if self._max_bytes is not None and self._recorded + size > self._max_bytes:",
+        "        if False:",
+        ("tests/test_async_recorder.py", "tests/test_bastion_gaps.py", "-k", "limit"),
+        "one session cannot record more than max_recording_bytes",
     ),
     # --- the bastion (real sshd, real clients: slower) ------------------------------------------
     Mutant(

@@ -7,15 +7,61 @@ import os
 import uuid
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recorder import SigningKey
+from recorder import FileSink, RecordingWriter, SessionMeta, SigningKey, checkpoint_message
 from replay import Outcome, Problem, verify
-from tests.helpers import fixed_session_id, frame_at, frame_spans, rechain, split_frames, write_recording
+from tests.helpers import (
+    FakeClock,
+    fixed_session_id,
+    frame_at,
+    frame_spans,
+    rechain,
+    split_frames,
+    write_recording,
+)
 
 LONG = os.environ.get("ZSP_LONG") == "1"
+
+
+def _every_kind(path: Path, key: SigningKey) -> bytes:
+    """A recording with output, input, resize and event frames (str/int/bool/nil fields) and several
+    checkpoints: the random fixture happens to hold no event frame."""
+    clock = FakeClock()
+    w = RecordingWriter(
+        FileSink(path, sync_dir=False),
+        key,
+        SessionMeta(user="alice", target="db1", login="postgres", grant_id="g-1", term="xterm", cols=80, rows=24,
+                    host="bastion"),
+        session_id=fixed_session_id(4242),
+        checkpoint_frames=5,
+        coalesce_ms=0,
+        clock=clock.mono,
+        wall_clock=clock.wall,
+    )
+    w.output(b"$ ")
+    w.input(b"sudo -i\r")
+    w.event("input.masked", "input withheld", bytes=7)
+    w.output(b"\x1b[1mroot\x1b[0m# ")
+    w.resize(132, 43)
+    w.event("note", "grant ends soon", minutes=5, urgent=True, by=None, who="alice")
+    w.input(b"exit\r")
+    w.output("caf\u00e9\r\n".encode())
+    w.resize(80, 24)
+    w.close(0, "exit")
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module", params=["random", "every-kind"])
+def small_recording(request: pytest.FixtureRequest, small_recording: bytes, key: SigningKey,
+                    tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Every test below runs on the shared random recording and on one holding every frame kind."""
+    if request.param == "random":
+        return small_recording
+    return _every_kind(tmp_path_factory.mktemp("kinds") / "kinds.zsprec", key)
 
 
 def check(data: bytes, key: SigningKey):
@@ -314,3 +360,89 @@ def test_not_a_header_first_and_second_header(small_recording: bytes, key: Signi
 
     r = check(_forge(small_recording, second), key)
     assert r.problem is Problem.MALFORMED and r.bad_frame == 2
+
+
+# --- checkpoint signatures, the seal's own included -------------------------------------------
+
+
+def _checkpoints(data: bytes) -> list[int]:
+    return [i for i, k in enumerate(_kinds(data)) if k == 5]
+
+
+def test_fixture_holds_every_frame_kind(tmp_path: Path, key: SigningKey) -> None:
+    kinds = _kinds(_every_kind(tmp_path / "k.zsprec", key))
+    assert set(kinds) == {0, 1, 2, 3, 4, 5, 6}
+    assert kinds[-2:] == [6, 5]
+
+
+def _resign(bodies, i: int, sid: uuid.UUID, signer: SigningKey, data: bytes, *, wall_delta: int = 0) -> None:
+    """Replace checkpoint ``i``'s signature with one by ``signer`` over the true head of frame i-1."""
+    heads = [data[b - 32 : b] for _, b in frame_spans(data)]
+    ck = bodies[i][3]
+    ck["wall_us"] += wall_delta
+    ck["sig"] = signer.sign(checkpoint_message(sid, i - 1, heads[i - 1], ck["wall_us"]))
+
+
+def test_every_forged_checkpoint_signature_is_corrupt(small_recording: bytes, key: SigningKey,
+                                                      other_key: SigningKey) -> None:
+    """A forger who recomputes every head but cannot sign: each checkpoint, the seal's last, is checked."""
+    data = small_recording
+    sid = uuid.UUID(msgpack.unpackb(split_frames(data)[0])[3]["session_id"])
+    ckpts = _checkpoints(data)
+    assert ckpts[-1] == len(frame_spans(data)) - 1  # the seal's checkpoint is among them
+
+    for i in ckpts:
+        def flip(bodies, i=i):
+            sig = bytearray(bodies[i][3]["sig"])
+            sig[0] ^= 1
+            bodies[i][3]["sig"] = bytes(sig)
+            return bodies
+
+        def other(bodies, i=i):
+            _resign(bodies, i, sid, other_key, data)
+            return bodies
+
+        def moved_time(bodies, i=i):
+            # The signature is genuine but the signed wall time was changed.
+            bodies[i][3]["wall_us"] += 1
+            return bodies
+
+        def reused(bodies, i=i):
+            # A genuine signature of another checkpoint of the same recording.
+            j = ckpts[0] if i != ckpts[0] else ckpts[1]
+            bodies[i][3]["sig"] = bodies[j][3]["sig"]
+            return bodies
+
+        for edit in (flip, other, moved_time, reused):
+            r = check(_forge(data, edit), key)
+            assert r.outcome is Outcome.CORRUPT, (i, edit.__name__, r)
+            assert r.problem is Problem.BAD_SIGNATURE and r.bad_frame == i, (i, edit.__name__, r)
+            assert r.signed_frames < i
+
+        # Trusting the forger's key as well does not help: the header names the real signer.
+        r = verify(io.BytesIO(_forge(data, other)), [key.public, other_key.public])
+        assert r.outcome is Outcome.CORRUPT and r.bad_frame == i
+
+
+def test_seal_checkpoint_resigned_correctly_is_valid(small_recording: bytes, key: SigningKey) -> None:
+    """The forgery tests above fail for the signature, not for the re-encoding: a true re-signing passes."""
+    data = small_recording
+    sid = uuid.UUID(msgpack.unpackb(split_frames(data)[0])[3]["session_id"])
+    last = _checkpoints(data)[-1]
+
+    def resign(bodies):
+        _resign(bodies, last, sid, key, data, wall_delta=1)
+        return bodies
+
+    assert check(_forge(data, resign), key).outcome is Outcome.VALID
+
+
+def test_seal_checkpoint_naming_another_frame_is_corrupt(small_recording: bytes, key: SigningKey) -> None:
+    last = _checkpoints(small_recording)[-1]
+
+    def edit(bodies):
+        bodies[last][3]["index"] -= 1
+        return bodies
+
+    r = check(_forge(small_recording, edit), key)
+    assert r.outcome is Outcome.CORRUPT and r.problem is Problem.MALFORMED and r.bad_frame == last

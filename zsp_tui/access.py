@@ -23,6 +23,7 @@ from typing import Any
 
 from recorder import PublicKey, SigningKey
 
+from .anchors import AnchorSet
 from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
 from .exceptions import AccessDenied, Conflict, InvalidState, NotFound, UsageError, ZspError
@@ -864,6 +865,6 @@ class AccessService:
         with self.store.transaction(write=False) as tx:
             return list(self.audit_log.events(tx, since))
 
-    def audit_verify(self, trusted: list[PublicKey]) -> AuditReport:
+    def audit_verify(self, trusted: list[PublicKey], anchors: AnchorSet | None = None) -> AuditReport:
         with self.store.transaction(write=False) as tx:
-            return self.audit_log.verify(tx, trusted)
+            return self.audit_log.verify(tx, trusted, anchors)

@@ -7,6 +7,9 @@ checkpoint signed by the data directory's recording key. It is built with
 verifier as session recordings. Events are appended inside the transaction that makes the
 change they describe, so a change and its audit event commit together or not at all.
 
+Every checkpoint is also handed to the sinks as an ``audit.anchor`` record (:mod:`zsp_tui.anchors`),
+so that a log later cut back to an earlier checkpoint, still a valid signed prefix, can be caught.
+
 Event names, codes and fields are stable and documented in ``docs/AUDIT.md``.
 """
 
@@ -25,6 +28,7 @@ import msgpack
 from recorder import PREAMBLE, FrameChain, FrameKind, Header, PublicKey, SigningKey, new_session_id, pack_length
 from replay import Outcome, Problem, VerificationReport, verify
 
+from .anchors import ANCHOR_CODE, ANCHOR_EVENT, Anchor, AnchorSet
 from .clock import rfc3339
 from .store import Tx
 
@@ -208,7 +212,11 @@ class AuditLog:
         return FrameChain(log_id, self._key, seq=seq + 1, head=head), start_us, last_t, rows
 
     def append(self, tx: Tx, events: list[NewEvent], now: datetime) -> list[AuditEvent]:
-        """Add ``events`` (and a checkpoint signing them) to the log, inside ``tx``."""
+        """Add ``events`` (and a checkpoint signing them) to the log, inside ``tx``.
+
+        Returns what the sinks get once ``tx`` commits: the events, each checkpoint's
+        ``audit.anchor`` record after the events it signs.
+        """
         if not events:
             return []
         chain, start_us, last_t, rows = self._chain(tx, now)
@@ -240,15 +248,43 @@ class AuditLog:
             out.append(self._event(seq, data))
             unsigned += 1
             if unsigned >= _CHECKPOINT_EVERY:
-                rows.append(self._checkpoint(chain, t_us, now))
+                rows.append(self._checkpoint(chain, t_us, now, out))
                 unsigned = 0
-        rows.append(self._checkpoint(chain, t_us, now))
+        rows.append(self._checkpoint(chain, t_us, now, out))
         tx.audit_append(rows)
         return out
 
-    def _checkpoint(self, chain: FrameChain, t_us: int, now: datetime) -> tuple[int, bytes, bytes, str, str]:
-        seq = chain.seq
-        _, body, head = chain.checkpoint(t_us, int(now.timestamp() * 1_000_000))
+    def _checkpoint(
+        self, chain: FrameChain, t_us: int, now: datetime, out: list[AuditEvent]
+    ) -> tuple[int, bytes, bytes, str, str]:
+        """Sign the chain so far; its anchor joins ``out``, so the sinks get it after the commit."""
+        seq, signed_head, wall_us = chain.seq, chain.head, int(now.timestamp() * 1_000_000)
+        _, body, head = chain.checkpoint(t_us, wall_us)
+        anchor = Anchor(
+            log_id=chain.session_id,
+            index=seq - 1,
+            head=signed_head,
+            wall_us=wall_us,
+            signer_fingerprint=self._key.public.fingerprint,
+            signature=msgpack.unpackb(body)[3]["sig"],
+        )
+        out.append(
+            AuditEvent(
+                seq=seq,
+                event=ANCHOR_EVENT,
+                code=ANCHOR_CODE,
+                time=datetime.fromtimestamp(wall_us / 1e6, UTC),
+                actor="system",
+                via="system",
+                outcome="success",
+                message=f"audit log checkpoint: frames 0..{seq - 1} signed, head {signed_head.hex()[:16]}",
+                target=None,
+                login=None,
+                grant_id=None,
+                session_id=None,
+                fields=dict(anchor.fields()),
+            )
+        )
         return seq, body, head, rfc3339(now), "audit.checkpoint"
 
     @staticmethod
@@ -280,8 +316,72 @@ class AuditLog:
             if since is None or ev.time >= since:
                 yield ev
 
-    def verify(self, tx: Tx, trusted: list[PublicKey]) -> AuditReport:
-        """Check the whole chain and every signature; ``ok`` only if every event is signed."""
+    def verify(self, tx: Tx, trusted: list[PublicKey], anchors: AnchorSet | None = None) -> AuditReport:
+        """Check the whole chain and every signature; ``ok`` only if every event is signed.
+
+        Without ``anchors`` a log cut back to one of its checkpoints still passes (a signed
+        prefix is intact); with them, the log must also reach the last anchor with its exact head.
+        """
+        report = self._verify(tx, trusted)
+        if anchors is None or not report.ok:
+            return report
+        return self._reaches(tx, report, anchors)
+
+    def _reaches(self, tx: Tx, report: AuditReport, anchors: AnchorSet) -> AuditReport:
+        """``report`` (an intact log), failed unless the log reaches the last anchor with its head."""
+        last = anchors.last
+        header = report.report.header
+        log_id = header.session_id if header else None
+        where = f"anchor (line {last.line}: frame {last.index}, head {last.head.hex()[:16]}..., signed "
+        where += f"{rfc3339(datetime.fromtimestamp(last.wall_us / 1e6, UTC))})"
+
+        def failed(detail: str) -> AuditReport:
+            return AuditReport(False, report.events, report.signed, report.last_checkpoint, detail, report.report)
+
+        if log_id is None:
+            return failed(f"CUT: the log is empty, but the anchors show it reached the {where}")
+        foreign = sorted(str(i) for i in anchors.log_ids if i != log_id)
+        if foreign:
+            return failed(f"the anchors name audit log {', '.join(foreign)}, but this log is {log_id}: log replaced?")
+        if last.index >= report.signed:
+            return failed(
+                f"CUT: the log ends at frame {report.events - 1} (signed up to {report.signed - 1}), before the "
+                f"last {where}: it was cut back or rolled back"
+            )
+        if anchors.fork is not None:
+            a, first = anchors.fork
+            return failed(
+                f"REWRITTEN: anchors on lines {first} and {a.line} give two heads for frame {a.index}: "
+                "the log was cut back and written again"
+            )
+        # Every anchored frame must carry the anchored head, and be followed by its checkpoint.
+        heads = anchors.heads
+        expect_checkpoint: int | None = None
+        for seq, body, head in tx.audit_rows(since_seq=min(heads)):
+            if expect_checkpoint is not None:
+                if msgpack.unpackb(body)[0] != FrameKind.CHECKPOINT:
+                    return failed(f"REWRITTEN: frame {seq} is not the checkpoint anchored on line {expect_checkpoint}")
+                expect_checkpoint = None
+            anchored = heads.get(seq)
+            if anchored is not None:
+                if head != anchored[0]:
+                    return failed(
+                        f"REWRITTEN: frame {seq} does not have the head anchored on line {anchored[1]}: "
+                        "the log was cut back and written again, or edited"
+                    )
+                expect_checkpoint = anchored[1]
+            if seq >= last.index + 1:
+                break
+        return AuditReport(
+            True,
+            report.events,
+            report.signed,
+            report.last_checkpoint,
+            f"{report.detail}; reaches the last of {anchors.count} anchors: {where}",
+            report.report,
+        )
+
+    def _verify(self, tx: Tx, trusted: list[PublicKey]) -> AuditReport:
         report = verify(io.BufferedReader(_RowStream(tx.audit_rows())), trusted)
         wall = report.last_checkpoint_wall_us
         last = None if wall is None else datetime.fromtimestamp(wall / 1e6, UTC)

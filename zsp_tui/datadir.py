@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recorder import EscrowPrivateKey, EscrowPublicKey, KeyFileError, PublicKey, SigningKey, load_trusted_keys
+from recorder import (
+    SIGNATURE_NAMESPACE,
+    EscrowPrivateKey,
+    EscrowPublicKey,
+    KeyFileError,
+    PublicKey,
+    SigningKey,
+    load_trusted_keys,
+)
 
 from .clock import Clock, SystemClock
 from .config import DEFAULT_CONFIG, Settings, load_settings
@@ -36,8 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
 
-SIGNATURE_NAMESPACE = "session-recording@zsp"
-"""SSHSIG namespace of zsp's signatures; written into allowed_signers for ssh-keygen -Y verify."""
 
 
 def resolve_data_dir(arg: str | None) -> Path:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from ..anchors import AnchorFileError, AnchorRefused, read_anchors
 from ..clock import parse_time, rfc3339
 from ..exceptions import UsageError
 from ._common import data, emit_json, service
@@ -16,7 +18,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.action == "verify":
         d = data(args)
         svc = service(args)
-        report = svc.audit_verify(d.trusted_keys() or [d.signing_key().public])
+        trusted = d.trusted_keys() or [d.signing_key().public]
+        anchors = None
+        if args.anchor:
+            try:
+                anchors = read_anchors(Path(args.anchor), trusted)
+            except AnchorRefused as exc:
+                # A forged anchor is evidence of tampering with the sink: a failed verification.
+                if args.json:
+                    emit_json({"ok": False, "detail": str(exc)})
+                else:
+                    print(f"audit log FAILED: {exc}")
+                return 1
+            except AnchorFileError as exc:
+                raise UsageError(f"--anchor {exc}") from None
+        report = svc.audit_verify(trusted, anchors)
         last = rfc3339(report.last_checkpoint) if report.last_checkpoint else "-"
         if args.json:
             emit_json(
@@ -35,6 +51,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 f"last checkpoint {last}: {report.detail}"
             )
         return 0 if report.ok else 1
+    if args.anchor:
+        raise UsageError("--anchor is for `zsp audit verify`")
     since = None
     if args.since:
         try:
@@ -59,4 +77,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("action", nargs="?", choices=["list", "verify"], default="list")
     p.add_argument("--since", metavar="TIME", help="only events at or after this RFC 3339 time")
     p.add_argument("--json", action="store_true", help="JSON Lines, one event per line (SIEM friendly)")
+    p.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="verify: also prove the log reaches the last audit.anchor in FILE (a JSON Lines sink file)",
+    )
     p.set_defaults(func=cmd_audit)

@@ -246,7 +246,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     """Replay a recording's output on this terminal at its recorded pace, verifying as it goes."""
     import time
 
-    from replay import at_speed, cap_idle, output_steps, verify_frames
+    from replay import Withheld, at_speed, cap_idle, only_signed, output_steps, verify_frames
 
     if args.speed <= 0:
         raise UsageError("--speed must be positive")
@@ -258,6 +258,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     out = sys.stdout.buffer
     report: VerificationReport | None = None
+    withheld: Withheld | None = None
     with f:
         gen = verify_frames(f, trusted, source=str(path))
 
@@ -269,8 +270,14 @@ def cmd_play(args: argparse.Namespace) -> int:
             except StopIteration as stop:
                 report = stop.value
 
+        def signed() -> Iterator[Frame]:
+            # Only frames a verified signature covers are shown: a forger can recompute chain
+            # heads, so chained-but-unsigned output could print anything (a fake verdict too).
+            nonlocal withheld
+            withheld = yield from only_signed(frames())
+
         try:
-            for delay, data in at_speed(cap_idle(output_steps(frames()), args.idle_limit), args.speed):
+            for delay, data in at_speed(cap_idle(output_steps(signed()), args.idle_limit), args.speed):
                 if delay > 0 and not args.instant:
                     out.flush()
                     time.sleep(delay)
@@ -284,6 +291,12 @@ def cmd_play(args: argparse.Namespace) -> int:
     if report is None:
         return 2
     print(f"\r\nzsp: {_describe(report)}", file=sys.stderr)
+    if withheld is not None and withheld.frames:
+        why = "over the pending-data limit" if withheld.overflow else "not covered by a verified signature"
+        print(
+            f"zsp: {withheld.frames} frame(s) from frame {withheld.first} on were not shown: {why}",
+            file=sys.stderr,
+        )
     return 0 if report.outcome is Outcome.VALID else 1
 
 
@@ -335,8 +348,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "play",
         parents=[common],
         help="replay a recording's output in this terminal (verified as it plays)",
-        description="Replay what the session printed at its recorded pace. Only frames proven part of "
-        "the chain are shown; the verification result is printed at the end (exit 0 only if VALID).",
+        description="Replay what the session printed at its recorded pace. A frame is shown only once "
+        "a checkpoint signature by a trusted key covers it; frames after the last good signature are never "
+        "shown. The verification result is printed at the end (exit 0 only if VALID).",
     )
     p.add_argument("path", metavar="PATH|SESSION_ID")
     p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
