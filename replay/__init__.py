@@ -2,12 +2,14 @@
 
 ``verify_frames`` streams a recording and yields frames once they are proven part of the chain;
 its return value is the :class:`VerificationReport`. ``verify`` does the same for a whole file.
+``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
 from __future__ import annotations
 
 from ._exceptions import ReplayError, SourceError
+from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
 from ._timing import at_speed, cap_idle, output_steps
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
@@ -26,6 +28,7 @@ __all__ = [
     "iter_raw",
     "load",
     "output_steps",
+    "printable",
     "read_preamble",
     "verify",
     "verify_frames",

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from replay import printable
+
 from . import __version__
 from .commands import MODULES
 from .exceptions import ZspError
@@ -20,7 +22,8 @@ __all__ = ["build_parser", "main"]
 
 
 def _err(message: str) -> None:
-    print(f"zsp: error: {message}", file=sys.stderr)
+    # Messages embed what the user typed or what a file held: one escaped line, never raw controls.
+    print(f"zsp: error: {printable(message)}", file=sys.stderr)
 
 
 # --- parser ----------------------------------------------------------------------------------
