@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZspError as exc:
         _err(str(exc))
         return exc.exit_code
+    except UnicodeEncodeError as exc:
+        # An argument with bytes that are not UTF-8 (Python keeps them as surrogates) reached
+        # something that stores text: refuse it in one line (the transaction rolled back).
+        text = exc.object if isinstance(exc.object, str) else ""
+        _err(f"not valid UTF-8 text, nothing was changed: {text[:200]}")
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
