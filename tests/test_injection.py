@@ -348,6 +348,22 @@ def test_bastion_and_control_commands_escape_what_clients_send(remote_env: Env) 
     assert sessions[-1]["command"] == command
     assert len(lines(ok(zsp(data, "sessions")))) == 1 + len(sessions)
 
+    # A grant that starts at once (break-glass): the reply tells how to open it, quoting the
+    # hostile login and target.
+    env.data.policy_path.write_text(POLICY + '\n[break_glass]\nenabled = true\nrequesters = ["role:admin"]\n'
+                                    'max_duration = "30m"\n')
+    env.svc.cancel(Actor("alice"), rid)
+    request = f"request '{name}' --for 10m --break-glass --reason INC-10"
+    reply = asyncio.run(_control(env, "alice", request))
+    assert reply.exit_status == 0, reply.stderr
+    out = assert_clean(reply.stdout)
+    assert len(lines(out)) == 2 and lines(out)[1].startswith("open it: ssh ") and "\\x1b]52;c;" in out, out
+
+
+async def _control(env: Env, user: str, command: str) -> asyncssh.SSHCompletedProcess:
+    async with asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options(user)) as conn:
+        return await conn.run(command, encoding=None)
+
 
 # --- a hostile target: its refusal message reaches the operator and the audit log --------------
 

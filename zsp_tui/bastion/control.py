@@ -152,7 +152,7 @@ def _request(
     if r.state is RequestState.PENDING:
         out.write(f"an approver runs: {hint.control('approve ' + r.id)}\n")
     else:
-        out.write(f"open it: {hint.session(r.login, r.target)}\n")
+        out.write(f"open it: {printable(hint.session(r.login, r.target))}\n")
     return 0
 
 
