@@ -231,6 +231,8 @@ def test_verify_and_sessions_escape_recording_headers_and_names(tmp_path: Path) 
     # On a terminal the real verdict stays where it is: no forged VALID over the INCOMPLETE.
     screen = on_screen(out)
     assert len(screen) == 2 and screen[0].startswith("INCOMPLETE") and screen[1].startswith("VALID")
+    p = zsp(data, "verify", str(tmp_path / f"missing{TITLE}{FORGE}.zsprec"))
+    assert p.returncode == 2 and len(lines(assert_clean(p.stdout))) == 1 and p.stdout.startswith(b"ERROR ")
     reports = json.loads(ok(zsp(data, "verify", "--json", str(valid))))
     r = reports[0]
     assert (r["source"], r["user"], r["target"], r["login"]) == (str(valid), meta.user, meta.target, meta.login)
