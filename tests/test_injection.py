@@ -4,9 +4,11 @@ Each test puts escape sequences (erase line, cursor up, OSC 52 clipboard write, 
 carriage return that over-prints a forged ``VALID``, a bare newline that forges a whole line, a C1
 CSI (U+009B), bidi overrides and invalid UTF-8 into a field an attacker controls (a key comment,
 a target's name, host, labels and logins, a reason, an exec command line, a subsystem or
-forwarding name, an SSH user name, a recording's header and file name, a target's refusal
-message), then runs every command that shows that field. The human output must hold no raw
-control or format character and no extra line; ``--json`` must give back the exact value.
+forwarding name, a control command's arguments, a recording's header and file name, a target's
+refusal message, a webhook's HTTP status line), then runs every command that shows that field.
+The human output must hold no raw control or format character and no extra line; ``--json`` must
+give back the exact value. (SSH user names cannot carry such bytes: asyncssh applies SASLprep to
+the user name, which prohibits control and bidi characters.)
 
 Everything is real: `zsp` as a subprocess over a real data dir and SQLite, the real bastion with
 OpenSSH and asyncssh clients, a real sshd target, and a hostile SSH target (an asyncssh server
@@ -257,7 +259,7 @@ def test_verify_and_sessions_escape_recording_headers_and_names(tmp_path: Path) 
     assert p.returncode == 0 and len(lines(assert_clean(p.stdout))) == 1
 
 
-# --- the bastion: exec commands, subsystems, forwarding names, SSH user names, control commands --
+# --- the bastion: exec commands, subsystems, forwarding names, control commands ------------------
 
 
 @pytest.fixture
