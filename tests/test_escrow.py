@@ -573,10 +573,10 @@ def test_a_full_masked_chunk_fits_an_event_field_unclipped() -> None:
 
 
 def test_unseal_escapes_for_the_terminal_unambiguously() -> None:
-    from zsp_tui.commands.unseal import escape
+    from replay import printable
 
-    assert escape(b"pw\r") == "pw\\r"
-    assert escape(b"a\x1b]0;x\x07\x9b\x7f") == "a\\x1b]0;x\\x07\\x9b\\x7f"
-    assert escape("é\u202e".encode()) == "é\\u202e"  # UTF-8 kept, a bidi override escaped
-    assert escape(b"\\xff") == "\\\\xff" and escape(b"\xff") == "\\xff"  # typed text vs. a raw byte
-    assert escape("\u009b".encode()) == "\\u009b"  # C1 CSI as a character, not the byte 0x9b
+    assert printable(b"pw\r") == "pw\\r"
+    assert printable(b"a\x1b]0;x\x07\x9b\x7f") == "a\\x1b]0;x\\x07\\x9b\\x7f"
+    assert printable("é\u202e".encode()) == "é\\u202e"  # UTF-8 kept, a bidi override escaped
+    assert printable(b"\\xff") == "\\\\xff" and printable(b"\xff") == "\\xff"  # typed text vs. a raw byte
+    assert printable("\u009b".encode()) == "\\u009b"  # C1 CSI as a character, not the byte 0x9b

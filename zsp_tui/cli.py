@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from replay import printable
+
 from . import __version__
 from .commands import MODULES
 from .exceptions import ZspError
@@ -20,7 +22,8 @@ __all__ = ["build_parser", "main"]
 
 
 def _err(message: str) -> None:
-    print(f"zsp: error: {message}", file=sys.stderr)
+    # Messages embed what the user typed or what a file held: one escaped line, never raw controls.
+    print(f"zsp: error: {printable(message)}", file=sys.stderr)
 
 
 # --- parser ----------------------------------------------------------------------------------
@@ -52,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZspError as exc:
         _err(str(exc))
         return exc.exit_code
+    except UnicodeEncodeError as exc:
+        # An argument with bytes that are not UTF-8 (Python keeps them as surrogates) reached
+        # something that stores text: refuse it in one line (the transaction rolled back).
+        text = exc.object if isinstance(exc.object, str) else ""
+        _err(f"not valid UTF-8 text, nothing was changed: {text[:200]}")
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

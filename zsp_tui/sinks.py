@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import urllib.request
 from collections.abc import Iterable
 from datetime import UTC
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
+
+from replay import printable
 
 from .audit import AuditEvent
 
@@ -26,6 +29,7 @@ SD_ID = "zsp@32473"
 deployment with its own Private Enterprise Number can rewrite it in its collector."""
 _SEVERITY = {"I": 6, "W": 4, "E": 3}  # info, warning, error
 _FACILITY_AUTHPRIV = 10
+_SD_NAME = re.compile(r'[!#-<>-\\^-~]{1,32}')  # PRINTUSASCII except "=", "]", '"' and space
 
 
 class Sink(Protocol):
@@ -54,14 +58,29 @@ def _sd_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
+def _sd_value(value: Any) -> str:
+    """An SD-PARAM value (RFC 5424 6.3.3): booleans as ``true``/``false`` (as in the JSON), text
+    with its control characters escaped (:func:`replay.printable`: many syslog pipelines are
+    line-based, and a newline must not start a forged record), then ``"``, ``\\`` and ``]``
+    escaped as the RFC requires."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        text = str(value)
+    else:
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return _sd_escape(printable(text))
+
+
 def format_rfc5424(event: AuditEvent, hostname: str, procid: int) -> bytes:
     """``<PRI>1 TIMESTAMP HOST zsp PROCID MSGID [zsp@32473 k="v" ...] MESSAGE`` (RFC 5424)."""
     pri = _FACILITY_AUTHPRIV * 8 + _SEVERITY.get(event.code[-1], 6)
     ts = event.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     params = {k: v for k, v in event.to_json().items() if v is not None and k not in ("message", "time")}
-    sd = " ".join(f'{k}="{_sd_escape(str(v))}"' for k, v in sorted(params.items()) if k.isascii() and " " not in k)
+    sd = " ".join(f'{k}="{_sd_value(v)}"' for k, v in sorted(params.items()) if _SD_NAME.fullmatch(k))
     msgid = event.event[:32]
-    return f"<{pri}>1 {ts} {hostname[:255]} zsp {procid} {msgid} [{SD_ID} {sd}] {event.message}".encode()
+    # MSG: one line with control characters escaped, so that it cannot forge a record either.
+    return f"<{pri}>1 {ts} {hostname[:255]} zsp {procid} {msgid} [{SD_ID} {sd}] {printable(event.message)}".encode()
 
 
 class SyslogSink:
@@ -124,4 +143,4 @@ def dispatch(sinks: Iterable[Sink], events: list[AuditEvent]) -> None:
         try:
             sink.send(events)
         except (OSError, ValueError) as exc:  # URLError and socket errors are OSErrors
-            print(f"zsp: warning: audit sink {sink.name} failed: {exc}", file=sys.stderr)
+            print(f"zsp: warning: audit sink {printable(sink.name)} failed: {printable(str(exc))}", file=sys.stderr)

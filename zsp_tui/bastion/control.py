@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from replay import printable
+
 from ..access import AccessService, Actor
 from ..clock import parse_duration
 from ..commands._common import request_json, request_line
@@ -127,7 +129,7 @@ def run_control(svc: AccessService, user: User, command: str | None, hint: SshHi
     except _Exit as exc:
         return exc.status, out.getvalue(), ""
     except ZspError as exc:
-        return exc.exit_code, out.getvalue(), f"zsp: error: {exc}\n"
+        return exc.exit_code, out.getvalue(), f"zsp: error: {printable(str(exc))}\n"
     return status, out.getvalue(), ""
 
 
@@ -150,7 +152,7 @@ def _request(
     if r.state is RequestState.PENDING:
         out.write(f"an approver runs: {hint.control('approve ' + r.id)}\n")
     else:
-        out.write(f"open it: {hint.session(r.login, r.target)}\n")
+        out.write(f"open it: {printable(hint.session(r.login, r.target))}\n")
     return 0
 
 
@@ -215,21 +217,21 @@ def _status(
         and policy.principal_matches(r.approver_patterns, user)
         and user.name not in r.approvals
     ]
-    out.write(f"you are {user.name} ({', '.join(sorted(user.roles))})\n")
+    out.write(f"you are {printable(user.name)} ({', '.join(sorted(user.roles))})\n")
     out.write("your requests and grants:\n" if mine else "you have no pending requests or active grants\n")
     for r in mine:
         out.write("  " + request_line(r, now) + "\n")
     if waiting:
         out.write("waiting for your approval:\n")
         for r in waiting:
-            out.write(f"  {request_line(r, now)}  reason: {r.reason}\n")
+            out.write(f"  {request_line(r, now)}  reason: {printable(r.reason)}\n")
     return 0
 
 
 def _whoami(
     svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
 ) -> int:
-    out.write(f"{user.name} roles={','.join(sorted(user.roles))} keys={len(user.keys)}\n")
+    out.write(f"{printable(user.name)} roles={','.join(sorted(user.roles))} keys={len(user.keys)}\n")
     return 0
 
 

@@ -46,6 +46,7 @@ from recorder import (
     SigningKey,
     new_session_id,
 )
+from replay import printable
 
 from ..access import AccessService
 from ..audit import NewEvent
@@ -432,7 +433,8 @@ class Bastion:
                 try:
                     await asyncio.wait_for(self.watch_db(self.watch_svc.sweep), _WATCH_DEADLINE)
                 except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
-                    print(f"zsp: warning: recording expiries in the audit log failed: {exc!r}", file=sys.stderr)
+                    why = printable(repr(exc))
+                    print(f"zsp: warning: recording expiries in the audit log failed: {why}", file=sys.stderr)
             if not self.live:
                 continue
             # Revocations need the database. The watcher has its own connection and thread, so
@@ -447,7 +449,7 @@ class Bastion:
                 policy = await asyncio.wait_for(self.watch_db(self.watch_svc.policy), _WATCH_DEADLINE)
                 policy_warn = policy.warn_before
             except (ZspError, TimeoutError) as exc:  # an invalid policy file: keep the last warning times
-                print(f"zsp: warning: {exc}; keeping the previous warning times", file=sys.stderr)
+                print(f"zsp: warning: {printable(str(exc))}; keeping the previous warning times", file=sys.stderr)
             active = {r.id: r for r in grants}
             now = self.svc.clock.now()
             for live in list(self.live):
@@ -514,8 +516,12 @@ class Bastion:
             with contextlib.suppress(OSError, asyncssh.Error):
                 process.exit(255)
 
-    def _refuse(self, process: asyncssh.SSHServerProcess[bytes], message: str, status: int = 1) -> None:
-        process.stderr.write(f"zsp: {message}\r\n".encode())
+    def _refuse(
+        self, process: asyncssh.SSHServerProcess[bytes], message: str, status: int = 1, *, hint: str | None = None
+    ) -> None:
+        # The message quotes what the client sent (user name, subsystem, command): escaped, one line.
+        text = f"zsp: {printable(message)}\r\n" + (f"  {printable(hint)}\r\n" if hint else "")
+        process.stderr.write(text.encode())
         process.exit(status)
 
     async def _session(
@@ -583,7 +589,8 @@ class Bastion:
                 )
             return self._refuse(
                 process,
-                f"{user.name} has no active grant for {login}@{target.name}. Ask for one:\r\n  {hint.control(ask)}",
+                f"{user.name} has no active grant for {login}@{target.name}. Ask for one:",
+                hint=hint.control(ask),
             )
         # Count and reserve in one step (no await between), so concurrent channels cannot all pass.
         mine = self.reserved[user.name]

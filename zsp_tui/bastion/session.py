@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from recorder import AsyncRecorder, EscrowPublicKey, RecordingFailed
+from replay import printable
 
 from ..audit import NewEvent
 from ..exceptions import ZspError
@@ -65,9 +66,11 @@ class LiveSession:
         self.ending.set()
 
     def notify(self, message: str) -> None:
-        """An in-band line to the operator (warnings, why the session ends); not recorded as output."""
+        """An in-band line to the operator (warnings, why the session ends); not recorded as output.
+        Escaped: it may quote a target's error message, and a hostile target must not drive the
+        operator's terminal through it."""
         with contextlib.suppress(OSError, asyncssh.Error):
-            self.process.stderr.write(f"\r\n[zsp] {message}\r\n".encode())
+            self.process.stderr.write(f"\r\n[zsp] {printable(message)}\r\n".encode())
 
 
 async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool) -> int | None:

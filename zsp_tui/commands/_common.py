@@ -1,4 +1,9 @@
-"""Helpers shared by the subcommand modules: data dir, service, actor, output."""
+"""Helpers shared by the subcommand modules: data dir, service, actor, output.
+
+Human-readable output goes through :func:`replay.printable` here (``say``, ``table``,
+``request_line``), so no stored value (a key comment, a target name, a reason, a recording header)
+can put a control character on the reader's terminal or forge a line. ``--json`` output is exact.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import argparse
 import json
 import sys
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
+
+from replay import printable
 
 from ..access import AccessService, Actor
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir, resolve_data_dir
 from ..models import AccessRequest
 
-__all__ = ["actor", "data", "emit_json", "request_line", "service", "table"]
+__all__ = ["actor", "data", "emit_json", "request_line", "say", "service", "table"]
 
 
 def data(args: argparse.Namespace) -> DataDir:
@@ -43,10 +50,17 @@ def emit_json(obj: Any) -> None:
     print()
 
 
+def say(line: str, *, file: TextIO | None = None) -> None:
+    """Print one line of human-readable output with its control characters escaped: the line may
+    embed stored values, and it stays one line whatever they hold."""
+    print(printable(line), file=file or sys.stdout)
+
+
 def table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    cells = [[printable(str(c)) for c in r] for r in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def request_json(r: AccessRequest, now: datetime) -> dict[str, Any]:
@@ -75,7 +89,7 @@ def request_json(r: AccessRequest, now: datetime) -> dict[str, Any]:
 
 def request_line(r: AccessRequest, now: datetime) -> str:
     state = r.effective_state(now).value
-    where = f"{r.login}@{r.target}"
+    where = printable(f"{r.login}@{r.target}")
     if r.active(now) and r.ends_at:
         when = f"active until {rfc3339(r.ends_at)[:19]}Z ({format_duration(r.ends_at - now)} left)"
         if r.starts_at and r.ends_at - r.starts_at < r.duration:
@@ -85,4 +99,4 @@ def request_line(r: AccessRequest, now: datetime) -> str:
     else:
         when = state
     flag = " BREAK-GLASS" if r.break_glass else ""
-    return f"{r.id}  {r.requester} -> {where} for {format_duration(r.duration)}: {when}{flag}"
+    return f"{printable(r.id)}  {printable(r.requester)} -> {where} for {format_duration(r.duration)}: {when}{flag}"

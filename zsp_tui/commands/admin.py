@@ -10,7 +10,7 @@ from pathlib import Path
 from ..clock import rfc3339
 from ..exceptions import UsageError
 from ..models import Role, Target
-from ._common import actor, add_as, data, emit_json, service, table
+from ._common import actor, add_as, data, emit_json, say, service, table
 
 __all__ = ["register"]
 
@@ -48,9 +48,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     if not roles:
         raise UsageError("give the user at least one --role (operator, approver, reviewer, admin)")
     user = service(args).add_user(actor(args), args.name, roles, keys)
-    print(f"user {user.name} added: roles {', '.join(sorted(user.roles))}; {len(user.keys)} key(s)")
+    say(f"user {user.name} added: roles {', '.join(sorted(user.roles))}; {len(user.keys)} key(s)")
     for k in user.keys:
-        print(f"  {k.fingerprint} {k.comment}")
+        say(f"  {k.fingerprint} {k.comment}")
     return 0
 
 
@@ -78,7 +78,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
     service(args).remove_user(actor(args), args.name)
-    print(f"user {args.name} removed")
+    say(f"user {args.name} removed")
     return 0
 
 
@@ -86,13 +86,13 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     svc = service(args)
     for line in _read_key_file(args.keyfile):
         key = svc.add_key(actor(args), args.name, line)
-        print(f"key {key.fingerprint} added to {args.name}")
+        say(f"key {key.fingerprint} added to {args.name}")
     return 0
 
 
 def cmd_key_remove(args: argparse.Namespace) -> int:
     service(args).remove_key(actor(args), args.name, args.fingerprint)
-    print(f"key {args.fingerprint} removed from {args.name}")
+    say(f"key {args.fingerprint} removed from {args.name}")
     return 0
 
 
@@ -140,7 +140,7 @@ def cmd_target_add(args: argparse.Namespace) -> int:
             line = asyncio.run(_scan(args.host, args.port))
         except (OSError, TimeoutError, asyncssh.Error) as exc:
             raise UsageError(f"cannot scan the host key of {args.host}:{args.port}: {exc}") from None
-        print(f"scanned {args.host}:{args.port}: {_fingerprint(line)} (pinned; check it out of band)")
+        say(f"scanned {args.host}:{args.port}: {_fingerprint(line)} (pinned; check it out of band)")
     else:
         try:
             text = Path(args.host_key).read_text(errors="replace")
@@ -167,7 +167,7 @@ def cmd_target_add(args: argparse.Namespace) -> int:
         client_key=client_key,
     )
     service(args).add_target(actor(args), target)
-    print(
+    say(
         f"target {args.name} added: {args.host}:{args.port}, logins {', '.join(logins)}, host key {_fingerprint(line)}"
     )
     return 0
@@ -207,7 +207,7 @@ def cmd_target_list(args: argparse.Namespace) -> int:
 
 def cmd_target_remove(args: argparse.Namespace) -> int:
     service(args).remove_target(actor(args), args.name)
-    print(f"target {args.name} removed")
+    say(f"target {args.name} removed")
     return 0
 
 
@@ -219,7 +219,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
     path = Path(args.file) if args.file else data(args).policy_path
     policy = load_policy(path)
-    print(
+    say(
         f"{path}: valid: {len(policy.rules)} rule(s), {len(policy.auto_rules)} auto-approval rule(s), "
         f"break-glass {'enabled' if policy.break_glass.enabled else 'disabled'}; sha256 {policy.digest[:16]}..."
     )

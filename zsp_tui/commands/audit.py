@@ -9,7 +9,7 @@ from pathlib import Path
 from ..anchors import AnchorFileError, AnchorRefused, read_anchors
 from ..clock import parse_time, rfc3339
 from ..exceptions import UsageError
-from ._common import data, emit_json, service
+from ._common import data, emit_json, say, service
 
 __all__ = ["register"]
 
@@ -46,7 +46,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             )
         else:
             state = "OK" if report.ok else "FAILED"
-            print(
+            say(
                 f"audit log {state}: {report.events} frames, signed up to {report.signed}, "
                 f"last checkpoint {last}: {report.detail}"
             )
@@ -68,7 +68,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         who = f"{e.actor}({e.via})"
         where = f" {e.login}@{e.target}" if e.target else ""
         grant = f" {e.grant_id}" if e.grant_id else ""
-        print(f"{rfc3339(e.time)[:23]}Z {e.seq:>6} {e.code} {e.event:<24} {who:<20}{where}{grant}  {e.message}")
+        say(f"{rfc3339(e.time)[:23]}Z {e.seq:>6} {e.code} {e.event:<24} {who:<20}{where}{grant}  {e.message}")
     return 0
 
 

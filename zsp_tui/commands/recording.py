@@ -27,7 +27,7 @@ from recorder import (
     load_trusted_keys,
     new_session_id,
 )
-from replay import Outcome, SourceError, VerificationReport, verify
+from replay import Outcome, SourceError, VerificationReport, printable, verify
 
 from ..audit import NewEvent
 from ..datadir import DataDir
@@ -40,7 +40,7 @@ __all__ = ["register"]
 
 
 def _err(message: str) -> None:
-    print(f"zsp: error: {message}", file=sys.stderr)
+    print(f"zsp: error: {printable(message)}", file=sys.stderr)
 
 
 def _fmt_time(us: int | None) -> str:
@@ -55,7 +55,7 @@ def _fmt_time(us: int | None) -> str:
 def cmd_init(args: argparse.Namespace) -> int:
     result = _data(args).init()
     state = "created" if result.created_dir else "exists"
-    print(f"data directory   {result.root} ({state})")
+    print(f"data directory   {printable(str(result.root))} ({state})")
     print(f"created          {', '.join(result.created) if result.created else 'nothing (all present; kept)'}")
     print(f"recording key    {result.public_key.fingerprint}  keys/recording_ed25519")
     print(f"host key         {result.host_public_key.fingerprint}  keys/host_ed25519")
@@ -109,7 +109,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     except RecordingFailed as exc:
         raise UsageError(f"cannot start recording: {exc.reason}; the command was not run") from None
     if not args.quiet:
-        print(f"zsp: recording to {path}", file=sys.stderr)
+        print(f"zsp: recording to {printable(str(path))}", file=sys.stderr)
     escrow, limits, on_excessive = _masking(data, sid, user, path)
     code, info, failure = run_recorded(
         argv, writer, size=(cols, rows), escrow=escrow, mask_limits=limits, on_excessive=on_excessive
@@ -119,7 +119,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         return code
     if info is not None and not args.quiet:
         print(
-            f"zsp: recording sealed: {path} ({info.frames} frames, head {info.head_hex[:16]}...)",
+            f"zsp: recording sealed: {printable(str(path))} ({info.frames} frames, head {info.head_hex[:16]}...)",
             file=sys.stderr,
         )
     return code
@@ -228,14 +228,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if args.json:
                 results.append({"source": name, "outcome": "ERROR", "detail": exc.reason})
             else:
-                print(f"ERROR       {name}  {exc.reason}")
+                print(printable(f"ERROR       {name}  {exc.reason}"))
             continue
         if report.outcome is not Outcome.VALID:
             worst = max(worst, 1)
         if args.json:
             results.append(report.to_json())
         else:
-            print(_describe(report))
+            print(printable(_describe(report)))  # header fields are whatever the file says
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
@@ -290,7 +290,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         out.flush()
     if report is None:
         return 2
-    print(f"\r\nzsp: {_describe(report)}", file=sys.stderr)
+    print(f"\r\nzsp: {printable(_describe(report))}", file=sys.stderr)
     if withheld is not None and withheld.frames:
         why = "over the pending-data limit" if withheld.overflow else "not covered by a verified signature"
         print(

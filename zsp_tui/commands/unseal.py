@@ -17,14 +17,13 @@ import binascii
 import io
 import itertools
 import sys
-import unicodedata
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from recorder import EscrowError, EscrowPrivateKey, Event, Frame, FrameKind, Header, KeyFileError, open_sealed
-from replay import Outcome, SourceError, load
+from replay import Outcome, SourceError, load, printable
 
 from ..audit import NewEvent
 from ..exceptions import UsageError
@@ -44,25 +43,6 @@ class MaskedRun:
     t_us: int
     """Session time of its first part."""
     data: bytes
-
-
-def escape(data: bytes) -> str:
-    """Bytes as terminal-safe, unambiguous text: UTF-8 where valid; a backslash doubled; invalid
-    bytes, control and format characters (C0, C1, DEL, bidi overrides...) as ``\\xNN``/``\\uNNNN``."""
-    out: list[str] = []
-    for ch in data.decode("utf-8", errors="surrogateescape"):
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch in "\r\n\t":
-            out.append({"\r": "\\r", "\n": "\\n", "\t": "\\t"}[ch])
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif unicodedata.category(ch)[0] == "C":
-            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")  # \xNN always means one byte
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def unseal_frames(frames: list[Frame], key: EscrowPrivateKey, session_id: uuid.UUID) -> tuple[list[MaskedRun], int]:
@@ -189,7 +169,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
                         "time": _wall(header, r.t_us),
                         "bytes": len(r.data),
                         "data_b64": base64.b64encode(r.data).decode(),
-                        "text": escape(r.data),
+                        "text": printable(r.data),
                     }
                     for r in runs
                 ],
@@ -204,7 +184,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
         out.write(f"{legacy} masked events predate escrow (byte counts only; nothing to unseal)\n")
     for r in runs:
         where = f"frame {r.frames[0]}" if len(r.frames) == 1 else f"frames {r.frames[0]}-{r.frames[-1]}"
-        out.write(f"run {r.run:<3} {_wall(header, r.t_us)}  {where:<16} {len(r.data):>4} bytes  {escape(r.data)}\n")
+        out.write(f"run {r.run:<3} {_wall(header, r.t_us)}  {where:<16} {len(r.data):>4} bytes  {printable(r.data)}\n")
     sys.stdout.write(out.getvalue())
     return 0
 
