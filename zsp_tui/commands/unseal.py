@@ -30,7 +30,7 @@ from ..exceptions import UsageError
 from ._common import actor, add_as, data, emit_json
 from .recording import _describe, _session_path, _trusted
 
-__all__ = ["MaskedRun", "escape", "register", "unseal_frames"]
+__all__ = ["MaskedRun", "register", "unseal_frames"]
 
 
 @dataclass(frozen=True, slots=True)
