@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import access, admin, audit, recording, serve
+from . import access, admin, audit, recording, serve, targets
 
 __all__ = ["MODULES"]
 
-MODULES = (serve, recording, admin, access, audit)
+MODULES = (serve, recording, admin, access, audit, targets)
