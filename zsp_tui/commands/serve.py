@@ -46,9 +46,15 @@ def demo_data_dir(arg: str | None) -> Path:
 
 def _demo(d: DataDir) -> Path:
     """Users with their own key files, an ssh config that pins the bastion's host key."""
+    svc = d.service()
+    if any(u.name not in (DEMO_OPERATOR, DEMO_APPROVER) for u in svc.users()):
+        # Checked before anything is written: the demo leaves a real installation untouched.
+        raise UsageError(
+            f"--demo needs a data dir of its own, and {d.root} has users: run `zsp serve --demo` "
+            f"without --data (it uses {demo_data_dir(None)}), or with --data NEW_DIR"
+        )
     demo = d.root / "demo"
     demo.mkdir(mode=0o700, exist_ok=True)
-    svc = d.service()
     for name, role in ((DEMO_OPERATOR, Role.OPERATOR), (DEMO_APPROVER, Role.APPROVER)):
         key = demo / name
         if not key.exists():
@@ -57,11 +63,6 @@ def _demo(d: DataDir) -> Path:
             svc.add_user(Actor(None), name, frozenset({role}), [Path(f"{key}.pub").read_text().strip()])
         except Conflict:
             pass  # a second `zsp serve --demo` reuses the demo users
-        except UsageError:  # an admin exists: the demo does not touch a real installation
-            raise UsageError(
-                f"--demo needs a data dir of its own, and {d.root} has users: run `zsp serve --demo` "
-                f"without --data (it uses {demo_data_dir(None)}), or with --data NEW_DIR"
-            ) from None
     return demo
 
 
