@@ -50,17 +50,20 @@ def resolve_session(d: DataDir, ref: str) -> Path:
     known = _known(d) if d.root.exists() else {}
     if key in known:
         return known[key]
-    hint = f"; for the file in this directory say ./{ref}" if Path(ref).exists() else ""
-    if len(key) < MIN_PREFIX:
-        raise SessionRefError(
-            f"{ref!r}: give a session id or at least {MIN_PREFIX} of its first characters{hint}", ref=ref
-        )
-    matches = sorted(sid for sid in known if sid.startswith(key))
-    if not matches:
-        raise SessionRefError(f"no session {ref!r} in {d.root} (`zsp sessions` lists them){hint}", ref=ref)
+    matches = sorted(sid for sid in known if sid.startswith(key)) if len(key) >= MIN_PREFIX else []
+    if len(matches) == 1:
+        return known[matches[0]]
     if len(matches) > 1:
         shown = ", ".join(matches[:_SHOWN]) + (f" and {len(matches) - _SHOWN} more" if len(matches) > _SHOWN else "")
         raise SessionRefError(
             f"{ref!r} matches {len(matches)} sessions: {shown}; give more of the id", ref=ref, candidates=tuple(matches)
         )
-    return known[matches[0]]
+    if Path(ref).exists():
+        # A file of that name here is never used on its own: say how to name it as a path.
+        raise SessionRefError(
+            f"{ref!r} is not a session in {d.root}; for the file in this directory say ./{ref} (a path needs a '/')",
+            ref=ref,
+        )
+    if len(key) < MIN_PREFIX:
+        raise SessionRefError(f"{ref!r}: give a session id or at least {MIN_PREFIX} of its first characters", ref=ref)
+    raise SessionRefError(f"no session {ref!r} in {d.root} (`zsp sessions` lists them)", ref=ref)
