@@ -200,11 +200,11 @@ def test_unknown_target_points_to_targets_which_lists_them(env: Env) -> None:
 
 
 def test_short_grant_gets_one_warning_per_threshold_reached(env: Env) -> None:
-    """A 5 s grant is inside both the 5 m and the 1 m thresholds from the start: one warning for
+    """An 8 s grant is inside both the 5 m and the 1 m thresholds from the start: one warning for
     those (not two at once), then one more at the 2 s threshold."""
     policy = env.data.policy_path.read_text().replace('warn_before = ["5m", "2s"]', 'warn_before = ["5m", "2s", "1m"]')
     env.data.policy_path.write_text(policy)
-    env.grant(duration=timedelta(seconds=5))
+    env.grant(duration=timedelta(seconds=8))
     p = env.ssh("alice", "local", "sleep 20", timeout=30)
     assert p.returncode != 0
     s = wait_for(lambda: (x := last_session(env)).ended_at and x)
