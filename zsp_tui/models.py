@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -151,3 +153,9 @@ class SessionRecord:
     """Final chain head (hex) from the seal; None while live or if the recording never sealed."""
     owner: str = ""
     """The process recording it, ``serve:HOST:PID`` or ``record:HOST:PID`` ("" before schema 2: a bastion)."""
+
+
+def session_owner(kind: str) -> str:
+    """How a session names the process recording it, ``serve:HOST:PID`` or ``record:HOST:PID``, so
+    that a bastion starting later can tell whether that process is gone (bastion/recovery.py)."""
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}"

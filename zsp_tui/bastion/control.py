@@ -1,4 +1,4 @@
-"""Control commands over SSH: ``ssh -p 2222 zsp@bastion request|approve|deny|cancel|revoke|grants|status|whoami``.
+"""Control commands over SSH: ``ssh -p 2222 zsp@bastion request|approve|deny|...|targets|status|whoami``.
 
 The caller is whoever owns the key that signed the SSH login; there is no ``--as`` here. The same
 :class:`AccessService` as the local console applies the same rules and writes the same audit
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -22,6 +21,8 @@ from ..clock import parse_duration
 from ..commands._common import request_json, request_line
 from ..exceptions import UsageError, ZspError
 from ..models import RequestState, Role, User
+from ..requestable import requestable_lines
+from .command_line import split_command
 
 __all__ = ["SshHint", "run_control"]
 
@@ -32,25 +33,44 @@ class SshHint:
 
     port: int
     host: str
+    ssh_config: str | None = None
+    """In demo mode, the demo's ssh_config (key files, pinned host key): without it, a pasted
+    command fails host key verification. Hosts are then its aliases, from ``aliases``."""
+    aliases: tuple[tuple[str, str], ...] = ()
+    """``(zsp user, Host alias in ssh_config)`` pairs."""
+    user: str | None = None
+    """Who the hints are for (whose alias is used)."""
+    approver: str | None = None
+    """In demo mode, the user who approves: the "an approver runs" hint uses their alias."""
 
-    def control(self, command: str) -> str:
-        return f"ssh -p {self.port} zsp@{self.host} {command}"
+    def _ssh(self, ssh_user: str, as_user: str | None = None) -> str:
+        alias = dict(self.aliases).get(as_user or self.user or "") if self.ssh_config else None
+        if alias is not None:
+            return f"ssh -F {self.ssh_config} {ssh_user}@{alias}"
+        return f"ssh -p {self.port} {ssh_user}@{self.host}"
+
+    def control(self, command: str, as_user: str | None = None) -> str:
+        return f"{self._ssh('zsp', as_user)} {command}"
 
     def session(self, login: str, target: str) -> str:
-        return f"ssh -p {self.port} {login}@{target}@{self.host}"
+        return self._ssh(f"{login}@{target}" if login else target)
 
 
 HELP = """\
 zsp control commands (your identity is the key you logged in with):
 
-  request TARGET [--login LOGIN] --for DURATION [--reason TEXT] [--break-glass]
+  request TARGET [--login LOGIN] --for DURATION [--reason TEXT...] [--break-glass]
   approve ID                 approve someone else's request
-  deny ID --reason TEXT      deny a pending request
+  deny ID --reason TEXT...   deny a pending request
   cancel ID                  withdraw your own pending request
-  revoke ID [--reason TEXT]  end an active grant now
+  revoke ID [--reason TEXT...]  end an active grant now
   grants [--active] [--json] list requests and grants
+  targets [--json]           the targets and logins you may request
   status                     your grants, and requests waiting for you
   whoami                     who the bastion thinks you are
+
+A reason is every word after --reason up to the next option of the command, so no
+quotes are needed: --reason INC-7 vacuum (quoted forms work too).
 
 Then open a session:  SESSION   (or TARGET@HOST for the target's default login)
 """
@@ -75,7 +95,9 @@ class _Parser(argparse.ArgumentParser):
         raise _Exit(status)
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        # run_control prefixes "zsp: error: "; name the subcommand, not "zsp" a second time.
+        command = self.prog.removeprefix("zsp").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _parser(out: io.StringIO) -> _Parser:
@@ -101,6 +123,8 @@ def _parser(out: io.StringIO) -> _Parser:
     g = sub.add_parser("grants")
     g.add_argument("--active", action="store_true")
     g.add_argument("--json", action="store_true")
+    t = sub.add_parser("targets")
+    t.add_argument("--json", action="store_true")
     sub.add_parser("status")
     sub.add_parser("whoami")
     sub.add_parser("help")
@@ -116,12 +140,7 @@ def run_control(svc: AccessService, user: User, command: str | None, hint: SshHi
     if not command or not command.strip():
         return 0, _help(hint), ""
     try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        return 2, "", f"zsp: error: cannot parse the command: {exc}\n"
-    if argv and argv[0] == "zsp":
-        argv = argv[1:]
-    try:
+        argv = split_command(command)
         args = _parser(out).parse_args(argv)
         if args.cmd == "help":
             return 0, _help(hint), ""
@@ -134,7 +153,7 @@ def run_control(svc: AccessService, user: User, command: str | None, hint: SshHi
 
 
 def _help(hint: SshHint) -> str:
-    return HELP.replace("SESSION", hint.session("LOGIN", "TARGET")).replace("TARGET@HOST", f"TARGET@{hint.host}")
+    return HELP.replace("SESSION", hint.session("LOGIN", "TARGET")).replace("TARGET@HOST", hint.session("", "TARGET"))
 
 
 Handler = Callable[[AccessService, Actor, User, argparse.Namespace, io.StringIO, SshHint], int]
@@ -150,7 +169,7 @@ def _request(
     r = svc.request(actor, args.target, args.login, duration, args.reason, break_glass=args.break_glass)
     out.write(request_line(r, svc.clock.now()) + "\n")
     if r.state is RequestState.PENDING:
-        out.write(f"an approver runs: {hint.control('approve ' + r.id)}\n")
+        out.write(f"an approver runs: {hint.control('approve ' + r.id, hint.approver)}\n")
     else:
         out.write(f"open it: {printable(hint.session(r.login, r.target))}\n")
     return 0
@@ -203,6 +222,22 @@ def _grants(
     return 0
 
 
+def _targets(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    rows = requestable_lines(svc, user)
+    if args.json:
+        out.write(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
+        return 0
+    for r in rows:
+        out.write(r.line() + "\n")
+    if not rows:
+        out.write(f"no target you may request ({user.name}); ask an admin\n")
+    else:
+        out.write(f"ask for one: {hint.control('request TARGET --login LOGIN --for 30m --reason WHY')}\n")
+    return 0
+
+
 def _status(
     svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
 ) -> int:
@@ -242,6 +277,7 @@ _COMMANDS: dict[str, Handler] = {
     "cancel": _cancel,
     "revoke": _revoke,
     "grants": _grants,
+    "targets": _targets,
     "status": _status,
     "whoami": _whoami,
 }

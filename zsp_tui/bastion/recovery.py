@@ -25,14 +25,9 @@ from replay import SourceError, verify
 
 from ..access import AccessService
 from ..exceptions import UsageError
-from ..models import SessionRecord
+from ..models import SessionRecord, session_owner
 
-__all__ = ["InstanceLock", "close_interrupted", "owner_id"]
-
-
-def owner_id(kind: str) -> str:
-    """How sessions name the process recording them: ``serve:HOST:PID``."""
-    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+__all__ = ["InstanceLock", "close_interrupted"]
 
 
 class InstanceLock:
@@ -55,7 +50,7 @@ class InstanceLock:
                 "stop it first, or use another --data"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{owner_id('serve')}\n".encode(), 0)
+        os.pwrite(fd, f"{session_owner('serve')}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

@@ -26,7 +26,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,9 +53,9 @@ from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, ZspError
-from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User
+from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from .control import SshHint, run_control
-from .recovery import InstanceLock, close_interrupted, owner_id
+from .recovery import InstanceLock, close_interrupted
 from .session import LiveSession, relay
 from .transfer import transfer_program
 from .upstream import (
@@ -308,6 +308,8 @@ class Bastion:
         self.live: set[LiveSession] = set()
         self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
         self.public_host = public_host
+        self.hint_template: SshHint | None = None
+        """Set by ``zsp serve --demo``: hints name the demo's ssh_config and host aliases."""
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-db")
         self._watch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-watch")
         self.watch_svc: AccessService = data.service()
@@ -315,7 +317,7 @@ class Bastion:
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
-        self.owner = owner_id("serve")
+        self.owner = session_owner("serve")
         self._lock = InstanceLock(data.root)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -467,18 +469,20 @@ class Bastion:
             self.spawn(self._end_inactive(live, now))
             return
         left = (grant.ends_at - now) if grant.ends_at else timedelta(0)
-        for i, w in enumerate(warn):
-            if left <= w and i not in live.warned and left > timedelta(0):
-                live.warned.update(range(i + 1))
-                msg = (
-                    f"access to {grant.login}@{grant.target} ends in {format_duration(left)} "
-                    f"(grant {grant.id}, at {rfc3339(grant.ends_at)[:19]}Z)"
-                    if grant.ends_at
-                    else ""
-                )
-                if live.recorder.failed is None:
-                    live.recorder.event("grant.warning", msg, grant_id=grant.id, seconds_left=int(left.total_seconds()))
-                live.notify(msg)
+        # Every threshold already passed counts as warned: a grant shorter than several
+        # thresholds gets one warning (the nearest), not one per threshold at once.
+        due = {i for i, w in enumerate(warn) if left <= w} - live.warned
+        if due and left > timedelta(0):
+            live.warned.update(due)
+            msg = (
+                f"access to {grant.login}@{grant.target} ends in {format_duration(left)} "
+                f"(grant {grant.id}, at {rfc3339(grant.ends_at)[:19]}Z)"
+                if grant.ends_at
+                else ""
+            )
+            if live.recorder.failed is None:
+                live.recorder.event("grant.warning", msg, grant_id=grant.id, seconds_left=int(left.total_seconds()))
+            live.notify(msg)
 
     async def _end_inactive(self, live: LiveSession, now: datetime) -> None:
         """The grant is no longer active: find out why (for the record), then end the session."""
@@ -494,7 +498,9 @@ class Bastion:
 
     def _hint(self, conn: Any) -> SshHint:
         sock = conn.get_extra_info("sockname") or ("127.0.0.1", self.port)
-        return SshHint(port=int(sock[1]), host=self.public_host or str(sock[0]))
+        user: User | None = conn.get_extra_info("zsp_user")
+        hint = self.hint_template or SshHint(port=0, host="")
+        return replace(hint, port=int(sock[1]), host=self.public_host or str(sock[0]), user=user.name if user else None)
 
     async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         conn = process.channel.get_connection()
@@ -507,6 +513,8 @@ class Bastion:
             hint = self._hint(conn)
             if username == CONTROL_USER:
                 status, out, err = await self.db(run_control, self.svc, user, process.command, hint)
+                if process.get_terminal_type() is not None:  # a PTY (ssh -t): no output post-processing
+                    out, err = out.replace("\n", "\r\n"), err.replace("\n", "\r\n")
                 process.stdout.write(out.encode())
                 process.stderr.write(err.encode())
                 process.exit(status)
@@ -569,7 +577,8 @@ class Bastion:
                         fields={"reason": "no-such-target", "requested_target": target_name[:200]},
                     )
                 )
-            return self._refuse(process, f"no such target {target_name!r}; list them: {hint.control('grants')}")
+            listing = hint.control("targets")
+            return self._refuse(process, f"no such target {target_name!r}; list what you may request: {listing}")
         login = login or target.default_login
         grant = await self.db(self.svc.active_grant, user, target.name, login)
         if grant is None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import access, admin, audit, recording, serve, unseal
+from . import access, admin, audit, recording, serve, targets, unseal
 
 __all__ = ["MODULES"]
 
-MODULES = (serve, recording, admin, access, audit, unseal)
+MODULES = (serve, recording, admin, access, audit, targets, unseal)

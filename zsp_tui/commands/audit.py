@@ -66,7 +66,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     for e in events:
         who = f"{e.actor}({e.via})"
-        where = f" {e.login}@{e.target}" if e.target else ""
+        where = (f" {e.login}@{e.target}" if e.login else f" {e.target}") if e.target else ""
         grant = f" {e.grant_id}" if e.grant_id else ""
         say(f"{rfc3339(e.time)[:23]}Z {e.seq:>6} {e.code} {e.event:<24} {who:<20}{where}{grant}  {e.message}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -33,7 +34,9 @@ from ..audit import NewEvent
 from ..datadir import DataDir
 from ..exceptions import DataDirError, UsageError, ZspError
 from ..masking import Excessive, MaskLimits
+from ..models import SessionRecord, session_owner
 from ..record import default_size, output_path, run_recorded
+from ..session_ref import SessionRefError, resolve_session
 from ._common import data as _data
 
 __all__ = ["register"]
@@ -110,10 +113,18 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot start recording: {exc.reason}; the command was not run") from None
     if not args.quiet:
         print(f"zsp: recording to {printable(str(path))}", file=sys.stderr)
+    try:
+        registered = _register_start(data, sid, meta, path)
+    except BaseException:
+        writer.abandon()  # not listed, not run: leave no recording behind either
+        path.unlink(missing_ok=True)
+        raise
     escrow, limits, on_excessive = _masking(data, sid, user, path)
     code, info, failure = run_recorded(
         argv, writer, size=(cols, rows), escrow=escrow, mask_limits=limits, on_excessive=on_excessive
     )
+    if registered is not None:
+        _register_end(data, registered, key.public, code, failure)
     if failure is not None:
         _err(f"{failure}; the session was ended")
         return code
@@ -157,6 +168,43 @@ def _masking(
     return escrow, data.settings().masking, on_excessive
 
 
+def _register_start(data: DataDir, sid: uuid.UUID, meta: SessionMeta, path: Path) -> SessionRecord | None:
+    """List a ``zsp record`` session in the store, as the bastion does its sessions, so that
+    ``zsp sessions`` shows it. A data dir without a database (recording only) has no list."""
+    if not data.db_path.exists():
+        return None
+    record = SessionRecord(
+        id=str(sid),
+        user=meta.user,
+        target=meta.target,
+        login=meta.login,
+        grant_id=None,
+        command=meta.command,
+        client="console",
+        path=str(path.absolute()),
+        started_at=datetime.now(UTC),
+        owner=session_owner("record"),  # a bastion closes it as interrupted if this process dies
+    )
+    data.service().session_started(record, via="console")
+    return record
+
+
+def _register_end(
+    data: DataDir, record: SessionRecord, signer: PublicKey, code: int, failure: RecordingFailed | None
+) -> None:
+    """Close the store's entry with what the recording itself proves: its seal's reason and head."""
+    head: str | None = None
+    frames: int | None = None
+    reason = "recording-failed" if failure is not None else "unsealed"
+    status: int | None = code
+    with contextlib.suppress(SourceError):
+        report = verify(Path(record.path), [signer])
+        if report.outcome is Outcome.VALID and report.seal is not None and report.head is not None:
+            reason, status = report.seal.reason, report.seal.exit_status
+            head, frames = report.head.hex(), report.frames
+    data.service().session_ended(record, status, reason, head, frames, via="console")
+
+
 # --- verify ----------------------------------------------------------------------------------
 
 
@@ -183,8 +231,12 @@ def _describe(r: VerificationReport) -> str:
     if r.outcome is Outcome.VALID:
         seal = r.seal
         exit_s = "-" if seal is None or seal.exit_status is None else str(seal.exit_status)
+        why = f" reason={seal.reason}" if seal is not None and seal.reason else ""
         legacy = f" legacy-order-frames={','.join(map(str, r.legacy_order))}" if r.legacy_order else ""
-        return f"VALID       {r.source}  frames={r.frames} duration={dur} {who} exit={exit_s} signer={signer}{legacy}"
+        return (
+            f"VALID       {r.source}  frames={r.frames} duration={dur} {who} exit={exit_s}{why} "
+            f"signer={signer}{legacy}"
+        )
     if r.outcome is Outcome.INCOMPLETE:
         return (
             f"INCOMPLETE  {r.source}  intact up to frame {r.frames - 1 if r.frames else '-'}, signed up to "
@@ -200,19 +252,8 @@ def _describe(r: VerificationReport) -> str:
 
 
 def _session_path(args: argparse.Namespace, name: str) -> Path:
-    """A path as given, or the recording of the session with this id in the data dir."""
-    path = Path(name)
-    if path.exists() or "/" in name or name.endswith(".zsprec"):
-        return path
-    d = _data(args)
-    candidate = d.recordings / f"{name}.zsprec"
-    if candidate.exists():
-        return candidate
-    if d.db_path.exists():
-        record = d.service().session(name)
-        if record is not None:
-            return Path(record.path)
-    return path
+    """A path (it has a ``/``), or the recording of the session with this id or unique prefix in the data dir."""
+    return resolve_session(_data(args), name)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -220,15 +261,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     worst = 0
     results: list[dict[str, object]] = []
     for name in args.paths:
-        path = _session_path(args, name)
         try:
-            report = verify(path, trusted, legacy_order=args.legacy_order)
-        except SourceError as exc:
+            report = verify(_session_path(args, name), trusted, legacy_order=args.legacy_order)
+        except (SourceError, SessionRefError) as exc:
             worst = 2
+            detail = exc.reason if isinstance(exc, SourceError) else str(exc)
             if args.json:
-                results.append({"source": name, "outcome": "ERROR", "detail": exc.reason})
+                results.append({"source": name, "outcome": "ERROR", "detail": detail})
             else:
-                print(printable(f"ERROR       {name}  {exc.reason}"))
+                print(printable(f"ERROR       {name}  {detail}"))
             continue
         if report.outcome is not Outcome.VALID:
             worst = max(worst, 1)

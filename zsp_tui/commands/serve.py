@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,26 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", p
 
 
+def demo_data_dir(arg: str | None) -> Path:
+    """The demo's own data dir: ``--data`` if given, else ``$XDG_DATA_HOME/zsp-demo``
+    (``~/.local/share/zsp-demo``), so a demo never touches the installation in the default data dir."""
+    if arg:
+        return Path(arg).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "zsp-demo"
+
+
 def _demo(d: DataDir) -> Path:
     """Users with their own key files, an ssh config that pins the bastion's host key."""
+    svc = d.service()
+    if any(u.name not in (DEMO_OPERATOR, DEMO_APPROVER) for u in svc.users()):
+        # Checked before anything is written: the demo leaves a real installation untouched.
+        raise UsageError(
+            f"--demo needs a data dir of its own, and {d.root} has users: run `zsp serve --demo` "
+            f"without --data (it uses {demo_data_dir(None)}), or with --data NEW_DIR"
+        )
     demo = d.root / "demo"
     demo.mkdir(mode=0o700, exist_ok=True)
-    svc = d.service()
     for name, role in ((DEMO_OPERATOR, Role.OPERATOR), (DEMO_APPROVER, Role.APPROVER)):
         key = demo / name
         if not key.exists():
@@ -47,8 +63,6 @@ def _demo(d: DataDir) -> Path:
             svc.add_user(Actor(None), name, frozenset({role}), [Path(f"{key}.pub").read_text().strip()])
         except Conflict:
             pass  # a second `zsp serve --demo` reuses the demo users
-        except UsageError as exc:  # an admin exists: the demo does not touch a real installation
-            raise UsageError(f"--demo only sets up a fresh data dir ({exc}); use another --data") from None
     return demo
 
 
@@ -72,11 +86,33 @@ def _write_demo_ssh_config(d: DataDir, demo: Path, host: str, port: int) -> Path
     return cfg
 
 
+def demo_steps(d: DataDir, demo: Path, cfg: Path) -> str:
+    """The demo's printed steps: each command pastes as is (after replacing r-xxxxxx and SESSION_ID)."""
+    s = f"ssh -F {cfg}"
+    z = f"--data {d.root}"
+    return f"""
+Try it (each line in another terminal; the demo users' keys and a pinned known_hosts are in {demo}):
+
+  1. as the operator, ask for a shell on this host:
+       {s} zsp@zsp-operator request local --for 15m --reason "trying zsp"
+  2. as the approver, approve it (use the id printed by step 1):
+       {s} zsp@zsp-approver approve r-xxxxxx
+  3. as the operator, open the recorded shell (exit when done):
+       {s} local@zsp-operator
+  4. list the sessions, then verify and replay the recording (SESSION_ID from the list; a unique
+     prefix of it is enough):
+       zsp sessions {z}
+       zsp verify {z} SESSION_ID
+       zsp play {z} SESSION_ID
+"""
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..bastion import Bastion
+    from ..bastion.control import SshHint
     from ..bastion.server import serve_forever
 
-    d = data(args)
+    d = DataDir(demo_data_dir(args.data)) if args.demo else data(args)
     host, port = _listen(args.listen)
     if args.demo:
         if not d.db_path.exists():
@@ -100,23 +136,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         if args.demo:
             cfg = _write_demo_ssh_config(d, demo, shown, b.port)
-            s = f"ssh -F {cfg}"
-            print(
-                f"""
-Try it (each line in another terminal; the demo users' keys and a pinned known_hosts are in {demo}):
-
-  1. as the operator, ask for a shell on this host:
-       {s} zsp@zsp-operator request local --for 15m --reason "trying zsp"
-  2. as the approver, approve it (use the id printed by step 1):
-       {s} zsp@zsp-approver approve r-xxxxxx
-  3. as the operator, open the recorded shell (exit when done):
-       {s} local@zsp-operator
-  4. list and verify the recording:
-       zsp sessions --data {d.root}
-       zsp verify --data {d.root} SESSION_ID
-""",
-                flush=True,
+            b.hint_template = SshHint(
+                port=b.port,
+                host=shown,
+                ssh_config=str(cfg),
+                aliases=((DEMO_OPERATOR, "zsp-operator"), (DEMO_APPROVER, "zsp-approver")),
+                approver=DEMO_APPROVER,
             )
+            print(demo_steps(d, demo, cfg), flush=True)
 
     try:
         asyncio.run(serve_forever(bastion, host, port, ready))
@@ -191,8 +218,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument(
         "--demo",
         action="store_true",
-        help="initialise a data dir if there is none, add a demo operator and approver with key files, "
-        "and print the ssh commands to try",
+        help="run a demo in a data dir of its own (--data, default ~/.local/share/zsp-demo): "
+        "initialise it, add a demo operator and approver with key files, and print the commands to try",
     )
     p.set_defaults(func=cmd_serve)
 
