@@ -18,6 +18,12 @@ that goes to every process of the session (its process group, and any other grou
 SSH target it is the ``signal`` channel request (RFC 4254 6.9), which OpenSSH's sshd (7.9 and
 later) delivers with ``killpg`` to the session's process group. Closing the connection alone would
 not do: sshd lets a command without a PTY run on after its connection is gone.
+
+sshd refuses the signal request for root logins ("session signalling requires privilege
+separation": it does not separate privileges after a root login). So the KILL step also runs
+:data:`KILL_SESSION` in a second channel of the same connection: it kills every process whose
+environment carries this connection's ``SSH_CONNECTION`` (Linux targets with GNU grep; elsewhere
+it fails harmlessly and closing the connection is all that is left).
 """
 
 from __future__ import annotations
@@ -50,6 +56,17 @@ _WINDOW = 8 * 1024 * 1024
 _MAX_PACKET = 256 * 1024
 # How long a command has after HUP and TERM before KILL, and after KILL before we stop waiting.
 STOP_GRACE = 0.5
+# Run on the target in a second channel of the session's own connection: KILL every process started
+# over this connection (same SSH_CONNECTION: client and server address and port), except this
+# command's own session. /proc/PID/stat fields after "(comm) ": state ppid pgrp session.
+KILL_SESSION = (
+    "me=$(sed 's/.*) //' /proc/self/stat | cut -d' ' -f4); "
+    'for f in $(grep -lxzF "SSH_CONNECTION=$SSH_CONNECTION" /proc/[0-9]*/environ 2>/dev/null); do '
+    "p=${f#/proc/}; p=${p%/environ}; "
+    "s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f4); "
+    '[ -z "$s" ] || [ "$s" = "$me" ] || kill -KILL "$p" 2>/dev/null; '
+    "done; true"
+)
 # aes-gcm: hardware accelerated, no separate MAC, and far cheaper per packet in asyncssh than
 # chacha20-poly1305 or ctr+HMAC. The upstream leg (we are the client) prefers it.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
@@ -516,11 +533,20 @@ class SshUpstream:
                 with contextlib.suppress(OSError, asyncssh.Error):
                     for name in names:
                         proc.send_signal(name)
+                if names == ("KILL",):
+                    await self._kill_session()  # for targets that refuse the signal request
                 if await _sleep_until(lambda: _ended(proc), STOP_GRACE):
                     break
         self._conn.close()
         with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
             await asyncio.wait_for(self._conn.wait_closed(), 2)
+
+
+    async def _kill_session(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
+            await asyncio.wait_for(self._conn.run(KILL_SESSION, check=False, stdin=asyncssh.DEVNULL), STOP_GRACE * 2)
 
 
 def _ended(proc: asyncssh.SSHClientProcess[bytes]) -> bool:
