@@ -311,6 +311,22 @@ def test_expiry_stops_a_silent_remote_command(remote_env: Env, remote: Remote) -
         client.communicate()
 
 
+def test_operator_leaving_stops_the_remote_command(remote_env: Env, remote: Remote) -> None:
+    env = remote_env
+    env.grant(remote.target, remote.login)
+    client = start_remote(env, remote, "echo $$; exec sleep 300", pty=False)
+    try:
+        (pid,) = first_line_pids(client, 1)
+        s = session_of(env)
+        client.kill()  # the operator's connection drops
+        assert wait_for(lambda: not alive(pid), 3.0), "the remote command outlived its operator's connection"
+        assert wait_for(lambda: target_sessions(remote.sshd) == 0), "the target's sshd session stayed open"
+        assert ended(env, s.id).end_reason == "client-closed"
+    finally:
+        client.kill()
+        client.communicate()
+
+
 LOCAL_COMMANDS = {
     # Job control puts the background job in a process group of its own: signalling the shell's
     # group alone would miss it.

@@ -166,11 +166,15 @@ class LocalUpstream:
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             **allowed_env(env),
         }
+        started = False
         try:
             await self._spawn(argv, child_env, pw.pw_dir, term, size)
-        except OSError as exc:  # out of descriptors, processes or PTYs: refuse the session, leak nothing
-            await self.close()
+            started = True
+        except OSError as exc:  # out of descriptors, processes or PTYs: refuse the session
             raise UpstreamError(f"cannot start a shell on the bastion: {exc.strerror or exc}") from None
+        finally:
+            if not started:  # failed or cancelled: leak nothing
+                await self.close()
 
     async def _spawn(
         self, argv: list[str], child_env: dict[str, str], cwd: str, term: str | None, size: tuple[int, int]
