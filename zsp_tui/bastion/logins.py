@@ -3,22 +3,23 @@
 A connection is bound at login to one user and the key whose signature was verified. Removing
 that key or that user must end what the connection can do: the bastion re-checks the binding
 when each channel opens (:func:`still_registered`), and its watcher ends connections whose
-binding is gone (:meth:`Logins.stale`), live sessions first. A user removed and added again
+binding is gone (:func:`find_stale`), live sessions first. A user removed and added again
 under the same name is a different user (a new id): connections of the old one end too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncssh
 
+    from ..access import AccessService
     from ..models import User
 
-__all__ = ["Login", "Logins", "Standing", "key_owners", "still_registered"]
+__all__ = ["Login", "Logins", "Standing", "find_stale", "still_registered"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +49,20 @@ class Standing:
         return f"{what} was removed; connection closed"
 
 
-def key_owners(users: Iterable[User]) -> dict[str, int]:
-    """Registered key fingerprint -> id of the user it belongs to."""
-    return {k.fingerprint: u.id for u in users for k in u.keys}
-
-
 def still_registered(login_user: User, current: User | None) -> bool:
     """Whether the key a connection logged in with still belongs to the same user (same id)."""
     return current is not None and current.id == login_user.id
+
+
+def find_stale(svc: AccessService, logins: Sequence[Login]) -> list[Standing]:
+    """Which of ``logins`` no longer stand: one lookup per distinct key (not per user: this runs
+    four times a second), and the user list only when something is stale, to say why."""
+    owners = {fp: svc.user_by_key(fp) for fp in {login.fingerprint for login in logins}}
+    gone = [login for login in logins if not still_registered(login.user, owners[login.fingerprint])]
+    if not gone:
+        return []
+    ids = {u.id for u in svc.users()}
+    return [Standing(login, "key-removed" if login.user.id in ids else "user-removed") for login in gone]
 
 
 class Logins:
@@ -76,20 +83,12 @@ class Logins:
     def __len__(self) -> int:
         return len(self._open)
 
-    def stale(self, users: Iterable[User], among: Iterable[Login]) -> list[Standing]:
-        """Which of ``among`` no longer stand, given every current user with their keys. ``among``
-        must be taken before ``users`` was read: a login made with a key added since would look
-        stale. Each one found is dropped from the set, so it is reported once."""
-        users = list(users)
-        ids = {u.id for u in users}
-        owners = key_owners(users)
-        gone = []
-        for login in among:
-            if self._open.get(login.conn) is not login:
-                continue  # lost meanwhile
-            if owners.get(login.fingerprint) == login.user.id:
-                continue
-            reason = "key-removed" if login.user.id in ids else "user-removed"
-            gone.append(Standing(login, reason))
-            self.discard(login.conn)
-        return gone
+    def drop(self, stale: Iterable[Standing]) -> list[Standing]:
+        """Remove these logins from the set; returns those still in it (each is reported once, and
+        one lost meanwhile needs nothing more)."""
+        dropped = []
+        for standing in stale:
+            if self._open.get(standing.login.conn) is standing.login:
+                del self._open[standing.login.conn]
+                dropped.append(standing)
+        return dropped

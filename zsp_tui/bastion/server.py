@@ -50,7 +50,7 @@ from ..datadir import DataDir
 from ..exceptions import NotFound, ZspError
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User
 from .control import SshHint, run_control
-from .logins import Login, Logins, Standing, still_registered
+from .logins import Login, Logins, Standing, find_stale, still_registered
 from .session import LiveSession, relay
 from .upstream import (
     KEX,
@@ -463,14 +463,14 @@ class Bastion:
 
     async def _check_logins(self) -> None:
         """End connections whose key or user was removed since they logged in (see :mod:`.logins`)."""
-        among = list(self.logins)  # before reading the users: see Logins.stale
+        logins = list(self.logins)  # taken before the lookups: a login made meanwhile waits a tick
         try:
-            users = await asyncio.wait_for(self.watch_db(self.watch_svc.users), _WATCH_DEADLINE)
+            stale = await asyncio.wait_for(self.watch_db(find_stale, self.watch_svc, logins), _WATCH_DEADLINE)
         except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
             # New channels still re-check their key; live sessions end on the grant check's failure.
             print(f"zsp: warning: cannot check logins against the registered keys: {exc!r}", file=sys.stderr)
             return
-        for standing in self.logins.stale(users, among):
+        for standing in self.logins.drop(stale):
             self.spawn(self._end_login(standing))
 
     async def _end_login(self, standing: Standing) -> None:
