@@ -481,6 +481,10 @@ class Bastion:
         for live in mine:
             if not live.ending.is_set():
                 self._end(live, standing.reason, standing.message)
+        deadline = time.monotonic() + _WATCH_DEADLINE
+        while any(live in self.live for live in mine) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        login.conn.disconnect(asyncssh.DISC_BY_APPLICATION, standing.message)
         await self.audit(
             NewEvent(
                 "user.disconnect",
@@ -490,10 +494,6 @@ class Bastion:
                 fields={"client": login.client, "fingerprint": login.fingerprint, "reason": standing.reason},
             )
         )
-        deadline = time.monotonic() + _WATCH_DEADLINE
-        while any(live in self.live for live in mine) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        login.conn.disconnect(asyncssh.DISC_BY_APPLICATION, standing.message)
 
     # --- sessions -----------------------------------------------------------------------------
 

@@ -331,8 +331,12 @@ class LocalUpstream:
 
 def _session_pids(sid: int) -> list[int]:
     """Every process in session ``sid`` (Linux /proc), whatever process group it moved to."""
-    pids = []
-    for entry in os.scandir("/proc"):
+    pids: list[int] = []
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:  # no procfs: the process group is all we can reach
+        return pids
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:
@@ -356,11 +360,11 @@ def _signal_session(sid: int, signals: tuple[signal.Signals, ...]) -> bool:
     False if nothing was left to signal."""
     found = False
     for sig in signals:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # gone (or its pid reused)
             os.killpg(sid, sig)
             found = True
         for pid in _session_pids(sid):
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
                 found = True
     return found
