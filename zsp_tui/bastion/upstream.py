@@ -21,9 +21,11 @@ not do: sshd lets a command without a PTY run on after its connection is gone.
 
 sshd refuses the signal request for root logins ("session signalling requires privilege
 separation": it does not separate privileges after a root login). So the KILL step also runs
-:data:`KILL_SESSION` in a second channel of the same connection: it kills every process whose
-environment carries this connection's ``SSH_CONNECTION`` (Linux targets with GNU grep; elsewhere
-it fails harmlessly and closing the connection is all that is left).
+:data:`KILL_SESSION` in a second channel of the same connection: it kills every process in the
+command's session, found through /proc (Linux targets; elsewhere it fails harmlessly and closing
+the connection is all that is left). That also reaches job-control groups, which sshd's ``killpg``
+misses. A process that starts a session of its own (``setsid``, a daemon) is out of reach either
+way, as it is when sshd ends a session itself.
 """
 
 from __future__ import annotations
@@ -56,16 +58,15 @@ _WINDOW = 8 * 1024 * 1024
 _MAX_PACKET = 256 * 1024
 # How long a command has after HUP and TERM before KILL, and after KILL before we stop waiting.
 STOP_GRACE = 0.5
-# Run on the target in a second channel of the session's own connection: KILL every process started
-# over this connection (same SSH_CONNECTION: client and server address and port), except this
-# command's own session. /proc/PID/stat fields after "(comm) ": state ppid pgrp session.
+# Run on the target in a second channel of the session's own connection, when sshd may have refused
+# the signal request: KILL every process in the sessions of this connection's other channels. sshd
+# forks each channel's command as a session leader, so those are the session leaders whose parent
+# is ours (that sshd process), other than our own. /proc/PID/stat: pid (comm) state ppid pgrp session.
 KILL_SESSION = (
-    "me=$(sed 's/.*) //' /proc/self/stat | cut -d' ' -f4); "
-    'for f in $(grep -lxzF "SSH_CONNECTION=$SSH_CONNECTION" /proc/[0-9]*/environ 2>/dev/null); do '
-    "p=${f#/proc/}; p=${p%/environ}; "
-    "s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f4); "
-    '[ -z "$s" ] || [ "$s" = "$me" ] || kill -KILL "$p" 2>/dev/null; '
-    "done; true"
+    "cat /proc/[0-9]*/stat 2>/dev/null | awk -v me=\"$$\" -v pp=\"$PPID\" '"
+    r'{ pid = $1; sub(/^.*\) /, ""); ppid[pid] = $2; sid[pid] = $4 } '
+    "END { for (p in sid) if (ppid[p] == pp && sid[p] == p && p != me) lead[p] = 1; "
+    "for (p in sid) if (sid[p] in lead) print p }' | xargs -r kill -KILL 2>/dev/null; true"
 )
 # aes-gcm: hardware accelerated, no separate MAC, and far cheaper per packet in asyncssh than
 # chacha20-poly1305 or ctr+HMAC. The upstream leg (we are the client) prefers it.
@@ -538,11 +539,13 @@ class SshUpstream:
             # HUP and TERM, then KILL: sshd signals the session's process group. Closing the
             # connection alone leaves a command without a PTY running on the target.
             for names in (("HUP", "TERM"), ("KILL",)):
+                if names == ("KILL",):
+                    # For targets that refuse the signal request; first, while the command's
+                    # session leader still lives to name its session.
+                    await self._kill_session()
                 with contextlib.suppress(OSError, asyncssh.Error):
                     for name in names:
                         proc.send_signal(name)
-                if names == ("KILL",):
-                    await self._kill_session()  # for targets that refuse the signal request
                 if await _sleep_until(lambda: _ended(proc), STOP_GRACE):
                     break
         self._conn.close()
