@@ -39,8 +39,15 @@ class Sshd:
         self.log.close()
 
 
-def start_sshd(workdir: Path, *, trusted_ca: str | None = None, authorized: dict[str, str] | None = None) -> Sshd:
-    """Start sshd as the current user on 127.0.0.1:<free port>. Needs root (as CI is) for logins."""
+def start_sshd(
+    workdir: Path,
+    *,
+    trusted_ca: str | None = None,
+    authorized: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+) -> Sshd:
+    """Start sshd as the current user on 127.0.0.1:<free port>. Needs root (as CI is) for logins.
+    ``options`` are further sshd_config lines; the first value given for a keyword wins."""
     workdir.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
     key = workdir / "host_ed25519"
@@ -51,6 +58,7 @@ def start_sshd(workdir: Path, *, trusted_ca: str | None = None, authorized: dict
     for user, line in (authorized or {}).items():
         (auth_dir / user).write_text(line + "\n")
     lines = [
+        *options,
         "ListenAddress 127.0.0.1",
         f"HostKey {key}",
         f"PidFile {workdir}/sshd.pid",

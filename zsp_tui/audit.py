@@ -39,6 +39,7 @@ EVENTS: dict[str, str] = {
     "audit.start": "ZSP0001I",
     "user.login": "ZSP1000I",
     "user.login.failure": "ZSP1000W",
+    "user.disconnect": "ZSP1001I",
     "user.create": "ZSP1100I",
     "user.delete": "ZSP1101I",
     "user.key.add": "ZSP1102I",

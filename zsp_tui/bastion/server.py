@@ -55,6 +55,7 @@ from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, ZspError
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from .control import SshHint, run_control
+from .logins import Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
 from .session import LiveSession, relay
 from .transfer import transfer_program
@@ -160,6 +161,8 @@ class _Server(asyncssh.SSHServer):
         self.counted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.b.logins.discard(self.conn)
         if self.counted and self.user is None:
             self.b.sources.open[self.ip] -= 1
             self.counted = False
@@ -233,7 +236,8 @@ class _Server(asyncssh.SSHServer):
         if self.counted:
             self.b.sources.open[self.ip] -= 1
             self.counted = False
-        conn.set_extra_info(zsp_user=user)
+        conn.set_extra_info(zsp_user=user, zsp_fingerprint=fp)
+        self.b.logins.add(Login(conn, user, fp, self.client))
         ssh_user = str(conn.get_extra_info("username"))[:_MAX_USERNAME]
         self.b.spawn(
             self.b.audit(
@@ -306,6 +310,7 @@ class Bastion:
         self.host_key = asyncssh.read_private_key(str(data.host_key_path))
         self.sources = _Sources(self.limits)
         self.live: set[LiveSession] = set()
+        self.logins = Logins()  # authenticated connections; ended when their key or user is removed
         self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
         self.public_host = public_host
         self.hint_template: SshHint | None = None
@@ -437,6 +442,8 @@ class Bastion:
                 except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
                     why = printable(repr(exc))
                     print(f"zsp: warning: recording expiries in the audit log failed: {why}", file=sys.stderr)
+            if len(self.logins):
+                await self._check_logins()
             if not self.live:
                 continue
             # Revocations need the database. The watcher has its own connection and thread, so
@@ -494,6 +501,40 @@ class Bastion:
             state = "inactive"
         self._end(live, state, f"grant {live.grant.id} {state}; session closed")
 
+    async def _check_logins(self) -> None:
+        """End connections whose key or user was removed since they logged in (see :mod:`.logins`)."""
+        logins = list(self.logins)  # taken before the lookups: a login made meanwhile waits a tick
+        try:
+            stale = await asyncio.wait_for(self.watch_db(find_stale, self.watch_svc, logins), _WATCH_DEADLINE)
+        except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
+            # New channels still re-check their key; live sessions end on the grant check's failure.
+            print(f"zsp: warning: cannot check logins against the registered keys: {printable(repr(exc))}", file=sys.stderr)
+            return
+        for standing in self.logins.drop(stale):
+            self.spawn(self._end_login(standing))
+
+    async def _end_login(self, standing: Standing) -> None:
+        """End a connection whose key or user is gone: its live sessions first (recorded and sealed
+        with the reason), then the connection itself; audited."""
+        login = standing.login
+        mine = [live for live in self.live if live.process.channel.get_connection() is login.conn]
+        for live in mine:
+            if not live.ending.is_set():
+                self._end(live, standing.reason, standing.message)
+        deadline = time.monotonic() + _WATCH_DEADLINE
+        while any(live in self.live for live in mine) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        login.conn.disconnect(asyncssh.DISC_BY_APPLICATION, standing.message)
+        await self.audit(
+            NewEvent(
+                "user.disconnect",
+                login.user.name,
+                "ssh",
+                f"connection from {login.client} ended: {standing.message}",
+                fields={"client": login.client, "fingerprint": login.fingerprint, "reason": standing.reason},
+            )
+        )
+
     # --- sessions -----------------------------------------------------------------------------
 
     def _hint(self, conn: Any) -> SshHint:
@@ -509,6 +550,11 @@ class Bastion:
             if user is None:
                 process.exit(255)
                 return
+            # The key (or user) may have been removed since login: nothing more on this connection.
+            current = await self.db(self.svc.user_by_key, str(conn.get_extra_info("zsp_fingerprint")))
+            if not still_registered(user, current) or current is None:
+                return self._refuse(process, "the key you logged in with is no longer registered", 255)
+            user = current  # as it is now (roles may have changed since login)
             username = str(process.get_extra_info("username"))
             hint = self._hint(conn)
             if username == CONTROL_USER:

@@ -74,7 +74,18 @@ class LiveSession:
 
 
 async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool) -> int | None:
-    """Run the session until it ends; returns the exit status (None if unknown)."""
+    """Run the session until it ends; returns the exit status (None if unknown).
+
+    The upstream is closed on every way out (exit, end, failure, cancellation): a session that
+    ended must not keep its PTY, its target connection or its remote command.
+    """
+    try:
+        return await _relay(live, upstream, pty=pty, local=local)
+    finally:
+        await upstream.close()
+
+
+async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool) -> int | None:
     process = live.process
     rec = live.recorder
     masker = InputMasker(lambda: upstream.echo_off if local else None)

@@ -10,6 +10,22 @@ Remote targets are reached with a certificate minted for this session only: prin
 login, valid from now until the grant ends, key id naming user, grant and session, and no
 permission but ``permit-pty``. The target's host key must equal the pinned one; there is no
 trust on first use.
+
+Ending a session ends what runs on the far side, whatever the path (exit, revoke, expiry, the
+operator leaving): ``close()`` is idempotent and always releases the PTY or the target connection.
+A command still running is stopped first: HUP and TERM, then KILL after a short grace. Locally
+that goes to every process of the session (its process group, and any other group it made); on an
+SSH target it is the ``signal`` channel request (RFC 4254 6.9), which OpenSSH's sshd (7.9 and
+later) delivers with ``killpg`` to the session's process group. Closing the connection alone would
+not do: sshd lets a command without a PTY run on after its connection is gone.
+
+sshd refuses the signal request for root logins ("session signalling requires privilege
+separation": it does not separate privileges after a root login). So the KILL step also runs
+:data:`KILL_SESSION` in a second channel of the same connection: it kills every process in the
+command's session, found through /proc (Linux targets; elsewhere it fails harmlessly and closing
+the connection is all that is left). That also reaches job-control groups, which sshd's ``killpg``
+misses. A process that starts a session of its own (``setsid``, a daemon) is out of reach either
+way, as it is when sshd ends a session itself.
 """
 
 from __future__ import annotations
@@ -40,6 +56,18 @@ _MAX_PENDING = 1 << 20  # input held for a PTY that is not reading, before the r
 # (the relay's cost is per packet; sshd sends up to what we advertise).
 _WINDOW = 8 * 1024 * 1024
 _MAX_PACKET = 256 * 1024
+# How long a command has after HUP and TERM before KILL, and after KILL before we stop waiting.
+STOP_GRACE = 0.5
+# Run on the target in a second channel of the session's own connection, when sshd may have refused
+# the signal request: KILL every process in the sessions of this connection's other channels. sshd
+# forks each channel's command as a session leader, so those are the session leaders whose parent
+# is ours (that sshd process), other than our own. /proc/PID/stat: pid (comm) state ppid pgrp session.
+KILL_SESSION = (
+    "cat /proc/[0-9]*/stat 2>/dev/null | awk -v me=\"$$\" -v pp=\"$PPID\" '"
+    r'{ pid = $1; sub(/^.*\) /, ""); ppid[pid] = $2; sid[pid] = $4 } '
+    "END { for (p in sid) if (ppid[p] == pp && sid[p] == p && p != me) lead[p] = 1; "
+    "for (p in sid) if (sid[p] in lead) print p }' | xargs -r kill -KILL 2>/dev/null; true"
+)
 # aes-gcm: hardware accelerated, no separate MAC, and far cheaper per packet in asyncssh than
 # chacha20-poly1305 or ctr+HMAC. The upstream leg (we are the client) prefers it.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
@@ -93,7 +121,11 @@ class Upstream(Protocol):
     def write_eof(self) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
     async def wait(self) -> int | None: ...
-    async def close(self) -> None: ...
+
+    async def close(self) -> None:
+        """Stop whatever still runs (HUP and TERM, then KILL) and release the PTY or connection;
+        idempotent, and called on every way a session ends."""
+        ...
 
 
 def allowed_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -113,6 +145,7 @@ class LocalUpstream:
         self._loop = asyncio.get_running_loop()
         self._eof = False
         self._pipes = False
+        self._stopped = False
         self.error: str | None = None  # a local PTY does not break like a connection
 
     @property
@@ -138,6 +171,19 @@ class LocalUpstream:
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             **allowed_env(env),
         }
+        started = False
+        try:
+            await self._spawn(argv, child_env, pw.pw_dir, term, size)
+            started = True
+        except OSError as exc:  # out of descriptors, processes or PTYs: refuse the session
+            raise UpstreamError(f"cannot start a shell on the bastion: {exc.strerror or exc}") from None
+        finally:
+            if not started:  # failed or cancelled: leak nothing
+                await self.close()
+
+    async def _spawn(
+        self, argv: list[str], child_env: dict[str, str], cwd: str, term: str | None, size: tuple[int, int]
+    ) -> None:
         if term is None:
             # No PTY asked for (ssh CMD without -t): plain pipes, stdout and stderr kept apart.
             self._pipes = True
@@ -148,27 +194,27 @@ class LocalUpstream:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=child_env,
-                cwd=pw.pw_dir,
+                cwd=cwd,
                 start_new_session=True,
             )
             return
         child_env["TERM"] = term
         master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        self._master = master  # from here on, close() releases it
         try:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
                 env=child_env,
-                cwd=pw.pw_dir,
+                cwd=cwd,
                 start_new_session=True,
                 preexec_fn=_take_controlling_tty,
             )
         finally:
             os.close(slave)
-        self._master = master
         os.set_blocking(master, False)
         self._loop.add_reader(master, self._on_readable)
 
@@ -266,25 +312,77 @@ class LocalUpstream:
         return await self._proc.wait()
 
     async def close(self) -> None:
+        """Stop every process of the session (even if the shell itself has exited) and release the PTY."""
         proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGHUP)
-            try:
+        if proc is not None and not self._stopped:
+            self._stopped = True
+            # The shell was started as a session leader: its pid names its session and first group.
+            if _signal_session(proc.pid, (signal.SIGHUP, signal.SIGTERM)):
+                await _sleep_until(lambda: not _session_alive(proc.pid), STOP_GRACE)
+                _signal_session(proc.pid, (signal.SIGKILL,))
+            # wait() also waits for the pipes to reach EOF, which a stopped relay may never read to:
+            # do not let a closing session hang on it.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(proc.wait()), 2)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                # wait() also waits for the pipes to reach EOF, which a stopped relay may never
-                # read to: do not let a closing session hang on it.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), 2)
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
         if self._master >= 0:
             self._loop.remove_reader(self._master)
             self._loop.remove_writer(self._master)
             os.close(self._master)
             self._master = -1
             self._writable.set()
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Every process in session ``sid`` (Linux /proc), whatever process group it moved to."""
+    pids: list[int] = []
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:  # no procfs: the process group is all we can reach
+        return pids
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _session_alive(sid: int) -> bool:
+    return bool(_session_pids(sid))
+
+
+def _signal_session(sid: int, signals: tuple[signal.Signals, ...]) -> bool:
+    """Send ``signals`` to session ``sid``'s process group and every other process in the session;
+    False if nothing was left to signal."""
+    found = False
+    for sig in signals:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # gone (or its pid reused)
+            os.killpg(sid, sig)
+            found = True
+        for pid in _session_pids(sid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                found = True
+    return found
+
+
+async def _sleep_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``done`` until it is true or ``timeout`` seconds have passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 def _take_controlling_tty() -> None:  # runs in the child between fork and exec
@@ -329,6 +427,7 @@ class SshUpstream:
     def __init__(self) -> None:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
+        self._closed = False
 
     async def start(
         self,
@@ -378,6 +477,7 @@ class SshUpstream:
             ) from None
         except (OSError, TimeoutError, asyncssh.Error) as exc:
             raise UpstreamError(f"cannot reach {target.name} ({target.host}:{target.port}): {exc}") from None
+        opened = False
         try:
             self._proc = await self._conn.create_process(
                 command,
@@ -389,9 +489,12 @@ class SshUpstream:
                 window=_WINDOW,
                 max_pktsize=_MAX_PACKET,
             )
+            opened = True
         except (OSError, asyncssh.Error) as exc:
-            self._conn.close()
             raise UpstreamError(f"{target.name} refused the session: {exc}") from None
+        finally:
+            if not opened:  # refused, or cancelled meanwhile: the connection goes too
+                await self.close()
 
     def readers(self) -> list[tuple[int, Reader]]:
         proc = self._proc
@@ -431,10 +534,39 @@ class SshUpstream:
         return self._proc.exit_status
 
     async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            with contextlib.suppress(OSError, asyncssh.Error):
-                await asyncio.wait_for(self._conn.wait_closed(), 2)
+        """Stop the remote command if it still runs, then close the connection (idempotent)."""
+        if self._closed or self._conn is None:
+            return
+        self._closed = True
+        proc = self._proc
+        if proc is not None and not _ended(proc):
+            # HUP and TERM, then KILL: sshd signals the session's process group. Closing the
+            # connection alone leaves a command without a PTY running on the target.
+            for names in (("HUP", "TERM"), ("KILL",)):
+                if names == ("KILL",):
+                    # For targets that refuse the signal request; first, while the command's
+                    # session leader still lives to name its session.
+                    await self._kill_session()
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    for name in names:
+                        proc.send_signal(name)
+                if await _sleep_until(lambda: _ended(proc), STOP_GRACE):
+                    break
+        self._conn.close()
+        with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
+            await asyncio.wait_for(self._conn.wait_closed(), 2)
+
+
+    async def _kill_session(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
+            await asyncio.wait_for(self._conn.run(KILL_SESSION, check=False, stdin=asyncssh.DEVNULL), STOP_GRACE * 2)
+
+
+def _ended(proc: asyncssh.SSHClientProcess[bytes]) -> bool:
+    """The remote command has exited (status or signal reported) or its channel is gone."""
+    return proc.returncode is not None or proc.channel.is_closing()
 
 
 def _fp(key: asyncssh.SSHKey) -> str:
