@@ -508,7 +508,8 @@ class Bastion:
             stale = await asyncio.wait_for(self.watch_db(find_stale, self.watch_svc, logins), _WATCH_DEADLINE)
         except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
             # New channels still re-check their key; live sessions end on the grant check's failure.
-            print(f"zsp: warning: cannot check logins against the registered keys: {printable(repr(exc))}", file=sys.stderr)
+            why = printable(repr(exc))
+            print(f"zsp: warning: cannot check logins against the registered keys: {why}", file=sys.stderr)
             return
         for standing in self.logins.drop(stale):
             self.spawn(self._end_login(standing))
