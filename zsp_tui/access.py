@@ -25,7 +25,7 @@ from recorder import PublicKey, SigningKey
 
 from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
-from .exceptions import AccessDenied, Conflict, InvalidState, NotFound, UsageError
+from .exceptions import AccessDenied, Conflict, InvalidState, LocalTargetOff, NotFound, UsageError
 from .identity import InvalidName, canonical_name
 from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
@@ -71,7 +71,7 @@ class AccessService:
         clock: Clock,
         *,
         sinks: Sequence[Sink] = (),
-        local_target: bool = True,
+        local_target: bool = False,
         local_login: str | None = None,
     ) -> None:
         self.store = store
@@ -204,6 +204,8 @@ class AccessService:
                 labels=frozenset({"builtin"}),
                 builtin=True,
             )
+        if name == LOCAL_TARGET:
+            raise LocalTargetOff()
         t = tx.get_target(name)
         if t is None:
             raise NotFound(kind="target", name=name)

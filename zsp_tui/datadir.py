@@ -25,17 +25,36 @@ from typing import TYPE_CHECKING
 from recorder import KeyFileError, PublicKey, SigningKey, load_trusted_keys
 
 from .clock import Clock, SystemClock
-from .config import DEFAULT_CONFIG, Settings, load_settings
+from .config import DEFAULT_CONFIG, DEMO_CONFIG, Settings, load_settings
 from .exceptions import DataDirError
 from .policy import DEFAULT_POLICY, Policy, load_policy
 
 if TYPE_CHECKING:
     from .access import AccessService
 
-__all__ = ["SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
+__all__ = ["DEMO_POLICY", "SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
 
 SIGNATURE_NAMESPACE = "session-recording@zsp"
 """SSHSIG namespace of zsp's signatures; written into allowed_signers for ssh-keygen -Y verify."""
+
+
+DEMO_POLICY = (
+    DEFAULT_POLICY
+    + """
+# The demo's rule for the built-in `local` target (switched on in zsp.toml). Only a rule that names
+# "local" matches it. Delete this rule and set local = false before real use.
+[[rule]]
+name = "demo-local"
+requesters = ["role:operator"]
+targets = ["local"]
+logins = ["*"]
+max_duration = "1h"
+require_reason = true
+approvers = ["role:approver", "role:admin"]
+approvals = 1
+"""
+)
+"""The policy ``zsp serve --demo`` writes into a data dir it creates."""
 
 
 def resolve_data_dir(arg: str | None) -> Path:
@@ -104,8 +123,12 @@ class DataDir:
         created.append(str(path.relative_to(self.root)))
         return key
 
-    def init(self) -> InitResult:
-        """Create what is missing; never overwrite a key or an edited file. Safe to run again."""
+    def init(self, *, demo: bool = False) -> InitResult:
+        """Create what is missing; never overwrite a key or an edited file. Safe to run again.
+
+        ``demo``: files this run creates switch the built-in `local` target on (zsp.toml) and name it
+        in a policy rule; otherwise `local` stays off, as every installation should have it.
+        """
         from .store import SqliteStore  # deferred: verify-only uses need no database
 
         created_dir = not self.root.exists()
@@ -114,10 +137,12 @@ class DataDir:
         try:
             for d in (self.root, self.root / "keys", self.recordings):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(d, 0o700)  # also a directory that existed: keys and recordings are the bastion's alone
             key = self._key(self.signing_key_path, f"zsp-recording@{host}", created)
             host_key = self._key(self.host_key_path, f"zsp-host@{host}", created)
             ca = self._key(self.ca_key_path, f"zsp-user-ca@{host}", created)
-            for path, text in ((self.policy_path, DEFAULT_POLICY), (self.config_path, DEFAULT_CONFIG)):
+            policy, config = (DEMO_POLICY, DEMO_CONFIG) if demo else (DEFAULT_POLICY, DEFAULT_CONFIG)
+            for path, text in ((self.policy_path, policy), (self.config_path, config)):
                 if not path.exists():
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "w") as f:

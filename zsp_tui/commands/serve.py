@@ -80,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = _listen(args.listen)
     if args.demo:
         if not d.db_path.exists():
-            d.init()
+            d.init(demo=True)
             print(f"zsp: initialised {d.root}", file=sys.stderr)
         demo = _demo(d)
     d.require()
