@@ -4,6 +4,8 @@ zsp.toml switches it on, no wildcard or label glob in the policy ever matches it
 
 from __future__ import annotations
 
+import os
+import pwd
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -145,3 +147,63 @@ def test_init_makes_the_data_dir_private_even_if_it_existed(tmp_path: Path) -> N
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     for key in (d.signing_key_path, d.ca_key_path, d.host_key_path, d.db_path, d.config_path, d.policy_path):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
+def test_the_bastion_refuses_a_data_dir_others_can_read(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    for path, mode in ((env.data.root, 0o755), (env.data.recordings, 0o711), (env.data.signing_key_path, 0o640)):
+        path.chmod(mode)
+        with pytest.raises(RuntimeError, match="is open to other accounts") as err:
+            env.start()
+        env.stop()  # collects the refused process
+        assert str(path) in str(err.value) and "Traceback" not in str(err.value)
+        env.output.clear()
+        assert zsp("init", "--data", str(env.data.root)).returncode == 0  # makes it private again
+    env.start()
+    try:
+        assert env.ssh("alice", "zsp", "whoami").returncode == 0
+    finally:
+        env.stop()
+
+
+# --- a `local` shell cannot read the keys or the recordings ---------------------------------------
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only a bastion running as root can switch accounts")
+
+
+@root_only
+def test_local_shells_run_unprivileged_and_cannot_read_keys_or_recordings(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    env.start()
+    try:
+        g = env.grant()
+        assert g.login == "nobody"  # the grant says who the shell runs as
+        d = env.data
+        secrets = [d.signing_key_path, d.ca_key_path, d.host_key_path, d.db_path, d.config_path]
+        probe = "id -u; id -G; " + "; ".join(f"cat {p}" for p in secrets) + f"; ls {d.recordings}; ls {d.root}/keys"
+        p = env.ssh("alice", "local", probe)
+        lines = p.stdout.splitlines()
+        nobody = pwd.getpwnam("nobody")
+        assert lines[0] == str(nobody.pw_uid) and "0" not in lines[1].split()
+        assert "PRIVATE KEY" not in p.stdout and "SQLite" not in p.stdout and "[targets]" not in p.stdout
+        assert p.stderr.count("Permission denied") == len(secrets) + 2, p.stderr
+        # An earlier session's recording cannot be read either, with a PTY or without.
+        rec = env.svc.sessions()[-1].path
+        p = env.ssh("alice", "local", f"id -un; tty; cat {rec} | head -c 20; echo", extra=("-tt",))
+        assert "nobody" in p.stdout and "/dev/pts/" in p.stdout and "Permission denied" in p.stdout
+        assert Path(rec).read_bytes()[:8].decode("latin-1") not in p.stdout
+    finally:
+        env.stop()
+
+
+@root_only
+@pytest.mark.parametrize(("user", "why"), [("root", "never run as root"), ("no-such-account", "no such account")])
+def test_an_unsafe_local_user_is_refused(tmp_path: Path, user: str, why: str) -> None:
+    env = make_env(tmp_path)
+    env.configure(f'local_user = "{user}"\n')  # lands in the [targets] table
+    with pytest.raises(RuntimeError, match=why):
+        env.start()
+    env.stop()
+    p = zsp("request", "local", "--for", "5m", "--reason", "x", "--as", "alice", "--data", str(env.data.root))
+    assert p.returncode == 2 and why in p.stderr and p.stderr.count("\n") == 1
+    no_traceback(p)

@@ -22,6 +22,9 @@ DEFAULT_CONFIG = """\
 # bastion itself (its CA and signing keys, its database, every recording): leave it off in
 # production. Even when on, only a policy rule that names "local" matches it; "*" and globs never do.
 local = false
+# When zsp runs as root, `local` shells run as this unprivileged account (never root), which cannot
+# read the data dir; run as any other account, zsp cannot switch and `local` shares its account.
+# local_user = "nobody"
 
 [bastion]
 # login_timeout = 10                    # seconds to authenticate
@@ -69,6 +72,8 @@ _BASTION_KEYS = {
 class Settings:
     local_target: bool
     sinks: tuple[Sink, ...]
+    local_user: str = "nobody"
+    """Who `local` shells run as when zsp runs as root (see :mod:`zsp_tui.local_account`)."""
     bastion: dict[str, int] = field(default_factory=dict)
     """Overrides of :class:`zsp_tui.bastion.Limits` fields."""
 
@@ -106,7 +111,7 @@ def load_settings(path: Path) -> Settings:
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise fail(k, f"{k} must be an integer from {lo} to {hi}")
     for table, allowed, d in (
-        ("targets", {"local"}, targets),
+        ("targets", {"local", "local_user"}, targets),
         ("audit", {"jsonl", "syslog", "webhook", "webhook_events"}, audit),
     ):
         for k in d:
@@ -115,6 +120,9 @@ def load_settings(path: Path) -> Settings:
     local = targets.get("local", False)  # off unless switched on: a grant on it owns the bastion
     if not isinstance(local, bool):
         raise fail("local", "local must be true or false")
+    local_user = targets.get("local_user", "nobody")
+    if not isinstance(local_user, str) or not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", local_user):
+        raise fail("local_user", "local_user must be the name of an account on this host")
     sinks: list[Sink] = []
     for key in ("jsonl", "syslog", "webhook"):
         if key in audit and not isinstance(audit[key], str):
@@ -131,4 +139,4 @@ def load_settings(path: Path) -> Settings:
             sinks.append(WebhookSink(audit["webhook"], events))
     except ValueError as exc:
         raise ConfigError(path=path, line=None, problem=str(exc)) from None
-    return Settings(local_target=local, sinks=tuple(sinks), bastion=dict(bastion))
+    return Settings(local_target=local, sinks=tuple(sinks), bastion=dict(bastion), local_user=local_user)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,8 @@ from recorder import KeyFileError, PublicKey, SigningKey, load_trusted_keys
 
 from .clock import Clock, SystemClock
 from .config import DEFAULT_CONFIG, DEMO_CONFIG, Settings, load_settings
-from .exceptions import DataDirError
+from .exceptions import ConfigError, DataDirError
+from .local_account import LocalAccount, local_account
 from .policy import DEFAULT_POLICY, Policy, load_policy
 
 if TYPE_CHECKING:
@@ -141,6 +143,8 @@ class DataDir:
             key = self._key(self.signing_key_path, f"zsp-recording@{host}", created)
             host_key = self._key(self.host_key_path, f"zsp-host@{host}", created)
             ca = self._key(self.ca_key_path, f"zsp-user-ca@{host}", created)
+            for private in (self.signing_key_path, self.host_key_path, self.ca_key_path):
+                os.chmod(private, 0o600)  # also keys that existed
             policy, config = (DEMO_POLICY, DEMO_CONFIG) if demo else (DEFAULT_POLICY, DEFAULT_CONFIG)
             for path, text in ((self.policy_path, policy), (self.config_path, config)):
                 if not path.exists():
@@ -166,6 +170,30 @@ class DataDir:
             raise DataDirError(path=self.root, reason=exc.strerror or str(exc)) from None
         return InitResult(self.root, created_dir, tuple(created), key.public, line, ca.public, host_key.public)
 
+    def check_private(self) -> None:
+        """Refuse a data dir other accounts can read or enter: its keys sign recordings and the
+        audit log and mint certificates for every target, and its recordings hold what was typed."""
+        for path in (
+            self.root,
+            self.root / "keys",
+            self.recordings,
+            self.signing_key_path,
+            self.ca_key_path,
+            self.host_key_path,
+            self.db_path,
+        ):
+            try:
+                mode = stat.S_IMODE(path.stat().st_mode)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise DataDirError(path=path, reason=exc.strerror or str(exc)) from None
+            if mode & 0o077:
+                raise DataDirError(
+                    path=self.root,
+                    reason=f"{path} is open to other accounts (mode {mode:04o}); `zsp init` makes it private again",
+                )
+
     def require(self) -> None:
         if not self.db_path.exists():
             raise DataDirError(path=self.root, reason="not initialised; run `zsp init` first")
@@ -183,6 +211,7 @@ class DataDir:
 
         self.require()
         settings = self.settings()
+        account = self.local_account(settings)
         return AccessService(
             SqliteStore(self.db_path),
             self.signing_key(),
@@ -190,7 +219,18 @@ class DataDir:
             clock or SystemClock(),
             sinks=settings.sinks,
             local_target=settings.local_target,
+            local_login=account.name if account else None,
         )
+
+    def local_account(self, settings: Settings | None = None) -> LocalAccount | None:
+        """Who `local` shells run as, or None when `local` is off; ConfigError if that is unsafe."""
+        settings = settings or self.settings()
+        if not settings.local_target:
+            return None
+        try:
+            return local_account(settings.local_user)
+        except ValueError as exc:
+            raise ConfigError(path=self.config_path, line=None, problem=str(exc)) from None
 
     def signing_key(self) -> SigningKey:
         if not self.signing_key_path.exists():

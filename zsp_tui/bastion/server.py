@@ -343,9 +343,11 @@ class Bastion:
     """The running bastion: listener, live sessions, and the watcher that enforces grants."""
 
     def __init__(self, data: DataDir, *, limits: Limits | None = None, public_host: str | None = None) -> None:
+        data.check_private()  # keys and recordings are the bastion account's alone
         self.data = data
         self.limits = limits or Limits(**data.settings().bastion)
         self.svc: AccessService = data.service()
+        self.local_account = data.local_account()
         self.key: SigningKey = data.signing_key()
         self.ca = asyncssh.read_private_key(str(data.ca_key_path))
         self.host_key = asyncssh.read_private_key(str(data.host_key_path))
@@ -706,7 +708,7 @@ class Bastion:
             upstream: LocalUpstream | SshUpstream
             try:
                 if target.name == LOCAL_TARGET and target.builtin:
-                    upstream = LocalUpstream()
+                    upstream = LocalUpstream(self.local_account)
                     await upstream.start(command, term, (cols, rows), process.env)
                 else:
                     upstream = SshUpstream()
