@@ -701,7 +701,7 @@ class Bastion:
 
         recorder = AsyncRecorder(writer, on_error=on_error)
         live = LiveSession(record=record, grant=grant, process=process, recorder=recorder)
-        await self.db(self.svc.session_started, record)
+        await self.db(self.svc.session_started, record, lane=user.name)
         self.live.add(live)
         status: int | None = None
         try:
@@ -762,7 +762,7 @@ class Bastion:
                 head, frames = info.head_hex, info.frames
             except RecordingFailed:
                 head = None
-            await self.db(self.svc.session_ended, record, status, live.reason, head, frames)
+            await self.db(self.svc.session_ended, record, status, live.reason, head, frames, lane=user.name)
         with contextlib.suppress(OSError, asyncssh.Error):
             process.exit(status if status is not None and status >= 0 else 255)
 
