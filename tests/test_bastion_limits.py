@@ -160,42 +160,43 @@ def test_per_user_connection_and_channel_caps(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     env.configure("[bastion]\nmax_connections_per_user = 2\nmax_channels_per_connection = 2\n")
     _add_carol(env)
+    env.grant()
     env.start()
     try:
 
         async def scenario() -> None:
             opts = env.asyncssh_options("alice")
-            a1 = await asyncssh.connect("127.0.0.1", username="zsp", **opts)
-            a2 = await asyncssh.connect("127.0.0.1", username="zsp", **opts)
-            # A third is refused right after authentication, with the reason (OpenSSH shows it).
-            p = await asyncio.to_thread(env.ssh, "alice", "zsp", "whoami")
-            assert p.returncode == 255 and "alice already has 2 connections open (limit)" in p.stderr
-            assert "alice roles" not in p.stdout
-            # Another user is not counted against alice.
-            c = await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("carol"))
-            assert (await c.run("whoami", check=False)).exit_status == 0
-            c.close()
-            await c.wait_closed()
-            # Two channels at once on a connection, not three.
-            p1 = await a1.create_process("sleep 1")  # a refused session attempt still holds a channel
-            p2 = await a1.create_process("sleep 1")
-            with pytest.raises(asyncssh.ChannelOpenError, match="too many channels on this connection"):
-                await a1.create_process("whoami")
-            p1.close()
-            p2.close()
-            await p1.wait_closed()
-            await p2.wait_closed()
-            await asyncio.sleep(0.2)
-            assert (await a1.run("whoami", check=False)).exit_status == 0
-            # Closing a connection frees its place.
-            a2.close()
-            await a2.wait_closed()
-            await asyncio.sleep(0.3)
-            a3 = await asyncssh.connect("127.0.0.1", username="zsp", **opts)
-            assert (await a3.run("whoami", check=False)).exit_status == 0
-            for conn in (a3, a1):
-                conn.close()
-                await conn.wait_closed()
+            held: list[asyncssh.SSHClientConnection] = []
+            try:
+                held.append(a1 := await asyncssh.connect("127.0.0.1", username="local", **opts))
+                held.append(a2 := await asyncssh.connect("127.0.0.1", username="zsp", **opts))
+                # A third is refused right after authentication, with the reason (OpenSSH shows it).
+                p = await asyncio.to_thread(env.ssh, "alice", "zsp", "whoami")
+                assert p.returncode == 255 and "alice already has 2 connections open (limit)" in p.stderr
+                assert "alice roles" not in p.stdout
+                # Another user is not counted against alice.
+                held.append(c := await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("carol")))
+                assert (await c.run("whoami", check=False)).exit_status == 0
+                # Two channels at once on a connection, not three.
+                p1 = await a1.create_process("sleep 30")
+                p2 = await a1.create_process("sleep 30")
+                with pytest.raises(asyncssh.ChannelOpenError, match="too many channels on this connection"):
+                    await a1.create_process("true")
+                for proc in (p1, p2):
+                    proc.close()
+                    await proc.wait_closed()
+                await asyncio.sleep(0.3)
+                assert (await a1.run("echo again", check=False)).stdout == "again\n"
+                # Closing a connection frees its place.
+                a2.close()
+                await a2.wait_closed()
+                await asyncio.sleep(0.3)
+                held.append(a3 := await asyncssh.connect("127.0.0.1", username="zsp", **opts))
+                assert (await a3.run("whoami", check=False)).exit_status == 0
+            finally:
+                for conn in held:
+                    conn.close()
+                    await conn.wait_closed()
 
         asyncio.run(scenario())
         refused = [e for e in _events(env, "channel.refused") if e.fields.get("kind") == "channel-limit"]
