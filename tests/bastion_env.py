@@ -27,13 +27,16 @@ warn_before = ["5m", "2s"]
 [[rule]]
 name = "ops"
 requesters = ["role:operator"]
-targets = ["*"]
+targets = ["local", "*"]
 logins = ["*"]
 max_duration = "4h"
 require_reason = true
 approvers = ["role:approver"]
 approvals = 1
 """
+
+LOCAL_ON = "[targets]\nlocal = true\n"
+"""Tests use the built-in local target, which is off by default: every test env switches it on."""
 
 
 def keygen(path: Path, comment: str) -> Path:
@@ -53,6 +56,10 @@ class Env:
     port: int = 0
     known_hosts: Path = field(default_factory=Path)
     output: list[str] = field(default_factory=list)
+
+    def configure(self, text: str = "") -> None:
+        """Write zsp.toml: the local target on, plus ``text`` (e.g. a ``[bastion]`` table)."""
+        self.data.config_path.write_text(LOCAL_ON + text)
 
     # --- grants -----------------------------------------------------------------------------
 
@@ -166,6 +173,7 @@ def make_env(root: Path, *, with_sshd: bool = False, wrong_host_key: bool = Fals
     d = DataDir(root / "data")
     d.init()
     d.policy_path.write_text(POLICY)
+    d.config_path.write_text(LOCAL_ON)
     svc = d.service()
     keys = {name: keygen(root / f"{name}_ed25519", name) for name in ("alice", "bob", "mallory")}
     svc.add_user(

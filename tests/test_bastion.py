@@ -404,7 +404,7 @@ async def test_fifty_concurrent_sessions_all_recorded(env: Env) -> None:
 
 def test_per_source_failure_cap_and_per_user_session_cap(tmp_path: Path) -> None:
     env = make_env(tmp_path)
-    (env.data.config_path).write_text("[bastion]\nmax_auth_failures_per_source = 3\nmax_sessions_per_user = 1\n")
+    env.configure("[bastion]\nmax_auth_failures_per_source = 3\nmax_sessions_per_user = 1\n")
     env.start()
     try:
         env.grant()
@@ -568,7 +568,7 @@ def test_revoke_ends_a_session_whose_target_closed_its_output(env: Env) -> None:
 
 async def test_session_cap_holds_under_concurrent_channels(tmp_path: Path) -> None:
     env = make_env(tmp_path)
-    env.data.config_path.write_text("[bastion]\nmax_sessions_per_user = 2\n")
+    env.configure("[bastion]\nmax_sessions_per_user = 2\n")
     env.start()
     try:
         env.grant()
@@ -585,7 +585,7 @@ def test_unauthenticated_connections_per_source_are_capped(tmp_path: Path) -> No
     import socket
 
     env = make_env(tmp_path)
-    env.data.config_path.write_text("[bastion]\nmax_unauthenticated_per_source = 3\n")
+    env.configure("[bastion]\nmax_unauthenticated_per_source = 3\n")
     env.start()
     idle = []
     try:

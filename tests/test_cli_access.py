@@ -68,7 +68,7 @@ def test_newcomer_walkthrough(data_dir: Path, tmp_path: Path, sshd) -> None:
     targets = json.loads(zsp("target", "list", "--json").stdout)
     db1 = next(t for t in targets if t["name"] == "db1")
     assert db1["host_key"] == " ".join(sshd.host_key_pub.split()[:2]) and db1["logins"] == ["postgres", "root"]
-    assert any(t["name"] == "local" and t["builtin"] for t in targets)
+    assert not any(t["name"] == "local" for t in targets)  # the built-in local target is off by default
 
     p = zsp("request", "db1", "--login", "postgres", "--for", "30m", "--reason", "INC-7 vacuum", "--as", "alice")
     assert p.returncode == 0, p.stderr

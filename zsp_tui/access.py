@@ -26,7 +26,7 @@ from recorder import PublicKey, SigningKey
 from .anchors import AnchorSet
 from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
-from .exceptions import AccessDenied, Conflict, InvalidState, NotFound, UsageError, ZspError
+from .exceptions import AccessDenied, Conflict, InvalidState, LocalTargetOff, NotFound, UsageError, ZspError
 from .identity import InvalidName, canonical_name
 from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
@@ -89,7 +89,7 @@ class AccessService:
         clock: Clock,
         *,
         sinks: Sequence[Sink] = (),
-        local_target: bool = True,
+        local_target: bool = False,
         local_login: str | None = None,
     ) -> None:
         self.store = store
@@ -244,6 +244,8 @@ class AccessService:
                 labels=frozenset({"builtin"}),
                 builtin=True,
             )
+        if name == LOCAL_TARGET:
+            raise LocalTargetOff()
         t = tx.get_target(name)
         if t is None:
             raise NotFound(kind="target", name=name)

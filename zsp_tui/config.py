@@ -12,21 +12,32 @@ from .exceptions import ConfigError
 from .masking import MaskLimits
 from .sinks import JsonlSink, Sink, SyslogSink, WebhookSink
 
-__all__ = ["DEFAULT_CONFIG", "Settings", "load_settings"]
+__all__ = ["DEFAULT_CONFIG", "DEMO_CONFIG", "Settings", "load_settings"]
 
 DEFAULT_CONFIG = """\
 # zsp settings. Access rules are in policy.toml.
 
 [targets]
-# The built-in `local` target: a shell on this host, as the user running zsp. It is there for the
-# quick start and tests. A grant on it is control of the bastion itself (its CA and signing keys,
-# its database): set it to false in production.
-local = true
+# The built-in `local` target: a shell on this host, as the account running zsp. It is for the demo
+# (`zsp serve --demo` switches it on in its own data dir) and tests. A grant on it is control of the
+# bastion itself (its CA and signing keys, its database, every recording): leave it off in
+# production. Even when on, only a policy rule that names "local" matches it; "*" and globs never do.
+local = false
+# When zsp runs as root, `local` shells run as this unprivileged account (never root), which cannot
+# read the data dir; run as any other account, zsp cannot switch and `local` shares its account.
+# local_user = "nobody"
 
 [bastion]
 # login_timeout = 10                    # seconds to authenticate
 # max_sessions_per_user = 64            # concurrent sessions of one user
-# max_unauthenticated_per_source = 64   # concurrent not-yet-authenticated connections per address
+# max_connections_per_user = 64         # concurrent authenticated connections of one user
+# max_channels_per_connection = 10      # concurrent channels (sessions, commands) per connection
+# control_rate = 5                      # control commands (ssh zsp@bastion ...) per second per user,
+# control_burst = 20                    #   with bursts up to this many; beyond: refused, try later
+# max_control_per_user = 4              # control commands of one user running at once
+# max_unauthenticated = 256             # not-yet-authenticated connections in all; when full, a new
+#                                       #   one displaces the oldest from the busiest address
+# max_unauthenticated_per_source = 64   # not-yet-authenticated connections per address
 # max_auth_failures_per_source = 20     # failed logins per address in 5 minutes, then refused
 # max_recording_bytes = 1073741824      # input+output one session may record; then it ends (recording-limit)
 # min_free_bytes = 1073741824           # new sessions are refused while the recordings disk has less free
@@ -46,6 +57,9 @@ local = true
 # webhook_events = ["access_request.create", "grant.break_glass"]
 """
 
+DEMO_CONFIG = DEFAULT_CONFIG.replace("\nlocal = false\n", "\nlocal = true\n", 1)
+"""The settings ``zsp serve --demo`` writes into a data dir it creates: the `local` target on."""
+
 _DEFAULT_WEBHOOK_EVENTS = ("access_request.create", "grant.break_glass")
 
 
@@ -56,6 +70,12 @@ _BASTION_KEYS = {
     "max_auth_failures_per_source": (1, 10_000),
     "max_recording_bytes": (4096, 1 << 50),
     "min_free_bytes": (0, 1 << 60),
+    "max_connections_per_user": (1, 10_000),
+    "max_channels_per_connection": (1, 1_000),
+    "control_rate": (1, 10_000),
+    "control_burst": (1, 100_000),
+    "max_control_per_user": (1, 1_000),
+    "max_unauthenticated": (1, 100_000),
 }
 
 
@@ -66,6 +86,8 @@ _MASKING_KEYS = {"max_runs": (0, 1_000_000), "max_bytes": (0, 1 << 30)}
 class Settings:
     local_target: bool
     sinks: tuple[Sink, ...]
+    local_user: str = "nobody"
+    """Who `local` shells run as when zsp runs as root (see :mod:`zsp_tui.local_account`)."""
     bastion: dict[str, int] = field(default_factory=dict)
     """Overrides of :class:`zsp_tui.bastion.Limits` fields."""
     masking: MaskLimits = field(default_factory=MaskLimits)
@@ -81,7 +103,7 @@ def _line(text: str, key: str) -> int | None:
 
 def load_settings(path: Path) -> Settings:
     if not path.exists():
-        return Settings(local_target=True, sinks=())
+        return Settings(local_target=False, sinks=())
     text = path.read_text(encoding="utf-8", errors="strict")
     try:
         doc = tomllib.loads(text)
@@ -112,15 +134,18 @@ def load_settings(path: Path) -> Settings:
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise fail(k, f"{k} must be an integer from {lo} to {hi}")
     for table, allowed, d in (
-        ("targets", {"local"}, targets),
+        ("targets", {"local", "local_user"}, targets),
         ("audit", {"jsonl", "syslog", "webhook", "webhook_events"}, audit),
     ):
         for k in d:
             if k not in allowed:
                 raise fail(k, f"unknown key {k!r} in [{table}]")
-    local = targets.get("local", True)
+    local = targets.get("local", False)  # off unless switched on: a grant on it owns the bastion
     if not isinstance(local, bool):
         raise fail("local", "local must be true or false")
+    local_user = targets.get("local_user", "nobody")
+    if not isinstance(local_user, str) or not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", local_user):
+        raise fail("local_user", "local_user must be the name of an account on this host")
     sinks: list[Sink] = []
     for key in ("jsonl", "syslog", "webhook"):
         if key in audit and not isinstance(audit[key], str):
@@ -137,4 +162,10 @@ def load_settings(path: Path) -> Settings:
             sinks.append(WebhookSink(audit["webhook"], events))
     except ValueError as exc:
         raise ConfigError(path=path, line=None, problem=str(exc)) from None
-    return Settings(local_target=local, sinks=tuple(sinks), bastion=dict(bastion), masking=MaskLimits(**masking))
+    return Settings(
+        local_target=local,
+        sinks=tuple(sinks),
+        bastion=dict(bastion),
+        masking=MaskLimits(**masking),
+        local_user=local_user,
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,15 +36,35 @@ from recorder import (
 )
 
 from .clock import Clock, SystemClock
-from .config import DEFAULT_CONFIG, Settings, load_settings
-from .exceptions import DataDirError
+from .config import DEFAULT_CONFIG, DEMO_CONFIG, Settings, load_settings
+from .exceptions import ConfigError, DataDirError
+from .local_account import LocalAccount, local_account
 from .policy import DEFAULT_POLICY, Policy, load_policy
 
 if TYPE_CHECKING:
     from .access import AccessService
 
-__all__ = ["SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
+__all__ = ["DEMO_POLICY", "SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
 
+
+
+DEMO_POLICY = (
+    DEFAULT_POLICY
+    + """
+# The demo's rule for the built-in `local` target (switched on in zsp.toml). Only a rule that names
+# "local" matches it. Delete this rule and set local = false before real use.
+[[rule]]
+name = "demo-local"
+requesters = ["role:operator"]
+targets = ["local"]
+logins = ["*"]
+max_duration = "1h"
+require_reason = true
+approvers = ["role:approver", "role:admin"]
+approvals = 1
+"""
+)
+"""The policy ``zsp serve --demo`` writes into a data dir it creates."""
 
 
 def resolve_data_dir(arg: str | None) -> Path:
@@ -123,8 +144,12 @@ class DataDir:
         created.append(str(path.relative_to(self.root)))
         return key
 
-    def init(self) -> InitResult:
-        """Create what is missing; never overwrite a key or an edited file. Safe to run again."""
+    def init(self, *, demo: bool = False) -> InitResult:
+        """Create what is missing; never overwrite a key or an edited file. Safe to run again.
+
+        ``demo``: files this run creates switch the built-in `local` target on (zsp.toml) and name it
+        in a policy rule; otherwise `local` stays off, as every installation should have it.
+        """
         from .store import SqliteStore  # deferred: verify-only uses need no database
 
         created_dir = not self.root.exists()
@@ -133,6 +158,7 @@ class DataDir:
         try:
             for d in (self.root, self.root / "keys", self.recordings):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(d, 0o700)  # also a directory that existed: keys and recordings are the bastion's alone
             key = self._key(self.signing_key_path, f"zsp-recording@{host}", created)
             host_key = self._key(self.host_key_path, f"zsp-host@{host}", created)
             ca = self._key(self.ca_key_path, f"zsp-user-ca@{host}", created)
@@ -143,7 +169,10 @@ class DataDir:
                 pair.save(self.escrow_private_path, path)
                 created += [str(p.relative_to(self.root)) for p in (self.escrow_private_path, path)]
             escrow = EscrowPublicKey.load(path)
-            for path, text in ((self.policy_path, DEFAULT_POLICY), (self.config_path, DEFAULT_CONFIG)):
+            for private in (self.signing_key_path, self.host_key_path, self.ca_key_path):
+                os.chmod(private, 0o600)  # also keys that existed
+            policy, config = (DEMO_POLICY, DEMO_CONFIG) if demo else (DEFAULT_POLICY, DEFAULT_CONFIG)
+            for path, text in ((self.policy_path, policy), (self.config_path, config)):
                 if not path.exists():
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "w") as f:
@@ -169,6 +198,30 @@ class DataDir:
             self.root, created_dir, tuple(created), key.public, line, ca.public, host_key.public, escrow, escrow_created
         )
 
+    def check_private(self) -> None:
+        """Refuse a data dir other accounts can read or enter: its keys sign recordings and the
+        audit log and mint certificates for every target, and its recordings hold what was typed."""
+        for path in (
+            self.root,
+            self.root / "keys",
+            self.recordings,
+            self.signing_key_path,
+            self.ca_key_path,
+            self.host_key_path,
+            self.db_path,
+        ):
+            try:
+                mode = stat.S_IMODE(path.stat().st_mode)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise DataDirError(path=path, reason=exc.strerror or str(exc)) from None
+            if mode & 0o077:
+                raise DataDirError(
+                    path=self.root,
+                    reason=f"{path} is open to other accounts (mode {mode:04o}); `zsp init` makes it private again",
+                )
+
     def require(self) -> None:
         if not self.db_path.exists():
             raise DataDirError(path=self.root, reason="not initialised; run `zsp init` first")
@@ -186,6 +239,7 @@ class DataDir:
 
         self.require()
         settings = self.settings()
+        account = self.local_account(settings)
         return AccessService(
             SqliteStore(self.db_path),
             self.signing_key(),
@@ -193,7 +247,18 @@ class DataDir:
             clock or SystemClock(),
             sinks=settings.sinks,
             local_target=settings.local_target,
+            local_login=account.name if account else None,
         )
+
+    def local_account(self, settings: Settings | None = None) -> LocalAccount | None:
+        """Who `local` shells run as, or None when `local` is off; ConfigError if that is unsafe."""
+        settings = settings or self.settings()
+        if not settings.local_target:
+            return None
+        try:
+            return local_account(settings.local_user)
+        except ValueError as exc:
+            raise ConfigError(path=self.config_path, line=None, problem=str(exc)) from None
 
     def signing_key(self) -> SigningKey:
         if not self.signing_key_path.exists():

@@ -9,6 +9,7 @@ line and exit non-zero; none of them is a bug.
      ├── ConfigError         a configuration file is invalid (names the line and the problem)
      │    └── PolicyError    ...the access policy file
      ├── NotFound            no such user / target / request
+     │    └── LocalTargetOff the built-in `local` target is switched off (the default)
      ├── Conflict            it exists already
      └── AccessDenied        the rules forbid it (self-approval, not an approver, no rule...)
           └── InvalidState   the request is not in a state that allows it (already approved, expired...)
@@ -60,6 +61,19 @@ class NotFound(ZspError):
         self.kind = kind
         self.name = name
         super().__init__(f"no such {kind}: {name}")
+
+
+class LocalTargetOff(NotFound):
+    """The built-in `local` target was asked for, but zsp.toml leaves it off (the default)."""
+
+    def __init__(self) -> None:
+        self.kind = "target"
+        self.name = "local"
+        ZspError.__init__(
+            self,
+            "no such target: local (the built-in `local` target, a shell as the bastion's own account, is off; "
+            "it is for demos: [targets] local = true in the data dir's zsp.toml switches it on)",
+        )
 
 
 class Conflict(ZspError):

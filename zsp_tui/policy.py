@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .clock import parse_duration
 from .exceptions import PolicyError
 from .identity import InvalidName, canonical_name
-from .models import Role, Target, User
+from .models import LOCAL_TARGET, Role, Target, User
 
 __all__ = ["DEFAULT_POLICY", "AutoRule", "BreakGlass", "Policy", "Rule", "load_policy"]
 
@@ -29,6 +29,8 @@ DEFAULT_POLICY = """\
 # Read on every request; `zsp policy check` validates it. Durations: 90s, 30m, 1h30m, 2d.
 # Principals: "*", "role:operator|approver|reviewer|admin", "group:NAME", "user:NAME" (or "NAME").
 # Targets: a target name or glob ("db-*"), or "label:GLOB" to match any of a target's labels.
+# The built-in `local` target (a shell as the bastion's own account) is matched only by a rule
+# that names it: targets = ["local"]. "*", other globs and labels never match it.
 # Nobody ever approves their own request, admins included.
 
 [settings]
@@ -162,6 +164,9 @@ class Policy:
 
     @staticmethod
     def target_matches(patterns: tuple[str, ...], target: Target) -> bool:
+        if target.builtin and target.name == LOCAL_TARGET:
+            # A grant on `local` is control of the bastion itself: only a rule naming it matches.
+            return LOCAL_TARGET in patterns
         for p in patterns:
             if p.startswith("label:"):
                 glob = p[len("label:") :]

@@ -6,8 +6,14 @@ user in without authentication); identity is bound in ``auth_completed`` to the 
 *signature* asyncssh verified, never to a key that was merely offered; strict KEX (Terrapin) is
 required; agent and X11 forwarding are off and port forwarding, direct-tcpip, streamlocal, SFTP
 and SCP are refused and audited; login timeout 10 s; per-source caps on unauthenticated
-connections and failed authentications; a cap on concurrent sessions per user; user names over
-256 bytes are refused.
+connections and failed authentications, and a global cap on them in which a newcomer displaces
+the busiest address's oldest (so a flood from many addresses cannot keep others out); per-user caps
+on connections, channels per connection, concurrent sessions, and on the rate and concurrency of
+control commands; user names over 256 bytes are refused.
+
+No user can starve another through the database thread: authentication lookups and session
+admission (key -> user, target, grant) run in their own thread with their own SQLite connection,
+and both it and the main database thread serve each user (or address) in turn (see ``limits``).
 
 Grants are enforced to the second: a watcher checks every live session four times a second and
 ends it, with the reason in the recording and the audit log, when its grant expires or is
@@ -33,6 +39,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
+from asyncssh.misc import ChannelOpenError
 from asyncssh.public_key import decode_ssh_public_key
 
 from recorder import (
@@ -55,6 +62,7 @@ from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, ZspError
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from .control import SshHint, run_control
+from .limits import ControlGate, FairExecutor, Pending
 from .logins import Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
 from .session import LiveSession, relay
@@ -96,15 +104,39 @@ async def _validate_and_remember(
 
 SSHServerConnection.validate_public_key = _validate_and_remember  # type: ignore[method-assign]
 
+_original_session_open = SSHServerConnection._process_session_open
+
+
+def _session_open_capped(self: SSHServerConnection, packet: Any) -> Any:
+    # asyncssh opens session channels itself when a process factory is set (session_requested is
+    # never asked), so the per-connection channel cap is checked here, before a channel exists.
+    owner = getattr(self, "_owner", None)
+    if isinstance(owner, _Server):
+        owner.check_channels(len(getattr(self, "_channels", ())))
+    return _original_session_open(self, packet)
+
+
+SSHServerConnection._process_session_open = _session_open_capped  # type: ignore[method-assign]
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     login_timeout: float = 10.0
     max_unauthenticated_per_source: int = 64
+    max_unauthenticated: int = 256
+    """In all; when reached, a new connection displaces the oldest of the busiest address."""
     max_auth_failures_per_source: int = 20
     """...within ``failure_window`` seconds; further connections from that source are refused."""
     failure_window: float = 300.0
     max_sessions_per_user: int = 64
+    max_connections_per_user: int = 64
+    max_channels_per_connection: int = 10
+    control_rate: float = 5.0
+    """Control commands per second per user (token bucket refill)..."""
+    control_burst: int = 20
+    """...and the bucket's size."""
+    max_control_per_user: int = 4
+    """Control commands of one user running at once."""
     keepalive_interval: float = 30.0
     watch_interval: float = 0.25
     max_recording_bytes: int = 1 << 30
@@ -118,7 +150,7 @@ class _Sources:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.open: dict[str, int] = defaultdict(int)
+        self.pending: Pending[_Server] = Pending(limits.max_unauthenticated_per_source, limits.max_unauthenticated)
         self.failures: dict[str, deque[float]] = defaultdict(deque)
 
     def blocked(self, ip: str) -> str | None:
@@ -128,8 +160,6 @@ class _Sources:
             q.popleft()
         if len(q) >= self.limits.max_auth_failures_per_source:
             return "too many failed authentications from your address; try again later"
-        if self.open[ip] >= self.limits.max_unauthenticated_per_source:
-            return "too many unauthenticated connections from your address"
         return None
 
     def fail(self, ip: str) -> None:
@@ -148,30 +178,48 @@ class _Server(asyncssh.SSHServer):
         self.candidates: dict[str, User] = {}
         self.ssh_user: str | None = None
         self.refusals = 0
+        self.not_failed: str | None = None
+        """Why a connection that never logged in is no failed authentication (displaced, user at cap)."""
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.ip, self.client = str(peer[0]), f"{peer[0]}:{peer[1]}"
+        conn.set_extra_info(zsp_server=self)
         why = self.b.sources.blocked(self.ip)
-        if why:
+        admitted, displaced = (False, None) if why else self.b.sources.pending.admit(self.ip, self)
+        if not admitted:
+            why = why or "too many unauthenticated connections from your address"
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, why)
             return
-        self.b.sources.open[self.ip] += 1
         self.counted = True
+        if displaced is not None:
+            displaced.counted = False
+            displaced.not_failed = "displaced: too many unauthenticated connections"
+            if displaced.conn is not None:
+                displaced.conn.disconnect(
+                    asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many unauthenticated connections; try again"
+                )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:
             self.b.logins.discard(self.conn)
         if self.counted and self.user is None:
-            self.b.sources.open[self.ip] -= 1
+            self.b.sources.pending.remove(self, self.ip)
             self.counted = False
+        if self.user is not None:
+            self.b.connections[self.user.name] -= 1
+            if self.b.connections[self.user.name] <= 0:
+                del self.b.connections[self.user.name]
         if self.user is None and self.ssh_user is not None:
             # The client asked to authenticate and never succeeded: one audited failure per connection.
-            self.b.sources.fail(self.ip)
             reason = "no registered key" if not self.offered or not self.candidates else "signature not accepted"
             if exc is not None and not self.candidates:
                 reason = f"{reason} ({type(exc).__name__})"
+            if self.not_failed is not None:
+                reason = self.not_failed
+            else:
+                self.b.sources.fail(self.ip)
             self.b.spawn(
                 self.b.audit(
                     NewEvent(
@@ -213,7 +261,8 @@ class _Server(asyncssh.SSHServer):
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         self.offered += 1
         fp = key.get_fingerprint("sha256")
-        user = await self.b.db(self.b.svc.user_by_key, fp)
+        # The authentication thread, in this address's turn: nothing a user queues can delay it.
+        user = await self.b.auth_db(self.ip, self.b.auth_svc.user_by_key, fp)
         if user is not None:
             self.candidates[fp] = user  # bound only if asyncssh then verifies this key's signature
         return user is not None
@@ -232,10 +281,16 @@ class _Server(asyncssh.SSHServer):
         if user is None:
             conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "key no longer registered")
             return
-        self.user = user
         if self.counted:
-            self.b.sources.open[self.ip] -= 1
+            self.b.sources.pending.remove(self, self.ip)
             self.counted = False
+        mine = self.b.connections.get(user.name, 0)
+        if mine >= self.b.limits.max_connections_per_user:
+            self.not_failed = f"{user.name} already has {mine} connections open (limit)"
+            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, self.not_failed)
+            return
+        self.b.connections[user.name] = mine + 1
+        self.user = user
         conn.set_extra_info(zsp_user=user, zsp_fingerprint=fp)
         self.b.logins.add(Login(conn, user, fp, self.client))
         ssh_user = str(conn.get_extra_info("username"))[:_MAX_USERNAME]
@@ -250,6 +305,15 @@ class _Server(asyncssh.SSHServer):
                 )
             )
         )
+
+    def check_channels(self, open_now: int) -> None:
+        """Refuse a new channel beyond the per-connection cap (raises asyncssh's ChannelOpenError)."""
+        cap = self.b.limits.max_channels_per_connection
+        if open_now >= cap:
+            self._refuse("channel-limit", f"{open_now} channels already open on this connection (limit {cap})")
+            raise ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"too many channels on this connection (limit {cap})"
+            )
 
     # Every forwarding is refused, and said so in the audit log.
     def _refuse(self, kind: str, detail: str) -> bool:
@@ -294,6 +358,7 @@ class Bastion:
     """The running bastion: listener, live sessions, and the watcher that enforces grants."""
 
     def __init__(self, data: DataDir, *, limits: Limits | None = None, public_host: str | None = None) -> None:
+        data.check_private()  # keys and recordings are the bastion account's alone
         self.data = data
         self.limits = limits or Limits(**data.settings().bastion)
         self.mask_limits = data.settings().masking
@@ -305,17 +370,25 @@ class Bastion:
         if data.escrow_private_path.exists():
             print("zsp: warning: the escrow private key is still here (keys/escrow_x25519)", file=sys.stderr)
         self.svc: AccessService = data.service()
+        self.local_account = data.local_account()
         self.key: SigningKey = data.signing_key()
         self.ca = asyncssh.read_private_key(str(data.ca_key_path))
         self.host_key = asyncssh.read_private_key(str(data.host_key_path))
         self.sources = _Sources(self.limits)
+        self.connections: dict[str, int] = {}  # authenticated connections per user
+        lim = self.limits
+        self.control = ControlGate(lim.control_rate, lim.control_burst, lim.max_control_per_user)
         self.live: set[LiveSession] = set()
         self.logins = Logins()  # authenticated connections; ended when their key or user is removed
         self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
         self.public_host = public_host
         self.hint_template: SshHint | None = None
         """Set by ``zsp serve --demo``: hints name the demo's ssh_config and host aliases."""
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-db")
+        self._db = FairExecutor("zsp-db")
+        # Authentication and session admission: their own thread and connection, so the control
+        # commands and audit writes users can generate never queue ahead of someone's login.
+        self._auth = FairExecutor("zsp-auth")
+        self.auth_svc: AccessService = data.service()
         self._watch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-watch")
         self.watch_svc: AccessService = data.service()
         self._server: asyncssh.SSHAcceptor | None = None
@@ -325,16 +398,21 @@ class Bastion:
         self.owner = session_owner("serve")
         self._lock = InstanceLock(data.root)
 
-    async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store call in the database thread (SQLite connections are not shared)."""
-        return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args))
+    async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+        """Run a store call in the database thread (SQLite connections are not shared), in the
+        turn of ``lane`` (the user whose action it is): one user's pile waits behind others' work."""
+        return await self._db.run(lane, fn, *args)
+
+    async def auth_db(self, lane: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run an authentication or admission lookup on ``auth_svc`` in its own thread."""
+        return await self._auth.run(lane, fn, *args)
 
     async def watch_db(self, fn: Callable[..., T], *args: Any) -> T:
         """The grant watcher's own thread and connection: client traffic cannot queue ahead of it."""
         return await asyncio.get_running_loop().run_in_executor(self._watch_pool, lambda: fn(*args))
 
     async def audit(self, event: NewEvent) -> None:
-        await self.db(self.svc.record_event, event)
+        await self.db(self.svc.record_event, event, lane=event.actor)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, keeping a reference until it is done."""
@@ -385,6 +463,7 @@ class Bastion:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         self._db.shutdown(wait=True)
+        self._auth.shutdown(wait=True)
         self._watch_pool.shutdown(wait=True)
         self._lock.release()
 
@@ -552,14 +631,24 @@ class Bastion:
                 process.exit(255)
                 return
             # The key (or user) may have been removed since login: nothing more on this connection.
-            current = await self.db(self.svc.user_by_key, str(conn.get_extra_info("zsp_fingerprint")))
+            fingerprint = str(conn.get_extra_info("zsp_fingerprint"))
+            current = await self.auth_db(user.name, self.auth_svc.user_by_key, fingerprint)
             if not still_registered(user, current) or current is None:
                 return self._refuse(process, "the key you logged in with is no longer registered", 255)
             user = current  # as it is now (roles may have changed since login)
             username = str(process.get_extra_info("username"))
             hint = self._hint(conn)
             if username == CONTROL_USER:
-                status, out, err = await self.db(run_control, self.svc, user, process.command, hint)
+                why = self.control.enter(user.name)
+                if why is not None:
+                    server = conn.get_extra_info("zsp_server")
+                    if isinstance(server, _Server):
+                        server._refuse("control-limit", why)  # audited a few times per connection
+                    return self._refuse(process, why)
+                try:
+                    status, out, err = await self.db(run_control, self.svc, user, process.command, hint, lane=user.name)
+                finally:
+                    self.control.leave(user.name)
                 if process.get_terminal_type() is not None:  # a PTY (ssh -t): no output post-processing
                     out, err = out.replace("\n", "\r\n"), err.replace("\n", "\r\n")
                 process.stdout.write(out.encode())
@@ -611,7 +700,7 @@ class Bastion:
                 )
             return self._refuse(process, "file transfer (scp/sftp) is not available through zsp (yet)")
         try:
-            target = await self.db(self.svc.target, target_name)
+            target = await self.auth_db(user.name, self.auth_svc.target, target_name)
         except NotFound:
             if _audit_this_refusal(process):
                 await self.audit(
@@ -627,7 +716,7 @@ class Bastion:
             listing = hint.control("targets")
             return self._refuse(process, f"no such target {target_name!r}; list what you may request: {listing}")
         login = login or target.default_login
-        grant = await self.db(self.svc.active_grant, user, target.name, login)
+        grant = await self.auth_db(user.name, self.auth_svc.active_grant, user, target.name, login)
         if grant is None:
             ask = f"request {target.name} --login {login} --for 30m --reason 'why you need it'"
             if _audit_this_refusal(process):
@@ -757,14 +846,14 @@ class Bastion:
             mask_limits=self.mask_limits,
             audit=self.audit,
         )
-        await self.db(self.svc.session_started, record)
+        await self.db(self.svc.session_started, record, lane=user.name)
         self.live.add(live)
         status: int | None = None
         try:
             upstream: LocalUpstream | SshUpstream
             try:
                 if target.name == LOCAL_TARGET and target.builtin:
-                    upstream = LocalUpstream()
+                    upstream = LocalUpstream(self.local_account)
                     await upstream.start(command, term, (cols, rows), process.env)
                 else:
                     upstream = SshUpstream()
@@ -818,7 +907,7 @@ class Bastion:
                 head, frames = info.head_hex, info.frames
             except RecordingFailed:
                 head = None
-            await self.db(self.svc.session_ended, record, status, live.reason, head, frames)
+            await self.db(self.svc.session_ended, record, status, live.reason, head, frames, lane=user.name)
         with contextlib.suppress(OSError, asyncssh.Error):
             process.exit(status if status is not None and status >= 0 else 255)
 

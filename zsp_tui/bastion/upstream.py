@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import pwd
 import signal
 import struct
 import termios
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from ..local_account import LocalAccount, own_account
 from ..models import Target
 
 __all__ = ["LocalUpstream", "SshUpstream", "Upstream", "UpstreamError", "allowed_env"]
@@ -136,7 +136,9 @@ def allowed_env(env: Mapping[str, str]) -> dict[str, str]:
 class LocalUpstream:
     """A shell (or command) in a new PTY on the bastion host, as the user running zsp."""
 
-    def __init__(self) -> None:
+    def __init__(self, account: LocalAccount | None = None) -> None:
+        self.account = account
+        """Who the shell runs as (see ``local_account``); None: the bastion's own account."""
         self._master = -1
         self._proc: asyncio.subprocess.Process | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
@@ -160,20 +162,22 @@ class LocalUpstream:
         return not lflag & termios.ECHO and bool(lflag & termios.ICANON)
 
     async def start(self, command: str | None, term: str | None, size: tuple[int, int], env: Mapping[str, str]) -> None:
-        pw = pwd.getpwuid(os.getuid())
-        shell = pw.pw_shell or "/bin/sh"
+        acct = self.account or own_account()
+        shell = acct.shell
+        # As root, the shell runs as the unprivileged account, so it cannot read the data dir.
+        who: dict[str, Any] = {"user": acct.uid, "group": acct.gid, "extra_groups": []} if acct.switch else {}
         argv = [shell, "-c", command] if command else [shell, "-l"]
         child_env = {
-            "HOME": pw.pw_dir,
-            "USER": pw.pw_name,
-            "LOGNAME": pw.pw_name,
+            "HOME": acct.home,
+            "USER": acct.name,
+            "LOGNAME": acct.name,
             "SHELL": shell,
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             **allowed_env(env),
         }
         started = False
         try:
-            await self._spawn(argv, child_env, pw.pw_dir, term, size)
+            await self._spawn(argv, child_env, acct, who, term, size)
             started = True
         except OSError as exc:  # out of descriptors, processes or PTYs: refuse the session
             raise UpstreamError(f"cannot start a shell on the bastion: {exc.strerror or exc}") from None
@@ -182,8 +186,15 @@ class LocalUpstream:
                 await self.close()
 
     async def _spawn(
-        self, argv: list[str], child_env: dict[str, str], cwd: str, term: str | None, size: tuple[int, int]
+        self,
+        argv: list[str],
+        child_env: dict[str, str],
+        acct: LocalAccount,
+        who: dict[str, Any],
+        term: str | None,
+        size: tuple[int, int],
     ) -> None:
+        cwd = acct.home
         if term is None:
             # No PTY asked for (ssh CMD without -t): plain pipes, stdout and stderr kept apart.
             self._pipes = True
@@ -196,11 +207,14 @@ class LocalUpstream:
                 env=child_env,
                 cwd=cwd,
                 start_new_session=True,
+                **who,
             )
             return
         child_env["TERM"] = term
         master, slave = os.openpty()
         self._master = master  # from here on, close() releases it
+        if acct.switch:
+            os.fchown(slave, acct.uid, -1)  # the terminal is the session account's, as login(1) does
         try:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
             self._proc = await asyncio.create_subprocess_exec(
@@ -212,6 +226,7 @@ class LocalUpstream:
                 cwd=cwd,
                 start_new_session=True,
                 preexec_fn=_take_controlling_tty,
+                **who,
             )
         finally:
             os.close(slave)

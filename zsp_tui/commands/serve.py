@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = _listen(args.listen)
     if args.demo:
         if not d.db_path.exists():
-            d.init()
+            d.init(demo=True)
             print(f"zsp: initialised {d.root}", file=sys.stderr)
         demo = _demo(d)
     d.require()
@@ -127,10 +127,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shown = "127.0.0.1" if wildcard else host
         print(f"zsp: bastion listening on {host}:{b.port} (data {d.root})", flush=True)
         if b.svc.local_target:
+            acct = b.local_account
+            who = (
+                f"the unprivileged account {acct.name} on this host"
+                if acct is not None and acct.switch
+                else "this bastion's own account (its keys, database and recordings)"
+            )
             print(
-                "zsp: warning: the built-in `local` target is on: a grant on it is a shell as this bastion's "
-                "own account (its keys, database and recordings). Turn it off in production: "
-                f"[targets] local = false in {d.config_path}",
+                f"zsp: warning: the built-in `local` target is on: a grant on it is a shell as {who}. "
+                f"Turn it off in production: [targets] local = false in {d.config_path}",
                 file=sys.stderr,
                 flush=True,
             )
