@@ -36,9 +36,7 @@ SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
 def configure(env: Env, **bastion: int) -> None:
-    text = env.data.config_path.read_text()
-    lines = "".join(f"{k} = {v}\n" for k, v in bastion.items())
-    env.data.config_path.write_text(text.replace("[bastion]\n", f"[bastion]\n{lines}", 1))
+    env.configure("[bastion]\n" + "".join(f"{k} = {v}\n" for k, v in bastion.items()))
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import os
 import pwd
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -336,10 +337,18 @@ LOCAL_COMMANDS = {
 }
 
 
+def local_pidfile(env: Env) -> Path:
+    """A file the `local` session can write: when the bastion runs as root, `local` shells run as an
+    unprivileged account (tests/test_defaults.py), which cannot enter the test's own directories."""
+    shared = Path(tempfile.mkdtemp(prefix="zsp-local-"))
+    shared.chmod(0o777)
+    return shared / "pids"
+
+
 @pytest.mark.parametrize("variant", sorted(LOCAL_COMMANDS))
 def test_revoke_stops_every_process_of_a_local_session(env: Env, variant: str) -> None:
     command, pty = LOCAL_COMMANDS[variant]
-    pidfile = env.root / "pids"
+    pidfile = local_pidfile(env)
     g = env.grant()
     count = 2 if "$$ $!" in command else 1
     extra = ("-tt",) if pty else ("-T",)
@@ -359,7 +368,7 @@ def test_revoke_stops_every_process_of_a_local_session(env: Env, variant: str) -
 
 
 def test_a_local_session_that_exits_leaves_no_process_behind(env: Env) -> None:
-    pidfile = env.root / "pids"
+    pidfile = local_pidfile(env)
     env.grant()
     p = env.ssh("alice", "local", f"sleep 300 >/dev/null 2>&1 </dev/null & echo $! > {pidfile}")
     assert p.returncode == 0, p.stderr
@@ -403,7 +412,7 @@ async def test_removing_a_key_ends_its_connections_sessions_and_control(env: Env
     first_fp = next(k.fingerprint for k in env.svc.users()[0].keys if "alice2" not in k.comment)
     opts = env.asyncssh_options("alice")
     opts2 = {**opts, "client_keys": [str(second)]}
-    pidfile = env.root / "pids"
+    pidfile = local_pidfile(env)
     async with (
         asyncssh.connect("127.0.0.1", username="zsp", **opts) as control,
         asyncssh.connect("127.0.0.1", username="local", **opts) as sessions,
@@ -441,7 +450,7 @@ async def test_removing_a_user_ends_their_connections(env: Env, readd: bool) -> 
     env.svc.add_user(Actor("alice"), "carol", frozenset({Role.OPERATOR}), [mallory_pub])
     env.grant(user="carol")
     opts = env.asyncssh_options("mallory")
-    pidfile = env.root / "pids"
+    pidfile = local_pidfile(env)
     async with (
         asyncssh.connect("127.0.0.1", username="zsp", **opts) as control,
         asyncssh.connect("127.0.0.1", username="local", **opts) as sessions,
