@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import struct
 import uuid
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._exceptions import EscrowError, KeyFileError
+from ._keys import _write_new, read_small
 
 __all__ = ["BOX_OVERHEAD", "EscrowPrivateKey", "EscrowPublicKey", "open_sealed", "seal"]
 
@@ -51,7 +51,6 @@ BOX_OVERHEAD = 1 + 32 + 16
 
 _NONCE = bytes(12)
 _PLACE = struct.Struct(">QQ")
-_MAX_KEY_FILE = 4096
 _U64 = (1 << 64) - 1
 
 
@@ -87,7 +86,7 @@ class EscrowPublicKey:
     @classmethod
     def load(cls, path: Path) -> EscrowPublicKey:
         try:
-            return cls.from_line(_read_small(path).decode("ascii"))
+            return cls.from_line(read_small(path).decode("ascii"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise KeyFileError(path=path, reason=str(exc)) from None
 
@@ -126,7 +125,7 @@ class EscrowPrivateKey:
     @classmethod
     def load(cls, path: Path) -> EscrowPrivateKey:
         try:
-            return cls.from_text(_read_small(path).decode("ascii"))
+            return cls.from_text(read_small(path).decode("ascii"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise KeyFileError(path=path, reason=str(exc)) from None
 
@@ -185,21 +184,3 @@ def open_sealed(key: EscrowPrivateKey, box: bytes, *, session_id: uuid.UUID, run
         ) from None
 
 
-def _read_small(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise KeyFileError(path=path, reason=exc.strerror or str(exc)) from None
-    if len(data) > _MAX_KEY_FILE:
-        raise KeyFileError(path=path, reason="file too large to be an escrow key")
-    return data
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recorder import SigningKey
+from tests.bastion_env import Env, make_env
 from tests.helpers import SEED_A, SEED_B, write_recording
 
 
@@ -29,3 +31,23 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "data"
     monkeypatch.setenv("ZSP_DATA", str(d))
     return d
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """A running bastion (``zsp serve``) over a prepared data dir: alice (operator, admin), bob (approver)."""
+    e = make_env(tmp_path)
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def remote_env(tmp_path: Path) -> Iterator[Env]:
+    """As ``env``, with a real sshd target ``srv`` that trusts the bastion's CA."""
+    e = make_env(tmp_path, with_sshd=True)
+    e.start()
+    yield e
+    e.stop()
+    if e.sshd:
+        e.sshd.stop()

@@ -126,12 +126,13 @@ def rechain(bodies: list[bytes], session_id: uuid.UUID) -> bytes:
     return b"".join(out)
 
 
-def exec_sh(chan) -> None:
+def exec_sh(chan, seen: bytes = b"") -> None:
     """Replace the login shell with sh (which reads lines in canonical mode), waiting for each
-    shell's prompt: input typed ahead of bash's first prompt can be flushed and lost."""
+    shell's prompt: input typed ahead of bash's first prompt can be flushed and lost. ``seen``:
+    what the caller already read from the channel (the login shell's prompt may be in it)."""
     for step in (b"", b"exec sh\r"):
         chan.send(step)
-        buf = b""
+        buf, seen = seen, b""
         end = time.monotonic() + 15
         while not re.search(rb"[#$] $", buf):
             if time.monotonic() > end:

@@ -26,24 +26,6 @@ from zsp_tui.access import Actor
 from zsp_tui.models import Role
 
 
-@pytest.fixture
-def env(tmp_path: Path):
-    e = make_env(tmp_path)
-    e.start()
-    yield e
-    e.stop()
-
-
-@pytest.fixture
-def remote_env(tmp_path: Path):
-    e = make_env(tmp_path, with_sshd=True)
-    e.start()
-    yield e
-    e.stop()
-    if e.sshd:
-        e.sshd.stop()
-
-
 def frames_of(env: Env, path: str):
     return load(path, load_trusted_keys(env.data.allowed_signers_path))
 

@@ -39,14 +39,6 @@ def configure(env: Env, **bastion: int) -> None:
     env.configure("[bastion]\n" + "".join(f"{k} = {v}\n" for k, v in bastion.items()))
 
 
-@pytest.fixture
-def env(tmp_path: Path):
-    e = make_env(tmp_path)
-    e.start()
-    yield e
-    e.stop()
-
-
 def events(env: Env, name: str):
     return [e for e in env.svc.audit_events() if e.event == name]
 

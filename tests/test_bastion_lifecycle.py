@@ -28,30 +28,12 @@ import pytest
 
 from recorder import load_trusted_keys
 from replay import Outcome, verify
-from tests.bastion_env import Env, keygen, make_env
+from tests.bastion_env import Env, keygen
 from tests.sshd import Sshd, start_sshd
 from zsp_tui.access import Actor
 from zsp_tui.models import Role
 
 # --- fixtures and /proc probes -------------------------------------------------------------------
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = make_env(tmp_path)
-    e.start()
-    yield e
-    e.stop()
-
-
-@pytest.fixture
-def remote_env(tmp_path: Path) -> Iterator[Env]:
-    e = make_env(tmp_path, with_sshd=True)
-    e.start()
-    yield e
-    e.stop()
-    if e.sshd:
-        e.sshd.stop()
 
 
 def wait_for(cond, timeout: float = 10.0, step: float = 0.02):

@@ -43,24 +43,6 @@ from zsp_tui.masking import InputMasker, MaskedInput, MaskLimits
 ZSP = [sys.executable, "-m", "zsp_tui"]
 
 
-@pytest.fixture
-def env(tmp_path: Path):
-    e = make_env(tmp_path)
-    e.start()
-    yield e
-    e.stop()
-
-
-@pytest.fixture
-def remote_env(tmp_path: Path):
-    e = make_env(tmp_path, with_sshd=True)
-    e.start()
-    yield e
-    e.stop()
-    if e.sshd:
-        e.sshd.stop()
-
-
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -394,7 +376,7 @@ def test_without_an_escrow_key_nothing_is_masked(tmp_path: Path) -> None:
             chan = client.invoke_shell(term="xterm", width=80, height=24)
             chan.set_combine_stderr(True)
             buf = read_until(chan, b"", b"recorded in clear")
-            exec_sh(chan)
+            exec_sh(chan, buf)
             buf = b""
             chan.send(b"stty -echo; read p; stty echo; echo DO''NE\r")
             time.sleep(0.3)

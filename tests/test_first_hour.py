@@ -19,21 +19,13 @@ import pytest
 
 from recorder import FrameKind
 from replay import Outcome
-from tests.bastion_env import Env, make_env
+from tests.bastion_env import Env
 from tests.test_bastion import frames_of, last_session, wait_for
 from tests.test_cli import no_traceback
 from zsp_tui.access import Actor
 from zsp_tui.models import Target
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def env(tmp_path: Path):
-    e = make_env(tmp_path)
-    e.start()
-    yield e
-    e.stop()
 
 
 def run_zsp(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
