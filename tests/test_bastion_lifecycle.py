@@ -218,10 +218,13 @@ def remote(request: pytest.FixtureRequest, remote_env: Env) -> Iterator[Remote]:
         sshd.stop()
 
 
-def start_remote(env: Env, remote: Remote, command: str, *, pty: bool) -> subprocess.Popen[bytes]:
+def start_remote(env: Env, remote: Remote, command: str, *, pty: bool, eof: bool = False) -> subprocess.Popen[bytes]:
+    """``eof``: the operator sends end-of-input at once (``ssh -n``, ``< /dev/null``, most scripts)."""
     ssh_user = f"{remote.login}@{remote.target}"
-    return subprocess.Popen([*env.ssh_argv("alice", ssh_user, "-tt" if pty else "-T"), command],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    extra = ("-tt",) if pty else ("-T", "-n") if eof else ("-T",)
+    return subprocess.Popen([*env.ssh_argv("alice", ssh_user, *extra), command],
+                            stdin=subprocess.DEVNULL if eof else subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def first_line_pids(client: subprocess.Popen[bytes], count: int) -> list[int]:
@@ -240,6 +243,7 @@ REMOTE_COMMANDS = {
     "closed-output": ("echo $$; exec >&- 2>&- </dev/null; exec sleep 300", 1, False),
     "own-process-group": ("set -m; trap '' HUP TERM; sleep 300 & echo $$ $!; wait", 2, False),
     "pty": ("echo $$; exec sleep 300", 1, True),
+    "operator-sent-eof": ("echo $$; exec sleep 300", 1, False),  # ssh -n: our side of the channel is closed
 }
 
 
@@ -248,7 +252,7 @@ def test_revoke_stops_the_command_on_a_remote_target(remote_env: Env, remote: Re
     env = remote_env
     command, count, pty = REMOTE_COMMANDS[variant]
     g = env.grant(remote.target, remote.login)
-    client = start_remote(env, remote, command, pty=pty)
+    client = start_remote(env, remote, command, pty=pty, eof=variant == "operator-sent-eof")
     try:
         pids = first_line_pids(client, count)
         s = session_of(env)
@@ -262,7 +266,7 @@ def test_revoke_stops_the_command_on_a_remote_target(remote_env: Env, remote: Re
         s = ended(env, s.id)
         assert s.end_reason == "revoked"
         sealed_with(env, s.path, "revoked")
-        if variant == "plain":
+        if variant in ("plain", "operator-sent-eof"):
             # sshd honours the signal request for non-root logins: the command got HUP (sent before
             # TERM), not KILL. For root it refuses it, and the KILL fallback does the job.
             assert s.exit_status == (-signal.SIGKILL if remote.login == "root" else -signal.SIGHUP)
@@ -272,10 +276,11 @@ def test_revoke_stops_the_command_on_a_remote_target(remote_env: Env, remote: Re
         client.communicate()
 
 
-def test_expiry_stops_a_silent_remote_command(remote_env: Env, remote: Remote) -> None:
+@pytest.mark.parametrize("eof", [False, True], ids=["stdin-open", "operator-sent-eof"])
+def test_expiry_stops_a_silent_remote_command(remote_env: Env, remote: Remote, eof: bool) -> None:
     env = remote_env
     g = env.grant(remote.target, remote.login, duration=timedelta(seconds=4))
-    client = start_remote(env, remote, "echo $$; exec sleep 300", pty=False)
+    client = start_remote(env, remote, "echo $$; exec sleep 300", pty=False, eof=eof)
     try:
         (pid,) = first_line_pids(client, 1)
         s = session_of(env)

@@ -442,6 +442,7 @@ class SshUpstream:
     def __init__(self) -> None:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
+        self._channel_closed: asyncio.Future[None] | None = None
         self._closed = False
 
     async def start(
@@ -504,6 +505,9 @@ class SshUpstream:
                 window=_WINDOW,
                 max_pktsize=_MAX_PACKET,
             )
+            # Whether the channel has closed, from its receive side: is_closing() only says that
+            # we stopped sending (true after the operator's end-of-input, ssh -n).
+            self._channel_closed = asyncio.ensure_future(self._proc.wait_closed())
             opened = True
         except (OSError, asyncssh.Error) as exc:
             raise UpstreamError(f"{target.name} refused the session: {exc}") from None
@@ -548,13 +552,17 @@ class SshUpstream:
             return -_signum(self._proc.exit_signal[0])
         return self._proc.exit_status
 
+    def _ended(self, proc: asyncssh.SSHClientProcess[bytes]) -> bool:
+        """The remote command has exited (status or signal reported) or its channel has closed."""
+        return proc.returncode is not None or (self._channel_closed is not None and self._channel_closed.done())
+
     async def close(self) -> None:
         """Stop the remote command if it still runs, then close the connection (idempotent)."""
         if self._closed or self._conn is None:
             return
         self._closed = True
         proc = self._proc
-        if proc is not None and not _ended(proc):
+        if proc is not None and not self._ended(proc):
             # HUP and TERM, then KILL: sshd signals the session's process group. Closing the
             # connection alone leaves a command without a PTY running on the target.
             for names in (("HUP", "TERM"), ("KILL",)):
@@ -565,11 +573,13 @@ class SshUpstream:
                 with contextlib.suppress(OSError, asyncssh.Error):
                     for name in names:
                         proc.send_signal(name)
-                if await _sleep_until(lambda: _ended(proc), STOP_GRACE):
+                if await _sleep_until(lambda: self._ended(proc), STOP_GRACE):
                     break
         self._conn.close()
         with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
             await asyncio.wait_for(self._conn.wait_closed(), 2)
+        if self._channel_closed is not None:
+            self._channel_closed.cancel()
 
 
     async def _kill_session(self) -> None:
@@ -579,9 +589,6 @@ class SshUpstream:
             await asyncio.wait_for(self._conn.run(KILL_SESSION, check=False, stdin=asyncssh.DEVNULL), STOP_GRACE * 2)
 
 
-def _ended(proc: asyncssh.SSHClientProcess[bytes]) -> bool:
-    """The remote command has exited (status or signal reported) or its channel is gone."""
-    return proc.returncode is not None or proc.channel.is_closing()
 
 
 def _fp(key: asyncssh.SSHKey) -> str:
