@@ -160,6 +160,10 @@ def test_console_commands_escape_every_stored_field(tmp_path: Path) -> None:
     one_error_line(zsp(data, "request", name, "--login", login, "--for", "30m", "--reason", ARGV_HOSTILE,
                        "--as", "alice"))
 
+    # What alice may request lists the hostile target too (the same lines `ssh zsp@bastion targets` prints).
+    out = ok(zsp(data, "targets", "--as", "alice"))
+    assert "db\\x1b]0;pwned" in out and assert_clean(out)
+
     out = ok(zsp(data, "grants"))
     grants = json.loads(ok(zsp(data, "grants", "--json")))
     assert len(lines(out)) == len(grants) == 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from replay import printable
+
 from .clock import format_duration
 from .policy import AutoRule, BreakGlass, Policy, Rule
 
@@ -33,7 +35,9 @@ class Requestable:
 
     def line(self) -> str:
         default = " (default)" if self.default_login else ""
-        return f"{self.target:<16} {self.login + default:<20} {'; '.join(self.ways)}"
+        # Names come from the store as an admin typed them: shown escaped, like every listing.
+        target, login = printable(self.target), printable(self.login)
+        return f"{target:<16} {login + default:<20} {printable('; '.join(self.ways))}"
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "login": self.login, "default": self.default_login, "ways": list(self.ways)}

@@ -36,7 +36,7 @@ from ..exceptions import DataDirError, UsageError, ZspError
 from ..masking import Excessive, MaskLimits
 from ..models import SessionRecord, session_owner
 from ..record import default_size, output_path, run_recorded
-from ..session_ref import SessionRefError, resolve_session
+from ..session_ref import SessionRef, SessionRefError, identity_problem, resolve_ref
 from ._common import data as _data
 
 __all__ = ["register"]
@@ -253,7 +253,18 @@ def _describe(r: VerificationReport) -> str:
 
 def _session_path(args: argparse.Namespace, name: str) -> Path:
     """A path (it has a ``/``), or the recording of the session with this id or unique prefix in the data dir."""
-    return resolve_session(_data(args), name)
+    return _session_ref(args, name).path
+
+
+def _session_ref(args: argparse.Namespace, name: str) -> SessionRef:
+    return resolve_ref(_data(args), name)
+
+
+def require_identity(ref: SessionRef, report: VerificationReport) -> None:
+    """Refuse (one line, exit 2) a recording that is not the session asked for."""
+    problem = identity_problem(ref, report)
+    if problem is not None:
+        raise UsageError(f"CORRUPT: {problem}")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -262,7 +273,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     results: list[dict[str, object]] = []
     for name in args.paths:
         try:
-            report = verify(_session_path(args, name), trusted, legacy_order=args.legacy_order)
+            ref = _session_ref(args, name)
+            report = verify(ref.path, trusted, legacy_order=args.legacy_order)
         except (SourceError, SessionRefError) as exc:
             worst = 2
             detail = exc.reason if isinstance(exc, SourceError) else str(exc)
@@ -271,9 +283,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             else:
                 print(printable(f"ERROR       {name}  {detail}"))
             continue
-        if report.outcome is not Outcome.VALID:
+        problem = identity_problem(ref, report)
+        if report.outcome is not Outcome.VALID or problem is not None:
             worst = max(worst, 1)
-        if args.json:
+        if problem is not None:
+            # A genuine recording, but not of the session asked for: as bad as a forged one.
+            if args.json:
+                wrong = {"outcome": "CORRUPT", "problem": "wrong-session", "detail": problem}
+                results.append({**report.to_json(), **wrong})
+            else:
+                print(printable(f"CORRUPT     {report.source}  wrong-session: {problem}"))
+        elif args.json:
             results.append(report.to_json())
         else:
             print(printable(_describe(report)))  # header fields are whatever the file says
@@ -292,7 +312,13 @@ def cmd_play(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise UsageError("--speed must be positive")
     trusted = _trusted(args)
-    path = _session_path(args, args.path)
+    ref = _session_ref(args, args.path)
+    path = ref.path
+    if ref.session_id is not None:
+        try:  # nothing is shown of a file that is not the session asked for
+            require_identity(ref, verify(path, trusted))
+        except SourceError as exc:
+            raise UsageError(f"cannot read {path}: {exc.reason}") from None
     try:
         f = open(path, "rb")
     except OSError as exc:

@@ -28,7 +28,7 @@ from replay import Outcome, SourceError, load, printable
 from ..audit import NewEvent
 from ..exceptions import UsageError
 from ._common import actor, add_as, data, emit_json
-from .recording import _describe, _session_path, _trusted
+from .recording import _describe, _session_ref, _trusted, require_identity
 
 __all__ = ["MaskedRun", "register", "unseal_frames"]
 
@@ -107,17 +107,21 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     d = data(args)
     d.require()  # unsealing is audited: no audit log, no unsealing
     trusted = _trusted(args)
-    path = _session_path(args, args.session)
+    ref = _session_ref(args, args.session)
+    path = ref.path
     try:
         frames, report = load(path, trusted)
     except SourceError as exc:
         raise UsageError(f"cannot read {args.session}: {exc.reason}") from None
     if report.outcome is Outcome.CORRUPT or report.header is None:
-        print(f"zsp: {_describe(report)}", file=sys.stderr)
+        print(f"zsp: {printable(_describe(report))}", file=sys.stderr)
         raise UsageError("the recording does not verify; nothing was unsealed")
+    require_identity(ref, report)
     if report.outcome is Outcome.INCOMPLETE:
-        print(f"zsp: {_describe(report)}", file=sys.stderr)
+        print(f"zsp: {printable(_describe(report))}", file=sys.stderr)
         frames = frames[: report.signed_frames]  # only what a signature covers
+    if not frames:
+        raise UsageError("no frame of the recording is signed; nothing was unsealed")
     header = frames[0].data
     if not isinstance(header, Header):
         raise UsageError("the recording has no header; nothing was unsealed")
@@ -177,7 +181,8 @@ def cmd_unseal(args: argparse.Namespace) -> int:
         )
         return 0
     out = io.StringIO()
-    out.write(f"session {sid}  {header.user}->{header.login}@{header.target}  {report.outcome.value}\n")
+    who = printable(f"{header.user}->{header.login}@{header.target}")  # header fields are the file's
+    out.write(f"session {sid}  {who}  {report.outcome.value}\n")
     out.write(f"{len(runs)} masked runs, {masked_bytes} bytes")
     out.write(f"; flagged excessive at frame {flags[0]}\n" if flags else "\n")
     if legacy:
