@@ -101,6 +101,11 @@ class AsyncRecorder:
     def resize(self, cols: int, rows: int) -> None:
         self._put((_RESIZE, self._clock(), cols, rows), 16)
 
+    def charge(self, size: int) -> None:
+        """Count ``size`` bytes recorded in another form (input sealed in an event) against
+        ``max_bytes``; raises :class:`RecordingLimitReached` past it, as ``input`` would."""
+        self._count(size)
+
     def event(self, type: str, message: str, **fields: str | int | bool | None) -> None:
         self._put((_EVENT, self._clock(), type, message, fields), 64 + len(message))
 

@@ -562,3 +562,39 @@ def test_unseal_escapes_for_the_terminal_unambiguously() -> None:
     assert printable("é\u202e".encode()) == "é\\u202e"  # UTF-8 kept, a bidi override escaped
     assert printable(b"\\xff") == "\\\\xff" and printable(b"\xff") == "\\xff"  # typed text vs. a raw byte
     assert printable("\u009b".encode()) == "\\u009b"  # C1 CSI as a character, not the byte 0x9b
+
+
+def test_masked_input_counts_against_the_recording_limit(tmp_path: Path) -> None:
+    """A target that keeps prompting for passwords must not be a way to write past
+    ``max_recording_bytes``: sealed input is recorded (bigger than typed) and counted."""
+    env = make_env(tmp_path, with_sshd=True)
+    env.configure("[bastion]\nmax_recording_bytes = 65536\n")
+    env.start()
+    sent = 0
+    try:
+        env.grant("srv")
+        client = pty_client(env, "srv")
+        try:
+            chan = client.get_transport().open_session()
+            chan.exec_command("while printf 'Password: '; IFS= read -r l; do :; done")
+            buf = b""
+            while sent < 600:
+                try:
+                    buf = read_until(chan, buf, b"Password: ", timeout=5)
+                except AssertionError:
+                    break  # the session ended: no more prompts
+                buf = b""
+                chan.send(b"s" * 250 + b"\n")
+                sent += 1
+        finally:
+            client.close()
+        s = ended_session(env)
+    finally:
+        env.stop()
+        if env.sshd:
+            env.sshd.stop()
+    assert s.end_reason == "recording-limit", (s.end_reason, sent)
+    assert sent < 600
+    frames = frames_of(env, s.path)
+    assert len(masked(frames)) > 50 and b"s" * 250 not in clear_input(frames)  # the input was masked
+    assert Path(s.path).stat().st_size < 3 * 65536  # the limit held, with framing overhead

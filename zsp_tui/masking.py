@@ -135,7 +135,11 @@ class MaskedInput:
         *,
         event: Callable[..., None],
         record_input: Callable[[bytes], None],
+        charge: Callable[[int], None] | None = None,
     ) -> None:
+        """``charge(n)``: count ``n`` bytes against the session's recording limit (sealed input is
+        recorded too, bigger than typed: it must not be a way around the limit)."""
+        self._charge = charge
         self._masker = masker
         self._escrow = escrow
         self._sid = session_id
@@ -170,13 +174,16 @@ class MaskedInput:
             if self._masker.runs != self._run:
                 self._run, self._part = self._masker.runs, 0
             box = seal(self._escrow, hidden, session_id=self._sid, run=self._run, part=self._part)
+            sealed = base64.b64encode(box).decode("ascii")
+            if self._charge is not None:
+                self._charge(len(sealed))
             self._event(
                 "input.masked",
                 "input withheld: typed at a password prompt (sealed to the escrow key)",
                 bytes=len(hidden),
                 run=self._run,
                 part=self._part,
-                sealed=base64.b64encode(box).decode("ascii"),
+                sealed=sealed,
                 escrow=self._escrow.fingerprint,
             )
             self._part += 1

@@ -96,6 +96,7 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
         live.mask_limits,
         event=rec.event,
         record_input=rec.input,
+        charge=rec.charge,
     )
     masked.start()
     if live.escrow is None and pty:
