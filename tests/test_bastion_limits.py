@@ -8,6 +8,7 @@ not speed benchmarks: generous, and far from what a starved login takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import selectors
 import socket
@@ -407,3 +408,68 @@ def test_new_limits_are_read_from_zsp_toml_and_checked(tmp_path: Path) -> None:
         cfg.write_text(f"[bastion]\n{bad}\n")
         with pytest.raises(ConfigError, match="must be an integer"):
             load_settings(cfg)
+
+
+def _unanswering_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A TCP port whose accept queue is full: new connections hang until they time out."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(8):  # fill the backlog; later connects wait for a SYN-ACK that never comes
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(server.getsockname())
+        fillers.append(c)
+    return server, fillers
+
+
+def test_a_hung_audit_sink_delays_nobody(tmp_path: Path) -> None:
+    """A syslog collector that never answers: logins, control commands and sessions go on at
+    their pace (each sink sends from its own thread); the database keeps every event."""
+    server, fillers = _unanswering_listener()
+    env = make_env(tmp_path)
+    env.configure(f'[audit]\nsyslog = "tcp://127.0.0.1:{server.getsockname()[1]}"\n')
+    env.start()
+    try:
+        env.grant()
+        for _ in range(3):
+            started = time.monotonic()
+            p = env.ssh("alice", "zsp", "whoami")
+            assert p.returncode == 0, p.stderr
+            assert time.monotonic() - started < 3.0  # a sink send would hold it for 5 s each time
+        started = time.monotonic()
+        p = env.ssh("alice", "local", "echo through")
+        assert p.returncode == 0 and p.stdout.strip() == "through"
+        assert time.monotonic() - started < 3.0
+        assert any(e.event == "session.end" for e in env.svc.audit_events())
+    finally:
+        env.stop()
+        for c in fillers:
+            c.close()
+        server.close()
+
+
+def test_background_sink_never_blocks_and_bounds_what_waits() -> None:
+    from zsp_tui.sinks import BackgroundSink
+
+    release = threading.Event()
+    got: list[str] = []
+
+    class Stuck:
+        name = "stuck"
+
+        def send(self, events) -> None:
+            release.wait(10)
+            got.extend(e for e in events)
+
+    sink = BackgroundSink(Stuck(), max_pending=5)
+    started = time.monotonic()
+    sink.send(["first"])  # taken by the thread, which then hangs in send
+    time.sleep(0.2)
+    sink.send([f"e{i}" for i in range(8)])  # 5 wait, 3 are dropped
+    assert time.monotonic() - started < 1.0 and sink.dropped == 3
+    release.set()
+    sink.close()
+    assert got == ["first", "e0", "e1", "e2", "e3", "e4"]

@@ -11,7 +11,9 @@ import os
 import re
 import socket
 import sys
+import threading
 import urllib.request
+from collections import deque
 from collections.abc import Iterable
 from datetime import UTC
 from pathlib import Path
@@ -22,7 +24,7 @@ from replay import printable
 
 from .audit import AuditEvent
 
-__all__ = ["JsonlSink", "Sink", "SyslogSink", "WebhookSink", "dispatch", "format_rfc5424"]
+__all__ = ["BackgroundSink", "JsonlSink", "Sink", "SyslogSink", "WebhookSink", "dispatch", "format_rfc5424"]
 
 SD_ID = "zsp@32473"
 """Structured-data id of our syslog element. 32473 is the documentation PEN of RFC 5612; a
@@ -143,4 +145,61 @@ def dispatch(sinks: Iterable[Sink], events: list[AuditEvent]) -> None:
         try:
             sink.send(events)
         except (OSError, ValueError) as exc:  # URLError and socket errors are OSErrors
-            print(f"zsp: warning: audit sink {printable(sink.name)} failed: {printable(str(exc))}", file=sys.stderr)
+            _warn(sink.name, str(exc))
+
+
+class BackgroundSink:
+    """A sink fed from its own thread, for the bastion: a collector that is slow or unreachable
+    (a TCP syslog that never accepts, a webhook that hangs) then delays nobody's login, session or
+    control command, where ``dispatch`` would hold the caller, and the database thread with it,
+    for up to its timeout per event. Events wait in a bounded queue; past ``max_pending`` they are
+    dropped with a warning (the chained log in the database remains the record). ``close`` sends
+    what is queued, waiting at most ``timeout`` seconds.
+    """
+
+    def __init__(self, sink: Sink, *, max_pending: int = 10_000) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.dropped = 0
+        self._max = max_pending
+        self._queue: deque[AuditEvent] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=f"zsp-sink-{sink.name[:40]}", daemon=True)
+        self._thread.start()
+
+    def send(self, events: list[AuditEvent]) -> None:
+        with self._cond:
+            room = self._max - len(self._queue)
+            if room < len(events):
+                lost = len(events) - max(room, 0)
+                if not self.dropped:
+                    _warn(self.name, f"{lost} event(s) dropped: more than {self._max} waiting to be sent")
+                self.dropped += lost
+                events = events[: max(room, 0)]
+            self._queue.extend(events)
+            self._cond.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            try:
+                self.sink.send(batch)
+            except (OSError, ValueError) as exc:
+                _warn(self.name, str(exc))
+
+
+def _warn(name: str, problem: str) -> None:
+    print(f"zsp: warning: audit sink {printable(name)} failed: {printable(problem)}", file=sys.stderr)

@@ -61,6 +61,7 @@ from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, ZspError
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
+from ..sinks import BackgroundSink
 from .control import SshHint, run_control
 from .limits import ControlGate, FairExecutor, Pending
 from .logins import Login, Logins, Standing, find_stale, still_registered
@@ -391,6 +392,11 @@ class Bastion:
         self.auth_svc: AccessService = data.service()
         self._watch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsp-watch")
         self.watch_svc: AccessService = data.service()
+        # Audit sinks send from their own threads: a slow collector must not hold the database
+        # threads that logins, sessions and grant checks wait on. One set, shared by the services.
+        self.sinks = tuple(BackgroundSink(sink) for sink in self.svc.sinks)
+        for service in (self.svc, self.auth_svc, self.watch_svc):
+            service.sinks = self.sinks
         self._server: asyncssh.SSHAcceptor | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -465,6 +471,8 @@ class Bastion:
         self._db.shutdown(wait=True)
         self._auth.shutdown(wait=True)
         self._watch_pool.shutdown(wait=True)
+        for sink in self.sinks:
+            sink.close()
         self._lock.release()
 
     # --- the grant watcher --------------------------------------------------------------------
