@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from collections import defaultdict, deque
@@ -135,6 +136,8 @@ class _Entry(Generic[K]):
     key: K
     ip: str
     since: float
+    authenticating: bool = False
+    """The client has got as far as asking to authenticate (key exchange done)."""
 
 
 class Pending(Generic[K]):
@@ -162,18 +165,27 @@ class Pending(Generic[K]):
             return False, None
         displaced: K | None = None
         if self._count >= self.total:
-            # The address holding the most pending connections gives up its oldest; among equals,
-            # the one whose oldest connection is oldest. The newcomer's own address counts itself.
-            def weight(item: tuple[str, deque[_Entry[K]]]) -> tuple[int, float]:
-                addr, q = item
-                return (len(q) + (1 if addr == ip else 0), -q[0].since)
-
-            _, q = max(self._by_ip.items(), key=weight)
-            displaced = q[0].key
-            self.remove(displaced, q[0].ip)
+            # The address holding the most pending connections gives one up (the newcomer's own
+            # address counts itself): its oldest that has not got as far as authenticating. Among
+            # addresses holding equally many, a random one: a flood from many addresses that
+            # reconnects as fast as it is displaced must not always hit the oldest connection,
+            # which is a real user's login in progress (random early drop, as sshd's MaxStartups).
+            top = max(len(q) + (addr == ip) for addr, q in self._by_ip.items())
+            tied = [q for addr, q in self._by_ip.items() if len(q) + (addr == ip) == top]
+            oldest_idle = [next((e for e in q if not e.authenticating), q[0]) for q in tied]
+            idle = [e for e in oldest_idle if not e.authenticating] or oldest_idle
+            victim = idle[secrets.randbelow(len(idle))]
+            displaced = victim.key
+            self.remove(displaced, victim.ip)
         self._by_ip.setdefault(ip, deque()).append(_Entry(key, ip, self._clock()))
         self._count += 1
         return True, displaced
+
+    def authenticating(self, key: K, ip: str) -> None:
+        """``key`` has asked to authenticate: displaced after connections that have not."""
+        for e in self._by_ip.get(ip, ()):
+            if e.key is key:
+                e.authenticating = True
 
     def remove(self, key: K, ip: str) -> bool:
         """Stop counting ``key`` (authenticated, closed or displaced); False if it was not counted."""

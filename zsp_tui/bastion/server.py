@@ -244,6 +244,8 @@ class _Server(asyncssh.SSHServer):
         conn = self.conn
         if conn is None:
             return True
+        if self.counted:  # past key exchange: displaced only after connections that are not
+            self.b.sources.pending.authenticating(self, self.ip)
         if len(username.encode()) > _MAX_USERNAME:
             conn.disconnect(asyncssh.DISC_ILLEGAL_USER_NAME, "user name too long")
         elif not getattr(conn, "_strict_kex", False):
