@@ -125,12 +125,32 @@ def test_refusal_hint_pastes(env: Env) -> None:
     q = shell(with_identity(env, "alice", line))
     assert q.returncode == 0, q.stderr
     r = env.svc.get(request_id(q.stdout))
-    assert r.reason == "why you need it"
+    assert r.reason == "why you need it"  # unquoted: the rest of the words
     # Its own "an approver runs" hint pastes too.
     approve = q.stdout.split("an approver runs:")[1].strip().splitlines()[0]
     a = shell(with_identity(env, "bob", approve))
     assert a.returncode == 0, a.stderr
     assert env.svc.get(r.id).active(env.svc.clock.now())
+
+
+def test_a_login_the_target_does_not_have_is_said_so_not_a_request_that_fails(env: Env) -> None:
+    p = env.ssh("alice", "nosuch@local", "true")
+    assert p.returncode == 1 and "Ask for one" not in p.stderr
+    assert "local has no login 'nosuch'" in p.stderr and "targets" in p.stderr
+    e = [e for e in env.svc.audit_events() if e.event == "session.refused"][-1]
+    assert e.fields["reason"] == "no-such-login" and e.login == "nosuch"
+
+
+def test_reasons_need_no_quotes_on_the_console_either(env: Env) -> None:
+    """As over ssh, ``--reason`` takes the words up to the next option."""
+    p = run_zsp("request", "local", "--for", "30m", "--reason", "INC-7", "vacuum", "now", "--as", "alice",
+                "--data", str(env.data.root))
+    assert p.returncode == 0, p.stderr
+    rid = request_id(p.stdout)
+    assert env.svc.get(rid).reason == "INC-7 vacuum now"
+    d = run_zsp("deny", rid, "--reason", "not", "now", "--as", "bob", "--data", str(env.data.root))
+    assert d.returncode == 0, d.stderr
+    assert env.svc.get(rid).note == "not now"
 
 
 # --- output over ssh ------------------------------------------------------------------------------

@@ -75,3 +75,12 @@ def test_a_re_recorded_session_with_its_own_id_does_not_match_its_recorded_end(t
     shutil.copyfile(replacement, a["path"])
     v = run_zsp("verify", "--data", str(data), a["id"])
     assert v.returncode == 1 and "wrong-session" in v.stdout and "replaced after the session ended" in v.stdout
+
+
+def test_the_end_of_an_id_names_a_session_too(tmp_path: Path) -> None:
+    """Ids begin with their start time, so sessions of one day share a long prefix."""
+    data, _a, b = _two_sessions(tmp_path)
+    v = run_zsp("verify", "--data", str(data), b["id"][-8:])
+    assert v.returncode == 0 and v.stdout.startswith("VALID") and b["path"] in v.stdout
+    short = run_zsp("verify", "--data", str(data), b["id"][-5:])  # too short to be an end
+    assert short.returncode == 2

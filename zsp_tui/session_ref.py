@@ -1,8 +1,9 @@
 """What ``zsp verify|play X`` means by X: a file path, or a session of the data dir.
 
 X is a path only if it contains a ``/`` (``./fix.zsprec``, ``/tmp/x.zsprec``). Anything else is
-a session id, or a unique prefix of one (at least :data:`MIN_PREFIX` characters), looked up in
-the data dir's store and its ``recordings/`` directory, never in the current directory: a file
+a session id, or a unique prefix (at least :data:`MIN_PREFIX` characters) or end (at least
+:data:`MIN_SUFFIX`) of one, looked up in the data dir's store and its ``recordings/`` directory,
+never in the current directory: a file
 that happens to be named like a session id must not stand in for the recording an auditor asked
 for. An ambiguous prefix is an error that lists the candidates.
 
@@ -23,9 +24,18 @@ from replay import VerificationReport
 from .datadir import DataDir
 from .exceptions import UsageError
 
-__all__ = ["MIN_PREFIX", "SessionRef", "SessionRefError", "identity_problem", "resolve_ref", "resolve_session"]
+__all__ = [
+    "MIN_PREFIX",
+    "MIN_SUFFIX",
+    "SessionRef",
+    "SessionRefError",
+    "identity_problem",
+    "resolve_ref",
+    "resolve_session",
+]
 
 MIN_PREFIX = 4
+MIN_SUFFIX = 6
 _SUFFIX = ".zsprec"
 _SHOWN = 10
 
@@ -75,6 +85,10 @@ def resolve_ref(d: DataDir, ref: str) -> SessionRef:
     known = _known(d) if d.root.exists() else {}
     sid = key if key in known else None
     matches = sorted(s for s in known if s.startswith(key)) if sid is None and len(key) >= MIN_PREFIX else []
+    if sid is None and not matches and len(key) >= MIN_SUFFIX:
+        # Ids begin with their start time, so sessions of one day share a long prefix: the end of
+        # an id (random) names it as well.
+        matches = sorted(s for s in known if s.endswith(key))
     if sid is None and len(matches) == 1:
         sid = matches[0]
     if sid is not None:

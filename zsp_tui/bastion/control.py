@@ -253,7 +253,7 @@ def _status(
         and user.name not in r.approvals
     ]
     out.write(f"you are {printable(user.name)} ({', '.join(sorted(user.roles))})\n")
-    out.write("your requests and grants:\n" if mine else "you have no pending requests or active grants\n")
+    out.write("your requests and grants:\n" if mine else "no pending requests or active grants of your own\n")
     for r in mine:
         out.write("  " + request_line(r, now) + "\n")
     if waiting:

@@ -727,8 +727,28 @@ class Bastion:
             return self._refuse(process, f"no such target {target_name!r}; list what you may request: {listing}")
         login = login or target.default_login
         grant = await self.auth_db(user.name, self.auth_svc.active_grant, user, target.name, login)
+        if grant is None and login not in target.logins:
+            # Nothing to ask for: say which logins there are instead of a request that fails.
+            if _audit_this_refusal(process):
+                await self.audit(
+                    NewEvent(
+                        "session.refused",
+                        user.name,
+                        "ssh",
+                        f"no login {login[:64]!r} on {target.name}",
+                        outcome="failure",
+                        target=target.name,
+                        login=login[:64],
+                        fields={"reason": "no-such-login"},
+                    )
+                )
+            return self._refuse(
+                process,
+                f"{target.name} has no login {login!r} (logins: {', '.join(target.logins)}); list them:",
+                hint=hint.control("targets"),
+            )
         if grant is None:
-            ask = f"request {target.name} --login {login} --for 30m --reason 'why you need it'"
+            ask = f"request {target.name} --login {login} --for 30m --reason why you need it"
             if _audit_this_refusal(process):
                 await self.audit(
                     NewEvent(

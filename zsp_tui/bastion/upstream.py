@@ -491,6 +491,11 @@ class SshUpstream:
                 f"{target.name}'s host key does not match the pinned key ({_fp(pinned)}): {exc.reason}",
                 event="upstream.host_key_mismatch",
             ) from None
+        except asyncssh.PermissionDenied as exc:  # reached, but the login was refused
+            raise UpstreamError(
+                f"{target.name} ({target.host}:{target.port}) refused the login as {login}: {exc} "
+                "(does it trust the bastion's CA, `zsp ca`, for this principal?)"
+            ) from None
         except (OSError, TimeoutError, asyncssh.Error) as exc:
             raise UpstreamError(f"cannot reach {target.name} ({target.host}:{target.port}): {exc}") from None
         opened = False

@@ -213,7 +213,10 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         ["SESSION", "USER", "LOGIN@TARGET", "GRANT", "STARTED", "DURATION", "STATE", "ENDED BY", "RECORDING"],
     )
     if flagged & {o["id"] for o in out}:
-        print("FLAGGED: more input was masked than a password needs; review it with `zsp unseal SESSION`")
+        print(
+            "FLAGGED: more input was masked than a password needs; an admin reviews it with "
+            "`zsp unseal SESSION --escrow-key FILE --as ADMIN`"
+        )
     return 0
 
 
