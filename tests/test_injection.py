@@ -37,7 +37,7 @@ import pyte
 import pytest
 
 from recorder import FileSink, RecordingWriter, SessionMeta, SigningKey, new_session_id
-from replay import printable
+from replay import printable, verify
 from tests.bastion_env import POLICY, Env, keygen, make_env
 from zsp_tui.access import Actor
 from zsp_tui.audit import AuditEvent
@@ -245,11 +245,13 @@ def test_verify_and_sessions_escape_recording_headers_and_names(tmp_path: Path) 
 
     # zsp sessions lists what the bastion recorded about the session (the same hostile fields).
     svc = DataDir(data).service()
-    record = SessionRecord(id="0190-hostile", user=meta.user, target=meta.target, login=meta.login,
+    report = verify(valid, [key.public])  # the store names the session by its real id and final head
+    assert report.header is not None and report.head is not None
+    record = SessionRecord(id=str(report.header.session_id), user=meta.user, target=meta.target, login=meta.login,
                            grant_id=meta.grant_id, command=meta.command, client=f"127.0.0.1:1{ERASE}",
                            path=str(valid), started_at=datetime.now(UTC))
     svc.session_started(record)
-    svc.session_ended(record, 0, f"exit{OVERPRINT}", "00" * 32)
+    svc.session_ended(record, 0, f"exit{OVERPRINT}", report.head.hex())
     out = ok(zsp(data, "sessions"))
     sessions = json.loads(ok(zsp(data, "sessions", "--json")))
     assert len(lines(out)) == 1 + len(sessions)
