@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".mypy_cache", ".ruff_cache", ".hypothesis", "build")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,25 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+def controls(mutants: list[Mutant], python: str = sys.executable) -> list[str]:
+    """Run each mutant's tests on an unmutated copy of the tree; returns the names whose tests fail
+    there (their kills would prove nothing)."""
+    failing = []
+    with tempfile.TemporaryDirectory(prefix="zsp-control-") as tmp:
+        copy = Path(tmp) / "tree"
+        shutil.copytree(ROOT, copy, ignore=_IGNORE)
+        for m in mutants:
+            p = subprocess.run(
+                [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests],
+                cwd=copy,
+                capture_output=True,
+                text=True,
+            )
+            if p.returncode != 0:
+                failing.append(m.name)
+    return failing
+
+
 def run(mutant: Mutant, python: str = sys.executable) -> tuple[str, float]:
     """Apply ``mutant`` to a copy of the tree and run its tests: killed, SURVIVED or NOT APPLIED."""
     start = time.monotonic()
@@ -229,11 +249,7 @@ def run(mutant: Mutant, python: str = sys.executable) -> tuple[str, float]:
         return "NOT APPLIED", 0.0
     with tempfile.TemporaryDirectory(prefix="zsp-mutant-") as tmp:
         copy = Path(tmp) / "tree"
-        shutil.copytree(
-            ROOT,
-            copy,
-            ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".mypy_cache", ".ruff_cache", ".hypothesis"),
-        )
+        shutil.copytree(ROOT, copy, ignore=_IGNORE)
         (copy / mutant.path).write_text(source.replace(mutant.old, mutant.new))
         p = subprocess.run(
             [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.mutants import MUTANTS, run
+from tests.mutants import MUTANTS, controls, run
 
 LONG = os.environ.get("ZSP_LONG") == "1"
 
@@ -19,3 +19,8 @@ LONG = os.environ.get("ZSP_LONG") == "1"
 def test_mutant_is_killed(mutant) -> None:
     verdict, _seconds = run(mutant)
     assert verdict == "killed", f"{mutant.name}: {verdict}: {mutant.claim} ({mutant.path}) is not protected"
+
+
+def test_every_mutants_tests_pass_on_the_unmutated_tree() -> None:
+    """The control: a kill proves something only if the same tests pass without the mutant."""
+    assert controls([m for m in MUTANTS if m.ci or LONG]) == []
