@@ -99,8 +99,8 @@ Try it (each line in another terminal; the demo users' keys and a pinned known_h
        {s} zsp@zsp-approver approve r-xxxxxx
   3. as the operator, open the recorded shell (exit when done):
        {s} local@zsp-operator
-  4. list the sessions, then verify and replay the recording (SESSION_ID from the list; a unique
-     prefix of it is enough):
+  4. list the sessions, then verify and replay the recording (SESSION_ID from the list; its last
+     8 characters are enough):
        zsp sessions {z}
        zsp verify {z} SESSION_ID
        zsp play {z} SESSION_ID

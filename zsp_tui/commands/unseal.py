@@ -183,7 +183,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     out = io.StringIO()
     who = printable(f"{header.user}->{header.login}@{header.target}")  # header fields are the file's
     out.write(f"session {sid}  {who}  {report.outcome.value}\n")
-    out.write(f"{len(runs)} masked runs, {masked_bytes} bytes")
+    out.write(f"{len(runs)} masked run{'' if len(runs) == 1 else 's'}, {masked_bytes} bytes")
     out.write(f"; flagged excessive at frame {flags[0]}\n" if flags else "\n")
     if legacy:
         out.write(f"{legacy} masked events predate escrow (byte counts only; nothing to unseal)\n")
