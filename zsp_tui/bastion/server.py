@@ -419,6 +419,11 @@ class Bastion:
         """The grant watcher's own thread and connection: client traffic cannot queue ahead of it."""
         return await asyncio.get_running_loop().run_in_executor(self._watch_pool, lambda: fn(*args))
 
+    async def _audit_refusal(self, process: asyncssh.SSHServerProcess[bytes], event: NewEvent) -> None:
+        """Audit a refused session, at most so many per connection (see ``_audit_this_refusal``)."""
+        if _audit_this_refusal(process):
+            await self.audit(event)
+
     async def audit(self, event: NewEvent) -> None:
         await self.db(self.svc.record_event, event, lane=event.actor)
 
@@ -697,51 +702,51 @@ class Bastion:
             return self._refuse(process, f"the {process.subsystem} subsystem is not available through zsp (yet)")
         program = transfer_program(command)  # see transfer.py for what this refusal does and does not do
         if program is not None:
-            if _audit_this_refusal(process):
-                await self.audit(
-                    NewEvent(
-                        "channel.refused",
-                        user.name,
-                        "ssh",
-                        f"file transfer ({program}) refused",
-                        outcome="failure",
-                        fields={"kind": "scp" if program == "scp" else "sftp", "detail": (command or "")[:200]},
-                    )
-                )
+            await self._audit_refusal(
+                process,
+                NewEvent(
+                    "channel.refused",
+                    user.name,
+                    "ssh",
+                    f"file transfer ({program}) refused",
+                    outcome="failure",
+                    fields={"kind": "scp" if program == "scp" else "sftp", "detail": (command or "")[:200]},
+                ),
+            )
             return self._refuse(process, "file transfer (scp/sftp) is not available through zsp (yet)")
         try:
             target = await self.auth_db(user.name, self.auth_svc.target, target_name)
         except NotFound:
-            if _audit_this_refusal(process):
-                await self.audit(
-                    NewEvent(
-                        "session.refused",
-                        user.name,
-                        "ssh",
-                        f"no such target {target_name[:64]!r}",
-                        outcome="failure",
-                        fields={"reason": "no-such-target", "requested_target": target_name[:200]},
-                    )
-                )
+            await self._audit_refusal(
+                process,
+                NewEvent(
+                    "session.refused",
+                    user.name,
+                    "ssh",
+                    f"no such target {target_name[:64]!r}",
+                    outcome="failure",
+                    fields={"reason": "no-such-target", "requested_target": target_name[:200]},
+                ),
+            )
             listing = hint.control("targets")
             return self._refuse(process, f"no such target {target_name!r}; list what you may request: {listing}")
         login = login or target.default_login
         grant = await self.auth_db(user.name, self.auth_svc.active_grant, user, target.name, login)
         if grant is None and login not in target.logins:
             # Nothing to ask for: say which logins there are instead of a request that fails.
-            if _audit_this_refusal(process):
-                await self.audit(
-                    NewEvent(
-                        "session.refused",
-                        user.name,
-                        "ssh",
-                        f"no login {login[:64]!r} on {target.name}",
-                        outcome="failure",
-                        target=target.name,
-                        login=login[:64],
-                        fields={"reason": "no-such-login"},
-                    )
-                )
+            await self._audit_refusal(
+                process,
+                NewEvent(
+                    "session.refused",
+                    user.name,
+                    "ssh",
+                    f"no login {login[:64]!r} on {target.name}",
+                    outcome="failure",
+                    target=target.name,
+                    login=login[:64],
+                    fields={"reason": "no-such-login"},
+                ),
+            )
             return self._refuse(
                 process,
                 f"{target.name} has no login {login!r} (logins: {', '.join(target.logins)}); list them:",
@@ -749,19 +754,19 @@ class Bastion:
             )
         if grant is None:
             ask = f"request {target.name} --login {login} --for 30m --reason why you need it"
-            if _audit_this_refusal(process):
-                await self.audit(
-                    NewEvent(
-                        "session.refused",
-                        user.name,
-                        "ssh",
-                        f"no active grant for {login}@{target.name}",
-                        outcome="failure",
-                        target=target.name,
-                        login=login,
-                        fields={"reason": "no-grant"},
-                    )
-                )
+            await self._audit_refusal(
+                process,
+                NewEvent(
+                    "session.refused",
+                    user.name,
+                    "ssh",
+                    f"no active grant for {login}@{target.name}",
+                    outcome="failure",
+                    target=target.name,
+                    login=login,
+                    fields={"reason": "no-grant"},
+                ),
+            )
             return self._refuse(
                 process,
                 f"{user.name} has no active grant for {login}@{target.name}. Ask for one:",
