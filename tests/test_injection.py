@@ -42,6 +42,7 @@ from tests.bastion_env import POLICY, Env, keygen, make_env
 from zsp_tui.access import Actor
 from zsp_tui.audit import AuditEvent
 from zsp_tui.datadir import DataDir
+from zsp_tui.exceptions import UsageError
 from zsp_tui.models import SessionRecord, Target
 from zsp_tui.sinks import format_rfc5424
 
@@ -139,12 +140,21 @@ def test_console_commands_escape_every_stored_field(tmp_path: Path) -> None:
     assert next(u for u in users if u["name"] == "alice")["keys"][0]["comment"] == alice_comment
 
     # A target whose name, host, login and label are hostile (an admin's typo, a pasted string,
-    # or a compromised admin account preparing a trap for reviewers).
+    # or a compromised admin account preparing a trap for reviewers): refused, field by field, in
+    # one clean line, and nothing stored.
     hk = keygen(tmp_path / "host_ed25519", "host")
     name, host, login, label = f"db{TITLE}{FORGE}", f"h{ERASE}{CSI1}", f"root{OSC52}{OVERPRINT}", ARGV_HOSTILE
-    out = ok(zsp(data, "target", "add", name, "--host", host, "--login", login, "--label", label,
-                 "--host-key", f"{hk}.pub", "--as", "alice"))
-    assert len(lines(out)) == 1 and out.startswith("target db\\x1b]0;pwned\\x07\\n2026")
+    safe = {"name": "db1", "--host": "10.0.0.7", "--login": "postgres", "--label": "env=prod"}
+    for field, value in (("name", name), ("--host", host), ("--login", login), ("--label", label)):
+        argv = {**safe, field: value}
+        err = one_error_line(zsp(data, "target", "add", argv["name"], "--host", argv["--host"], "--login",
+                                 argv["--login"], "--label", argv["--label"], "--host-key", f"{hk}.pub", "--as", "alice"))
+        assert "is not allowed" in err
+    assert json.loads(ok(zsp(data, "target", "list", "--json"))) == []
+    # Stored anyway (an older zsp, an edited database): every listing still shows it escaped.
+    with DataDir(data).service().store.transaction() as tx:
+        tx.add_target(Target(name=name, host=host, port=22, logins=(login,), host_key=Path(f"{hk}.pub").read_text(),
+                             labels=frozenset({label})), datetime.now(UTC))
     out = ok(zsp(data, "target", "list"))
     targets = json.loads(ok(zsp(data, "target", "list", "--json")))
     assert len(lines(out)) == 1 + len(targets)
@@ -177,8 +187,6 @@ def test_console_commands_escape_every_stored_field(tmp_path: Path) -> None:
     assert len(lines(out)) == len(events)
     for line in lines(out):
         assert AUDIT_LINE.match(line), line
-    created = next(e for e in events if e["event"] == "target.create")
-    assert (created["target"], created["host"], created["labels"]) == (name, host, label)
     assert next(e for e in events if e["event"] == "access_request.create")["reason"] == reason
     # ...and a terminal showing it holds exactly those lines, none forged or erased.
     assert len(on_screen(out, rows=len(events) + 5)) == len(events)
@@ -326,8 +334,12 @@ def test_bastion_and_control_commands_escape_what_clients_send(remote_env: Env) 
     # A pending request on a target with hostile name, host and login, and a reason that holds
     # line separators, as approvers see it over SSH.
     name, host = f"db{TITLE}{FORGE}", f"h{ERASE}{CSI1}"
-    env.svc.add_target(Actor("alice"), Target(name=name, host=host, port=22, logins=(f"root{OSC52}",),
-                                              host_key=env.svc.target("srv").host_key))
+    with pytest.raises(UsageError, match="is not allowed"):  # refused through the service...
+        env.svc.add_target(Actor("alice"), Target(name=name, host=host, port=22, logins=("root",), host_key=""))
+    pinned = env.svc.target("srv").host_key
+    with env.svc.store.transaction() as tx:  # ...but stored anyway (an older zsp, an edited database)
+        tx.add_target(Target(name=name, host=host, port=22, logins=(f"root{OSC52}",), host_key=pinned),
+                      datetime.now(UTC))
     reason = f"INC-9\u2028{FORGE.strip()}\u2029done"
     rid = env.svc.request(Actor("alice"), name, None, timedelta(minutes=10), reason).id
     for user, control in (("bob", "status"), ("alice", "status"), ("alice", "grants"), ("bob", "grants")):

@@ -13,6 +13,7 @@ once, or a revoke racing an approval, end in one well-defined state.
 from __future__ import annotations
 
 import getpass
+import re
 import secrets
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,24 @@ __all__ = ["AccessService", "Actor"]
 
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _MAX_REQUEST = timedelta(days=7)  # no 0/o, 1/l/i: read aloud, typed by hand
+
+
+# What a target may be called and hold. Its name and logins travel in SSH user names
+# (LOGIN@TARGET@bastion) and all of it is shown to operators and reviewers: plain ASCII only.
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_LOGIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_HOST = re.compile(r"[A-Za-z0-9._:-]{1,253}")  # a DNS name, an IPv4 or an IPv6 address
+_LABEL = re.compile(r"[A-Za-z0-9._:=/-]{1,64}")
+
+
+def _check_target(target: Target) -> None:
+    """Refuse a target whose name, host, logins or labels are not plain names (one clear line)."""
+    checks = [("target name", target.name, _TARGET_NAME), ("host", target.host, _HOST)]
+    checks += [("login", login, _LOGIN) for login in target.logins]
+    checks += [("label", label, _LABEL) for label in target.labels]
+    for what, value, pattern in checks:
+        if not pattern.fullmatch(value):
+            raise UsageError(f"{what} '{value}' is not allowed: use {pattern.pattern}")  # escaped where shown
 
 
 def _check_text(text: str) -> None:
@@ -386,6 +405,7 @@ class AccessService:
     def add_target(self, actor: Actor, target: Target) -> None:
         if target.name == LOCAL_TARGET:
             raise Conflict("`local` is the built-in target; pick another name")
+        _check_target(target)
         with self._unit() as u:
             by = self._admin(u, actor)
             u.tx.add_target(target, u.now)
