@@ -400,6 +400,13 @@ class AccessService:
         with self.store.transaction(write=False) as tx:
             return tx.user_by_key(fingerprint)
 
+    def change_mark(self) -> int:
+        """The audit log's last sequence number: every change of users, keys, grants or policy
+        writes an event, so while it stands still nothing changed (one cheap read)."""
+        with self.store.transaction(write=False) as tx:
+            tail = tx.audit_tail()
+            return tail[0] if tail is not None else 0
+
     # --- targets --------------------------------------------------------------------------
 
     def add_target(self, actor: Actor, target: Target) -> None:

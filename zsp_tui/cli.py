@@ -15,10 +15,15 @@ from collections.abc import Sequence
 from replay import printable
 
 from . import __version__
+from .command_line import join_reason
 from .commands import MODULES
 from .exceptions import ZspError
 
 __all__ = ["build_parser", "main"]
+
+
+_CONSOLE_STOPS = frozenset({"--as", "--data", "-h", "--help"})
+"""Console options that end a ``--reason`` besides the command's own."""
 
 
 def _err(message: str) -> None:
@@ -49,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # A reason is the rest of its words, as over ssh (command_line.py): no quotes needed.
+    words = join_reason(list(sys.argv[1:] if argv is None else argv), _CONSOLE_STOPS)
+    args = parser.parse_args(words)
     try:
         code: int = args.func(args)
     except ZspError as exc:

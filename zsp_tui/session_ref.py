@@ -27,11 +27,11 @@ from .exceptions import UsageError
 __all__ = [
     "MIN_PREFIX",
     "MIN_SUFFIX",
+    "SessionIndex",
     "SessionRef",
     "SessionRefError",
     "identity_problem",
     "resolve_ref",
-    "resolve_session",
 ]
 
 MIN_PREFIX = 4
@@ -49,16 +49,39 @@ class SessionRefError(UsageError):
         super().__init__(message)
 
 
-def _known(d: DataDir) -> dict[str, Path]:
-    """Session id -> recording path: the store's sessions, then recordings on disk it does not know."""
-    found: dict[str, Path] = {}
-    if d.db_path.exists():
-        for s in d.service().sessions():
-            found[s.id] = Path(s.path)
-    if d.recordings.is_dir():
-        for p in d.recordings.glob(f"*{_SUFFIX}"):
-            found.setdefault(p.name[: -len(_SUFFIX)], p)
-    return found
+class SessionIndex:
+    """What a data dir knows about its sessions, read once and shared by every reference one
+    command resolves (``zsp verify A B C``): the store's sessions and the recordings on disk it
+    does not know, and, when first needed, the heads written at each session's end."""
+
+    def __init__(self, d: DataDir) -> None:
+        self.root = d.root
+        self._svc = d.service() if d.db_path.exists() else None
+        self.known: dict[str, Path] = {}
+        """Session id -> recording path."""
+        self._stored_heads: dict[str, str] = {}
+        self._ended: dict[str, list[str]] | None = None
+        if self._svc is not None:
+            for s in self._svc.sessions():
+                self.known[s.id] = Path(s.path)
+                if s.head:
+                    self._stored_heads[s.id] = s.head
+        if d.recordings.is_dir():
+            for p in d.recordings.glob(f"*{_SUFFIX}"):
+                self.known.setdefault(p.name[: -len(_SUFFIX)], p)
+
+    def heads(self, sid: str) -> tuple[str, ...]:
+        """The final heads recorded for ``sid``: the store's row and the signed ``session.end``."""
+        if self._svc is None:
+            return ()
+        if self._ended is None:  # one pass over the audit log, for every session at once
+            self._ended = {}
+            for e in self._svc.audit_events():
+                head = e.fields.get("head")
+                if e.event == "session.end" and e.session_id and isinstance(head, str):
+                    self._ended.setdefault(e.session_id, []).append(head)
+        heads = [self._stored_heads[sid]] if sid in self._stored_heads else []
+        return tuple(dict.fromkeys(heads + self._ended.get(sid, [])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +95,15 @@ class SessionRef:
     """Final chain heads the data dir recorded at the session's end (store row, audit event)."""
 
 
-def resolve_session(d: DataDir, ref: str) -> Path:
-    """The recording ``ref`` names (see the module docstring)."""
-    return resolve_ref(d, ref).path
-
-
-def resolve_ref(d: DataDir, ref: str) -> SessionRef:
-    """``ref`` resolved, with the identity the recording must have (see the module docstring)."""
+def resolve_ref(d: DataDir, ref: str, index: SessionIndex | None = None) -> SessionRef:
+    """``ref`` resolved, with the identity the recording must have (see the module docstring).
+    ``index``: what the data dir knows, when resolving several references (read once)."""
     if "/" in ref:
         return SessionRef(Path(ref))
     key = ref.removesuffix(_SUFFIX).lower()
-    known = _known(d) if d.root.exists() else {}
+    if index is None and d.root.exists():
+        index = SessionIndex(d)
+    known = index.known if index is not None else {}
     sid = key if key in known else None
     matches = sorted(s for s in known if s.startswith(key)) if sid is None and len(key) >= MIN_PREFIX else []
     if sid is None and not matches and len(key) >= MIN_SUFFIX:
@@ -92,7 +113,7 @@ def resolve_ref(d: DataDir, ref: str) -> SessionRef:
     if sid is None and len(matches) == 1:
         sid = matches[0]
     if sid is not None:
-        return SessionRef(known[sid], sid, _recorded_heads(d, sid))
+        return SessionRef(known[sid], sid, index.heads(sid) if index is not None else ())
     if len(matches) > 1:
         shown = ", ".join(matches[:_SHOWN]) + (f" and {len(matches) - _SHOWN} more" if len(matches) > _SHOWN else "")
         raise SessionRefError(
@@ -107,20 +128,6 @@ def resolve_ref(d: DataDir, ref: str) -> SessionRef:
     if len(key) < MIN_PREFIX:
         raise SessionRefError(f"{ref!r}: give a session id or at least {MIN_PREFIX} of its first characters", ref=ref)
     raise SessionRefError(f"no session {ref!r} in {d.root} (`zsp sessions` lists them)", ref=ref)
-
-
-def _recorded_heads(d: DataDir, sid: str) -> tuple[str, ...]:
-    if not d.db_path.exists():
-        return ()
-    svc = d.service()
-    heads = []
-    record = svc.session(sid)
-    if record is not None and record.head:
-        heads.append(record.head)
-    for e in svc.audit_events():
-        if e.event == "session.end" and e.session_id == sid and isinstance(e.fields.get("head"), str):
-            heads.append(str(e.fields["head"]))
-    return tuple(dict.fromkeys(heads))
 
 
 def identity_problem(ref: SessionRef, report: VerificationReport) -> str | None:

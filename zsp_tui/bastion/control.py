@@ -18,11 +18,11 @@ from replay import printable
 
 from ..access import AccessService, Actor
 from ..clock import parse_duration
+from ..command_line import split_command
 from ..commands._common import request_json, request_line
 from ..exceptions import UsageError, ZspError
 from ..models import RequestState, Role, User
 from ..requestable import requestable_lines
-from .command_line import split_command
 
 __all__ = ["SshHint", "run_control"]
 

@@ -6,11 +6,11 @@
 - :class:`ControlGate`: per-user admission of control commands (``ssh zsp@bastion ...``): a token
   bucket (rate and burst) and a cap on commands running at once. Refusals cost no database work.
 - :class:`Pending`: not-yet-authenticated connections, per source address and in all. When the
-  global cap is reached a newcomer displaces the oldest pending connection of the address that
-  holds the most, so a flood from many addresses cannot keep a legitimate client from connecting:
-  a client is only ever displaced by an address holding at least as many pending connections as
-  its own, so to displace a single pending login an attacker needs ``max_unauthenticated``
-  distinct addresses, each with a pending connection.
+  global cap is reached a newcomer displaces a pending connection of the address that holds the
+  most (a random one among addresses holding equally many), one that has not yet asked to
+  authenticate if there is any: a client is only ever displaced by an address holding at least as
+  many pending connections as its own, and once past key exchange only when the flood's
+  connections are past it too (random early drop, as sshd's MaxStartups).
 """
 
 from __future__ import annotations
@@ -59,10 +59,6 @@ class FairExecutor:
     async def run(self, lane: str, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the worker thread, in ``lane``'s turn."""
         return await asyncio.wrap_future(self.submit(lane, lambda: fn(*args)))
-
-    def queued(self, lane: str) -> int:
-        with self._cv:
-            return len(self._lanes.get(lane, ()))
 
     def _run(self) -> None:
         while True:

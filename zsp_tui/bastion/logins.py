@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..access import AccessService
     from ..models import User
 
-__all__ = ["Login", "Logins", "Standing", "find_stale", "still_registered"]
+__all__ = ["Checked", "Login", "Logins", "Standing", "find_stale", "still_registered"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +49,38 @@ class Standing:
         return f"{what} was removed; connection closed"
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What one :func:`find_stale` pass looked at: the audit log's tail and the connections."""
+
+    mark: int
+    conns: frozenset[asyncssh.SSHServerConnection]
+
+
 def still_registered(login_user: User, current: User | None) -> bool:
     """Whether the key a connection logged in with still belongs to the same user (same id)."""
     return current is not None and current.id == login_user.id
 
 
-def find_stale(svc: AccessService, logins: Sequence[Login]) -> list[Standing]:
-    """Which of ``logins`` no longer stand: one lookup per distinct key (not per user: this runs
-    four times a second), and the user list only when something is stale, to say why."""
+def find_stale(
+    svc: AccessService, logins: Sequence[Login], since: Checked | None = None
+) -> tuple[list[Standing], Checked]:
+    """Which of ``logins`` no longer stand, and what was checked (pass it back next time).
+
+    Runs four times a second, so it does as little as it can: nothing but one read of the audit
+    log's tail when no key or user can have been removed since ``since`` (the log has not moved)
+    and no login is new; otherwise one lookup per distinct key, and the user list only when
+    something is stale, to say why."""
+    mark = svc.change_mark()  # read first: a removal committed after it moves it for next time
+    checked = Checked(mark, frozenset(login.conn for login in logins))
+    if since is not None and since.mark == mark and checked.conns <= since.conns:
+        return [], checked
     owners = {fp: svc.user_by_key(fp) for fp in {login.fingerprint for login in logins}}
     gone = [login for login in logins if not still_registered(login.user, owners[login.fingerprint])]
     if not gone:
-        return []
+        return [], checked
     ids = {u.id for u in svc.users()}
-    return [Standing(login, "key-removed" if login.user.id in ids else "user-removed") for login in gone]
+    return [Standing(login, "key-removed" if login.user.id in ids else "user-removed") for login in gone], checked
 
 
 class Logins:

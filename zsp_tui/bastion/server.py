@@ -7,7 +7,7 @@ user in without authentication); identity is bound in ``auth_completed`` to the 
 required; agent and X11 forwarding are off and port forwarding, direct-tcpip, streamlocal, SFTP
 and SCP are refused and audited; login timeout 10 s; per-source caps on unauthenticated
 connections and failed authentications, and a global cap on them in which a newcomer displaces
-the busiest address's oldest (so a flood from many addresses cannot keep others out); per-user caps
+a connection of the busiest address, preferring one still in key exchange (see ``limits``); per-user caps
 on connections, channels per connection, concurrent sessions, and on the rate and concurrency of
 control commands; user names over 256 bytes are refused.
 
@@ -64,7 +64,7 @@ from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, s
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
 from .limits import ControlGate, FairExecutor, Pending
-from .logins import Login, Logins, Standing, find_stale, still_registered
+from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
 from .session import LiveSession, relay
 from .transfer import transfer_program
@@ -186,7 +186,6 @@ class _Server(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.ip, self.client = str(peer[0]), f"{peer[0]}:{peer[1]}"
-        conn.set_extra_info(zsp_server=self)
         why = self.b.sources.blocked(self.ip)
         admitted, displaced = (False, None) if why else self.b.sources.pending.admit(self.ip, self)
         if not admitted:
@@ -319,13 +318,17 @@ class _Server(asyncssh.SSHServer):
             )
 
     # Every forwarding is refused, and said so in the audit log.
-    def _refuse(self, kind: str, detail: str) -> bool:
-        # Audited, but at most a few per connection: a client opening thousands of channels must
-        # not flood the log or the database thread.
+    def count_refusal(self) -> bool:
+        """Count one refusal on this connection (channel, session, limit); True while it is still
+        to be audited. Audited at most a few per connection, and the connection is dropped well
+        past that: a client opening thousands must not flood the log or the database thread."""
         self.refusals += 1
-        if self.refusals > _MAX_AUDITED_REFUSALS:
-            if self.refusals > 4 * _MAX_AUDITED_REFUSALS and self.conn is not None:
-                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "too many refused channel requests")
+        if self.refusals > 4 * _MAX_AUDITED_REFUSALS and self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "too many refused requests")
+        return self.refusals <= _MAX_AUDITED_REFUSALS
+
+    def _refuse(self, kind: str, detail: str) -> bool:
+        if not self.count_refusal():
             return False
         if self.refusals == _MAX_AUDITED_REFUSALS:
             detail += " (further refusals on this connection are not audited)"
@@ -363,8 +366,9 @@ class Bastion:
     def __init__(self, data: DataDir, *, limits: Limits | None = None, public_host: str | None = None) -> None:
         data.check_private()  # keys and recordings are the bastion account's alone
         self.data = data
-        self.limits = limits or Limits(**data.settings().bastion)
-        self.mask_limits = data.settings().masking
+        settings = data.settings()
+        self.limits = limits or Limits(**settings.bastion)
+        self.mask_limits = settings.masking
         try:
             self.escrow: EscrowPublicKey | None = data.escrow_key()
         except DataDirError as exc:  # fail closed: without escrow nothing is masked, all is in clear
@@ -373,7 +377,7 @@ class Bastion:
         if data.escrow_private_path.exists():
             print("zsp: warning: the escrow private key is still here (keys/escrow_x25519)", file=sys.stderr)
         self.svc: AccessService = data.service()
-        self.local_account = data.local_account()
+        self.local_account = data.local_account(settings)
         self.key: SigningKey = data.signing_key()
         self.ca = asyncssh.read_private_key(str(data.ca_key_path))
         self.host_key = asyncssh.read_private_key(str(data.host_key_path))
@@ -383,6 +387,7 @@ class Bastion:
         self.control = ControlGate(lim.control_rate, lim.control_burst, lim.max_control_per_user)
         self.live: set[LiveSession] = set()
         self.logins = Logins()  # authenticated connections; ended when their key or user is removed
+        self._logins_checked: Checked | None = None
         self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
         self.public_host = public_host
         self.hint_template: SshHint | None = None
@@ -599,7 +604,9 @@ class Bastion:
         """End connections whose key or user was removed since they logged in (see :mod:`.logins`)."""
         logins = list(self.logins)  # taken before the lookups: a login made meanwhile waits a tick
         try:
-            stale = await asyncio.wait_for(self.watch_db(find_stale, self.watch_svc, logins), _WATCH_DEADLINE)
+            stale, self._logins_checked = await asyncio.wait_for(
+                self.watch_db(find_stale, self.watch_svc, logins, self._logins_checked), _WATCH_DEADLINE
+            )
         except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
             # New channels still re-check their key; live sessions end on the grant check's failure.
             why = printable(repr(exc))
@@ -656,7 +663,7 @@ class Bastion:
             if username == CONTROL_USER:
                 why = self.control.enter(user.name)
                 if why is not None:
-                    server = conn.get_extra_info("zsp_server")
+                    server = conn.get_owner()
                     if isinstance(server, _Server):
                         server._refuse("control-limit", why)  # audited a few times per connection
                     return self._refuse(process, why)
@@ -948,15 +955,9 @@ class Bastion:
 
 
 def _audit_this_refusal(process: asyncssh.SSHServerProcess[bytes]) -> bool:
-    """Count one refused session on its connection; False once the connection's audited refusals
-    are used up (the same cap as refused channels: a client must not flood the log)."""
+    """Count one refused session on its connection (the same cap as refused channels)."""
     owner = process.channel.get_connection().get_owner()
-    if not isinstance(owner, _Server):
-        return True
-    owner.refusals += 1
-    if owner.refusals > 4 * _MAX_AUDITED_REFUSALS and owner.conn is not None:
-        owner.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "too many refused requests")
-    return owner.refusals <= _MAX_AUDITED_REFUSALS
+    return owner.count_refusal() if isinstance(owner, _Server) else True
 
 
 def _low_disk(path: Path, min_free: int) -> str | None:

@@ -64,21 +64,12 @@ def cmd_grants(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Words(argparse.Action):
-    """``--reason`` takes every word up to the next option, as over ssh: no quotes needed."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:
-        words = values if isinstance(values, list) else [values]
-        setattr(namespace, self.dest, " ".join(str(w) for w in words))
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("request", parents=[common], help="ask for a time-boxed shell on a target")
     p.add_argument("target")
     p.add_argument("--login", help="remote account (default: the target's first login)")
     p.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="e.g. 30m, 1h30m")
-    p.add_argument("--reason", nargs="+", action=_Words, metavar="WORDS", help="why (policy may require a ticket id)")
+    p.add_argument("--reason", help="why, the rest of the words up to the next option (a ticket id, if policy asks)")
     p.add_argument(
         "--break-glass",
         action="store_true",
@@ -94,7 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
     p = sub.add_parser("deny", parents=[common], help="deny a pending request")
     p.add_argument("id")
-    p.add_argument("--reason", nargs="+", action=_Words, metavar="WORDS", required=True)
+    p.add_argument("--reason", required=True)
     add_as(p, required=True, help="the approver")
     p.set_defaults(func=cmd_deny)
 
@@ -105,7 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
     p = sub.add_parser("revoke", parents=[common], help="end an active grant now")
     p.add_argument("id")
-    p.add_argument("--reason", nargs="+", action=_Words, metavar="WORDS")
+    p.add_argument("--reason")
     add_as(p, required=True)
     p.set_defaults(func=cmd_revoke)
 

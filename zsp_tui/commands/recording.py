@@ -36,7 +36,7 @@ from ..exceptions import DataDirError, UsageError, ZspError
 from ..masking import Excessive, MaskLimits
 from ..models import SessionRecord, session_owner
 from ..record import default_size, output_path, run_recorded
-from ..session_ref import SessionRef, SessionRefError, identity_problem, resolve_ref
+from ..session_ref import SessionIndex, SessionRef, SessionRefError, identity_problem, resolve_ref
 from ._common import data as _data
 
 __all__ = ["register"]
@@ -251,13 +251,9 @@ def _describe(r: VerificationReport) -> str:
     )
 
 
-def _session_path(args: argparse.Namespace, name: str) -> Path:
-    """A path (it has a ``/``), or the recording of the session with this id or unique prefix in the data dir."""
-    return _session_ref(args, name).path
-
-
-def _session_ref(args: argparse.Namespace, name: str) -> SessionRef:
-    return resolve_ref(_data(args), name)
+def _session_ref(args: argparse.Namespace, name: str, index: SessionIndex | None = None) -> SessionRef:
+    """A path (it has a ``/``), or the session with this id (or unique start or end of one) in the data dir."""
+    return resolve_ref(_data(args), name, index)
 
 
 def require_identity(ref: SessionRef, report: VerificationReport) -> None:
@@ -271,9 +267,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     trusted = _trusted(args)
     worst = 0
     results: list[dict[str, object]] = []
+    data = _data(args)  # what it knows of its sessions is read once for all the references
+    index = SessionIndex(data) if data.root.exists() and any("/" not in n for n in args.paths) else None
     for name in args.paths:
         try:
-            ref = _session_ref(args, name)
+            ref = _session_ref(args, name, index)
             report = verify(ref.path, trusted, legacy_order=args.legacy_order)
         except (SourceError, SessionRefError) as exc:
             worst = 2

@@ -15,9 +15,9 @@ from __future__ import annotations
 import io
 import shlex
 
-from ..exceptions import UsageError
+from .exceptions import UsageError
 
-__all__ = ["REASON_STOPS", "split_command"]
+__all__ = ["REASON_STOPS", "join_reason", "split_command"]
 
 REASON = "--reason"
 
@@ -56,9 +56,17 @@ def split_command(command: str) -> list[str]:
     argv = _words(command)
     if argv and argv[0] == "zsp":
         argv = argv[1:]
+    return join_reason(argv)
+
+
+def join_reason(argv: list[str], more_stops: frozenset[str] = frozenset()) -> list[str]:
+    """``argv`` (command first) with the words of ``--reason`` joined into one, up to the
+    command's next option (or one of ``more_stops``: the console's ``--as``, ``--data``). The
+    console uses it too, so a reason needs no quotes there either."""
     stops = REASON_STOPS.get(argv[0]) if argv else None
     if stops is None:
         return argv
+    stops |= more_stops
     out: list[str] = []
     i = 0
     while i < len(argv):
