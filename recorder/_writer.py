@@ -143,6 +143,10 @@ class SealInfo:
     output_bytes: int
     input_bytes: int
     sink: str
+    exit_status: int | None = None
+    """As written in the seal (clamped to -255..255)."""
+    reason: str = ""
+    """Why the session ended, as written in the seal."""
 
     @property
     def head_hex(self) -> str:
@@ -348,11 +352,13 @@ class RecordingWriter:
         at = self._clock() if at_ns is None else at_ns
         self._emit_pending()
         t = self._t(at)
+        sealed_status = exit_status if exit_status is None else max(-255, min(exit_status, 255))
+        sealed_reason = _clip(reason)
         self._frame(
             FrameKind.SEAL,
             {
-                "exit_status": exit_status if exit_status is None else max(-255, min(exit_status, 255)),
-                "reason": _clip(reason),
+                "exit_status": sealed_status,
+                "reason": sealed_reason,
                 "frames": self._chain.seq,
                 "output_bytes": self.output_bytes,
                 "input_bytes": self.input_bytes,
@@ -376,6 +382,8 @@ class RecordingWriter:
             output_bytes=self.output_bytes,
             input_bytes=self.input_bytes,
             sink=self._sink.name,
+            exit_status=sealed_status,
+            reason=sealed_reason,
         )
 
     def abandon(self) -> None:

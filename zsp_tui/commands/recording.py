@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import pwd
@@ -24,6 +23,7 @@ from recorder import (
     PublicKey,
     RecordingFailed,
     RecordingWriter,
+    SealInfo,
     SessionMeta,
     load_trusted_keys,
     new_session_id,
@@ -124,7 +124,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         argv, writer, size=(cols, rows), escrow=escrow, mask_limits=limits, on_excessive=on_excessive
     )
     if registered is not None:
-        _register_end(data, registered, key.public, code, failure)
+        _register_end(data, registered, info, code)
     if failure is not None:
         _err(f"{failure}; the session was ended")
         return code
@@ -189,20 +189,13 @@ def _register_start(data: DataDir, sid: uuid.UUID, meta: SessionMeta, path: Path
     return record
 
 
-def _register_end(
-    data: DataDir, record: SessionRecord, signer: PublicKey, code: int, failure: RecordingFailed | None
-) -> None:
-    """Close the store's entry with what the recording itself proves: its seal's reason and head."""
-    head: str | None = None
-    frames: int | None = None
-    reason = "recording-failed" if failure is not None else "unsealed"
-    status: int | None = code
-    with contextlib.suppress(SourceError):
-        report = verify(Path(record.path), [signer])
-        if report.outcome is Outcome.VALID and report.seal is not None and report.head is not None:
-            reason, status = report.seal.reason, report.seal.exit_status
-            head, frames = report.head.hex(), report.frames
-    data.service().session_ended(record, status, reason, head, frames, via="console")
+def _register_end(data: DataDir, record: SessionRecord, info: SealInfo | None, code: int) -> None:
+    """Close the store's entry with what the writer sealed: its reason, exit status and final head
+    (no seal, the recording failed: its reason is ``recording-failed`` and it has no head)."""
+    if info is None:
+        data.service().session_ended(record, code, "recording-failed", None, None, via="console")
+    else:
+        data.service().session_ended(record, info.exit_status, info.reason, info.head_hex, info.frames, via="console")
 
 
 # --- verify ----------------------------------------------------------------------------------
