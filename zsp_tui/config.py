@@ -36,7 +36,7 @@ local = false
 # control_burst = 20                    #   with bursts up to this many; beyond: refused, try later
 # max_control_per_user = 4              # control commands of one user running at once
 # max_unauthenticated = 256             # not-yet-authenticated connections in all; when full, a new
-#                                       #   one displaces the oldest from the busiest address
+#                                       #   one displaces one of the busiest address (see README)
 # max_unauthenticated_per_source = 64   # not-yet-authenticated connections per address
 # max_auth_failures_per_source = 20     # failed logins per address in 5 minutes, then refused
 # max_recording_bytes = 1073741824      # input+output one session may record; then it ends (recording-limit)
@@ -120,19 +120,14 @@ def load_settings(path: Path) -> Settings:
     targets: dict[str, Any] = doc.get("targets", {})
     audit: dict[str, Any] = doc.get("audit", {})
     bastion: dict[str, Any] = doc.get("bastion", {})
-    for k, v in bastion.items():
-        if k not in _BASTION_KEYS:
-            raise fail(k, f"unknown key {k!r} in [bastion]")
-        lo, hi = _BASTION_KEYS[k]
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise fail(k, f"{k} must be an integer from {lo} to {hi}")
     masking: dict[str, Any] = doc.get("masking", {})
-    for k, v in masking.items():
-        if k not in _MASKING_KEYS:
-            raise fail(k, f"unknown key {k!r} in [masking]")
-        lo, hi = _MASKING_KEYS[k]
-        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise fail(k, f"{k} must be an integer from {lo} to {hi}")
+    for name, values, ranges in (("bastion", bastion, _BASTION_KEYS), ("masking", masking, _MASKING_KEYS)):
+        for k, v in values.items():  # integer settings, each in its range
+            if k not in ranges:
+                raise fail(k, f"unknown key {k!r} in [{name}]")
+            lo, hi = ranges[k]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise fail(k, f"{k} must be an integer from {lo} to {hi}")
     for table, allowed, d in (
         ("targets", {"local", "local_user"}, targets),
         ("audit", {"jsonl", "syslog", "webhook", "webhook_events"}, audit),
