@@ -126,6 +126,19 @@ def rechain(bodies: list[bytes], session_id: uuid.UUID) -> bytes:
     return b"".join(out)
 
 
+def read_until(chan, buf: bytes, needle: bytes, timeout: float = 15) -> bytes:
+    """Read a paramiko channel until ``needle`` is in what was read (``buf`` included)."""
+    end = time.monotonic() + timeout
+    while needle not in buf:
+        if time.monotonic() > end:
+            raise AssertionError(f"never saw {needle!r} in {buf[-300:]!r}")
+        if chan.recv_ready():
+            buf += chan.recv(65536)
+        else:
+            time.sleep(0.02)
+    return buf
+
+
 def exec_sh(chan, seen: bytes = b"") -> None:
     """Replace the login shell with sh (which reads lines in canonical mode), waiting for each
     shell's prompt: input typed ahead of bash's first prompt can be flushed and lost. ``seen``:

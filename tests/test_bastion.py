@@ -21,9 +21,9 @@ import pytest
 from recorder import FrameKind, Resize, load_trusted_keys
 from replay import Outcome, load, verify
 from tests.bastion_env import Env, make_env
-from tests.helpers import exec_sh
+from tests.helpers import exec_sh, read_until
 from zsp_tui.access import Actor
-from zsp_tui.models import Role
+from zsp_tui.models import Role, SessionRecord
 
 
 def frames_of(env: Env, path: str):
@@ -141,13 +141,13 @@ def test_resize_and_utf8_with_paramiko(env: Env) -> None:
         chan = client.invoke_shell(term="xterm-256color", width=80, height=24)
         chan.send(b"stty size\r")
         buf = b""
-        buf = _read_until(chan, buf, b"24 80")
+        buf = read_until(chan, buf, b"24 80")
         chan.resize_pty(width=132, height=50)
         time.sleep(0.3)
         chan.send(b"stty size\r")
-        buf = _read_until(chan, buf, b"50 132")
+        buf = read_until(chan, buf, b"50 132")
         chan.send(b"printf '\\xe2\\x82\\xac%.0s' 1 2 3; echo\r")
-        buf = _read_until(chan, buf, "€€€".encode())
+        buf = read_until(chan, buf, "€€€".encode())
         chan.send(b"exit 3\r")
         assert chan.recv_exit_status() == 3
     finally:
@@ -160,16 +160,6 @@ def test_resize_and_utf8_with_paramiko(env: Env) -> None:
     assert frames[0].data.term == "xterm-256color" and (frames[0].data.cols, frames[0].data.rows) == (80, 24)
 
 
-def _read_until(chan, buf: bytes, needle: bytes, timeout: float = 15) -> bytes:
-    end = time.monotonic() + timeout
-    while needle not in buf:
-        if time.monotonic() > end:
-            raise AssertionError(f"never saw {needle!r} in {buf[-300:]!r}")
-        if chan.recv_ready():
-            buf += chan.recv(65536)
-        else:
-            time.sleep(0.02)
-    return buf
 
 
 # --- time box ------------------------------------------------------------------------------------
@@ -341,8 +331,8 @@ def test_unwritable_recordings_refuse_new_sessions(env: Env) -> None:
         rec.with_name("recordings.away").rename(rec)
 
 
-def test_kill_9_of_the_bastion_leaves_intact_incomplete_recordings(tmp_path: Path) -> None:
-    env = make_env(tmp_path)
+def killed_mid_session(env: Env) -> SessionRecord:
+    """Start ``env``'s bastion, open a busy session, ``kill -9`` the bastion; the session as stored."""
     env.start()
     env.grant()
     client = subprocess.Popen(
@@ -356,6 +346,12 @@ def test_kill_9_of_the_bastion_leaves_intact_incomplete_recordings(tmp_path: Pat
     client.wait(30)
     client.stdout.close()
     client.stderr.close()
+    return s
+
+
+def test_kill_9_of_the_bastion_leaves_intact_incomplete_recordings(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    s = killed_mid_session(env)
     report = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
     assert report.outcome is Outcome.INCOMPLETE and report.frames > 5 and report.signed_frames > 0
 
@@ -460,11 +456,11 @@ def test_password_typed_on_a_remote_target_is_not_stored(remote_env: Env) -> Non
         chan = client.get_transport().open_session()
         chan.get_pty(term="xterm", width=80, height=24)
         chan.exec_command("read -s -p 'Password: ' pw; echo; echo got ${#pw}; read -p 'Name: ' n; echo hi $n")
-        buf = _read_until(chan, b"", b"Password: ")
+        buf = read_until(chan, b"", b"Password: ")
         chan.send(b"hunter2\r")
-        buf = _read_until(chan, buf, b"Name: ")
+        buf = read_until(chan, buf, b"Name: ")
         chan.send(b"zed\r")
-        buf = _read_until(chan, buf, b"hi zed")
+        buf = read_until(chan, buf, b"hi zed")
         assert chan.recv_exit_status() == 0
     finally:
         client.close()
@@ -493,13 +489,13 @@ def test_masking_cannot_hide_commands_on_local(env: Env) -> None:
         # sh without readline reads in canonical mode: with echo off, that looks like a prompt.
         exec_sh(chan)  # at each shell's prompt: typeahead before bash starts reading can be flushed
         chan.send(b"stty -echo; echo RE''ADY\r")
-        buf = _read_until(chan, b"", b"READY")
+        buf = read_until(chan, b"", b"READY")
         time.sleep(0.2)
         # Two lines in one chunk, then another line, all with echo off.
         chan.send(b"echo hidden-one\recho SHOWN-TWO\r")
-        buf = _read_until(chan, buf, b"SHOWN-TWO")
+        buf = read_until(chan, buf, b"SHOWN-TWO")
         chan.send(b"echo SHOWN-THREE\r")
-        buf = _read_until(chan, buf, b"SHOWN-THREE")
+        buf = read_until(chan, buf, b"SHOWN-THREE")
         chan.send(b"exit\r")
         chan.recv_exit_status()
     finally:
@@ -520,10 +516,10 @@ def test_fake_prompt_on_a_remote_target_hides_one_line_at_most(remote_env: Env) 
     try:
         chan = client.invoke_shell(term="xterm", width=80, height=24)
         chan.send(b"printf 'Password: '\r")
-        buf = _read_until(chan, b"", b"Password: ")
+        buf = read_until(chan, b"", b"Password: ")
         time.sleep(0.2)
         chan.send(b"echo one\recho VISIBLE\r")
-        buf = _read_until(chan, buf, b"VISIBLE")
+        buf = read_until(chan, buf, b"VISIBLE")
         chan.send(b"exit\r")
         chan.recv_exit_status()
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from recorder import load_trusted_keys
 from replay import Outcome, verify
 from tests.bastion_env import make_env
-from tests.test_bastion import wait_for
+from tests.test_bastion import killed_mid_session, wait_for
 from zsp_tui.bastion.recovery import close_interrupted
 from zsp_tui.exceptions import DataDirError
 from zsp_tui.models import SessionRecord
@@ -35,19 +34,7 @@ def _sessions(data: Path) -> list[dict]:
 
 def test_sessions_of_a_killed_bastion_are_closed_as_interrupted_on_restart(tmp_path: Path) -> None:
     env = make_env(tmp_path)
-    env.start()
-    env.grant()
-    client = subprocess.Popen(
-        [*env.ssh_argv("alice", "local"), "while true; do echo tick; sleep 0.01; done"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    s = wait_for(lambda: env.svc.sessions() and env.svc.sessions()[-1])
-    wait_for(lambda: Path(s.path).stat().st_size > 4000)
-    env.stop(signal.SIGKILL)
-    client.wait(30)
-    client.stdout.close()
-    client.stderr.close()
+    s = killed_mid_session(env)
     before = Path(s.path).read_bytes()
     [row] = _sessions(env.data.root)
     assert row["state"] == "live"  # what the store believed while no bastion ran

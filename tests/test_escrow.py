@@ -34,7 +34,7 @@ from recorder import (
 )
 from replay import Outcome, load, verify
 from tests.bastion_env import Env, make_env
-from tests.helpers import exec_sh
+from tests.helpers import exec_sh, read_until
 from tests.independent_verifier import verify_file
 from zsp_tui.config import load_settings
 from zsp_tui.exceptions import ConfigError
@@ -56,16 +56,6 @@ def wait_for(cond, timeout: float = 15.0, step: float = 0.05):
     raise AssertionError("condition not met in time")
 
 
-def read_until(chan, buf: bytes, needle: bytes, timeout: float = 15) -> bytes:
-    end = time.monotonic() + timeout
-    while needle not in buf:
-        if time.monotonic() > end:
-            raise AssertionError(f"never saw {needle!r} in {buf[-300:]!r}")
-        if chan.recv_ready():
-            buf += chan.recv(65536)
-        else:
-            time.sleep(0.02)
-    return buf
 
 
 def ended_session(env: Env):
