@@ -111,3 +111,39 @@ async def test_typed_input_reaches_the_target_only_once_recorded(tmp_path: Path,
         _HangingSink.hang.clear()
         _HangingSink.release.set()
         await bastion.stop()
+
+
+async def test_a_channel_closed_while_it_is_admitted_leaves_the_connection_alone(tmp_path: Path) -> None:
+    """The client closes a channel while the bastion is still looking it up (a slow database):
+    the connection and its other channels go on (a closed channel used to crash the handler, and
+    asyncssh then closed the whole connection)."""
+    env = make_env(tmp_path)
+    env.grant()
+    bastion = Bastion(env.data)
+    await bastion.start("127.0.0.1", 0)
+    env.port = bastion.port
+    host_pub = Path(f"{env.data.host_key_path}.pub").read_text().split()
+    env.known_hosts = tmp_path / "known_hosts"
+    env.known_hosts.write_text(f"[127.0.0.1]:{bastion.port} {host_pub[0]} {host_pub[1]}\n")
+    slow = asyncio.Event()
+    original = bastion.auth_db
+
+    async def slow_lookup(lane: str, fn: Any, *args: Any) -> Any:
+        if slow.is_set():
+            await asyncio.sleep(0.5)
+        return await original(lane, fn, *args)
+
+    bastion.auth_db = slow_lookup  # type: ignore[method-assign]
+    try:
+        async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
+            slow.set()
+            for _ in range(3):
+                proc = await conn.create_process("sleep 30")
+                proc.close()  # before the bastion has even found the target
+                await proc.wait_closed()
+            await asyncio.sleep(1.5)
+            slow.clear()
+            r = await asyncio.wait_for(conn.run("echo still-here", check=False), 10)
+            assert r.stdout == "still-here\n"
+    finally:
+        await bastion.stop()

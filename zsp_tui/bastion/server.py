@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
@@ -424,9 +424,10 @@ class Bastion:
         """The grant watcher's own thread and connection: client traffic cannot queue ahead of it."""
         return await asyncio.get_running_loop().run_in_executor(self._watch_pool, lambda: fn(*args))
 
-    async def _audit_refusal(self, process: asyncssh.SSHServerProcess[bytes], event: NewEvent) -> None:
-        """Audit a refused session, at most so many per connection (see ``_audit_this_refusal``)."""
-        if _audit_this_refusal(process):
+    async def _audit_refusal(self, conn: asyncssh.SSHServerConnection, event: NewEvent) -> None:
+        """Audit a refused session, at most so many per connection (see ``_Server.count_refusal``)."""
+        owner = conn.get_owner()
+        if not isinstance(owner, _Server) or owner.count_refusal():
             await self.audit(event)
 
     async def audit(self, event: NewEvent) -> None:
@@ -619,7 +620,7 @@ class Bastion:
         """End a connection whose key or user is gone: its live sessions first (recorded and sealed
         with the reason), then the connection itself; audited."""
         login = standing.login
-        mine = [live for live in self.live if live.process.channel.get_connection() is login.conn]
+        mine = [live for live in self.live if live.conn is login.conn]
         for live in mine:
             if not live.ending.is_set():
                 self._end(live, standing.reason, standing.message)
@@ -646,7 +647,7 @@ class Bastion:
         return replace(hint, port=int(sock[1]), host=self.public_host or str(sock[0]), user=user.name if user else None)
 
     async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
-        conn = process.channel.get_connection()
+        conn = cast(asyncssh.SSHServerConnection, process.channel.get_connection())  # a server's channel
         user: User | None = conn.get_extra_info("zsp_user")
         try:
             if user is None:
@@ -658,7 +659,9 @@ class Bastion:
             if not still_registered(user, current) or current is None:
                 return self._refuse(process, "the key you logged in with is no longer registered", 255)
             user = current  # as it is now (roles may have changed since login)
-            username = str(process.get_extra_info("username"))
+            if process.channel.is_closing():
+                return  # the client closed the channel meanwhile: nothing to answer
+            username = str(conn.get_extra_info("username"))  # the connection's: a channel's goes with it
             hint = self._hint(conn)
             if username == CONTROL_USER:
                 why = self.control.enter(user.name)
@@ -677,7 +680,7 @@ class Bastion:
                 process.stderr.write(err.encode())
                 process.exit(status)
                 return
-            await self._session(process, user, username, hint)
+            await self._session(process, conn, user, username, hint)
         except (OSError, asyncssh.Error):
             with contextlib.suppress(OSError, asyncssh.Error):
                 process.exit(255)
@@ -691,8 +694,15 @@ class Bastion:
         process.exit(status)
 
     async def _session(
-        self, process: asyncssh.SSHServerProcess[bytes], user: User, username: str, hint: SshHint
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        conn: asyncssh.SSHServerConnection,
+        user: User,
+        username: str,
+        hint: SshHint,
     ) -> None:
+        # ``conn`` is taken before any await: a channel the client closes meanwhile no longer
+        # knows its connection (asyncssh asserts), and must not take the connection down with it.
         login, _, target_name = username.rpartition("@")
         command = process.command
         if process.subsystem:
@@ -710,7 +720,7 @@ class Bastion:
         program = transfer_program(command)  # see transfer.py for what this refusal does and does not do
         if program is not None:
             await self._audit_refusal(
-                process,
+                conn,
                 NewEvent(
                     "channel.refused",
                     user.name,
@@ -725,7 +735,7 @@ class Bastion:
             target = await self.auth_db(user.name, self.auth_svc.target, target_name)
         except NotFound:
             await self._audit_refusal(
-                process,
+                conn,
                 NewEvent(
                     "session.refused",
                     user.name,
@@ -742,7 +752,7 @@ class Bastion:
         if grant is None and login not in target.logins:
             # Nothing to ask for: say which logins there are instead of a request that fails.
             await self._audit_refusal(
-                process,
+                conn,
                 NewEvent(
                     "session.refused",
                     user.name,
@@ -762,7 +772,7 @@ class Bastion:
         if grant is None:
             ask = f"request {target.name} --login {login} --for 30m --reason why you need it"
             await self._audit_refusal(
-                process,
+                conn,
                 NewEvent(
                     "session.refused",
                     user.name,
@@ -785,13 +795,14 @@ class Bastion:
             return self._refuse(process, f"{user.name} already has {mine} open sessions (limit)")
         self.reserved[user.name] += 1
         try:
-            await self._run_session(process, user, target, login, grant, command, hint)
+            await self._run_session(process, conn, user, target, login, grant, command, hint)
         finally:
             self.reserved[user.name] -= 1
 
     async def _run_session(
         self,
         process: asyncssh.SSHServerProcess[bytes],
+        conn: asyncssh.SSHServerConnection,
         user: User,
         target: Target,
         login: str,
@@ -803,7 +814,7 @@ class Bastion:
         term = process.get_terminal_type()
         size = process.get_terminal_size()
         cols, rows = (size[0] or 80, size[1] or 24) if term else (0, 0)
-        peer = conn_peer(process)
+        peer = conn_peer(conn)
         meta = SessionMeta(
             user=user.name,
             target=target.name,
@@ -884,6 +895,7 @@ class Bastion:
             grant=grant,
             process=process,
             recorder=recorder,
+            conn=conn,
             escrow=self.escrow,
             mask_limits=self.mask_limits,
             audit=self.audit,
@@ -954,12 +966,6 @@ class Bastion:
             process.exit(status if status is not None and status >= 0 else 255)
 
 
-def _audit_this_refusal(process: asyncssh.SSHServerProcess[bytes]) -> bool:
-    """Count one refused session on its connection (the same cap as refused channels)."""
-    owner = process.channel.get_connection().get_owner()
-    return owner.count_refusal() if isinstance(owner, _Server) else True
-
-
 def _low_disk(path: Path, min_free: int) -> str | None:
     """Why ``path``'s file system is too full for a new recording, or None if it is not."""
     try:
@@ -971,8 +977,8 @@ def _low_disk(path: Path, min_free: int) -> str | None:
     return None
 
 
-def conn_peer(process: asyncssh.SSHServerProcess[bytes]) -> str:
-    peer = process.get_extra_info("peername") or ("?", 0)
+def conn_peer(conn: asyncssh.SSHServerConnection) -> str:
+    peer = conn.get_extra_info("peername") or ("?", 0)
     return f"{peer[0]}:{peer[1]}"
 
 

@@ -50,6 +50,8 @@ class LiveSession:
     ending: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = "exit"
     warned: set[int] = field(default_factory=set)
+    conn: asyncssh.SSHServerConnection | None = None
+    """The operator's connection (a closed channel no longer knows it)."""
     escrow: EscrowPublicKey | None = None
     """Masked input is sealed to this key; None: nothing is masked (recorded in clear)."""
     mask_limits: MaskLimits = field(default_factory=MaskLimits)
