@@ -37,12 +37,12 @@ def test_sessions_of_a_killed_bastion_are_closed_as_interrupted_on_restart(tmp_p
     s = killed_mid_session(env)
     before = Path(s.path).read_bytes()
     [row] = _sessions(env.data.root)
-    assert row["state"] == "live"  # what the store believed while no bastion ran
+    assert row["status"] == "live"  # what the store believed while no bastion ran
 
     env.output.clear()
     env.start()
     try:
-        wait_for(lambda: _sessions(env.data.root)[0]["state"] == "interrupted")
+        wait_for(lambda: _sessions(env.data.root)[0]["status"] == "interrupted")
         [row] = _sessions(env.data.root)
         assert row["end_reason"] == "interrupted" and row["head"] is None
         time.sleep(1.1)
@@ -137,6 +137,8 @@ def test_a_schema_1_database_is_migrated_forward(tmp_path: Path) -> None:
     db = env.data.db_path
     con = sqlite3.connect(db)
     con.execute("ALTER TABLE sessions DROP COLUMN owner")
+    con.execute("DROP INDEX sessions_started")  # schema 1 had neither
+    con.execute("DROP INDEX sessions_user")
     con.execute("INSERT INTO sessions(id, user, target, login, client, path, started_at) "
                 "VALUES ('s1', 'alice', 'local', 'alice', 'x', '/nonexistent', '2026-01-01T00:00:00Z')")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -147,6 +149,10 @@ def test_a_schema_1_database_is_migrated_forward(tmp_path: Path) -> None:
         assert tx.get_meta("schema_version") == str(SCHEMA_VERSION)
         [s] = tx.list_sessions()
         assert s.id == "s1" and s.owner == ""
+        assert [s.id for s in tx.list_sessions(user="alice", since=datetime(2025, 1, 1, tzinfo=UTC))] == ["s1"]
+    indexes = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"sessions_started", "sessions_user"} <= indexes
+    with store.transaction(write=False) as tx:
         assert len(tx.list_requests()) == 1  # nothing else lost
     store.close()
     con = sqlite3.connect(db)

@@ -256,8 +256,8 @@ def test_zsp_record_sessions_are_listed_and_resolve_by_prefix(tmp_path: Path) ->
     listed = json.loads(run_zsp("sessions", "--data", str(data), "--json").stdout)
     assert len(listed) == 2
     first, second = listed
-    assert first["state"] == "sealed" and first["end_reason"] == "exit" and first["exit_status"] == 3
-    assert second["path"] == str(tmp_path / "fix.zsprec") and second["state"] == "sealed"
+    assert first["status"] == "sealed" and first["end_reason"] == "exit" and first["exit_status"] == 3
+    assert second["path"] == str(tmp_path / "fix.zsprec") and second["status"] == "sealed"
     table = run_zsp("sessions", "--data", str(data)).stdout
     assert first["id"] in table and second["id"] in table
 

@@ -844,9 +844,11 @@ class AccessService:
                 )
             )
 
-    def sessions(self) -> list[SessionRecord]:
+    def sessions(
+        self, *, user: str | None = None, target: str | None = None, since: datetime | None = None
+    ) -> list[SessionRecord]:
         with self.store.transaction(write=False) as tx:
-            return tx.list_sessions()
+            return tx.list_sessions(user=user, target=target, since=since)
 
     def unended_sessions(self) -> list[SessionRecord]:
         with self.store.transaction(write=False) as tx:

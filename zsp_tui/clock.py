@@ -11,7 +11,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "format_duration", "parse_duration", "parse_time", "rfc3339"]
+__all__ = [
+    "Clock",
+    "FakeClock",
+    "SystemClock",
+    "format_duration",
+    "parse_duration",
+    "parse_since",
+    "parse_time",
+    "rfc3339",
+]
 
 
 class Clock(Protocol):
@@ -64,6 +73,17 @@ def parse_duration(text: str) -> timedelta:
     if seconds > 3650 * 86400:
         raise ValueError(f"duration too long: {text!r}")
     return timedelta(seconds=seconds)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A ``--since`` value: a time (``2026-11-30``, ``2026-11-30T14:00:00Z``) or how long ago (``7d``,
+    ``12h``, ``90m``, ``1h30m``). Raise ValueError, with what is accepted, for anything else."""
+    if _DURATION.sub("", text.strip().lower().replace(" ", "")) == "":
+        return now - parse_duration(text)  # only digits and units: an age (raises if zero)
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (use e.g. 2026-11-30, 2026-11-30T14:00:00Z, 7d, 12h, 30m)") from None
 
 
 def format_duration(delta: timedelta) -> str:

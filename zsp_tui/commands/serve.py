@@ -1,4 +1,4 @@
-"""``zsp serve`` (the bastion) and ``zsp sessions``."""
+"""``zsp serve``: the bastion."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from recorder import SigningKey
 
 from ..access import Actor
-from ..clock import rfc3339
 from ..datadir import DataDir
 from ..exceptions import Conflict, UsageError
 from ..models import Role
-from ._common import data, emit_json, service, table
+from ._common import data
 
 __all__ = ["register"]
 
@@ -157,69 +155,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sessions(args: argparse.Namespace) -> int:
-    svc = service(args)
-    rows = svc.sessions()
-    now = svc.clock.now()
-    # Sessions that masked more input than a password needs are flagged for review (zsp unseal).
-    flagged = {e.session_id for e in svc.audit_events() if e.event == "input.masked.excessive"}
-    out: list[dict[str, Any]] = []
-    for s in rows:
-        end = s.ended_at or now
-        if s.ended_at is None:
-            state = "live"
-        elif s.end_reason == "interrupted":
-            state = "interrupted"
-        else:
-            state = "sealed" if s.head else "incomplete"
-        out.append(
-            {
-                "id": s.id,
-                "user": s.user,
-                "target": s.target,
-                "login": s.login,
-                "grant_id": s.grant_id,
-                "command": s.command,
-                "client": s.client,
-                "started_at": rfc3339(s.started_at),
-                "ended_at": rfc3339(s.ended_at) if s.ended_at else None,
-                "duration_s": round((end - s.started_at).total_seconds(), 3),
-                "state": state,
-                "exit_status": s.exit_status,
-                "end_reason": s.end_reason,
-                "head": s.head,
-                "path": s.path,
-                "flags": ["masked-input-excessive"] if s.id in flagged else [],
-            }
-        )
-    if args.json:
-        emit_json(out)
-        return 0
-    table(
-        [
-            [
-                o["id"],
-                o["user"],
-                f"{o['login']}@{o['target']}",
-                o["grant_id"] or "-",
-                o["started_at"][:19] + "Z",
-                f"{o['duration_s']:.0f}s",
-                o["state"] + (" FLAGGED" if o["flags"] else ""),
-                o["end_reason"] or "-",
-                o["path"],
-            ]
-            for o in out
-        ],
-        ["SESSION", "USER", "LOGIN@TARGET", "GRANT", "STARTED", "DURATION", "STATE", "ENDED BY", "RECORDING"],
-    )
-    if flagged & {o["id"] for o in out}:
-        print(
-            "FLAGGED: more input was masked than a password needs; an admin reviews it with "
-            "`zsp unseal SESSION --escrow-key FILE --as ADMIN`"
-        )
-    return 0
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("serve", parents=[common], help="run the SSH bastion")
     p.add_argument("--listen", default="127.0.0.1:2222", metavar="HOST:PORT", help="default 127.0.0.1:2222")
@@ -230,7 +165,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "initialise it, add a demo operator and approver with key files, and print the commands to try",
     )
     p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("sessions", parents=[common], help="list recorded sessions")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_sessions)

@@ -22,12 +22,16 @@ from .base import AuditRow
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1. A fresh database is
 # created at SCHEMA_VERSION by _SCHEMA directly.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT ''",),
+    2: (
+        "CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at)",
+        "CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user, started_at)",
+    ),
 }
 
 _SCHEMA = """
@@ -108,6 +112,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     head TEXT,
     owner TEXT NOT NULL DEFAULT ''  -- the process that records it: serve:HOST:PID or record:HOST:PID
 );
+CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user, started_at);
 """
 
 _REQUEST_COLUMNS = (
@@ -483,8 +489,20 @@ class _SqliteTx:
         row = self._db.execute(_SELECT_SESSIONS + " WHERE id = ?", (session_id,)).fetchone()
         return None if row is None else _session(row)
 
-    def list_sessions(self) -> list[SessionRecord]:
-        return [_session(r) for r in self._db.execute(_SELECT_SESSIONS + " ORDER BY started_at, id")]
+    def list_sessions(
+        self, *, user: str | None = None, target: str | None = None, since: datetime | None = None
+    ) -> list[SessionRecord]:
+        where: list[str] = []
+        args: list[str] = []
+        for column, value in (("user", user), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(rfc3339(since))
+        sql = _SELECT_SESSIONS + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started_at, id"
+        return [_session(r) for r in self._db.execute(sql, args)]
 
     def unended_sessions(self) -> list[SessionRecord]:
         return [_session(r) for r in self._db.execute(_SELECT_SESSIONS + " WHERE ended_at IS NULL ORDER BY started_at")]
