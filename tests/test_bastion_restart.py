@@ -61,6 +61,17 @@ def test_sessions_of_a_killed_bastion_are_closed_as_interrupted_on_restart(tmp_p
         last = datetime.fromtimestamp((report.header.started_at_us + report.duration_us) / 1e6, UTC)
         assert abs((ended - last).total_seconds()) < 1
         assert any("interrupted" in line for line in env.output)
+        # zsp verify says why it ended, next to its verdict.
+        shown = subprocess.run(
+            [sys.executable, "-m", "zsp_tui", "verify", s.id[-8:], "--data", str(env.data.root)],
+            capture_output=True, text=True,
+        )
+        assert shown.returncode == 1 and shown.stdout.startswith("INCOMPLETE") and " ended=interrupted" in shown.stdout
+        as_json = subprocess.run(
+            [sys.executable, "-m", "zsp_tui", "verify", s.id, "--json", "--data", str(env.data.root)],
+            capture_output=True, text=True,
+        )
+        assert json.loads(as_json.stdout)[0]["end_reason"] == "interrupted"
         # A second restart finds nothing more to close.
         env.stop()
         env.start()

@@ -60,12 +60,16 @@ class SessionIndex:
         self.known: dict[str, Path] = {}
         """Session id -> recording path."""
         self._stored_heads: dict[str, str] = {}
+        self.end_reasons: dict[str, str] = {}
+        """Session id -> why the store says it ended (``exit``, ``revoked``, ``interrupted``, ...)."""
         self._ended: dict[str, list[str]] | None = None
         if self._svc is not None:
             for s in self._svc.sessions():
                 self.known[s.id] = Path(s.path)
                 if s.head:
                     self._stored_heads[s.id] = s.head
+                if s.end_reason:
+                    self.end_reasons[s.id] = s.end_reason
         if d.recordings.is_dir():
             for p in d.recordings.glob(f"*{_SUFFIX}"):
                 self.known.setdefault(p.name[: -len(_SUFFIX)], p)
@@ -93,6 +97,8 @@ class SessionRef:
     """The session asked for; None when a path was given (nothing to hold the file to)."""
     heads: tuple[str, ...] = ()
     """Final chain heads the data dir recorded at the session's end (store row, audit event)."""
+    end_reason: str | None = None
+    """Why the data dir says the session ended (None: live, unknown, or a path was given)."""
 
 
 def resolve_ref(d: DataDir, ref: str, index: SessionIndex | None = None) -> SessionRef:
@@ -113,7 +119,9 @@ def resolve_ref(d: DataDir, ref: str, index: SessionIndex | None = None) -> Sess
     if sid is None and len(matches) == 1:
         sid = matches[0]
     if sid is not None:
-        return SessionRef(known[sid], sid, index.heads(sid) if index is not None else ())
+        if index is None:
+            return SessionRef(known[sid], sid)
+        return SessionRef(known[sid], sid, index.heads(sid), index.end_reasons.get(sid))
     if len(matches) > 1:
         shown = ", ".join(matches[:_SHOWN]) + (f" and {len(matches) - _SHOWN} more" if len(matches) > _SHOWN else "")
         raise SessionRefError(

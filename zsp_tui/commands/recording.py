@@ -285,9 +285,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             else:
                 print(printable(f"CORRUPT     {report.source}  wrong-session: {problem}"))
         elif args.json:
-            results.append(report.to_json())
+            results.append({**report.to_json(), "end_reason": ref.end_reason})
         else:
-            print(printable(_describe(report)))  # header fields are whatever the file says
+            # header fields are whatever the file says; the store's end reason is what the bastion
+            # saw (the seal's reason, when there is one, is the signed account of the same)
+            ended = f" ended={ref.end_reason}" if ref.end_reason else ""
+            print(printable(_describe(report) + ended))
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
