@@ -3,7 +3,8 @@
 ``verify_frames`` streams a recording and yields frames once they are proven part of the chain;
 its return value is the :class:`VerificationReport`. ``verify`` does the same for a whole file.
 ``only_signed`` holds frames back until a verified signature covers them (what a player shows).
-``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
+``RecordingStorage`` (``LocalDirectory`` today) is where recordings are found and opened by
+session id. ``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
@@ -13,16 +14,21 @@ from ._exceptions import ReplayError, SourceError
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
+from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
 from ._timing import at_speed, cap_idle, output_steps
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
     "MAX_PENDING_BYTES",
+    "SUFFIX",
+    "LocalDirectory",
     "Outcome",
     "Preamble",
     "Problem",
+    "RecordingStorage",
     "ReplayError",
     "SourceError",
+    "StoredRecording",
     "Tail",
     "TailKind",
     "VerificationReport",

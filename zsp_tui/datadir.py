@@ -34,6 +34,7 @@ from recorder import (
     SigningKey,
     load_trusted_keys,
 )
+from replay import LocalDirectory
 
 from .clock import Clock, SystemClock
 from .config import DEFAULT_CONFIG, DEMO_CONFIG, Settings, load_settings
@@ -107,6 +108,10 @@ class DataDir:
     @property
     def recordings(self) -> Path:
         return self.root / "recordings"
+
+    def storage(self) -> LocalDirectory:
+        """The recordings, by session id (replay.RecordingStorage; a local directory today)."""
+        return LocalDirectory(self.recordings)
 
     @property
     def host_key_path(self) -> Path:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay import VerificationReport
+from replay import SUFFIX, VerificationReport
 
 from .datadir import DataDir
 from .exceptions import UsageError
@@ -36,7 +36,7 @@ __all__ = [
 
 MIN_PREFIX = 4
 MIN_SUFFIX = 6
-_SUFFIX = ".zsprec"
+_SUFFIX = SUFFIX
 _SHOWN = 10
 
 
@@ -70,9 +70,8 @@ class SessionIndex:
                     self._stored_heads[s.id] = s.head
                 if s.end_reason:
                     self.end_reasons[s.id] = s.end_reason
-        if d.recordings.is_dir():
-            for p in d.recordings.glob(f"*{_SUFFIX}"):
-                self.known.setdefault(p.name[: -len(_SUFFIX)], p)
+        for stored in d.storage().list():
+            self.known.setdefault(stored.name, Path(stored.location))
 
     def heads(self, sid: str) -> tuple[str, ...]:
         """The final heads recorded for ``sid``: the store's row and the signed ``session.end``."""
