@@ -3,26 +3,46 @@
 ``verify_frames`` streams a recording and yields frames once they are proven part of the chain;
 its return value is the :class:`VerificationReport`. ``verify`` does the same for a whole file.
 ``only_signed`` holds frames back until a verified signature covers them (what a player shows).
+``SqliteSearchIndex`` (behind the ``SearchIndex`` protocol) searches lines and commands across sessions.
 ``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
 from __future__ import annotations
 
-from ._exceptions import ReplayError, SourceError
+from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._search import (
+    Hit,
+    HitKind,
+    IndexedSession,
+    Query,
+    Row,
+    SearchIndex,
+    SqliteSearchIndex,
+    parse_query,
+)
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._timing import at_speed, cap_idle, output_steps
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
     "MAX_PENDING_BYTES",
+    "Hit",
+    "HitKind",
+    "IndexedSession",
     "Outcome",
     "Preamble",
     "Problem",
+    "Query",
+    "QueryError",
     "ReplayError",
+    "Row",
+    "SearchIndex",
+    "SearchIndexError",
     "SourceError",
+    "SqliteSearchIndex",
     "Tail",
     "TailKind",
     "VerificationReport",
@@ -33,6 +53,7 @@ __all__ = [
     "load",
     "only_signed",
     "output_steps",
+    "parse_query",
     "printable",
     "read_preamble",
     "verify",
