@@ -5,6 +5,7 @@ its return value is the :class:`VerificationReport`. ``verify`` does the same fo
 ``only_signed`` holds frames back until a verified signature covers them (what a player shows).
 ``SqliteSearchIndex`` (behind the ``SearchIndex`` protocol) searches lines and commands across sessions.
 ``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
+``Terminal`` turns output bytes into ``Screen`` values (the replay terminal emulator).
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
@@ -24,10 +25,13 @@ from ._search import (
     parse_query,
 )
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
+from ._style import DEFAULT_STYLE, Style
+from ._terminal import Screen, Terminal
 from ._timing import at_speed, cap_idle, output_steps
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
+    "DEFAULT_STYLE",
     "MAX_PENDING_BYTES",
     "Hit",
     "HitKind",
@@ -39,12 +43,15 @@ __all__ = [
     "QueryError",
     "ReplayError",
     "Row",
+    "Screen",
     "SearchIndex",
     "SearchIndexError",
     "SourceError",
     "SqliteSearchIndex",
+    "Style",
     "Tail",
     "TailKind",
+    "Terminal",
     "VerificationReport",
     "Withheld",
     "at_speed",
