@@ -3,7 +3,8 @@
 ``verify_frames`` streams a recording and yields frames once they are proven part of the chain;
 its return value is the :class:`VerificationReport`. ``verify`` does the same for a whole file.
 ``only_signed`` holds frames back until a verified signature covers them (what a player shows).
-``SqliteSearchIndex`` (behind the ``SearchIndex`` protocol) searches lines and commands across sessions.
+``scan`` turns verified frames into lines of output and typed commands; ``SqliteSearchIndex``
+(behind the ``SearchIndex`` protocol) searches them across sessions, filled by ``index_recording``.
 ``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
 ``Terminal`` turns output bytes into ``Screen`` values (the replay terminal emulator).
 Like :mod:`recorder`, this package never imports textual or asyncssh.
@@ -12,8 +13,10 @@ Like :mod:`recorder`, this package never imports textual or asyncssh.
 from __future__ import annotations
 
 from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
+from ._indexer import index_recording, rows_of
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._scan import Command, Scanner, TextLine, keys_text, scan
 from ._search import (
     Hit,
     HitKind,
@@ -33,6 +36,7 @@ from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_
 __all__ = [
     "DEFAULT_STYLE",
     "MAX_PENDING_BYTES",
+    "Command",
     "Hit",
     "HitKind",
     "IndexedSession",
@@ -43,6 +47,7 @@ __all__ = [
     "QueryError",
     "ReplayError",
     "Row",
+    "Scanner",
     "Screen",
     "SearchIndex",
     "SearchIndexError",
@@ -52,17 +57,22 @@ __all__ = [
     "Tail",
     "TailKind",
     "Terminal",
+    "TextLine",
     "VerificationReport",
     "Withheld",
     "at_speed",
     "cap_idle",
+    "index_recording",
     "iter_raw",
+    "keys_text",
     "load",
     "only_signed",
     "output_steps",
     "parse_query",
     "printable",
     "read_preamble",
+    "rows_of",
+    "scan",
     "verify",
     "verify_frames",
 ]

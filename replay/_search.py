@@ -9,10 +9,11 @@ can implement the same protocol later. This module takes paths and values only; 
 of the data dir, the store or the CLI.
 
 Queries are what people type, never FTS5 syntax (:func:`parse_query`). Each word (or quoted
-phrase) becomes a quoted FTS5 string, so ``AND``, ``*``, ``-x``, ``(`` and quotes are plain text;
-FTS5 narrows the candidates on word tokens, and every hit is then checked to contain each word or
-phrase as a case-insensitive substring, so punctuation counts: ``rm -rf /srv/app`` does not match
-``rm rf srv app``.
+phrase) becomes a quoted FTS5 string (its last word a prefix), so ``AND``, ``*``, ``-x``, ``(``
+and quotes are plain text; FTS5 narrows the candidates on word tokens (a word matches at the
+start of a word: ``app`` finds ``application``, not ``webapp``), and every hit is then checked
+to contain each word or phrase as a case-insensitive substring, so punctuation counts:
+``rm -rf /srv/app`` does not match ``rm rf srv app``.
 
 Layout, and why it is fast newest-first: each session gets an integer ``key`` (its start in
 milliseconds, moved up by one while taken), and its rows get FTS5 rowids ``key << 22 | n``. Rowid
@@ -110,6 +111,8 @@ class IndexedSession:
     """Bytes of the recording read when it was indexed: a file that grew since is stale."""
     size: int = 0
     """Size of the recording file when it was indexed."""
+    mtime_ns: int = 0
+    """Its modification time then: with ``size``, how a changed recording is noticed."""
     rows: int = 0
     truncated: bool = False
 
@@ -180,11 +183,12 @@ def parse_query(query: str | Sequence[str]) -> Query:
     if not needles:
         raise QueryError(query=shown, reason="empty query: give a word to search for")
     # FTS5 finds candidates by word tokens; terms without any (only punctuation) are checked by
-    # the substring filter alone. Each term is one FTS5 string: its tokens must be adjacent.
+    # the substring filter alone. Each term is one FTS5 string (its tokens adjacent), its last
+    # token a prefix: ``/srv/app`` finds ``/srv/application`` as a substring search would.
     tokened = [t for t in needles if any(c.isalnum() for c in t)]
     if not tokened:
         raise QueryError(query=shown, reason="only punctuation: give at least one word with a letter or digit")
-    match = " AND ".join('"' + t.replace('"', '""') + '"' for t in tokened)
+    match = " AND ".join('"' + t.replace('"', '""') + '" *' for t in tokened)
     return Query(text=shown, needles=needles, match=f"text : ({match})")
 
 
@@ -281,6 +285,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     head TEXT,
     indexed_bytes INTEGER NOT NULL,
     size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
     rows INTEGER NOT NULL,
     truncated INTEGER NOT NULL
 );
@@ -288,16 +293,16 @@ CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
 CREATE INDEX IF NOT EXISTS sessions_target ON sessions(target);
 CREATE INDEX IF NOT EXISTS sessions_id ON sessions(session_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS lines USING fts5(
-    text, kind, t_us UNINDEXED, frame UNINDEXED, blind UNINDEXED, tokenize = 'unicode61'
+    text, kind, t_us UNINDEXED, frame UNINDEXED, blind UNINDEXED, part UNINDEXED, tokenize = 'unicode61'
 );
 """
 
 _SESSION_COLUMNS = (
     "path session_id user target login grant_id started_us outcome problem bad_frame head "
-    "indexed_bytes size rows truncated"
+    "indexed_bytes size mtime_ns rows truncated"
 ).split()
 _SELECT_SESSIONS = f"SELECT key, {', '.join(_SESSION_COLUMNS)} FROM sessions"  # noqa: S608 - fixed names
-_INSERT_ROWS = "INSERT INTO lines(rowid, text, kind, t_us, frame, blind) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_ROWS = "INSERT INTO lines(rowid, text, kind, t_us, frame, blind, part) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _BATCH = 2000
 _SCAN_CANDIDATES = 20_000
 """With a user/target filter matching few sessions, each is searched on its own rowid range
@@ -406,11 +411,11 @@ class SqliteSearchIndex:
             if truncated:
                 continue  # drain the source (its verification report comes at the end)
             kind = row.kind.value
-            for text in chunks(row.text):
+            for part, text in enumerate(chunks(row.text)):
                 if n >= MAX_ROWS_PER_SESSION:
                     truncated = True
                     break
-                batch.append((base | n, text, kind, row.t_us, row.frame, int(row.blind)))
+                batch.append((base | n, text, kind, row.t_us, row.frame, int(row.blind), part))
                 n += 1
             if len(batch) >= _BATCH:
                 self._db.executemany(_INSERT_ROWS, batch)
@@ -512,7 +517,7 @@ class SqliteSearchIndex:
         if not chosen:
             return []
         hits: list[Hit] = []
-        select = "SELECT rowid, text, kind, t_us, frame, blind FROM lines WHERE lines MATCH ?"
+        select = "SELECT rowid, text, kind, t_us, frame, blind, part FROM lines WHERE lines MATCH ?"
         if (user is None and target is None) or len(chosen) > _SCAN_CANDIDATES:
             # One scan, newest first, bounded below by the oldest session that can match.
             low = min(chosen) << _ROW_BITS
@@ -532,13 +537,16 @@ class SqliteSearchIndex:
         cursor: sqlite3.Cursor, q: Query, chosen: dict[int, IndexedSession], hits: list[Hit], limit: int
     ) -> bool:
         """Add the rows of ``cursor`` that hold every needle, of a chosen session; True when full."""
-        for rowid, text, kind, t_us, frame, blind in cursor:
+        for rowid, text, kind, t_us, frame, blind, part in cursor:
             s = chosen.get(rowid >> _ROW_BITS)
             if s is None:
                 continue
-            spans = _spans(text.lower(), q.needles)
+            low = text.lower()
+            spans = _spans(low, q.needles)
             if spans is None:
                 continue
+            if part and all(low.find(n) + len(n) <= _OVERLAP for n in q.needles):
+                continue  # found whole in the overlap with the previous part of the line: a repeat
             hits.append(
                 Hit(
                     session_id=s.session_id,

@@ -60,6 +60,7 @@ from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, ZspError
+from ..indexing import BackgroundIndexer
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
@@ -404,6 +405,8 @@ class Bastion:
         self.sinks = tuple(BackgroundSink(sink) for sink in self.svc.sinks)
         for service in (self.svc, self.auth_svc, self.watch_svc):
             service.sinks = self.sinks
+        # Sessions are indexed for `zsp search` as they are sealed, in a thread of its own.
+        self.indexer = BackgroundIndexer(data)
         self._server: asyncssh.SSHAcceptor | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -486,6 +489,7 @@ class Bastion:
         self._watch_pool.shutdown(wait=True)
         for sink in self.sinks:
             sink.close()
+        self.indexer.close()
         self._lock.release()
 
     # --- the grant watcher --------------------------------------------------------------------
@@ -962,6 +966,7 @@ class Bastion:
             except RecordingFailed:
                 head = None
             await self.db(self.svc.session_ended, record, status, live.reason, head, frames, lane=user.name)
+            self.indexer.submit(path)  # searchable within moments; never waited for
         with contextlib.suppress(OSError, asyncssh.Error):
             process.exit(status if status is not None and status >= 0 else 255)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import access, admin, audit, recording, serve, targets, unseal
+from . import access, admin, audit, recording, search, serve, targets, unseal
 
 __all__ = ["MODULES"]
 
-MODULES = (serve, recording, admin, access, audit, targets, unseal)
+MODULES = (serve, recording, admin, access, audit, targets, unseal, search)

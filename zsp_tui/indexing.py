@@ -1,0 +1,190 @@
+"""The data dir's search index: which recordings it covers, keeping it current, and the bastion's
+background indexer.
+
+The index itself (:mod:`replay._search`) takes paths and values; this module knows the data dir:
+the index file is ``DATA/search.db``; the recordings are the store's sessions plus the files in
+``recordings/`` the store does not know; verification trusts the data dir's ``allowed_signers``.
+A recording is *stale* in the index when it is missing from it or its size or mtime changed since.
+
+Indexing never affects a session: the bastion hands a sealed session's path to
+:class:`BackgroundIndexer` (its own thread, off the event loop) and goes on; a failure is one
+escaped warning line on stderr, and ``zsp index`` repairs what was missed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from replay import IndexedSession, ReplayError, SqliteSearchIndex, index_recording, printable
+
+from .datadir import DataDir
+from .exceptions import ZspError
+
+__all__ = [
+    "INDEX_FILE",
+    "BackgroundIndexer",
+    "Coverage",
+    "coverage",
+    "index_file",
+    "index_one",
+    "index_quietly",
+    "open_index",
+    "recordings",
+]
+
+INDEX_FILE = "search.db"
+
+
+def index_file(d: DataDir) -> Path:
+    return d.root / INDEX_FILE
+
+
+def open_index(d: DataDir) -> SqliteSearchIndex:
+    return SqliteSearchIndex(index_file(d))
+
+
+def recordings(d: DataDir) -> tuple[dict[Path, bool], int]:
+    """Every recording of the data dir -> True if its session is live (store: not ended); and
+    how many store sessions name a file that is gone."""
+    found: dict[Path, bool] = {}
+    missing = 0
+    if d.db_path.exists():
+        svc = d.service()
+        try:
+            sessions = svc.sessions()
+        finally:
+            svc.store.close()
+        for s in sessions:
+            p = Path(s.path)
+            if p.exists():
+                found[p.absolute()] = s.ended_at is None
+            else:
+                missing += 1
+    if d.recordings.is_dir():
+        for p in sorted(d.recordings.glob("*.zsprec")):
+            found.setdefault(p.absolute(), False)
+    return found, missing
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How far the index covers the data dir's recordings."""
+
+    total: int
+    stale: tuple[Path, ...]
+    """Recordings not indexed, or changed since (size or mtime), of sessions that ended."""
+    live: tuple[Path, ...]
+    """Live sessions whose recording grew since it was last indexed."""
+
+
+def coverage(d: DataDir, index: SqliteSearchIndex) -> Coverage:
+    files, _ = recordings(d)
+    known = index.sessions()
+    stale: list[Path] = []
+    live: list[Path] = []
+    for path, is_live in files.items():
+        entry = known.get(str(path))
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            (live if is_live else stale).append(path)
+    return Coverage(len(files), tuple(stale), tuple(live))
+
+
+def index_one(d: DataDir, path: Path, index: SqliteSearchIndex | None = None) -> IndexedSession:
+    """Index one recording of the data dir (raises ReplayError/ZspError on failure)."""
+    own = index is None
+    ix = index if index is not None else open_index(d)
+    try:
+        return index_recording(ix, Path(path).absolute(), d.trusted_keys())
+    finally:
+        if own:
+            ix.close()
+
+
+def index_quietly(d: DataDir, path: Path) -> None:
+    """Index one recording now; a failure is a warning (``zsp record``, after sealing)."""
+    if not d.root.is_dir():
+        return
+    try:
+        index_one(d, path)
+    except (ReplayError, ZspError, OSError, sqlite3.Error) as exc:
+        warn(f"could not index {path} for search ({exc}); `zsp index` retries")
+
+
+def warn(message: str) -> None:
+    print(f"zsp: warning: {printable(message)}", file=sys.stderr, flush=True)
+
+
+class BackgroundIndexer:
+    """Indexes recordings handed to it from its own thread, one at a time, in submission order
+    (a path submitted again while queued is indexed once). ``close`` finishes what is queued,
+    waiting at most ``timeout`` seconds. Failures are warnings: indexing never affects a session.
+    """
+
+    def __init__(
+        self, data: DataDir, *, max_pending: int = 10_000, on_done: Callable[[Path], None] | None = None
+    ) -> None:
+        self.data = data
+        self._max = max_pending
+        self._queue: OrderedDict[Path, None] = OrderedDict()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._on_done = on_done
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: Path | str) -> None:
+        with self._cond:
+            p = Path(path)
+            if p not in self._queue and len(self._queue) >= self._max:
+                self.dropped += 1
+                if self.dropped == 1:
+                    warn(f"search indexing is behind (over {self._max} recordings queued); `zsp index` catches up")
+                return
+            self._queue[p] = None
+            self._cond.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        index: SqliteSearchIndex | None = None
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closing:
+                        self._cond.wait()
+                    if not self._queue:
+                        return
+                    path, _ = self._queue.popitem(last=False)
+                started = time.monotonic()
+                try:
+                    if index is None:
+                        index = open_index(self.data)
+                    index_one(self.data, path, index)
+                except (ReplayError, ZspError, OSError, sqlite3.Error) as exc:
+                    warn(f"could not index {path} for search: {exc}")
+                    if index is not None:
+                        index.close()
+                    index = None
+                if self._on_done is not None:
+                    self._on_done(path)
+                if time.monotonic() - started > 30:
+                    warn(f"indexing {path} for search took {time.monotonic() - started:.0f}s")
+        finally:
+            if index is not None:
+                index.close()
