@@ -396,6 +396,11 @@ class Scanner:
         text = text.strip()
         shown = [c for c in typed if not c.isspace()]
         blind = bool(shown) and not any(c in text for c in shown)
+        if blind and p.text_now is not None:
+            # Nothing typed ever showed: what the row holds after the Enter is the program's
+            # output (``read -s; echo len 9`` prints on the prompt's row), not the command.
+            text = p.text_now.strip()
+            blind = not any(c in text for c in shown)
         out.append(Command(p.frame, p.t_us, text, p.keys, blind, p.masked))
 
     def _flush_masked(self, out: list[Item]) -> None:
