@@ -293,7 +293,8 @@ CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
 CREATE INDEX IF NOT EXISTS sessions_target ON sessions(target);
 CREATE INDEX IF NOT EXISTS sessions_id ON sessions(session_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS lines USING fts5(
-    text, kind, t_us UNINDEXED, frame UNINDEXED, blind UNINDEXED, part UNINDEXED, tokenize = 'unicode61'
+    text, kind, t_us UNINDEXED, frame UNINDEXED, blind UNINDEXED, part UNINDEXED,
+    tokenize = 'unicode61', columnsize = 0  -- no ranking: the per-row token counts are not kept
 );
 """
 
@@ -303,10 +304,13 @@ _SESSION_COLUMNS = (
 ).split()
 _SELECT_SESSIONS = f"SELECT key, {', '.join(_SESSION_COLUMNS)} FROM sessions"  # noqa: S608 - fixed names
 _INSERT_ROWS = "INSERT INTO lines(rowid, text, kind, t_us, frame, blind, part) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_KIND_TOKEN = {HitKind.OUTPUT: "o", HitKind.COMMAND: "c"}
+"""How a row's kind is stored: an indexed one-letter column, so ``--commands-only`` is part of the MATCH."""
+_TOKEN_KIND = {v: k for k, v in _KIND_TOKEN.items()}
 _BATCH = 2000
-_SCAN_CANDIDATES = 20_000
-"""With a user/target filter matching few sessions, each is searched on its own rowid range
-(newest first) instead of filtering one scan over every session's hits."""
+_PER_SESSION = 200
+"""With a user/target filter matching at most this many sessions, each is searched on its own
+rowid range (newest first) instead of filtering one scan over every session's hits."""
 
 
 def _rowids(key: int) -> tuple[int, int]:
@@ -410,7 +414,7 @@ class SqliteSearchIndex:
         for row in rows:
             if truncated:
                 continue  # drain the source (its verification report comes at the end)
-            kind = row.kind.value
+            kind = _KIND_TOKEN[row.kind]
             for part, text in enumerate(chunks(row.text)):
                 if n >= MAX_ROWS_PER_SESSION:
                     truncated = True
@@ -491,7 +495,7 @@ class SqliteSearchIndex:
         q = query if isinstance(query, Query) else parse_query(query)
         if limit <= 0:
             return []
-        match = q.match + (' AND kind : "command"' if commands_only else "")
+        match = q.match + (' AND kind : "c"' if commands_only else "")
         with self._lock:
             try:
                 return self._search(q, match, user, target, since_us, limit)
@@ -501,58 +505,87 @@ class SqliteSearchIndex:
     def _search(
         self, q: Query, match: str, user: str | None, target: str | None, since_us: int | None, limit: int
     ) -> list[Hit]:
-        where: list[str] = []
-        args: list[object] = []
-        if user is not None:
-            where.append("user = ?")
-            args.append(user)
-        if target is not None:
-            where.append("target = ?")
-            args.append(target)
+        db = self._db
+        low = 0
         if since_us is not None:
-            where.append("started_us >= ?")
-            args.append(since_us)
-        sql = _SELECT_SESSIONS + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY key DESC"
-        chosen = dict(map(_session, self._db.execute(sql, args)))
-        if not chosen:
-            return []
-        hits: list[Hit] = []
+            # Keys follow start times (moved up only on a tie): the first key of a session started
+            # since then is the scan's lower bound; the start itself is checked on each hit.
+            row = db.execute("SELECT min(key) FROM sessions WHERE started_us >= ?", (since_us,)).fetchone()
+            if row is None or row[0] is None:
+                return []
+            low = int(row[0])
+        keys: list[int] | None = None  # sessions the filters allow (None: all)
+        if user is not None or target is not None:
+            where: list[str] = ["key >= ?"]
+            args: list[object] = [low]
+            for column, value in (("user", user), ("target", target)):
+                if value is not None:
+                    where.append(f"{column} = ?")
+                    args.append(value)
+            sql = f"SELECT key FROM sessions WHERE {' AND '.join(where)} ORDER BY key DESC"  # noqa: S608 - fixed names
+            keys = [int(k) for (k,) in db.execute(sql, args)]
+            if not keys:
+                return []
+        found = _Found(db, q, since_us, set(keys) if keys is not None else None, limit)
         select = "SELECT rowid, text, kind, t_us, frame, blind, part FROM lines WHERE lines MATCH ?"
-        if (user is None and target is None) or len(chosen) > _SCAN_CANDIDATES:
-            # One scan, newest first, bounded below by the oldest session that can match.
-            low = min(chosen) << _ROW_BITS
-            cursor = self._db.execute(select + " AND rowid >= ? ORDER BY rowid DESC", (match, low))
-            self._collect(cursor, q, chosen, hits, limit)
-        else:
-            for key in chosen:  # newest first
-                cursor = self._db.execute(
-                    select + " AND rowid BETWEEN ? AND ? ORDER BY rowid DESC", (match, *_rowids(key))
-                )
-                if self._collect(cursor, q, chosen, hits, limit):
+        if keys is not None and len(keys) <= _PER_SESSION:
+            for key in keys:  # newest first, each session on its own rowid range
+                sql = select + " AND rowid BETWEEN ? AND ? ORDER BY rowid DESC"
+                found.take(db.execute(sql, (match, *_rowids(key))))
+                if found.full:
                     break
-        return hits
+        else:
+            # One scan of every match, newest first (FTS5 walks rowids backwards), stopped when full.
+            found.take(db.execute(select + " AND rowid >= ? ORDER BY rowid DESC", (match, low << _ROW_BITS)))
+        return found.hits
 
-    @staticmethod
-    def _collect(
-        cursor: sqlite3.Cursor, q: Query, chosen: dict[int, IndexedSession], hits: list[Hit], limit: int
-    ) -> bool:
-        """Add the rows of ``cursor`` that hold every needle, of a chosen session; True when full."""
+
+class _Found:
+    """Hits of one search: rows checked against the needles and the filters, sessions looked up once."""
+
+    def __init__(
+        self, db: sqlite3.Connection, q: Query, since_us: int | None, keys: set[int] | None, limit: int
+    ) -> None:
+        self._db = db
+        self._q = q
+        self._since = since_us
+        self._keys = keys
+        self._limit = limit
+        self._sessions: dict[int, IndexedSession | None] = {}
+        self.hits: list[Hit] = []
+        self.full = False
+
+    def _session(self, key: int) -> IndexedSession | None:
+        if key not in self._sessions:
+            row = self._db.execute(_SELECT_SESSIONS + " WHERE key = ?", (key,)).fetchone()
+            s = None if row is None else _session(row)[1]
+            if s is not None and self._since is not None and s.started_us < self._since:
+                s = None
+            self._sessions[key] = s
+        return self._sessions[key]
+
+    def take(self, cursor: sqlite3.Cursor) -> None:
+        """Add the rows of ``cursor`` that hold every needle, of an allowed session."""
+        needles = self._q.needles
         for rowid, text, kind, t_us, frame, blind, part in cursor:
-            s = chosen.get(rowid >> _ROW_BITS)
-            if s is None:
+            key = rowid >> _ROW_BITS
+            if self._keys is not None and key not in self._keys:
                 continue
             low = text.lower()
-            spans = _spans(low, q.needles)
+            spans = _spans(low, needles)
             if spans is None:
                 continue
-            if part and all(low.find(n) + len(n) <= _OVERLAP for n in q.needles):
+            if part and all(low.find(n) + len(n) <= _OVERLAP for n in needles):
                 continue  # found whole in the overlap with the previous part of the line: a repeat
-            hits.append(
+            s = self._session(key)
+            if s is None:
+                continue
+            self.hits.append(
                 Hit(
                     session_id=s.session_id,
                     t_us=int(t_us),
                     frame=int(frame),
-                    kind=HitKind(kind),
+                    kind=_TOKEN_KIND[kind],
                     text=text,
                     user=s.user,
                     target=s.target,
@@ -564,7 +597,7 @@ class SqliteSearchIndex:
                     path=s.path,
                 )
             )
-            if len(hits) >= limit:
+            if len(self.hits) >= self._limit:
+                self.full = True
                 cursor.close()
-                return True
-        return False
+                return
