@@ -20,7 +20,7 @@ from ._exceptions import SourceError
 from ._scan import Command, Item, TextLine, keys_text, scan
 from ._search import HitKind, IndexedSession, Row, SearchIndex
 from ._signed import only_signed
-from ._verify import VerificationReport, verify_frames
+from ._verify import Outcome, Problem, VerificationReport, verify_frames
 
 __all__ = ["index_recording", "rows_of"]
 
@@ -81,13 +81,18 @@ def _from_header(path: Path, header: Header, size: int, mtime_ns: int) -> Indexe
 
 
 def index_recording(
-    index: SearchIndex, path: Path | str, trusted: Sequence[PublicKey], *, legacy_order: bool = False
+    index: SearchIndex,
+    path: Path | str,
+    trusted: Sequence[PublicKey],
+    *,
+    legacy_order: bool = False,
+    live: bool = False,
 ) -> IndexedSession:
     """Verify and scan the recording at ``path`` and replace its rows in ``index`` (atomically).
 
     Raises :class:`SourceError` if the file cannot be read; :class:`SearchIndexError` if the index
     cannot be written. A recording that is not VALID is indexed as far as it is signed, and stored
-    with its outcome.
+    with its outcome; ``live``: it is still being written, and an unsealed one is stored as LIVE.
     """
     path = Path(path)
     name = str(path)
@@ -123,9 +128,10 @@ def index_recording(
             h = r.header
             if header is None and h is not None:  # the header itself was never signed
                 session = replace(_from_header(path, h, session.size, session.mtime_ns), path=session.path)
+            unsealed = r.outcome is Outcome.INCOMPLETE and r.problem in (Problem.NO_SEAL, Problem.TORN)
             return replace(
                 session,
-                outcome=r.outcome.value,
+                outcome="LIVE" if live and unsealed else r.outcome.value,
                 problem=r.problem.value if r.problem else None,
                 bad_frame=r.bad_frame,
                 head=r.head.hex() if r.head else None,

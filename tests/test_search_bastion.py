@@ -82,3 +82,34 @@ def test_an_indexing_failure_never_affects_the_session(tmp_path) -> None:
         env.stop()
     log = "".join(env.output)
     assert "zsp: warning: could not index" in log and "Traceback" not in log
+
+
+def test_a_live_session_is_searchable_while_it_runs(env: Env) -> None:
+    env.grant()
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(env.known_hosts))
+    client.connect("127.0.0.1", env.port, username="local", key_filename=str(env.keys["alice"]),
+                   look_for_keys=False, allow_agent=False)
+    try:
+        chan = client.invoke_shell(term="xterm", width=80, height=24)
+        buf = read_until(chan, b"", b"$ ")
+        chan.send(b"echo live-$((6*7))-marker\r")
+        buf = read_until(chan, buf, b"live-42-marker")
+        hits = poll(env, "live-42-marker", timeout=20)  # checkpoint (2 s) + the bastion's pass (3 s)
+        assert hits and all(h["outcome"] == "LIVE" for h in hits), hits
+        assert [h["kind"] for h in hits] == ["output"]
+        (cmd,) = poll(env, "--commands-only", "live-$((6*7))-marker")
+        assert cmd["kind"] == "command" and cmd["text"] == "echo live-$((6*7))-marker"
+        session = env.svc.sessions()[-1]
+        assert session.ended_at is None  # still running
+        chan.send(b"exit\r")
+        chan.recv_exit_status()
+    finally:
+        client.close()
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        hits = search(env, "live-42-marker")
+        if hits and all(h["outcome"] == "VALID" for h in hits):
+            break
+        time.sleep(0.2)
+    assert len(hits) == 1 and all(h["outcome"] == "VALID" for h in hits), hits  # replaced at the seal, not added

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from .exceptions import ZspError
 
 __all__ = [
     "INDEX_FILE",
+    "LIVE_INTERVAL",
+    "LIVE_MAX_BYTES",
     "BackgroundIndexer",
     "Coverage",
     "coverage",
@@ -100,12 +101,14 @@ def coverage(d: DataDir, index: SqliteSearchIndex) -> Coverage:
     return Coverage(len(files), tuple(stale), tuple(live))
 
 
-def index_one(d: DataDir, path: Path, index: SqliteSearchIndex | None = None) -> IndexedSession:
+def index_one(
+    d: DataDir, path: Path, index: SqliteSearchIndex | None = None, *, live: bool = False
+) -> IndexedSession:
     """Index one recording of the data dir (raises ReplayError/ZspError on failure)."""
     own = index is None
     ix = index if index is not None else open_index(d)
     try:
-        return index_recording(ix, Path(path).absolute(), d.trusted_keys())
+        return index_recording(ix, Path(path).absolute(), d.trusted_keys(), live=live)
     finally:
         if own:
             ix.close()
@@ -125,64 +128,95 @@ def warn(message: str) -> None:
     print(f"zsp: warning: {printable(message)}", file=sys.stderr, flush=True)
 
 
+LIVE_INTERVAL = 3.0
+"""Seconds between two looks at the bastion's live sessions for search."""
+LIVE_MAX_BYTES = 8 * 1024 * 1024
+"""Live recordings up to this size are re-indexed as they grow (a whole pass each time, about a
+second at most); a larger one is searchable from its seal on, or after ``zsp index``."""
+
+
 class BackgroundIndexer:
-    """Indexes recordings handed to it from its own thread, one at a time, in submission order
-    (a path submitted again while queued is indexed once). ``close`` finishes what is queued,
-    waiting at most ``timeout`` seconds. Failures are warnings: indexing never affects a session.
+    """Indexes recordings handed to it from its own thread, one at a time: sealed sessions
+    (``submit``) in submission order and before any live one (``submit_live``); a path submitted
+    again while queued is indexed once. A live recording is indexed again only when it grew,
+    as far as a signature covers it, and stored as LIVE; its seal replaces all of that.
+    ``close`` finishes what is queued, waiting at most ``timeout`` seconds. Failures are
+    warnings: indexing never affects a session.
     """
 
-    def __init__(
-        self, data: DataDir, *, max_pending: int = 10_000, on_done: Callable[[Path], None] | None = None
-    ) -> None:
+    def __init__(self, data: DataDir, *, max_pending: int = 10_000) -> None:
         self.data = data
         self._max = max_pending
-        self._queue: OrderedDict[Path, None] = OrderedDict()
+        self._final: OrderedDict[Path, None] = OrderedDict()
+        self._live: OrderedDict[Path, None] = OrderedDict()
+        self._live_sizes: dict[Path, int] = {}  # only touched by the thread
         self._cond = threading.Condition()
         self._closing = False
-        self._on_done = on_done
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
         self._thread.start()
 
     def submit(self, path: Path | str) -> None:
+        """Index a sealed (or abandoned) recording."""
         with self._cond:
             p = Path(path)
-            if p not in self._queue and len(self._queue) >= self._max:
+            self._live.pop(p, None)
+            if p not in self._final and len(self._final) >= self._max:
                 self.dropped += 1
                 if self.dropped == 1:
                     warn(f"search indexing is behind (over {self._max} recordings queued); `zsp index` catches up")
                 return
-            self._queue[p] = None
+            self._final[p] = None
+            self._cond.notify()
+
+    def submit_live(self, path: Path | str) -> None:
+        """Index a live recording if it grew since it was last indexed (and is not too big)."""
+        with self._cond:
+            p = Path(path)
+            if p in self._final or p in self._live or len(self._live) >= self._max:
+                return
+            self._live[p] = None
             self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._closing = True
+            self._live.clear()
             self._cond.notify()
         self._thread.join(timeout)
+
+    def _next(self) -> tuple[Path, bool] | None:
+        with self._cond:
+            while not self._final and not self._live and not self._closing:
+                self._cond.wait()
+            if self._final:
+                return self._final.popitem(last=False)[0], False
+            if self._live:
+                return self._live.popitem(last=False)[0], True
+            return None
 
     def _run(self) -> None:
         index: SqliteSearchIndex | None = None
         try:
-            while True:
-                with self._cond:
-                    while not self._queue and not self._closing:
-                        self._cond.wait()
-                    if not self._queue:
-                        return
-                    path, _ = self._queue.popitem(last=False)
+            while (job := self._next()) is not None:
+                path, live = job
                 started = time.monotonic()
                 try:
+                    if live:
+                        size = path.stat().st_size
+                        if size > LIVE_MAX_BYTES or self._live_sizes.get(path) == size:
+                            continue
+                        self._live_sizes[path] = size
+                    else:
+                        self._live_sizes.pop(path, None)
                     if index is None:
                         index = open_index(self.data)
-                    index_one(self.data, path, index)
+                    index_one(self.data, path, index, live=live)
                 except (ReplayError, ZspError, OSError, sqlite3.Error) as exc:
                     warn(f"could not index {path} for search: {exc}")
                     if index is not None:
                         index.close()
                     index = None
-                if self._on_done is not None:
-                    self._on_done(path)
                 if time.monotonic() - started > 30:
                     warn(f"indexing {path} for search took {time.monotonic() - started:.0f}s")
         finally:

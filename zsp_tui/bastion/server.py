@@ -60,7 +60,7 @@ from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, ZspError
-from ..indexing import BackgroundIndexer
+from ..indexing import LIVE_INTERVAL, BackgroundIndexer
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
@@ -409,6 +409,7 @@ class Bastion:
         self.indexer = BackgroundIndexer(data)
         self._server: asyncssh.SSHAcceptor | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._live_indexing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self.owner = session_owner("serve")
@@ -471,6 +472,7 @@ class Bastion:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._watcher = asyncio.create_task(self._watch())
+        self._live_indexing = asyncio.create_task(self._index_live())
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -480,6 +482,8 @@ class Bastion:
         deadline = time.monotonic() + 5
         while self.live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self._live_indexing is not None:
+            self._live_indexing.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -491,6 +495,14 @@ class Bastion:
             sink.close()
         self.indexer.close()
         self._lock.release()
+
+    async def _index_live(self) -> None:
+        """Live sessions are searchable as they go: their recordings are handed to the indexer
+        every few seconds (it re-indexes only those that grew, see indexing.LIVE_MAX_BYTES)."""
+        while True:
+            await asyncio.sleep(LIVE_INTERVAL)
+            for live in list(self.live):
+                self.indexer.submit_live(live.record.path)
 
     # --- the grant watcher --------------------------------------------------------------------
 

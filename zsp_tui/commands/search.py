@@ -177,7 +177,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for h in hits:
         started = datetime.fromtimestamp(h.started_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S")
         kind = "command(blind)" if h.blind else h.kind.value
-        flag = "" if h.outcome in ("VALID", "LIVE") else f" [{h.outcome}]"
+        flag = "" if h.outcome == "VALID" else f" [{h.outcome}]"
         print(
             f"{printable(h.session_id[-8:])}  {started}Z +{_clock(h.t_us)}  {printable(h.user)}  "
             f"{printable(h.login)}@{printable(h.target)}  {kind}{flag}  {_shown(h, tty)}"
@@ -247,9 +247,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     failed = 0
     try:
+        files = recordings(d)[0]
         if args.rebuild:
             index.clear()
-            todo = sorted(recordings(d)[0])
+            todo = sorted(files)
         else:
             cov = coverage(d, index)
             todo = sorted(cov.stale + cov.live)  # live ones as far as they are signed now
@@ -258,13 +259,13 @@ def cmd_index(args: argparse.Namespace) -> int:
         for path in todo:
             try:
                 size = path.stat().st_size
-                s = index_one(d, path, index)
+                s = index_one(d, path, index, live=files.get(path, False))
             except (ReplayError, OSError) as exc:
                 failed += 1
                 problems.append(f"could not index {path}: {exc}")
                 progress.step(0)
                 continue
-            if s.outcome not in ("VALID", "INCOMPLETE"):
+            if s.outcome not in ("VALID", "INCOMPLETE", "LIVE"):
                 where = f" at frame {s.bad_frame}" if s.bad_frame is not None else ""
                 problems.append(f"{s.outcome} {path}: {s.problem or ''}{where} (indexed as far as it is signed)")
             progress.step(size)
