@@ -342,27 +342,33 @@ class SqliteSearchIndex:
             if mode != "wal":
                 raise SearchIndexError(path=self.path, reason="cannot use WAL journal mode")
             self._db.execute("PRAGMA synchronous = NORMAL")  # derived data: a lost tail is re-indexed
-            with self._write():
-                have = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone()
-                version = None
-                if have is not None:
-                    got = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                    version = got[0] if got else None
-                if version is not None and version != str(SCHEMA_VERSION):
-                    # Derived data of another layout: dropped and rebuilt, never trusted or migrated.
-                    self._drop_all()
-                    version = None
-                if version is None:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                    )
+            if self._version() != str(SCHEMA_VERSION):
+                # Only a new or outdated index takes the write lock here: a search must not wait
+                # for a long indexing transaction of the bastion's.
+                with self._write():
+                    version = self._version()
+                    if version is not None and version != str(SCHEMA_VERSION):
+                        # Derived data of another layout: dropped and rebuilt, never trusted or migrated.
+                        self._drop_all()
+                        version = None
+                    if version is None:
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                self._db.execute(statement)
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                            (str(SCHEMA_VERSION),),
+                        )
         except sqlite3.Error as exc:
             raise SearchIndexError(path=self.path, reason=str(exc)) from None
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    def _version(self) -> str | None:
+        if self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            return None
+        got = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return None if got is None else str(got[0])
 
     @contextmanager
     def _write(self) -> Iterator[None]:

@@ -384,3 +384,32 @@ def test_rebuild_equals_incremental(data: Path) -> None:
     assert zsp(data, "search", "--json", "--limit", "1000", "e").stdout == incremental
     db = sqlite3.connect(data / "search.db")
     assert db.execute("SELECT outcome FROM sessions WHERE path LIKE '%s2.zsprec'").fetchone() == ("CORRUPT",)
+
+
+def test_a_search_does_not_wait_for_an_indexing_transaction(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "search.db"
+    writer = SqliteSearchIndex(path)
+    writer.replace(_session("/r/old"), _rows("already indexed"))
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_rows():
+        yield Row(0, 1, HitKind.OUTPUT, "being indexed")
+        inside.set()
+        release.wait(30)
+
+    t = threading.Thread(target=lambda: writer.replace(_session("/r/new"), slow_rows()))
+    t.start()
+    try:
+        assert inside.wait(10)
+        result: list = []
+        reader = threading.Thread(target=lambda: result.append(SqliteSearchIndex(path).search("indexed")))
+        reader.start()
+        reader.join(10)
+        assert result and texts(result[0]) == ["already indexed"], "the search waited for the writer"
+    finally:
+        release.set()
+        t.join(30)
+    assert sorted(texts(writer.search("indexed"))) == ["already indexed", "being indexed"]
+    writer.close()

@@ -276,7 +276,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"zsp index: {printable(line)}", file=sys.stderr)
     print(
         f"zsp index: {progress.done - failed} recording(s) indexed"
-        f"{', ' + str(failed) + ' failed' if failed else ''} ({progress.bytes / 1e6:.1f} MB, "
+        f"{', ' + str(failed) + ' failed' if failed else ''} ({progress.bytes / 1e6:.3f} MB, "
         f"{progress._rate():.1f} MB/s); index {printable(str(index_file(d)))}",
         file=sys.stderr,
     )
