@@ -34,6 +34,7 @@ the prompt or ends with what their keys spell; failing that, the keys' text is u
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -43,12 +44,15 @@ from recorder import Event, Frame, FrameKind, Header, Resize
 
 from ._terminal import Terminal
 
-__all__ = ["Command", "Scanner", "TextLine", "keys_text", "scan"]
+__all__ = ["MAX_KEYS", "Command", "Scanner", "TextLine", "keys_text", "scan"]
 
 _OUTPUT = FrameKind.OUTPUT
 _INPUT = FrameKind.INPUT
 _GIVE_UP_NEWLINES = 64
 """Output newlines a typed-ahead command waits for its echo before its keys' text is used."""
+_ENTER = re.compile(rb"[\r\n]")
+MAX_KEYS = 64 * 1024
+"""Most keystroke bytes kept for one command line (a 10 MB paste keeps its first 64 KiB)."""
 _MAX_PENDING = 16
 """Commands waiting for their echo at most; older ones are settled with what is known."""
 
@@ -72,7 +76,8 @@ class Command:
     text: str
     """The command line as the screen showed it, prompt removed ("" if nothing showed)."""
     keys: bytes
-    """Raw keystrokes since the previous Enter (without this Enter); masked input is not in it."""
+    """Raw keystrokes since the previous Enter (without this Enter, from the last Ctrl-C on, at
+    most :data:`MAX_KEYS`); masked input is never in it."""
     blind: bool
     """Printable keys were typed but none of them showed: what they spell is :func:`keys_text`."""
     masked_bytes: int
@@ -316,13 +321,19 @@ class Scanner:
         i = 0
         n = len(data)
         while i < n:
-            j = i
-            while j < n and data[j] not in (10, 13):
-                j += 1
+            m = _ENTER.search(data, i)
+            j = n if m is None else m.start()
             if j > i:
                 if not self._typing:
                     self._begin(first_line)
-                self._keys += data[i:j]
+                keys = data[i:j]
+                cancel = keys.rfind(b"\x03")
+                if cancel >= 0:  # Ctrl-C: the line typed so far is abandoned
+                    self._keys.clear()
+                    keys = keys[cancel + 1 :]
+                room = MAX_KEYS - len(self._keys)
+                if room > 0:
+                    self._keys += keys[:room]
                 self._after_cr = False
             if j >= n:
                 break
@@ -370,6 +381,10 @@ class Scanner:
         while y > 0 and term.is_wrapped(y - 1):
             y -= 1
         row = y + term.scrolled
+        if p.start is not None and p.start[1] < term.scrolled:
+            # Where it began has scrolled off (a line taller than the screen): the keys' text.
+            self._emit_command(self._pending.popleft(), None, out)
+            return
         if p.start is not None and p.start[1] == row:
             text = self._text_from(p.start)
         else:
@@ -392,7 +407,8 @@ class Scanner:
         if text is None:
             text = p.text_now if p.text_now else self._text_from(p.start)
         if text is None or (not text and p.start is None):
-            text = typed if p.start is None else ""
+            # The screen cannot show the line (typed ahead, or scrolled off): what the keys spell.
+            text = typed if p.start is None or text is None else ""
         text = text.strip()
         shown = [c for c in typed if not c.isspace()]
         blind = bool(shown) and not any(c in text for c in shown)

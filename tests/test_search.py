@@ -413,3 +413,20 @@ def test_a_search_does_not_wait_for_an_indexing_transaction(tmp_path: Path) -> N
         t.join(30)
     assert sorted(texts(writer.search("indexed"))) == ["already indexed", "being indexed"]
     writer.close()
+
+
+def test_scan_survives_huge_pastes_and_ctrl_c(tmp_path: Path, key: SigningKey) -> None:
+    from replay import Command, load, scan
+    from replay._scan import MAX_KEYS
+
+    s = Script(tmp_path / "p.zsprec", key)
+    s.at(1).out(b"$ ")
+    s.at(2).key(b"abandoned line\x03").out(b"abandoned line^C\r\n$ ")
+    s.at(3).key(b"ls\r").out(b"ls\r\nfile\r\n$ ")
+    s.at(4).key(b"x" * 3_000_000 + b"\r").out(b"x" * 3_000_000 + b"\r\n$ ")
+    path = s.close()
+    frames, report = load(path, [key.public])
+    assert report.valid
+    cmds = [c for c in scan(frames) if isinstance(c, Command)]
+    assert [(c.text, c.keys) for c in cmds[:1]] == [("ls", b"ls")]
+    assert len(cmds[1].keys) == MAX_KEYS and cmds[1].text.startswith("xxxx") and not cmds[1].blind
