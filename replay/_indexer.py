@@ -36,9 +36,11 @@ def rows_of(items: Iterable[Item]) -> Iterator[Row]:
     """Index rows of scanned lines and commands. A command with nothing shown and nothing typed
     (an empty Enter, a masked password line) has nothing to search for and is left out; a blind
     command is stored as what its keys spell, flagged."""
+    output = HitKind.OUTPUT
     for item in items:
-        if isinstance(item, TextLine):
-            yield Row(item.t_us, item.frame, HitKind.OUTPUT, _clean(item.text))
+        if type(item) is TextLine:
+            text = item.text
+            yield Row(item.t_us, item.frame, output, text if text.isascii() else _clean(text))
         elif isinstance(item, Command):
             if item.blind:
                 text = keys_text(item.keys)

@@ -39,6 +39,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from recorder import Event, Frame, FrameKind, Header, Resize
 
@@ -57,9 +58,8 @@ _MAX_PENDING = 16
 """Commands waiting for their echo at most; older ones are settled with what is known."""
 
 
-@dataclass(frozen=True, slots=True)
-class TextLine:
-    """A logical line of output as the terminal showed it."""
+class TextLine(NamedTuple):
+    """A logical line of output as the terminal showed it. A NamedTuple: a scan makes millions."""
 
     frame: int
     t_us: int
@@ -267,16 +267,17 @@ class Scanner:
             self._emit_lines(lines, leaving + before[max(k, 0) :], out)
 
     def _emit_lines(self, lines: list[str], sources: list[tuple[int, int] | None], out: list[Item]) -> None:
+        """Lines that left the screen, each timed by the first written row it took with it (a
+        line of n columns took ceil(n / cols) rows). Hot for bulk output: a plain index walk."""
         cols = max(1, self.term.cols)
-        queue = deque(sources)
+        last = self._last_out
+        k, n = 0, len(sources)
         for text in lines:
-            while queue and queue[0] is None:
-                queue.popleft()
-            at = queue[0] if queue else None
-            for _ in range(max(1, -(-len(text) // cols))):
-                if queue:
-                    queue.popleft()
-            frame, t = at or self._last_out
+            while k < n and sources[k] is None:
+                k += 1
+            at = sources[k] if k < n else None
+            k += 1 if len(text) <= cols else -(-len(text) // cols)
+            frame, t = at or last
             out.append(TextLine(frame, t, text))
 
     def _pad(self, text: str) -> str:
