@@ -430,3 +430,21 @@ def test_scan_survives_huge_pastes_and_ctrl_c(tmp_path: Path, key: SigningKey) -
     cmds = [c for c in scan(frames) if isinstance(c, Command)]
     assert [(c.text, c.keys) for c in cmds[:1]] == [("ls", b"ls")]
     assert len(cmds[1].keys) == MAX_KEYS and cmds[1].text.startswith("xxxx") and not cmds[1].blind
+
+
+def test_hostile_file_names_and_garbage_recordings(data: Path) -> None:
+    key = recording_key(data)
+    (data / "recordings" / "evil\x1b]0;pwn\x07\x1b[2J.zsprec").write_bytes(b"ZSPREC\x00\x01" + b"\xff" * 100)
+    (data / "recordings" / "notarecording.zsprec").write_bytes(b"#!/bin/sh\necho hi\n")
+    s = Script(data / "recordings" / "ok.zsprec", key)
+    s.at(1).out(b"fine-output\r\n")
+    s.close()
+    p = zsp(data, "index")
+    assert p.returncode == 0, p.stderr
+    assert "\x1b" not in p.stderr and "\x07" not in p.stderr and "\\x1b]0;pwn\\x07" in p.stderr
+    assert p.stderr.count("CORRUPT") == 2 and "3 recording(s) indexed" in p.stderr
+    p = zsp(data, "search", "fine-output")
+    assert p.returncode == 0 and "zsp index" not in p.stderr  # the garbage is indexed (as CORRUPT), not stale
+    db = sqlite3.connect(data / "search.db")
+    ids = {r[0] for r in db.execute("SELECT session_id FROM sessions WHERE outcome = 'CORRUPT'")}
+    assert ids == {"evil\x1b]0;pwn\x07\x1b[2J", "notarecording"}
