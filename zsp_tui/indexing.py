@@ -130,6 +130,9 @@ def warn(message: str) -> None:
 
 LIVE_INTERVAL = 3.0
 """Seconds between two looks at the bastion's live sessions for search."""
+LIVE_REST = 3.0
+"""After re-indexing a live recording, live indexing pauses this many times as long (sealed
+sessions are not held back): at most a quarter of a core, shared with the bastion's event loop."""
 LIVE_MAX_BYTES = 8 * 1024 * 1024
 """Live recordings up to this size are re-indexed as they grow (a whole pass each time, about a
 second at most); a larger one is searchable from its seal on, or after ``zsp index``."""
@@ -150,6 +153,7 @@ class BackgroundIndexer:
         self._final: OrderedDict[Path, None] = OrderedDict()
         self._live: OrderedDict[Path, None] = OrderedDict()
         self._live_sizes: dict[Path, int] = {}  # only touched by the thread
+        self._live_rest_until = 0.0
         self._cond = threading.Condition()
         self._closing = False
         self.dropped = 0
@@ -187,13 +191,15 @@ class BackgroundIndexer:
 
     def _next(self) -> tuple[Path, bool] | None:
         with self._cond:
-            while not self._final and not self._live and not self._closing:
-                self._cond.wait()
-            if self._final:
-                return self._final.popitem(last=False)[0], False
-            if self._live:
-                return self._live.popitem(last=False)[0], True
-            return None
+            while True:
+                if self._final:
+                    return self._final.popitem(last=False)[0], False
+                if self._closing:
+                    return None
+                rest = self._live_rest_until - time.monotonic()
+                if self._live and rest <= 0:
+                    return self._live.popitem(last=False)[0], True
+                self._cond.wait(rest if self._live else None)
 
     def _run(self) -> None:
         index: SqliteSearchIndex | None = None
@@ -217,8 +223,13 @@ class BackgroundIndexer:
                     if index is not None:
                         index.close()
                     index = None
-                if time.monotonic() - started > 30:
-                    warn(f"indexing {path} for search took {time.monotonic() - started:.0f}s")
+                took = time.monotonic() - started
+                if live:
+                    # The thread shares the bastion's interpreter (and its GIL) with the event loop:
+                    # live re-indexing rests three times as long as it worked (a 25% duty cycle).
+                    self._live_rest_until = time.monotonic() + LIVE_REST * took
+                if took > 30:
+                    warn(f"indexing {path} for search took {took:.0f}s")
         finally:
             if index is not None:
                 index.close()
