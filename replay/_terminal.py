@@ -155,9 +155,11 @@ def _arg(text: str, default: int = 1) -> int:
 
 
 @lru_cache(maxsize=64)
-def _bulk_lines(cols: int) -> re.Pattern[str]:
-    """Lines of printable ASCII no wider than ``cols``, each ending in CR LF (see Terminal._bulk)."""
-    return re.compile(r"(?:[ -~]{0,%d}\r\n)+" % cols)
+def _line_block(cols: int) -> re.Pattern[str]:
+    """Whole lines of printable ASCII no wider than ``cols``, each ending in CR LF, optionally
+    after an EL (``ESC [ K``; only short of the margin, where EL erases nothing written): what
+    ``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
+    return re.compile(r"(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n" % (max(cols - 1, 0), cols) + "(?:(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n)*" % (max(cols - 1, 0), cols))
 
 
 def _is_wide(cell: str) -> bool:
@@ -381,15 +383,16 @@ class Terminal:
             elif kind == 2:
                 self._x = 0
                 y = self._y
-                if y == self._bottom:
+                fresh = y == self._bottom
+                if fresh:
                     self._scroll_up(1)
-                    if y == self.rows - 1 and self._top == 0 and self._simple and not self._alt:
-                        bulk = _bulk_lines(cols).match(s, m.end())
-                        if bulk is not None:
-                            self._bulk(bulk.group())
-                            return bulk.end()
                 elif y < self.rows - 1:
                     self._y = y + 1
+                if self._simple:
+                    block = _line_block(cols).match(s, m.end())
+                    if block is not None:
+                        self._lines(block.group().split("\r\n")[:-1], fresh)
+                        return block.end()
             elif kind == 6:
                 if m.end() - m.start() > MAX_SEQUENCE:
                     continue
@@ -477,15 +480,62 @@ class Terminal:
         self._styles[y][x:] = [self._erase] * n
         self._wrapped[y] = False
 
-    def _bulk(self, text: str) -> None:
-        """Lines of plain ASCII (each ending in CR LF, none wider than the screen) written at the
-        bottom of a full-screen main region, the cursor at column 0 of a freshly scrolled row.
+    def _lines(self, lines: list[str], fresh: bool) -> None:
+        """Whole lines written from column 0, each followed by CR LF (see :func:`_line_block`).
 
-        What the per-token path would do, in one step: the lines that scroll off go straight to
-        :meth:`take_lines` (never built as rows), only those left on screen are built.
+        What the token path would do, a row at a time: a line ending in EL replaces its row, one
+        without overwrites the start of it. ``fresh``: the current row was just scrolled in (blank,
+        in the current erase style), so that a run of lines at the bottom of a full-screen main
+        region can go to :meth:`_bulk`.
         """
-        lines = text.split("\r\n")
-        lines.pop()
+        cols = self.cols
+        style = self._style
+        erase = self._erase
+        blank = [" "] * cols
+        last = ""
+        y = self._y
+        for i, line in enumerate(lines):
+            if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
+                self._y = y
+                if last:
+                    self._last = last
+                self._bulk(lines[i:] if i else lines)
+                return
+            chars, styles = self._chars, self._styles
+            if line.endswith("\x1b[K"):
+                line = line[:-3]
+                n = len(line)
+                chars[y] = list(line) + blank[n:]
+                styles[y] = [style] * n + [erase] * (cols - n)
+                self._wrapped[y] = False
+            elif line:
+                n = len(line)
+                row = chars[y]
+                if n < cols and row[n] == "":
+                    row[n] = " "
+                row[:n] = line
+                styles[y][:n] = [style] * n
+            if line:
+                last = line
+            fresh = y == self._bottom
+            if fresh:
+                self._y = y
+                self._scroll_up(1)
+            elif y < self.rows - 1:
+                y += 1
+        self._y = y
+        if last:
+            self._last = last
+
+    def _bulk(self, lines: list[str]) -> None:
+        """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
+        the cursor at column 0 of a freshly scrolled (blank) row.
+
+        What the row-at-a-time path would do, in one step: the lines that scroll off go straight
+        to :meth:`take_lines` (never built as rows), only those left on screen are built. An EL at
+        the end of a line erases nothing here (the row is blank in the same erase style).
+        """
+        lines = [line[:-3] if line.endswith("\x1b[K") else line for line in lines]
         k = len(lines)
         rows, cols = self.rows, self.cols
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
@@ -709,43 +759,53 @@ class Terminal:
     def _blank_row(self) -> tuple[_Row, _StyleRow]:
         return [" "] * self.cols, [self._erase] * self.cols
 
-    def _scroll_up(self, n: int, top: int | None = None) -> None:
-        """Scroll the region (or rows ``top``..bottom) up by ``n``; rows leave at its top."""
+    def _scroll_up(self, n: int, top: int | None = None, report: bool = True) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom up by ``n``.
+
+        Rows leaving the top of the main screen are reported to :meth:`take_lines` (unless
+        ``report`` is false: DL deletes rows, they do not scroll off)."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
-        report = top == 0 and not self._alt
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            if report:
-                self._scroll_out("".join(chars[top]), wrapped[top])
+        if report and top == 0 and not self._alt:
+            scroll_out = self._scroll_out
+            for y in range(n):
+                scroll_out("".join(chars[y]), wrapped[y])
+            self.scrolled += n
+        if n == 1:
             del chars[top]
             del styles[top]
             del wrapped[top]
             chars.insert(bottom, [" "] * cols)
             styles.insert(bottom, [erase] * cols)
             wrapped.insert(bottom, False)
-        if report:
-            self.scrolled += n
+        else:
+            end = bottom + 1
+            chars[top:end] = [*chars[top + n : end], *[[" "] * cols for _ in range(n)]]
+            styles[top:end] = [*styles[top + n : end], *[[erase] * cols for _ in range(n)]]
+            wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
 
     def _scroll_down(self, n: int, top: int | None = None) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom down by ``n``."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            del chars[bottom]
-            del styles[bottom]
-            del wrapped[bottom]
-            chars.insert(top, [" "] * cols)
-            styles.insert(top, [erase] * cols)
-            wrapped.insert(top, False)
+        end = bottom + 1
+        chars[top:end] = [*[[" "] * cols for _ in range(n)], *chars[top : end - n]]
+        styles[top:end] = [*[[erase] * cols for _ in range(n)], *styles[top : end - n]]
+        wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         if top > 0:
             wrapped[top - 1] = False
 
@@ -1003,16 +1063,7 @@ class Terminal:
 
     def _csi_dl(self, p: str) -> None:
         if self._top <= self._y <= self._bottom:
-            top = self._y
-            n = min(_arg(p), self._bottom - top + 1)
-            chars, styles, wrapped = self._chars, self._styles, self._wrapped
-            for _ in range(n):
-                del chars[top]
-                del styles[top]
-                del wrapped[top]
-                chars.insert(self._bottom, [" "] * self.cols)
-                styles.insert(self._bottom, [self._erase] * self.cols)
-                wrapped.insert(self._bottom, False)
+            self._scroll_up(_arg(p), self._y, report=False)
             self._x = 0
 
     def _csi_su(self, p: str) -> None:
