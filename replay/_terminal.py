@@ -64,7 +64,7 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m)+)"  # 1: printable text and SGRs, interleaved
+    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m|\x1b\[K|\x1b\(B)+)"  # 1: text, SGR, EL, G0=ASCII
     r"|(\r\n)"  # 2: CR LF, the commonest pair
     r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
     r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
@@ -75,10 +75,11 @@ _TOKEN = re.compile(
 )
 """The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
 
-Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts) are one token,
-split by :data:`_SGR_SPLIT` into ``[text, params, text, params, text, ...]`` without a match object
-per piece; the row is then written with one slice assignment. Longer SGRs take the CSI path."""
-_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m")
+Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts; with the EL and
+``ESC ( B`` that ncurses and tmux add) are one token, split by :data:`_SGR_SPLIT` into
+``[text, sgr, el, text, sgr, el, ...]`` without a match object per piece; the row is then written
+with one slice assignment. Longer SGRs take the CSI path."""
+_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m|\x1b\[(K)|\x1b\(B")
 _OSC_END = re.compile(r"[\x07\x18\x1a\x1b]")
 _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
@@ -423,47 +424,66 @@ class Terminal:
                     self._pending = tail
         return len(s)
 
-    def _segment(self, parts: list[str]) -> None:
-        """Text and SGRs interleaved: ``[text, params, text, params, ..., text]``.
+    def _segment(self, parts: list[str | None]) -> None:
+        """A token of text, SGRs, ELs and ``ESC ( B``, split as ``[text, sgr, el, text, ...]``:
+        each control is ``(params, None)`` for SGR, ``(None, "K")`` for EL, ``(None, None)`` for
+        ``ESC ( B``; texts are strings (maybe empty).
 
-        When the text is ASCII and fits in the row (the common case) the cells are written with
-        one slice assignment and the styles with another; otherwise piece by piece. Each SGR is
-        one dict look-up: the transition table of the current style node.
+        When the text is ASCII and fits in the row, and an EL comes only last (the common case),
+        the cells are written with one slice assignment and the styles with another; otherwise
+        piece by piece. Each SGR is one dict look-up: the transition table of the current style.
         """
-        texts = parts[::2]
+        texts: list[str] = parts[::3]  # type: ignore[assignment]
         total = "".join(texts)
         x = self._x
+        cols = self.cols
         end = x + len(total)
-        node = self._node
-        if end <= self.cols and self._simple and total.isascii():
-            first = parts[0]
+        n = len(parts)
+        els = parts[2::3].count("K")
+        el_last = els == 1 and parts[n - 2] == "K" and not parts[n - 1]
+        if end <= cols and self._simple and total.isascii() and (els == 0 or (el_last and end < cols)):
+            node = self._node
+            first = texts[0]
             cells = [node.style] * len(first) if first else []
-            for i in range(1, len(parts), 2):
-                nxt = node.next.get(parts[i])
-                node = self._transition(node, parts[i]) if nxt is None else nxt
-                text = parts[i + 1]
+            for i in range(1, n, 3):
+                params = parts[i]
+                if params is not None:
+                    nxt = node.next.get(params)
+                    node = self._transition(node, params) if nxt is None else nxt
+                elif parts[i + 1] is None:
+                    self._g0_graphics = False  # ESC ( B; GL is not graphics (``_simple``)
+                text = parts[i + 2]
                 if text:
                     cells += [node.style] * len(text)
             self._node = node
             self._style = node.style
+            y = self._y
+            row = self._chars[y]
             if total:
-                y = self._y
-                row = self._chars[y]
                 if x and row[x] == "":
                     row[x - 1] = " "
-                if end < self.cols and row[end] == "":
+                if end < cols and row[end] == "":
                     row[end] = " "
                 row[x:end] = total
                 self._styles[y][x:end] = cells
                 self._x = end
                 self._last = total
+            if el_last:
+                self._erase_to_end()
             return
-        if parts[0]:
-            self._text(parts[0])
-        for i in range(1, len(parts), 2):
-            self._csi_sgr(parts[i])
-            if parts[i + 1]:
-                self._text(parts[i + 1])
+        if texts[0]:
+            self._text(texts[0])
+        for i in range(1, n, 3):
+            params = parts[i]
+            if params is not None:
+                self._csi_sgr(params)
+            elif parts[i + 1] is not None:
+                self._erase_to_end()
+            else:
+                self._esc("(", "B")
+            text = parts[i + 2]
+            if text:
+                self._text(text)
 
     def _erase_to_end(self) -> None:
         """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
@@ -541,9 +561,8 @@ class Terminal:
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         old = rows - 1
         out = min(k, old)
+        self._scroll_out_rows(chars[:out], wrapped[:out])
         scroll_out = self._scroll_out
-        for i in range(out):
-            scroll_out("".join(chars[i]), wrapped[i])
         staying = lines
         if k > old:
             gone = lines[: k - old]
@@ -570,7 +589,7 @@ class Terminal:
             [erase] * cols,
         ]
         self._wrapped = [*wrapped[out:old], *([False] * len(staying)), False]
-        self.scrolled += k
+        self.scrolled += k - out
         for line in reversed(lines):
             if line:
                 self._last = line
@@ -774,10 +793,7 @@ class Terminal:
         cols = self.cols
         erase = self._erase
         if report and top == 0 and not self._alt:
-            scroll_out = self._scroll_out
-            for y in range(n):
-                scroll_out("".join(chars[y]), wrapped[y])
-            self.scrolled += n
+            self._scroll_out_rows(chars[:n], wrapped[:n])
         if n == 1:
             del chars[top]
             del styles[top]
@@ -808,6 +824,20 @@ class Terminal:
         wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         if top > 0:
             wrapped[top - 1] = False
+
+    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool]) -> None:
+        """Rows left the top of the main screen (several at once: SU, tmux's redraws)."""
+        self.scrolled += len(rows)
+        if self._carry or True in wrapped:
+            for row, flag in zip(rows, wrapped, strict=True):
+                self._scroll_out("".join(row), flag)
+            return
+        kept = [text for text in ["".join(row).rstrip(" ") for row in rows] if text]
+        taken = self._taken
+        over = len(taken) + len(kept) - MAX_TAKEN
+        if over > 0:
+            self.dropped_lines += over
+        taken.extend(kept)
 
     def _scroll_out(self, text: str, wrapped: bool) -> None:
         """A row with ``text`` left the top of the main screen: add it to the logical lines."""
@@ -1191,9 +1221,7 @@ class Terminal:
                 chars, styles, wrapped = self._other
             if drop_top:
                 if not is_alt:
-                    for i in range(drop_top):
-                        self._scroll_out("".join(chars[i]), wrapped[i])
-                    self.scrolled += drop_top
+                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top])
                 del chars[:drop_top]
                 del styles[:drop_top]
                 del wrapped[:drop_top]
