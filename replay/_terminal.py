@@ -28,7 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import groupby
+from bisect import bisect_right
+from itertools import accumulate, groupby
 from typing import Any
 
 import msgpack
@@ -64,7 +65,7 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m|\x1b\[K|\x1b\(B)+)"  # 1: text, SGR, EL, G0=ASCII
+    r"((?:[^\x00-\x1f\x7f-\x9f]++|\x1b\[[0-9;:]{0,64}+m|\x1b\[K|\x1b\(B)++)"  # 1: text, SGR, EL, G0=ASCII
     r"|(\r\n)"  # 2: CR LF, the commonest pair
     r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
     r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
@@ -173,12 +174,19 @@ def _narrow() -> re.Pattern[str]:
     return re.compile("[ -~%s]*" % "".join(ranges))
 
 
-@lru_cache(maxsize=64)
-def _line_block(cols: int) -> re.Pattern[str]:
-    """Whole lines of printable ASCII no wider than ``cols``, each ending in CR LF, optionally
-    after an EL (``ESC [ K``; only short of the margin, where EL erases nothing written): what
-    ``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
-    return re.compile(r"(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n" % (max(cols - 1, 0), cols) + "(?:(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n)*" % (max(cols - 1, 0), cols))
+_LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
+"""Whole lines of printable ASCII, each ending in CR LF, optionally after an EL (``ESC [ K``): what
+``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
+_EL = "\x1b[K"
+
+
+def _el_erases_text(line: str, cols: int) -> bool:
+    """Whether the EL ending ``line`` (if any) would erase a character the line wrote: when the
+    text ends exactly at the margin, the cursor waits there and EL erases the last column."""
+    if not line.endswith(_EL):
+        return False
+    n = len(line) - 3
+    return n > 0 and n % cols == 0
 
 
 def _is_wide(cell: str) -> bool:
@@ -408,7 +416,7 @@ class Terminal:
                 elif y < self.rows - 1:
                     self._y = y + 1
                 if self._simple:
-                    block = _line_block(cols).match(s, m.end())
+                    block = _LINE_BLOCK.match(s, m.end())
                     if block is not None:
                         self._lines(block.group().split("\r\n")[:-1], fresh)
                         return block.end()
@@ -524,95 +532,128 @@ class Terminal:
         self._wrapped[y] = False
 
     def _lines(self, lines: list[str], fresh: bool) -> None:
-        """Whole lines written from column 0, each followed by CR LF (see :func:`_line_block`).
+        """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
 
-        What the token path would do, a row at a time: a line ending in EL replaces its row, one
-        without overwrites the start of it. ``fresh``: the current row was just scrolled in (blank,
-        in the current erase style), so that a run of lines at the bottom of a full-screen main
-        region can go to :meth:`_bulk`.
+        What the token path would do, a row at a time: a line that fits and ends in EL replaces
+        its row, one without EL overwrites the start of it, a longer one takes the general path
+        (it wraps). ``fresh``: the current row was just scrolled in (blank, in the current erase
+        style); from such a row at the bottom of a full-screen main region, lines go to
+        :meth:`_bulk` as long as an EL in them cannot erase a character they wrote.
         """
         cols = self.cols
         style = self._style
         erase = self._erase
         blank = [" "] * cols
-        last = ""
-        y = self._y
-        for i, line in enumerate(lines):
+        any_el = any(_EL in line for line in lines)
+        count = len(lines)
+        i = 0
+        while i < count:
+            y = self._y
             if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
-                self._y = y
-                if last:
-                    self._last = last
-                self._bulk(lines[i:] if i else lines)
-                return
-            chars, styles = self._chars, self._styles
-            if line.endswith("\x1b[K"):
+                j = count if not any_el else i
+                while j < count and not _el_erases_text(lines[j], cols):
+                    j += 1
+                if j > i:
+                    self._bulk(lines[i:j] if i or j < count else lines)
+                    i = j
+                    continue
+            line = lines[i]
+            i += 1
+            el = line.endswith(_EL)
+            if el:
                 line = line[:-3]
-                n = len(line)
+            n = len(line)
+            chars = self._chars
+            if n > cols or (el and n == cols):
+                self._x = 0
+                self._text(line)
+                if el:
+                    self._erase_to_end()
+                y = self._y
+            elif el:
                 chars[y] = list(line) + blank[n:]
-                styles[y] = [style] * n + [erase] * (cols - n)
+                self._styles[y] = [style] * n + [erase] * (cols - n)
                 self._wrapped[y] = False
-            elif line:
-                n = len(line)
+            elif n:
                 row = chars[y]
                 if n < cols and row[n] == "":
                     row[n] = " "
                 row[:n] = line
-                styles[y][:n] = [style] * n
-            if line:
-                last = line
+                self._styles[y][:n] = [style] * n
+            if n:
+                self._last = line
+            self._x = 0
             fresh = y == self._bottom
             if fresh:
                 self._y = y
                 self._scroll_up(1)
             elif y < self.rows - 1:
-                y += 1
-        self._y = y
-        if last:
-            self._last = last
+                self._y = y + 1
 
     def _bulk(self, lines: list[str]) -> None:
         """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
         the cursor at column 0 of a freshly scrolled (blank) row.
 
-        What the row-at-a-time path would do, in one step: the lines that scroll off go straight
-        to :meth:`take_lines` (never built as rows), only those left on screen are built. An EL at
-        the end of a line erases nothing here (the row is blank in the same erase style).
+        What the row-at-a-time path would do, in one step: every row a line takes (a line wider
+        than the screen wraps onto several) scrolls the screen once; the lines that scroll off
+        whole go straight to :meth:`take_lines` (never built as rows), only the rows left on
+        screen are built. An EL here erases nothing (the row is blank in the same erase style).
         """
-        lines = [line[:-3] if line.endswith("\x1b[K") else line for line in lines]
-        k = len(lines)
+        lines = [line[:-3] if line.endswith(_EL) else line for line in lines]
         rows, cols = self.rows, self.cols
-        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        counts = [(n + cols - 1) // cols or 1 for n in map(len, lines)]
+        total = sum(counts)  # rows the lines take, each scrolled once
         old = rows - 1
-        out = min(k, old)
+        out = min(total, old)  # old rows scrolled off
+        chars, styles, wrapped = self._chars, self._styles, self._wrapped
         self._scroll_out_rows(chars[:out], wrapped[:out])
-        scroll_out = self._scroll_out
-        staying = lines
-        if k > old:
-            gone = lines[: k - old]
-            staying = lines[k - old :]
-            if self._carry:
-                scroll_out(gone[0], False)
-                gone = gone[1:]
-            kept = [line for line in map(str.rstrip, gone) if line]
+        gone = total - out  # new rows scrolled off
+        i = 0
+        head = 0  # rows of lines[i] scrolled off (its first rows; the rest stay)
+        if gone:
+            ends = list(accumulate(counts))
+            i = bisect_right(ends, gone)
+            head = gone - (ends[i - 1] if i else 0)
+            whole = lines[:i]
+            if whole and self._carry:
+                self._scroll_out(whole[0], False)
+                whole = whole[1:]
+            kept = [line for line in map(str.rstrip, whole) if line]
             taken = self._taken
             over = len(taken) + len(kept) - MAX_TAKEN
             if over > 0:
                 self.dropped_lines += over
             taken.extend(kept)
+        new_text: list[str] = []
+        new_wrapped: list[bool] = []
+        for k in range(i, len(lines)):
+            line = lines[k]
+            if len(line) <= cols:  # one row: never scrolled off in part, so ``head`` is 0
+                new_text.append(line)
+                new_wrapped.append(False)
+                continue
+            parts = [line[p : p + cols] for p in range(0, len(line), cols)]
+            for part in parts[:head]:
+                self._scroll_out(part, True)
+            last = len(parts) - 1
+            for p in range(head, len(parts)):
+                new_text.append(parts[p])
+                new_wrapped.append(p < last)
+            head = 0
         style, erase = self._style, self._erase
         blank = [" "] * cols
         self._chars = [
             *chars[out:old],
-            *[list(line) + blank[len(line) :] if len(line) < cols else list(line) for line in staying],
+            *[list(text) + blank[len(text) :] if len(text) < cols else list(text) for text in new_text],
             blank,
         ]
         self._styles = [
             *styles[out:old],
-            *[[style] * len(line) + [erase] * (cols - len(line)) for line in staying],
+            *[[style] * len(text) + [erase] * (cols - len(text)) for text in new_text],
             [erase] * cols,
         ]
-        self._wrapped = [*wrapped[out:old], *([False] * len(staying)), False]
-        self.scrolled += k - out
+        self._wrapped = [*wrapped[out:old], *new_wrapped, False]
+        self.scrolled += gone
         for line in reversed(lines):
             if line:
                 self._last = line
