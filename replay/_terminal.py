@@ -28,7 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import groupby
+from bisect import bisect_right
+from itertools import accumulate, groupby
 from typing import Any
 
 import msgpack
@@ -53,6 +54,8 @@ stream that opens a string and never ends it cannot make the emulator swallow th
 MAX_SEQUENCE = 4096
 """A CSI longer than this is ignored (consumed up to its final byte, never executed)."""
 MAX_TITLE = 256
+MAX_STYLES = 4096
+"""Distinct styles interned at most; beyond, the table starts over (cells keep their styles)."""
 MAX_CELL = 16
 """Characters one cell holds at most (a base character plus combining marks)."""
 MAX_TAKEN = 100_000
@@ -62,15 +65,22 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"([^\x00-\x1f\x7f-\x9f]+)"  # 1: a run of printable text
+    r"((?:[^\x00-\x1f\x7f-\x9f]++|\x1b\[[0-9;:]{0,64}+m|\x1b\[K|\x1b\(B)++)"  # 1: text, SGR, EL, G0=ASCII
     r"|(\r\n)"  # 2: CR LF, the commonest pair
-    r"|\x1b\[([0-?]*)([ -/]*)([@-~])"  # 3, 4, 5: a complete CSI
-    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 6: one control character (C1 is inert in UTF-8)
-    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 7: an escape sequence cut by the end of the chunk
+    r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
+    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
+    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 8: an escape sequence cut by the end of the chunk
     r"|\x1b\[[0-?]*[ -/]*(?=[^ -~])"  # a CSI broken by a byte that cannot be in one: dropped
-    r"|\x1b([ -/]*)([0-~])"  # 8, 9: ESC, intermediates, final
+    r"|\x1b([ -/]*)([0-~])"  # 9, 10: ESC, intermediates, final
     r"|\x1b"  # an ESC before something that cannot follow it: dropped
 )
+"""The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
+
+Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts; with the EL and
+``ESC ( B`` that ncurses and tmux add) are one token, split by :data:`_SGR_SPLIT` into
+``[text, sgr, el, text, sgr, el, ...]`` without a match object per piece; the row is then written
+with one slice assignment. Longer SGRs take the CSI path."""
+_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m|\x1b\[(K)|\x1b\(B")
 _OSC_END = re.compile(r"[\x07\x18\x1a\x1b]")
 _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
@@ -79,6 +89,19 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CELL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,16}")
 
 _width: Callable[[str], int] = lru_cache(maxsize=8192)(_wcwidth)
+
+
+class _StyleNode:
+    """An interned style and where each SGR parameter string leads from it (a transition table:
+    one dict look-up per SGR on the hot path, no hashing of the style itself)."""
+
+    __slots__ = ("erase", "next", "style")
+
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self.next: dict[str, _StyleNode] = {}
+        self.erase: Style | None = None
+        """What erasing with this style current leaves: its background only (xterm's BCE)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +156,39 @@ def _arg(text: str, default: int = 1) -> int:
     return MAX_COUNT if value > MAX_COUNT else value
 
 
+@lru_cache(maxsize=1)
+def _narrow() -> re.Pattern[str]:
+    """Text whose every character takes exactly one cell (by wcwidth), up to U+2E7F: Latin, Greek,
+    Cyrillic, box drawing, arrows, ... (what UTF-8 TUIs draw) take the fast path like ASCII.
+
+    Built on first use from wcwidth itself, so both paths always agree."""
+    ranges: list[str] = []
+    start = -1
+    for code in range(0xA0, 0x2E81):
+        one = code < 0x2E80 and _wcwidth(chr(code)) == 1
+        if one and start < 0:
+            start = code
+        elif not one and start >= 0:
+            ranges.append(f"\\u{start:04x}-\\u{code - 1:04x}")
+            start = -1
+    return re.compile("[ -~%s]*" % "".join(ranges))
+
+
+_LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
+"""Whole lines of printable ASCII, each ending in CR LF, optionally after an EL (``ESC [ K``): what
+``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
+_EL = "\x1b[K"
+
+
+def _el_erases_text(line: str, cols: int) -> bool:
+    """Whether the EL ending ``line`` (if any) would erase a character the line wrote: when the
+    text ends exactly at the margin, the cursor waits there and EL erases the last column."""
+    if not line.endswith(_EL):
+        return False
+    n = len(line) - 3
+    return n > 0 and n % cols == 0
+
+
 def _is_wide(cell: str) -> bool:
     return bool(cell) and _width(cell[0]) == 2
 
@@ -157,8 +213,7 @@ class Terminal:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._taken: deque[str] = deque(maxlen=MAX_TAKEN)
         self._carry: list[str] = []
-        self._sgr_cache: dict[tuple[Style, str], Style] = {}
-        self._interned: dict[Style, Style] = {DEFAULT_STYLE: DEFAULT_STYLE}
+        self._nodes: dict[Style, _StyleNode] = {}
         self._reset_state()
 
     # -- state ---------------------------------------------------------------------------------
@@ -168,8 +223,8 @@ class Terminal:
         cols, rows = self.cols, self.rows
         self._x = 0
         self._y = 0
+        self._node = self._node_of(DEFAULT_STYLE)
         self._style = DEFAULT_STYLE
-        self._erase = DEFAULT_STYLE
         self._top = 0
         self._bottom = rows - 1
         self._origin = False
@@ -180,6 +235,8 @@ class Terminal:
         self._g1_graphics = False
         self._shifted = False
         self._graphics = False
+        self._simple = True
+        """Neither DEC graphics in GL nor insert mode: ASCII text is copied into cells as is."""
         self._last = ""
         self._alt = False
         self._main_saved: _Saved | None = None
@@ -200,19 +257,42 @@ class Terminal:
             [False] * rows,
         )
 
+    def _node_of(self, style: Style) -> _StyleNode:
+        """The interned node of ``style`` (at most MAX_STYLES; then the table starts over)."""
+        node = self._nodes.get(style)
+        if node is None:
+            if len(self._nodes) >= MAX_STYLES:
+                for old in self._nodes.values():
+                    old.next.clear()  # nothing old stays reachable through a transition
+                self._nodes.clear()
+            node = self._nodes[style] = _StyleNode(style)
+        return node
+
     def _intern(self, style: Style) -> Style:
-        found = self._interned.get(style)
-        if found is None:
-            if len(self._interned) > 4096:
-                self._interned.clear()
-                self._sgr_cache.clear()
-            self._interned[style] = style
-            found = style
-        return found
+        return self._node_of(style).style
 
     def _set_style(self, style: Style) -> None:
-        self._style = style
-        self._erase = DEFAULT_STYLE if style.bg is None else self._intern(Style(bg=style.bg))
+        self._node = self._node_of(style)
+        self._style = self._node.style
+
+    def _transition(self, node: _StyleNode, params: str) -> _StyleNode:
+        """The node after ``CSI params m`` from ``node``, remembered in ``node.next``."""
+        if len(params) > MAX_SEQUENCE:
+            return node
+        target = self._node_of(apply_sgr(node.style, params))
+        if len(node.next) >= 256:
+            node.next.clear()
+        node.next[params] = target
+        return target
+
+    @property
+    def _erase(self) -> Style:
+        """The style of erased cells: the current background only (xterm's BCE)."""
+        node = self._node
+        erase = node.erase
+        if erase is None:
+            erase = node.erase = DEFAULT_STYLE if node.style.bg is None else self._intern(Style(bg=node.style.bg))
+        return erase
 
     # -- public accessors ----------------------------------------------------------------------
 
@@ -293,53 +373,291 @@ class Terminal:
         n = len(s)
         if self._string is not None:
             pos = self._in_string(s, 0)
-        match = _TOKEN.match
-        csi = _CSI
         while pos < n:
-            m = match(s, pos)
-            if m is None:  # unreachable: the last alternative matches any ESC
-                break
+            pos = self._scan(s, pos)
+
+    def _scan(self, s: str, pos: int) -> int:
+        """Interpret tokens of ``s`` from ``pos``; return where to go on (``len(s)`` when done).
+
+        The hot loop: text that fits in the row, CR LF, SGR and CUP are handled inline; the loop
+        returns early when a string starts (OSC, DCS, ...) or a run of plain lines is scrolled in
+        bulk, and :meth:`_process` calls it again from there.
+        """
+        cols = self.cols
+        csi = _CSI
+        for m in _TOKEN.finditer(s, pos):
             kind = m.lastindex
-            end = m.end()
             if kind == 1:
-                self._text(m.group(1))
+                text = m.group(1)
+                if "\x1b" in text:
+                    self._segment(_SGR_SPLIT.split(text))
+                    continue
+                x = self._x
+                end = x + len(text)
+                if end <= cols and self._simple and (text.isascii() or _narrow().fullmatch(text)):
+                    y = self._y
+                    row = self._chars[y]
+                    if x and row[x] == "":
+                        row[x - 1] = " "
+                    if end < cols and row[end] == "":
+                        row[end] = " "
+                    row[x:end] = text
+                    self._styles[y][x:end] = [self._style] * (end - x)
+                    self._x = end
+                    self._last = text
+                else:
+                    self._text(text)
             elif kind == 2:
                 self._x = 0
-                self._linefeed()
-            elif kind == 5:
-                if end - pos > MAX_SEQUENCE:
-                    pos = end
+                y = self._y
+                fresh = y == self._bottom
+                if fresh:
+                    self._scroll_up(1)
+                elif y < self.rows - 1:
+                    self._y = y + 1
+                if self._simple:
+                    block = _LINE_BLOCK.match(s, m.end())
+                    if block is not None:
+                        self._lines(block.group().split("\r\n")[:-1], fresh)
+                        return block.end()
+            elif kind == 6:
+                if m.end() - m.start() > MAX_SEQUENCE:
                     continue
-                params, inter, final = m.group(3, 4, 5)
-                if params and params[0] in "<=>?":
-                    key = params[0] + inter + final
-                    params = params[1:]
-                else:
-                    key = inter + final
-                handler = csi.get(key)
+                private, params, inter, final = m.group(3, 4, 5, 6)
+                if final == "K" and not params and not private and not inter:
+                    self._erase_to_end()
+                    continue
+                handler = csi.get(private + inter + final)
                 if handler is not None:
                     handler(self, params)
-            elif kind == 6:
-                self._control(m.group(6))
-            elif kind == 9:
-                inter, final = m.group(8, 9)
+            elif kind == 7:
+                self._control(m.group(7))
+            elif kind == 10:
+                inter, final = m.group(9, 10)
                 if not inter and final in "]PX^_":
                     self._string = "osc" if final == "]" else "other"
                     self._string_len = 0
                     self._osc = ""
-                    pos = self._in_string(s, end)
-                    continue
+                    return self._in_string(s, m.end())
                 self._esc(inter, final)
-            elif kind == 7:
-                tail = m.group(7)
+            elif kind == 8:
+                tail = m.group(8)
                 if len(tail) > MAX_SEQUENCE:
                     # An over-long CSI cut by the chunk end: ignore it, up to its final byte.
                     self._string = "csi"
                     self._string_len = 0
                 else:
                     self._pending = tail
-                return
-            pos = end
+        return len(s)
+
+    def _segment(self, parts: list[str | None]) -> None:
+        """A token of text, SGRs, ELs and ``ESC ( B``, split as ``[text, sgr, el, text, ...]``:
+        each control is ``(params, None)`` for SGR, ``(None, "K")`` for EL, ``(None, None)`` for
+        ``ESC ( B``; texts are strings (maybe empty).
+
+        When the text is ASCII and fits in the row, and an EL comes only last (the common case),
+        the cells are written with one slice assignment and the styles with another; otherwise
+        piece by piece. Each SGR is one dict look-up: the transition table of the current style.
+        """
+        texts: list[str] = parts[::3]  # type: ignore[assignment]
+        total = "".join(texts)
+        x = self._x
+        cols = self.cols
+        end = x + len(total)
+        n = len(parts)
+        els = parts[2::3].count("K")
+        el_last = els == 1 and parts[n - 2] == "K" and not parts[n - 1]
+        if (
+            end <= cols
+            and self._simple
+            and (total.isascii() or _narrow().fullmatch(total))
+            and (els == 0 or (el_last and end < cols))
+        ):
+            node = self._node
+            first = texts[0]
+            cells = [node.style] * len(first) if first else []
+            for i in range(1, n, 3):
+                params = parts[i]
+                if params is not None:
+                    nxt = node.next.get(params)
+                    node = self._transition(node, params) if nxt is None else nxt
+                elif parts[i + 1] is None:
+                    self._g0_graphics = False  # ESC ( B; GL is not graphics (``_simple``)
+                text = parts[i + 2]
+                if text:
+                    cells += [node.style] * len(text)
+            self._node = node
+            self._style = node.style
+            y = self._y
+            row = self._chars[y]
+            if total:
+                if x and row[x] == "":
+                    row[x - 1] = " "
+                if end < cols and row[end] == "":
+                    row[end] = " "
+                row[x:end] = total
+                self._styles[y][x:end] = cells
+                self._x = end
+                self._last = total
+            if el_last:
+                self._erase_to_end()
+            return
+        if texts[0]:
+            self._text(texts[0])
+        for i in range(1, n, 3):
+            params = parts[i]
+            if params is not None:
+                self._csi_sgr(params)
+            elif parts[i + 1] is not None:
+                self._erase_to_end()
+            else:
+                self._esc("(", "B")
+            text = parts[i + 2]
+            if text:
+                self._text(text)
+
+    def _erase_to_end(self) -> None:
+        """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
+        cols = self.cols
+        x = self._x
+        if x >= cols:
+            x = cols - 1
+        y = self._y
+        row = self._chars[y]
+        if x and row[x] == "":
+            row[x - 1] = " "
+        n = cols - x
+        row[x:] = [" "] * n
+        self._styles[y][x:] = [self._erase] * n
+        self._wrapped[y] = False
+
+    def _lines(self, lines: list[str], fresh: bool) -> None:
+        """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
+
+        What the token path would do, a row at a time: a line that fits and ends in EL replaces
+        its row, one without EL overwrites the start of it, a longer one takes the general path
+        (it wraps). ``fresh``: the current row was just scrolled in (blank, in the current erase
+        style); from such a row at the bottom of a full-screen main region, lines go to
+        :meth:`_bulk` as long as an EL in them cannot erase a character they wrote.
+        """
+        cols = self.cols
+        style = self._style
+        erase = self._erase
+        blank = [" "] * cols
+        any_el = any(_EL in line for line in lines)
+        count = len(lines)
+        i = 0
+        while i < count:
+            y = self._y
+            if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
+                j = count if not any_el else i
+                while j < count and not _el_erases_text(lines[j], cols):
+                    j += 1
+                if j > i:
+                    self._bulk(lines[i:j] if i or j < count else lines)
+                    i = j
+                    continue
+            line = lines[i]
+            i += 1
+            el = line.endswith(_EL)
+            if el:
+                line = line[:-3]
+            n = len(line)
+            chars = self._chars
+            if n > cols or (el and n == cols):
+                self._x = 0
+                self._text(line)
+                if el:
+                    self._erase_to_end()
+                y = self._y
+            elif el:
+                chars[y] = list(line) + blank[n:]
+                self._styles[y] = [style] * n + [erase] * (cols - n)
+                self._wrapped[y] = False
+            elif n:
+                row = chars[y]
+                if n < cols and row[n] == "":
+                    row[n] = " "
+                row[:n] = line
+                self._styles[y][:n] = [style] * n
+            if n:
+                self._last = line
+            self._x = 0
+            fresh = y == self._bottom
+            if fresh:
+                self._y = y
+                self._scroll_up(1)
+            elif y < self.rows - 1:
+                self._y = y + 1
+
+    def _bulk(self, lines: list[str]) -> None:
+        """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
+        the cursor at column 0 of a freshly scrolled (blank) row.
+
+        What the row-at-a-time path would do, in one step: every row a line takes (a line wider
+        than the screen wraps onto several) scrolls the screen once; the lines that scroll off
+        whole go straight to :meth:`take_lines` (never built as rows), only the rows left on
+        screen are built. An EL here erases nothing (the row is blank in the same erase style).
+        """
+        lines = [line[:-3] if line.endswith(_EL) else line for line in lines]
+        rows, cols = self.rows, self.cols
+        counts = [(n + cols - 1) // cols or 1 for n in map(len, lines)]
+        total = sum(counts)  # rows the lines take, each scrolled once
+        old = rows - 1
+        out = min(total, old)  # old rows scrolled off
+        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        self._scroll_out_rows(chars[:out], wrapped[:out])
+        gone = total - out  # new rows scrolled off
+        i = 0
+        head = 0  # rows of lines[i] scrolled off (its first rows; the rest stay)
+        if gone:
+            ends = list(accumulate(counts))
+            i = bisect_right(ends, gone)
+            head = gone - (ends[i - 1] if i else 0)
+            whole = lines[:i]
+            if whole and self._carry:
+                self._scroll_out(whole[0], False)
+                whole = whole[1:]
+            kept = [line for line in map(str.rstrip, whole) if line]
+            taken = self._taken
+            over = len(taken) + len(kept) - MAX_TAKEN
+            if over > 0:
+                self.dropped_lines += over
+            taken.extend(kept)
+        new_text: list[str] = []
+        new_wrapped: list[bool] = []
+        for k in range(i, len(lines)):
+            line = lines[k]
+            if len(line) <= cols:  # one row: never scrolled off in part, so ``head`` is 0
+                new_text.append(line)
+                new_wrapped.append(False)
+                continue
+            parts = [line[p : p + cols] for p in range(0, len(line), cols)]
+            for part in parts[:head]:
+                self._scroll_out(part, True)
+            last = len(parts) - 1
+            for p in range(head, len(parts)):
+                new_text.append(parts[p])
+                new_wrapped.append(p < last)
+            head = 0
+        style, erase = self._style, self._erase
+        blank = [" "] * cols
+        self._chars = [
+            *chars[out:old],
+            *[list(text) + blank[len(text) :] if len(text) < cols else list(text) for text in new_text],
+            blank,
+        ]
+        self._styles = [
+            *styles[out:old],
+            *[[style] * len(text) + [erase] * (cols - len(text)) for text in new_text],
+            [erase] * cols,
+        ]
+        self._wrapped = [*wrapped[out:old], *new_wrapped, False]
+        self.scrolled += gone
+        for line in reversed(lines):
+            if line:
+                self._last = line
+                break
 
     def _in_string(self, s: str, pos: int) -> int:
         """Consume string content (or an over-long CSI) from ``pos``; where ground resumes."""
@@ -387,9 +705,9 @@ class Terminal:
     def _text(self, text: str) -> None:
         if self._graphics:
             text = text.translate(DEC_GRAPHICS)
-        if text.isascii():
+        if text.isascii() or _narrow().fullmatch(text):
             self._run(text)
-            self._last = text[-1]
+            self._last = text
             return
         width = _width
         start = 0
@@ -399,6 +717,7 @@ class Terminal:
                 continue
             if start < i:
                 self._run(text[start:i])
+                self._last = text[i - 1]
             if w == 2:
                 self._wide(ch)
                 self._last = ch
@@ -523,49 +842,69 @@ class Terminal:
     def _blank_row(self) -> tuple[_Row, _StyleRow]:
         return [" "] * self.cols, [self._erase] * self.cols
 
-    def _scroll_up(self, n: int, top: int | None = None) -> None:
-        """Scroll the region (or rows ``top``..bottom) up by ``n``; rows leave at its top."""
+    def _scroll_up(self, n: int, top: int | None = None, report: bool = True) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom up by ``n``.
+
+        Rows leaving the top of the main screen are reported to :meth:`take_lines` (unless
+        ``report`` is false: DL deletes rows, they do not scroll off)."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
-        report = top == 0 and not self._alt
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            if report:
-                self._scroll_out(chars[top], wrapped[top])
+        if report and top == 0 and not self._alt:
+            self._scroll_out_rows(chars[:n], wrapped[:n])
+        if n == 1:
             del chars[top]
             del styles[top]
             del wrapped[top]
             chars.insert(bottom, [" "] * cols)
             styles.insert(bottom, [erase] * cols)
             wrapped.insert(bottom, False)
-        if report:
-            self.scrolled += n
+        else:
+            end = bottom + 1
+            chars[top:end] = [*chars[top + n : end], *[[" "] * cols for _ in range(n)]]
+            styles[top:end] = [*styles[top + n : end], *[[erase] * cols for _ in range(n)]]
+            wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
 
     def _scroll_down(self, n: int, top: int | None = None) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom down by ``n``."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            del chars[bottom]
-            del styles[bottom]
-            del wrapped[bottom]
-            chars.insert(top, [" "] * cols)
-            styles.insert(top, [erase] * cols)
-            wrapped.insert(top, False)
+        end = bottom + 1
+        chars[top:end] = [*[[" "] * cols for _ in range(n)], *chars[top : end - n]]
+        styles[top:end] = [*[[erase] * cols for _ in range(n)], *styles[top : end - n]]
+        wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         if top > 0:
             wrapped[top - 1] = False
 
-    def _scroll_out(self, row: _Row, wrapped: bool) -> None:
-        """Row ``row`` left the top of the main screen: add it to the logical lines."""
-        text = "".join(row)
+    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool]) -> None:
+        """Rows left the top of the main screen (several at once: SU, tmux's redraws)."""
+        self.scrolled += len(rows)
+        if self._carry or True in wrapped:
+            for row, flag in zip(rows, wrapped, strict=True):
+                self._scroll_out("".join(row), flag)
+            return
+        kept = [text for text in ["".join(row).rstrip(" ") for row in rows] if text]
+        taken = self._taken
+        over = len(taken) + len(kept) - MAX_TAKEN
+        if over > 0:
+            self.dropped_lines += over
+        taken.extend(kept)
+
+    def _scroll_out(self, text: str, wrapped: bool) -> None:
+        """A row with ``text`` left the top of the main screen: add it to the logical lines."""
         if wrapped and len(self._carry) < MAX_CARRY:
             self._carry.append(text)
             return
@@ -585,7 +924,7 @@ class Terminal:
         if self._alt:
             chars, wrapped = self._other[0], self._other[2]
         for y in range(self.rows):
-            self._scroll_out(chars[y], wrapped[y] and y < self.rows - 1)
+            self._scroll_out("".join(chars[y]), wrapped[y] and y < self.rows - 1)
 
     def _goto(self, x: int, y: int) -> None:
         """Move to (x, y) in screen coordinates, clamped to the screen."""
@@ -609,9 +948,11 @@ class Terminal:
         elif ch == "\x0e":
             self._shifted = True
             self._graphics = self._g1_graphics
+            self._simple = not (self._graphics or self._insert)
         elif ch == "\x0f":
             self._shifted = False
             self._graphics = self._g0_graphics
+            self._simple = not (self._graphics or self._insert)
         # BEL, NUL, other C0, DEL and C1: nothing.
 
     def _esc(self, inter: str, final: str) -> None:
@@ -639,6 +980,7 @@ class Terminal:
             else:
                 self._g1_graphics = graphics
             self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
+            self._simple = not (self._graphics or self._insert)
         elif inter == "#" and final == "8":
             for y in range(self.rows):
                 self._chars[y] = ["E"] * self.cols
@@ -672,7 +1014,8 @@ class Terminal:
             saved = (0, 0, DEFAULT_STYLE, False, True, False, False, False)
         x, y, style, self._origin, self._autowrap, self._g0_graphics, self._g1_graphics, self._shifted = saved
         self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
-        self._set_style(self._intern(style))
+        self._simple = not (self._graphics or self._insert)
+        self._set_style(style)
         self._x = min(x, self.cols)
         self._y = min(y, self.rows - 1)
 
@@ -702,6 +1045,19 @@ class Terminal:
     def _csi_cpl(self, p: str) -> None:
         self._csi_cuu(p)
         self._x = 0
+
+    def _csi_cht(self, p: str) -> None:
+        for _ in range(min(_arg(p), self.cols)):
+            self._control("\t")
+
+    def _csi_cbt(self, p: str) -> None:
+        x = min(self._x, self.cols - 1)
+        for _ in range(min(_arg(p), self.cols)):
+            x = self._tabs.rfind(1, 0, x) if x > 0 else 0
+            if x < 0:
+                x = 0
+                break
+        self._x = x
 
     def _csi_cha(self, p: str) -> None:
         self._goto(_arg(p) - 1, self._y)
@@ -814,16 +1170,7 @@ class Terminal:
 
     def _csi_dl(self, p: str) -> None:
         if self._top <= self._y <= self._bottom:
-            top = self._y
-            n = min(_arg(p), self._bottom - top + 1)
-            chars, styles, wrapped = self._chars, self._styles, self._wrapped
-            for _ in range(n):
-                del chars[top]
-                del styles[top]
-                del wrapped[top]
-                chars.insert(self._bottom, [" "] * self.cols)
-                styles.insert(self._bottom, [self._erase] * self.cols)
-                wrapped.insert(self._bottom, False)
+            self._scroll_up(_arg(p), self._y, report=False)
             self._x = 0
 
     def _csi_su(self, p: str) -> None:
@@ -834,18 +1181,14 @@ class Terminal:
 
     def _csi_rep(self, p: str) -> None:
         if self._last:
-            self._text(self._last * _arg(p))
+            self._text(self._last[-1] * _arg(p))
 
     def _csi_sgr(self, p: str) -> None:
-        key = (self._style, p)
-        style = self._sgr_cache.get(key)
-        if style is None:
-            style = self._intern(apply_sgr(self._style, p))
-            if len(self._sgr_cache) > 4096:
-                self._sgr_cache.clear()
-            self._sgr_cache[key] = style
-        if style is not self._style:
-            self._set_style(style)
+        node = self._node.next.get(p)
+        if node is None:
+            node = self._transition(self._node, p)
+        self._node = node
+        self._style = node.style
 
     def _csi_decstbm(self, p: str) -> None:
         ps = _params(p) if p else ()
@@ -869,10 +1212,12 @@ class Terminal:
     def _csi_sm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = True
+            self._simple = not (self._graphics or self._insert)
 
     def _csi_rm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = False
+            self._simple = not (self._graphics or self._insert)
 
     def _csi_scosc(self, p: str) -> None:
         if not p:
@@ -899,6 +1244,7 @@ class Terminal:
         self._top = 0
         self._bottom = self.rows - 1
         self._g0_graphics = self._g1_graphics = self._shifted = self._graphics = False
+        self._simple = not (self._graphics or self._insert)
         self._set_style(DEFAULT_STYLE)
         if self._alt:
             self._alt_saved = None
@@ -952,9 +1298,7 @@ class Terminal:
                 chars, styles, wrapped = self._other
             if drop_top:
                 if not is_alt:
-                    for i in range(drop_top):
-                        self._scroll_out(chars[i], wrapped[i])
-                    self.scrolled += drop_top
+                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top])
                 del chars[:drop_top]
                 del styles[:drop_top]
                 del wrapped[:drop_top]
@@ -1054,7 +1398,7 @@ class Terminal:
             ],
             "saved": [saved(self._main_saved), saved(self._alt_saved)],
             "tabs": bytes(self._tabs),
-            "last": self._last,
+            "last": self._last[-1:],
             "utf8": bytes(pending_bytes),
             "pending": self._pending,
             "string": [self._string, self._string_len, self._osc],
@@ -1208,6 +1552,7 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
         term._shifted,
     ) = modes
     term._graphics = term._g1_graphics if term._shifted else term._g0_graphics
+    term._simple = not (term._graphics or term._insert)
 
     def saved(value: Any) -> _Saved | None:
         if value is None:
@@ -1267,6 +1612,8 @@ _CSI: dict[str, Callable[[Terminal, str], None]] = {
     "E": Terminal._csi_cnl,
     "F": Terminal._csi_cpl,
     "G": Terminal._csi_cha,
+    "I": Terminal._csi_cht,
+    "Z": Terminal._csi_cbt,
     "`": Terminal._csi_cha,
     "a": Terminal._csi_cuf,
     "d": Terminal._csi_vpa,
