@@ -476,14 +476,12 @@ class Terminal:
             node = self._node
             first = texts[0]
             cells = [node.style] * len(first) if first else []
-            for i in range(1, n, 3):
-                params = parts[i]
+            for params, el, text in zip(parts[1::3], parts[2::3], texts[1:]):  # noqa: B905 (equal lengths by construction)
                 if params is not None:
                     nxt = node.next.get(params)
                     node = self._transition(node, params) if nxt is None else nxt
-                elif parts[i + 1] is None:
+                elif el is None:
                     self._g0_graphics = False  # ESC ( B; GL is not graphics (``_simple``)
-                text = parts[i + 2]
                 if text:
                     cells += [node.style] * len(text)
             self._node = node
@@ -504,15 +502,13 @@ class Terminal:
             return
         if texts[0]:
             self._text(texts[0])
-        for i in range(1, n, 3):
-            params = parts[i]
+        for params, el, text in zip(parts[1::3], parts[2::3], texts[1:]):  # noqa: B905 (equal lengths by construction)
             if params is not None:
                 self._csi_sgr(params)
-            elif parts[i + 1] is not None:
+            elif el is not None:
                 self._erase_to_end()
             else:
                 self._esc("(", "B")
-            text = parts[i + 2]
             if text:
                 self._text(text)
 
