@@ -180,15 +180,6 @@ _LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
 _EL = "\x1b[K"
 
 
-def _el_erases_text(line: str, cols: int) -> bool:
-    """Whether the EL ending ``line`` (if any) would erase a character the line wrote: when the
-    text ends exactly at the margin, the cursor waits there and EL erases the last column."""
-    if not line.endswith(_EL):
-        return False
-    n = len(line) - 3
-    return n > 0 and n % cols == 0
-
-
 def _is_wide(cell: str) -> bool:
     return bool(cell) and _width(cell[0]) == 2
 
@@ -513,19 +504,21 @@ class Terminal:
                 self._text(text)
 
     def _erase_to_end(self) -> None:
-        """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
+        """EL 0, inline for speed (full-screen programs send it after nearly every line).
+
+        From the pending-wrap position it erases nothing (as tmux: the last character stays)."""
         cols = self.cols
         x = self._x
-        if x >= cols:
-            x = cols - 1
         y = self._y
+        self._wrapped[y] = False
+        if x >= cols:
+            return
         row = self._chars[y]
         if x and row[x] == "":
             row[x - 1] = " "
         n = cols - x
         row[x:] = [" "] * n
         self._styles[y][x:] = [self._erase] * n
-        self._wrapped[y] = False
 
     def _lines(self, lines: list[str], fresh: bool) -> None:
         """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
@@ -533,26 +526,21 @@ class Terminal:
         What the token path would do, a row at a time: a line that fits and ends in EL replaces
         its row, one without EL overwrites the start of it, a longer one takes the general path
         (it wraps). ``fresh``: the current row was just scrolled in (blank, in the current erase
-        style); from such a row at the bottom of a full-screen main region, lines go to
-        :meth:`_bulk` as long as an EL in them cannot erase a character they wrote.
+        style); from such a row at the bottom of a full-screen main region, the rest go to
+        :meth:`_bulk`. (An EL erases nothing from the pending-wrap position, so it never erases
+        a character its line wrote.)
         """
         cols = self.cols
         style = self._style
         erase = self._erase
         blank = [" "] * cols
-        any_el = any(_EL in line for line in lines)
         count = len(lines)
         i = 0
         while i < count:
             y = self._y
             if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
-                j = count if not any_el else i
-                while j < count and not _el_erases_text(lines[j], cols):
-                    j += 1
-                if j > i:
-                    self._bulk(lines[i:j] if i or j < count else lines)
-                    i = j
-                    continue
+                self._bulk(lines[i:] if i else lines)
+                return
             line = lines[i]
             i += 1
             el = line.endswith(_EL)
@@ -560,7 +548,7 @@ class Terminal:
                 line = line[:-3]
             n = len(line)
             chars = self._chars
-            if n > cols or (el and n == cols):
+            if n > cols:
                 self._x = 0
                 self._text(line)
                 if el:
@@ -818,8 +806,7 @@ class Terminal:
     # -- motion and scrolling ------------------------------------------------------------------
 
     def _linefeed(self) -> None:
-        if self._x >= self.cols:
-            self._x = self.cols - 1
+        # A pending wrap survives LF (as in tmux): text after "<cols chars>\n" wraps once more.
         y = self._y
         if y == self._bottom:
             self._scroll_up(1)
@@ -827,8 +814,6 @@ class Terminal:
             self._y = y + 1
 
     def _reverse_index(self) -> None:
-        if self._x >= self.cols:
-            self._x = self.cols - 1
         y = self._y
         if y == self._top:
             self._scroll_down(1)
@@ -935,8 +920,9 @@ class Terminal:
         elif ch == "\r":
             self._x = 0
         elif ch == "\x08":
-            x = min(self._x, self.cols - 1)
-            self._x = x - 1 if x > 0 else 0
+            x = self._x
+            # From the pending-wrap position BS lands on the last column (tmux, xterm).
+            self._x = self.cols - 1 if x >= self.cols else x - 1 if x > 0 else 0
         elif ch == "\t":
             x = min(self._x, self.cols - 1)
             nxt = self._tabs.find(1, x + 1)
@@ -1032,7 +1018,7 @@ class Terminal:
         self._goto(min(self._x, self.cols - 1) + _arg(p), self._y)
 
     def _csi_cub(self, p: str) -> None:
-        self._goto(min(self._x, self.cols - 1) - _arg(p), self._y)
+        self._goto(self._x - _arg(p), self._y)  # from the pending-wrap position too (tmux)
 
     def _csi_cnl(self, p: str) -> None:
         self._csi_cud(p)
@@ -1106,7 +1092,7 @@ class Terminal:
         if mode == 0:
             if x == 0 and y == 0 and not self._alt:
                 self._flush_screen()
-            self._erase_cells(y, x, self.cols)
+            self._erase_cells(y, self._x, self.cols)  # from the pending-wrap position: nothing
             self._wrapped[y] = False
             self._erase_rows(y + 1, self.rows)
         elif mode == 1:
@@ -1123,8 +1109,7 @@ class Terminal:
         x = min(self._x, self.cols - 1)
         y = self._y
         if mode == 0:
-            self._erase_cells(y, x, self.cols)
-            self._wrapped[y] = False
+            self._erase_to_end()
         elif mode == 1:
             self._erase_cells(y, 0, x + 1)
         elif mode == 2:
@@ -1132,7 +1117,7 @@ class Terminal:
             self._wrapped[y] = False
 
     def _csi_ech(self, p: str) -> None:
-        x = min(self._x, self.cols - 1)
+        x = self._x  # from the pending-wrap position: nothing
         self._erase_cells(self._y, x, min(self.cols, x + _arg(p)))
 
     def _csi_ich(self, p: str) -> None:
