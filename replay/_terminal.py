@@ -51,7 +51,7 @@ MAX_STRING = 16384
 """An OSC/DCS/APC/PM/SOS string longer than this is abandoned: the parser returns to ground, so a
 stream that opens a string and never ends it cannot make the emulator swallow the whole session
 (the bytes after the cap are drawn). Large enough for ordinary OSC 52 clipboard copies."""
-MAX_SEQUENCE = 4096
+MAX_SEQUENCE = 1024
 """A CSI longer than this is ignored (consumed up to its final byte, never executed)."""
 MAX_TITLE = 256
 MAX_STYLES = 4096
@@ -68,10 +68,10 @@ _TOKEN = re.compile(
     r"((?:[^\x00-\x1f\x7f-\x9f]++|\x1b\[[0-9;:]{0,64}+m|\x1b\[K|\x1b\(B)++)"  # 1: text, SGR, EL, G0=ASCII
     r"|(\r\n)"  # 2: CR LF, the commonest pair
     r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
-    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
-    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 8: an escape sequence cut by the end of the chunk
+    r"|(([\x00-\x1a\x1c-\x1f\x7f-\x9f])\8*+)"  # 7, 8: a run of one control character (C1 is inert)
+    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 9: an escape sequence cut by the end of the chunk
     r"|\x1b\[[0-?]*[ -/]*(?=[^ -~])"  # a CSI broken by a byte that cannot be in one: dropped
-    r"|\x1b([ -/]*)([0-~])"  # 9, 10: ESC, intermediates, final
+    r"|\x1b([ -/]*)([0-~])"  # 10, 11: ESC, intermediates, final
     r"|\x1b"  # an ESC before something that cannot follow it: dropped
 )
 """The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
@@ -422,17 +422,20 @@ class Terminal:
                 if handler is not None:
                     handler(self, params)
             elif kind == 7:
-                self._control(m.group(7))
-            elif kind == 10:
-                inter, final = m.group(9, 10)
+                if m.end() - m.start() == 1:
+                    self._control(m.group(8))
+                else:
+                    self._controls(m.group(8), m.end() - m.start())
+            elif kind == 11:
+                inter, final = m.group(10, 11)
                 if not inter and final in "]PX^_":
                     self._string = "osc" if final == "]" else "other"
                     self._string_len = 0
                     self._osc = ""
                     return self._in_string(s, m.end())
                 self._esc(inter, final)
-            elif kind == 8:
-                tail = m.group(8)
+            elif kind == 9:
+                tail = m.group(9)
                 if len(tail) > MAX_SEQUENCE:
                     # An over-long CSI cut by the chunk end: ignore it, up to its final byte.
                     self._string = "csi"
@@ -556,7 +559,7 @@ class Terminal:
                 y = self._y
             elif el:
                 chars[y] = list(line) + blank[n:]
-                self._styles[y] = [style] * n + [erase] * (cols - n)
+                self._styles[y] = [style] * cols if style is erase else [style] * n + [erase] * (cols - n)
                 self._wrapped[y] = False
             elif n:
                 row = chars[y]
@@ -633,7 +636,11 @@ class Terminal:
         ]
         self._styles = [
             *styles[out:old],
-            *[[style] * len(text) + [erase] * (cols - len(text)) for text in new_text],
+            *(
+                [[style] * cols for _ in new_text]
+                if style is erase
+                else [[style] * len(text) + [erase] * (cols - len(text)) for text in new_text]
+            ),
             [erase] * cols,
         ]
         self._wrapped = [*wrapped[out:old], *new_wrapped, False]
@@ -936,6 +943,38 @@ class Terminal:
             self._graphics = self._g0_graphics
             self._simple = not (self._graphics or self._insert)
         # BEL, NUL, other C0, DEL and C1: nothing.
+
+    def _controls(self, ch: str, count: int) -> None:
+        """``count`` times the control ``ch`` in a row, at the cost of one (a run of blank lines,
+        or a hostile stream of millions of LFs, must not take a method call each)."""
+        if ch == "\n" or ch == "\x0b" or ch == "\x0c":
+            y, bottom, rows = self._y, self._bottom, self.rows
+            if y > bottom:
+                self._y = min(y + count, rows - 1)
+                return
+            moves = min(count, bottom - y)
+            self._y = y + moves
+            count -= moves
+            if not count:
+                return
+            height = bottom - self._top + 1
+            self._scroll_up(min(count, height))
+            if count > height and self._top == 0 and not self._alt:
+                # Each further LF scrolls a blank row off the top, as one at a time would.
+                if self._carry:
+                    self._scroll_out(" ", False)
+                self.scrolled += count - height
+        elif ch == "\x08":
+            x = self._x
+            if x >= self.cols:
+                x = self.cols - 1
+                count -= 1
+            self._x = max(0, x - count)
+        elif ch == "\t":
+            for _ in range(min(count, self.cols)):
+                self._control(ch)
+        elif ch in "\r\x0e\x0f":
+            self._control(ch)
 
     def _esc(self, inter: str, final: str) -> None:
         if not inter:
