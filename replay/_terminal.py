@@ -186,6 +186,8 @@ def _is_wide(cell: str) -> bool:
 
 _Row = list[str]
 _StyleRow = list[Style]
+_Buffer = tuple[list[_Row], list[_StyleRow], list[bool], list["Style | None"]]
+"""The inactive screen buffer: (chars, styles, wrapped, clean)."""
 _Saved = tuple[int, int, Style, bool, bool, bool, bool, bool]
 """(x, y, style, origin, autowrap, g0 graphics, g1 graphics, shifted out)."""
 
@@ -206,6 +208,7 @@ class Terminal:
         self._carry: list[str] = []
         self._nodes: dict[Style, _StyleNode] = {}
         self._reset_state()
+        self._new_buffers()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -239,13 +242,21 @@ class Terminal:
         self._string: str | None = None
         self._string_len = 0
         self._osc = ""
+
+    def _new_buffers(self) -> None:
+        cols, rows = self.cols, self.rows
         self._chars: list[_Row] = [[" "] * cols for _ in range(rows)]
         self._styles: list[_StyleRow] = [[DEFAULT_STYLE] * cols for _ in range(rows)]
         self._wrapped: list[bool] = [False] * rows
-        self._other: tuple[list[_Row], list[_StyleRow], list[bool]] = (
+        self._clean: list[Style | None] = [DEFAULT_STYLE] * rows
+        """clean[y]: row y is all blanks in this style (None: not known). A cache that lets erasing
+        or scrolling a blank screen cost O(rows), not O(rows x cols) (ED 2 in a loop on a
+        1000x500 screen must not cost milliseconds each); never dumped, rebuilt as None on load."""
+        self._other: _Buffer = (
             [[" "] * cols for _ in range(rows)],
             [[DEFAULT_STYLE] * cols for _ in range(rows)],
             [False] * rows,
+            [DEFAULT_STYLE] * rows,
         )
 
     def _node_of(self, style: Style) -> _StyleNode:
@@ -394,6 +405,7 @@ class Terminal:
                         row[end] = " "
                     row[x:end] = text
                     self._styles[y][x:end] = [self._style] * (end - x)
+                    self._clean[y] = None
                     self._x = end
                     self._last = text
                 else:
@@ -489,6 +501,7 @@ class Terminal:
                     row[end] = " "
                 row[x:end] = total
                 self._styles[y][x:end] = cells
+                self._clean[y] = None
                 self._x = end
                 self._last = total
             if el_last:
@@ -514,7 +527,7 @@ class Terminal:
         x = self._x
         y = self._y
         self._wrapped[y] = False
-        if x >= cols:
+        if x >= cols or self._clean[y] is self._erase:
             return
         row = self._chars[y]
         if x and row[x] == "":
@@ -522,6 +535,7 @@ class Terminal:
         n = cols - x
         row[x:] = [" "] * n
         self._styles[y][x:] = [self._erase] * n
+        self._clean[y] = self._erase if x == 0 else None
 
     def _lines(self, lines: list[str], fresh: bool) -> None:
         """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
@@ -561,12 +575,14 @@ class Terminal:
                 chars[y] = list(line) + blank[n:]
                 self._styles[y] = [style] * cols if style is erase else [style] * n + [erase] * (cols - n)
                 self._wrapped[y] = False
+                self._clean[y] = None if n else erase
             elif n:
                 row = chars[y]
                 if n < cols and row[n] == "":
                     row[n] = " "
                 row[:n] = line
                 self._styles[y][:n] = [style] * n
+                self._clean[y] = None
             if n:
                 self._last = line
             self._x = 0
@@ -593,7 +609,7 @@ class Terminal:
         old = rows - 1
         out = min(total, old)  # old rows scrolled off
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
-        self._scroll_out_rows(chars[:out], wrapped[:out])
+        self._scroll_out_rows(chars[:out], wrapped[:out], self._clean[:out])
         gone = total - out  # new rows scrolled off
         i = 0
         head = 0  # rows of lines[i] scrolled off (its first rows; the rest stay)
@@ -644,6 +660,7 @@ class Terminal:
             [erase] * cols,
         ]
         self._wrapped = [*wrapped[out:old], *new_wrapped, False]
+        self._clean = [*self._clean[out:old], *([None] * len(new_text)), erase]
         self.scrolled += gone
         for line in reversed(lines):
             if line:
@@ -753,6 +770,7 @@ class Terminal:
                 row[end] = " "
             row[x:end] = text[i : i + k]
             styles[x:end] = [self._style] * k
+            self._clean[y] = None
             self._x = end
             i += k
 
@@ -783,6 +801,7 @@ class Terminal:
         row[x] = ch
         row[x + 1] = ""
         styles[x] = styles[x + 1] = self._style
+        self._clean[y] = None
         self._x = x + 2
         if self._insert:
             self._repair(y)
@@ -798,9 +817,11 @@ class Terminal:
         cell = row[px]
         if cell and len(cell) < MAX_CELL:
             row[px] = cell + ch
+            self._clean[self._y] = None
 
     def _repair(self, y: int) -> None:
         """Blank half-overwritten wide characters of row ``y`` (after a shift or a resize)."""
+        self._clean[y] = None
         row = self._chars[y]
         cols = self.cols
         for i, cell in enumerate(row):
@@ -834,30 +855,37 @@ class Terminal:
         """Scroll rows ``top`` (default: the region's top) to the region's bottom up by ``n``.
 
         Rows leaving the top of the main screen are reported to :meth:`take_lines` (unless
-        ``report`` is false: DL deletes rows, they do not scroll off)."""
+        ``report`` is false: DL deletes rows, they do not scroll off). Rows that leave already
+        blank in the erase style come back at the bottom as they are (no new lists)."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
         if n <= 0:
             return
-        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
         cols = self.cols
         erase = self._erase
         if report and top == 0 and not self._alt:
-            self._scroll_out_rows(chars[:n], wrapped[:n])
+            self._scroll_out_rows(chars[:n], wrapped[:n], clean[:n])
         if n == 1:
-            del chars[top]
-            del styles[top]
+            row = chars.pop(top)
+            srow = styles.pop(top)
             del wrapped[top]
-            chars.insert(bottom, [" "] * cols)
-            styles.insert(bottom, [erase] * cols)
+            if clean.pop(top) is not erase:
+                row = [" "] * cols
+                srow = [erase] * cols
+            chars.insert(bottom, row)
+            styles.insert(bottom, srow)
             wrapped.insert(bottom, False)
-        else:
-            end = bottom + 1
-            chars[top:end] = [*chars[top + n : end], *[[" "] * cols for _ in range(n)]]
-            styles[top:end] = [*styles[top + n : end], *[[erase] * cols for _ in range(n)]]
-            wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
+            clean.insert(bottom, erase)
+            return
+        end = bottom + 1
+        leaving = range(top, top + n)
+        chars[top:end] = [*chars[top + n : end], *[chars[y] if clean[y] is erase else [" "] * cols for y in leaving]]
+        styles[top:end] = [*styles[top + n : end], *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving]]
+        wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
+        clean[top:end] = [*clean[top + n : end], *([erase] * n)]
 
     def _scroll_down(self, n: int, top: int | None = None) -> None:
         """Scroll rows ``top`` (default: the region's top) to the region's bottom down by ``n``."""
@@ -867,29 +895,32 @@ class Terminal:
         n = min(n, bottom - top + 1)
         if n <= 0:
             return
-        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
         cols = self.cols
         erase = self._erase
         end = bottom + 1
-        chars[top:end] = [*[[" "] * cols for _ in range(n)], *chars[top : end - n]]
-        styles[top:end] = [*[[erase] * cols for _ in range(n)], *styles[top : end - n]]
+        leaving = range(end - n, end)
+        chars[top:end] = [*[chars[y] if clean[y] is erase else [" "] * cols for y in leaving], *chars[top : end - n]]
+        styles[top:end] = [*[styles[y] if clean[y] is erase else [erase] * cols for y in leaving], *styles[top : end - n]]
         wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
+        clean[top:end] = [*([erase] * n), *clean[top : end - n]]
         if top > 0:
             wrapped[top - 1] = False
 
-    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool]) -> None:
+    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool], clean: list[Style | None]) -> None:
         """Rows left the top of the main screen (several at once: SU, tmux's redraws)."""
         self.scrolled += len(rows)
         if self._carry or True in wrapped:
-            for row, flag in zip(rows, wrapped, strict=True):
-                self._scroll_out("".join(row), flag)
+            for row, flag, blank in zip(rows, wrapped, clean, strict=True):
+                self._scroll_out(" " * len(row) if blank is not None else "".join(row), flag)
             return
-        kept = [text for text in ["".join(row).rstrip(" ") for row in rows] if text]
-        taken = self._taken
-        over = len(taken) + len(kept) - MAX_TAKEN
-        if over > 0:
-            self.dropped_lines += over
-        taken.extend(kept)
+        kept = [text for text in ["".join(row).rstrip(" ") for row, blank in zip(rows, clean) if blank is None] if text]  # noqa: B905 (equal lengths)
+        if kept:
+            taken = self._taken
+            over = len(taken) + len(kept) - MAX_TAKEN
+            if over > 0:
+                self.dropped_lines += over
+            taken.extend(kept)
 
     def _scroll_out(self, text: str, wrapped: bool) -> None:
         """A row with ``text`` left the top of the main screen: add it to the logical lines."""
@@ -908,11 +939,17 @@ class Terminal:
 
     def _flush_screen(self) -> None:
         """The whole main screen is about to be erased: report its rows."""
-        chars, wrapped = self._chars, self._wrapped
+        chars, wrapped, clean = self._chars, self._wrapped, self._clean
         if self._alt:
-            chars, wrapped = self._other[0], self._other[2]
+            chars, wrapped, clean = self._other[0], self._other[2], self._other[3]
+        last = self.rows - 1
         for y in range(self.rows):
-            self._scroll_out("".join(chars[y]), wrapped[y] and y < self.rows - 1)
+            flag = wrapped[y] and y < last
+            if clean[y] is not None:
+                if self._carry or flag:
+                    self._scroll_out(" " * self.cols, flag)
+                continue
+            self._scroll_out("".join(chars[y]), flag)
 
     def _goto(self, x: int, y: int) -> None:
         """Move to (x, y) in screen coordinates, clamped to the screen."""
@@ -1007,10 +1044,16 @@ class Terminal:
                 self._chars[y] = ["E"] * self.cols
                 self._styles[y] = [DEFAULT_STYLE] * self.cols
                 self._wrapped[y] = False
+                self._clean[y] = None
             self._goto(0, 0)
 
     def _ris(self) -> None:
         self._flush_screen()
+        if self._alt:
+            self._swap_buffers()
+        for _ in range(2):  # both buffers, blank rows left alone (RIS in a loop must stay cheap)
+            self._erase_rows(0, self.rows, DEFAULT_STYLE)
+            self._swap_buffers()
         self._reset_state()
 
     def _save_cursor(self) -> None:
@@ -1106,7 +1149,8 @@ class Terminal:
 
     def _erase_cells(self, y: int, start: int, end: int) -> None:
         """Blank cells ``start``..``end`` (exclusive) of row ``y`` with the erase style."""
-        if start >= end:
+        erase = self._erase
+        if start >= end or self._clean[y] is erase:
             return
         row = self._chars[y]
         if row[start] == "" and start > 0:
@@ -1114,15 +1158,21 @@ class Terminal:
         if end < self.cols and row[end] == "":
             row[end] = " "
         row[start:end] = [" "] * (end - start)
-        self._styles[y][start:end] = [self._erase] * (end - start)
+        self._styles[y][start:end] = [erase] * (end - start)
+        self._clean[y] = erase if start == 0 and end == self.cols else None
 
-    def _erase_rows(self, start: int, end: int) -> None:
+    def _erase_rows(self, start: int, end: int, style: Style | None = None) -> None:
+        """Blank rows ``start``..``end`` (exclusive) in ``style`` (default: the erase style);
+        rows already blank in it are left alone."""
         cols = self.cols
-        erase = self._erase
+        erase = self._erase if style is None else style
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
         for y in range(start, end):
-            self._chars[y] = [" "] * cols
-            self._styles[y] = [erase] * cols
-            self._wrapped[y] = False
+            if clean[y] is not erase:
+                chars[y] = [" "] * cols
+                styles[y] = [erase] * cols
+                clean[y] = erase
+            wrapped[y] = False
 
     def _csi_ed(self, p: str) -> None:
         mode = _params(p)[0] if p else 0
@@ -1164,6 +1214,8 @@ class Terminal:
         x = min(self._x, cols - 1)
         n = min(_arg(p), cols - x)
         y = self._y
+        if self._clean[y] is self._erase:
+            return
         row, styles = self._chars[y], self._styles[y]
         row[x:x] = [" "] * n
         styles[x:x] = [self._erase] * n
@@ -1176,6 +1228,8 @@ class Terminal:
         x = min(self._x, cols - 1)
         n = min(_arg(p), cols - x)
         y = self._y
+        if self._clean[y] is self._erase:
+            return
         row, styles = self._chars[y], self._styles[y]
         del row[x : x + n]
         del styles[x : x + n]
@@ -1286,9 +1340,7 @@ class Terminal:
                     self._save_cursor()
                 self._swap_buffers()
                 if mode != 47:
-                    self._erase_rows(0, self.rows)
-                    for y in range(self.rows):
-                        self._styles[y] = [DEFAULT_STYLE] * self.cols
+                    self._erase_rows(0, self.rows, DEFAULT_STYLE)
             elif not on and self._alt:
                 self._swap_buffers()
                 if mode == 1049:
@@ -1296,8 +1348,8 @@ class Terminal:
 
     def _swap_buffers(self) -> None:
         other = self._other
-        self._other = (self._chars, self._styles, self._wrapped)
-        self._chars, self._styles, self._wrapped = other
+        self._other = (self._chars, self._styles, self._wrapped, self._clean)
+        self._chars, self._styles, self._wrapped, self._clean = other
         self._alt = not self._alt
 
     # -- resize --------------------------------------------------------------------------------
@@ -1313,12 +1365,12 @@ class Terminal:
         drop_top = y - rows + 1 if y >= rows else 0
         for is_alt in (self._alt, not self._alt):
             if is_alt == self._alt:
-                chars, styles, wrapped = self._chars, self._styles, self._wrapped
+                chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
             else:
-                chars, styles, wrapped = self._other
+                chars, styles, wrapped, clean = self._other
             if drop_top:
                 if not is_alt:
-                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top])
+                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top], clean[:drop_top])
                 del chars[:drop_top]
                 del styles[:drop_top]
                 del wrapped[:drop_top]
@@ -1349,6 +1401,8 @@ class Terminal:
         for i in range(old_cols - old_cols % 8 + 8 if old_cols % 8 else old_cols, cols, 8):
             tabs[i] = 1
         self._tabs = tabs
+        self._clean = [None] * rows
+        self._other = (*self._other[:3], [None] * rows)
         self._top = 0
         self._bottom = rows - 1
         self._y = _clamp(y - drop_top, 0, rows - 1)
@@ -1401,8 +1455,8 @@ class Terminal:
         state = {
             "v": FORMAT_VERSION,
             "size": [self.cols, self.rows],
-            "main": buffer(*(self._other if self._alt else (self._chars, self._styles, self._wrapped))),
-            "alt": buffer(*((self._chars, self._styles, self._wrapped) if self._alt else self._other)),
+            "main": buffer(*(self._other[:3] if self._alt else (self._chars, self._styles, self._wrapped))),
+            "alt": buffer(*((self._chars, self._styles, self._wrapped) if self._alt else self._other[:3])),
             "on_alt": self._alt,
             "cursor": [self._x, self._y],
             "style": sid(self._style),
@@ -1551,7 +1605,9 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
     alt = buffer(raw["alt"])
     term._alt = _bool(raw["on_alt"])
     term._chars, term._styles, term._wrapped = alt if term._alt else main
-    term._other = main if term._alt else alt
+    term._clean = [None] * rows
+    other = main if term._alt else alt
+    term._other = (*other, [None] * rows)
     cursor = _list(raw["cursor"], 2, 2)
     term._x = _int(cursor[0], 0, cols)
     term._y = _int(cursor[1], 0, rows - 1)
