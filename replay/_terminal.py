@@ -86,7 +86,6 @@ _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
 _PENDING = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[ -/]*)")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CELL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,16}")
 
 _width: Callable[[str], int] = lru_cache(maxsize=8192)(_wcwidth)
 
@@ -178,6 +177,18 @@ _LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
 """Whole lines of printable ASCII, each ending in CR LF, optionally after an EL (``ESC [ K``): what
 ``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
 _EL = "\x1b[K"
+
+
+@lru_cache(maxsize=4096)
+def _cell_width(cell: str) -> int:
+    """Columns a cell's text takes (1 or 2), or 0 if no cell can hold it: a first character one
+    or two columns wide, then only zero-width characters (combining marks), no controls."""
+    if not cell or len(cell) > MAX_CELL or _CONTROLS.search(cell):
+        return 0
+    width = _width(cell[0])
+    if width not in (1, 2) or any(_width(c) != 0 for c in cell[1:]):
+        return 0
+    return width
 
 
 def _is_wide(cell: str) -> bool:
@@ -1424,12 +1435,16 @@ class Terminal:
         margins, style, pending UTF-8 and escape bytes, tabs, title, scroll count, lines not taken."""
         table: list[Style] = []
         index: dict[Style, int] = {}
+        by_id: dict[int, int] = {}  # styles are interned: hashing each one (10 fields) is slow
 
         def sid(style: Style) -> int:
-            found = index.get(style)
+            found = by_id.get(id(style))
             if found is None:
-                found = index[style] = len(table)
-                table.append(style)
+                found = index.get(style)
+                if found is None:
+                    found = index[style] = len(table)
+                    table.append(style)
+                by_id[id(style)] = found
             return found
 
         def buffer(chars: list[_Row], styles: list[_StyleRow], wrapped: list[bool]) -> list[Any]:
@@ -1576,19 +1591,26 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
         for item in rows_in:
             text, rle = _list(item, 2, 2)
             if type(text) is str:
+                # One character per cell: each must be one cell wide (the common, fast case).
+                if len(text) != cols:
+                    raise ReplayError("terminal state: row of the wrong width")
+                if _CONTROLS.search(text):
+                    raise ReplayError("terminal state: control character in a cell")
+                if not (text.isascii() or _narrow().fullmatch(text)) and any(_width(c) != 1 for c in text):
+                    raise ReplayError("terminal state: a cell of the wrong width")
                 row = list(text)
             else:
                 row = [_str(c, MAX_CELL) for c in _list(text, cols, cols)]
-            if len(row) != cols:
-                raise ReplayError("terminal state: row of the wrong width")
-            for i, cell in enumerate(row):
-                if cell == "":
-                    if i == 0 or not _is_wide(row[i - 1]):
-                        raise ReplayError("terminal state: stray wide-character placeholder")
-                elif _CELL_TEXT.fullmatch(cell) is None:
-                    raise ReplayError("terminal state: control character in a cell")
-                elif _is_wide(cell) and (i + 1 >= cols or row[i + 1] != ""):
-                    raise ReplayError("terminal state: wide character without its placeholder")
+                for i, cell in enumerate(row):
+                    if cell == "":
+                        if i == 0 or not _is_wide(row[i - 1]):
+                            raise ReplayError("terminal state: stray wide-character placeholder")
+                        continue
+                    width = _cell_width(cell)
+                    if width == 0:
+                        raise ReplayError("terminal state: a cell that is not one or two columns of text")
+                    if width == 2 and (i + 1 >= cols or row[i + 1] != ""):
+                        raise ReplayError("terminal state: wide character without its placeholder")
             rle = _list(rle, 2, 2 * cols)
             srow: _StyleRow = []
             for j in range(0, len(rle) - 1, 2):
