@@ -5,19 +5,30 @@ htop): C0 controls, ESC sequences, CSI with ``;`` and ``:`` parameters, OSC/DCS/
 (swallowed; OSC 0/2 set the title), UTF-8 with wide and combining characters, the DEC graphics
 set, scroll regions, the alternate screen, autowrap with a pending-wrap state. Queries (DSR, DA,
 DECRQSS) are consumed and never answered: an emulator for replay produces no output at all.
+Where terminals disagree (what happens at the pending-wrap position) it does what tmux does, the
+oracle of the golden tests; on captured vim, top and tmux output its screens equal tmux's.
+Deliberate differences from tmux: invalid UTF-8 shows as U+FFFD (tmux drops it), writing over
+half of a wide character blanks the other half (as xterm), DEC graphics are translated to the
+box-drawing characters they show (``tmux capture-pane`` prints the ASCII letters).
 
 It never raises on input. Malformed sequences degrade what is drawn: counts and coordinates are
-clamped, parameter lists capped, an unterminated string is abandoned after
-:data:`MAX_STRING` characters, and an over-long CSI is ignored.
+clamped, parameter lists capped, an unterminated string is abandoned after :data:`MAX_STRING`
+characters, and a CSI longer than :data:`MAX_SEQUENCE` is ignored. No sequence costs more than
+O(rows + cols) on a blank screen (rows known blank are skipped), so a hostile loop of ``ESC [ 2 J``
+cannot make replay or indexing crawl.
 
-Why it is shaped this way (profile before changing anything): pure Python only reaches tens of
-MB/s if it never loops per byte. A chunk is decoded at once (an incremental UTF-8 decoder keeps
-sequences split across :meth:`Terminal.feed` calls), then cut by one compiled regular expression
-(:data:`_TOKEN`) into runs of printable text, single controls, and complete escape sequences.
-Rows are lists of one-character cells plus parallel lists of interned :class:`Style` objects, so a
-run of text lands in a row with two slice assignments. A wide character's right half is the empty
-string, so ``"".join(row)`` is the row's text. CSI finals are dispatched through a dict, SGR
-results are cached per (style, parameters), and parameter strings are parsed once.
+Why it is shaped this way (profile before changing anything; ``benchmarks/bench_terminal.py``):
+pure Python only reaches tens of MB/s if it never loops per byte. A chunk is decoded at once (an
+incremental UTF-8 decoder keeps sequences split across :meth:`Terminal.feed` calls), then cut by
+one compiled regular expression (:data:`_TOKEN`) into tokens: runs of text with the SGRs, ELs and
+``ESC ( B`` between them, CR LF, other CSIs, runs of one control, ESC sequences. Rows are lists
+of one-character cells plus parallel lists of interned :class:`Style` objects, so a run of text
+lands in a row with two slice assignments; a wide character's right half is the empty string, so
+``"".join(row)`` is the row's text. Each SGR is one dict look-up in the current style's transition
+table. After a CR LF, a run of whole plain lines is written a row at a time (:meth:`Terminal._lines`),
+and at the bottom of the main screen in one step (:meth:`Terminal._bulk`): lines that scroll off
+go straight to :meth:`Terminal.take_lines` without ever being built as rows. Property tests check
+that every fast path equals feeding the same bytes one at a time.
 """
 
 from __future__ import annotations
