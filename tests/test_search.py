@@ -448,3 +448,20 @@ def test_hostile_file_names_and_garbage_recordings(data: Path) -> None:
     db = sqlite3.connect(data / "search.db")
     ids = {r[0] for r in db.execute("SELECT session_id FROM sessions WHERE outcome = 'CORRUPT'")}
     assert ids == {"evil\x1b]0;pwn\x07\x1b[2J", "notarecording"}
+
+
+def test_full_screen_programs_give_no_commands_and_the_main_screen_survives(tmp_path: Path, key: SigningKey) -> None:
+    from replay import Command, TextLine, load, scan
+
+    s = Script(tmp_path / "vim.zsprec", key)
+    s.at(1).out(b"$ ")
+    s.at(2).key(b"vim notes\r").out(b"vim notes\r\n\x1b[?1049h\x1b[H\x1b[2J~ alt-screen-text\r\n~")
+    s.at(3).key(b":wq\r").out(b"\x1b[?1049l$ ")
+    s.at(4).key(b"top\r").out(b"top\r\n\x1b[?1049h\x1b[Hload average")  # the session ends inside top
+    path = s.close()
+    frames, _ = load(path, [key.public])
+    items = list(scan(frames))
+    assert [c.text for c in items if isinstance(c, Command)] == ["vim notes", "top"]
+    lines = [i.text for i in items if isinstance(i, TextLine)]
+    assert "$ vim notes" in lines and "$ top" in lines  # the main screen, read after leaving top's screen
+    assert not any("alt-screen-text" in t or "load average" in t for t in lines)
