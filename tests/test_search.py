@@ -365,6 +365,10 @@ def test_zsp_search_says_when_the_index_is_stale_and_index_fixes_it(data: Path) 
     assert p.returncode == 0 and "1 recording(s) indexed" in p.stderr
     p = zsp(data, "search", "second-session")
     assert p.returncode == 0 and "zsp index" not in p.stderr
+    (data / "recordings" / "a.zsprec").unlink()
+    p = zsp(data, "index")
+    assert "1 recording(s) no longer on disk" in p.stderr
+    assert zsp(data, "search", "first-session").returncode == 1
 
 
 def test_rebuild_equals_incremental(data: Path) -> None:

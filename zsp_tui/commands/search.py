@@ -254,6 +254,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             cov = coverage(d, index)
             todo = sorted(cov.stale + cov.live)  # live ones as far as they are signed now
+            gone = [p for p in index.sessions() if not Path(p).exists()]
+            for p in gone:  # derived data follows the recordings
+                index.remove(p)
+            if gone:
+                print(f"zsp index: {len(gone)} recording(s) no longer on disk dropped from the index", file=sys.stderr)
         progress = _Progress(len(todo))
         problems: list[str] = []
         for path in todo:
