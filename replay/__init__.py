@@ -3,44 +3,82 @@
 ``verify_frames`` streams a recording and yields frames once they are proven part of the chain;
 its return value is the :class:`VerificationReport`. ``verify`` does the same for a whole file.
 ``only_signed`` holds frames back until a verified signature covers them (what a player shows).
+``scan`` turns verified frames into lines of output and typed commands; ``SqliteSearchIndex``
+(behind the ``SearchIndex`` protocol) searches them across sessions, filled by ``index_recording``.
 ``RecordingStorage`` (``LocalDirectory`` today) is where recordings are found and opened by
 session id. ``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
+``Terminal`` turns output bytes into ``Screen`` values (the replay terminal emulator).
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
 from __future__ import annotations
 
-from ._exceptions import ReplayError, SourceError
+from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
+from ._indexer import index_recording, rows_of
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._scan import Command, Scanner, TextLine, keys_text, scan
+from ._search import (
+    Hit,
+    HitKind,
+    IndexedSession,
+    Query,
+    Row,
+    SearchIndex,
+    SqliteSearchIndex,
+    parse_query,
+)
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
+from ._style import DEFAULT_STYLE, Style
+from ._terminal import Screen, Terminal
 from ._timing import at_speed, cap_idle, output_steps
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
+    "DEFAULT_STYLE",
     "MAX_PENDING_BYTES",
     "SUFFIX",
+    "Command",
+    "Hit",
+    "HitKind",
+    "IndexedSession",
     "LocalDirectory",
     "Outcome",
     "Preamble",
     "Problem",
+    "Query",
+    "QueryError",
     "RecordingStorage",
     "ReplayError",
+    "Row",
+    "Scanner",
+    "Screen",
+    "SearchIndex",
+    "SearchIndexError",
     "SourceError",
+    "SqliteSearchIndex",
     "StoredRecording",
+    "Style",
     "Tail",
     "TailKind",
+    "Terminal",
+    "TextLine",
     "VerificationReport",
     "Withheld",
     "at_speed",
     "cap_idle",
+    "index_recording",
     "iter_raw",
+    "keys_text",
     "load",
     "only_signed",
     "output_steps",
+    "parse_query",
     "printable",
     "read_preamble",
+    "rows_of",
+    "scan",
     "verify",
     "verify_frames",
 ]

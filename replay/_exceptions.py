@@ -3,7 +3,9 @@
 ::
 
     ReplayError
-     └── SourceError        a recording cannot be opened or read at all (missing, unreadable)
+     ├── SourceError        a recording cannot be opened or read at all (missing, unreadable)
+     ├── QueryError         a search query that cannot be searched for (empty, only punctuation)
+     └── SearchIndexError   the search index cannot be opened, read or written
 
 Verification never raises for a bad recording: tampering, truncation and garbage are results
 (:class:`replay.VerificationReport`), not exceptions. Exceptions are for what stops us reading.
@@ -23,3 +25,21 @@ class SourceError(ReplayError):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: {reason}")
+
+
+class QueryError(ReplayError):
+    """A search query with nothing to search for: empty, or punctuation only."""
+
+    def __init__(self, *, query: str, reason: str) -> None:
+        self.query = query
+        self.reason = reason
+        super().__init__(f"search query {query!r}: {reason}")
+
+
+class SearchIndexError(ReplayError):
+    """The search index (derived data) could not be opened, read or written."""
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"search index {path}: {reason}")

@@ -60,6 +60,7 @@ from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, ZspError
+from ..indexing import LIVE_INTERVAL, BackgroundIndexer
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
@@ -404,8 +405,11 @@ class Bastion:
         self.sinks = tuple(BackgroundSink(sink) for sink in self.svc.sinks)
         for service in (self.svc, self.auth_svc, self.watch_svc):
             service.sinks = self.sinks
+        # Sessions are indexed for `zsp search` as they are sealed, in a thread of its own.
+        self.indexer = BackgroundIndexer(data)
         self._server: asyncssh.SSHAcceptor | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._live_indexing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self.owner = session_owner("serve")
@@ -468,6 +472,7 @@ class Bastion:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._watcher = asyncio.create_task(self._watch())
+        self._live_indexing = asyncio.create_task(self._index_live())
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -477,6 +482,8 @@ class Bastion:
         deadline = time.monotonic() + 5
         while self.live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self._live_indexing is not None:
+            self._live_indexing.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -486,7 +493,16 @@ class Bastion:
         self._watch_pool.shutdown(wait=True)
         for sink in self.sinks:
             sink.close()
+        self.indexer.close()
         self._lock.release()
+
+    async def _index_live(self) -> None:
+        """Live sessions are searchable as they go: their recordings are handed to the indexer
+        every few seconds (it re-indexes only those that grew, see indexing.LIVE_MAX_BYTES)."""
+        while True:
+            await asyncio.sleep(LIVE_INTERVAL)
+            for live in list(self.live):
+                self.indexer.submit_live(live.record.path)
 
     # --- the grant watcher --------------------------------------------------------------------
 
@@ -962,6 +978,7 @@ class Bastion:
             except RecordingFailed:
                 head = None
             await self.db(self.svc.session_ended, record, status, live.reason, head, frames, lane=user.name)
+            self.indexer.submit(path)  # searchable within moments; never waited for
         with contextlib.suppress(OSError, asyncssh.Error):
             process.exit(status if status is not None and status >= 0 else 255)
 

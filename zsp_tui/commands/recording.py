@@ -33,6 +33,7 @@ from replay import Outcome, SourceError, VerificationReport, printable, verify
 from ..audit import NewEvent
 from ..datadir import DataDir
 from ..exceptions import DataDirError, UsageError, ZspError
+from ..indexing import index_quietly
 from ..masking import Excessive, MaskLimits
 from ..models import SessionRecord, session_owner
 from ..record import default_size, output_path, run_recorded
@@ -125,6 +126,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     )
     if registered is not None:
         _register_end(data, registered, info, code)
+    index_quietly(data, path)  # searchable at once (`zsp search`); a failure is only a warning
     if failure is not None:
         _err(f"{failure}; the session was ended")
         return code

@@ -1,0 +1,157 @@
+"""Recording -> search index: verify, keep what a signature covers, scan, store. One pass.
+
+The pipeline is the player's: ``verify_frames -> only_signed -> scan``, so the index holds only
+text a verified signature covers (a forger can recompute chain heads; only signatures tell).
+A corrupt recording is indexed up to its last good signature before the break and stored with
+its outcome, problem and bad frame; the frames after it are never indexed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from recorder import Frame, Header, PublicKey
+
+from ._exceptions import SourceError
+from ._scan import Command, Item, TextLine, keys_text, scan
+from ._search import HitKind, IndexedSession, Row, SearchIndex
+from ._signed import only_signed
+from ._verify import Outcome, Problem, VerificationReport, verify_frames
+
+__all__ = ["index_recording", "rows_of"]
+
+
+def _clean(text: str) -> str:
+    """Text SQLite can store: the emulator never yields lone surrogates, but nothing here trusts that."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def rows_of(items: Iterable[Item]) -> Iterator[Row]:
+    """Index rows of scanned lines and commands. A command with nothing shown and nothing typed
+    (an empty Enter, a masked password line) has nothing to search for and is left out; a blind
+    command is stored as what its keys spell, flagged."""
+    output = HitKind.OUTPUT
+    for item in items:
+        if type(item) is TextLine:
+            text = item.text
+            yield Row(item.t_us, item.frame, output, text if text.isascii() else _clean(text))
+        elif isinstance(item, Command):
+            if item.blind:
+                text = keys_text(item.keys)
+            else:
+                text = item.text
+            if text.strip():
+                yield Row(item.t_us, item.frame, HitKind.COMMAND, _clean(text), item.blind)
+
+
+def _stub(path: Path, size: int, mtime_ns: int) -> IndexedSession:
+    """A recording whose header could not be read: named by its file, dated by its mtime."""
+    name = path.name.removesuffix(".zsprec")
+    return IndexedSession(
+        path=str(path),
+        session_id=name,
+        user="",
+        target="",
+        login="",
+        grant_id=None,
+        started_us=mtime_ns // 1000,
+        outcome="CORRUPT",
+        size=size,
+        mtime_ns=mtime_ns,
+    )
+
+
+def _from_header(path: Path, header: Header, size: int, mtime_ns: int) -> IndexedSession:
+    return IndexedSession(
+        path=str(path),
+        session_id=str(header.session_id),
+        user=header.user,
+        target=header.target,
+        login=header.login,
+        grant_id=header.grant_id,
+        started_us=header.started_at_us,
+        outcome="INCOMPLETE",
+        size=size,
+        mtime_ns=mtime_ns,
+    )
+
+
+def index_recording(
+    index: SearchIndex,
+    path: Path | str,
+    trusted: Sequence[PublicKey],
+    *,
+    legacy_order: bool = False,
+    live: bool = False,
+) -> IndexedSession:
+    """Verify and scan the recording at ``path`` and replace its rows in ``index`` (atomically).
+
+    Raises :class:`SourceError` if the file cannot be read; :class:`SearchIndexError` if the index
+    cannot be written. A recording that is not VALID is indexed as far as it is signed, and stored
+    with its outcome; ``live``: it is still being written, and an unsealed one is stored as LIVE.
+    """
+    path = Path(path)
+    name = str(path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
+    with f:
+        try:
+            st = os.fstat(f.fileno())
+        except OSError as exc:
+            raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
+        report: VerificationReport | None = None
+        gen = verify_frames(f, trusted, source=name, legacy_order=legacy_order)
+
+        def frames() -> Generator[Frame, None, None]:
+            nonlocal report
+            report = yield from gen
+
+        signed = only_signed(frames())
+        first: Frame | None = next(signed, None)
+        header = first.data if first is not None and isinstance(first.data, Header) else None
+
+        def rest() -> Iterator[Frame]:
+            if first is not None:
+                yield first
+            yield from signed
+
+        def finish(session: IndexedSession) -> IndexedSession:
+            if report is None:  # rows were not drained: nothing more is known
+                return session
+            r = report
+            h = r.header
+            if header is None and h is not None:  # the header itself was never signed
+                session = replace(_from_header(path, h, session.size, session.mtime_ns), path=session.path)
+            unsealed = r.outcome is Outcome.INCOMPLETE and r.problem in (Problem.NO_SEAL, Problem.TORN)
+            return replace(
+                session,
+                outcome="LIVE" if live and unsealed else r.outcome.value,
+                problem=r.problem.value if r.problem else None,
+                bad_frame=r.bad_frame,
+                head=r.head.hex() if r.head else None,
+                indexed_bytes=r.bad_offset if r.bad_offset is not None else session.size,
+            )
+
+        try:
+            if header is not None:
+                session = _from_header(path, header, st.st_size, st.st_mtime_ns)
+            else:
+                session = _stub(path, st.st_size, st.st_mtime_ns)
+            rows = rows_of(scan(rest())) if header is not None else _drain(rest())
+            return index.replace(session, rows, update=finish)
+        except OSError as exc:
+            raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
+
+
+def _drain(frames: Iterable[Frame]) -> Iterator[Row]:
+    """Read a stream to its end (so its verification report exists) and index nothing of it."""
+    deque(frames, maxlen=0)
+    yield from ()

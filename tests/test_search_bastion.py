@@ -1,0 +1,115 @@
+"""A session through the real bastion is searchable with `zsp search` without running any command:
+the bastion indexes it when it is sealed, off its event loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import paramiko
+
+from tests.bastion_env import Env
+from tests.helpers import read_until
+
+
+def search(env: Env, *words: str) -> list[dict]:
+    p = subprocess.run([sys.executable, "-m", "zsp_tui", "search", "--data", str(env.data.root), "--json", *words],
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert "Traceback" not in p.stderr, p.stderr
+    return json.loads(p.stdout) if p.stdout.strip() else []
+
+
+def poll(env: Env, *words: str, timeout: float = 5.0) -> list[dict]:
+    end = time.monotonic() + timeout
+    while True:
+        hits = search(env, *words)
+        if hits or time.monotonic() > end:
+            return hits
+        time.sleep(0.2)
+
+
+def test_a_bastion_session_is_searchable_without_any_command(env: Env) -> None:
+    env.grant()
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(env.known_hosts))
+    client.connect("127.0.0.1", env.port, username="local", key_filename=str(env.keys["alice"]),
+                   look_for_keys=False, allow_agent=False)
+    try:
+        chan = client.invoke_shell(term="xterm", width=80, height=24)
+        buf = read_until(chan, b"", b"$ ")
+        chan.send(b"echo kubectl delete pod web-7f; echo DONE-$((6*7))\r")
+        buf = read_until(chan, buf, b"DONE-42")
+        time.sleep(0.2)
+        chan.send(b"exit\r")
+        chan.recv_exit_status()
+    finally:
+        client.close()
+    ended = time.monotonic()
+    hits = poll(env, "kubectl", "delete", "pod")
+    assert time.monotonic() - ended < 5, "not searchable within a few seconds of the session's end"
+    kinds = {h["kind"] for h in hits}
+    assert kinds == {"command", "output"}, hits
+    cmd = next(h for h in hits if h["kind"] == "command")
+    assert cmd["text"] == "echo kubectl delete pod web-7f; echo DONE-$((6*7))"
+    assert cmd["user"] == "alice" and cmd["target"] == "local"
+    session = env.svc.sessions()[-1]
+    assert cmd["session_id"] == session.id and cmd["play"].startswith(f"zsp play {session.id} --from ")
+    assert search(env, "DONE-42")  # the output line
+
+
+def test_an_indexing_failure_never_affects_the_session(tmp_path) -> None:
+    from recorder import load_trusted_keys
+    from replay import verify
+    from tests.bastion_env import make_env
+
+    env = make_env(tmp_path)
+    (env.data.root / "search.db").mkdir()  # the index cannot be opened
+    env.start()
+    try:
+        env.grant()
+        p = env.ssh("alice", "local", "echo still-recorded; exit 3")
+        assert p.returncode == 3 and "still-recorded" in p.stdout
+        s = env.svc.sessions()[-1]
+        end = time.monotonic() + 10
+        while env.svc.session(s.id).ended_at is None and time.monotonic() < end:
+            time.sleep(0.1)
+        assert verify(s.path, load_trusted_keys(env.data.allowed_signers_path)).valid
+        assert env.ssh("alice", "local", "true").returncode == 0  # the bastion goes on
+    finally:
+        env.stop()
+    log = "".join(env.output)
+    assert "zsp: warning: could not index" in log and "Traceback" not in log
+
+
+def test_a_live_session_is_searchable_while_it_runs(env: Env) -> None:
+    env.grant()
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(env.known_hosts))
+    client.connect("127.0.0.1", env.port, username="local", key_filename=str(env.keys["alice"]),
+                   look_for_keys=False, allow_agent=False)
+    try:
+        chan = client.invoke_shell(term="xterm", width=80, height=24)
+        buf = read_until(chan, b"", b"$ ")
+        chan.send(b"echo live-$((6*7))-marker\r")
+        buf = read_until(chan, buf, b"live-42-marker")
+        hits = poll(env, "live-42-marker", timeout=20)  # checkpoint (2 s) + the bastion's pass (3 s)
+        assert hits and all(h["outcome"] == "LIVE" for h in hits), hits
+        assert [h["kind"] for h in hits] == ["output"]
+        (cmd,) = poll(env, "--commands-only", "live-$((6*7))-marker")
+        assert cmd["kind"] == "command" and cmd["text"] == "echo live-$((6*7))-marker"
+        session = env.svc.sessions()[-1]
+        assert session.ended_at is None  # still running
+        chan.send(b"exit\r")
+        chan.recv_exit_status()
+    finally:
+        client.close()
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        hits = search(env, "live-42-marker")
+        if hits and all(h["outcome"] == "VALID" for h in hits):
+            break
+        time.sleep(0.2)
+    assert len(hits) == 1 and all(h["outcome"] == "VALID" for h in hits), hits  # replaced at the seal, not added

@@ -1,0 +1,235 @@
+"""The data dir's search index: which recordings it covers, keeping it current, and the bastion's
+background indexer.
+
+The index itself (:mod:`replay._search`) takes paths and values; this module knows the data dir:
+the index file is ``DATA/search.db``; the recordings are the store's sessions plus the files in
+``recordings/`` the store does not know; verification trusts the data dir's ``allowed_signers``.
+A recording is *stale* in the index when it is missing from it or its size or mtime changed since.
+
+Indexing never affects a session: the bastion hands a sealed session's path to
+:class:`BackgroundIndexer` (its own thread, off the event loop) and goes on; a failure is one
+escaped warning line on stderr, and ``zsp index`` repairs what was missed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from replay import IndexedSession, ReplayError, SqliteSearchIndex, index_recording, printable
+
+from .datadir import DataDir
+from .exceptions import ZspError
+
+__all__ = [
+    "INDEX_FILE",
+    "LIVE_INTERVAL",
+    "LIVE_MAX_BYTES",
+    "BackgroundIndexer",
+    "Coverage",
+    "coverage",
+    "index_file",
+    "index_one",
+    "index_quietly",
+    "open_index",
+    "recordings",
+]
+
+INDEX_FILE = "search.db"
+
+
+def index_file(d: DataDir) -> Path:
+    return d.root / INDEX_FILE
+
+
+def open_index(d: DataDir) -> SqliteSearchIndex:
+    return SqliteSearchIndex(index_file(d))
+
+
+def recordings(d: DataDir) -> tuple[dict[Path, bool], int]:
+    """Every recording of the data dir -> True if its session is live (store: not ended); and
+    how many store sessions name a file that is gone."""
+    found: dict[Path, bool] = {}
+    missing = 0
+    if d.db_path.exists():
+        svc = d.service()
+        try:
+            sessions = svc.sessions()
+        finally:
+            svc.store.close()
+        for s in sessions:
+            p = Path(s.path)
+            if p.exists():
+                found[p.absolute()] = s.ended_at is None
+            else:
+                missing += 1
+    if d.recordings.is_dir():
+        for p in sorted(d.recordings.glob("*.zsprec")):
+            found.setdefault(p.absolute(), False)
+    return found, missing
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How far the index covers the data dir's recordings."""
+
+    total: int
+    stale: tuple[Path, ...]
+    """Recordings not indexed, or changed since (size or mtime), of sessions that ended."""
+    live: tuple[Path, ...]
+    """Live sessions whose recording grew since it was last indexed."""
+
+
+def coverage(d: DataDir, index: SqliteSearchIndex) -> Coverage:
+    files, _ = recordings(d)
+    known = index.sessions()
+    stale: list[Path] = []
+    live: list[Path] = []
+    for path, is_live in files.items():
+        entry = known.get(str(path))
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            (live if is_live else stale).append(path)
+    return Coverage(len(files), tuple(stale), tuple(live))
+
+
+def index_one(
+    d: DataDir, path: Path, index: SqliteSearchIndex | None = None, *, live: bool = False
+) -> IndexedSession:
+    """Index one recording of the data dir (raises ReplayError/ZspError on failure)."""
+    own = index is None
+    ix = index if index is not None else open_index(d)
+    try:
+        return index_recording(ix, Path(path).absolute(), d.trusted_keys(), live=live)
+    finally:
+        if own:
+            ix.close()
+
+
+def index_quietly(d: DataDir, path: Path) -> None:
+    """Index one recording now; a failure is a warning (``zsp record``, after sealing)."""
+    if not d.root.is_dir():
+        return
+    try:
+        index_one(d, path)
+    except (ReplayError, ZspError, OSError, sqlite3.Error) as exc:
+        warn(f"could not index {path} for search ({exc}); `zsp index` retries")
+
+
+def warn(message: str) -> None:
+    print(f"zsp: warning: {printable(message)}", file=sys.stderr, flush=True)
+
+
+LIVE_INTERVAL = 3.0
+"""Seconds between two looks at the bastion's live sessions for search."""
+LIVE_REST = 3.0
+"""After re-indexing a live recording, live indexing pauses this many times as long (sealed
+sessions are not held back): at most a quarter of a core, shared with the bastion's event loop."""
+LIVE_MAX_BYTES = 8 * 1024 * 1024
+"""Live recordings up to this size are re-indexed as they grow (a whole pass each time, about a
+second at most); a larger one is searchable from its seal on, or after ``zsp index``."""
+
+
+class BackgroundIndexer:
+    """Indexes recordings handed to it from its own thread, one at a time: sealed sessions
+    (``submit``) in submission order and before any live one (``submit_live``); a path submitted
+    again while queued is indexed once. A live recording is indexed again only when it grew,
+    as far as a signature covers it, and stored as LIVE; its seal replaces all of that.
+    ``close`` finishes what is queued, waiting at most ``timeout`` seconds. Failures are
+    warnings: indexing never affects a session.
+    """
+
+    def __init__(self, data: DataDir, *, max_pending: int = 10_000) -> None:
+        self.data = data
+        self._max = max_pending
+        self._final: OrderedDict[Path, None] = OrderedDict()
+        self._live: OrderedDict[Path, None] = OrderedDict()
+        self._live_sizes: dict[Path, int] = {}  # only touched by the thread
+        self._live_rest_until = 0.0
+        self._cond = threading.Condition()
+        self._closing = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: Path | str) -> None:
+        """Index a sealed (or abandoned) recording."""
+        with self._cond:
+            p = Path(path)
+            self._live.pop(p, None)
+            if p not in self._final and len(self._final) >= self._max:
+                self.dropped += 1
+                if self.dropped == 1:
+                    warn(f"search indexing is behind (over {self._max} recordings queued); `zsp index` catches up")
+                return
+            self._final[p] = None
+            self._cond.notify()
+
+    def submit_live(self, path: Path | str) -> None:
+        """Index a live recording if it grew since it was last indexed (and is not too big)."""
+        with self._cond:
+            p = Path(path)
+            if p in self._final or p in self._live or len(self._live) >= self._max:
+                return
+            self._live[p] = None
+            self._cond.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._live.clear()
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _next(self) -> tuple[Path, bool] | None:
+        with self._cond:
+            while True:
+                if self._final:
+                    return self._final.popitem(last=False)[0], False
+                if self._closing:
+                    return None
+                rest = self._live_rest_until - time.monotonic()
+                if self._live and rest <= 0:
+                    return self._live.popitem(last=False)[0], True
+                self._cond.wait(rest if self._live else None)
+
+    def _run(self) -> None:
+        index: SqliteSearchIndex | None = None
+        try:
+            while (job := self._next()) is not None:
+                path, live = job
+                started = time.monotonic()
+                try:
+                    if live:
+                        size = path.stat().st_size
+                        if size > LIVE_MAX_BYTES or self._live_sizes.get(path) == size:
+                            continue
+                        self._live_sizes[path] = size
+                    else:
+                        self._live_sizes.pop(path, None)
+                    if index is None:
+                        index = open_index(self.data)
+                    index_one(self.data, path, index, live=live)
+                except (ReplayError, ZspError, OSError, sqlite3.Error) as exc:
+                    warn(f"could not index {path} for search: {exc}")
+                    if index is not None:
+                        index.close()
+                    index = None
+                took = time.monotonic() - started
+                if live:
+                    # The thread shares the bastion's interpreter (and its GIL) with the event loop:
+                    # live re-indexing rests three times as long as it worked (a 25% duty cycle).
+                    self._live_rest_until = time.monotonic() + LIVE_REST * took
+                if took > 30:
+                    warn(f"indexing {path} for search took {took:.0f}s")
+        finally:
+            if index is not None:
+                index.close()
