@@ -91,3 +91,31 @@ def test_bad_since_is_one_line(tmp_path: Path) -> None:
         r = _zsp(d.root, "--since", bad)
         assert r.returncode == 2 and r.stdout == ""
         assert r.stderr.startswith("zsp: error: --since") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_recording_found_corrupt_when_indexed_is_listed_corrupt(tmp_path: Path) -> None:
+    from recorder import FileSink, RecordingWriter, SessionMeta
+
+    svc, d = make_service(tmp_path / "data", SystemClock())
+    populate(svc)
+    paths = {}
+    for name in ("good", "bad"):
+        meta = SessionMeta(user="alice", target="local", login="alice", term="xterm", cols=80, rows=24)
+        w = RecordingWriter(FileSink(d.recordings / f"{name}.zsprec"), d.signing_key(), meta)
+        sid = str(w.session_id)
+        record = _session(svc, sid, "alice", "local", datetime.now(UTC), d.recordings / f"{name}.zsprec")
+        w.output(b"payload " * 100 + b"\r\n")
+        info = w.close(0, "exit")
+        svc.session_ended(record, 0, "exit", info.head_hex)
+        paths[name] = (sid, d.recordings / f"{name}.zsprec")
+    sid_bad, bad = paths["bad"]
+    blob = bytearray(bad.read_bytes())
+    blob[blob.index(b"payload") + 2] ^= 0x20  # same size: the store still says sealed
+    bad.write_bytes(bytes(blob))
+    assert {r["status"] for r in _listed(d.root)} == {"sealed"}  # not verified yet: nothing is claimed
+    r = subprocess.run([*ZSP, "index", "--data", str(d.root)], capture_output=True, text=True, timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    listed = {r["id"]: r for r in _listed(d.root)}
+    assert listed[sid_bad]["status"] == "corrupt" and listed[sid_bad]["verified"] == "CORRUPT"
+    assert listed[paths["good"][0]]["status"] == "sealed" and listed[paths["good"][0]]["verified"] == "VALID"
+    assert [r["id"] for r in _listed(d.root, "--status", "corrupt")] == [sid_bad]

@@ -38,6 +38,7 @@ __all__ = [
     "index_quietly",
     "open_index",
     "recordings",
+    "verified_outcomes",
 ]
 
 INDEX_FILE = "search.db"
@@ -68,9 +69,8 @@ def recordings(d: DataDir) -> tuple[dict[Path, bool], int]:
                 found[p.absolute()] = s.ended_at is None
             else:
                 missing += 1
-    if d.recordings.is_dir():
-        for p in sorted(d.recordings.glob("*.zsprec")):
-            found.setdefault(p.absolute(), False)
+    for stored in sorted(d.storage().list(), key=lambda r: r.name):
+        found.setdefault(Path(stored.location).absolute(), False)
     return found, missing
 
 
@@ -99,6 +99,33 @@ def coverage(d: DataDir, index: SqliteSearchIndex) -> Coverage:
         if entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
             (live if is_live else stale).append(path)
     return Coverage(len(files), tuple(stale), tuple(live))
+
+
+def verified_outcomes(d: DataDir) -> dict[str, str]:
+    """Recording path -> VALID, INCOMPLETE or CORRUPT, as the index verified it, for the recordings
+    unchanged (size and mtime) since they were indexed; empty without an index. Never raises:
+    what a listing shows must not depend on the derived index being readable."""
+    if not index_file(d).exists():
+        return {}
+    try:
+        index = open_index(d)
+    except (ReplayError, OSError, sqlite3.Error):
+        return {}
+    try:
+        known = index.sessions()
+    except (ReplayError, sqlite3.Error):
+        return {}
+    finally:
+        index.close()
+    out: dict[str, str] = {}
+    for path, entry in known.items():
+        try:
+            st = Path(path).stat()
+        except OSError:
+            continue
+        if (entry.size, entry.mtime_ns) == (st.st_size, st.st_mtime_ns) and entry.outcome != "LIVE":
+            out[path] = entry.outcome
+    return out
 
 
 def index_one(

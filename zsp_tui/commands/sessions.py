@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..clock import parse_since, rfc3339
 from ..exceptions import UsageError
+from ..indexing import verified_outcomes
 from ..models import SessionRecord
-from ._common import emit_json, service, table
+from ._common import data, emit_json, service, table
 
 __all__ = ["STATUSES", "register", "session_status"]
 
 STATUSES = ("live", "sealed", "incomplete", "corrupt", "interrupted")
 """What ``--status`` takes. ``corrupt`` is known only for sessions whose recording was verified
-(by the search indexer, which verifies every recording it reads, or ``zsp index``)."""
+(by the search indexer, which verifies every recording it reads, or ``zsp index``), and still
+unchanged since."""
 
 
 def session_status(s: SessionRecord, outcome: str | None = None) -> str:
@@ -53,7 +56,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     reasons = {r.id: r.reason for r in svc.requests()} if rows else {}
     # Sessions that masked more input than a password needs are flagged for review (zsp unseal).
     flagged = {e.session_id for e in svc.audit_events(since) if e.event == "input.masked.excessive"}
-    outcomes: dict[str, str] = {}  # session id -> verdict, for recordings verified since they ended
+    by_path = verified_outcomes(data(args)) if rows else {}
+    outcomes = {s.id: by_path[str(Path(s.path).absolute())] for s in rows if str(Path(s.path).absolute()) in by_path}
     out: list[dict[str, Any]] = []
     for s in rows:
         status = session_status(s, outcomes.get(s.id))
