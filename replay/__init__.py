@@ -10,14 +10,19 @@ Like :mod:`recorder`, this package never imports textual or asyncssh.
 from __future__ import annotations
 
 from ._exceptions import ReplayError, SourceError
+from ._follow import GrowingFile, Located, follow, located_frames
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._seek import Keyframe, Playhead, Seeker, SeekIndex, build_index, load_index, save_index
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._timing import at_speed, cap_idle, output_steps
+from ._typed import TypedTracker
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
     "MAX_PENDING_BYTES",
+    "GrowingFile",
+    "Located",
     "Outcome",
     "Preamble",
     "Problem",
@@ -25,12 +30,15 @@ __all__ = [
     "SourceError",
     "Tail",
     "TailKind",
+    "TypedTracker",
     "VerificationReport",
     "Withheld",
     "at_speed",
     "cap_idle",
+    "follow",
     "iter_raw",
     "load",
+    "located_frames",
     "only_signed",
     "output_steps",
     "printable",
