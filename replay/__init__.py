@@ -14,6 +14,8 @@ from ._exceptions import ReplayError, SourceError
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._render import Renderer, safe_text, sgr
+from ._seek import Keyframe, Playhead, Seeker, SeekIndex, build_index, load_index, save_index
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._style import DEFAULT_STYLE, Style
 from ._terminal import Screen, Terminal
@@ -25,12 +27,17 @@ __all__ = [
     "DEFAULT_STYLE",
     "MAX_PENDING_BYTES",
     "GrowingFile",
+    "Keyframe",
     "Located",
     "Outcome",
+    "Playhead",
     "Preamble",
     "Problem",
+    "Renderer",
     "ReplayError",
     "Screen",
+    "SeekIndex",
+    "Seeker",
     "SourceError",
     "Style",
     "Tail",
@@ -40,15 +47,20 @@ __all__ = [
     "VerificationReport",
     "Withheld",
     "at_speed",
+    "build_index",
     "cap_idle",
     "follow",
     "iter_raw",
     "load",
+    "load_index",
     "located_frames",
     "only_signed",
     "output_steps",
     "printable",
     "read_preamble",
+    "safe_text",
+    "save_index",
+    "sgr",
     "verify",
     "verify_frames",
 ]
