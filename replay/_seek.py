@@ -4,7 +4,7 @@ A :class:`SeekIndex` holds keyframes: snapshots of the emulated terminal (:meth:
 taken every :data:`KEYFRAME_BYTES` of output and every :data:`KEYFRAME_US` of session time, each
 with the frame it follows, its time, the chain head of that frame and the byte offset of the next
 frame. To show time *t*, :class:`Seeker` loads the last keyframe at or before *t* and replays the
-frames after it (at most about 64 KiB of output), reading them straight from that offset.
+frames after it (at most about 32 KiB of output plus one frame), reading them straight from that offset.
 
 The index is derived data, never evidence. It is built from frames the verifier proved and a
 signature covered (:func:`replay.only_signed`); it is tied to the recording it came from by the
@@ -25,6 +25,7 @@ import bisect
 import os
 import tempfile
 import uuid
+import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,16 @@ __all__ = [
     "save_index",
 ]
 
-INDEX_VERSION = 1
-KEYFRAME_BYTES = 64 * 1024
-"""Output between keyframes: replaying this much costs a few ms even for escape-heavy output."""
+INDEX_VERSION = 2
+KEYFRAME_BYTES = 32 * 1024
+"""Output between keyframes: replaying this much costs a few ms even for escape-heavy output
+(64 KiB put the p99 of a seek near 50 ms on a loaded machine; 32 KiB halves the replay part)."""
 KEYFRAME_US = 10_000_000
 """Session time between keyframes, so that a quiet session is cut into steps too."""
 MAX_CACHE_BYTES = 1 << 30
 """A cache file larger than this is not read (rebuilt instead)."""
+MAX_STATE_BYTES = 64 << 20
+"""Largest keyframe state decompressed (a 1000x500 terminal with both buffers fits); more is refused."""
 _MAGIC = "zsp-seek"
 _KINDS = {int(k): k for k in FrameKind}
 
@@ -96,7 +100,7 @@ class Keyframe:
     head: bytes
     """Chain head of frame ``frame``: frames read after it must chain from it."""
     state: bytes
-    """:meth:`Terminal.dump` of the screen."""
+    """:meth:`Terminal.dump` of the screen, zlib-compressed (mostly blank cells: about 5x smaller)."""
     typed: Any
     """:meth:`TypedTracker.dump` (what was last typed)."""
 
@@ -173,6 +177,9 @@ class Playhead:
         data = frame.data
         if kind is FrameKind.OUTPUT and isinstance(data, bytes):
             self.terminal.feed(data)
+            # Lines scrolled off are kept for whoever takes them (the search indexer); a player
+            # does not, and they would pile up in memory and in every keyframe.
+            self.terminal.take_lines()
         elif kind is FrameKind.RESIZE and isinstance(data, Resize):
             if data.cols and data.rows:
                 self.terminal.resize(data.cols, data.rows)
@@ -229,7 +236,8 @@ class IndexBuilder:
         if ph is None:  # add() sets it before any keyframe
             raise ReplayError("no terminal yet")
         frame = item.frame
-        self.index.add(Keyframe(frame.seq, frame.t_us, item.end, item.head, ph.terminal.dump(), ph.typed.dump()))
+        state = zlib.compress(ph.terminal.dump(), 1)
+        self.index.add(Keyframe(frame.seq, frame.t_us, item.end, item.head, state, ph.typed.dump()))
         self._since_bytes = 0
         self._since_t = item.frame.t_us
 
@@ -395,6 +403,14 @@ def _parse_index(doc: object) -> SeekIndex:
     return index
 
 
+def _inflate(state: bytes) -> bytes:
+    d = zlib.decompressobj()
+    out = d.decompress(state, MAX_STATE_BYTES)
+    if d.unconsumed_tail or not d.eof:
+        raise ValueError("keyframe state is too large or truncated")
+    return out
+
+
 # --- seeking -------------------------------------------------------------------------------------
 
 
@@ -447,8 +463,8 @@ class Seeker:
         while True:
             kf = self.index.keyframes[i]
             try:
-                return Playhead(Terminal.load(kf.state), TypedTracker.load(kf.typed), kf)
-            except (ReplayError, ValueError) as exc:
+                return Playhead(Terminal.load(_inflate(kf.state)), TypedTracker.load(kf.typed), kf)
+            except (ReplayError, ValueError, zlib.error) as exc:
                 if i == 0:
                     raise ReplayError(f"the first keyframe does not load: {exc}") from None
                 i -= 1
