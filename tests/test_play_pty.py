@@ -56,7 +56,10 @@ RESTORE = b"\x1b[0m\x1b[?25h\x1b[?1049l"
 
 def check_output(out: bytes) -> None:
     """Every byte is part of an allowed sequence or printable text (CR/LF: the verdict on stderr)."""
-    text = out.decode("utf-8")  # strict: a stray C1 byte or broken UTF-8 fails here
+    try:
+        text = out.decode("utf-8")  # strict: a stray C1 byte or broken UTF-8 fails here
+    except UnicodeDecodeError as exc:
+        raise AssertionError(f"not UTF-8 text: {out[exc.start - 10 : exc.end + 10]!r}") from None
     pos = 0
     while pos < len(text):
         ch = text[pos]
@@ -346,3 +349,48 @@ def test_live_recording_is_followed_until_its_seal(tmp_path: Path, key: SigningK
     finally:
         release.set()
         t.join(10)
+
+
+def test_window_resize_redraws_at_the_new_size(tmp_path: Path, key: SigningKey, signer: Path) -> None:
+    rec = write_hostile(tmp_path / "h.zsprec", key)
+    pty = _run(tmp_path, signer, rec)
+    try:
+        pty.read_until(b"end: q quit")
+        assert b"CROPPED" not in pty.out
+        fcntl.ioctl(pty.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 10, 50, 0, 0))
+        pty.proc.send_signal(signal.SIGWINCH)
+        pty.read_until(b"CROPPED 80x24")
+        pty.send(b"q")
+        code = pty.finish()
+        _checks(pty, code, 0)
+    finally:
+        pty.close()
+
+
+def test_first_play_builds_and_caches_the_seek_index(tmp_path: Path) -> None:
+    """Named by id in a data dir: played while its index is built, which is then cached; the second
+    play uses the cache and draws the same."""
+    from replay import load_index, verify
+    from zsp_tui.datadir import DataDir
+
+    env = dict(os.environ, ZSP_DATA=str(tmp_path / "data"), TERM="xterm")
+    subprocess.run([sys.executable, "-m", "zsp_tui", "init"], env=env, check=True, capture_output=True)
+    d = DataDir(tmp_path / "data")
+    key = d.signing_key()
+    sid = fixed_session_id(11)
+    rec = write_hostile(d.recordings / f"{sid}.zsprec", key)
+    cache = tmp_path / "data" / "cache" / "seek" / f"{sid}.seek"
+    outs = []
+    for _ in range(2):
+        pty = Pty([str(sid)[-8:]], env)
+        try:
+            pty.read_until(b"end: q quit")
+            pty.send(b"q")
+            code = pty.finish()
+            _checks(pty, code, 0)
+            outs.append(pty.out)
+        finally:
+            pty.close()
+        index = load_index(cache)
+        assert index is not None and index.matches(verify(rec, [key.public]), rec.stat().st_size)
+    assert b"the end $" in outs[0] and b"the end $" in outs[1]

@@ -41,12 +41,23 @@ from replay import (
     Seeker,
     SeekIndex,
     VerificationReport,
+    load_index,
     printable,
+    save_index,
 )
-from replay._follow import located_frames
+from replay._follow import Located, located_frames
 from replay._seek import IndexBuilder, signed_located
 
-__all__ = ["LiveFeed", "PlayOptions", "format_time", "parse_time", "play_interactive", "screen_text"]
+__all__ = [
+    "LiveFeed",
+    "PlayOptions",
+    "background_seeker",
+    "follow_seeker",
+    "format_time",
+    "parse_time",
+    "play_interactive",
+    "screen_text",
+]
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 SEEK_SHORT_US = 5_000_000
@@ -104,23 +115,37 @@ def screen_text(seeker: Seeker, t_us: int) -> list[str]:
 
 
 class LiveFeed:
-    """Follows a recording still being written: verifies new frames and grows the seek index.
+    """Grows the seek index in a thread while the player plays: follows a recording still being
+    written (``follow=True``), or indexes a finished one whose index is not cached yet, so that
+    playback starts at once instead of after a pass through the whole file.
 
-    Runs in its own thread; :meth:`stop` ends it within one poll interval. ``lock`` guards the
-    index (held while a frame is added and while the player seeks).
+    :meth:`stop` ends it within one poll interval. ``lock`` guards the index (held while a frame
+    is added and while the player seeks). ``on_complete`` is called with the index and the
+    verification report when the whole recording was read (to cache the index).
     """
 
-    def __init__(self, path: Path, trusted: Iterable[PublicKey], index: SeekIndex, *, poll: float = 0.2) -> None:
+    def __init__(
+        self,
+        path: Path,
+        trusted: Iterable[PublicKey],
+        index: SeekIndex,
+        *,
+        follow: bool = True,
+        poll: float = 0.2,
+        on_complete: Callable[[SeekIndex, VerificationReport], None] | None = None,
+    ) -> None:
         self.lock = threading.Lock()
         self.index = index
+        self.follow = follow
         self.read = 0
         """Frames verified so far (signed or not)."""
         self.report: VerificationReport | None = None
         self.error: str | None = None
         self._stop = threading.Event()
+        self._on_complete = on_complete
         self._builder = IndexBuilder(index)
-        self._gen = located_frames(path, trusted, follow=True, poll=poll, stop=self._stop.is_set)
-        self._thread = threading.Thread(target=self._run, name="zsp-play-follow", daemon=True)
+        self._gen = located_frames(path, trusted, follow=follow, poll=poll, stop=self._stop.is_set)
+        self._thread = threading.Thread(target=self._run, name="zsp-play-index", daemon=True)
 
     @property
     def running(self) -> bool:
@@ -139,7 +164,7 @@ class LiveFeed:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        def counted() -> Iterator[object]:
+        def counted() -> Iterator[Located]:
             try:
                 while True:
                     item = next(self._gen)
@@ -149,11 +174,65 @@ class LiveFeed:
                 self.report = end.value
 
         try:
-            for item in signed_located(counted()):  # type: ignore[arg-type]
+            for item in signed_located(counted()):
+                if self._stop.is_set():
+                    return
                 with self.lock:
                     self._builder.add(item)
         except ReplayError as exc:  # the file changed under us, or cannot be read
             self.error = str(exc)
+            return
+        if self.report is not None and self._on_complete is not None:
+            self._on_complete(self.index, self.report)
+
+
+def _wait_for_start(feed: LiveFeed, what: str) -> None:
+    """Wait until the index has its first keyframe (the header, once signed)."""
+    deadline = time.monotonic() + 30
+    while not feed.index.keyframes and feed.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not feed.index.keyframes:
+        feed.stop()
+        raise ReplayError(feed.error or f"nothing of the {what} is signed yet")
+
+
+def follow_seeker(path: Path, trusted: Iterable[PublicKey], report: VerificationReport) -> tuple[Seeker, LiveFeed]:
+    """A Seeker over a recording still being written, and the (started) feed that grows its index."""
+    if report.header is None:
+        raise ReplayError("not a recording")
+    index = SeekIndex(str(report.header.session_id), 0, b"", 0, 0, 0, 0)
+    feed = LiveFeed(path, trusted, index, follow=True)
+    feed.start()
+    _wait_for_start(feed, "live recording")
+    return Seeker(path, index), feed
+
+
+def background_seeker(
+    path: Path, trusted: Iterable[PublicKey], report: VerificationReport, cache: Path | None
+) -> tuple[Seeker, LiveFeed | None]:
+    """A Seeker for a finished recording: from the cache if it matches, else with its index built in
+    a thread while playback starts (and cached when complete)."""
+    if report.header is None:
+        raise ReplayError("not a recording")
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise ReplayError(exc.strerror or str(exc)) from None
+    cached = load_index(cache) if cache is not None else None
+    if cached is not None and cached.matches(report, size):
+        return Seeker(path, cached), None
+    sid = str(report.header.session_id)
+    index = SeekIndex(sid, size, report.head or b"", report.frames, report.signed_frames, 0, 0)
+
+    def complete(built: SeekIndex, final: VerificationReport) -> None:
+        same = final.head == report.head and final.frames == report.frames
+        if cache is not None and same and built.shown == report.signed_frames:
+            save_index(built, cache)
+
+    feed = LiveFeed(path, trusted, index, follow=False, on_complete=complete)
+    feed.start()
+    _wait_for_start(feed, "recording")
+    return Seeker(path, index), feed
 
 
 class _Stop(Exception):
@@ -301,9 +380,11 @@ class _Player:
             parts.append(f"CROPPED {screen.cols}x{screen.rows} at +{ox}+{oy}")
         if self.live is not None:
             if self.live.error:
-                parts.append(f"LIVE STOPPED: {self.live.error}")
-            elif self.live.running:
+                parts.append(f"STOPPED: {self.live.error}")
+            elif self.live.running and self.live.follow:
                 parts.append(f"LIVE, {self.live.pending} frame(s) awaiting signature (not shown)")
+            elif self.live.running:
+                parts.append(f"{self.verdict()} (indexing: {self.live.read} frames read)")
             else:
                 parts.append(self.verdict())
         else:

@@ -325,31 +325,41 @@ def cmd_play(args: argparse.Namespace) -> int:
     interactive = not args.instant and player.is_interactive()
     verdict_report = report
     code = 0
+    cache = _seek_cache(data, report) if data.root.exists() else None
+    feed: player.LiveFeed | None = None
     try:
         if live and interactive:
-            code, verdict_report = _play_live(path, trusted, report, args, start_us)
+            seeker, feed = player.follow_seeker(path, trusted, report)
         elif report.signed_frames == 0:
-            pass  # nothing is signed: nothing is shown
+            return _play_verdict(report)  # nothing is signed: nothing is shown
+        elif interactive and start_us is None:
+            seeker, feed = player.background_seeker(path, trusted, report, cache)
         else:
-            cache = _seek_cache(data, report) if data.root.exists() else None
             seeker = Seeker.open(path, trusted, report, cache=cache)
-            end = seeker.duration_us
-            if start_us is not None and start_us > end:
-                raise UsageError(f"--from {args.start}: past the end of the recording ({player.format_time(end)})")
-            if interactive:
-                opts = player.PlayOptions(args.speed, args.idle_limit, start_us or 0)
-                word = player.outcome_word(report)
-                code = player.play_interactive(seeker, lambda: word, opts)
-            else:
-                lines = player.screen_text(seeker, end if start_us is None else start_us)
-                sys.stdout.write("".join(line + "\n" for line in lines))
-                sys.stdout.flush()
+        end = seeker.duration_us
+        if feed is None and start_us is not None and start_us > end:
+            raise UsageError(f"--from {args.start}: past the end of the recording ({player.format_time(end)})")
+        if interactive:
+            opts = player.PlayOptions(args.speed, args.idle_limit, start_us or 0)
+            word = player.outcome_word(report)
+
+            def verdict() -> str:
+                final = feed.report if feed is not None and feed.follow else None
+                return word if final is None else player.outcome_word(final)
+
+            code = player.play_interactive(seeker, verdict, opts, live=feed)
+            if feed is not None and feed.follow and feed.report is not None:
+                verdict_report = feed.report
+        else:
+            lines = player.screen_text(seeker, end if start_us is None else start_us)
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            sys.stdout.flush()
     except ReplayError as exc:
+        if feed is not None:
+            feed.stop()
         raise UsageError(f"cannot play {path}: {exc}") from None
-    _play_verdict(verdict_report)
-    if code:
-        return code
-    return 0 if verdict_report.outcome is Outcome.VALID else 1
+    status = _play_verdict(verdict_report)
+    return code or status
 
 
 def _is_live(data: DataDir, sid: str) -> bool:
@@ -366,37 +376,8 @@ def _seek_cache(data: DataDir, report: VerificationReport) -> Path | None:
     return data.root / "cache" / "seek" / f"{report.header.session_id}.seek"
 
 
-def _play_live(
-    path: Path, trusted: list[PublicKey], report: VerificationReport, args: argparse.Namespace, start_us: int | None
-) -> tuple[int, VerificationReport]:
-    """Follow a recording still being written, from ``start_us`` (or its start)."""
-    import time
-
-    from replay import Seeker, SeekIndex
-
-    from .. import player
-
-    if report.header is None:
-        raise UsageError(f"{path}: not a recording")
-    index = SeekIndex(str(report.header.session_id), 0, b"", 0, 0, 0, 0)
-    feed = player.LiveFeed(path, trusted, index)
-    feed.start()
-    deadline = time.monotonic() + 30
-    while not index.keyframes and feed.running and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not index.keyframes:
-        feed.stop()
-        raise UsageError(f"{path}: nothing of the live recording is signed yet")
-    opts = player.PlayOptions(args.speed, args.idle_limit, start_us or 0)
-
-    def word() -> str:
-        return player.outcome_word(feed.report) if feed.report is not None else "LIVE"
-
-    code = player.play_interactive(Seeker(path, index), word, opts, live=feed)
-    return code, feed.report or report
-
-
-def _play_verdict(report: VerificationReport) -> None:
+def _play_verdict(report: VerificationReport) -> int:
+    """Print the verdict (and what was not shown) on stderr; the exit status it calls for."""
     print(f"zsp: {printable(_describe(report))}", file=sys.stderr)
     signed = report.signed_frames
     withheld = report.frames - (signed + 1 if signed else 0)
@@ -406,6 +387,7 @@ def _play_verdict(report: VerificationReport) -> None:
             f"zsp: {withheld} frame(s) from frame {first} on were not shown: not covered by a verified signature",
             file=sys.stderr,
         )
+    return 0 if report.outcome is Outcome.VALID else 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
