@@ -298,6 +298,7 @@ class _Player:
             ph = self.seeker.playhead_at(max(0, t_us))
         self._frames = None
         self._next = None
+        self._edge = False
         self._dirty = True
         return ph
 
