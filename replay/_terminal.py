@@ -53,6 +53,8 @@ stream that opens a string and never ends it cannot make the emulator swallow th
 MAX_SEQUENCE = 4096
 """A CSI longer than this is ignored (consumed up to its final byte, never executed)."""
 MAX_TITLE = 256
+MAX_STYLES = 4096
+"""Distinct styles interned at most; beyond, the table starts over (cells keep their styles)."""
 MAX_CELL = 16
 """Characters one cell holds at most (a base character plus combining marks)."""
 MAX_TAKEN = 100_000
@@ -62,18 +64,21 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"([^\x00-\x1f\x7f-\x9f]+)"  # 1: a run of printable text
+    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m)+)"  # 1: printable text and SGRs, interleaved
     r"|(\r\n)"  # 2: CR LF, the commonest pair
-    r"|\x1b\[([0-9;:]*)m([^\x00-\x1f\x7f-\x9f]*)"  # 3, 4: SGR and the text it colours (one token)
-    r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 5-8: any other complete CSI
-    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 9: one control character (C1 is inert in UTF-8)
-    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 10: an escape sequence cut by the end of the chunk
+    r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
+    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
+    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 8: an escape sequence cut by the end of the chunk
     r"|\x1b\[[0-?]*[ -/]*(?=[^ -~])"  # a CSI broken by a byte that cannot be in one: dropped
-    r"|\x1b([ -/]*)([0-~])"  # 11, 12: ESC, intermediates, final
+    r"|\x1b([ -/]*)([0-~])"  # 9, 10: ESC, intermediates, final
     r"|\x1b"  # an ESC before something that cannot follow it: dropped
 )
-"""The tokenizer: every position of a chunk starts exactly one of these (so matching never fails)."""
-_TEXT, _CRLF, _SGR, _CSI_FINAL, _CONTROL, _CUT, _ESC_FINAL = 1, 2, 4, 8, 9, 10, 12
+"""The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
+
+Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts) are one token,
+split by :data:`_SGR_SPLIT` into ``[text, params, text, params, text, ...]`` without a match object
+per piece; the row is then written with one slice assignment. Longer SGRs take the CSI path."""
+_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m")
 _OSC_END = re.compile(r"[\x07\x18\x1a\x1b]")
 _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
@@ -82,6 +87,19 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CELL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,16}")
 
 _width: Callable[[str], int] = lru_cache(maxsize=8192)(_wcwidth)
+
+
+class _StyleNode:
+    """An interned style and where each SGR parameter string leads from it (a transition table:
+    one dict look-up per SGR on the hot path, no hashing of the style itself)."""
+
+    __slots__ = ("erase", "next", "style")
+
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self.next: dict[str, _StyleNode] = {}
+        self.erase: Style | None = None
+        """What erasing with this style current leaves: its background only (xterm's BCE)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +184,7 @@ class Terminal:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._taken: deque[str] = deque(maxlen=MAX_TAKEN)
         self._carry: list[str] = []
-        self._sgr_cache: dict[tuple[int, str], Style] = {}
-        """SGR results by (id of the current style, parameters). Safe because every style that is
-        ever current is held by ``_interned``, and the two are cleared together."""
-        self._interned: dict[Style, Style] = {DEFAULT_STYLE: DEFAULT_STYLE}
+        self._nodes: dict[Style, _StyleNode] = {}
         self._reset_state()
 
     # -- state ---------------------------------------------------------------------------------
@@ -179,6 +194,7 @@ class Terminal:
         cols, rows = self.cols, self.rows
         self._x = 0
         self._y = 0
+        self._node = self._node_of(DEFAULT_STYLE)
         self._style = DEFAULT_STYLE
         self._top = 0
         self._bottom = rows - 1
@@ -212,28 +228,42 @@ class Terminal:
             [False] * rows,
         )
 
+    def _node_of(self, style: Style) -> _StyleNode:
+        """The interned node of ``style`` (at most MAX_STYLES; then the table starts over)."""
+        node = self._nodes.get(style)
+        if node is None:
+            if len(self._nodes) >= MAX_STYLES:
+                for old in self._nodes.values():
+                    old.next.clear()  # nothing old stays reachable through a transition
+                self._nodes.clear()
+            node = self._nodes[style] = _StyleNode(style)
+        return node
+
     def _intern(self, style: Style) -> Style:
-        found = self._interned.get(style)
-        if found is None:
-            if len(self._interned) > 4096:
-                self._interned.clear()
-                self._sgr_cache.clear()
-                self._interned[DEFAULT_STYLE] = DEFAULT_STYLE
-                self._interned[self._style] = self._style
-            self._interned[style] = style
-            found = style
-        return found
+        return self._node_of(style).style
 
     def _set_style(self, style: Style) -> None:
-        self._style = style
+        self._node = self._node_of(style)
+        self._style = self._node.style
+
+    def _transition(self, node: _StyleNode, params: str) -> _StyleNode:
+        """The node after ``CSI params m`` from ``node``, remembered in ``node.next``."""
+        if len(params) > MAX_SEQUENCE:
+            return node
+        target = self._node_of(apply_sgr(node.style, params))
+        if len(node.next) >= 256:
+            node.next.clear()
+        node.next[params] = target
+        return target
 
     @property
     def _erase(self) -> Style:
         """The style of erased cells: the current background only (xterm's BCE)."""
-        bg = self._style.bg
-        if bg is None:
-            return DEFAULT_STYLE
-        return self._intern(Style(bg=bg))
+        node = self._node
+        erase = node.erase
+        if erase is None:
+            erase = node.erase = DEFAULT_STYLE if node.style.bg is None else self._intern(Style(bg=node.style.bg))
+        return erase
 
     # -- public accessors ----------------------------------------------------------------------
 
@@ -326,20 +356,13 @@ class Terminal:
         """
         cols = self.cols
         csi = _CSI
-        sgr_cache = self._sgr_cache
         for m in _TOKEN.finditer(s, pos):
             kind = m.lastindex
-            if kind == 1 or kind == 4:
-                if kind == 4:
-                    params, text = m.group(3, 4)
-                    style = sgr_cache.get((id(self._style), params))
-                    if style is None:
-                        style = self._sgr(params)
-                    self._style = style
-                    if not text:
-                        continue
-                else:
-                    text = m.group(1)
+            if kind == 1:
+                text = m.group(1)
+                if "\x1b" in text:
+                    self._segment(_SGR_SPLIT.split(text))
+                    continue
                 x = self._x
                 end = x + len(text)
                 if end <= cols and self._simple and text.isascii():
@@ -367,25 +390,28 @@ class Terminal:
                             return bulk.end()
                 elif y < self.rows - 1:
                     self._y = y + 1
-            elif kind == 8:
+            elif kind == 6:
                 if m.end() - m.start() > MAX_SEQUENCE:
                     continue
-                private, params, inter, final = m.group(5, 6, 7, 8)
+                private, params, inter, final = m.group(3, 4, 5, 6)
+                if final == "K" and not params and not private and not inter:
+                    self._erase_to_end()
+                    continue
                 handler = csi.get(private + inter + final)
                 if handler is not None:
                     handler(self, params)
-            elif kind == 9:
-                self._control(m.group(9))
-            elif kind == 12:
-                inter, final = m.group(11, 12)
+            elif kind == 7:
+                self._control(m.group(7))
+            elif kind == 10:
+                inter, final = m.group(9, 10)
                 if not inter and final in "]PX^_":
                     self._string = "osc" if final == "]" else "other"
                     self._string_len = 0
                     self._osc = ""
                     return self._in_string(s, m.end())
                 self._esc(inter, final)
-            elif kind == 10:
-                tail = m.group(10)
+            elif kind == 8:
+                tail = m.group(8)
                 if len(tail) > MAX_SEQUENCE:
                     # An over-long CSI cut by the chunk end: ignore it, up to its final byte.
                     self._string = "csi"
@@ -394,15 +420,62 @@ class Terminal:
                     self._pending = tail
         return len(s)
 
-    def _sgr(self, params: str) -> Style:
-        """The style after ``CSI params m`` from the current one (cached by the caller's key)."""
-        if len(params) > MAX_SEQUENCE:
-            return self._style
-        style = self._intern(apply_sgr(self._style, params))
-        if len(self._sgr_cache) > 4096:
-            self._sgr_cache.clear()
-        self._sgr_cache[(id(self._style), params)] = style
-        return style
+    def _segment(self, parts: list[str]) -> None:
+        """Text and SGRs interleaved: ``[text, params, text, params, ..., text]``.
+
+        When the text is ASCII and fits in the row (the common case) the cells are written with
+        one slice assignment and the styles with another; otherwise piece by piece. Each SGR is
+        one dict look-up: the transition table of the current style node.
+        """
+        texts = parts[::2]
+        total = "".join(texts)
+        x = self._x
+        end = x + len(total)
+        node = self._node
+        if end <= self.cols and self._simple and total.isascii():
+            first = parts[0]
+            cells = [node.style] * len(first) if first else []
+            for i in range(1, len(parts), 2):
+                nxt = node.next.get(parts[i])
+                node = self._transition(node, parts[i]) if nxt is None else nxt
+                text = parts[i + 1]
+                if text:
+                    cells += [node.style] * len(text)
+            self._node = node
+            self._style = node.style
+            if total:
+                y = self._y
+                row = self._chars[y]
+                if x and row[x] == "":
+                    row[x - 1] = " "
+                if end < self.cols and row[end] == "":
+                    row[end] = " "
+                row[x:end] = total
+                self._styles[y][x:end] = cells
+                self._x = end
+                self._last = total
+            return
+        if parts[0]:
+            self._text(parts[0])
+        for i in range(1, len(parts), 2):
+            self._csi_sgr(parts[i])
+            if parts[i + 1]:
+                self._text(parts[i + 1])
+
+    def _erase_to_end(self) -> None:
+        """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
+        cols = self.cols
+        x = self._x
+        if x >= cols:
+            x = cols - 1
+        y = self._y
+        row = self._chars[y]
+        if x and row[x] == "":
+            row[x - 1] = " "
+        n = cols - x
+        row[x:] = [" "] * n
+        self._styles[y][x:] = [self._erase] * n
+        self._wrapped[y] = False
 
     def _bulk(self, text: str) -> None:
         """Lines of plain ASCII (each ending in CR LF, none wider than the screen) written at the
@@ -788,7 +861,7 @@ class Terminal:
         x, y, style, self._origin, self._autowrap, self._g0_graphics, self._g1_graphics, self._shifted = saved
         self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
         self._simple = not (self._graphics or self._insert)
-        self._set_style(self._intern(style))
+        self._set_style(style)
         self._x = min(x, self.cols)
         self._y = min(y, self.rows - 1)
 
@@ -953,11 +1026,11 @@ class Terminal:
             self._text(self._last[-1] * _arg(p))
 
     def _csi_sgr(self, p: str) -> None:
-        style = self._sgr_cache.get((id(self._style), p))
-        if style is None:
-            style = self._sgr(p)
-        if style is not self._style:
-            self._set_style(style)
+        node = self._node.next.get(p)
+        if node is None:
+            node = self._transition(self._node, p)
+        self._node = node
+        self._style = node.style
 
     def _csi_decstbm(self, p: str) -> None:
         ps = _params(p) if p else ()
