@@ -16,7 +16,10 @@ head (one keyed blake3 each), so a recording rewritten after it was verified sto
 signature are never part of the index, so a seek never shows them.
 
 On disk the index is one msgpack file (``DATA/cache/seek/<session-id>.seek``), written
-atomically; without a writable cache directory it lives in memory only.
+atomically (mode 0600); without a writable cache directory it lives in memory only. A cache file
+is read only if this user owns it and nobody else may write it: the keyframes' screens are not
+proven by anything, so a cache planted by another account could show screens that never were.
+(Whoever can write this user's files can do that too; they can also replace the program.)
 """
 
 from __future__ import annotations
@@ -349,10 +352,13 @@ def _int(v: object, lo: int = 0, hi: int = 1 << 63) -> int:
 
 
 def load_index(path: Path) -> SeekIndex | None:
-    """The index stored at ``path``, or None if it is missing, unreadable or malformed in any way."""
+    """The index stored at ``path``, or None if it is missing, unreadable, malformed in any way, not
+    owned by this user or writable by others."""
     try:
         with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > MAX_CACHE_BYTES:
+            st = os.fstat(f.fileno())
+            if st.st_size > MAX_CACHE_BYTES or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                # Someone else's file, or one others may write: they could plant screens in it.
                 return None
             raw = f.read()
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=True)

@@ -351,3 +351,18 @@ def test_unknown_session_and_unreadable_file(tmp_path: Path, datadir_env: dict[s
     d.mkdir()
     p = _zsp("play", str(d), env=datadir_env)
     assert p.returncode == 2 and b"Traceback" not in p.stderr and p.stderr.count(b"\n") == 1
+
+
+def test_a_cache_others_may_write_is_not_read(tmp_path: Path, key: SigningKey) -> None:
+    """Keyframe screens are not proven by anything: a cache file another account could have written
+    is rebuilt, never read."""
+    path = write_mixed(tmp_path / "r.zsprec", key, 12)
+    report = verify(path, [key.public])
+    cache = tmp_path / "c.seek"
+    Seeker.open(path, [key.public], report, cache=cache)
+    assert load_index(cache) is not None and cache.stat().st_mode & 0o777 == 0o600
+    for mode in (0o666, 0o620, 0o602):
+        cache.chmod(mode)
+        assert load_index(cache) is None
+        Seeker.open(path, [key.public], report, cache=cache)  # rebuilt, written again privately
+        assert cache.stat().st_mode & 0o777 == 0o600 and load_index(cache) is not None
