@@ -15,7 +15,17 @@ from ._follow import GrowingFile, Located, follow, located_frames
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
 from ._render import Renderer, safe_text, sgr
-from ._seek import Keyframe, Playhead, Seeker, SeekIndex, build_index, load_index, save_index
+from ._seek import (
+    IndexBuilder,
+    Keyframe,
+    Playhead,
+    Seeker,
+    SeekIndex,
+    build_index,
+    load_index,
+    save_index,
+    signed_located,
+)
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._style import DEFAULT_STYLE, Style
 from ._terminal import Screen, Terminal
@@ -27,6 +37,7 @@ __all__ = [
     "DEFAULT_STYLE",
     "MAX_PENDING_BYTES",
     "GrowingFile",
+    "IndexBuilder",
     "Keyframe",
     "Located",
     "Outcome",
@@ -61,6 +72,7 @@ __all__ = [
     "safe_text",
     "save_index",
     "sgr",
+    "signed_located",
     "verify",
     "verify_frames",
 ]

@@ -240,9 +240,10 @@ class IndexBuilder:
             raise ReplayError("no terminal yet")
         frame = item.frame
         state = zlib.compress(ph.terminal.dump(), 1)
-        self.index.add(Keyframe(frame.seq, frame.t_us, item.end, item.head, state, ph.typed.dump()))
+        t = max(frame.t_us, self._since_t)  # never backwards, even for a --legacy-order recording
+        self.index.add(Keyframe(frame.seq, t, item.end, item.head, state, ph.typed.dump()))
         self._since_bytes = 0
-        self._since_t = item.frame.t_us
+        self._since_t = t
 
 
 def signed_located(items: Iterable[Located]) -> Generator[Located, None, Withheld]:

@@ -11,7 +11,9 @@ Keys: space pause/resume; ``+``/``-`` speed (0.25x to 16x); left/right seek 5 s 
 up/down 60 s; ``.`` one frame forward (pauses); ``q`` or Ctrl-C quit.
 
 Live recordings (still being written) are followed by a thread that verifies new frames as they
-are written and adds them to the seek index. Only frames a verified signature covers are shown:
+are written and adds them to the seek index; a finished recording whose seek index is not cached
+yet is indexed by the same thread while it plays (and cached when complete), so playback starts at
+once even for a 100 MB session. Only frames a verified signature covers are shown:
 the newest frames of a live session wait for the writer's next checkpoint (at most a few seconds),
 and the status line says how many are waiting. This is the same rule as for a finished recording.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import select
 import signal
@@ -34,6 +37,8 @@ from types import FrameType
 
 from recorder import Frame, FrameKind, PublicKey
 from replay import (
+    IndexBuilder,
+    Located,
     Outcome,
     Playhead,
     Renderer,
@@ -42,11 +47,11 @@ from replay import (
     SeekIndex,
     VerificationReport,
     load_index,
+    located_frames,
     printable,
     save_index,
+    signed_located,
 )
-from replay._follow import Located, located_frames
-from replay._seek import IndexBuilder, signed_located
 
 __all__ = [
     "LiveFeed",
@@ -73,8 +78,11 @@ RESTORE = b"\x1b[0m\x1b[?25h\x1b[?1049l"
 @dataclass(frozen=True, slots=True)
 class PlayOptions:
     speed: float = 1.0
+    """Playback speed factor at the start (``+``/``-`` change it)."""
     idle_limit: float | None = 2.0
+    """Pauses longer than this many seconds are shortened to it (None: kept)."""
     start_us: int = 0
+    """Where playback starts, microseconds from the session's start."""
 
 
 def parse_time(text: str) -> int:
@@ -86,7 +94,9 @@ def parse_time(text: str) -> int:
         nums = [float(p) if i == len(parts) - 1 else int(p) for i, p in enumerate(parts)]
     except ValueError:
         raise ValueError(f"bad time {text!r}: give seconds, MM:SS or HH:MM:SS") from None
-    if any(n < 0 for n in nums) or any(n != n or n in (float("inf"),) for n in nums):
+    if not all(math.isfinite(n) for n in nums):
+        raise ValueError(f"bad time {text!r}: give seconds, MM:SS or HH:MM:SS")
+    if any(n < 0 for n in nums):
         raise ValueError(f"bad time {text!r}: must not be negative")
     if (len(parts) > 1 and nums[-1] >= 60) or (len(parts) == 3 and nums[1] >= 60):
         raise ValueError(f"bad time {text!r}: minutes and seconds must be below 60")
