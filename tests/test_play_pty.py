@@ -394,3 +394,29 @@ def test_first_play_builds_and_caches_the_seek_index(tmp_path: Path) -> None:
         index = load_index(cache)
         assert index is not None and index.matches(verify(rec, [key.public]), rec.stat().st_size)
     assert b"the end $" in outs[0] and b"the end $" in outs[1]
+
+
+def test_from_starts_at_that_moment_while_the_index_is_built(tmp_path: Path, key: SigningKey, signer: Path) -> None:
+    clock = FakeClock(step_ns=1_000_000)
+    rec = tmp_path / "t.zsprec"
+    w = RecordingWriter(
+        FileSink(rec, sync_dir=False), key, SessionMeta(user="a", target="t", login="root", cols=80, rows=24),
+        session_id=fixed_session_id(12), checkpoint_frames=4, coalesce_ms=0, clock=clock.mono, wall_clock=clock.wall,
+    )
+    t0 = clock.mono()
+    w.output(b"alpha\r\n", at_ns=t0)
+    w.output(b"\x1b[H\x1b[2Jbravo\r\n", at_ns=t0 + 30 * 10**9)
+    w.output(b"\x1b[H\x1b[2Jcharlie\r\n", at_ns=t0 + 90 * 10**9)
+    w.close(0, "exit", at_ns=t0 + 91 * 10**9)
+    pty = _run(tmp_path, signer, rec, "--from", "0:31", "--idle-limit", "100")
+    try:
+        pty.read_until(b"bravo")
+        pty.read_until(b"00:31/01:31")
+        pty.send(b"q")
+        _checks(pty, pty.finish(), 0)
+        assert b"alpha" not in pty.out and b"charlie" not in pty.out
+    finally:
+        pty.close()
+    p = subprocess.run([sys.executable, "-m", "zsp_tui", "play", "--signer", str(signer), "--from", "1:31:00",
+                        str(rec)], stdin=subprocess.DEVNULL, capture_output=True, env=_env(tmp_path), timeout=60)
+    assert p.returncode == 2 and b"past the end" in p.stderr

@@ -332,12 +332,15 @@ def cmd_play(args: argparse.Namespace) -> int:
             seeker, feed = player.follow_seeker(path, trusted, report)
         elif report.signed_frames == 0:
             return _play_verdict(report)  # nothing is signed: nothing is shown
-        elif interactive and start_us is None:
+        elif interactive:
             seeker, feed = player.background_seeker(path, trusted, report, cache)
         else:
             seeker = Seeker.open(path, trusted, report, cache=cache)
-        end = seeker.duration_us
-        if feed is None and start_us is not None and start_us > end:
+        # While the index is still being built, the verified duration is the bound.
+        end = seeker.duration_us if feed is None else report.duration_us
+        if start_us is not None and start_us > end and not (feed is not None and feed.follow):
+            if feed is not None:
+                feed.stop()
             raise UsageError(f"--from {args.start}: past the end of the recording ({player.format_time(end)})")
         if interactive:
             opts = player.PlayOptions(args.speed, args.idle_limit, start_us or 0)
