@@ -28,7 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import groupby
+from bisect import bisect_right
+from itertools import accumulate, groupby
 from typing import Any
 
 import msgpack
@@ -64,7 +65,7 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m)+)"  # 1: printable text and SGRs, interleaved
+    r"((?:[^\x00-\x1f\x7f-\x9f]++|\x1b\[[0-9;:]{0,64}+m|\x1b\[K|\x1b\(B)++)"  # 1: text, SGR, EL, G0=ASCII
     r"|(\r\n)"  # 2: CR LF, the commonest pair
     r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
     r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
@@ -75,10 +76,11 @@ _TOKEN = re.compile(
 )
 """The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
 
-Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts) are one token,
-split by :data:`_SGR_SPLIT` into ``[text, params, text, params, text, ...]`` without a match object
-per piece; the row is then written with one slice assignment. Longer SGRs take the CSI path."""
-_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m")
+Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts; with the EL and
+``ESC ( B`` that ncurses and tmux add) are one token, split by :data:`_SGR_SPLIT` into
+``[text, sgr, el, text, sgr, el, ...]`` without a match object per piece; the row is then written
+with one slice assignment. Longer SGRs take the CSI path."""
+_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m|\x1b\[(K)|\x1b\(B")
 _OSC_END = re.compile(r"[\x07\x18\x1a\x1b]")
 _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
@@ -154,10 +156,37 @@ def _arg(text: str, default: int = 1) -> int:
     return MAX_COUNT if value > MAX_COUNT else value
 
 
-@lru_cache(maxsize=64)
-def _bulk_lines(cols: int) -> re.Pattern[str]:
-    """Lines of printable ASCII no wider than ``cols``, each ending in CR LF (see Terminal._bulk)."""
-    return re.compile(r"(?:[ -~]{0,%d}\r\n)+" % cols)
+@lru_cache(maxsize=1)
+def _narrow() -> re.Pattern[str]:
+    """Text whose every character takes exactly one cell (by wcwidth), up to U+2E7F: Latin, Greek,
+    Cyrillic, box drawing, arrows, ... (what UTF-8 TUIs draw) take the fast path like ASCII.
+
+    Built on first use from wcwidth itself, so both paths always agree."""
+    ranges: list[str] = []
+    start = -1
+    for code in range(0xA0, 0x2E81):
+        one = code < 0x2E80 and _wcwidth(chr(code)) == 1
+        if one and start < 0:
+            start = code
+        elif not one and start >= 0:
+            ranges.append(f"\\u{start:04x}-\\u{code - 1:04x}")
+            start = -1
+    return re.compile("[ -~%s]*" % "".join(ranges))
+
+
+_LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
+"""Whole lines of printable ASCII, each ending in CR LF, optionally after an EL (``ESC [ K``): what
+``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
+_EL = "\x1b[K"
+
+
+def _el_erases_text(line: str, cols: int) -> bool:
+    """Whether the EL ending ``line`` (if any) would erase a character the line wrote: when the
+    text ends exactly at the margin, the cursor waits there and EL erases the last column."""
+    if not line.endswith(_EL):
+        return False
+    n = len(line) - 3
+    return n > 0 and n % cols == 0
 
 
 def _is_wide(cell: str) -> bool:
@@ -365,7 +394,7 @@ class Terminal:
                     continue
                 x = self._x
                 end = x + len(text)
-                if end <= cols and self._simple and text.isascii():
+                if end <= cols and self._simple and (text.isascii() or _narrow().fullmatch(text)):
                     y = self._y
                     row = self._chars[y]
                     if x and row[x] == "":
@@ -381,15 +410,16 @@ class Terminal:
             elif kind == 2:
                 self._x = 0
                 y = self._y
-                if y == self._bottom:
+                fresh = y == self._bottom
+                if fresh:
                     self._scroll_up(1)
-                    if y == self.rows - 1 and self._top == 0 and self._simple and not self._alt:
-                        bulk = _bulk_lines(cols).match(s, m.end())
-                        if bulk is not None:
-                            self._bulk(bulk.group())
-                            return bulk.end()
                 elif y < self.rows - 1:
                     self._y = y + 1
+                if self._simple:
+                    block = _LINE_BLOCK.match(s, m.end())
+                    if block is not None:
+                        self._lines(block.group().split("\r\n")[:-1], fresh)
+                        return block.end()
             elif kind == 6:
                 if m.end() - m.start() > MAX_SEQUENCE:
                     continue
@@ -420,47 +450,67 @@ class Terminal:
                     self._pending = tail
         return len(s)
 
-    def _segment(self, parts: list[str]) -> None:
-        """Text and SGRs interleaved: ``[text, params, text, params, ..., text]``.
+    def _segment(self, parts: list[str | None]) -> None:
+        """A token of text, SGRs, ELs and ``ESC ( B``, split as ``[text, sgr, el, text, ...]``:
+        each control is ``(params, None)`` for SGR, ``(None, "K")`` for EL, ``(None, None)`` for
+        ``ESC ( B``; texts are strings (maybe empty).
 
-        When the text is ASCII and fits in the row (the common case) the cells are written with
-        one slice assignment and the styles with another; otherwise piece by piece. Each SGR is
-        one dict look-up: the transition table of the current style node.
+        When the text is ASCII and fits in the row, and an EL comes only last (the common case),
+        the cells are written with one slice assignment and the styles with another; otherwise
+        piece by piece. Each SGR is one dict look-up: the transition table of the current style.
         """
-        texts = parts[::2]
+        texts: list[str] = parts[::3]  # type: ignore[assignment]
         total = "".join(texts)
         x = self._x
+        cols = self.cols
         end = x + len(total)
-        node = self._node
-        if end <= self.cols and self._simple and total.isascii():
-            first = parts[0]
+        n = len(parts)
+        els = parts[2::3].count("K")
+        el_last = els == 1 and parts[n - 2] == "K" and not parts[n - 1]
+        if (
+            end <= cols
+            and self._simple
+            and (total.isascii() or _narrow().fullmatch(total))
+            and (els == 0 or (el_last and end < cols))
+        ):
+            node = self._node
+            first = texts[0]
             cells = [node.style] * len(first) if first else []
-            for i in range(1, len(parts), 2):
-                nxt = node.next.get(parts[i])
-                node = self._transition(node, parts[i]) if nxt is None else nxt
-                text = parts[i + 1]
+            for params, el, text in zip(parts[1::3], parts[2::3], texts[1:]):  # noqa: B905 (equal lengths by construction)
+                if params is not None:
+                    nxt = node.next.get(params)
+                    node = self._transition(node, params) if nxt is None else nxt
+                elif el is None:
+                    self._g0_graphics = False  # ESC ( B; GL is not graphics (``_simple``)
                 if text:
                     cells += [node.style] * len(text)
             self._node = node
             self._style = node.style
+            y = self._y
+            row = self._chars[y]
             if total:
-                y = self._y
-                row = self._chars[y]
                 if x and row[x] == "":
                     row[x - 1] = " "
-                if end < self.cols and row[end] == "":
+                if end < cols and row[end] == "":
                     row[end] = " "
                 row[x:end] = total
                 self._styles[y][x:end] = cells
                 self._x = end
                 self._last = total
+            if el_last:
+                self._erase_to_end()
             return
-        if parts[0]:
-            self._text(parts[0])
-        for i in range(1, len(parts), 2):
-            self._csi_sgr(parts[i])
-            if parts[i + 1]:
-                self._text(parts[i + 1])
+        if texts[0]:
+            self._text(texts[0])
+        for params, el, text in zip(parts[1::3], parts[2::3], texts[1:]):  # noqa: B905 (equal lengths by construction)
+            if params is not None:
+                self._csi_sgr(params)
+            elif el is not None:
+                self._erase_to_end()
+            else:
+                self._esc("(", "B")
+            if text:
+                self._text(text)
 
     def _erase_to_end(self) -> None:
         """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
@@ -477,50 +527,129 @@ class Terminal:
         self._styles[y][x:] = [self._erase] * n
         self._wrapped[y] = False
 
-    def _bulk(self, text: str) -> None:
-        """Lines of plain ASCII (each ending in CR LF, none wider than the screen) written at the
-        bottom of a full-screen main region, the cursor at column 0 of a freshly scrolled row.
+    def _lines(self, lines: list[str], fresh: bool) -> None:
+        """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
 
-        What the per-token path would do, in one step: the lines that scroll off go straight to
-        :meth:`take_lines` (never built as rows), only those left on screen are built.
+        What the token path would do, a row at a time: a line that fits and ends in EL replaces
+        its row, one without EL overwrites the start of it, a longer one takes the general path
+        (it wraps). ``fresh``: the current row was just scrolled in (blank, in the current erase
+        style); from such a row at the bottom of a full-screen main region, lines go to
+        :meth:`_bulk` as long as an EL in them cannot erase a character they wrote.
         """
-        lines = text.split("\r\n")
-        lines.pop()
-        k = len(lines)
+        cols = self.cols
+        style = self._style
+        erase = self._erase
+        blank = [" "] * cols
+        any_el = any(_EL in line for line in lines)
+        count = len(lines)
+        i = 0
+        while i < count:
+            y = self._y
+            if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
+                j = count if not any_el else i
+                while j < count and not _el_erases_text(lines[j], cols):
+                    j += 1
+                if j > i:
+                    self._bulk(lines[i:j] if i or j < count else lines)
+                    i = j
+                    continue
+            line = lines[i]
+            i += 1
+            el = line.endswith(_EL)
+            if el:
+                line = line[:-3]
+            n = len(line)
+            chars = self._chars
+            if n > cols or (el and n == cols):
+                self._x = 0
+                self._text(line)
+                if el:
+                    self._erase_to_end()
+                y = self._y
+            elif el:
+                chars[y] = list(line) + blank[n:]
+                self._styles[y] = [style] * n + [erase] * (cols - n)
+                self._wrapped[y] = False
+            elif n:
+                row = chars[y]
+                if n < cols and row[n] == "":
+                    row[n] = " "
+                row[:n] = line
+                self._styles[y][:n] = [style] * n
+            if n:
+                self._last = line
+            self._x = 0
+            fresh = y == self._bottom
+            if fresh:
+                self._y = y
+                self._scroll_up(1)
+            elif y < self.rows - 1:
+                self._y = y + 1
+
+    def _bulk(self, lines: list[str]) -> None:
+        """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
+        the cursor at column 0 of a freshly scrolled (blank) row.
+
+        What the row-at-a-time path would do, in one step: every row a line takes (a line wider
+        than the screen wraps onto several) scrolls the screen once; the lines that scroll off
+        whole go straight to :meth:`take_lines` (never built as rows), only the rows left on
+        screen are built. An EL here erases nothing (the row is blank in the same erase style).
+        """
+        lines = [line[:-3] if line.endswith(_EL) else line for line in lines]
         rows, cols = self.rows, self.cols
-        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        counts = [(n + cols - 1) // cols or 1 for n in map(len, lines)]
+        total = sum(counts)  # rows the lines take, each scrolled once
         old = rows - 1
-        out = min(k, old)
-        scroll_out = self._scroll_out
-        for i in range(out):
-            scroll_out("".join(chars[i]), wrapped[i])
-        staying = lines
-        if k > old:
-            gone = lines[: k - old]
-            staying = lines[k - old :]
-            if self._carry:
-                scroll_out(gone[0], False)
-                gone = gone[1:]
-            kept = [line for line in map(str.rstrip, gone) if line]
+        out = min(total, old)  # old rows scrolled off
+        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        self._scroll_out_rows(chars[:out], wrapped[:out])
+        gone = total - out  # new rows scrolled off
+        i = 0
+        head = 0  # rows of lines[i] scrolled off (its first rows; the rest stay)
+        if gone:
+            ends = list(accumulate(counts))
+            i = bisect_right(ends, gone)
+            head = gone - (ends[i - 1] if i else 0)
+            whole = lines[:i]
+            if whole and self._carry:
+                self._scroll_out(whole[0], False)
+                whole = whole[1:]
+            kept = [line for line in map(str.rstrip, whole) if line]
             taken = self._taken
             over = len(taken) + len(kept) - MAX_TAKEN
             if over > 0:
                 self.dropped_lines += over
             taken.extend(kept)
+        new_text: list[str] = []
+        new_wrapped: list[bool] = []
+        for k in range(i, len(lines)):
+            line = lines[k]
+            if len(line) <= cols:  # one row: never scrolled off in part, so ``head`` is 0
+                new_text.append(line)
+                new_wrapped.append(False)
+                continue
+            parts = [line[p : p + cols] for p in range(0, len(line), cols)]
+            for part in parts[:head]:
+                self._scroll_out(part, True)
+            last = len(parts) - 1
+            for p in range(head, len(parts)):
+                new_text.append(parts[p])
+                new_wrapped.append(p < last)
+            head = 0
         style, erase = self._style, self._erase
         blank = [" "] * cols
         self._chars = [
             *chars[out:old],
-            *[list(line) + blank[len(line) :] if len(line) < cols else list(line) for line in staying],
+            *[list(text) + blank[len(text) :] if len(text) < cols else list(text) for text in new_text],
             blank,
         ]
         self._styles = [
             *styles[out:old],
-            *[[style] * len(line) + [erase] * (cols - len(line)) for line in staying],
+            *[[style] * len(text) + [erase] * (cols - len(text)) for text in new_text],
             [erase] * cols,
         ]
-        self._wrapped = [*wrapped[out:old], *([False] * len(staying)), False]
-        self.scrolled += k
+        self._wrapped = [*wrapped[out:old], *new_wrapped, False]
+        self.scrolled += gone
         for line in reversed(lines):
             if line:
                 self._last = line
@@ -572,7 +701,7 @@ class Terminal:
     def _text(self, text: str) -> None:
         if self._graphics:
             text = text.translate(DEC_GRAPHICS)
-        if text.isascii():
+        if text.isascii() or _narrow().fullmatch(text):
             self._run(text)
             self._last = text
             return
@@ -709,45 +838,66 @@ class Terminal:
     def _blank_row(self) -> tuple[_Row, _StyleRow]:
         return [" "] * self.cols, [self._erase] * self.cols
 
-    def _scroll_up(self, n: int, top: int | None = None) -> None:
-        """Scroll the region (or rows ``top``..bottom) up by ``n``; rows leave at its top."""
+    def _scroll_up(self, n: int, top: int | None = None, report: bool = True) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom up by ``n``.
+
+        Rows leaving the top of the main screen are reported to :meth:`take_lines` (unless
+        ``report`` is false: DL deletes rows, they do not scroll off)."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
-        report = top == 0 and not self._alt
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            if report:
-                self._scroll_out("".join(chars[top]), wrapped[top])
+        if report and top == 0 and not self._alt:
+            self._scroll_out_rows(chars[:n], wrapped[:n])
+        if n == 1:
             del chars[top]
             del styles[top]
             del wrapped[top]
             chars.insert(bottom, [" "] * cols)
             styles.insert(bottom, [erase] * cols)
             wrapped.insert(bottom, False)
-        if report:
-            self.scrolled += n
+        else:
+            end = bottom + 1
+            chars[top:end] = [*chars[top + n : end], *[[" "] * cols for _ in range(n)]]
+            styles[top:end] = [*styles[top + n : end], *[[erase] * cols for _ in range(n)]]
+            wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
 
     def _scroll_down(self, n: int, top: int | None = None) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom down by ``n``."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            del chars[bottom]
-            del styles[bottom]
-            del wrapped[bottom]
-            chars.insert(top, [" "] * cols)
-            styles.insert(top, [erase] * cols)
-            wrapped.insert(top, False)
+        end = bottom + 1
+        chars[top:end] = [*[[" "] * cols for _ in range(n)], *chars[top : end - n]]
+        styles[top:end] = [*[[erase] * cols for _ in range(n)], *styles[top : end - n]]
+        wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         if top > 0:
             wrapped[top - 1] = False
+
+    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool]) -> None:
+        """Rows left the top of the main screen (several at once: SU, tmux's redraws)."""
+        self.scrolled += len(rows)
+        if self._carry or True in wrapped:
+            for row, flag in zip(rows, wrapped, strict=True):
+                self._scroll_out("".join(row), flag)
+            return
+        kept = [text for text in ["".join(row).rstrip(" ") for row in rows] if text]
+        taken = self._taken
+        over = len(taken) + len(kept) - MAX_TAKEN
+        if over > 0:
+            self.dropped_lines += over
+        taken.extend(kept)
 
     def _scroll_out(self, text: str, wrapped: bool) -> None:
         """A row with ``text`` left the top of the main screen: add it to the logical lines."""
@@ -892,6 +1042,19 @@ class Terminal:
         self._csi_cuu(p)
         self._x = 0
 
+    def _csi_cht(self, p: str) -> None:
+        for _ in range(min(_arg(p), self.cols)):
+            self._control("\t")
+
+    def _csi_cbt(self, p: str) -> None:
+        x = min(self._x, self.cols - 1)
+        for _ in range(min(_arg(p), self.cols)):
+            x = self._tabs.rfind(1, 0, x) if x > 0 else 0
+            if x < 0:
+                x = 0
+                break
+        self._x = x
+
     def _csi_cha(self, p: str) -> None:
         self._goto(_arg(p) - 1, self._y)
 
@@ -1003,16 +1166,7 @@ class Terminal:
 
     def _csi_dl(self, p: str) -> None:
         if self._top <= self._y <= self._bottom:
-            top = self._y
-            n = min(_arg(p), self._bottom - top + 1)
-            chars, styles, wrapped = self._chars, self._styles, self._wrapped
-            for _ in range(n):
-                del chars[top]
-                del styles[top]
-                del wrapped[top]
-                chars.insert(self._bottom, [" "] * self.cols)
-                styles.insert(self._bottom, [self._erase] * self.cols)
-                wrapped.insert(self._bottom, False)
+            self._scroll_up(_arg(p), self._y, report=False)
             self._x = 0
 
     def _csi_su(self, p: str) -> None:
@@ -1140,9 +1294,7 @@ class Terminal:
                 chars, styles, wrapped = self._other
             if drop_top:
                 if not is_alt:
-                    for i in range(drop_top):
-                        self._scroll_out("".join(chars[i]), wrapped[i])
-                    self.scrolled += drop_top
+                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top])
                 del chars[:drop_top]
                 del styles[:drop_top]
                 del wrapped[:drop_top]
@@ -1456,6 +1608,8 @@ _CSI: dict[str, Callable[[Terminal, str], None]] = {
     "E": Terminal._csi_cnl,
     "F": Terminal._csi_cpl,
     "G": Terminal._csi_cha,
+    "I": Terminal._csi_cht,
+    "Z": Terminal._csi_cbt,
     "`": Terminal._csi_cha,
     "a": Terminal._csi_cuf,
     "d": Terminal._csi_vpa,
