@@ -83,6 +83,8 @@ class PlayOptions:
     """Pauses longer than this many seconds are shortened to it (None: kept)."""
     start_us: int = 0
     """Where playback starts, microseconds from the session's start."""
+    end_us: int | None = None
+    """The verified duration: how far a seek may go while the index is still being built."""
 
 
 def parse_time(text: str) -> int:
@@ -278,6 +280,7 @@ class _Player:
         self.verdict = verdict
         self.idle_us = None if opts.idle_limit is None else int(opts.idle_limit * 1e6)
         self.speed = opts.speed
+        self.end_us = opts.end_us
         self.in_fd = in_fd
         self.out_fd = out_fd
         self.live = live
@@ -363,11 +366,19 @@ class _Player:
                 i += 2
                 delta = {b"C": SEEK_SHORT_US, b"D": -SEEK_SHORT_US, b"A": -SEEK_LONG_US, b"B": SEEK_LONG_US}.get(arrow)
                 if delta is not None:
-                    target = max(0, min(self.pos_us + delta, self.seeker.duration_us))
+                    target = max(0, min(self.pos_us + delta, self._end_us()))
                     self.ph = self._seek_to(target)
                     self.pos_us = target
             self._dirty = True
         return True
+
+    def _end_us(self) -> int:
+        """Where a seek may go: the end of what is indexed, or, while a finished recording is still
+        being indexed, its verified end (the frames appear as the index reaches them)."""
+        indexing = self.live is not None and self.live.running and not self.live.follow
+        if indexing and self.end_us is not None:
+            return max(self.end_us, self.seeker.duration_us)
+        return self.seeker.duration_us
 
     def _step(self) -> None:
         while True:
@@ -427,10 +438,12 @@ class _Player:
             while True:
                 nxt = self._peek()
                 if nxt is None:
-                    # Caught up: the clock waits at the last frame (a live session's next frame
-                    # is shown as soon as it is signed, not after the time since then).
-                    self.pos_us = min(self.pos_us, self.seeker.duration_us)
-                    self._edge = True
+                    indexing = self.live is not None and self.live.running and not self.live.follow
+                    if not indexing:
+                        # Caught up: the clock waits at the last frame (a live session's next
+                        # frame is shown as soon as it is signed, not after the time since then).
+                        self.pos_us = min(self.pos_us, self.seeker.duration_us)
+                        self._edge = self.live is not None
                     wait = 0.2 if self.live is not None and self.live.running else None
                     break
                 t = nxt[0].t_us

@@ -343,7 +343,7 @@ def cmd_play(args: argparse.Namespace) -> int:
                 feed.stop()
             raise UsageError(f"--from {args.start}: past the end of the recording ({player.format_time(end)})")
         if interactive:
-            opts = player.PlayOptions(args.speed, args.idle_limit, start_us or 0)
+            opts = player.PlayOptions(args.speed, args.idle_limit, start_us or 0, report.duration_us)
             word = player.outcome_word(report)
 
             def verdict() -> str:
