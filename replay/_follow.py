@@ -19,7 +19,6 @@ yet signed. Put :func:`replay.only_signed` after it for that.
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
@@ -183,7 +182,3 @@ def _drain(gen: Generator[Frame, None, VerificationReport]) -> VerificationRepor
             report: VerificationReport = end.value
             return report
 
-
-def file_size(path: Path | str) -> int:
-    """Size of the file now (for tying derived data to what was verified)."""
-    return os.stat(path).st_size
