@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import codecs
 import re
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from bisect import bisect_right
 from itertools import accumulate, groupby
 from typing import Any
 
@@ -181,7 +181,7 @@ def _narrow() -> re.Pattern[str]:
         elif not one and start >= 0:
             ranges.append(f"\\u{start:04x}-\\u{code - 1:04x}")
             start = -1
-    return re.compile("[ -~%s]*" % "".join(ranges))
+    return re.compile(f"[ -~{''.join(ranges)}]*")
 
 
 _LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
@@ -910,7 +910,10 @@ class Terminal:
         end = bottom + 1
         leaving = range(top, top + n)
         chars[top:end] = [*chars[top + n : end], *[chars[y] if clean[y] is erase else [" "] * cols for y in leaving]]
-        styles[top:end] = [*styles[top + n : end], *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving]]
+        styles[top:end] = [
+            *styles[top + n : end],
+            *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving],
+        ]
         wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
         clean[top:end] = [*clean[top + n : end], *([erase] * n)]
 
@@ -929,7 +932,10 @@ class Terminal:
         end = bottom + 1
         leaving = range(end - n, end)
         chars[top:end] = [*[chars[y] if clean[y] is erase else [" "] * cols for y in leaving], *chars[top : end - n]]
-        styles[top:end] = [*[styles[y] if clean[y] is erase else [erase] * cols for y in leaving], *styles[top : end - n]]
+        styles[top:end] = [
+            *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving],
+            *styles[top : end - n],
+        ]
         wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         clean[top:end] = [*([erase] * n), *clean[top : end - n]]
         if top > 0:
