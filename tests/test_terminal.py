@@ -86,8 +86,35 @@ def test_non_ascii_narrow_text_wraps_like_ascii() -> None:
     assert t.screen().wrapped[0]
 
 
+# At the pending-wrap position (cursor just past the last column) tmux, the oracle of the golden
+# tests, keeps the pending wrap across LF, lands BS on the last column, counts CUB from the margin,
+# and erases nothing with EL/ED 0/ECH; we do the same.
+
+
 def test_backspace_from_pending_wrap() -> None:
-    assert lines(b"0123456789\x08X") == ("01234567X9", "", "", "")
+    t = term(b"0123456789\x08X")
+    assert t.screen().lines == ("012345678X", "", "", "")
+    assert t.cursor == (10, 0)
+
+
+def test_line_feed_keeps_a_pending_wrap() -> None:
+    t = term(b"0123456789\nX")
+    assert t.screen().lines == ("0123456789", "", "X", "")
+    assert t.screen().wrapped == (False, True, False, False)
+    assert t.cursor == (1, 2)
+
+
+def test_cursor_back_from_pending_wrap() -> None:
+    assert lines(b"0123456789" + CSI + b"DX") == ("012345678X", "", "", "")
+
+
+def test_erase_from_pending_wrap_erases_nothing() -> None:
+    assert lines(b"0123456789" + CSI + b"K")[0] == "0123456789"
+    assert lines(b"0123456789" + CSI + b"J")[0] == "0123456789"
+    assert lines(b"0123456789" + CSI + b"X")[0] == "0123456789"
+    assert lines(b"0123456789" + CSI + b"1K")[0] == ""
+    t = term(b"0123456789" + CSI + b"K\r\n")  # the line path and the token path agree
+    assert t.screen().lines[0] == "0123456789"
 
 
 def test_bel_nul_del_and_other_c0_are_ignored() -> None:
@@ -277,8 +304,12 @@ def test_insert_and_delete_lines_in_scroll_region() -> None:
     base = FILLED + CSI + b"2;3r"  # region: rows 2-3
     assert lines(base + CSI + b"2;1H" + CSI + b"L") == ("abcdefghij", "", "klmnopqrst", "456789ABCD")
     assert lines(base + CSI + b"2;1H" + CSI + b"M") == ("abcdefghij", "uvwxyz0123", "", "456789ABCD")
-    # outside the region: nothing
-    assert lines(base + CSI + b"4;1H" + CSI + b"L") == ("abcdefghij", "klmnopqrst", "uvwxyz0123", "456789ABCD")
+    # outside the region: from the cursor row to the bottom of the screen, as tmux does
+    assert lines(base + CSI + b"4;1H" + CSI + b"L") == ("abcdefghij", "klmnopqrst", "uvwxyz0123", "")
+    assert lines(base + CSI + b"1;1H" + CSI + b"M") == ("klmnopqrst", "uvwxyz0123", "456789ABCD", "")
+    # the cursor stays where it was (tmux; VT510 would go to the left margin)
+    t = term(base + CSI + b"2;5H" + CSI + b"L")
+    assert t.cursor == (4, 1)
     assert lines(FILLED + CSI + b"2;1H" + CSI + b"2L") == ("abcdefghij", "", "", "klmnopqrst")
     assert lines(FILLED + CSI + b"2;1H" + CSI + b"2M") == ("abcdefghij", "456789ABCD", "", "")
 
