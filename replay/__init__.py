@@ -6,17 +6,23 @@ its return value is the :class:`VerificationReport`. ``verify`` does the same fo
 ``scan`` turns verified frames into lines of output and typed commands; ``SqliteSearchIndex``
 (behind the ``SearchIndex`` protocol) searches them across sessions, filled by ``index_recording``.
 ``RecordingStorage`` (``LocalDirectory`` today) is where recordings are found and opened by
-session id. ``printable`` is how every zsp tool shows untrusted text to a person (control characters escaped).
-``Terminal`` turns output bytes into ``Screen`` values (the replay terminal emulator).
+session id. ``printable`` is how every zsp tool shows untrusted text to a person (control
+characters escaped).
+``Terminal`` turns output bytes into ``Screen`` values (the replay terminal emulator); ``Seeker``
+finds the screen at any moment from keyframes (``SeekIndex``, derived data, never evidence);
+``Renderer`` draws a ``Screen`` on a real terminal with nothing but cursor moves, SGR and text;
+``follow`` reads a recording that is still growing.
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
 from __future__ import annotations
 
 from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
+from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._render import Renderer, safe_text, sgr
 from ._scan import Command, Scanner, TextLine, keys_text, scan
 from ._search import (
     Hit,
@@ -28,11 +34,23 @@ from ._search import (
     SqliteSearchIndex,
     parse_query,
 )
+from ._seek import (
+    IndexBuilder,
+    Keyframe,
+    Playhead,
+    Seeker,
+    SeekIndex,
+    build_index,
+    load_index,
+    save_index,
+    signed_located,
+)
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
 from ._style import DEFAULT_STYLE, Style
 from ._terminal import Screen, Terminal
 from ._timing import at_speed, cap_idle, output_steps
+from ._typed import TypedTracker
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
@@ -40,22 +58,30 @@ __all__ = [
     "MAX_PENDING_BYTES",
     "SUFFIX",
     "Command",
+    "GrowingFile",
     "Hit",
     "HitKind",
+    "IndexBuilder",
     "IndexedSession",
+    "Keyframe",
     "LocalDirectory",
+    "Located",
     "Outcome",
+    "Playhead",
     "Preamble",
     "Problem",
     "Query",
     "QueryError",
     "RecordingStorage",
+    "Renderer",
     "ReplayError",
     "Row",
     "Scanner",
     "Screen",
     "SearchIndex",
     "SearchIndexError",
+    "SeekIndex",
+    "Seeker",
     "SourceError",
     "SqliteSearchIndex",
     "StoredRecording",
@@ -64,21 +90,30 @@ __all__ = [
     "TailKind",
     "Terminal",
     "TextLine",
+    "TypedTracker",
     "VerificationReport",
     "Withheld",
     "at_speed",
+    "build_index",
     "cap_idle",
+    "follow",
     "index_recording",
     "iter_raw",
     "keys_text",
     "load",
+    "load_index",
+    "located_frames",
     "only_signed",
     "output_steps",
     "parse_query",
     "printable",
     "read_preamble",
     "rows_of",
+    "safe_text",
+    "save_index",
     "scan",
+    "sgr",
+    "signed_located",
     "verify",
     "verify_frames",
 ]

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import codecs
 import re
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from bisect import bisect_right
 from itertools import accumulate, groupby
 from typing import Any
 
@@ -181,7 +181,7 @@ def _narrow() -> re.Pattern[str]:
         elif not one and start >= 0:
             ranges.append(f"\\u{start:04x}-\\u{code - 1:04x}")
             start = -1
-    return re.compile("[ -~%s]*" % "".join(ranges))
+    return re.compile(f"[ -~{''.join(ranges)}]*")
 
 
 _LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
@@ -252,7 +252,7 @@ class Terminal:
         self._shifted = False
         self._graphics = False
         self._simple = True
-        """Neither DEC graphics in GL nor insert mode: ASCII text is copied into cells as is."""
+        """Autowrap on, neither DEC graphics in GL nor insert mode: text is copied into cells as is."""
         self._last = ""
         self._alt = False
         self._main_saved: _Saved | None = None
@@ -294,6 +294,9 @@ class Terminal:
 
     def _intern(self, style: Style) -> Style:
         return self._node_of(style).style
+
+    def _update_simple(self) -> None:
+        self._simple = self._autowrap and not (self._graphics or self._insert)
 
     def _set_style(self, style: Style) -> None:
         self._node = self._node_of(style)
@@ -765,14 +768,15 @@ class Terminal:
         i = 0
         while i < n:
             x = self._x
-            if x >= cols:
-                if self._autowrap:
-                    self._wrapped[self._y] = True
-                    self._linefeed()
-                    x = 0
-                else:
-                    x = cols - 1
-                    i = n - 1
+            if x >= cols:  # the pending-wrap position (autowrap on)
+                self._wrapped[self._y] = True
+                self._linefeed()
+                x = 0
+            elif not self._autowrap and n - i > cols - x:
+                # Without autowrap, what does not fit overwrites the last column: only the last stays.
+                text = text[i : i + cols - x - 1] + text[-1]
+                n = len(text)
+                i = 0
             k = cols - x
             if k > n - i:
                 k = n - i
@@ -793,7 +797,7 @@ class Terminal:
             row[x:end] = text[i : i + k]
             styles[x:end] = [self._style] * k
             self._clean[y] = None
-            self._x = end
+            self._x = end if end < cols or self._autowrap else cols - 1
             i += k
 
     def _wide(self, ch: str) -> None:
@@ -824,7 +828,7 @@ class Terminal:
         row[x + 1] = ""
         styles[x] = styles[x + 1] = self._style
         self._clean[y] = None
-        self._x = x + 2
+        self._x = x + 2 if x + 2 < cols or self._autowrap else cols - 1
         if self._insert:
             self._repair(y)
 
@@ -873,15 +877,16 @@ class Terminal:
     def _blank_row(self) -> tuple[_Row, _StyleRow]:
         return [" "] * self.cols, [self._erase] * self.cols
 
-    def _scroll_up(self, n: int, top: int | None = None, report: bool = True) -> None:
-        """Scroll rows ``top`` (default: the region's top) to the region's bottom up by ``n``.
+    def _scroll_up(self, n: int, top: int | None = None, report: bool = True, bottom: int | None = None) -> None:
+        """Scroll rows ``top``..``bottom`` (default: the region) up by ``n``.
 
         Rows leaving the top of the main screen are reported to :meth:`take_lines` (unless
         ``report`` is false: DL deletes rows, they do not scroll off). Rows that leave already
         blank in the erase style come back at the bottom as they are (no new lists)."""
         if top is None:
             top = self._top
-        bottom = self._bottom
+        if bottom is None:
+            bottom = self._bottom
         n = min(n, bottom - top + 1)
         if n <= 0:
             return
@@ -905,15 +910,19 @@ class Terminal:
         end = bottom + 1
         leaving = range(top, top + n)
         chars[top:end] = [*chars[top + n : end], *[chars[y] if clean[y] is erase else [" "] * cols for y in leaving]]
-        styles[top:end] = [*styles[top + n : end], *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving]]
+        styles[top:end] = [
+            *styles[top + n : end],
+            *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving],
+        ]
         wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
         clean[top:end] = [*clean[top + n : end], *([erase] * n)]
 
-    def _scroll_down(self, n: int, top: int | None = None) -> None:
-        """Scroll rows ``top`` (default: the region's top) to the region's bottom down by ``n``."""
+    def _scroll_down(self, n: int, top: int | None = None, bottom: int | None = None) -> None:
+        """Scroll rows ``top``..``bottom`` (default: the region) down by ``n``."""
         if top is None:
             top = self._top
-        bottom = self._bottom
+        if bottom is None:
+            bottom = self._bottom
         n = min(n, bottom - top + 1)
         if n <= 0:
             return
@@ -923,7 +932,10 @@ class Terminal:
         end = bottom + 1
         leaving = range(end - n, end)
         chars[top:end] = [*[chars[y] if clean[y] is erase else [" "] * cols for y in leaving], *chars[top : end - n]]
-        styles[top:end] = [*[styles[y] if clean[y] is erase else [erase] * cols for y in leaving], *styles[top : end - n]]
+        styles[top:end] = [
+            *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving],
+            *styles[top : end - n],
+        ]
         wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         clean[top:end] = [*([erase] * n), *clean[top : end - n]]
         if top > 0:
@@ -996,11 +1008,11 @@ class Terminal:
         elif ch == "\x0e":
             self._shifted = True
             self._graphics = self._g1_graphics
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
         elif ch == "\x0f":
             self._shifted = False
             self._graphics = self._g0_graphics
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
         # BEL, NUL, other C0, DEL and C1: nothing.
 
     def _controls(self, ch: str, count: int) -> None:
@@ -1060,7 +1072,7 @@ class Terminal:
             else:
                 self._g1_graphics = graphics
             self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
         elif inter == "#" and final == "8":
             for y in range(self.rows):
                 self._chars[y] = ["E"] * self.cols
@@ -1100,7 +1112,7 @@ class Terminal:
             saved = (0, 0, DEFAULT_STYLE, False, True, False, False, False)
         x, y, style, self._origin, self._autowrap, self._g0_graphics, self._g1_graphics, self._shifted = saved
         self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
-        self._simple = not (self._graphics or self._insert)
+        self._update_simple()
         self._set_style(style)
         self._x = min(x, self.cols)
         self._y = min(y, self.rows - 1)
@@ -1259,15 +1271,18 @@ class Terminal:
         styles.extend([self._erase] * n)
         self._repair(y)
 
+    # IL and DL act from the cursor row to the region's bottom; outside the region, to the
+    # screen's bottom; the cursor stays where it is. That is what tmux does (VT510 would ignore
+    # them outside the region and return to the left margin).
+
     def _csi_il(self, p: str) -> None:
-        if self._top <= self._y <= self._bottom:
-            self._scroll_down(_arg(p), self._y)
-            self._x = 0
+        y = self._y
+        self._scroll_down(_arg(p), y, self._bottom if self._top <= y <= self._bottom else self.rows - 1)
 
     def _csi_dl(self, p: str) -> None:
-        if self._top <= self._y <= self._bottom:
-            self._scroll_up(_arg(p), self._y, report=False)
-            self._x = 0
+        y = self._y
+        bottom = self._bottom if self._top <= y <= self._bottom else self.rows - 1
+        self._scroll_up(_arg(p), y, report=False, bottom=bottom)
 
     def _csi_su(self, p: str) -> None:
         self._scroll_up(_arg(p))
@@ -1308,12 +1323,12 @@ class Terminal:
     def _csi_sm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = True
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
 
     def _csi_rm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = False
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
 
     def _csi_scosc(self, p: str) -> None:
         if not p:
@@ -1340,7 +1355,7 @@ class Terminal:
         self._top = 0
         self._bottom = self.rows - 1
         self._g0_graphics = self._g1_graphics = self._shifted = self._graphics = False
-        self._simple = not (self._graphics or self._insert)
+        self._update_simple()
         self._set_style(DEFAULT_STYLE)
         if self._alt:
             self._alt_saved = None
@@ -1352,6 +1367,7 @@ class Terminal:
             self._cursor_visible = on
         elif mode == 7:
             self._autowrap = on
+            self._update_simple()
         elif mode == 6:
             self._origin = on
             self._x = 0
@@ -1661,7 +1677,7 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
         term._shifted,
     ) = modes
     term._graphics = term._g1_graphics if term._shifted else term._g0_graphics
-    term._simple = not (term._graphics or term._insert)
+    term._update_simple()
 
     def saved(value: Any) -> _Saved | None:
         if value is None:

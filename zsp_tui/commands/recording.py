@@ -10,14 +10,13 @@ import shlex
 import sqlite3
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from recorder import (
     EscrowPublicKey,
     FileSink,
-    Frame,
     FsyncPolicy,
     KeyFileError,
     PublicKey,
@@ -300,64 +299,100 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    """Replay a recording's output on this terminal at its recorded pace, verifying as it goes."""
-    import time
+    """Show a recording: the emulated screen, played on this terminal or printed as text.
 
-    from replay import Withheld, at_speed, cap_idle, only_signed, output_steps, verify_frames
+    Everything shown is covered by a verified signature; nothing recorded reaches the terminal
+    except through the emulator and the renderer (zsp_tui/player.py)."""
+    from replay import ReplayError, Seeker
 
-    if args.speed <= 0:
-        raise UsageError("--speed must be positive")
-    trusted = _trusted(args)
-    ref = _session_ref(args, args.path)
-    path = ref.path
-    if ref.session_id is not None:
-        try:  # nothing is shown of a file that is not the session asked for
-            require_identity(ref, verify(path, trusted))
-        except SourceError as exc:
-            raise UsageError(f"cannot read {path}: {exc.reason}") from None
+    from .. import player
+
+    if not 0 < args.speed <= 1000:
+        raise UsageError("--speed must be above 0 (at most 1000)")
+    if args.idle_limit is not None and not args.idle_limit > 0:
+        raise UsageError("--idle-limit must be above 0 seconds")
     try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    out = sys.stdout.buffer
-    report: VerificationReport | None = None
-    withheld: Withheld | None = None
-    with f:
-        gen = verify_frames(f, trusted, source=str(path))
+        start_us = player.parse_time(args.start) if args.start is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--from: {exc}") from None
+    trusted = _trusted(args)
+    data = _data(args)
+    index = SessionIndex(data) if data.root.exists() and "/" not in args.path else None
+    ref = _session_ref(args, args.path, index)
+    path = ref.path
+    try:
+        report = verify(path, trusted)
+    except SourceError as exc:
+        raise UsageError(f"cannot read {path}: {exc.reason}") from None
+    require_identity(ref, report)  # nothing is shown of a file that is not the session asked for
+    live = args.follow or (ref.session_id is not None and _is_live(data, ref.session_id))
+    live = live and report.outcome is Outcome.INCOMPLETE
+    interactive = not args.instant and player.is_interactive()
+    verdict_report = report
+    code = 0
+    cache = _seek_cache(data, report) if data.root.exists() else None
+    feed: player.LiveFeed | None = None
+    try:
+        if live and interactive:
+            seeker, feed = player.follow_seeker(path, trusted, report)
+        elif report.signed_frames == 0:
+            return _play_verdict(report)  # nothing is signed: nothing is shown
+        elif interactive:
+            seeker, feed = player.background_seeker(path, trusted, report, cache)
+        else:
+            seeker = Seeker.open(path, trusted, report, cache=cache)
+        # While the index is still being built, the verified duration is the bound.
+        end = seeker.duration_us if feed is None else report.duration_us
+        if start_us is not None and start_us > end and not (feed is not None and feed.follow):
+            if feed is not None:
+                feed.stop()
+            raise UsageError(f"--from {args.start}: past the end of the recording ({player.format_time(end)})")
+        if interactive:
+            opts = player.PlayOptions(args.speed, args.idle_limit, start_us or 0, report.duration_us)
+            word = player.outcome_word(report)
 
-        def frames() -> Iterator[Frame]:
-            nonlocal report
-            try:
-                while True:
-                    yield next(gen)
-            except StopIteration as stop:
-                report = stop.value
+            def verdict() -> str:
+                final = feed.report if feed is not None and feed.follow else None
+                return word if final is None else player.outcome_word(final)
 
-        def signed() -> Iterator[Frame]:
-            # Only frames a verified signature covers are shown: a forger can recompute chain
-            # heads, so chained-but-unsigned output could print anything (a fake verdict too).
-            nonlocal withheld
-            withheld = yield from only_signed(frames())
+            code = player.play_interactive(seeker, verdict, opts, live=feed)
+            if feed is not None and feed.follow and feed.report is not None:
+                verdict_report = feed.report
+        else:
+            lines = player.screen_text(seeker, end if start_us is None else start_us)
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            sys.stdout.flush()
+    except ReplayError as exc:
+        if feed is not None:
+            feed.stop()
+        raise UsageError(f"cannot play {path}: {exc}") from None
+    status = _play_verdict(verdict_report)
+    return code or status
 
-        try:
-            for delay, data in at_speed(cap_idle(output_steps(signed()), args.idle_limit), args.speed):
-                if delay > 0 and not args.instant:
-                    out.flush()
-                    time.sleep(delay)
-                out.write(data)
-        except KeyboardInterrupt:
-            out.write(b"\r\n")
-            out.flush()
-            print("zsp: replay interrupted", file=sys.stderr)
-            return 130
-        out.flush()
-    if report is None:
-        return 2
-    print(f"\r\nzsp: {printable(_describe(report))}", file=sys.stderr)
-    if withheld is not None and withheld.frames:
-        why = "over the pending-data limit" if withheld.overflow else "not covered by a verified signature"
+
+def _is_live(data: DataDir, sid: str) -> bool:
+    """Whether the data dir's store says the session has not ended."""
+    if not data.db_path.exists():
+        return False
+    return any(s.id == sid and s.ended_at is None for s in data.service().sessions())
+
+
+def _seek_cache(data: DataDir, report: VerificationReport) -> Path | None:
+    """Where the seek index of this recording is cached (derived data, rebuilt when it does not match)."""
+    if report.header is None:
+        return None
+    return data.root / "cache" / "seek" / f"{report.header.session_id}.seek"
+
+
+def _play_verdict(report: VerificationReport) -> int:
+    """Print the verdict (and what was not shown) on stderr; the exit status it calls for."""
+    print(f"zsp: {printable(_describe(report))}", file=sys.stderr)
+    signed = report.signed_frames
+    withheld = report.frames - (signed + 1 if signed else 0)
+    if withheld > 0:
+        first = signed + 1 if signed else 0
         print(
-            f"zsp: {withheld.frames} frame(s) from frame {withheld.first} on were not shown: {why}",
+            f"zsp: {withheld} frame(s) from frame {first} on were not shown: not covered by a verified signature",
             file=sys.stderr,
         )
     return 0 if report.outcome is Outcome.VALID else 1
@@ -410,16 +445,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser(
         "play",
         parents=[common],
-        help="replay a recording's output in this terminal (verified as it plays)",
-        description="Replay what the session printed at its recorded pace. A frame is shown only once "
-        "a checkpoint signature by a trusted key covers it; frames after the last good signature are never "
-        "shown. The verification result is printed at the end (exit 0 only if VALID).",
+        help="replay a session's screen in this terminal (verified; nothing recorded is passed through)",
+        description="Play what the session showed: its output goes through a terminal emulator and only "
+        "the resulting screen is drawn, so nothing the session printed (queries, titles, clipboard writes) "
+        "reaches your terminal. A frame is shown only once a checkpoint signature by a trusted key covers it. "
+        "Keys: space pause/resume, + / - speed (0.25x-16x), left/right seek 5 s, up/down seek 60 s, "
+        ". one frame (pauses), q or Ctrl-C quit; at the end q or Enter. With stdout not a terminal, or "
+        "--instant, the screen at the end (or at --from) is printed as text. A live session (still "
+        "recorded) is followed as it grows; its newest frames appear once signed. The verification result "
+        "is printed at the end (exit 0 only if VALID).",
     )
-    p.add_argument("path", metavar="PATH|SESSION_ID")
+    p.add_argument("path", metavar="SESSION", help="session id, unique start or end of one, or a path with '/'")
     p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
     p.add_argument(
         "--idle-limit", type=float, default=2.0, metavar="SECONDS", help="shorten pauses longer than this (default 2 s)"
     )
-    p.add_argument("--instant", action="store_true", help="print everything at once, no pauses")
+    p.add_argument(
+        "--from", dest="start", metavar="T", help="start at this time: seconds, MM:SS or HH:MM:SS from the start"
+    )
+    p.add_argument("--instant", action="store_true", help="print the screen (at the end, or at --from) as text")
+    p.add_argument("--follow", action="store_true", help="follow a recording that is still being written")
     p.add_argument("--signer", action="append", metavar="KEYFILE", help="trust this key (repeatable)")
     p.set_defaults(func=cmd_play)
