@@ -117,6 +117,11 @@ def test_commands_are_what_readline_showed(initialised: Path, tmp_path: Path) ->
     p = subprocess.run([sys.executable, "-m", "zsp_tui", "search", "--json", "hunter2"],
                        capture_output=True, text=True, env=env, timeout=60)
     assert json.loads(p.stdout) == []
+    p = subprocess.run([sys.executable, "-m", "zsp_tui", "play", str(out), "--commands"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "hunter2" not in p.stdout and "(masked, 8 bytes)" in p.stdout  # hunter2 and Enter
+    assert "cat hello-file.txt" in p.stdout and "cat hel\\t" in p.stdout  # the raw keys, escaped
 
 
 def test_input_typed_blind_is_flagged_with_its_keys(initialised: Path, tmp_path: Path) -> None:
@@ -140,3 +145,9 @@ def test_input_typed_blind_is_flagged_with_its_keys(initialised: Path, tmp_path:
                        capture_output=True, text=True, env=env, timeout=60)
     (hit,) = json.loads(p.stdout)
     assert hit["blind"] is True and hit["kind"] == "command" and hit["text"] == "swordfish"
+    # zsp play --commands shows it too, marked, beside what was echoed
+    p = subprocess.run([sys.executable, "-m", "zsp_tui", "play", str(out), "--commands"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "(typed, not echoed) swordfish" in p.stdout
+    assert [ln for ln in p.stdout.splitlines() if "echo visible" in ln and "not echoed" not in ln]

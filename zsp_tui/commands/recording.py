@@ -38,6 +38,7 @@ from ..models import SessionRecord, session_owner
 from ..record import default_size, output_path, run_recorded
 from ..session_ref import SessionIndex, SessionRef, SessionRefError, identity_problem, resolve_ref
 from ._common import data as _data
+from ._common import table
 
 __all__ = ["register"]
 
@@ -325,6 +326,9 @@ def cmd_play(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise UsageError(f"cannot read {path}: {exc.reason}") from None
     require_identity(ref, report)  # nothing is shown of a file that is not the session asked for
+    if args.commands:
+        _print_commands(path, trusted, start_us)
+        return _play_verdict(report)
     live = args.follow or (ref.session_id is not None and _is_live(data, ref.session_id))
     live = live and report.outcome is Outcome.INCOMPLETE
     interactive = not args.instant and player.is_interactive()
@@ -368,6 +372,34 @@ def cmd_play(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot play {path}: {exc}") from None
     status = _play_verdict(verdict_report)
     return code or status
+
+
+def _print_commands(path: Path, trusted: list[PublicKey], until_us: int | None) -> None:
+    """Each Enter typed (up to ``until_us``): its time, the command as the screen showed it, and the
+    raw keystrokes; input typed blind (it did not echo) is shown as typed and marked, masked input
+    as its length only. Signed frames only, as everywhere a recording is shown."""
+    from replay import Command, keys_text, only_signed, scan, verify_frames
+
+    from .. import player
+
+    rows: list[list[str]] = []
+    with open(path, "rb") as f:
+        for item in scan(only_signed(verify_frames(f, trusted, source=str(path))), final=False):
+            if not isinstance(item, Command):
+                continue
+            if until_us is not None and item.t_us > until_us:
+                break
+            shown = item.text
+            if item.blind:
+                shown = f"(typed, not echoed) {keys_text(item.keys)}"
+            if item.masked_bytes:
+                shown = f"{shown} (masked, {item.masked_bytes} bytes)".lstrip()
+            when = f"{player.format_time(item.t_us)}.{item.t_us // 1000 % 1000:03d}"
+            rows.append([when, shown, item.keys.decode("utf-8", "replace")])  # table() escapes controls
+    if not rows:
+        print("no commands typed (on the main screen)", file=sys.stderr)
+        return
+    table(rows, ["TIME", "COMMAND (as the screen showed it)", "KEYS (raw)"])
 
 
 def _is_live(data: DataDir, sid: str) -> bool:
@@ -465,5 +497,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     p.add_argument("--instant", action="store_true", help="print the screen (at the end, or at --from) as text")
     p.add_argument("--follow", action="store_true", help="follow a recording that is still being written")
+    p.add_argument(
+        "--commands",
+        action="store_true",
+        help="list the commands typed (as the screen showed them at each Enter, beside the raw keys; input "
+        "that did not echo marked, masked input as its length) instead of playing; up to --from if given",
+    )
     p.add_argument("--signer", action="append", metavar="KEYFILE", help="trust this key (repeatable)")
     p.set_defaults(func=cmd_play)
