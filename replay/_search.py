@@ -260,8 +260,10 @@ class SearchIndex(Protocol):
         since_us: int | None = None,
         commands_only: bool = False,
         limit: int = 50,
+        session_id: str | None = None,
     ) -> list[Hit]:
-        """Hits newest first (session start, then position in the session, latest first)."""
+        """Hits newest first (session start, then position in the session, latest first);
+        ``session_id``: within that session only."""
         ...
 
     def close(self) -> None: ...
@@ -500,6 +502,7 @@ class SqliteSearchIndex:
         since_us: int | None = None,
         commands_only: bool = False,
         limit: int = 50,
+        session_id: str | None = None,
     ) -> list[Hit]:
         q = query if isinstance(query, Query) else parse_query(query)
         if limit <= 0:
@@ -507,12 +510,19 @@ class SqliteSearchIndex:
         match = q.match + (' AND kind : "c"' if commands_only else "")
         with self._lock:
             try:
-                return self._search(q, match, user, target, since_us, limit)
+                return self._search(q, match, user, target, since_us, limit, session_id)
             except sqlite3.Error as exc:
                 raise SearchIndexError(path=self.path, reason=str(exc)) from None
 
     def _search(
-        self, q: Query, match: str, user: str | None, target: str | None, since_us: int | None, limit: int
+        self,
+        q: Query,
+        match: str,
+        user: str | None,
+        target: str | None,
+        since_us: int | None,
+        limit: int,
+        session_id: str | None = None,
     ) -> list[Hit]:
         db = self._db
         low = 0
@@ -524,10 +534,10 @@ class SqliteSearchIndex:
                 return []
             low = int(row[0])
         keys: list[int] | None = None  # sessions the filters allow (None: all)
-        if user is not None or target is not None:
+        if user is not None or target is not None or session_id is not None:
             where: list[str] = ["key >= ?"]
             args: list[object] = [low]
-            for column, value in (("user", user), ("target", target)):
+            for column, value in (("user", user), ("target", target), ("session_id", session_id)):
                 if value is not None:
                     where.append(f"{column} = ?")
                     args.append(value)

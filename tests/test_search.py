@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -471,3 +472,27 @@ def test_full_screen_programs_give_no_commands_and_the_main_screen_survives(tmp_
     lines = [i.text for i in items if isinstance(i, TextLine)]
     assert "$ vim notes" in lines and "$ top" in lines  # the main screen, read after leaving top's screen
     assert not any("alt-screen-text" in t or "load average" in t for t in lines)
+
+
+def test_search_within_one_session_and_the_play_command_names_the_data_dir(data: Path) -> None:
+    key = recording_key(data)
+    ids = []
+    for n in range(2):
+        sid = uuid.uuid4()
+        s = Script(data / "recordings" / f"{sid}.zsprec", key, session_id=sid)
+        s.at(1 + n).out(b"$ ").at(2 + n).key(b"echo needle\r").out(b"echo needle\r\nneedle\r\n$ ")
+        s.close()
+        ids.append(str(sid))
+    assert zsp(data, "index").returncode == 0
+    both = json.loads(zsp(data, "search", "--json", "needle").stdout)
+    assert {h["session_id"] for h in both} == set(ids)
+    one = json.loads(zsp(data, "search", "--json", "needle", "--session", ids[1][-12:]).stdout)
+    assert one and {h["session_id"] for h in one} == {ids[1]}
+    assert all(h["play"].startswith(f"zsp play {ids[1]} --from ") for h in one)  # ZSP_DATA: no --data
+    # With --data, the printed command carries it, so it pastes as printed.
+    p = subprocess.run([sys.executable, "-m", "zsp_tui", "search", "--data", str(data), "needle", "--session", ids[0]],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and f"zsp play --data {data} {ids[0]} --from " in p.stdout, p.stdout + p.stderr
+    bad = zsp(data, "search", "needle", "--session", "zzzz-nothing")
+    assert bad.returncode == 2 and bad.stderr.startswith("zsp: error: no session") and bad.stderr.count("\n") == 1
+    assert zsp(data, "search", "needle", "--session", str(data / "recordings" / f"{ids[0]}.zsprec")).returncode == 2

@@ -56,7 +56,7 @@ def test_a_bastion_session_is_searchable_without_any_command(env: Env) -> None:
     assert cmd["text"] == "echo kubectl delete pod web-7f; echo DONE-$((6*7))"
     assert cmd["user"] == "alice" and cmd["target"] == "local"
     session = env.svc.sessions()[-1]
-    assert cmd["session_id"] == session.id and cmd["play"].startswith(f"zsp play {session.id} --from ")
+    assert cmd["session_id"] == session.id and cmd["play"].startswith(f"zsp play --data {env.data.root} {session.id} --from ")
     assert search(env, "DONE-42")  # the output line
 
 

@@ -19,31 +19,19 @@ from typing import Any, NoReturn
 
 from replay import Hit, QueryError, ReplayError, SearchIndexError, parse_query, printable
 
-from ..clock import parse_duration, parse_time, rfc3339
+from ..clock import parse_since, rfc3339
 from ..datadir import DataDir
 from ..exceptions import UsageError
 from ..indexing import coverage, index_file, index_one, open_index, recordings, warn
+from ..session_ref import resolve_ref
 from ._common import data, emit_json
 
-__all__ = ["parse_since", "register"]
+__all__ = ["register"]
 
 _BOLD = "\x1b[1;7m"
 _PLAIN = "\x1b[0m"
 _CONTEXT = 60
 _SHOWN = 200
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``7d``, ``12h``, ``30m`` (ago), or an ISO date or time (``2026-11-30``, ``2026-11-30T14:00Z``)."""
-    now = now or datetime.now(UTC)
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return parse_time(text)
-    except ValueError:
-        raise UsageError(f"--since {text!r}: give a time ago (7d, 12h, 30m) or an ISO date/time") from None
 
 
 class _Options(argparse.ArgumentParser):
@@ -58,6 +46,7 @@ def _options() -> argparse.ArgumentParser:
     p.add_argument("--user")
     p.add_argument("--target")
     p.add_argument("--since")
+    p.add_argument("--session")
     p.add_argument("--commands-only", action="store_true")
     p.add_argument("--limit", type=int)
     p.add_argument("--json", action="store_true")
@@ -81,6 +70,12 @@ def _play_ref(hit: Hit) -> str:
     if p.name == f"{hit.session_id}.zsprec":
         return hit.session_id
     return shlex.quote(printable(hit.path))
+
+
+def _play_command(hit: Hit, data_arg: str | None) -> str:
+    """The command that opens the hit's moment (with the ``--data`` this search was given)."""
+    where = f" --data {shlex.quote(printable(data_arg))}" if data_arg else ""
+    return f"zsp play{where} {_play_ref(hit)} --from {_from(hit)}"
 
 
 def _from(hit: Hit) -> str:
@@ -114,7 +109,7 @@ def _shown(hit: Hit, tty: bool) -> str:
     return "".join(out)
 
 
-def _json(hit: Hit) -> dict[str, Any]:
+def _json(hit: Hit, data_arg: str | None) -> dict[str, Any]:
     return {
         "session_id": hit.session_id,
         "t": hit.t_us / 1e6,
@@ -129,13 +124,13 @@ def _json(hit: Hit) -> dict[str, Any]:
         "outcome": hit.outcome,
         "spans": [list(s) for s in hit.spans],
         "path": hit.path,
-        "play": f"zsp play {_play_ref(hit)} --from {_from(hit)}",
+        "play": _play_command(hit, data_arg),
     }
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     words, opts = _split_words(list(args.words))
-    for name in ("data", "user", "target", "since", "limit"):
+    for name in ("data", "user", "target", "since", "limit", "session"):
         if getattr(opts, name) is not None:
             setattr(args, name, getattr(opts, name))
     args.json = args.json or opts.json
@@ -147,8 +142,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     limit = 50 if args.limit is None else args.limit
     if not 1 <= limit <= 100_000:
         raise UsageError("--limit must be between 1 and 100000")
-    since = parse_since(args.since) if args.since else None
+    try:
+        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
     d = data(args)
+    session_id: str | None = None
+    if args.session is not None:
+        ref = resolve_ref(d, args.session)
+        if ref.session_id is None:
+            raise UsageError(f"--session {args.session}: name a session of the data dir by its id (or part of it)")
+        session_id = ref.session_id
     if not index_file(d).exists():
         warn("there is no search index yet: `zsp index` builds it")
         if args.json:
@@ -164,6 +168,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 since_us=int(since.timestamp() * 1e6) if since else None,
                 commands_only=args.commands_only,
                 limit=limit,
+                session_id=session_id,
             )
             _warn_stale(d, index)
         finally:
@@ -171,7 +176,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     except SearchIndexError as exc:
         raise UsageError(f"{exc}; `zsp index --rebuild` rebuilds it from the recordings") from None
     if args.json:
-        emit_json([_json(h) for h in hits])
+        emit_json([_json(h, args.data) for h in hits])
         return 0 if hits else 1
     tty = sys.stdout.isatty()
     for h in hits:
@@ -182,7 +187,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{printable(h.session_id[-8:])}  {started}Z +{_clock(h.t_us)}  {printable(h.user)}  "
             f"{printable(h.login)}@{printable(h.target)}  {kind}{flag}  {_shown(h, tty)}"
         )
-        print(f"    zsp play {_play_ref(h)} --from {_from(h)}")
+        print(f"    {_play_command(h, args.data)}")
     if not hits:
         print("no match", file=sys.stderr)
     return 0 if hits else 1
@@ -301,6 +306,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--user", help="sessions of this zsp user only")
     p.add_argument("--target", help="sessions on this target only")
     p.add_argument("--since", metavar="T", help="sessions started since T: 7d, 12h, 30m or an ISO date/time")
+    p.add_argument("--session", metavar="SESSION", help="within this session only (its id, or a unique start or end)")
     p.add_argument("--commands-only", action="store_true", help="commands only, not output")
     p.add_argument("--limit", type=int, metavar="N", help="at most N hits (default 50)")
     p.add_argument("--json", action="store_true", help="print a JSON list of hits")
