@@ -6,7 +6,8 @@ built from a closed vocabulary, and every character of text is checked again her
 * ``ESC [ row ; col H`` (CUP), ``ESC [ ... m`` (SGR, from :class:`Style` values only),
   ``ESC [ K`` (EL), ``ESC [ 2 J`` (ED), ``ESC [ ? 25 h/l`` (cursor shown/hidden);
 * the cells' text, in which every C0 control, DEL and C1 control becomes ``?`` (the emulator
-  never puts them in cells; this is the last line of defence), and anything that cannot be
+  never puts them in cells; this is the last line of defence), as do bidirectional overrides and
+  isolates (a bidi terminal would reorder the line around them), and anything that cannot be
   encoded (a lone surrogate) becomes ``?`` too.
 
 Titles, clipboard writes, hyperlinks, queries and mode changes in the recording are never
@@ -30,11 +31,15 @@ from ._terminal import Screen
 
 __all__ = ["Renderer", "safe_text", "sgr"]
 
-_UNSAFE = {c: "?" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_BIDI = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+"""Bidirectional formatting characters: a terminal that implements bidi (VTE, Konsole, mlterm)
+would reorder the reviewer's view of a line around them (Trojan Source, CVE-2021-42574)."""
+_UNSAFE = {c: "?" for c in [*range(0x20), *range(0x7F, 0xA0), *_BIDI, 0x2028, 0x2029]}
 
 
 def safe_text(text: str) -> str:
-    """``text`` with every C0/C1 control and DEL replaced by ``?``."""
+    """``text`` with every C0/C1 control, DEL, bidirectional formatting character and line or
+    paragraph separator replaced by ``?``: what recorded screen text may put on a terminal."""
     return text.translate(_UNSAFE)
 
 

@@ -91,3 +91,15 @@ def test_any_bytes_render_to_allowed_sequences_only(data: bytes, cols: int, rows
     term.feed(data[half:])
     out += r.draw(term.screen(), "t")
     check_output(out)
+
+
+def test_screen_text_keeps_backslashes_and_takes_out_bidi_overrides() -> None:
+    from replay import Terminal, safe_text
+
+    t = Terminal(40, 3)
+    t.feed("echo \\033 \u202eevil\u202c \u2067x\u2069 \u05d0 ok\r\n".encode())
+    line = t.screen().lines[0]
+    shown = safe_text(line)
+    assert "\\033" in shown  # backslashes are text on the screen, not escapes
+    assert not any(c in shown for c in "\u202e\u202c\u2067\u2069") and "\u05d0" in shown
+    assert shown.count("?") == 4

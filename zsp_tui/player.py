@@ -48,7 +48,7 @@ from replay import (
     VerificationReport,
     load_index,
     located_frames,
-    printable,
+    safe_text,
     save_index,
     signed_located,
 )
@@ -120,7 +120,9 @@ def format_time(us: int) -> str:
 def screen_text(seeker: Seeker, t_us: int) -> list[str]:
     """The screen at ``t_us`` as lines of checked text (trailing blank lines dropped)."""
     screen, _ = seeker.screen_at(t_us)
-    lines = [printable(line) for line in screen.lines]
+    # The emulator keeps controls out of cells; safe_text checks again and also takes out bidi
+    # overrides. Unlike printable() it leaves backslashes alone: the screen shows what it showed.
+    lines = [safe_text(line) for line in screen.lines]
     while lines and not lines[-1]:
         lines.pop()
     return lines
