@@ -360,9 +360,9 @@ def test_demo_steps_work_pasted_verbatim(tmp_path: Path) -> None:
     demo = Demo([], home)
     try:
         steps = demo.steps()
-        assert len(steps) == 6, demo.text
+        assert len(steps) == 7, demo.text
         assert str(tmp_path / "xdg" / "zsp-demo") in demo.text  # its own data dir
-        request, _approve_template, open_shell, sessions, verify, play = steps
+        request, _approve_template, open_shell, sessions, verify, search, play = steps
         assert "zsp play" in play
         r = shell(request, env=home)
         assert r.returncode == 0, r.stderr
@@ -383,6 +383,13 @@ def test_demo_steps_work_pasted_verbatim(tmp_path: Path) -> None:
         sid = s.stdout.splitlines()[1].split()[0]
         v = shell(verify.replace("SESSION_ID", sid), env=home)
         assert v.returncode == 0 and v.stdout.startswith("VALID"), v.stdout + v.stderr
+        # The bastion indexed the session as it ended: searchable with no other command.
+        deadline = time.monotonic() + 10
+        while (f := shell(search.replace("WORDS", "hello-from-demo"), env=home)).returncode and time.monotonic() < deadline:
+            time.sleep(0.2)  # indexed within moments of the end, off the bastion's event loop
+        assert f.returncode == 0 and f"zsp play --data {tmp_path / 'xdg' / 'zsp-demo'} {sid} --from " in f.stdout, (
+            f.stdout + f.stderr
+        )
         p = shell(play.replace("SESSION_ID", sid[:13]) + " --instant", env=home)
         assert p.returncode == 0 and "hello-from-demo" in p.stdout, p.stderr
     finally:

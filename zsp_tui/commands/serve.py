@@ -97,10 +97,12 @@ Try it (each line in another terminal; the demo users' keys and a pinned known_h
        {s} zsp@zsp-approver approve r-xxxxxx
   3. as the operator, open the recorded shell (exit when done):
        {s} local@zsp-operator
-  4. list the sessions, then verify and replay the recording (SESSION_ID from the list; its last
-     8 characters are enough):
+  4. list the sessions, verify one, search them all for WORDS (say, a command you typed), and
+     replay one (SESSION_ID from the list; its last 8 characters are enough; in the player: space
+     pauses, arrows seek, q quits):
        zsp sessions {z}
        zsp verify {z} SESSION_ID
+       zsp search {z} WORDS
        zsp play {z} SESSION_ID
 """
 
