@@ -573,51 +573,60 @@ class Terminal:
         :meth:`_bulk`. (An EL erases nothing from the pending-wrap position, so it never erases
         a character its line wrote.)
         """
-        cols = self.cols
+        cols, rows = self.cols, self.rows
         style = self._style
         erase = self._erase
         blank = [" "] * cols
-        count = len(lines)
-        i = 0
-        while i < count:
-            y = self._y
-            if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
+        plain_row = [style] * cols if style is erase else None
+        # Constant while the lines are written (no sequence in between; _scroll_up works in place).
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
+        bottom = self._bottom
+        bulk = bottom == rows - 1 and self._top == 0 and not self._alt
+        last = ""
+        y = self._y
+        for i, line in enumerate(lines):
+            if fresh and bulk and y == bottom:
+                self._y = y
+                self._x = 0
+                if last:
+                    self._last = last
                 self._bulk(lines[i:] if i else lines)
                 return
-            line = lines[i]
-            i += 1
             el = line.endswith(_EL)
             if el:
                 line = line[:-3]
             n = len(line)
-            chars = self._chars
             if n > cols:
                 self._x = 0
+                self._y = y
                 self._text(line)
                 if el:
                     self._erase_to_end()
                 y = self._y
             elif el:
                 chars[y] = list(line) + blank[n:]
-                self._styles[y] = [style] * cols if style is erase else [style] * n + [erase] * (cols - n)
-                self._wrapped[y] = False
-                self._clean[y] = None if n else erase
+                styles[y] = plain_row.copy() if plain_row is not None else [style] * n + [erase] * (cols - n)
+                wrapped[y] = False
+                clean[y] = None if n else erase
             elif n:
                 row = chars[y]
                 if n < cols and row[n] == "":
                     row[n] = " "
                 row[:n] = line
-                self._styles[y][:n] = [style] * n
-                self._clean[y] = None
+                styles[y][:n] = [style] * n
+                clean[y] = None
             if n:
-                self._last = line
-            self._x = 0
-            fresh = y == self._bottom
+                last = line
+            fresh = y == bottom
             if fresh:
                 self._y = y
                 self._scroll_up(1)
-            elif y < self.rows - 1:
-                self._y = y + 1
+            elif y < rows - 1:
+                y += 1
+        self._y = y
+        self._x = 0
+        if last:
+            self._last = last
 
     def _bulk(self, lines: list[str]) -> None:
         """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
