@@ -1722,9 +1722,9 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
         if value is None:
             return None
         value = _list(value, 8, 8)
-        return (
-            _int(value[0], 0, cols),
-            _int(value[1], 0, rows - 1),
+        return (  # a saved cursor may lie outside a screen resized since (DECRC clamps it)
+            _int(value[0], 0, MAX_COLS),
+            _int(value[1], 0, MAX_ROWS - 1),
             style_of(value[2]),
             _bool(value[3]),
             _bool(value[4]),

@@ -751,3 +751,17 @@ def test_load_rejects_control_characters_and_broken_wide_cells() -> None:
     state["title"] = "a\x07b"
     with pytest.raises(ReplayError):
         Terminal.load(msgpack.packb(state))
+
+
+def test_a_cursor_saved_before_a_shrink_survives_dump_and_load() -> None:
+    # Found by the seek index: the saved cursor (DECSC) kept its place beyond the new size, and
+    # load() refused the terminal's own dump, so seeks fell back to an earlier keyframe.
+    t = Terminal(40, 12)
+    t.feed(b"\x1b[5;30H\x1b7")
+    t.resize(10, 3)
+    u = Terminal.load(t.dump())
+    assert u.dump() == t.dump()
+    for term in (t, u):
+        term.resize(40, 12)
+        term.feed(b"\x1b8X")
+    assert t.screen() == u.screen() and u.cursor == (30, 4)
