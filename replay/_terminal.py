@@ -1,0 +1,1298 @@
+"""The replay terminal emulator: output bytes in, screens out (:class:`Terminal`, :class:`Screen`).
+
+What it interprets is what real programs send (vim, less, top, tmux, readline, colour ``ls``,
+htop): C0 controls, ESC sequences, CSI with ``;`` and ``:`` parameters, OSC/DCS/APC/PM/SOS strings
+(swallowed; OSC 0/2 set the title), UTF-8 with wide and combining characters, the DEC graphics
+set, scroll regions, the alternate screen, autowrap with a pending-wrap state. Queries (DSR, DA,
+DECRQSS) are consumed and never answered: an emulator for replay produces no output at all.
+
+It never raises on input. Malformed sequences degrade what is drawn: counts and coordinates are
+clamped, parameter lists capped, an unterminated string is abandoned after
+:data:`MAX_STRING` characters, and an over-long CSI is ignored.
+
+Why it is shaped this way (profile before changing anything): pure Python only reaches tens of
+MB/s if it never loops per byte. A chunk is decoded at once (an incremental UTF-8 decoder keeps
+sequences split across :meth:`Terminal.feed` calls), then cut by one compiled regular expression
+(:data:`_TOKEN`) into runs of printable text, single controls, and complete escape sequences.
+Rows are lists of one-character cells plus parallel lists of interned :class:`Style` objects, so a
+run of text lands in a row with two slice assignments. A wide character's right half is the empty
+string, so ``"".join(row)`` is the row's text. CSI finals are dispatched through a dict, SGR
+results are cached per (style, parameters), and parameter strings are parsed once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import groupby
+from typing import Any
+
+import msgpack
+from wcwidth import wcwidth as _wcwidth
+
+from ._charsets import DEC_GRAPHICS
+from ._exceptions import ReplayError
+from ._style import DEFAULT_STYLE, TRUECOLOR, Style, apply_sgr
+
+__all__ = ["MAX_COLS", "MAX_ROWS", "Screen", "Terminal"]
+
+MAX_COLS = 1000
+MAX_ROWS = 500
+MAX_COUNT = 10000
+"""Counts (CUU, ICH, REP, ...) are clamped to this."""
+MAX_PARAMS = 32
+"""Parameters of a CSI beyond this many are ignored."""
+MAX_STRING = 16384
+"""An OSC/DCS/APC/PM/SOS string longer than this is abandoned: the parser returns to ground, so a
+stream that opens a string and never ends it cannot make the emulator swallow the whole session
+(the bytes after the cap are drawn). Large enough for ordinary OSC 52 clipboard copies."""
+MAX_SEQUENCE = 4096
+"""A CSI longer than this is ignored (consumed up to its final byte, never executed)."""
+MAX_TITLE = 256
+MAX_CELL = 16
+"""Characters one cell holds at most (a base character plus combining marks)."""
+MAX_TAKEN = 100_000
+"""Lines buffered for :meth:`Terminal.take_lines`; older ones are dropped (and counted)."""
+MAX_CARRY = 256
+"""Soft-wrapped rows joined into one logical line at most; a longer line is reported in parts."""
+FORMAT_VERSION = 1
+
+_TOKEN = re.compile(
+    r"([^\x00-\x1f\x7f-\x9f]+)"  # 1: a run of printable text
+    r"|(\r\n)"  # 2: CR LF, the commonest pair
+    r"|\x1b\[([0-?]*)([ -/]*)([@-~])"  # 3, 4, 5: a complete CSI
+    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 6: one control character (C1 is inert in UTF-8)
+    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 7: an escape sequence cut by the end of the chunk
+    r"|\x1b\[[0-?]*[ -/]*(?=[^ -~])"  # a CSI broken by a byte that cannot be in one: dropped
+    r"|\x1b([ -/]*)([0-~])"  # 8, 9: ESC, intermediates, final
+    r"|\x1b"  # an ESC before something that cannot follow it: dropped
+)
+_OSC_END = re.compile(r"[\x07\x18\x1a\x1b]")
+_STRING_END = re.compile(r"[\x18\x1a\x1b]")
+_CSI_TAIL = re.compile(r"[ -?]*")
+_PENDING = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[ -/]*)")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CELL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,16}")
+
+_width: Callable[[str], int] = lru_cache(maxsize=8192)(_wcwidth)
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    """What the terminal showed at one moment; a value (safe to keep while the terminal goes on)."""
+
+    cols: int
+    rows: int
+    lines: tuple[str, ...]
+    """Text of each row, trailing blanks stripped. A wide character appears once (it covers two
+    columns); its right-half placeholder cell contributes nothing. Never contains control chars."""
+    runs: tuple[tuple[tuple[str, Style], ...], ...]
+    """Each row as runs of (text, style) left to right covering all ``cols`` columns (blanks
+    included), a wide character counting two columns: what a renderer draws."""
+    wrapped: tuple[bool, ...]
+    """wrapped[y]: row y continues onto row y+1 (the text auto-wrapped at the right margin)."""
+    cursor: tuple[int, int]
+    """(x, y), 0-based; x may equal cols (pending wrap): renderers clamp."""
+    cursor_visible: bool
+    alternate: bool
+    """The alternate screen buffer is active."""
+    title: str
+    """Last OSC 0/2 title, control characters removed. Never send it to a terminal unescaped."""
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return low if value < low else high if value > high else value
+
+
+@lru_cache(maxsize=1024)
+def _params(text: str) -> tuple[int, ...]:
+    """CSI parameters as numbers (empty or unparsable: 0; a ``:`` group: its first number)."""
+    out: list[int] = []
+    for part in text.split(";", MAX_PARAMS)[:MAX_PARAMS]:
+        if ":" in part:
+            part = part.split(":", 1)[0]
+        if part.isdigit() and part.isascii():
+            digits = part.lstrip("0")
+            out.append(999999 if len(digits) > 6 else int(digits or "0"))
+        else:
+            out.append(0)
+    return tuple(out)
+
+
+def _arg(text: str, default: int = 1) -> int:
+    """The first parameter as a count: 0 or missing means ``default``; clamped to MAX_COUNT."""
+    if not text:
+        return default
+    value = _params(text)[0]
+    if value == 0:
+        return default
+    return MAX_COUNT if value > MAX_COUNT else value
+
+
+def _is_wide(cell: str) -> bool:
+    return bool(cell) and _width(cell[0]) == 2
+
+
+_Row = list[str]
+_StyleRow = list[Style]
+_Saved = tuple[int, int, Style, bool, bool, bool, bool, bool]
+"""(x, y, style, origin, autowrap, g0 graphics, g1 graphics, shifted out)."""
+
+
+class Terminal:
+    """A terminal of ``cols`` x ``rows`` cells fed with output bytes. See the module docstring."""
+
+    def __init__(self, cols: int = 80, rows: int = 24) -> None:
+        self.cols = _clamp(int(cols), 1, MAX_COLS)
+        self.rows = _clamp(int(rows), 1, MAX_ROWS)
+        self.scrolled = 0
+        """Rows scrolled off the top of the main screen since creation."""
+        self.dropped_lines = 0
+        """Lines :meth:`take_lines` lost because nobody took them (more than MAX_TAKEN buffered)."""
+        self.title = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._taken: deque[str] = deque(maxlen=MAX_TAKEN)
+        self._carry: list[str] = []
+        self._sgr_cache: dict[tuple[Style, str], Style] = {}
+        self._interned: dict[Style, Style] = {DEFAULT_STYLE: DEFAULT_STYLE}
+        self._reset_state()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        """Everything RIS resets (not the title, the scroll count or buffered lines)."""
+        cols, rows = self.cols, self.rows
+        self._x = 0
+        self._y = 0
+        self._style = DEFAULT_STYLE
+        self._erase = DEFAULT_STYLE
+        self._top = 0
+        self._bottom = rows - 1
+        self._origin = False
+        self._autowrap = True
+        self._insert = False
+        self._cursor_visible = True
+        self._g0_graphics = False
+        self._g1_graphics = False
+        self._shifted = False
+        self._graphics = False
+        self._last = ""
+        self._alt = False
+        self._main_saved: _Saved | None = None
+        self._alt_saved: _Saved | None = None
+        self._tabs = bytearray(cols)
+        for i in range(8, cols, 8):
+            self._tabs[i] = 1
+        self._pending = ""
+        self._string: str | None = None
+        self._string_len = 0
+        self._osc = ""
+        self._chars: list[_Row] = [[" "] * cols for _ in range(rows)]
+        self._styles: list[_StyleRow] = [[DEFAULT_STYLE] * cols for _ in range(rows)]
+        self._wrapped: list[bool] = [False] * rows
+        self._other: tuple[list[_Row], list[_StyleRow], list[bool]] = (
+            [[" "] * cols for _ in range(rows)],
+            [[DEFAULT_STYLE] * cols for _ in range(rows)],
+            [False] * rows,
+        )
+
+    def _intern(self, style: Style) -> Style:
+        found = self._interned.get(style)
+        if found is None:
+            if len(self._interned) > 4096:
+                self._interned.clear()
+                self._sgr_cache.clear()
+            self._interned[style] = style
+            found = style
+        return found
+
+    def _set_style(self, style: Style) -> None:
+        self._style = style
+        self._erase = DEFAULT_STYLE if style.bg is None else self._intern(Style(bg=style.bg))
+
+    # -- public accessors ----------------------------------------------------------------------
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        return (self._x, self._y)
+
+    @property
+    def alternate(self) -> bool:
+        return self._alt
+
+    def line(self, y: int) -> str:
+        """Text of row ``y`` (== ``screen().lines[y]``)."""
+        return "".join(self._chars[y]).rstrip(" ")
+
+    def is_wrapped(self, y: int) -> bool:
+        return self._wrapped[y]
+
+    def screen(self) -> Screen:
+        """A snapshot of what the terminal shows now."""
+        runs = []
+        for chars, styles in zip(self._chars, self._styles, strict=True):
+            row: list[tuple[str, Style]] = []
+            x = 0
+            for style, group in groupby(styles):
+                n = sum(1 for _ in group)
+                row.append(("".join(chars[x : x + n]), style))
+                x += n
+            runs.append(tuple(row))
+        return Screen(
+            cols=self.cols,
+            rows=self.rows,
+            lines=tuple("".join(chars).rstrip(" ") for chars in self._chars),
+            runs=tuple(runs),
+            wrapped=tuple(self._wrapped),
+            cursor=(self._x, self._y),
+            cursor_visible=self._cursor_visible,
+            alternate=self._alt,
+            title=self.title,
+        )
+
+    def take_lines(self, end: bool = False) -> list[str]:
+        """Logical lines that left the main screen since the last call, oldest first.
+
+        Rows scrolled off its top (while the scroll region starts at the top row: the whole screen,
+        or tmux's region above its status line, as xterm saves lines), and the non-blank rows of
+        the whole screen when it is erased (ED 2, ED 0 from the home position, RIS). Soft-wrapped
+        rows are joined into one logical line; blank lines are skipped; the alternate screen is
+        never reported.
+
+        A logical line whose last row is still on screen is held back until that row leaves too;
+        ``end=True`` (at the end of a recording) also returns the part held back, as one line.
+        """
+        if end and self._carry:
+            text = "".join(self._carry).rstrip(" ")
+            self._carry = []
+            if text:
+                if len(self._taken) == MAX_TAKEN:
+                    self.dropped_lines += 1
+                self._taken.append(text)
+        out = list(self._taken)
+        self._taken.clear()
+        return out
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Interpret output bytes. Never raises, whatever the bytes."""
+        text = self._decoder.decode(data)
+        if self._pending:
+            text = self._pending + text
+            self._pending = ""
+        if text:
+            self._process(text)
+
+    def _process(self, s: str) -> None:
+        pos = 0
+        n = len(s)
+        if self._string is not None:
+            pos = self._in_string(s, 0)
+        match = _TOKEN.match
+        csi = _CSI
+        while pos < n:
+            m = match(s, pos)
+            if m is None:  # unreachable: the last alternative matches any ESC
+                break
+            kind = m.lastindex
+            end = m.end()
+            if kind == 1:
+                self._text(m.group(1))
+            elif kind == 2:
+                self._x = 0
+                self._linefeed()
+            elif kind == 5:
+                if end - pos > MAX_SEQUENCE:
+                    pos = end
+                    continue
+                params, inter, final = m.group(3, 4, 5)
+                if params and params[0] in "<=>?":
+                    key = params[0] + inter + final
+                    params = params[1:]
+                else:
+                    key = inter + final
+                handler = csi.get(key)
+                if handler is not None:
+                    handler(self, params)
+            elif kind == 6:
+                self._control(m.group(6))
+            elif kind == 9:
+                inter, final = m.group(8, 9)
+                if not inter and final in "]PX^_":
+                    self._string = "osc" if final == "]" else "other"
+                    self._string_len = 0
+                    self._osc = ""
+                    pos = self._in_string(s, end)
+                    continue
+                self._esc(inter, final)
+            elif kind == 7:
+                tail = m.group(7)
+                if len(tail) > MAX_SEQUENCE:
+                    # An over-long CSI cut by the chunk end: ignore it, up to its final byte.
+                    self._string = "csi"
+                    self._string_len = 0
+                else:
+                    self._pending = tail
+                return
+            pos = end
+
+    def _in_string(self, s: str, pos: int) -> int:
+        """Consume string content (or an over-long CSI) from ``pos``; where ground resumes."""
+        kind = self._string
+        if kind == "csi":
+            m = _CSI_TAIL.match(s, pos)
+            end = m.end() if m is not None else pos
+            if end == len(s):
+                return end
+            self._string = None
+            if "@" <= s[end] <= "~":
+                end += 1
+            return end
+        finder = _OSC_END if kind == "osc" else _STRING_END
+        m = finder.search(s, pos)
+        stop = len(s) if m is None else m.start()
+        if kind == "osc" and len(self._osc) < 1024:
+            self._osc += s[pos : min(stop, pos + 1024)]
+        self._string_len += stop - pos
+        if self._string_len > MAX_STRING:
+            # Abandoned: what follows the cap is drawn, from where the cap was reached.
+            over = self._string_len - MAX_STRING
+            self._string = None
+            return stop - over
+        if m is None:
+            return stop
+        self._string = None
+        end = stop
+        if s[stop] == "\x07":
+            end += 1  # BEL ends an OSC; ESC is left for the ground state (ST is ESC \, ignored there)
+        elif s[stop] != "\x1b":
+            end += 1  # CAN/SUB abort the string
+        if kind == "osc" and s[stop] in "\x07\x1b":
+            self._osc_dispatch(self._osc)
+        self._osc = ""
+        return end
+
+    def _osc_dispatch(self, body: str) -> None:
+        code, _, value = body.partition(";")
+        if code in ("0", "2"):
+            self.title = _CONTROLS.sub("", value)[:MAX_TITLE]
+
+    # -- text ----------------------------------------------------------------------------------
+
+    def _text(self, text: str) -> None:
+        if self._graphics:
+            text = text.translate(DEC_GRAPHICS)
+        if text.isascii():
+            self._run(text)
+            self._last = text[-1]
+            return
+        width = _width
+        start = 0
+        for i, ch in enumerate(text):
+            w = width(ch)
+            if w == 1:
+                continue
+            if start < i:
+                self._run(text[start:i])
+            if w == 2:
+                self._wide(ch)
+                self._last = ch
+            elif w == 0:
+                self._combine(ch)
+            start = i + 1
+        if start < len(text):
+            self._run(text[start:])
+            self._last = text[-1]
+
+    def _run(self, text: str) -> None:
+        """Write characters that take one cell each, wrapping at the right margin."""
+        cols = self.cols
+        n = len(text)
+        i = 0
+        while i < n:
+            x = self._x
+            if x >= cols:
+                if self._autowrap:
+                    self._wrapped[self._y] = True
+                    self._linefeed()
+                    x = 0
+                else:
+                    x = cols - 1
+                    i = n - 1
+            k = cols - x
+            if k > n - i:
+                k = n - i
+            end = x + k
+            y = self._y
+            row = self._chars[y]
+            styles = self._styles[y]
+            if self._insert:
+                row[x:x] = [" "] * k
+                styles[x:x] = [self._erase] * k
+                del row[cols:]
+                del styles[cols:]
+                self._repair(y)
+            if row[x] == "" and x > 0:
+                row[x - 1] = " "
+            if end < cols and row[end] == "":
+                row[end] = " "
+            row[x:end] = text[i : i + k]
+            styles[x:end] = [self._style] * k
+            self._x = end
+            i += k
+
+    def _wide(self, ch: str) -> None:
+        cols = self.cols
+        if cols < 2:
+            return
+        x = self._x
+        if x >= cols - 1:
+            if self._autowrap:
+                self._wrapped[self._y] = True
+                self._linefeed()
+                x = 0
+            else:
+                x = cols - 2
+        y = self._y
+        row = self._chars[y]
+        styles = self._styles[y]
+        if self._insert:
+            row[x:x] = [" ", " "]
+            styles[x:x] = [self._erase, self._erase]
+            del row[cols:]
+            del styles[cols:]
+        if row[x] == "" and x > 0:
+            row[x - 1] = " "
+        if x + 2 < cols and row[x + 2] == "":
+            row[x + 2] = " "
+        row[x] = ch
+        row[x + 1] = ""
+        styles[x] = styles[x + 1] = self._style
+        self._x = x + 2
+        if self._insert:
+            self._repair(y)
+
+    def _combine(self, ch: str) -> None:
+        x = self._x
+        if x == 0:
+            return
+        row = self._chars[self._y]
+        px = min(x, self.cols) - 1
+        if row[px] == "" and px > 0:
+            px -= 1
+        cell = row[px]
+        if cell and len(cell) < MAX_CELL:
+            row[px] = cell + ch
+
+    def _repair(self, y: int) -> None:
+        """Blank half-overwritten wide characters of row ``y`` (after a shift or a resize)."""
+        row = self._chars[y]
+        cols = self.cols
+        for i, cell in enumerate(row):
+            if cell == "":
+                if i == 0 or not _is_wide(row[i - 1]):
+                    row[i] = " "
+            elif (i + 1 >= cols or row[i + 1] != "") and _is_wide(cell):
+                row[i] = " "
+
+    # -- motion and scrolling ------------------------------------------------------------------
+
+    def _linefeed(self) -> None:
+        if self._x >= self.cols:
+            self._x = self.cols - 1
+        y = self._y
+        if y == self._bottom:
+            self._scroll_up(1)
+        elif y < self.rows - 1:
+            self._y = y + 1
+
+    def _reverse_index(self) -> None:
+        if self._x >= self.cols:
+            self._x = self.cols - 1
+        y = self._y
+        if y == self._top:
+            self._scroll_down(1)
+        elif y > 0:
+            self._y = y - 1
+
+    def _blank_row(self) -> tuple[_Row, _StyleRow]:
+        return [" "] * self.cols, [self._erase] * self.cols
+
+    def _scroll_up(self, n: int, top: int | None = None) -> None:
+        """Scroll the region (or rows ``top``..bottom) up by ``n``; rows leave at its top."""
+        if top is None:
+            top = self._top
+        bottom = self._bottom
+        n = min(n, bottom - top + 1)
+        report = top == 0 and not self._alt
+        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        cols = self.cols
+        erase = self._erase
+        for _ in range(n):
+            if report:
+                self._scroll_out(chars[top], wrapped[top])
+            del chars[top]
+            del styles[top]
+            del wrapped[top]
+            chars.insert(bottom, [" "] * cols)
+            styles.insert(bottom, [erase] * cols)
+            wrapped.insert(bottom, False)
+        if report:
+            self.scrolled += n
+
+    def _scroll_down(self, n: int, top: int | None = None) -> None:
+        if top is None:
+            top = self._top
+        bottom = self._bottom
+        n = min(n, bottom - top + 1)
+        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        cols = self.cols
+        erase = self._erase
+        for _ in range(n):
+            del chars[bottom]
+            del styles[bottom]
+            del wrapped[bottom]
+            chars.insert(top, [" "] * cols)
+            styles.insert(top, [erase] * cols)
+            wrapped.insert(top, False)
+        if top > 0:
+            wrapped[top - 1] = False
+
+    def _scroll_out(self, row: _Row, wrapped: bool) -> None:
+        """Row ``row`` left the top of the main screen: add it to the logical lines."""
+        text = "".join(row)
+        if wrapped and len(self._carry) < MAX_CARRY:
+            self._carry.append(text)
+            return
+        if self._carry:
+            self._carry.append(text)
+            text = "".join(self._carry)
+            self._carry = []
+        text = text.rstrip(" ")
+        if text:
+            if len(self._taken) == MAX_TAKEN:
+                self.dropped_lines += 1
+            self._taken.append(text)
+
+    def _flush_screen(self) -> None:
+        """The whole main screen is about to be erased: report its rows."""
+        chars, wrapped = self._chars, self._wrapped
+        if self._alt:
+            chars, wrapped = self._other[0], self._other[2]
+        for y in range(self.rows):
+            self._scroll_out(chars[y], wrapped[y] and y < self.rows - 1)
+
+    def _goto(self, x: int, y: int) -> None:
+        """Move to (x, y) in screen coordinates, clamped to the screen."""
+        self._x = _clamp(x, 0, self.cols - 1)
+        self._y = _clamp(y, 0, self.rows - 1)
+
+    # -- controls and ESC ----------------------------------------------------------------------
+
+    def _control(self, ch: str) -> None:
+        if ch == "\n" or ch == "\x0b" or ch == "\x0c":
+            self._linefeed()
+        elif ch == "\r":
+            self._x = 0
+        elif ch == "\x08":
+            x = min(self._x, self.cols - 1)
+            self._x = x - 1 if x > 0 else 0
+        elif ch == "\t":
+            x = min(self._x, self.cols - 1)
+            nxt = self._tabs.find(1, x + 1)
+            self._x = self.cols - 1 if nxt < 0 else nxt
+        elif ch == "\x0e":
+            self._shifted = True
+            self._graphics = self._g1_graphics
+        elif ch == "\x0f":
+            self._shifted = False
+            self._graphics = self._g0_graphics
+        # BEL, NUL, other C0, DEL and C1: nothing.
+
+    def _esc(self, inter: str, final: str) -> None:
+        if not inter:
+            if final == "7":
+                self._save_cursor()
+            elif final == "8":
+                self._restore_cursor()
+            elif final == "D":
+                self._linefeed()
+            elif final == "E":
+                self._x = 0
+                self._linefeed()
+            elif final == "M":
+                self._reverse_index()
+            elif final == "c":
+                self._ris()
+            elif final == "H":
+                self._tabs[min(self._x, self.cols - 1)] = 1
+            return
+        if inter in ("(", ")") and len(inter) == 1:
+            graphics = final == "0"
+            if inter == "(":
+                self._g0_graphics = graphics
+            else:
+                self._g1_graphics = graphics
+            self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
+        elif inter == "#" and final == "8":
+            for y in range(self.rows):
+                self._chars[y] = ["E"] * self.cols
+                self._styles[y] = [DEFAULT_STYLE] * self.cols
+                self._wrapped[y] = False
+            self._goto(0, 0)
+
+    def _ris(self) -> None:
+        self._flush_screen()
+        self._reset_state()
+
+    def _save_cursor(self) -> None:
+        saved: _Saved = (
+            self._x,
+            self._y,
+            self._style,
+            self._origin,
+            self._autowrap,
+            self._g0_graphics,
+            self._g1_graphics,
+            self._shifted,
+        )
+        if self._alt:
+            self._alt_saved = saved
+        else:
+            self._main_saved = saved
+
+    def _restore_cursor(self) -> None:
+        saved = self._alt_saved if self._alt else self._main_saved
+        if saved is None:
+            saved = (0, 0, DEFAULT_STYLE, False, True, False, False, False)
+        x, y, style, self._origin, self._autowrap, self._g0_graphics, self._g1_graphics, self._shifted = saved
+        self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
+        self._set_style(self._intern(style))
+        self._x = min(x, self.cols)
+        self._y = min(y, self.rows - 1)
+
+    # -- CSI -----------------------------------------------------------------------------------
+
+    def _home_row(self) -> int:
+        return self._top if self._origin else 0
+
+    def _csi_cuu(self, p: str) -> None:
+        top = self._top if self._y >= self._top else 0
+        self._goto(self._x, max(self._y - _arg(p), top))
+
+    def _csi_cud(self, p: str) -> None:
+        bottom = self._bottom if self._y <= self._bottom else self.rows - 1
+        self._goto(self._x, min(self._y + _arg(p), bottom))
+
+    def _csi_cuf(self, p: str) -> None:
+        self._goto(min(self._x, self.cols - 1) + _arg(p), self._y)
+
+    def _csi_cub(self, p: str) -> None:
+        self._goto(min(self._x, self.cols - 1) - _arg(p), self._y)
+
+    def _csi_cnl(self, p: str) -> None:
+        self._csi_cud(p)
+        self._x = 0
+
+    def _csi_cpl(self, p: str) -> None:
+        self._csi_cuu(p)
+        self._x = 0
+
+    def _csi_cha(self, p: str) -> None:
+        self._goto(_arg(p) - 1, self._y)
+
+    def _csi_vpa(self, p: str) -> None:
+        row = _arg(p) - 1
+        if self._origin:
+            self._goto(min(self._x, self.cols - 1), _clamp(row + self._top, self._top, self._bottom))
+        else:
+            self._goto(min(self._x, self.cols - 1), row)
+
+    def _csi_cup(self, p: str) -> None:
+        if not p:
+            row = col = 0
+        else:
+            ps = _params(p)
+            row = (ps[0] or 1) - 1
+            col = (ps[1] or 1) - 1 if len(ps) > 1 else 0
+        if self._origin:
+            self._x = _clamp(col, 0, self.cols - 1)
+            self._y = _clamp(row + self._top, self._top, self._bottom)
+        else:
+            self._x = _clamp(col, 0, self.cols - 1)
+            self._y = _clamp(row, 0, self.rows - 1)
+
+    def _erase_cells(self, y: int, start: int, end: int) -> None:
+        """Blank cells ``start``..``end`` (exclusive) of row ``y`` with the erase style."""
+        if start >= end:
+            return
+        row = self._chars[y]
+        if row[start] == "" and start > 0:
+            row[start - 1] = " "
+        if end < self.cols and row[end] == "":
+            row[end] = " "
+        row[start:end] = [" "] * (end - start)
+        self._styles[y][start:end] = [self._erase] * (end - start)
+
+    def _erase_rows(self, start: int, end: int) -> None:
+        cols = self.cols
+        erase = self._erase
+        for y in range(start, end):
+            self._chars[y] = [" "] * cols
+            self._styles[y] = [erase] * cols
+            self._wrapped[y] = False
+
+    def _csi_ed(self, p: str) -> None:
+        mode = _params(p)[0] if p else 0
+        x = min(self._x, self.cols - 1)
+        y = self._y
+        if mode == 0:
+            if x == 0 and y == 0 and not self._alt:
+                self._flush_screen()
+            self._erase_cells(y, x, self.cols)
+            self._wrapped[y] = False
+            self._erase_rows(y + 1, self.rows)
+        elif mode == 1:
+            self._erase_rows(0, y)
+            self._erase_cells(y, 0, x + 1)
+        elif mode == 2:
+            if not self._alt:
+                self._flush_screen()
+            self._erase_rows(0, self.rows)
+        # 3 erases the scrollback (lines already reported); anything else is ignored.
+
+    def _csi_el(self, p: str) -> None:
+        mode = _params(p)[0] if p else 0
+        x = min(self._x, self.cols - 1)
+        y = self._y
+        if mode == 0:
+            self._erase_cells(y, x, self.cols)
+            self._wrapped[y] = False
+        elif mode == 1:
+            self._erase_cells(y, 0, x + 1)
+        elif mode == 2:
+            self._erase_cells(y, 0, self.cols)
+            self._wrapped[y] = False
+
+    def _csi_ech(self, p: str) -> None:
+        x = min(self._x, self.cols - 1)
+        self._erase_cells(self._y, x, min(self.cols, x + _arg(p)))
+
+    def _csi_ich(self, p: str) -> None:
+        cols = self.cols
+        x = min(self._x, cols - 1)
+        n = min(_arg(p), cols - x)
+        y = self._y
+        row, styles = self._chars[y], self._styles[y]
+        row[x:x] = [" "] * n
+        styles[x:x] = [self._erase] * n
+        del row[cols:]
+        del styles[cols:]
+        self._repair(y)
+
+    def _csi_dch(self, p: str) -> None:
+        cols = self.cols
+        x = min(self._x, cols - 1)
+        n = min(_arg(p), cols - x)
+        y = self._y
+        row, styles = self._chars[y], self._styles[y]
+        del row[x : x + n]
+        del styles[x : x + n]
+        row.extend([" "] * n)
+        styles.extend([self._erase] * n)
+        self._repair(y)
+
+    def _csi_il(self, p: str) -> None:
+        if self._top <= self._y <= self._bottom:
+            self._scroll_down(_arg(p), self._y)
+            self._x = 0
+
+    def _csi_dl(self, p: str) -> None:
+        if self._top <= self._y <= self._bottom:
+            top = self._y
+            n = min(_arg(p), self._bottom - top + 1)
+            chars, styles, wrapped = self._chars, self._styles, self._wrapped
+            for _ in range(n):
+                del chars[top]
+                del styles[top]
+                del wrapped[top]
+                chars.insert(self._bottom, [" "] * self.cols)
+                styles.insert(self._bottom, [self._erase] * self.cols)
+                wrapped.insert(self._bottom, False)
+            self._x = 0
+
+    def _csi_su(self, p: str) -> None:
+        self._scroll_up(_arg(p))
+
+    def _csi_sd(self, p: str) -> None:
+        self._scroll_down(_arg(p))
+
+    def _csi_rep(self, p: str) -> None:
+        if self._last:
+            self._text(self._last * _arg(p))
+
+    def _csi_sgr(self, p: str) -> None:
+        key = (self._style, p)
+        style = self._sgr_cache.get(key)
+        if style is None:
+            style = self._intern(apply_sgr(self._style, p))
+            if len(self._sgr_cache) > 4096:
+                self._sgr_cache.clear()
+            self._sgr_cache[key] = style
+        if style is not self._style:
+            self._set_style(style)
+
+    def _csi_decstbm(self, p: str) -> None:
+        ps = _params(p) if p else ()
+        top = (ps[0] or 1) if ps else 1
+        bottom = (ps[1] or self.rows) if len(ps) > 1 else self.rows
+        bottom = min(bottom, self.rows)
+        if top >= bottom:
+            return
+        self._top = top - 1
+        self._bottom = bottom - 1
+        self._x = 0
+        self._y = self._home_row()
+
+    def _csi_tbc(self, p: str) -> None:
+        mode = _params(p)[0] if p else 0
+        if mode == 0:
+            self._tabs[min(self._x, self.cols - 1)] = 0
+        elif mode == 3:
+            self._tabs = bytearray(self.cols)
+
+    def _csi_sm(self, p: str) -> None:
+        if 4 in _params(p):
+            self._insert = True
+
+    def _csi_rm(self, p: str) -> None:
+        if 4 in _params(p):
+            self._insert = False
+
+    def _csi_scosc(self, p: str) -> None:
+        if not p:
+            self._save_cursor()
+
+    def _csi_scorc(self, p: str) -> None:
+        if not p:
+            self._restore_cursor()
+
+    def _csi_decset(self, p: str) -> None:
+        for mode in _params(p):
+            self._private_mode(mode, True)
+
+    def _csi_decrst(self, p: str) -> None:
+        for mode in _params(p):
+            self._private_mode(mode, False)
+
+    def _csi_decstr(self, p: str) -> None:
+        """Soft reset (CSI ! p): modes, margins, style, charsets; the screen stays."""
+        self._insert = False
+        self._origin = False
+        self._autowrap = True
+        self._cursor_visible = True
+        self._top = 0
+        self._bottom = self.rows - 1
+        self._g0_graphics = self._g1_graphics = self._shifted = self._graphics = False
+        self._set_style(DEFAULT_STYLE)
+        if self._alt:
+            self._alt_saved = None
+        else:
+            self._main_saved = None
+
+    def _private_mode(self, mode: int, on: bool) -> None:
+        if mode == 25:
+            self._cursor_visible = on
+        elif mode == 7:
+            self._autowrap = on
+        elif mode == 6:
+            self._origin = on
+            self._x = 0
+            self._y = self._home_row()
+        elif mode in (1049, 1047, 47):
+            if on and not self._alt:
+                if mode == 1049:
+                    self._save_cursor()
+                self._swap_buffers()
+                if mode != 47:
+                    self._erase_rows(0, self.rows)
+                    for y in range(self.rows):
+                        self._styles[y] = [DEFAULT_STYLE] * self.cols
+            elif not on and self._alt:
+                self._swap_buffers()
+                if mode == 1049:
+                    self._restore_cursor()
+
+    def _swap_buffers(self) -> None:
+        other = self._other
+        self._other = (self._chars, self._styles, self._wrapped)
+        self._chars, self._styles, self._wrapped = other
+        self._alt = not self._alt
+
+    # -- resize --------------------------------------------------------------------------------
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Change the size: content stays top-left, the cursor row stays visible (rows scrolled
+        off the top of the main screen are reported by :meth:`take_lines`), margins reset."""
+        cols = _clamp(int(cols), 1, MAX_COLS)
+        rows = _clamp(int(rows), 1, MAX_ROWS)
+        if (cols, rows) == (self.cols, self.rows):
+            return
+        y = self._y
+        drop_top = y - rows + 1 if y >= rows else 0
+        for is_alt in (self._alt, not self._alt):
+            if is_alt == self._alt:
+                chars, styles, wrapped = self._chars, self._styles, self._wrapped
+            else:
+                chars, styles, wrapped = self._other
+            if drop_top:
+                if not is_alt:
+                    for i in range(drop_top):
+                        self._scroll_out(chars[i], wrapped[i])
+                    self.scrolled += drop_top
+                del chars[:drop_top]
+                del styles[:drop_top]
+                del wrapped[:drop_top]
+            del chars[rows:]
+            del styles[rows:]
+            del wrapped[rows:]
+            for y2 in range(len(chars)):
+                row, srow = chars[y2], styles[y2]
+                if cols < self.cols:
+                    del row[cols:]
+                    del srow[cols:]
+                else:
+                    row.extend([" "] * (cols - self.cols))
+                    srow.extend([DEFAULT_STYLE] * (cols - self.cols))
+            while len(chars) < rows:
+                chars.append([" "] * cols)
+                styles.append([DEFAULT_STYLE] * cols)
+                wrapped.append(False)
+        old_cols = self.cols
+        self.cols = cols
+        self.rows = rows
+        for buffer in (self._chars, self._other[0]):
+            for row in buffer:
+                if "" in row or (cols < old_cols and _is_wide(row[-1])):
+                    self._repair_row(row)
+        tabs = bytearray(cols)
+        tabs[: min(cols, old_cols)] = self._tabs[: min(cols, old_cols)]
+        for i in range(old_cols - old_cols % 8 + 8 if old_cols % 8 else old_cols, cols, 8):
+            tabs[i] = 1
+        self._tabs = tabs
+        self._top = 0
+        self._bottom = rows - 1
+        self._y = _clamp(y - drop_top, 0, rows - 1)
+        self._x = min(self._x, cols - 1)
+
+    def _repair_row(self, row: _Row) -> None:
+        cols = len(row)
+        for i, cell in enumerate(row):
+            if cell == "":
+                if i == 0 or not _is_wide(row[i - 1]):
+                    row[i] = " "
+            elif (i + 1 >= cols or row[i + 1] != "") and _is_wide(cell):
+                row[i] = " "
+
+    # -- keyframes -----------------------------------------------------------------------------
+
+    def dump(self) -> bytes:
+        """Complete state as msgpack (a keyframe): both buffers, cursor, saved cursors, modes,
+        margins, style, pending UTF-8 and escape bytes, tabs, title, scroll count, lines not taken."""
+        table: list[Style] = []
+        index: dict[Style, int] = {}
+
+        def sid(style: Style) -> int:
+            found = index.get(style)
+            if found is None:
+                found = index[style] = len(table)
+                table.append(style)
+            return found
+
+        def buffer(chars: list[_Row], styles: list[_StyleRow], wrapped: list[bool]) -> list[Any]:
+            out_rows: list[Any] = []
+            for row, srow in zip(chars, styles, strict=True):
+                text: Any = "".join(row)
+                if len(text) != len(row) or "" in row:
+                    text = list(row)
+                rle: list[int] = []
+                for style, group in groupby(srow):
+                    rle.append(sid(style))
+                    rle.append(sum(1 for _ in group))
+                out_rows.append([text, rle])
+            return [out_rows, list(wrapped)]
+
+        def saved(value: _Saved | None) -> Any:
+            if value is None:
+                return None
+            x, y, style, *flags = value
+            return [x, y, sid(style), *flags]
+
+        pending_bytes, _flag = self._decoder.getstate()
+        state = {
+            "v": FORMAT_VERSION,
+            "size": [self.cols, self.rows],
+            "main": buffer(*(self._other if self._alt else (self._chars, self._styles, self._wrapped))),
+            "alt": buffer(*((self._chars, self._styles, self._wrapped) if self._alt else self._other)),
+            "on_alt": self._alt,
+            "cursor": [self._x, self._y],
+            "style": sid(self._style),
+            "region": [self._top, self._bottom],
+            "modes": [
+                self._origin,
+                self._autowrap,
+                self._insert,
+                self._cursor_visible,
+                self._g0_graphics,
+                self._g1_graphics,
+                self._shifted,
+            ],
+            "saved": [saved(self._main_saved), saved(self._alt_saved)],
+            "tabs": bytes(self._tabs),
+            "last": self._last,
+            "utf8": bytes(pending_bytes),
+            "pending": self._pending,
+            "string": [self._string, self._string_len, self._osc],
+            "title": self.title,
+            "scrolled": self.scrolled,
+            "dropped": self.dropped_lines,
+            "taken": list(self._taken),
+            "carry": list(self._carry),
+            "styles": [_style_fields(s) for s in table],
+        }
+        return msgpack.packb(state, use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def load(cls, state: bytes) -> Terminal:
+        """Inverse of :meth:`dump`. Raises :class:`ReplayError` on anything malformed."""
+        try:
+            return _load(cls, state)
+        except ReplayError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, msgpack.UnpackException) as exc:
+            raise ReplayError(f"terminal state: malformed ({type(exc).__name__})") from None
+
+
+_STYLE_FLAGS = ("bold", "dim", "italic", "underline", "blink", "reverse", "hidden", "strike")
+
+
+def _style_fields(style: Style) -> list[Any]:
+    return [style.fg, style.bg, *(getattr(style, name) for name in _STYLE_FLAGS)]
+
+
+def _colour(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not (0 <= value <= 255 or TRUECOLOR <= value <= (TRUECOLOR | 0xFFFFFF)):
+        raise ReplayError("terminal state: bad colour")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise ReplayError("terminal state: expected a boolean")
+    return value
+
+
+def _int(value: Any, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise ReplayError("terminal state: integer out of range")
+    return value
+
+
+def _str(value: Any, limit: int) -> str:
+    if type(value) is not str or len(value) > limit:
+        raise ReplayError("terminal state: bad string")
+    return value
+
+
+def _list(value: Any, low: int, high: int) -> list[Any]:
+    if type(value) is not list or not low <= len(value) <= high:
+        raise ReplayError("terminal state: bad list")
+    return value
+
+
+def _load(cls: type[Terminal], data: bytes) -> Terminal:
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) > 64 << 20:
+        raise ReplayError("terminal state: not bytes, or too large")
+    limit = len(data)
+    raw = msgpack.unpackb(
+        bytes(data),
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        max_str_len=limit,
+        max_bin_len=limit,
+        max_array_len=limit,
+        max_map_len=64,
+        max_ext_len=0,
+    )
+    if type(raw) is not dict:
+        raise ReplayError("terminal state: not a map")
+    if raw.get("v") != FORMAT_VERSION:
+        raise ReplayError(f"terminal state: unknown version {raw.get('v')!r}")
+    cols_rows = _list(raw["size"], 2, 2)
+    cols = _int(cols_rows[0], 1, MAX_COLS)
+    rows = _int(cols_rows[1], 1, MAX_ROWS)
+    term = cls(cols, rows)
+    table: list[Style] = []
+    for fields in _list(raw["styles"], 1, 1 << 20):
+        fields = _list(fields, 10, 10)
+        style = Style(_colour(fields[0]), _colour(fields[1]), *(_bool(f) for f in fields[2:]))
+        table.append(term._intern(style))
+
+    def style_of(value: Any) -> Style:
+        return table[_int(value, 0, len(table) - 1)]
+
+    def buffer(value: Any) -> tuple[list[_Row], list[_StyleRow], list[bool]]:
+        value = _list(value, 2, 2)
+        rows_in = _list(value[0], rows, rows)
+        wrapped = [_bool(w) for w in _list(value[1], rows, rows)]
+        chars: list[_Row] = []
+        styles: list[_StyleRow] = []
+        for item in rows_in:
+            text, rle = _list(item, 2, 2)
+            if type(text) is str:
+                row = list(text)
+            else:
+                row = [_str(c, MAX_CELL) for c in _list(text, cols, cols)]
+            if len(row) != cols:
+                raise ReplayError("terminal state: row of the wrong width")
+            for i, cell in enumerate(row):
+                if cell == "":
+                    if i == 0 or not _is_wide(row[i - 1]):
+                        raise ReplayError("terminal state: stray wide-character placeholder")
+                elif _CELL_TEXT.fullmatch(cell) is None:
+                    raise ReplayError("terminal state: control character in a cell")
+                elif _is_wide(cell) and (i + 1 >= cols or row[i + 1] != ""):
+                    raise ReplayError("terminal state: wide character without its placeholder")
+            rle = _list(rle, 2, 2 * cols)
+            srow: _StyleRow = []
+            for j in range(0, len(rle) - 1, 2):
+                srow.extend([style_of(rle[j])] * _int(rle[j + 1], 1, cols))
+                if len(srow) > cols:
+                    break
+            if len(srow) != cols or len(rle) % 2:
+                raise ReplayError("terminal state: styles of the wrong width")
+            chars.append(row)
+            styles.append(srow)
+        return chars, styles, wrapped
+
+    main = buffer(raw["main"])
+    alt = buffer(raw["alt"])
+    term._alt = _bool(raw["on_alt"])
+    term._chars, term._styles, term._wrapped = alt if term._alt else main
+    term._other = main if term._alt else alt
+    cursor = _list(raw["cursor"], 2, 2)
+    term._x = _int(cursor[0], 0, cols)
+    term._y = _int(cursor[1], 0, rows - 1)
+    term._set_style(style_of(raw["style"]))
+    region = _list(raw["region"], 2, 2)
+    term._top = _int(region[0], 0, rows - 1)
+    term._bottom = _int(region[1], term._top, rows - 1)
+    if term._bottom == term._top and rows > 1:
+        raise ReplayError("terminal state: empty scroll region")
+    modes = [_bool(m) for m in _list(raw["modes"], 7, 7)]
+    (
+        term._origin,
+        term._autowrap,
+        term._insert,
+        term._cursor_visible,
+        term._g0_graphics,
+        term._g1_graphics,
+        term._shifted,
+    ) = modes
+    term._graphics = term._g1_graphics if term._shifted else term._g0_graphics
+
+    def saved(value: Any) -> _Saved | None:
+        if value is None:
+            return None
+        value = _list(value, 8, 8)
+        return (
+            _int(value[0], 0, cols),
+            _int(value[1], 0, rows - 1),
+            style_of(value[2]),
+            _bool(value[3]),
+            _bool(value[4]),
+            _bool(value[5]),
+            _bool(value[6]),
+            _bool(value[7]),
+        )
+
+    saved_both = _list(raw["saved"], 2, 2)
+    term._main_saved = saved(saved_both[0])
+    term._alt_saved = saved(saved_both[1])
+    tabs = raw["tabs"]
+    if type(tabs) is not bytes or len(tabs) != cols or tabs.strip(b"\x00\x01"):
+        raise ReplayError("terminal state: bad tab stops")
+    term._tabs = bytearray(tabs)
+    last = _str(raw["last"], 1)
+    if last and _CONTROLS.match(last):
+        raise ReplayError("terminal state: control character as the last character")
+    term._last = last
+    utf8 = raw["utf8"]
+    if type(utf8) is not bytes or len(utf8) > 3:
+        raise ReplayError("terminal state: bad UTF-8 remainder")
+    term._decoder.decode(utf8)
+    pending = _str(raw["pending"], MAX_SEQUENCE)
+    if pending and _PENDING.fullmatch(pending) is None:
+        raise ReplayError("terminal state: bad pending sequence")
+    term._pending = pending
+    string = _list(raw["string"], 3, 3)
+    if string[0] not in (None, "osc", "other", "csi"):
+        raise ReplayError("terminal state: bad string state")
+    term._string = string[0]
+    term._string_len = _int(string[1], 0, MAX_STRING)
+    term._osc = _str(string[2], 1024)
+    term.title = _str(raw["title"], MAX_TITLE)
+    if _CONTROLS.search(term.title):
+        raise ReplayError("terminal state: control character in the title")
+    term.scrolled = _int(raw["scrolled"], 0, 1 << 62)
+    term.dropped_lines = _int(raw["dropped"], 0, 1 << 62)
+    term._taken.extend(_str(line, 1 << 24) for line in _list(raw["taken"], 0, MAX_TAKEN))
+    term._carry = [_str(part, MAX_COLS * MAX_CELL) for part in _list(raw["carry"], 0, MAX_CARRY)]
+    return term
+
+
+_CSI: dict[str, Callable[[Terminal, str], None]] = {
+    "A": Terminal._csi_cuu,
+    "B": Terminal._csi_cud,
+    "C": Terminal._csi_cuf,
+    "D": Terminal._csi_cub,
+    "E": Terminal._csi_cnl,
+    "F": Terminal._csi_cpl,
+    "G": Terminal._csi_cha,
+    "`": Terminal._csi_cha,
+    "a": Terminal._csi_cuf,
+    "d": Terminal._csi_vpa,
+    "e": Terminal._csi_cud,
+    "H": Terminal._csi_cup,
+    "f": Terminal._csi_cup,
+    "J": Terminal._csi_ed,
+    "K": Terminal._csi_el,
+    "X": Terminal._csi_ech,
+    "@": Terminal._csi_ich,
+    "P": Terminal._csi_dch,
+    "L": Terminal._csi_il,
+    "M": Terminal._csi_dl,
+    "S": Terminal._csi_su,
+    "T": Terminal._csi_sd,
+    "b": Terminal._csi_rep,
+    "m": Terminal._csi_sgr,
+    "r": Terminal._csi_decstbm,
+    "g": Terminal._csi_tbc,
+    "h": Terminal._csi_sm,
+    "l": Terminal._csi_rm,
+    "s": Terminal._csi_scosc,
+    "u": Terminal._csi_scorc,
+    "?h": Terminal._csi_decset,
+    "?l": Terminal._csi_decrst,
+    "!p": Terminal._csi_decstr,
+}
+"""CSI handlers by (private prefix +) intermediates + final. Everything else is consumed and ignored
+(DSR, DA, DECRQSS, window operations, mouse and keyboard modes, cursor shape, ...)."""
