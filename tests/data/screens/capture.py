@@ -133,7 +133,7 @@ if __name__ == "__main__":
 
 WIDE_TXT = (
     "日本語のテキスト: 東京都渋谷区\n"
-    "中文: 你好，世界！ 한국어: 안녕하세요\n"
+    "中文: 你好\uff0c世界\uff01 한국어: 안녕하세요\n"
     "emoji: 😀 🎉 🚀 ✅ 🐍 end\n"
     "mixed: a中b文c 😀d\n"
     "combining: cafe\u0301 na\u0308ive\n"
@@ -151,7 +151,7 @@ def log_lines(n: int) -> str:
         lvl = levels[(i * 7) % len(levels)]
         h, m, s = 9 + i // 3600, (i // 60) % 60, i % 60
         out.append(f"2026-11-30T{h:02}:{m:02}:{s:02}Z {lvl:5} worker[{1200 + i % 7}] job {i:04} "
-                   f"{'finished in %d ms' % (i * 37 % 900) if lvl != 'ERROR' else 'failed: connection reset by peer'}")
+                   (f"finished in {i * 37 % 900} ms" if lvl != "ERROR" else "failed: connection reset by peer"))
     return "\n".join(out) + "\n"
 
 
