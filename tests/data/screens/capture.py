@@ -151,7 +151,7 @@ def log_lines(n: int) -> str:
         lvl = levels[(i * 7) % len(levels)]
         h, m, s = 9 + i // 3600, (i // 60) % 60, i % 60
         out.append(f"2026-11-30T{h:02}:{m:02}:{s:02}Z {lvl:5} worker[{1200 + i % 7}] job {i:04} "
-                   (f"finished in {i * 37 % 900} ms" if lvl != "ERROR" else "failed: connection reset by peer"))
+                   + (f"finished in {i * 37 % 900} ms" if lvl != "ERROR" else "failed: connection reset by peer"))
     return "\n".join(out) + "\n"
 
 
