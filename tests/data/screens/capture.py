@@ -381,6 +381,10 @@ def sc_vim(p: Pane) -> None:
     p.keys("gg")
     p.keys("C-d")
     p.capture("split")
+    for k in ("C-e", "C-e", "C-e", "C-y"):  # line scrolls inside the split: scroll regions
+        p.keys(k)
+    p.keys("j", "j")
+    p.capture("scroll-lines")
     p.keys(":qa!", literal=True)
     p.keys("Enter")
     at_prompt(p, 2)
@@ -402,6 +406,9 @@ def sc_less(p: Pane) -> None:
     p.keys("n")
     p.keys("n")
     p.capture("search-next")
+    for k in ("k", "k", "k", "k", "j"):  # line scrolls back (reverse index / insert line) and on
+        p.keys(k)
+    p.capture("line-scroll")
     p.keys("q")
     at_prompt(p, 2)
     p.capture("after-quit")
