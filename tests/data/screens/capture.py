@@ -505,6 +505,45 @@ def sc_invalid_utf8(p: Pane) -> None:
     run_line(p, "exit")
 
 
+def sc_man(p: Pane) -> None:
+    at_prompt(p, 1)
+    run_line(p, "man ls")
+    p.wait_for("NAME")
+    p.capture("open")  # bold and underlined words (less turns groff's overstrike into SGR)
+    p.keys("Space")
+    p.keys("/--color", literal=True)
+    p.keys("Enter")
+    p.capture("search")
+    p.keys("q")
+    at_prompt(p, 2)
+    p.capture("after-quit")
+    run_line(p, "exit")
+
+
+COLOUR_LINES = [
+    r"for i in $(seq 0 255); do printf '\e[48;5;%sm%4s\e[0m' $i $i; (( (i + 1) % 16 )) || echo; done",
+    r"for i in $(seq 0 4 252); do printf '\e[38;2;%d;%d;200m#\e[48;2;%d;0;0m \e[0m' $i $((252 - i)) $i; done; echo",
+    r"printf '\e[1mbold\e[0m \e[2mdim\e[0m \e[3mitalic\e[0m \e[4munder\e[0m \e[5mblink\e[0m "
+    r"\e[7mreverse\e[0m \e[8mhidden\e[0m \e[9mstrike\e[0m \e[1;4;31mall\e[22;24mred\e[0m\n'",
+    r"printf '\e[31;42mred on green\e[K\e[0m\n\e[97;100mbright\e[39;49m default\n'",
+    # Erase with a background colour (BCE), then text after it: tmux shows coloured blanks only
+    # before the last character of a row.
+    r"printf '\e[42m\e[K\e[0m\e[30Cbce\n\e[44m\e[8X\e[0m\e[10Cech\n'",
+]
+
+
+def sc_colours(p: Pane) -> None:
+    at_prompt(p, 1)
+    run_line(p, "clear")
+    for line in COLOUR_LINES:
+        prompt_last(p)
+        run_line(p, line)
+        time.sleep(0.5)
+    prompt_last(p)
+    p.capture("colours")
+    run_line(p, "exit")
+
+
 def sc_bash(p: Pane) -> None:
     at_prompt(p, 1)
     run_line(p, "echo first command", per_key=0.02)
@@ -576,6 +615,9 @@ SCENARIOS = [
                           "the emulator draw U+FFFD for each maximal invalid subpart (Unicode's "
                           "'substitution of maximal subparts'). Rows listed in emulator_lines are tmux's "
                           "line with those U+FFFD added; the test checks that removing them gives tmux's line.",)),
+    Scenario("man", sc_man, (80, 24), "man ls: groff output paged by less (bold, underline), a search, quit"),
+    Scenario("colours", sc_colours, (80, 24), "a colour test typed at the prompt: every SGR attribute, the "
+             "256-colour palette as backgrounds, truecolor foreground and background, erase with a background"),
     Scenario("bash", sc_bash, (80, 24), "bash line editing: history recall and edits, reverse search, "
              "tab completion, a wrapped line edited in the middle"),
 ]
