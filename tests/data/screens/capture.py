@@ -23,7 +23,8 @@ What it does, for each scenario:
    (text with SGR attributes), cursor position and visibility, alternate screen, pane size.
    Before each capture the session must be quiet (no new frame in the live recording and no
    change in the pane for 0.8 s) and still be quiet after it; the mark is the number of frames
-   in the recording at that moment, so the expected screen is that of frames ``seq < frames``.
+   in the recording at that moment, so the expected screen is that of frames ``seq < frames``
+   (``t``: the time of the last of them, seconds from the start).
 4. When the session has ended, the sealed recording is copied here as ``NAME.zsprec``, and the
    captures as ``NAME.json``. ``allowed_signers`` keeps the public key of every data-dir key that
    signed a recording still here (a partial re-run adds its new key and drops unused ones).
@@ -55,7 +56,7 @@ ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 
 from recorder import load_trusted_keys  # noqa: E402
-from replay import Outcome, Preamble, iter_raw, read_preamble, verify  # noqa: E402
+from replay import Outcome, Preamble, iter_raw, load, read_preamble, verify  # noqa: E402
 from tests.bastion_env import Env, make_env  # noqa: E402
 
 WORK = Path("/tmp/zsp-golden")
@@ -640,6 +641,7 @@ def record(env: Env, sc: Scenario, tmp: Path) -> dict[str, Any]:
     report = verify(pane.recording, load_trusted_keys(env.data.allowed_signers_path))
     if report.outcome is not Outcome.VALID:
         raise RuntimeError(f"{sc.name}: recording is {report.outcome.value}")
+    frames, _ = load(pane.recording, load_trusted_keys(env.data.allowed_signers_path))
     shutil.copyfile(pane.recording, HERE / f"{sc.name}.zsprec")
     size = (HERE / f"{sc.name}.zsprec").stat().st_size
     print(f"  {size} bytes, signer {report.signer_fingerprint}")
@@ -657,6 +659,7 @@ def record(env: Env, sc: Scenario, tmp: Path) -> dict[str, Any]:
             {
                 "name": c.name,
                 "frames": c.frames,
+                "t": round(frames[c.frames - 1].t_us / 1e6, 3),
                 "size": list(c.size),
                 "cursor": list(c.cursor),
                 "cursor_visible": c.cursor_visible,
