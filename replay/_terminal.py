@@ -53,6 +53,8 @@ stream that opens a string and never ends it cannot make the emulator swallow th
 MAX_SEQUENCE = 4096
 """A CSI longer than this is ignored (consumed up to its final byte, never executed)."""
 MAX_TITLE = 256
+MAX_STYLES = 4096
+"""Distinct styles interned at most; beyond, the table starts over (cells keep their styles)."""
 MAX_CELL = 16
 """Characters one cell holds at most (a base character plus combining marks)."""
 MAX_TAKEN = 100_000
@@ -62,15 +64,21 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"([^\x00-\x1f\x7f-\x9f]+)"  # 1: a run of printable text
+    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m)+)"  # 1: printable text and SGRs, interleaved
     r"|(\r\n)"  # 2: CR LF, the commonest pair
-    r"|\x1b\[([0-?]*)([ -/]*)([@-~])"  # 3, 4, 5: a complete CSI
-    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 6: one control character (C1 is inert in UTF-8)
-    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 7: an escape sequence cut by the end of the chunk
+    r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
+    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
+    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 8: an escape sequence cut by the end of the chunk
     r"|\x1b\[[0-?]*[ -/]*(?=[^ -~])"  # a CSI broken by a byte that cannot be in one: dropped
-    r"|\x1b([ -/]*)([0-~])"  # 8, 9: ESC, intermediates, final
+    r"|\x1b([ -/]*)([0-~])"  # 9, 10: ESC, intermediates, final
     r"|\x1b"  # an ESC before something that cannot follow it: dropped
 )
+"""The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
+
+Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts) are one token,
+split by :data:`_SGR_SPLIT` into ``[text, params, text, params, text, ...]`` without a match object
+per piece; the row is then written with one slice assignment. Longer SGRs take the CSI path."""
+_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m")
 _OSC_END = re.compile(r"[\x07\x18\x1a\x1b]")
 _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
@@ -79,6 +87,19 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CELL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,16}")
 
 _width: Callable[[str], int] = lru_cache(maxsize=8192)(_wcwidth)
+
+
+class _StyleNode:
+    """An interned style and where each SGR parameter string leads from it (a transition table:
+    one dict look-up per SGR on the hot path, no hashing of the style itself)."""
+
+    __slots__ = ("erase", "next", "style")
+
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self.next: dict[str, _StyleNode] = {}
+        self.erase: Style | None = None
+        """What erasing with this style current leaves: its background only (xterm's BCE)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +154,12 @@ def _arg(text: str, default: int = 1) -> int:
     return MAX_COUNT if value > MAX_COUNT else value
 
 
+@lru_cache(maxsize=64)
+def _bulk_lines(cols: int) -> re.Pattern[str]:
+    """Lines of printable ASCII no wider than ``cols``, each ending in CR LF (see Terminal._bulk)."""
+    return re.compile(r"(?:[ -~]{0,%d}\r\n)+" % cols)
+
+
 def _is_wide(cell: str) -> bool:
     return bool(cell) and _width(cell[0]) == 2
 
@@ -157,8 +184,7 @@ class Terminal:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._taken: deque[str] = deque(maxlen=MAX_TAKEN)
         self._carry: list[str] = []
-        self._sgr_cache: dict[tuple[Style, str], Style] = {}
-        self._interned: dict[Style, Style] = {DEFAULT_STYLE: DEFAULT_STYLE}
+        self._nodes: dict[Style, _StyleNode] = {}
         self._reset_state()
 
     # -- state ---------------------------------------------------------------------------------
@@ -168,8 +194,8 @@ class Terminal:
         cols, rows = self.cols, self.rows
         self._x = 0
         self._y = 0
+        self._node = self._node_of(DEFAULT_STYLE)
         self._style = DEFAULT_STYLE
-        self._erase = DEFAULT_STYLE
         self._top = 0
         self._bottom = rows - 1
         self._origin = False
@@ -180,6 +206,8 @@ class Terminal:
         self._g1_graphics = False
         self._shifted = False
         self._graphics = False
+        self._simple = True
+        """Neither DEC graphics in GL nor insert mode: ASCII text is copied into cells as is."""
         self._last = ""
         self._alt = False
         self._main_saved: _Saved | None = None
@@ -200,19 +228,42 @@ class Terminal:
             [False] * rows,
         )
 
+    def _node_of(self, style: Style) -> _StyleNode:
+        """The interned node of ``style`` (at most MAX_STYLES; then the table starts over)."""
+        node = self._nodes.get(style)
+        if node is None:
+            if len(self._nodes) >= MAX_STYLES:
+                for old in self._nodes.values():
+                    old.next.clear()  # nothing old stays reachable through a transition
+                self._nodes.clear()
+            node = self._nodes[style] = _StyleNode(style)
+        return node
+
     def _intern(self, style: Style) -> Style:
-        found = self._interned.get(style)
-        if found is None:
-            if len(self._interned) > 4096:
-                self._interned.clear()
-                self._sgr_cache.clear()
-            self._interned[style] = style
-            found = style
-        return found
+        return self._node_of(style).style
 
     def _set_style(self, style: Style) -> None:
-        self._style = style
-        self._erase = DEFAULT_STYLE if style.bg is None else self._intern(Style(bg=style.bg))
+        self._node = self._node_of(style)
+        self._style = self._node.style
+
+    def _transition(self, node: _StyleNode, params: str) -> _StyleNode:
+        """The node after ``CSI params m`` from ``node``, remembered in ``node.next``."""
+        if len(params) > MAX_SEQUENCE:
+            return node
+        target = self._node_of(apply_sgr(node.style, params))
+        if len(node.next) >= 256:
+            node.next.clear()
+        node.next[params] = target
+        return target
+
+    @property
+    def _erase(self) -> Style:
+        """The style of erased cells: the current background only (xterm's BCE)."""
+        node = self._node
+        erase = node.erase
+        if erase is None:
+            erase = node.erase = DEFAULT_STYLE if node.style.bg is None else self._intern(Style(bg=node.style.bg))
+        return erase
 
     # -- public accessors ----------------------------------------------------------------------
 
@@ -293,53 +344,187 @@ class Terminal:
         n = len(s)
         if self._string is not None:
             pos = self._in_string(s, 0)
-        match = _TOKEN.match
-        csi = _CSI
         while pos < n:
-            m = match(s, pos)
-            if m is None:  # unreachable: the last alternative matches any ESC
-                break
+            pos = self._scan(s, pos)
+
+    def _scan(self, s: str, pos: int) -> int:
+        """Interpret tokens of ``s`` from ``pos``; return where to go on (``len(s)`` when done).
+
+        The hot loop: text that fits in the row, CR LF, SGR and CUP are handled inline; the loop
+        returns early when a string starts (OSC, DCS, ...) or a run of plain lines is scrolled in
+        bulk, and :meth:`_process` calls it again from there.
+        """
+        cols = self.cols
+        csi = _CSI
+        for m in _TOKEN.finditer(s, pos):
             kind = m.lastindex
-            end = m.end()
             if kind == 1:
-                self._text(m.group(1))
+                text = m.group(1)
+                if "\x1b" in text:
+                    self._segment(_SGR_SPLIT.split(text))
+                    continue
+                x = self._x
+                end = x + len(text)
+                if end <= cols and self._simple and text.isascii():
+                    y = self._y
+                    row = self._chars[y]
+                    if x and row[x] == "":
+                        row[x - 1] = " "
+                    if end < cols and row[end] == "":
+                        row[end] = " "
+                    row[x:end] = text
+                    self._styles[y][x:end] = [self._style] * (end - x)
+                    self._x = end
+                    self._last = text
+                else:
+                    self._text(text)
             elif kind == 2:
                 self._x = 0
-                self._linefeed()
-            elif kind == 5:
-                if end - pos > MAX_SEQUENCE:
-                    pos = end
+                y = self._y
+                if y == self._bottom:
+                    self._scroll_up(1)
+                    if y == self.rows - 1 and self._top == 0 and self._simple and not self._alt:
+                        bulk = _bulk_lines(cols).match(s, m.end())
+                        if bulk is not None:
+                            self._bulk(bulk.group())
+                            return bulk.end()
+                elif y < self.rows - 1:
+                    self._y = y + 1
+            elif kind == 6:
+                if m.end() - m.start() > MAX_SEQUENCE:
                     continue
-                params, inter, final = m.group(3, 4, 5)
-                if params and params[0] in "<=>?":
-                    key = params[0] + inter + final
-                    params = params[1:]
-                else:
-                    key = inter + final
-                handler = csi.get(key)
+                private, params, inter, final = m.group(3, 4, 5, 6)
+                if final == "K" and not params and not private and not inter:
+                    self._erase_to_end()
+                    continue
+                handler = csi.get(private + inter + final)
                 if handler is not None:
                     handler(self, params)
-            elif kind == 6:
-                self._control(m.group(6))
-            elif kind == 9:
-                inter, final = m.group(8, 9)
+            elif kind == 7:
+                self._control(m.group(7))
+            elif kind == 10:
+                inter, final = m.group(9, 10)
                 if not inter and final in "]PX^_":
                     self._string = "osc" if final == "]" else "other"
                     self._string_len = 0
                     self._osc = ""
-                    pos = self._in_string(s, end)
-                    continue
+                    return self._in_string(s, m.end())
                 self._esc(inter, final)
-            elif kind == 7:
-                tail = m.group(7)
+            elif kind == 8:
+                tail = m.group(8)
                 if len(tail) > MAX_SEQUENCE:
                     # An over-long CSI cut by the chunk end: ignore it, up to its final byte.
                     self._string = "csi"
                     self._string_len = 0
                 else:
                     self._pending = tail
-                return
-            pos = end
+        return len(s)
+
+    def _segment(self, parts: list[str]) -> None:
+        """Text and SGRs interleaved: ``[text, params, text, params, ..., text]``.
+
+        When the text is ASCII and fits in the row (the common case) the cells are written with
+        one slice assignment and the styles with another; otherwise piece by piece. Each SGR is
+        one dict look-up: the transition table of the current style node.
+        """
+        texts = parts[::2]
+        total = "".join(texts)
+        x = self._x
+        end = x + len(total)
+        node = self._node
+        if end <= self.cols and self._simple and total.isascii():
+            first = parts[0]
+            cells = [node.style] * len(first) if first else []
+            for i in range(1, len(parts), 2):
+                nxt = node.next.get(parts[i])
+                node = self._transition(node, parts[i]) if nxt is None else nxt
+                text = parts[i + 1]
+                if text:
+                    cells += [node.style] * len(text)
+            self._node = node
+            self._style = node.style
+            if total:
+                y = self._y
+                row = self._chars[y]
+                if x and row[x] == "":
+                    row[x - 1] = " "
+                if end < self.cols and row[end] == "":
+                    row[end] = " "
+                row[x:end] = total
+                self._styles[y][x:end] = cells
+                self._x = end
+                self._last = total
+            return
+        if parts[0]:
+            self._text(parts[0])
+        for i in range(1, len(parts), 2):
+            self._csi_sgr(parts[i])
+            if parts[i + 1]:
+                self._text(parts[i + 1])
+
+    def _erase_to_end(self) -> None:
+        """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
+        cols = self.cols
+        x = self._x
+        if x >= cols:
+            x = cols - 1
+        y = self._y
+        row = self._chars[y]
+        if x and row[x] == "":
+            row[x - 1] = " "
+        n = cols - x
+        row[x:] = [" "] * n
+        self._styles[y][x:] = [self._erase] * n
+        self._wrapped[y] = False
+
+    def _bulk(self, text: str) -> None:
+        """Lines of plain ASCII (each ending in CR LF, none wider than the screen) written at the
+        bottom of a full-screen main region, the cursor at column 0 of a freshly scrolled row.
+
+        What the per-token path would do, in one step: the lines that scroll off go straight to
+        :meth:`take_lines` (never built as rows), only those left on screen are built.
+        """
+        lines = text.split("\r\n")
+        lines.pop()
+        k = len(lines)
+        rows, cols = self.rows, self.cols
+        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        old = rows - 1
+        out = min(k, old)
+        scroll_out = self._scroll_out
+        for i in range(out):
+            scroll_out("".join(chars[i]), wrapped[i])
+        staying = lines
+        if k > old:
+            gone = lines[: k - old]
+            staying = lines[k - old :]
+            if self._carry:
+                scroll_out(gone[0], False)
+                gone = gone[1:]
+            kept = [line for line in map(str.rstrip, gone) if line]
+            taken = self._taken
+            over = len(taken) + len(kept) - MAX_TAKEN
+            if over > 0:
+                self.dropped_lines += over
+            taken.extend(kept)
+        style, erase = self._style, self._erase
+        blank = [" "] * cols
+        self._chars = [
+            *chars[out:old],
+            *[list(line) + blank[len(line) :] if len(line) < cols else list(line) for line in staying],
+            blank,
+        ]
+        self._styles = [
+            *styles[out:old],
+            *[[style] * len(line) + [erase] * (cols - len(line)) for line in staying],
+            [erase] * cols,
+        ]
+        self._wrapped = [*wrapped[out:old], *([False] * len(staying)), False]
+        self.scrolled += k
+        for line in reversed(lines):
+            if line:
+                self._last = line
+                break
 
     def _in_string(self, s: str, pos: int) -> int:
         """Consume string content (or an over-long CSI) from ``pos``; where ground resumes."""
@@ -389,7 +574,7 @@ class Terminal:
             text = text.translate(DEC_GRAPHICS)
         if text.isascii():
             self._run(text)
-            self._last = text[-1]
+            self._last = text
             return
         width = _width
         start = 0
@@ -399,6 +584,7 @@ class Terminal:
                 continue
             if start < i:
                 self._run(text[start:i])
+                self._last = text[i - 1]
             if w == 2:
                 self._wide(ch)
                 self._last = ch
@@ -535,7 +721,7 @@ class Terminal:
         erase = self._erase
         for _ in range(n):
             if report:
-                self._scroll_out(chars[top], wrapped[top])
+                self._scroll_out("".join(chars[top]), wrapped[top])
             del chars[top]
             del styles[top]
             del wrapped[top]
@@ -563,9 +749,8 @@ class Terminal:
         if top > 0:
             wrapped[top - 1] = False
 
-    def _scroll_out(self, row: _Row, wrapped: bool) -> None:
-        """Row ``row`` left the top of the main screen: add it to the logical lines."""
-        text = "".join(row)
+    def _scroll_out(self, text: str, wrapped: bool) -> None:
+        """A row with ``text`` left the top of the main screen: add it to the logical lines."""
         if wrapped and len(self._carry) < MAX_CARRY:
             self._carry.append(text)
             return
@@ -585,7 +770,7 @@ class Terminal:
         if self._alt:
             chars, wrapped = self._other[0], self._other[2]
         for y in range(self.rows):
-            self._scroll_out(chars[y], wrapped[y] and y < self.rows - 1)
+            self._scroll_out("".join(chars[y]), wrapped[y] and y < self.rows - 1)
 
     def _goto(self, x: int, y: int) -> None:
         """Move to (x, y) in screen coordinates, clamped to the screen."""
@@ -609,9 +794,11 @@ class Terminal:
         elif ch == "\x0e":
             self._shifted = True
             self._graphics = self._g1_graphics
+            self._simple = not (self._graphics or self._insert)
         elif ch == "\x0f":
             self._shifted = False
             self._graphics = self._g0_graphics
+            self._simple = not (self._graphics or self._insert)
         # BEL, NUL, other C0, DEL and C1: nothing.
 
     def _esc(self, inter: str, final: str) -> None:
@@ -639,6 +826,7 @@ class Terminal:
             else:
                 self._g1_graphics = graphics
             self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
+            self._simple = not (self._graphics or self._insert)
         elif inter == "#" and final == "8":
             for y in range(self.rows):
                 self._chars[y] = ["E"] * self.cols
@@ -672,7 +860,8 @@ class Terminal:
             saved = (0, 0, DEFAULT_STYLE, False, True, False, False, False)
         x, y, style, self._origin, self._autowrap, self._g0_graphics, self._g1_graphics, self._shifted = saved
         self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
-        self._set_style(self._intern(style))
+        self._simple = not (self._graphics or self._insert)
+        self._set_style(style)
         self._x = min(x, self.cols)
         self._y = min(y, self.rows - 1)
 
@@ -834,18 +1023,14 @@ class Terminal:
 
     def _csi_rep(self, p: str) -> None:
         if self._last:
-            self._text(self._last * _arg(p))
+            self._text(self._last[-1] * _arg(p))
 
     def _csi_sgr(self, p: str) -> None:
-        key = (self._style, p)
-        style = self._sgr_cache.get(key)
-        if style is None:
-            style = self._intern(apply_sgr(self._style, p))
-            if len(self._sgr_cache) > 4096:
-                self._sgr_cache.clear()
-            self._sgr_cache[key] = style
-        if style is not self._style:
-            self._set_style(style)
+        node = self._node.next.get(p)
+        if node is None:
+            node = self._transition(self._node, p)
+        self._node = node
+        self._style = node.style
 
     def _csi_decstbm(self, p: str) -> None:
         ps = _params(p) if p else ()
@@ -869,10 +1054,12 @@ class Terminal:
     def _csi_sm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = True
+            self._simple = not (self._graphics or self._insert)
 
     def _csi_rm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = False
+            self._simple = not (self._graphics or self._insert)
 
     def _csi_scosc(self, p: str) -> None:
         if not p:
@@ -899,6 +1086,7 @@ class Terminal:
         self._top = 0
         self._bottom = self.rows - 1
         self._g0_graphics = self._g1_graphics = self._shifted = self._graphics = False
+        self._simple = not (self._graphics or self._insert)
         self._set_style(DEFAULT_STYLE)
         if self._alt:
             self._alt_saved = None
@@ -953,7 +1141,7 @@ class Terminal:
             if drop_top:
                 if not is_alt:
                     for i in range(drop_top):
-                        self._scroll_out(chars[i], wrapped[i])
+                        self._scroll_out("".join(chars[i]), wrapped[i])
                     self.scrolled += drop_top
                 del chars[:drop_top]
                 del styles[:drop_top]
@@ -1054,7 +1242,7 @@ class Terminal:
             ],
             "saved": [saved(self._main_saved), saved(self._alt_saved)],
             "tabs": bytes(self._tabs),
-            "last": self._last,
+            "last": self._last[-1:],
             "utf8": bytes(pending_bytes),
             "pending": self._pending,
             "string": [self._string, self._string_len, self._osc],
@@ -1208,6 +1396,7 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
         term._shifted,
     ) = modes
     term._graphics = term._g1_graphics if term._shifted else term._g0_graphics
+    term._simple = not (term._graphics or term._insert)
 
     def saved(value: Any) -> _Saved | None:
         if value is None:
