@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -31,11 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recorder import FrameKind, Header, load_trusted_keys  # noqa: E402
+from recorder import MAX_DATA_PER_FRAME, FrameKind, Header, load_trusted_keys  # noqa: E402
 from replay import Terminal, load  # noqa: E402
 
 SCREENS = ROOT / "tests" / "data" / "screens"
-CHUNK = 4096
+CHUNK = MAX_DATA_PER_FRAME
+SMALL_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -201,11 +203,15 @@ def main() -> None:
     args = ap.parse_args()
 
     inputs = {
-        "plain scrolling (log, ls -l, seq)": (plain_input(args.plain_mb), 20.0),
+        "plain scrolling (log, ls -l, seq)": (plain := plain_input(args.plain_mb), 20.0),
+        "  same, in 4 KiB frames": ([Segment(s.cols, s.rows, chunked(b"".join(s.chunks), SMALL_CHUNK))
+                                     for s in plain], 20.0),
         "full-screen (vim, top, tmux, less)": (repeat(recorded_segments(("vim", "top", "tmux", "less")),
                                                       args.full_mb), 5.0),
         "mixed: CJK, emoji, colour, editing": (mixed_input(args.mixed_mb), None),
     }
+    load1, _, _ = os.getloadavg()
+    print(f"load average {load1:.2f} on {os.cpu_count()} CPUs (numbers fall with load: compare runs on a quiet machine)")
     print(f"{'input':<36}{'MB':>7}{'Terminal MB/s':>15}{'goal':>10}{'pyte MB/s':>11}{'on MB':>8}{'x pyte':>8}")
     notes: list[str] = []
     for label, (segments, goal) in inputs.items():
