@@ -460,6 +460,9 @@ def sc_ls(p: Pane) -> None:
     run_line(p, "ls -lgG --color=always --time-style=+%F tree")
     at_prompt(p, 3)
     p.capture("ls")
+    run_line(p, r"printf 'name\tsize\tmode\nrun.sh\t40\t0755\n\tindented\tby tabs\n'")
+    prompt_last(p)
+    p.capture("tabs")
     run_line(p, "exit")
 
 
@@ -471,6 +474,11 @@ def sc_wide(p: Pane) -> None:
     p.keys("Enter")
     at_prompt(p, 3)
     p.capture("wide")
+    run_line(p, "less wide.txt")  # wide characters wrapped and redrawn by a full-screen program
+    p.wait_for("(END)")
+    p.capture("less")
+    p.keys("q")
+    at_prompt(p, 4)
     run_line(p, "exit")
 
 
