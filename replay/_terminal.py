@@ -64,7 +64,7 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m)+)"  # 1: printable text and SGRs, interleaved
+    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m|\x1b\[K|\x1b\(B)+)"  # 1: text, SGR, EL, G0=ASCII
     r"|(\r\n)"  # 2: CR LF, the commonest pair
     r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
     r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
@@ -75,10 +75,11 @@ _TOKEN = re.compile(
 )
 """The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
 
-Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts) are one token,
-split by :data:`_SGR_SPLIT` into ``[text, params, text, params, text, ...]`` without a match object
-per piece; the row is then written with one slice assignment. Longer SGRs take the CSI path."""
-_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m")
+Runs of text with SGRs between them (colour ``ls``, syntax highlighting, prompts; with the EL and
+``ESC ( B`` that ncurses and tmux add) are one token, split by :data:`_SGR_SPLIT` into
+``[text, sgr, el, text, sgr, el, ...]`` without a match object per piece; the row is then written
+with one slice assignment. Longer SGRs take the CSI path."""
+_SGR_SPLIT = re.compile(r"\x1b\[([0-9;:]*)m|\x1b\[(K)|\x1b\(B")
 _OSC_END = re.compile(r"[\x07\x18\x1a\x1b]")
 _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
@@ -155,9 +156,11 @@ def _arg(text: str, default: int = 1) -> int:
 
 
 @lru_cache(maxsize=64)
-def _bulk_lines(cols: int) -> re.Pattern[str]:
-    """Lines of printable ASCII no wider than ``cols``, each ending in CR LF (see Terminal._bulk)."""
-    return re.compile(r"(?:[ -~]{0,%d}\r\n)+" % cols)
+def _line_block(cols: int) -> re.Pattern[str]:
+    """Whole lines of printable ASCII no wider than ``cols``, each ending in CR LF, optionally
+    after an EL (``ESC [ K``; only short of the margin, where EL erases nothing written): what
+    ``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
+    return re.compile(r"(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n" % (max(cols - 1, 0), cols) + "(?:(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n)*" % (max(cols - 1, 0), cols))
 
 
 def _is_wide(cell: str) -> bool:
@@ -381,15 +384,16 @@ class Terminal:
             elif kind == 2:
                 self._x = 0
                 y = self._y
-                if y == self._bottom:
+                fresh = y == self._bottom
+                if fresh:
                     self._scroll_up(1)
-                    if y == self.rows - 1 and self._top == 0 and self._simple and not self._alt:
-                        bulk = _bulk_lines(cols).match(s, m.end())
-                        if bulk is not None:
-                            self._bulk(bulk.group())
-                            return bulk.end()
                 elif y < self.rows - 1:
                     self._y = y + 1
+                if self._simple:
+                    block = _line_block(cols).match(s, m.end())
+                    if block is not None:
+                        self._lines(block.group().split("\r\n")[:-1], fresh)
+                        return block.end()
             elif kind == 6:
                 if m.end() - m.start() > MAX_SEQUENCE:
                     continue
@@ -420,47 +424,66 @@ class Terminal:
                     self._pending = tail
         return len(s)
 
-    def _segment(self, parts: list[str]) -> None:
-        """Text and SGRs interleaved: ``[text, params, text, params, ..., text]``.
+    def _segment(self, parts: list[str | None]) -> None:
+        """A token of text, SGRs, ELs and ``ESC ( B``, split as ``[text, sgr, el, text, ...]``:
+        each control is ``(params, None)`` for SGR, ``(None, "K")`` for EL, ``(None, None)`` for
+        ``ESC ( B``; texts are strings (maybe empty).
 
-        When the text is ASCII and fits in the row (the common case) the cells are written with
-        one slice assignment and the styles with another; otherwise piece by piece. Each SGR is
-        one dict look-up: the transition table of the current style node.
+        When the text is ASCII and fits in the row, and an EL comes only last (the common case),
+        the cells are written with one slice assignment and the styles with another; otherwise
+        piece by piece. Each SGR is one dict look-up: the transition table of the current style.
         """
-        texts = parts[::2]
+        texts: list[str] = parts[::3]  # type: ignore[assignment]
         total = "".join(texts)
         x = self._x
+        cols = self.cols
         end = x + len(total)
-        node = self._node
-        if end <= self.cols and self._simple and total.isascii():
-            first = parts[0]
+        n = len(parts)
+        els = parts[2::3].count("K")
+        el_last = els == 1 and parts[n - 2] == "K" and not parts[n - 1]
+        if end <= cols and self._simple and total.isascii() and (els == 0 or (el_last and end < cols)):
+            node = self._node
+            first = texts[0]
             cells = [node.style] * len(first) if first else []
-            for i in range(1, len(parts), 2):
-                nxt = node.next.get(parts[i])
-                node = self._transition(node, parts[i]) if nxt is None else nxt
-                text = parts[i + 1]
+            for i in range(1, n, 3):
+                params = parts[i]
+                if params is not None:
+                    nxt = node.next.get(params)
+                    node = self._transition(node, params) if nxt is None else nxt
+                elif parts[i + 1] is None:
+                    self._g0_graphics = False  # ESC ( B; GL is not graphics (``_simple``)
+                text = parts[i + 2]
                 if text:
                     cells += [node.style] * len(text)
             self._node = node
             self._style = node.style
+            y = self._y
+            row = self._chars[y]
             if total:
-                y = self._y
-                row = self._chars[y]
                 if x and row[x] == "":
                     row[x - 1] = " "
-                if end < self.cols and row[end] == "":
+                if end < cols and row[end] == "":
                     row[end] = " "
                 row[x:end] = total
                 self._styles[y][x:end] = cells
                 self._x = end
                 self._last = total
+            if el_last:
+                self._erase_to_end()
             return
-        if parts[0]:
-            self._text(parts[0])
-        for i in range(1, len(parts), 2):
-            self._csi_sgr(parts[i])
-            if parts[i + 1]:
-                self._text(parts[i + 1])
+        if texts[0]:
+            self._text(texts[0])
+        for i in range(1, n, 3):
+            params = parts[i]
+            if params is not None:
+                self._csi_sgr(params)
+            elif parts[i + 1] is not None:
+                self._erase_to_end()
+            else:
+                self._esc("(", "B")
+            text = parts[i + 2]
+            if text:
+                self._text(text)
 
     def _erase_to_end(self) -> None:
         """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
@@ -477,23 +500,69 @@ class Terminal:
         self._styles[y][x:] = [self._erase] * n
         self._wrapped[y] = False
 
-    def _bulk(self, text: str) -> None:
-        """Lines of plain ASCII (each ending in CR LF, none wider than the screen) written at the
-        bottom of a full-screen main region, the cursor at column 0 of a freshly scrolled row.
+    def _lines(self, lines: list[str], fresh: bool) -> None:
+        """Whole lines written from column 0, each followed by CR LF (see :func:`_line_block`).
 
-        What the per-token path would do, in one step: the lines that scroll off go straight to
-        :meth:`take_lines` (never built as rows), only those left on screen are built.
+        What the token path would do, a row at a time: a line ending in EL replaces its row, one
+        without overwrites the start of it. ``fresh``: the current row was just scrolled in (blank,
+        in the current erase style), so that a run of lines at the bottom of a full-screen main
+        region can go to :meth:`_bulk`.
         """
-        lines = text.split("\r\n")
-        lines.pop()
+        cols = self.cols
+        style = self._style
+        erase = self._erase
+        blank = [" "] * cols
+        last = ""
+        y = self._y
+        for i, line in enumerate(lines):
+            if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
+                self._y = y
+                if last:
+                    self._last = last
+                self._bulk(lines[i:] if i else lines)
+                return
+            chars, styles = self._chars, self._styles
+            if line.endswith("\x1b[K"):
+                line = line[:-3]
+                n = len(line)
+                chars[y] = list(line) + blank[n:]
+                styles[y] = [style] * n + [erase] * (cols - n)
+                self._wrapped[y] = False
+            elif line:
+                n = len(line)
+                row = chars[y]
+                if n < cols and row[n] == "":
+                    row[n] = " "
+                row[:n] = line
+                styles[y][:n] = [style] * n
+            if line:
+                last = line
+            fresh = y == self._bottom
+            if fresh:
+                self._y = y
+                self._scroll_up(1)
+            elif y < self.rows - 1:
+                y += 1
+        self._y = y
+        if last:
+            self._last = last
+
+    def _bulk(self, lines: list[str]) -> None:
+        """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
+        the cursor at column 0 of a freshly scrolled (blank) row.
+
+        What the row-at-a-time path would do, in one step: the lines that scroll off go straight
+        to :meth:`take_lines` (never built as rows), only those left on screen are built. An EL at
+        the end of a line erases nothing here (the row is blank in the same erase style).
+        """
+        lines = [line[:-3] if line.endswith("\x1b[K") else line for line in lines]
         k = len(lines)
         rows, cols = self.rows, self.cols
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         old = rows - 1
         out = min(k, old)
+        self._scroll_out_rows(chars[:out], wrapped[:out])
         scroll_out = self._scroll_out
-        for i in range(out):
-            scroll_out("".join(chars[i]), wrapped[i])
         staying = lines
         if k > old:
             gone = lines[: k - old]
@@ -520,7 +589,7 @@ class Terminal:
             [erase] * cols,
         ]
         self._wrapped = [*wrapped[out:old], *([False] * len(staying)), False]
-        self.scrolled += k
+        self.scrolled += k - out
         for line in reversed(lines):
             if line:
                 self._last = line
@@ -709,45 +778,66 @@ class Terminal:
     def _blank_row(self) -> tuple[_Row, _StyleRow]:
         return [" "] * self.cols, [self._erase] * self.cols
 
-    def _scroll_up(self, n: int, top: int | None = None) -> None:
-        """Scroll the region (or rows ``top``..bottom) up by ``n``; rows leave at its top."""
+    def _scroll_up(self, n: int, top: int | None = None, report: bool = True) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom up by ``n``.
+
+        Rows leaving the top of the main screen are reported to :meth:`take_lines` (unless
+        ``report`` is false: DL deletes rows, they do not scroll off)."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
-        report = top == 0 and not self._alt
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            if report:
-                self._scroll_out("".join(chars[top]), wrapped[top])
+        if report and top == 0 and not self._alt:
+            self._scroll_out_rows(chars[:n], wrapped[:n])
+        if n == 1:
             del chars[top]
             del styles[top]
             del wrapped[top]
             chars.insert(bottom, [" "] * cols)
             styles.insert(bottom, [erase] * cols)
             wrapped.insert(bottom, False)
-        if report:
-            self.scrolled += n
+        else:
+            end = bottom + 1
+            chars[top:end] = [*chars[top + n : end], *[[" "] * cols for _ in range(n)]]
+            styles[top:end] = [*styles[top + n : end], *[[erase] * cols for _ in range(n)]]
+            wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
 
     def _scroll_down(self, n: int, top: int | None = None) -> None:
+        """Scroll rows ``top`` (default: the region's top) to the region's bottom down by ``n``."""
         if top is None:
             top = self._top
         bottom = self._bottom
         n = min(n, bottom - top + 1)
+        if n <= 0:
+            return
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
         cols = self.cols
         erase = self._erase
-        for _ in range(n):
-            del chars[bottom]
-            del styles[bottom]
-            del wrapped[bottom]
-            chars.insert(top, [" "] * cols)
-            styles.insert(top, [erase] * cols)
-            wrapped.insert(top, False)
+        end = bottom + 1
+        chars[top:end] = [*[[" "] * cols for _ in range(n)], *chars[top : end - n]]
+        styles[top:end] = [*[[erase] * cols for _ in range(n)], *styles[top : end - n]]
+        wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         if top > 0:
             wrapped[top - 1] = False
+
+    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool]) -> None:
+        """Rows left the top of the main screen (several at once: SU, tmux's redraws)."""
+        self.scrolled += len(rows)
+        if self._carry or True in wrapped:
+            for row, flag in zip(rows, wrapped, strict=True):
+                self._scroll_out("".join(row), flag)
+            return
+        kept = [text for text in ["".join(row).rstrip(" ") for row in rows] if text]
+        taken = self._taken
+        over = len(taken) + len(kept) - MAX_TAKEN
+        if over > 0:
+            self.dropped_lines += over
+        taken.extend(kept)
 
     def _scroll_out(self, text: str, wrapped: bool) -> None:
         """A row with ``text`` left the top of the main screen: add it to the logical lines."""
@@ -1003,16 +1093,7 @@ class Terminal:
 
     def _csi_dl(self, p: str) -> None:
         if self._top <= self._y <= self._bottom:
-            top = self._y
-            n = min(_arg(p), self._bottom - top + 1)
-            chars, styles, wrapped = self._chars, self._styles, self._wrapped
-            for _ in range(n):
-                del chars[top]
-                del styles[top]
-                del wrapped[top]
-                chars.insert(self._bottom, [" "] * self.cols)
-                styles.insert(self._bottom, [self._erase] * self.cols)
-                wrapped.insert(self._bottom, False)
+            self._scroll_up(_arg(p), self._y, report=False)
             self._x = 0
 
     def _csi_su(self, p: str) -> None:
@@ -1140,9 +1221,7 @@ class Terminal:
                 chars, styles, wrapped = self._other
             if drop_top:
                 if not is_alt:
-                    for i in range(drop_top):
-                        self._scroll_out("".join(chars[i]), wrapped[i])
-                    self.scrolled += drop_top
+                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top])
                 del chars[:drop_top]
                 del styles[:drop_top]
                 del wrapped[:drop_top]

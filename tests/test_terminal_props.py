@@ -235,3 +235,57 @@ def test_text_equals_pyte(ops: list[bytes]) -> None:
     expected = tuple(line.rstrip() for line in screen.display)
     assert t.screen().lines == expected
     assert t.cursor == (screen.cursor.x, screen.cursor.y)
+
+
+# -- the fast paths equal the token-at-a-time path -------------------------------------------------
+# Fed one byte at a time, CR LF never arrives as one token and no run of lines is ever seen at once,
+# so every line goes through the general path; fed whole, runs of lines take Terminal._lines and
+# Terminal._bulk, and runs of text and SGRs Terminal._segment.
+
+_line = st.tuples(
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=14),
+    st.sampled_from([b"", b"\x1b[K"]),
+).map(lambda t: t[0].encode() + t[1] + b"\r\n")
+_extra = st.sampled_from(
+    [
+        b"\x1b[31m",
+        b"\x1b[44m",
+        b"\x1b[0m",
+        b"\x1b[1;3r",
+        b"\x1b[2;4r",
+        b"\x1b[r",
+        b"\x1b[H",
+        b"\x1b[3;5H",
+        b"\x1b[?1049h",
+        b"\x1b[?1049l",
+        "中".encode(),
+        b"\x1b(0",
+        b"\x1b(B",
+        b"\x1b[4h",
+        b"\x1b[4l",
+        b"\x1b[2J",
+        b"x\x1b[31my\x1b[mz",
+        b"ab\x1b[1mcd\x1b(B\x1b[m\x1b[K",
+        b"\x1b[32m\x1b[1mname\x1b(B\x1b[m\x1b[K\r\n",
+        b"p\x1b[Kq\x1b[44m\x1b[K",
+        "é\x1b[1m中".encode(),
+        b"0123456789ab",
+        b"\n",
+        b"\x1b[K",
+    ]
+)
+_line_streams = st.lists(st.one_of(_line, _line, _line, _extra), max_size=50).map(b"".join)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(_line_streams, st.tuples(st.integers(1, 12), st.integers(1, 6)))
+def test_fast_paths_equal_byte_at_a_time(data: bytes, size: tuple[int, int]) -> None:
+    whole = Terminal(*size)
+    whole.feed(data)
+    slow = Terminal(*size)
+    for i in range(len(data)):
+        slow.feed(data[i : i + 1])
+    assert whole.screen() == slow.screen()
+    assert whole.scrolled == slow.scrolled
+    assert whole.take_lines(end=True) == slow.take_lines(end=True)
+    assert whole.dump() == slow.dump()
