@@ -74,7 +74,14 @@ def replay_until(g: Golden, frames: int) -> Screen:
 
 
 def expected_lines(capture: dict[str, Any]) -> list[str]:
+    """tmux's lines, with its DEC line-drawing cells drawn as a terminal draws them (``capture-pane
+    -p`` prints them as the ASCII letters they were sent as; ``-e`` marks them with SO/SI), and the
+    documented overrides."""
     lines = list(capture["lines"])
+    for y, (line, sgr) in enumerate(zip(lines, capture["sgr"], strict=True)):
+        if "\x0e" in sgr:
+            lines[y] = "".join(ch for ch, _style in tmux_cells([sgr])[0]).rstrip()
+            assert lines[y].translate(_FROM_ACS) == line, "the -e capture and the text capture disagree"
     for row, text in capture["emulator_lines"].items():
         lines[int(row)] = text
     return lines
@@ -181,7 +188,7 @@ def test_documented_differences_are_tied_to_tmux(name: str, capture: str) -> Non
 def test_attribute_parser_reads_what_tmux_writes() -> None:
     """The oracle's own parser, on sequences tmux 3.3 prints in ``capture-pane -e``."""
     [row] = tmux_cells(["\x1b[1m\x1b[31mA\x1b[0m\x1b[39m\x1b[49m \x1b[38;5;200mB\x1b[48;2;1;2;3mC\x1b[39m\x1b[49m"
-                        "\x1b[7mD\x1b[0m\x1b[92m\x1b[49m中\x1b[0;1m\x1b[39me\u0301"])
+                        "\x1b[7mD\x1b[0m\x1b[92m\x1b[49m中\x1b[0;1m\x1b[39me\u0301\x0eqx\x0fq"])
     assert row == [
         ("A", Style(fg=1, bold=True)),
         (" ", Style()),
@@ -190,6 +197,9 @@ def test_attribute_parser_reads_what_tmux_writes() -> None:
         ("D", Style(reverse=True)),
         ("中", Style(fg=10)),
         ("e\u0301", Style(bold=True)),
+        ("─", Style(bold=True)),
+        ("│", Style(bold=True)),
+        ("q", Style(bold=True)),
     ]
 
 
@@ -209,7 +219,7 @@ def test_shrinking_on_the_alternate_screen_keeps_the_main_screen() -> None:
 
 # --- the oracle's side: tmux's capture-pane -e, parsed independently ----------------------------
 
-_SGR = re.compile(r"\x1b\[([0-9;:]*)m")
+_CONTROL = re.compile(r"\x1b\[([0-9;:]*)m|[\x0e\x0f]")
 _FLAGS = {1: "bold", 2: "dim", 3: "italic", 4: "underline", 5: "blink", 7: "reverse", 8: "hidden", 9: "strike"}
 _OFF = {22: ("bold", "dim"), 23: ("italic",), 24: ("underline",), 25: ("blink",), 27: ("reverse",),
         28: ("hidden",), 29: ("strike",)}
@@ -246,6 +256,11 @@ def _apply(state: dict[str, Any], params: str) -> None:
         i += 1
 
 
+_ACS = dict(zip("`abcdefghijklmnopqrstuvwxyz{|}~", "◆▒␉␌␍␊°±␤␋┘┐┌└┼⎺⎻─⎼⎽├┤┴┬│≤≥π≠£·", strict=True))
+"""The VT100 special graphics set (what ESC ( 0 selects), as xterm and tmux draw it."""
+_FROM_ACS = str.maketrans({v: k for k, v in _ACS.items()})
+
+
 def _clusters(text: str) -> list[str]:
     """Characters with their combining marks (what one cell holds)."""
     out: list[str] = []
@@ -258,18 +273,23 @@ def _clusters(text: str) -> list[str]:
 
 
 def tmux_cells(sgr_lines: list[str]) -> list[list[tuple[str, Style]]]:
-    """Each row's characters with their style. tmux carries the style from one line to the next."""
+    """Each row's characters with their style. tmux carries the style from one line to the next,
+    and marks line-drawing cells with SO (on) and SI (off)."""
     state: dict[str, Any] = {}
+    acs = False
     rows = []
     for line in sgr_lines:
         row: list[tuple[str, Style]] = []
         pos = 0
-        for m in [*_SGR.finditer(line), None]:
+        for m in [*_CONTROL.finditer(line), None]:
             end = m.start() if m else len(line)
             style = Style(**state)
-            row += [(ch, style) for ch in _clusters(line[pos:end])]
+            row += [(_ACS.get(ch, ch) if acs else ch, style) for ch in _clusters(line[pos:end])]
             if m:
-                _apply(state, m.group(1))
+                if m.group(0) in "\x0e\x0f":
+                    acs = m.group(0) == "\x0e"
+                else:
+                    _apply(state, m.group(1))
                 pos = m.end()
         rows.append(row)
     return rows

@@ -453,6 +453,24 @@ def sc_tmux(p: Pane) -> None:
     run_line(p, "tmux -L inner kill-server; exit")
 
 
+def sc_tmux_acs(p: Pane) -> None:
+    """Nested tmux in the C locale: it draws its borders with the DEC line-drawing charset (ESC ( 0)."""
+    at_prompt(p, 1)
+    run_line(p, f"LC_ALL=C tmux -L inner -f {WORK}/home/inner.conf new-session -s acs")
+    p.wait_for("inner")
+    at_prompt(p, 1)
+    p.keys("C-b", "%")
+    at_prompt(p, 2)
+    p.keys("C-b", '"')
+    at_prompt(p, 3)
+    run_line(p, "echo bottom right")
+    p.wait_for("bottom right\n")
+    p.capture("borders")
+    run_line(p, "tmux -L inner kill-server")
+    p.wait_for("exited")
+    run_line(p, "exit")
+
+
 def sc_ls(p: Pane) -> None:
     at_prompt(p, 1)
     run_line(p, "ls --color=always tree")
@@ -473,12 +491,24 @@ def sc_wide(p: Pane) -> None:
     p.type("echo 'typed: 你好 😀 ok'", per_key=0.02)
     p.keys("Enter")
     at_prompt(p, 3)
+    # Line editing across wide characters: readline moves over them, inserts and deletes before them.
+    p.type("echo 東京 渋谷 😀 end", per_key=0.02)
+    for _ in range(8):
+        p.keys("Left", pause=0.05)
+    p.type("区", per_key=0.05)
+    p.keys("C-a")
+    p.keys("M-f")
+    p.keys("C-d", "C-d")
+    p.capture("wide-editing")
+    p.keys("C-e")
+    p.keys("Enter")
+    at_prompt(p, 4)
     p.capture("wide")
     run_line(p, "less wide.txt")  # wide characters wrapped and redrawn by a full-screen program
     p.wait_for("(END)")
     p.capture("less")
     p.keys("q")
-    at_prompt(p, 4)
+    at_prompt(p, 5)
     run_line(p, "exit")
 
 
@@ -608,6 +638,8 @@ SCENARIOS = [
     Scenario("less", sc_less, (80, 24), "less on a 600-line log: pages down, a search with highlights, quit"),
     Scenario("top", sc_top, (100, 30), "top at 100x30: two refreshes, then quit"),
     Scenario("tmux", sc_tmux, (80, 24), "tmux nested in the session: three panes, a status line, detach"),
+    Scenario("tmux_acs", sc_tmux_acs, (80, 24), "tmux nested in the C locale: pane borders in the DEC "
+             "line-drawing character set"),
     Scenario("ls", sc_ls, (80, 24), "ls --color=always over dirs, links, a dangling link, a fifo, "
              "setuid, sticky, archives and images"),
     Scenario("wide", sc_wide, (80, 24), "CJK, emoji (one that does not fit in the last column), "
