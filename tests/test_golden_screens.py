@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -201,6 +202,48 @@ def test_attribute_parser_reads_what_tmux_writes() -> None:
         ("│", Style(bold=True)),
         ("q", Style(bold=True)),
     ]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_real_output_split_anywhere_draws_the_same(name: str) -> None:
+    """The recorded frames cut where SSH and the recorder happened to cut; cut elsewhere (inside
+    escape sequences and UTF-8 characters), the screen at every mark is the same."""
+    g = golden(name)
+    rnd = random.Random(name)
+    for c in g.doc["captures"]:
+        whole = replay_until(g, c["frames"])
+        t = Terminal(g.header.cols, g.header.rows)
+        for f in g.frames[: c["frames"]]:
+            if f.kind is FrameKind.OUTPUT:
+                data, i = f.data, 0
+                while i < len(data):
+                    n = rnd.choice((1, 1, 2, 3, 5, 8, 64))
+                    t.feed(data[i : i + n])
+                    i += n
+            elif f.kind is FrameKind.RESIZE:
+                t.resize(f.data.cols, f.data.rows)
+        assert t.screen() == whole, f"{name}/{c['name']}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_keyframes_round_trip_anywhere_in_real_sessions(name: str) -> None:
+    """A keyframe (dump, then load) taken after any frame of a real session replays on to the same
+    screens as the terminal it was taken from."""
+    g = golden(name)
+    t = Terminal(g.header.cols, g.header.rows)
+    marks = {c["frames"]: c["name"] for c in g.doc["captures"]}
+    for f in g.frames:
+        if f.kind is FrameKind.OUTPUT:
+            t.feed(f.data)
+        elif f.kind is FrameKind.RESIZE:
+            t.resize(f.data.cols, f.data.rows)
+        else:
+            continue
+        restored = Terminal.load(t.dump())
+        assert restored.screen() == t.screen(), f"{name}: frame {f.seq}"
+        t = restored
+        if f.seq + 1 in marks:
+            assert t.screen() == replay_until(g, f.seq + 1), f"{name}/{marks[f.seq + 1]}"
 
 
 # --- emulator bugs the goldens found, as minimal cases (xfail until fixed) ------------------------
