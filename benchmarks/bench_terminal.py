@@ -95,7 +95,15 @@ def colour_ls(size: int, seed: int = 3) -> bytes:
 
 def full_screen(size: int, seed: int = 4, cols: int = 120, rows: int = 40) -> bytes:
     rnd = random.Random(seed)
-    colours = [b"\x1b[0m", b"\x1b[1;34m", b"\x1b[33m", b"\x1b[38;5;208m", b"\x1b[38;2;120;200;80m", b"\x1b[0;7m", b"\x1b[m"]
+    colours = [
+        b"\x1b[0m",
+        b"\x1b[1;34m",
+        b"\x1b[33m",
+        b"\x1b[38;5;208m",
+        b"\x1b[38;2;120;200;80m",
+        b"\x1b[0;7m",
+        b"\x1b[m",
+    ]
     out = [b"\x1b[?1049h\x1b[H\x1b[2J\x1b[1;%dr" % (rows - 1)]
     total = 0
     while total < size:
@@ -114,14 +122,18 @@ def full_screen(size: int, seed: int = 4, cols: int = 120, rows: int = 40) -> by
                     parts.append(rnd.choice(colours))
                     parts.append(" ".join(rnd.choice(CODE) for _ in range(rnd.randrange(1, 4))).encode())
                 parts.append(b"\x1b[0m\x1b[K")
-        parts.append(b"\x1b[%d;1H\x1b[7m-- INSERT --\x1b[0m  %d,%d\x1b[K" % (rows, rnd.randrange(1000), rnd.randrange(80)))
+        parts.append(
+            b"\x1b[%d;1H\x1b[7m-- INSERT --\x1b[0m  %d,%d\x1b[K" % (rows, rnd.randrange(1000), rnd.randrange(80))
+        )
         data = b"".join(parts)
         out.append(data)
         total += len(data)
     return b"".join(out)
 
 
-def capture(argv: Sequence[str], keys: Sequence[bytes] = (), cols: int = 120, rows: int = 40, timeout: float = 30.0) -> bytes:
+def capture(
+    argv: Sequence[str], keys: Sequence[bytes] = (), cols: int = 120, rows: int = 40, timeout: float = 30.0
+) -> bytes:
     """Run ``argv`` under a PTY of ``cols`` x ``rows``, type ``keys``, return all it printed."""
     pid, fd = pty.fork()
     if pid == 0:  # child

@@ -155,6 +155,24 @@ def _arg(text: str, default: int = 1) -> int:
     return MAX_COUNT if value > MAX_COUNT else value
 
 
+@lru_cache(maxsize=1)
+def _narrow() -> re.Pattern[str]:
+    """Text whose every character takes exactly one cell (by wcwidth), up to U+2E7F: Latin, Greek,
+    Cyrillic, box drawing, arrows, ... (what UTF-8 TUIs draw) take the fast path like ASCII.
+
+    Built on first use from wcwidth itself, so both paths always agree."""
+    ranges: list[str] = []
+    start = -1
+    for code in range(0xA0, 0x2E81):
+        one = code < 0x2E80 and _wcwidth(chr(code)) == 1
+        if one and start < 0:
+            start = code
+        elif not one and start >= 0:
+            ranges.append(f"\\u{start:04x}-\\u{code - 1:04x}")
+            start = -1
+    return re.compile("[ -~%s]*" % "".join(ranges))
+
+
 @lru_cache(maxsize=64)
 def _line_block(cols: int) -> re.Pattern[str]:
     """Whole lines of printable ASCII no wider than ``cols``, each ending in CR LF, optionally
@@ -368,7 +386,7 @@ class Terminal:
                     continue
                 x = self._x
                 end = x + len(text)
-                if end <= cols and self._simple and text.isascii():
+                if end <= cols and self._simple and (text.isascii() or _narrow().fullmatch(text)):
                     y = self._y
                     row = self._chars[y]
                     if x and row[x] == "":
@@ -441,7 +459,12 @@ class Terminal:
         n = len(parts)
         els = parts[2::3].count("K")
         el_last = els == 1 and parts[n - 2] == "K" and not parts[n - 1]
-        if end <= cols and self._simple and total.isascii() and (els == 0 or (el_last and end < cols)):
+        if (
+            end <= cols
+            and self._simple
+            and (total.isascii() or _narrow().fullmatch(total))
+            and (els == 0 or (el_last and end < cols))
+        ):
             node = self._node
             first = texts[0]
             cells = [node.style] * len(first) if first else []
@@ -641,7 +664,7 @@ class Terminal:
     def _text(self, text: str) -> None:
         if self._graphics:
             text = text.translate(DEC_GRAPHICS)
-        if text.isascii():
+        if text.isascii() or _narrow().fullmatch(text):
             self._run(text)
             self._last = text
             return
@@ -981,6 +1004,19 @@ class Terminal:
     def _csi_cpl(self, p: str) -> None:
         self._csi_cuu(p)
         self._x = 0
+
+    def _csi_cht(self, p: str) -> None:
+        for _ in range(min(_arg(p), self.cols)):
+            self._control("\t")
+
+    def _csi_cbt(self, p: str) -> None:
+        x = min(self._x, self.cols - 1)
+        for _ in range(min(_arg(p), self.cols)):
+            x = self._tabs.rfind(1, 0, x) if x > 0 else 0
+            if x < 0:
+                x = 0
+                break
+        self._x = x
 
     def _csi_cha(self, p: str) -> None:
         self._goto(_arg(p) - 1, self._y)
@@ -1535,6 +1571,8 @@ _CSI: dict[str, Callable[[Terminal, str], None]] = {
     "E": Terminal._csi_cnl,
     "F": Terminal._csi_cpl,
     "G": Terminal._csi_cha,
+    "I": Terminal._csi_cht,
+    "Z": Terminal._csi_cbt,
     "`": Terminal._csi_cha,
     "a": Terminal._csi_cuf,
     "d": Terminal._csi_vpa,

@@ -75,6 +75,17 @@ def test_backspace_tab_and_tab_stops() -> None:
     assert lines(CSI + b"3g\tx", cols=20)[0] == "                   x"
 
 
+def test_cursor_forward_and_backward_tabulation() -> None:
+    t = term(CSI + b"2Ix" + CSI + b"Zy" + CSI + b"9Zz", cols=30)
+    assert t.screen().lines[0] == "z               y"  # y overwrote x: CBT from 17 goes to 16
+
+
+def test_non_ascii_narrow_text_wraps_like_ascii() -> None:
+    t = term("┌─Ελλάδα─┐ok".encode())
+    assert t.screen().lines[:2] == ("┌─Ελλάδα─┐", "ok")
+    assert t.screen().wrapped[0]
+
+
 def test_backspace_from_pending_wrap() -> None:
     assert lines(b"0123456789\x08X") == ("01234567X9", "", "", "")
 
