@@ -393,6 +393,33 @@ def sc_vim(p: Pane) -> None:
     run_line(p, "exit")
 
 
+def sc_vim_windows(p: Pane) -> None:
+    at_prompt(p, 1)
+    run_line(p, "vim -O app.py wide.txt")  # two windows side by side
+    p.wait_for("wide.txt")
+    p.capture("vsplit")
+    p.keys("C-w", "l")
+    p.keys(":set nowrap", literal=True)
+    p.keys("Enter")
+    p.keys("6G")
+    p.keys("40l")  # scroll sideways through a line of wide characters
+    p.capture("nowrap")
+    p.keys("C-w", "h")
+    p.keys("12G")
+    p.keys("V", "j", "j")  # visual line selection
+    p.capture("visual")
+    p.keys("Escape", pause=0.3)
+    p.keys("G", "o")
+    p.type("log.in", per_key=0.03)
+    p.keys("C-n")  # completion menu (popup colours)
+    p.capture("completion")
+    p.keys("Escape", pause=0.3)
+    p.keys(":qa!", literal=True)
+    p.keys("Enter")
+    at_prompt(p, 2)
+    run_line(p, "exit")
+
+
 def sc_less(p: Pane) -> None:
     at_prompt(p, 1)
     run_line(p, "less service.log")
@@ -425,6 +452,10 @@ def sc_top(p: Pane) -> None:
     p.capture("refresh-1")
     p.keys("Space")
     p.capture("refresh-2")
+    p.keys("z")  # colour mode
+    p.keys("x")  # highlight the sort column
+    p.keys("b")  # ... in bold/reverse
+    p.capture("colour")
     p.keys("q")
     prompt_last(p)
     p.capture("after-quit")
@@ -447,6 +478,11 @@ def sc_tmux(p: Pane) -> None:
     run_line(p, "seq 1 30")
     p.wait_for("30")
     p.capture("split")
+    p.keys("C-b", "[")  # copy mode in the bottom pane: scroll back, select
+    for k in ("k", "k", "k", "k", "k", "k", "k", "k", "Space", "k", "k", "0"):
+        p.keys(k, pause=0.05)
+    p.capture("copy-mode")
+    p.keys("q")
     p.keys("C-b", "d")
     p.wait_for("detached")
     p.capture("detached")
@@ -481,6 +517,11 @@ def sc_ls(p: Pane) -> None:
     run_line(p, r"printf 'name\tsize\tmode\nrun.sh\t40\t0755\n\tindented\tby tabs\n'")
     prompt_last(p)
     p.capture("tabs")
+    run_line(p, "clear; grep --color=always -n -m 4 'ERROR' service.log")  # SGR with EL (ESC [ K)
+    prompt_last(p)
+    run_line(p, "diff --color=always -u app.py <(sed 's/retries/attempts/' app.py) | head -12")
+    prompt_last(p)
+    p.capture("grep-diff")
     run_line(p, "exit")
 
 
@@ -635,9 +676,13 @@ class Scenario:
 SCENARIOS = [
     Scenario("vim", sc_vim, (80, 24), "vim on a Python file: syntax colours, :set number, G and typing "
              "(scrolls), :split, quit back to the shell"),
+    Scenario("vim_windows", sc_vim_windows, (80, 24), "vim -O: side-by-side windows, nowrap scrolled "
+             "sideways through wide characters, a visual selection, the completion menu"),
     Scenario("less", sc_less, (80, 24), "less on a 600-line log: pages down, a search with highlights, quit"),
-    Scenario("top", sc_top, (100, 30), "top at 100x30: two refreshes, then quit"),
-    Scenario("tmux", sc_tmux, (80, 24), "tmux nested in the session: three panes, a status line, detach"),
+    Scenario("top", sc_top, (100, 30), "top at 100x30: two refreshes, colour mode with the sort column "
+             "highlighted, then quit"),
+    Scenario("tmux", sc_tmux, (80, 24), "tmux nested in the session: three panes, a status line, copy mode "
+             "with a selection, detach"),
     Scenario("tmux_acs", sc_tmux_acs, (80, 24), "tmux nested in the C locale: pane borders in the DEC "
              "line-drawing character set"),
     Scenario("ls", sc_ls, (80, 24), "ls --color=always over dirs, links, a dangling link, a fifo, "
