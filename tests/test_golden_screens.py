@@ -11,7 +11,7 @@ screen after the output and RESIZE frames before it must be tmux's screen:
 * the attributes of every character tmux printed (``capture-pane -e``; tmux leaves out trailing
   blanks even when they are coloured, so those are not compared), parsed here independently of
   the emulator's own SGR code;
-* the cursor position and visibility, the alternate screen flag, and the size.
+* the cursor position and visibility, the alternate screen flag, the title and the size.
 
 Where tmux and a classic terminal legitimately differ, the capture lists the difference and the
 rows a classic terminal shows (``emulator_lines``); nothing else is loosened.
@@ -151,6 +151,7 @@ def test_cursor_and_modes_equal_tmux(name: str, capture: str) -> None:
     assert list(screen.cursor) == c["cursor"]
     assert screen.cursor_visible == c["cursor_visible"]
     assert screen.alternate == c["alternate"]
+    assert screen.title == c["title"]  # "": tmux still shows its default title, nothing set one
 
 
 @pytest.mark.parametrize(("name", "capture"), CASES)

@@ -230,6 +230,8 @@ class Pane:
     env: Env
     recording: Path | None = None
     captures: list[Capture] = field(default_factory=list)
+    initial_title: str = ""
+    """tmux's own default pane title (the host name): a capture with it says "no title set"."""
 
     def tmux(self, *args: str) -> str:
         p = subprocess.run(["tmux", "-S", str(self.sock), *args], capture_output=True, text=True,
@@ -247,6 +249,7 @@ class Pane:
         subprocess.run(["tmux", "-u", "-S", str(self.sock), "-f", str(conf), "new-session", "-d", "-s", "g",
                         "-x", str(cols), "-y", str(rows), shlex.join(argv)], check=True,
                        env={**os.environ, "LC_ALL": "C.UTF-8"})
+        self.initial_title = self.tmux("display", "-p", "-t", "g", "#{pane_title}").rstrip("\n")
         deadline = time.monotonic() + 20
         while len(self.env.svc.sessions()) == before:
             if time.monotonic() > deadline:
@@ -307,7 +310,8 @@ class Pane:
                 w, h, cx, cy, cf, alt, title = info.split(",", 6)
                 rows = int(h)
                 self.captures.append(Capture(name, frames, (int(w), rows), (int(cx), int(cy)), cf == "1",
-                                             alt == "1", title, [ln.rstrip() for ln in lines[:rows]],
+                                             alt == "1", "" if title == self.initial_title else title,
+                                             [ln.rstrip() for ln in lines[:rows]],
                                              sgr[:rows]))
                 print(f"  captured {name}: {frames} frames, {w}x{h}")
                 return
@@ -605,6 +609,7 @@ COLOUR_LINES = [
     r"for i in $(seq 0 4 252); do printf '\e[38;2;%d;%d;200m#\e[48;2;%d;0;0m \e[0m' $i $((252 - i)) $i; done; echo",
     r"printf '\e[1mbold\e[0m \e[2mdim\e[0m \e[3mitalic\e[0m \e[4munder\e[0m \e[5mblink\e[0m "
     r"\e[7mreverse\e[0m \e[8mhidden\e[0m \e[9mstrike\e[0m \e[1;4;31mall\e[22;24mred\e[0m\n'",
+    r"printf '\e]2;colour test\a'",  # a title (OSC 2)
     r"printf '\e[31;42mred on green\e[K\e[0m\n\e[97;100mbright\e[39;49m default\n'",
     # Erase with a background colour (BCE), then text after it: tmux shows coloured blanks only
     # before the last character of a row.
