@@ -28,7 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import groupby
+from bisect import bisect_right
+from itertools import accumulate, groupby
 from typing import Any
 
 import msgpack
@@ -50,7 +51,7 @@ MAX_STRING = 16384
 """An OSC/DCS/APC/PM/SOS string longer than this is abandoned: the parser returns to ground, so a
 stream that opens a string and never ends it cannot make the emulator swallow the whole session
 (the bytes after the cap are drawn). Large enough for ordinary OSC 52 clipboard copies."""
-MAX_SEQUENCE = 4096
+MAX_SEQUENCE = 1024
 """A CSI longer than this is ignored (consumed up to its final byte, never executed)."""
 MAX_TITLE = 256
 MAX_STYLES = 4096
@@ -64,13 +65,13 @@ MAX_CARRY = 256
 FORMAT_VERSION = 1
 
 _TOKEN = re.compile(
-    r"((?:[^\x00-\x1f\x7f-\x9f]+|\x1b\[[0-9;:]{0,64}m|\x1b\[K|\x1b\(B)+)"  # 1: text, SGR, EL, G0=ASCII
+    r"((?:[^\x00-\x1f\x7f-\x9f]++|\x1b\[[0-9;:]{0,64}+m|\x1b\[K|\x1b\(B)++)"  # 1: text, SGR, EL, G0=ASCII
     r"|(\r\n)"  # 2: CR LF, the commonest pair
     r"|\x1b\[([<=>?]?)([0-?]*)([ -/]*)([@-~])"  # 3-6: any other complete CSI
-    r"|([\x00-\x1a\x1c-\x1f\x7f-\x9f])"  # 7: one control character (C1 is inert in UTF-8)
-    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 8: an escape sequence cut by the end of the chunk
+    r"|(([\x00-\x1a\x1c-\x1f\x7f-\x9f])\8*+)"  # 7, 8: a run of one control character (C1 is inert)
+    r"|(\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z)"  # 9: an escape sequence cut by the end of the chunk
     r"|\x1b\[[0-?]*[ -/]*(?=[^ -~])"  # a CSI broken by a byte that cannot be in one: dropped
-    r"|\x1b([ -/]*)([0-~])"  # 9, 10: ESC, intermediates, final
+    r"|\x1b([ -/]*)([0-~])"  # 10, 11: ESC, intermediates, final
     r"|\x1b"  # an ESC before something that cannot follow it: dropped
 )
 """The tokenizer: every position of a chunk starts exactly one of these (so matching never fails).
@@ -173,12 +174,10 @@ def _narrow() -> re.Pattern[str]:
     return re.compile("[ -~%s]*" % "".join(ranges))
 
 
-@lru_cache(maxsize=64)
-def _line_block(cols: int) -> re.Pattern[str]:
-    """Whole lines of printable ASCII no wider than ``cols``, each ending in CR LF, optionally
-    after an EL (``ESC [ K``; only short of the margin, where EL erases nothing written): what
-    ``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
-    return re.compile(r"(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n" % (max(cols - 1, 0), cols) + "(?:(?:[ -~]{0,%d}\x1b\[K|[ -~]{0,%d})\r\n)*" % (max(cols - 1, 0), cols))
+_LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
+"""Whole lines of printable ASCII, each ending in CR LF, optionally after an EL (``ESC [ K``): what
+``cat``, ``seq``, logs and tmux's redraws of them send. See :meth:`Terminal._lines`."""
+_EL = "\x1b[K"
 
 
 def _is_wide(cell: str) -> bool:
@@ -408,7 +407,7 @@ class Terminal:
                 elif y < self.rows - 1:
                     self._y = y + 1
                 if self._simple:
-                    block = _line_block(cols).match(s, m.end())
+                    block = _LINE_BLOCK.match(s, m.end())
                     if block is not None:
                         self._lines(block.group().split("\r\n")[:-1], fresh)
                         return block.end()
@@ -423,17 +422,20 @@ class Terminal:
                 if handler is not None:
                     handler(self, params)
             elif kind == 7:
-                self._control(m.group(7))
-            elif kind == 10:
-                inter, final = m.group(9, 10)
+                if m.end() - m.start() == 1:
+                    self._control(m.group(8))
+                else:
+                    self._controls(m.group(8), m.end() - m.start())
+            elif kind == 11:
+                inter, final = m.group(10, 11)
                 if not inter and final in "]PX^_":
                     self._string = "osc" if final == "]" else "other"
                     self._string_len = 0
                     self._osc = ""
                     return self._in_string(s, m.end())
                 self._esc(inter, final)
-            elif kind == 8:
-                tail = m.group(8)
+            elif kind == 9:
+                tail = m.group(9)
                 if len(tail) > MAX_SEQUENCE:
                     # An over-long CSI cut by the chunk end: ignore it, up to its final byte.
                     self._string = "csi"
@@ -468,14 +470,12 @@ class Terminal:
             node = self._node
             first = texts[0]
             cells = [node.style] * len(first) if first else []
-            for i in range(1, n, 3):
-                params = parts[i]
+            for params, el, text in zip(parts[1::3], parts[2::3], texts[1:]):  # noqa: B905 (equal lengths by construction)
                 if params is not None:
                     nxt = node.next.get(params)
                     node = self._transition(node, params) if nxt is None else nxt
-                elif parts[i + 1] is None:
+                elif el is None:
                     self._g0_graphics = False  # ESC ( B; GL is not graphics (``_simple``)
-                text = parts[i + 2]
                 if text:
                     cells += [node.style] * len(text)
             self._node = node
@@ -496,123 +496,155 @@ class Terminal:
             return
         if texts[0]:
             self._text(texts[0])
-        for i in range(1, n, 3):
-            params = parts[i]
+        for params, el, text in zip(parts[1::3], parts[2::3], texts[1:]):  # noqa: B905 (equal lengths by construction)
             if params is not None:
                 self._csi_sgr(params)
-            elif parts[i + 1] is not None:
+            elif el is not None:
                 self._erase_to_end()
             else:
                 self._esc("(", "B")
-            text = parts[i + 2]
             if text:
                 self._text(text)
 
     def _erase_to_end(self) -> None:
-        """EL 0, inline for speed (full-screen programs send it after nearly every line)."""
+        """EL 0, inline for speed (full-screen programs send it after nearly every line).
+
+        From the pending-wrap position it erases nothing (as tmux: the last character stays)."""
         cols = self.cols
         x = self._x
-        if x >= cols:
-            x = cols - 1
         y = self._y
+        self._wrapped[y] = False
+        if x >= cols:
+            return
         row = self._chars[y]
         if x and row[x] == "":
             row[x - 1] = " "
         n = cols - x
         row[x:] = [" "] * n
         self._styles[y][x:] = [self._erase] * n
-        self._wrapped[y] = False
 
     def _lines(self, lines: list[str], fresh: bool) -> None:
-        """Whole lines written from column 0, each followed by CR LF (see :func:`_line_block`).
+        """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
 
-        What the token path would do, a row at a time: a line ending in EL replaces its row, one
-        without overwrites the start of it. ``fresh``: the current row was just scrolled in (blank,
-        in the current erase style), so that a run of lines at the bottom of a full-screen main
-        region can go to :meth:`_bulk`.
+        What the token path would do, a row at a time: a line that fits and ends in EL replaces
+        its row, one without EL overwrites the start of it, a longer one takes the general path
+        (it wraps). ``fresh``: the current row was just scrolled in (blank, in the current erase
+        style); from such a row at the bottom of a full-screen main region, the rest go to
+        :meth:`_bulk`. (An EL erases nothing from the pending-wrap position, so it never erases
+        a character its line wrote.)
         """
         cols = self.cols
         style = self._style
         erase = self._erase
         blank = [" "] * cols
-        last = ""
-        y = self._y
-        for i, line in enumerate(lines):
+        count = len(lines)
+        i = 0
+        while i < count:
+            y = self._y
             if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
-                self._y = y
-                if last:
-                    self._last = last
                 self._bulk(lines[i:] if i else lines)
                 return
-            chars, styles = self._chars, self._styles
-            if line.endswith("\x1b[K"):
+            line = lines[i]
+            i += 1
+            el = line.endswith(_EL)
+            if el:
                 line = line[:-3]
-                n = len(line)
+            n = len(line)
+            chars = self._chars
+            if n > cols:
+                self._x = 0
+                self._text(line)
+                if el:
+                    self._erase_to_end()
+                y = self._y
+            elif el:
                 chars[y] = list(line) + blank[n:]
-                styles[y] = [style] * n + [erase] * (cols - n)
+                self._styles[y] = [style] * cols if style is erase else [style] * n + [erase] * (cols - n)
                 self._wrapped[y] = False
-            elif line:
-                n = len(line)
+            elif n:
                 row = chars[y]
                 if n < cols and row[n] == "":
                     row[n] = " "
                 row[:n] = line
-                styles[y][:n] = [style] * n
-            if line:
-                last = line
+                self._styles[y][:n] = [style] * n
+            if n:
+                self._last = line
+            self._x = 0
             fresh = y == self._bottom
             if fresh:
                 self._y = y
                 self._scroll_up(1)
             elif y < self.rows - 1:
-                y += 1
-        self._y = y
-        if last:
-            self._last = last
+                self._y = y + 1
 
     def _bulk(self, lines: list[str]) -> None:
         """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
         the cursor at column 0 of a freshly scrolled (blank) row.
 
-        What the row-at-a-time path would do, in one step: the lines that scroll off go straight
-        to :meth:`take_lines` (never built as rows), only those left on screen are built. An EL at
-        the end of a line erases nothing here (the row is blank in the same erase style).
+        What the row-at-a-time path would do, in one step: every row a line takes (a line wider
+        than the screen wraps onto several) scrolls the screen once; the lines that scroll off
+        whole go straight to :meth:`take_lines` (never built as rows), only the rows left on
+        screen are built. An EL here erases nothing (the row is blank in the same erase style).
         """
-        lines = [line[:-3] if line.endswith("\x1b[K") else line for line in lines]
-        k = len(lines)
+        lines = [line[:-3] if line.endswith(_EL) else line for line in lines]
         rows, cols = self.rows, self.cols
-        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        counts = [(n + cols - 1) // cols or 1 for n in map(len, lines)]
+        total = sum(counts)  # rows the lines take, each scrolled once
         old = rows - 1
-        out = min(k, old)
+        out = min(total, old)  # old rows scrolled off
+        chars, styles, wrapped = self._chars, self._styles, self._wrapped
         self._scroll_out_rows(chars[:out], wrapped[:out])
-        scroll_out = self._scroll_out
-        staying = lines
-        if k > old:
-            gone = lines[: k - old]
-            staying = lines[k - old :]
-            if self._carry:
-                scroll_out(gone[0], False)
-                gone = gone[1:]
-            kept = [line for line in map(str.rstrip, gone) if line]
+        gone = total - out  # new rows scrolled off
+        i = 0
+        head = 0  # rows of lines[i] scrolled off (its first rows; the rest stay)
+        if gone:
+            ends = list(accumulate(counts))
+            i = bisect_right(ends, gone)
+            head = gone - (ends[i - 1] if i else 0)
+            whole = lines[:i]
+            if whole and self._carry:
+                self._scroll_out(whole[0], False)
+                whole = whole[1:]
+            kept = [line for line in map(str.rstrip, whole) if line]
             taken = self._taken
             over = len(taken) + len(kept) - MAX_TAKEN
             if over > 0:
                 self.dropped_lines += over
             taken.extend(kept)
+        new_text: list[str] = []
+        new_wrapped: list[bool] = []
+        for k in range(i, len(lines)):
+            line = lines[k]
+            if len(line) <= cols:  # one row: never scrolled off in part, so ``head`` is 0
+                new_text.append(line)
+                new_wrapped.append(False)
+                continue
+            parts = [line[p : p + cols] for p in range(0, len(line), cols)]
+            for part in parts[:head]:
+                self._scroll_out(part, True)
+            last = len(parts) - 1
+            for p in range(head, len(parts)):
+                new_text.append(parts[p])
+                new_wrapped.append(p < last)
+            head = 0
         style, erase = self._style, self._erase
         blank = [" "] * cols
         self._chars = [
             *chars[out:old],
-            *[list(line) + blank[len(line) :] if len(line) < cols else list(line) for line in staying],
+            *[list(text) + blank[len(text) :] if len(text) < cols else list(text) for text in new_text],
             blank,
         ]
         self._styles = [
             *styles[out:old],
-            *[[style] * len(line) + [erase] * (cols - len(line)) for line in staying],
+            *(
+                [[style] * cols for _ in new_text]
+                if style is erase
+                else [[style] * len(text) + [erase] * (cols - len(text)) for text in new_text]
+            ),
             [erase] * cols,
         ]
-        self._wrapped = [*wrapped[out:old], *([False] * len(staying)), False]
-        self.scrolled += k - out
+        self._wrapped = [*wrapped[out:old], *new_wrapped, False]
+        self.scrolled += gone
         for line in reversed(lines):
             if line:
                 self._last = line
@@ -781,8 +813,7 @@ class Terminal:
     # -- motion and scrolling ------------------------------------------------------------------
 
     def _linefeed(self) -> None:
-        if self._x >= self.cols:
-            self._x = self.cols - 1
+        # A pending wrap survives LF (as in tmux): text after "<cols chars>\n" wraps once more.
         y = self._y
         if y == self._bottom:
             self._scroll_up(1)
@@ -790,8 +821,6 @@ class Terminal:
             self._y = y + 1
 
     def _reverse_index(self) -> None:
-        if self._x >= self.cols:
-            self._x = self.cols - 1
         y = self._y
         if y == self._top:
             self._scroll_down(1)
@@ -898,8 +927,9 @@ class Terminal:
         elif ch == "\r":
             self._x = 0
         elif ch == "\x08":
-            x = min(self._x, self.cols - 1)
-            self._x = x - 1 if x > 0 else 0
+            x = self._x
+            # From the pending-wrap position BS lands on the last column (tmux, xterm).
+            self._x = self.cols - 1 if x >= self.cols else x - 1 if x > 0 else 0
         elif ch == "\t":
             x = min(self._x, self.cols - 1)
             nxt = self._tabs.find(1, x + 1)
@@ -913,6 +943,38 @@ class Terminal:
             self._graphics = self._g0_graphics
             self._simple = not (self._graphics or self._insert)
         # BEL, NUL, other C0, DEL and C1: nothing.
+
+    def _controls(self, ch: str, count: int) -> None:
+        """``count`` times the control ``ch`` in a row, at the cost of one (a run of blank lines,
+        or a hostile stream of millions of LFs, must not take a method call each)."""
+        if ch == "\n" or ch == "\x0b" or ch == "\x0c":
+            y, bottom, rows = self._y, self._bottom, self.rows
+            if y > bottom:
+                self._y = min(y + count, rows - 1)
+                return
+            moves = min(count, bottom - y)
+            self._y = y + moves
+            count -= moves
+            if not count:
+                return
+            height = bottom - self._top + 1
+            self._scroll_up(min(count, height))
+            if count > height and self._top == 0 and not self._alt:
+                # Each further LF scrolls a blank row off the top, as one at a time would.
+                if self._carry:
+                    self._scroll_out(" ", False)
+                self.scrolled += count - height
+        elif ch == "\x08":
+            x = self._x
+            if x >= self.cols:
+                x = self.cols - 1
+                count -= 1
+            self._x = max(0, x - count)
+        elif ch == "\t":
+            for _ in range(min(count, self.cols)):
+                self._control(ch)
+        elif ch in "\r\x0e\x0f":
+            self._control(ch)
 
     def _esc(self, inter: str, final: str) -> None:
         if not inter:
@@ -995,7 +1057,7 @@ class Terminal:
         self._goto(min(self._x, self.cols - 1) + _arg(p), self._y)
 
     def _csi_cub(self, p: str) -> None:
-        self._goto(min(self._x, self.cols - 1) - _arg(p), self._y)
+        self._goto(self._x - _arg(p), self._y)  # from the pending-wrap position too (tmux)
 
     def _csi_cnl(self, p: str) -> None:
         self._csi_cud(p)
@@ -1069,7 +1131,7 @@ class Terminal:
         if mode == 0:
             if x == 0 and y == 0 and not self._alt:
                 self._flush_screen()
-            self._erase_cells(y, x, self.cols)
+            self._erase_cells(y, self._x, self.cols)  # from the pending-wrap position: nothing
             self._wrapped[y] = False
             self._erase_rows(y + 1, self.rows)
         elif mode == 1:
@@ -1086,8 +1148,7 @@ class Terminal:
         x = min(self._x, self.cols - 1)
         y = self._y
         if mode == 0:
-            self._erase_cells(y, x, self.cols)
-            self._wrapped[y] = False
+            self._erase_to_end()
         elif mode == 1:
             self._erase_cells(y, 0, x + 1)
         elif mode == 2:
@@ -1095,7 +1156,7 @@ class Terminal:
             self._wrapped[y] = False
 
     def _csi_ech(self, p: str) -> None:
-        x = min(self._x, self.cols - 1)
+        x = self._x  # from the pending-wrap position: nothing
         self._erase_cells(self._y, x, min(self.cols, x + _arg(p)))
 
     def _csi_ich(self, p: str) -> None:

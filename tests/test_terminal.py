@@ -86,8 +86,35 @@ def test_non_ascii_narrow_text_wraps_like_ascii() -> None:
     assert t.screen().wrapped[0]
 
 
+# At the pending-wrap position (cursor just past the last column) tmux, the oracle of the golden
+# tests, keeps the pending wrap across LF, lands BS on the last column, counts CUB from the margin,
+# and erases nothing with EL/ED 0/ECH; we do the same.
+
+
 def test_backspace_from_pending_wrap() -> None:
-    assert lines(b"0123456789\x08X") == ("01234567X9", "", "", "")
+    t = term(b"0123456789\x08X")
+    assert t.screen().lines == ("012345678X", "", "", "")
+    assert t.cursor == (10, 0)
+
+
+def test_line_feed_keeps_a_pending_wrap() -> None:
+    t = term(b"0123456789\nX")
+    assert t.screen().lines == ("0123456789", "", "X", "")
+    assert t.screen().wrapped == (False, True, False, False)
+    assert t.cursor == (1, 2)
+
+
+def test_cursor_back_from_pending_wrap() -> None:
+    assert lines(b"0123456789" + CSI + b"DX") == ("012345678X", "", "", "")
+
+
+def test_erase_from_pending_wrap_erases_nothing() -> None:
+    assert lines(b"0123456789" + CSI + b"K")[0] == "0123456789"
+    assert lines(b"0123456789" + CSI + b"J")[0] == "0123456789"
+    assert lines(b"0123456789" + CSI + b"X")[0] == "0123456789"
+    assert lines(b"0123456789" + CSI + b"1K")[0] == ""
+    t = term(b"0123456789" + CSI + b"K\r\n")  # the line path and the token path agree
+    assert t.screen().lines[0] == "0123456789"
 
 
 def test_bel_nul_del_and_other_c0_are_ignored() -> None:
