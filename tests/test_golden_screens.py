@@ -1,7 +1,8 @@
 """Golden screens: real programs' output, recorded through the bastion, replayed by
 :class:`replay.Terminal` and compared with what tmux showed at the same moment.
 
-``tests/data/screens/`` holds, per scenario (vim, less, top, nested tmux, colour ls, wide
+``tests/data/screens/`` holds, per scenario (vim in one and in side-by-side windows, less, man,
+top, nested tmux in UTF-8 and with DEC line drawing, colour ls/grep/diff, a colour test, wide
 characters, a resize, invalid UTF-8, bash line editing), the sealed recording of a real ``ssh -tt``
 session through ``zsp serve`` to a real sshd, and tmux's view of the pane that ssh ran in, taken
 at marked points (``capture.py`` says how; it is not run here). Each mark is a frame count: the
@@ -62,7 +63,9 @@ def golden(name: str) -> Golden:
 
 
 def replay_until(g: Golden, frames: int) -> Screen:
-    """The emulator's screen after every output and resize frame with ``seq < frames``."""
+    """The emulator's screen after every output and resize frame with ``seq < frames`` (of a
+    recording that verifies: nothing unproven is compared)."""
+    assert g.report.outcome is Outcome.VALID, f"{g.doc['recording']} does not verify: {g.report.to_json()}"
     t = Terminal(g.header.cols, g.header.rows)
     for f in g.frames:
         if f.seq >= frames:
