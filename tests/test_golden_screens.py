@@ -130,6 +130,13 @@ def test_recording_verifies_with_the_committed_key(name: str) -> None:
     # (at least the `exit` typed after it), so every mark cuts the session somewhere real.
     marks = [c["frames"] for c in g.doc["captures"]]
     assert marks == sorted(marks) and marks[-1] < len(g.frames)
+    # A capture at another size than the session began with follows a RESIZE frame to that size:
+    # tmux's resize reached the remote side through ssh and the bastion, and was recorded.
+    for c in g.doc["captures"]:
+        sizes = [[g.header.cols, g.header.rows]] + [
+            [f.data.cols, f.data.rows] for f in g.frames[: c["frames"]] if f.kind is FrameKind.RESIZE
+        ]
+        assert sizes[-1] == c["size"], f"{name}/{c['name']}"
 
 
 @pytest.mark.parametrize(("name", "capture"), CASES)
