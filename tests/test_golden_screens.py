@@ -24,6 +24,7 @@ import functools
 import json
 import random
 import re
+import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,21 @@ def test_keyframes_round_trip_anywhere_in_real_sessions(name: str) -> None:
         t = restored
         if f.seq + 1 in marks:
             assert t.screen() == replay_until(g, f.seq + 1), f"{name}/{marks[f.seq + 1]}"
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux, the oracle")
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=EMULATOR_BUGS[("resize", "after-quit")])]
+                 if n == "resize" else [])
+    for n in NAMES
+])
+def test_every_frame_equals_tmux_replaying_the_recording(name: str, tmp_path: Path) -> None:
+    """Between the marks too: the recording replayed into a live tmux pane, compared after every
+    output and resize frame (tests/data/screens/crosscheck.py)."""
+    from tests.data.screens.crosscheck import check
+
+    problem = check(name, tmp_path)
+    assert problem is None, problem
 
 
 # --- emulator bugs the goldens found, as minimal cases (xfail until fixed) ------------------------
