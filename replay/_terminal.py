@@ -5,19 +5,30 @@ htop): C0 controls, ESC sequences, CSI with ``;`` and ``:`` parameters, OSC/DCS/
 (swallowed; OSC 0/2 set the title), UTF-8 with wide and combining characters, the DEC graphics
 set, scroll regions, the alternate screen, autowrap with a pending-wrap state. Queries (DSR, DA,
 DECRQSS) are consumed and never answered: an emulator for replay produces no output at all.
+Where terminals disagree (what happens at the pending-wrap position) it does what tmux does, the
+oracle of the golden tests; on captured vim, top and tmux output its screens equal tmux's.
+Deliberate differences from tmux: invalid UTF-8 shows as U+FFFD (tmux drops it), writing over
+half of a wide character blanks the other half (as xterm), DEC graphics are translated to the
+box-drawing characters they show (``tmux capture-pane`` prints the ASCII letters).
 
 It never raises on input. Malformed sequences degrade what is drawn: counts and coordinates are
-clamped, parameter lists capped, an unterminated string is abandoned after
-:data:`MAX_STRING` characters, and an over-long CSI is ignored.
+clamped, parameter lists capped, an unterminated string is abandoned after :data:`MAX_STRING`
+characters, and a CSI longer than :data:`MAX_SEQUENCE` is ignored. No sequence costs more than
+O(rows + cols) on a blank screen (rows known blank are skipped), so a hostile loop of ``ESC [ 2 J``
+cannot make replay or indexing crawl.
 
-Why it is shaped this way (profile before changing anything): pure Python only reaches tens of
-MB/s if it never loops per byte. A chunk is decoded at once (an incremental UTF-8 decoder keeps
-sequences split across :meth:`Terminal.feed` calls), then cut by one compiled regular expression
-(:data:`_TOKEN`) into runs of printable text, single controls, and complete escape sequences.
-Rows are lists of one-character cells plus parallel lists of interned :class:`Style` objects, so a
-run of text lands in a row with two slice assignments. A wide character's right half is the empty
-string, so ``"".join(row)`` is the row's text. CSI finals are dispatched through a dict, SGR
-results are cached per (style, parameters), and parameter strings are parsed once.
+Why it is shaped this way (profile before changing anything; ``benchmarks/bench_terminal.py``):
+pure Python only reaches tens of MB/s if it never loops per byte. A chunk is decoded at once (an
+incremental UTF-8 decoder keeps sequences split across :meth:`Terminal.feed` calls), then cut by
+one compiled regular expression (:data:`_TOKEN`) into tokens: runs of text with the SGRs, ELs and
+``ESC ( B`` between them, CR LF, other CSIs, runs of one control, ESC sequences. Rows are lists
+of one-character cells plus parallel lists of interned :class:`Style` objects, so a run of text
+lands in a row with two slice assignments; a wide character's right half is the empty string, so
+``"".join(row)`` is the row's text. Each SGR is one dict look-up in the current style's transition
+table. After a CR LF, a run of whole plain lines is written a row at a time (:meth:`Terminal._lines`),
+and at the bottom of the main screen in one step (:meth:`Terminal._bulk`): lines that scroll off
+go straight to :meth:`Terminal.take_lines` without ever being built as rows. Property tests check
+that every fast path equals feeding the same bytes one at a time.
 """
 
 from __future__ import annotations
@@ -86,7 +97,6 @@ _STRING_END = re.compile(r"[\x18\x1a\x1b]")
 _CSI_TAIL = re.compile(r"[ -?]*")
 _PENDING = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[ -/]*)")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CELL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,16}")
 
 _width: Callable[[str], int] = lru_cache(maxsize=8192)(_wcwidth)
 
@@ -180,12 +190,26 @@ _LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
 _EL = "\x1b[K"
 
 
+@lru_cache(maxsize=4096)
+def _cell_width(cell: str) -> int:
+    """Columns a cell's text takes (1 or 2), or 0 if no cell can hold it: a first character one
+    or two columns wide, then only zero-width characters (combining marks), no controls."""
+    if not cell or len(cell) > MAX_CELL or _CONTROLS.search(cell):
+        return 0
+    width = _width(cell[0])
+    if width not in (1, 2) or any(_width(c) != 0 for c in cell[1:]):
+        return 0
+    return width
+
+
 def _is_wide(cell: str) -> bool:
     return bool(cell) and _width(cell[0]) == 2
 
 
 _Row = list[str]
 _StyleRow = list[Style]
+_Buffer = tuple[list[_Row], list[_StyleRow], list[bool], list["Style | None"]]
+"""The inactive screen buffer: (chars, styles, wrapped, clean)."""
 _Saved = tuple[int, int, Style, bool, bool, bool, bool, bool]
 """(x, y, style, origin, autowrap, g0 graphics, g1 graphics, shifted out)."""
 
@@ -206,6 +230,7 @@ class Terminal:
         self._carry: list[str] = []
         self._nodes: dict[Style, _StyleNode] = {}
         self._reset_state()
+        self._new_buffers()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -227,7 +252,7 @@ class Terminal:
         self._shifted = False
         self._graphics = False
         self._simple = True
-        """Neither DEC graphics in GL nor insert mode: ASCII text is copied into cells as is."""
+        """Autowrap on, neither DEC graphics in GL nor insert mode: text is copied into cells as is."""
         self._last = ""
         self._alt = False
         self._main_saved: _Saved | None = None
@@ -239,13 +264,21 @@ class Terminal:
         self._string: str | None = None
         self._string_len = 0
         self._osc = ""
+
+    def _new_buffers(self) -> None:
+        cols, rows = self.cols, self.rows
         self._chars: list[_Row] = [[" "] * cols for _ in range(rows)]
         self._styles: list[_StyleRow] = [[DEFAULT_STYLE] * cols for _ in range(rows)]
         self._wrapped: list[bool] = [False] * rows
-        self._other: tuple[list[_Row], list[_StyleRow], list[bool]] = (
+        self._clean: list[Style | None] = [DEFAULT_STYLE] * rows
+        """clean[y]: row y is all blanks in this style (None: not known). A cache that lets erasing
+        or scrolling a blank screen cost O(rows), not O(rows x cols) (ED 2 in a loop on a
+        1000x500 screen must not cost milliseconds each); never dumped, rebuilt as None on load."""
+        self._other: _Buffer = (
             [[" "] * cols for _ in range(rows)],
             [[DEFAULT_STYLE] * cols for _ in range(rows)],
             [False] * rows,
+            [DEFAULT_STYLE] * rows,
         )
 
     def _node_of(self, style: Style) -> _StyleNode:
@@ -261,6 +294,9 @@ class Terminal:
 
     def _intern(self, style: Style) -> Style:
         return self._node_of(style).style
+
+    def _update_simple(self) -> None:
+        self._simple = self._autowrap and not (self._graphics or self._insert)
 
     def _set_style(self, style: Style) -> None:
         self._node = self._node_of(style)
@@ -394,6 +430,7 @@ class Terminal:
                         row[end] = " "
                     row[x:end] = text
                     self._styles[y][x:end] = [self._style] * (end - x)
+                    self._clean[y] = None
                     self._x = end
                     self._last = text
                 else:
@@ -489,6 +526,7 @@ class Terminal:
                     row[end] = " "
                 row[x:end] = total
                 self._styles[y][x:end] = cells
+                self._clean[y] = None
                 self._x = end
                 self._last = total
             if el_last:
@@ -514,7 +552,7 @@ class Terminal:
         x = self._x
         y = self._y
         self._wrapped[y] = False
-        if x >= cols:
+        if x >= cols or self._clean[y] is self._erase:
             return
         row = self._chars[y]
         if x and row[x] == "":
@@ -522,6 +560,7 @@ class Terminal:
         n = cols - x
         row[x:] = [" "] * n
         self._styles[y][x:] = [self._erase] * n
+        self._clean[y] = self._erase if x == 0 else None
 
     def _lines(self, lines: list[str], fresh: bool) -> None:
         """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
@@ -561,12 +600,14 @@ class Terminal:
                 chars[y] = list(line) + blank[n:]
                 self._styles[y] = [style] * cols if style is erase else [style] * n + [erase] * (cols - n)
                 self._wrapped[y] = False
+                self._clean[y] = None if n else erase
             elif n:
                 row = chars[y]
                 if n < cols and row[n] == "":
                     row[n] = " "
                 row[:n] = line
                 self._styles[y][:n] = [style] * n
+                self._clean[y] = None
             if n:
                 self._last = line
             self._x = 0
@@ -593,7 +634,7 @@ class Terminal:
         old = rows - 1
         out = min(total, old)  # old rows scrolled off
         chars, styles, wrapped = self._chars, self._styles, self._wrapped
-        self._scroll_out_rows(chars[:out], wrapped[:out])
+        self._scroll_out_rows(chars[:out], wrapped[:out], self._clean[:out])
         gone = total - out  # new rows scrolled off
         i = 0
         head = 0  # rows of lines[i] scrolled off (its first rows; the rest stay)
@@ -644,6 +685,7 @@ class Terminal:
             [erase] * cols,
         ]
         self._wrapped = [*wrapped[out:old], *new_wrapped, False]
+        self._clean = [*self._clean[out:old], *([None] * len(new_text)), erase]
         self.scrolled += gone
         for line in reversed(lines):
             if line:
@@ -726,14 +768,15 @@ class Terminal:
         i = 0
         while i < n:
             x = self._x
-            if x >= cols:
-                if self._autowrap:
-                    self._wrapped[self._y] = True
-                    self._linefeed()
-                    x = 0
-                else:
-                    x = cols - 1
-                    i = n - 1
+            if x >= cols:  # the pending-wrap position (autowrap on)
+                self._wrapped[self._y] = True
+                self._linefeed()
+                x = 0
+            elif not self._autowrap and n - i > cols - x:
+                # Without autowrap, what does not fit overwrites the last column: only the last stays.
+                text = text[i : i + cols - x - 1] + text[-1]
+                n = len(text)
+                i = 0
             k = cols - x
             if k > n - i:
                 k = n - i
@@ -753,7 +796,8 @@ class Terminal:
                 row[end] = " "
             row[x:end] = text[i : i + k]
             styles[x:end] = [self._style] * k
-            self._x = end
+            self._clean[y] = None
+            self._x = end if end < cols or self._autowrap else cols - 1
             i += k
 
     def _wide(self, ch: str) -> None:
@@ -783,7 +827,8 @@ class Terminal:
         row[x] = ch
         row[x + 1] = ""
         styles[x] = styles[x + 1] = self._style
-        self._x = x + 2
+        self._clean[y] = None
+        self._x = x + 2 if x + 2 < cols or self._autowrap else cols - 1
         if self._insert:
             self._repair(y)
 
@@ -798,9 +843,11 @@ class Terminal:
         cell = row[px]
         if cell and len(cell) < MAX_CELL:
             row[px] = cell + ch
+            self._clean[self._y] = None
 
     def _repair(self, y: int) -> None:
         """Blank half-overwritten wide characters of row ``y`` (after a shift or a resize)."""
+        self._clean[y] = None
         row = self._chars[y]
         cols = self.cols
         for i, cell in enumerate(row):
@@ -830,66 +877,78 @@ class Terminal:
     def _blank_row(self) -> tuple[_Row, _StyleRow]:
         return [" "] * self.cols, [self._erase] * self.cols
 
-    def _scroll_up(self, n: int, top: int | None = None, report: bool = True) -> None:
-        """Scroll rows ``top`` (default: the region's top) to the region's bottom up by ``n``.
+    def _scroll_up(self, n: int, top: int | None = None, report: bool = True, bottom: int | None = None) -> None:
+        """Scroll rows ``top``..``bottom`` (default: the region) up by ``n``.
 
         Rows leaving the top of the main screen are reported to :meth:`take_lines` (unless
-        ``report`` is false: DL deletes rows, they do not scroll off)."""
+        ``report`` is false: DL deletes rows, they do not scroll off). Rows that leave already
+        blank in the erase style come back at the bottom as they are (no new lists)."""
         if top is None:
             top = self._top
-        bottom = self._bottom
+        if bottom is None:
+            bottom = self._bottom
         n = min(n, bottom - top + 1)
         if n <= 0:
             return
-        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
         cols = self.cols
         erase = self._erase
         if report and top == 0 and not self._alt:
-            self._scroll_out_rows(chars[:n], wrapped[:n])
+            self._scroll_out_rows(chars[:n], wrapped[:n], clean[:n])
         if n == 1:
-            del chars[top]
-            del styles[top]
+            row = chars.pop(top)
+            srow = styles.pop(top)
             del wrapped[top]
-            chars.insert(bottom, [" "] * cols)
-            styles.insert(bottom, [erase] * cols)
+            if clean.pop(top) is not erase:
+                row = [" "] * cols
+                srow = [erase] * cols
+            chars.insert(bottom, row)
+            styles.insert(bottom, srow)
             wrapped.insert(bottom, False)
-        else:
-            end = bottom + 1
-            chars[top:end] = [*chars[top + n : end], *[[" "] * cols for _ in range(n)]]
-            styles[top:end] = [*styles[top + n : end], *[[erase] * cols for _ in range(n)]]
-            wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
+            clean.insert(bottom, erase)
+            return
+        end = bottom + 1
+        leaving = range(top, top + n)
+        chars[top:end] = [*chars[top + n : end], *[chars[y] if clean[y] is erase else [" "] * cols for y in leaving]]
+        styles[top:end] = [*styles[top + n : end], *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving]]
+        wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
+        clean[top:end] = [*clean[top + n : end], *([erase] * n)]
 
-    def _scroll_down(self, n: int, top: int | None = None) -> None:
-        """Scroll rows ``top`` (default: the region's top) to the region's bottom down by ``n``."""
+    def _scroll_down(self, n: int, top: int | None = None, bottom: int | None = None) -> None:
+        """Scroll rows ``top``..``bottom`` (default: the region) down by ``n``."""
         if top is None:
             top = self._top
-        bottom = self._bottom
+        if bottom is None:
+            bottom = self._bottom
         n = min(n, bottom - top + 1)
         if n <= 0:
             return
-        chars, styles, wrapped = self._chars, self._styles, self._wrapped
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
         cols = self.cols
         erase = self._erase
         end = bottom + 1
-        chars[top:end] = [*[[" "] * cols for _ in range(n)], *chars[top : end - n]]
-        styles[top:end] = [*[[erase] * cols for _ in range(n)], *styles[top : end - n]]
+        leaving = range(end - n, end)
+        chars[top:end] = [*[chars[y] if clean[y] is erase else [" "] * cols for y in leaving], *chars[top : end - n]]
+        styles[top:end] = [*[styles[y] if clean[y] is erase else [erase] * cols for y in leaving], *styles[top : end - n]]
         wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
+        clean[top:end] = [*([erase] * n), *clean[top : end - n]]
         if top > 0:
             wrapped[top - 1] = False
 
-    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool]) -> None:
+    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool], clean: list[Style | None]) -> None:
         """Rows left the top of the main screen (several at once: SU, tmux's redraws)."""
         self.scrolled += len(rows)
         if self._carry or True in wrapped:
-            for row, flag in zip(rows, wrapped, strict=True):
-                self._scroll_out("".join(row), flag)
+            for row, flag, blank in zip(rows, wrapped, clean, strict=True):
+                self._scroll_out(" " * len(row) if blank is not None else "".join(row), flag)
             return
-        kept = [text for text in ["".join(row).rstrip(" ") for row in rows] if text]
-        taken = self._taken
-        over = len(taken) + len(kept) - MAX_TAKEN
-        if over > 0:
-            self.dropped_lines += over
-        taken.extend(kept)
+        kept = [text for text in ["".join(row).rstrip(" ") for row, blank in zip(rows, clean) if blank is None] if text]  # noqa: B905 (equal lengths)
+        if kept:
+            taken = self._taken
+            over = len(taken) + len(kept) - MAX_TAKEN
+            if over > 0:
+                self.dropped_lines += over
+            taken.extend(kept)
 
     def _scroll_out(self, text: str, wrapped: bool) -> None:
         """A row with ``text`` left the top of the main screen: add it to the logical lines."""
@@ -908,11 +967,17 @@ class Terminal:
 
     def _flush_screen(self) -> None:
         """The whole main screen is about to be erased: report its rows."""
-        chars, wrapped = self._chars, self._wrapped
+        chars, wrapped, clean = self._chars, self._wrapped, self._clean
         if self._alt:
-            chars, wrapped = self._other[0], self._other[2]
+            chars, wrapped, clean = self._other[0], self._other[2], self._other[3]
+        last = self.rows - 1
         for y in range(self.rows):
-            self._scroll_out("".join(chars[y]), wrapped[y] and y < self.rows - 1)
+            flag = wrapped[y] and y < last
+            if clean[y] is not None:
+                if self._carry or flag:
+                    self._scroll_out(" " * self.cols, flag)
+                continue
+            self._scroll_out("".join(chars[y]), flag)
 
     def _goto(self, x: int, y: int) -> None:
         """Move to (x, y) in screen coordinates, clamped to the screen."""
@@ -937,11 +1002,11 @@ class Terminal:
         elif ch == "\x0e":
             self._shifted = True
             self._graphics = self._g1_graphics
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
         elif ch == "\x0f":
             self._shifted = False
             self._graphics = self._g0_graphics
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
         # BEL, NUL, other C0, DEL and C1: nothing.
 
     def _controls(self, ch: str, count: int) -> None:
@@ -1001,16 +1066,22 @@ class Terminal:
             else:
                 self._g1_graphics = graphics
             self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
         elif inter == "#" and final == "8":
             for y in range(self.rows):
                 self._chars[y] = ["E"] * self.cols
                 self._styles[y] = [DEFAULT_STYLE] * self.cols
                 self._wrapped[y] = False
+                self._clean[y] = None
             self._goto(0, 0)
 
     def _ris(self) -> None:
         self._flush_screen()
+        if self._alt:
+            self._swap_buffers()
+        for _ in range(2):  # both buffers, blank rows left alone (RIS in a loop must stay cheap)
+            self._erase_rows(0, self.rows, DEFAULT_STYLE)
+            self._swap_buffers()
         self._reset_state()
 
     def _save_cursor(self) -> None:
@@ -1035,7 +1106,7 @@ class Terminal:
             saved = (0, 0, DEFAULT_STYLE, False, True, False, False, False)
         x, y, style, self._origin, self._autowrap, self._g0_graphics, self._g1_graphics, self._shifted = saved
         self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
-        self._simple = not (self._graphics or self._insert)
+        self._update_simple()
         self._set_style(style)
         self._x = min(x, self.cols)
         self._y = min(y, self.rows - 1)
@@ -1106,7 +1177,8 @@ class Terminal:
 
     def _erase_cells(self, y: int, start: int, end: int) -> None:
         """Blank cells ``start``..``end`` (exclusive) of row ``y`` with the erase style."""
-        if start >= end:
+        erase = self._erase
+        if start >= end or self._clean[y] is erase:
             return
         row = self._chars[y]
         if row[start] == "" and start > 0:
@@ -1114,15 +1186,21 @@ class Terminal:
         if end < self.cols and row[end] == "":
             row[end] = " "
         row[start:end] = [" "] * (end - start)
-        self._styles[y][start:end] = [self._erase] * (end - start)
+        self._styles[y][start:end] = [erase] * (end - start)
+        self._clean[y] = erase if start == 0 and end == self.cols else None
 
-    def _erase_rows(self, start: int, end: int) -> None:
+    def _erase_rows(self, start: int, end: int, style: Style | None = None) -> None:
+        """Blank rows ``start``..``end`` (exclusive) in ``style`` (default: the erase style);
+        rows already blank in it are left alone."""
         cols = self.cols
-        erase = self._erase
+        erase = self._erase if style is None else style
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
         for y in range(start, end):
-            self._chars[y] = [" "] * cols
-            self._styles[y] = [erase] * cols
-            self._wrapped[y] = False
+            if clean[y] is not erase:
+                chars[y] = [" "] * cols
+                styles[y] = [erase] * cols
+                clean[y] = erase
+            wrapped[y] = False
 
     def _csi_ed(self, p: str) -> None:
         mode = _params(p)[0] if p else 0
@@ -1164,6 +1242,8 @@ class Terminal:
         x = min(self._x, cols - 1)
         n = min(_arg(p), cols - x)
         y = self._y
+        if self._clean[y] is self._erase:
+            return
         row, styles = self._chars[y], self._styles[y]
         row[x:x] = [" "] * n
         styles[x:x] = [self._erase] * n
@@ -1176,6 +1256,8 @@ class Terminal:
         x = min(self._x, cols - 1)
         n = min(_arg(p), cols - x)
         y = self._y
+        if self._clean[y] is self._erase:
+            return
         row, styles = self._chars[y], self._styles[y]
         del row[x : x + n]
         del styles[x : x + n]
@@ -1183,15 +1265,18 @@ class Terminal:
         styles.extend([self._erase] * n)
         self._repair(y)
 
+    # IL and DL act from the cursor row to the region's bottom; outside the region, to the
+    # screen's bottom; the cursor stays where it is. That is what tmux does (VT510 would ignore
+    # them outside the region and return to the left margin).
+
     def _csi_il(self, p: str) -> None:
-        if self._top <= self._y <= self._bottom:
-            self._scroll_down(_arg(p), self._y)
-            self._x = 0
+        y = self._y
+        self._scroll_down(_arg(p), y, self._bottom if self._top <= y <= self._bottom else self.rows - 1)
 
     def _csi_dl(self, p: str) -> None:
-        if self._top <= self._y <= self._bottom:
-            self._scroll_up(_arg(p), self._y, report=False)
-            self._x = 0
+        y = self._y
+        bottom = self._bottom if self._top <= y <= self._bottom else self.rows - 1
+        self._scroll_up(_arg(p), y, report=False, bottom=bottom)
 
     def _csi_su(self, p: str) -> None:
         self._scroll_up(_arg(p))
@@ -1232,12 +1317,12 @@ class Terminal:
     def _csi_sm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = True
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
 
     def _csi_rm(self, p: str) -> None:
         if 4 in _params(p):
             self._insert = False
-            self._simple = not (self._graphics or self._insert)
+            self._update_simple()
 
     def _csi_scosc(self, p: str) -> None:
         if not p:
@@ -1264,7 +1349,7 @@ class Terminal:
         self._top = 0
         self._bottom = self.rows - 1
         self._g0_graphics = self._g1_graphics = self._shifted = self._graphics = False
-        self._simple = not (self._graphics or self._insert)
+        self._update_simple()
         self._set_style(DEFAULT_STYLE)
         if self._alt:
             self._alt_saved = None
@@ -1276,6 +1361,7 @@ class Terminal:
             self._cursor_visible = on
         elif mode == 7:
             self._autowrap = on
+            self._update_simple()
         elif mode == 6:
             self._origin = on
             self._x = 0
@@ -1286,9 +1372,7 @@ class Terminal:
                     self._save_cursor()
                 self._swap_buffers()
                 if mode != 47:
-                    self._erase_rows(0, self.rows)
-                    for y in range(self.rows):
-                        self._styles[y] = [DEFAULT_STYLE] * self.cols
+                    self._erase_rows(0, self.rows, DEFAULT_STYLE)
             elif not on and self._alt:
                 self._swap_buffers()
                 if mode == 1049:
@@ -1296,8 +1380,8 @@ class Terminal:
 
     def _swap_buffers(self) -> None:
         other = self._other
-        self._other = (self._chars, self._styles, self._wrapped)
-        self._chars, self._styles, self._wrapped = other
+        self._other = (self._chars, self._styles, self._wrapped, self._clean)
+        self._chars, self._styles, self._wrapped, self._clean = other
         self._alt = not self._alt
 
     # -- resize --------------------------------------------------------------------------------
@@ -1313,12 +1397,12 @@ class Terminal:
         drop_top = y - rows + 1 if y >= rows else 0
         for is_alt in (self._alt, not self._alt):
             if is_alt == self._alt:
-                chars, styles, wrapped = self._chars, self._styles, self._wrapped
+                chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
             else:
-                chars, styles, wrapped = self._other
+                chars, styles, wrapped, clean = self._other
             if drop_top:
                 if not is_alt:
-                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top])
+                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top], clean[:drop_top])
                 del chars[:drop_top]
                 del styles[:drop_top]
                 del wrapped[:drop_top]
@@ -1349,6 +1433,8 @@ class Terminal:
         for i in range(old_cols - old_cols % 8 + 8 if old_cols % 8 else old_cols, cols, 8):
             tabs[i] = 1
         self._tabs = tabs
+        self._clean = [None] * rows
+        self._other = (*self._other[:3], [None] * rows)
         self._top = 0
         self._bottom = rows - 1
         self._y = _clamp(y - drop_top, 0, rows - 1)
@@ -1370,12 +1456,16 @@ class Terminal:
         margins, style, pending UTF-8 and escape bytes, tabs, title, scroll count, lines not taken."""
         table: list[Style] = []
         index: dict[Style, int] = {}
+        by_id: dict[int, int] = {}  # styles are interned: hashing each one (10 fields) is slow
 
         def sid(style: Style) -> int:
-            found = index.get(style)
+            found = by_id.get(id(style))
             if found is None:
-                found = index[style] = len(table)
-                table.append(style)
+                found = index.get(style)
+                if found is None:
+                    found = index[style] = len(table)
+                    table.append(style)
+                by_id[id(style)] = found
             return found
 
         def buffer(chars: list[_Row], styles: list[_StyleRow], wrapped: list[bool]) -> list[Any]:
@@ -1401,8 +1491,8 @@ class Terminal:
         state = {
             "v": FORMAT_VERSION,
             "size": [self.cols, self.rows],
-            "main": buffer(*(self._other if self._alt else (self._chars, self._styles, self._wrapped))),
-            "alt": buffer(*((self._chars, self._styles, self._wrapped) if self._alt else self._other)),
+            "main": buffer(*(self._other[:3] if self._alt else (self._chars, self._styles, self._wrapped))),
+            "alt": buffer(*((self._chars, self._styles, self._wrapped) if self._alt else self._other[:3])),
             "on_alt": self._alt,
             "cursor": [self._x, self._y],
             "style": sid(self._style),
@@ -1522,19 +1612,26 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
         for item in rows_in:
             text, rle = _list(item, 2, 2)
             if type(text) is str:
+                # One character per cell: each must be one cell wide (the common, fast case).
+                if len(text) != cols:
+                    raise ReplayError("terminal state: row of the wrong width")
+                if _CONTROLS.search(text):
+                    raise ReplayError("terminal state: control character in a cell")
+                if not (text.isascii() or _narrow().fullmatch(text)) and any(_width(c) != 1 for c in text):
+                    raise ReplayError("terminal state: a cell of the wrong width")
                 row = list(text)
             else:
                 row = [_str(c, MAX_CELL) for c in _list(text, cols, cols)]
-            if len(row) != cols:
-                raise ReplayError("terminal state: row of the wrong width")
-            for i, cell in enumerate(row):
-                if cell == "":
-                    if i == 0 or not _is_wide(row[i - 1]):
-                        raise ReplayError("terminal state: stray wide-character placeholder")
-                elif _CELL_TEXT.fullmatch(cell) is None:
-                    raise ReplayError("terminal state: control character in a cell")
-                elif _is_wide(cell) and (i + 1 >= cols or row[i + 1] != ""):
-                    raise ReplayError("terminal state: wide character without its placeholder")
+                for i, cell in enumerate(row):
+                    if cell == "":
+                        if i == 0 or not _is_wide(row[i - 1]):
+                            raise ReplayError("terminal state: stray wide-character placeholder")
+                        continue
+                    width = _cell_width(cell)
+                    if width == 0:
+                        raise ReplayError("terminal state: a cell that is not one or two columns of text")
+                    if width == 2 and (i + 1 >= cols or row[i + 1] != ""):
+                        raise ReplayError("terminal state: wide character without its placeholder")
             rle = _list(rle, 2, 2 * cols)
             srow: _StyleRow = []
             for j in range(0, len(rle) - 1, 2):
@@ -1551,7 +1648,9 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
     alt = buffer(raw["alt"])
     term._alt = _bool(raw["on_alt"])
     term._chars, term._styles, term._wrapped = alt if term._alt else main
-    term._other = main if term._alt else alt
+    term._clean = [None] * rows
+    other = main if term._alt else alt
+    term._other = (*other, [None] * rows)
     cursor = _list(raw["cursor"], 2, 2)
     term._x = _int(cursor[0], 0, cols)
     term._y = _int(cursor[1], 0, rows - 1)
@@ -1572,7 +1671,7 @@ def _load(cls: type[Terminal], data: bytes) -> Terminal:
         term._shifted,
     ) = modes
     term._graphics = term._g1_graphics if term._shifted else term._g0_graphics
-    term._simple = not (term._graphics or term._insert)
+    term._update_simple()
 
     def saved(value: Any) -> _Saved | None:
         if value is None:

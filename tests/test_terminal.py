@@ -304,8 +304,12 @@ def test_insert_and_delete_lines_in_scroll_region() -> None:
     base = FILLED + CSI + b"2;3r"  # region: rows 2-3
     assert lines(base + CSI + b"2;1H" + CSI + b"L") == ("abcdefghij", "", "klmnopqrst", "456789ABCD")
     assert lines(base + CSI + b"2;1H" + CSI + b"M") == ("abcdefghij", "uvwxyz0123", "", "456789ABCD")
-    # outside the region: nothing
-    assert lines(base + CSI + b"4;1H" + CSI + b"L") == ("abcdefghij", "klmnopqrst", "uvwxyz0123", "456789ABCD")
+    # outside the region: from the cursor row to the bottom of the screen, as tmux does
+    assert lines(base + CSI + b"4;1H" + CSI + b"L") == ("abcdefghij", "klmnopqrst", "uvwxyz0123", "")
+    assert lines(base + CSI + b"1;1H" + CSI + b"M") == ("klmnopqrst", "uvwxyz0123", "456789ABCD", "")
+    # the cursor stays where it was (tmux; VT510 would go to the left margin)
+    t = term(base + CSI + b"2;5H" + CSI + b"L")
+    assert t.cursor == (4, 1)
     assert lines(FILLED + CSI + b"2;1H" + CSI + b"2L") == ("abcdefghij", "", "", "klmnopqrst")
     assert lines(FILLED + CSI + b"2;1H" + CSI + b"2M") == ("abcdefghij", "456789ABCD", "", "")
 
