@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import codecs
 import re
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from bisect import bisect_right
 from itertools import accumulate, groupby
 from typing import Any
 
@@ -181,7 +181,7 @@ def _narrow() -> re.Pattern[str]:
         elif not one and start >= 0:
             ranges.append(f"\\u{start:04x}-\\u{code - 1:04x}")
             start = -1
-    return re.compile("[ -~%s]*" % "".join(ranges))
+    return re.compile(f"[ -~{''.join(ranges)}]*")
 
 
 _LINE_BLOCK = re.compile(r"(?:[ -~]*+(?:\x1b\[K)?\r\n)+")
@@ -552,15 +552,16 @@ class Terminal:
         x = self._x
         y = self._y
         self._wrapped[y] = False
-        if x >= cols or self._clean[y] is self._erase:
+        erase = self._erase
+        if x >= cols or self._clean[y] is erase:
             return
         row = self._chars[y]
         if x and row[x] == "":
             row[x - 1] = " "
         n = cols - x
         row[x:] = [" "] * n
-        self._styles[y][x:] = [self._erase] * n
-        self._clean[y] = self._erase if x == 0 else None
+        self._styles[y][x:] = [erase] * n
+        self._clean[y] = erase if x == 0 else None
 
     def _lines(self, lines: list[str], fresh: bool) -> None:
         """Whole lines written from column 0, each followed by CR LF (see :data:`_LINE_BLOCK`).
@@ -894,7 +895,19 @@ class Terminal:
         cols = self.cols
         erase = self._erase
         if report and top == 0 and not self._alt:
-            self._scroll_out_rows(chars[:n], wrapped[:n], clean[:n])
+            if n == 1:  # the common case, inline: one row scrolls off
+                self.scrolled += 1
+                flag = wrapped[0]
+                if self._carry or flag:
+                    self._scroll_out(" " * cols if clean[0] is not None else "".join(chars[0]), flag)
+                elif clean[0] is None:
+                    text = "".join(chars[0]).rstrip(" ")
+                    if text:
+                        if len(self._taken) == MAX_TAKEN:
+                            self.dropped_lines += 1
+                        self._taken.append(text)
+            else:
+                self._scroll_out_rows(chars[:n], wrapped[:n], clean[:n])
         if n == 1:
             row = chars.pop(top)
             srow = styles.pop(top)
@@ -910,7 +923,10 @@ class Terminal:
         end = bottom + 1
         leaving = range(top, top + n)
         chars[top:end] = [*chars[top + n : end], *[chars[y] if clean[y] is erase else [" "] * cols for y in leaving]]
-        styles[top:end] = [*styles[top + n : end], *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving]]
+        styles[top:end] = [
+            *styles[top + n : end],
+            *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving],
+        ]
         wrapped[top:end] = [*wrapped[top + n : end], *([False] * n)]
         clean[top:end] = [*clean[top + n : end], *([erase] * n)]
 
@@ -929,7 +945,10 @@ class Terminal:
         end = bottom + 1
         leaving = range(end - n, end)
         chars[top:end] = [*[chars[y] if clean[y] is erase else [" "] * cols for y in leaving], *chars[top : end - n]]
-        styles[top:end] = [*[styles[y] if clean[y] is erase else [erase] * cols for y in leaving], *styles[top : end - n]]
+        styles[top:end] = [
+            *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving],
+            *styles[top : end - n],
+        ]
         wrapped[top:end] = [*([False] * n), *wrapped[top : end - n]]
         clean[top:end] = [*([erase] * n), *clean[top : end - n]]
         if top > 0:
