@@ -32,6 +32,7 @@ import random
 import select
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import termios
@@ -186,8 +187,12 @@ def captured(workdir: Path) -> dict[str, tuple[bytes, tuple[int, int]]]:
         found["top (captured)"] = (capture(["top", "-d", "0.05", "-n", "100"], timeout=20), (120, 40))
     if shutil.which("tmux"):
         command = "seq 1 100000; ls -la --color=always /usr/bin | head -3000"
-        argv = ["tmux", "-L", f"zsp-bench-{os.getpid()}", "-f", "/dev/null", "new-session", command]
-        found["tmux (captured)"] = (capture(argv, timeout=30), (120, 40))
+        socket = f"zsp-bench-{os.getpid()}"
+        argv = ["tmux", "-L", socket, "-f", "/dev/null", "new-session", command]
+        try:
+            found["tmux (captured)"] = (capture(argv, timeout=30), (120, 40))
+        finally:  # the server outlives a client killed at the timeout
+            subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
     return found
 
 

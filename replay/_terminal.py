@@ -202,13 +202,23 @@ def _cell_width(cell: str) -> int:
     return width
 
 
+def _row_text(row: _Row, known: Style | str | None) -> str:
+    """The text of ``row`` (every cell, blanks included), using what is known of it."""
+    if known is None:
+        return "".join(row)
+    if type(known) is str:
+        return known + " " * (len(row) - len(known))
+    return " " * len(row)
+
+
 def _is_wide(cell: str) -> bool:
     return bool(cell) and _width(cell[0]) == 2
 
 
 _Row = list[str]
 _StyleRow = list[Style]
-_Buffer = tuple[list[_Row], list[_StyleRow], list[bool], list["Style | None"]]
+_Known = Style | str | None
+_Buffer = tuple[list[_Row], list[_StyleRow], list[bool], list[_Known]]
 """The inactive screen buffer: (chars, styles, wrapped, clean)."""
 _Saved = tuple[int, int, Style, bool, bool, bool, bool, bool]
 """(x, y, style, origin, autowrap, g0 graphics, g1 graphics, shifted out)."""
@@ -270,10 +280,12 @@ class Terminal:
         self._chars: list[_Row] = [[" "] * cols for _ in range(rows)]
         self._styles: list[_StyleRow] = [[DEFAULT_STYLE] * cols for _ in range(rows)]
         self._wrapped: list[bool] = [False] * rows
-        self._clean: list[Style | None] = [DEFAULT_STYLE] * rows
-        """clean[y]: row y is all blanks in this style (None: not known). A cache that lets erasing
-        or scrolling a blank screen cost O(rows), not O(rows x cols) (ED 2 in a loop on a
-        1000x500 screen must not cost milliseconds each); never dumped, rebuilt as None on load."""
+        self._clean: list[_Known] = [DEFAULT_STYLE] * rows
+        """What is known of row y without looking at its cells: a Style (all blanks in that
+        style), a str (the row's text is that string, then blanks; styles unknown), or None.
+        A cache: erasing or scrolling a blank screen costs O(rows), not O(rows x cols) (ED 2 in a
+        loop on a 1000x500 screen must not cost milliseconds each), and a row written from a
+        line scrolls off without joining its cells. Never dumped; None everywhere after load."""
         self._other: _Buffer = (
             [[" "] * cols for _ in range(rows)],
             [[DEFAULT_STYLE] * cols for _ in range(rows)],
@@ -573,51 +585,60 @@ class Terminal:
         :meth:`_bulk`. (An EL erases nothing from the pending-wrap position, so it never erases
         a character its line wrote.)
         """
-        cols = self.cols
+        cols, rows = self.cols, self.rows
         style = self._style
         erase = self._erase
         blank = [" "] * cols
-        count = len(lines)
-        i = 0
-        while i < count:
-            y = self._y
-            if fresh and y == self.rows - 1 and self._bottom == y and self._top == 0 and not self._alt:
+        plain_row = [style] * cols if style is erase else None
+        # Constant while the lines are written (no sequence in between; _scroll_up works in place).
+        chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
+        bottom = self._bottom
+        bulk = bottom == rows - 1 and self._top == 0 and not self._alt
+        last = ""
+        y = self._y
+        for i, line in enumerate(lines):
+            if fresh and bulk and y == bottom:
+                self._y = y
+                self._x = 0
+                if last:
+                    self._last = last
                 self._bulk(lines[i:] if i else lines)
                 return
-            line = lines[i]
-            i += 1
             el = line.endswith(_EL)
             if el:
                 line = line[:-3]
             n = len(line)
-            chars = self._chars
             if n > cols:
                 self._x = 0
+                self._y = y
                 self._text(line)
                 if el:
                     self._erase_to_end()
                 y = self._y
             elif el:
                 chars[y] = list(line) + blank[n:]
-                self._styles[y] = [style] * cols if style is erase else [style] * n + [erase] * (cols - n)
-                self._wrapped[y] = False
-                self._clean[y] = None if n else erase
+                styles[y] = plain_row.copy() if plain_row is not None else [style] * n + [erase] * (cols - n)
+                wrapped[y] = False
+                clean[y] = line if n else erase
             elif n:
                 row = chars[y]
                 if n < cols and row[n] == "":
                     row[n] = " "
                 row[:n] = line
-                self._styles[y][:n] = [style] * n
-                self._clean[y] = None
+                styles[y][:n] = [style] * n
+                clean[y] = None
             if n:
-                self._last = line
-            self._x = 0
-            fresh = y == self._bottom
+                last = line
+            fresh = y == bottom
             if fresh:
                 self._y = y
                 self._scroll_up(1)
-            elif y < self.rows - 1:
-                self._y = y + 1
+            elif y < rows - 1:
+                y += 1
+        self._y = y
+        self._x = 0
+        if last:
+            self._last = last
 
     def _bulk(self, lines: list[str]) -> None:
         """Whole lines (see :meth:`_lines`) written at the bottom of a full-screen main region,
@@ -686,7 +707,7 @@ class Terminal:
             [erase] * cols,
         ]
         self._wrapped = [*wrapped[out:old], *new_wrapped, False]
-        self._clean = [*self._clean[out:old], *([None] * len(new_text)), erase]
+        self._clean = [*self._clean[out:old], *new_text, erase]
         self.scrolled += gone
         for line in reversed(lines):
             if line:
@@ -898,10 +919,11 @@ class Terminal:
             if n == 1:  # the common case, inline: one row scrolls off
                 self.scrolled += 1
                 flag = wrapped[0]
+                known = clean[0]
                 if self._carry or flag:
-                    self._scroll_out(" " * cols if clean[0] is not None else "".join(chars[0]), flag)
-                elif clean[0] is None:
-                    text = "".join(chars[0]).rstrip(" ")
+                    self._scroll_out(_row_text(chars[0], known), flag)
+                elif known is None or type(known) is str:
+                    text = ("".join(chars[0]) if known is None else known).rstrip(" ")
                     if text:
                         if len(self._taken) == MAX_TAKEN:
                             self.dropped_lines += 1
@@ -954,14 +976,19 @@ class Terminal:
         if top > 0:
             wrapped[top - 1] = False
 
-    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool], clean: list[Style | None]) -> None:
+    def _scroll_out_rows(self, rows: list[_Row], wrapped: list[bool], clean: list[_Known]) -> None:
         """Rows left the top of the main screen (several at once: SU, tmux's redraws)."""
         self.scrolled += len(rows)
         if self._carry or True in wrapped:
-            for row, flag, blank in zip(rows, wrapped, clean, strict=True):
-                self._scroll_out(" " * len(row) if blank is not None else "".join(row), flag)
+            for row, flag, known in zip(rows, wrapped, clean, strict=True):
+                self._scroll_out(_row_text(row, known), flag)
             return
-        kept = [text for text in ["".join(row).rstrip(" ") for row, blank in zip(rows, clean) if blank is None] if text]  # noqa: B905 (equal lengths)
+        texts = [
+            ("".join(row) if known is None else known).rstrip(" ")
+            for row, known in zip(rows, clean)  # noqa: B905 (equal lengths)
+            if known is None or type(known) is str
+        ]
+        kept = [text for text in texts if text]
         if kept:
             taken = self._taken
             over = len(taken) + len(kept) - MAX_TAKEN
@@ -992,11 +1019,10 @@ class Terminal:
         last = self.rows - 1
         for y in range(self.rows):
             flag = wrapped[y] and y < last
-            if clean[y] is not None:
-                if self._carry or flag:
-                    self._scroll_out(" " * self.cols, flag)
-                continue
-            self._scroll_out("".join(chars[y]), flag)
+            known = clean[y]
+            if known is not None and type(known) is not str and not (self._carry or flag):
+                continue  # a blank row: nothing to report, nothing to join
+            self._scroll_out(_row_text(chars[y], known), flag)
 
     def _goto(self, x: int, y: int) -> None:
         """Move to (x, y) in screen coordinates, clamped to the screen."""

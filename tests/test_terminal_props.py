@@ -79,16 +79,21 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _check_clean_rows(t: Terminal) -> None:
-    """The emulator's cache of blank rows (what lets ED 2 or SU on a blank screen cost O(rows))
-    must never claim a row blank that is not: that would make an erase skip real content."""
+    """The emulator's cache of what rows hold (what lets ED 2 or SU on a blank screen cost
+    O(rows), and a row written from a line scroll off without joining its cells) must never be
+    wrong: a row it calls blank must be blank in that style, a row it knows the text of must
+    hold exactly that text. A wrong entry would make an erase skip content, or report a line
+    that is not on screen."""
     buffers = [(t._chars, t._styles, t._clean), (t._other[0], t._other[1], t._other[3])]
     for chars, styles, clean in buffers:
         assert len(chars) == len(styles) == len(clean) == t.rows
-        for row, srow, blank in zip(chars, styles, clean, strict=True):
+        for row, srow, known in zip(chars, styles, clean, strict=True):
             assert len(row) == len(srow) == t.cols
-            if blank is not None:
+            if isinstance(known, str):
+                assert row == list(known) + [" "] * (t.cols - len(known))
+            elif known is not None:
                 assert row == [" "] * t.cols
-                assert all(style is blank for style in srow)
+                assert all(style is known for style in srow)
 
 
 def _check_cells(t: Terminal) -> None:
