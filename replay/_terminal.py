@@ -1440,17 +1440,26 @@ class Terminal:
             return
         y = self._y
         drop_top = y - rows + 1 if y >= rows else 0
+        # The main screen kept while the alternate one is shown scrolls by its own cursor (saved
+        # by 1049), not by the alternate screen's; an alternate screen in the background is cut.
+        main_saved = self._main_saved
+        drop_main = 0
+        if self._alt and main_saved is not None and main_saved[1] >= rows:
+            drop_main = main_saved[1] - rows + 1
+            self._main_saved = (main_saved[0], main_saved[1] - drop_main, *main_saved[2:])
         for is_alt in (self._alt, not self._alt):
             if is_alt == self._alt:
                 chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
+                drop = drop_top
             else:
                 chars, styles, wrapped, clean = self._other
-            if drop_top:
+                drop = drop_main if self._alt else 0
+            if drop:
                 if not is_alt:
-                    self._scroll_out_rows(chars[:drop_top], wrapped[:drop_top], clean[:drop_top])
-                del chars[:drop_top]
-                del styles[:drop_top]
-                del wrapped[:drop_top]
+                    self._scroll_out_rows(chars[:drop], wrapped[:drop], clean[:drop])
+                del chars[:drop]
+                del styles[:drop]
+                del wrapped[:drop]
             del chars[rows:]
             del styles[rows:]
             del wrapped[rows:]

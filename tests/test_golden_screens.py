@@ -92,10 +92,7 @@ def expected_lines(capture: dict[str, Any]) -> list[str]:
     return lines
 
 
-EMULATOR_BUGS = {
-    ("resize", "after-quit"): "emulator: a resize on the alternate screen moves the main screen's rows by the "
-    "alternate screen's cursor row (see test_shrinking_on_the_alternate_screen_keeps_the_main_screen)",
-}
+EMULATOR_BUGS: dict[tuple[str, str], str] = {}
 """Captures the emulator gets wrong today (checked against xterm's behaviour, not only tmux's):
 expected to fail, strictly, so that a fix shows up as XPASS and this entry goes."""
 
@@ -259,11 +256,7 @@ def test_keyframes_round_trip_anywhere_in_real_sessions(name: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux, the oracle")
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=EMULATOR_BUGS[("resize", "after-quit")])]
-                 if n == "resize" else [])
-    for n in NAMES
-])
+@pytest.mark.parametrize("name", NAMES)
 def test_every_frame_equals_tmux_replaying_the_recording(name: str, tmp_path: Path) -> None:
     """Between the marks too: the recording replayed into a live tmux pane, compared after every
     output and resize frame (tests/data/screens/crosscheck.py)."""
@@ -273,11 +266,9 @@ def test_every_frame_equals_tmux_replaying_the_recording(name: str, tmp_path: Pa
     assert problem is None, problem
 
 
-# --- emulator bugs the goldens found, as minimal cases (xfail until fixed) ------------------------
+# --- emulator bugs the goldens found, as minimal cases -----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="emulator: a resize on the alternate screen moves the MAIN screen's rows "
-                   "by the alternate screen's cursor row (resize/after-quit: the shell's lines vanish)")
 def test_shrinking_on_the_alternate_screen_keeps_the_main_screen() -> None:
     t = Terminal(80, 30)
     t.feed(b"hello\r\n\x1b[?1049h\x1b[30;1H")  # less: alternate screen, cursor on its last row
@@ -285,6 +276,17 @@ def test_shrinking_on_the_alternate_screen_keeps_the_main_screen() -> None:
     t.feed(b"\x1b[?1049l")
     assert t.screen().lines[:2] == ("hello", "")
     assert t.cursor == (0, 1)
+
+
+def test_shrinking_on_the_alternate_screen_scrolls_the_main_screen_by_its_own_cursor() -> None:
+    t = Terminal(20, 10)
+    t.feed(b"".join(b"line%d\r\n" % i for i in range(9)) + b"$ ")  # prompt on the last row
+    t.feed(b"\x1b[?1049h\x1b[H")  # full-screen program, cursor at its top
+    t.resize(20, 5)
+    t.feed(b"\x1b[?1049l")
+    assert t.screen().lines == ("line5", "line6", "line7", "line8", "$")
+    assert t.cursor == (2, 4)
+    assert t.take_lines()[-5:] == ["line0", "line1", "line2", "line3", "line4"]
 
 
 # --- the oracle's side: tmux's capture-pane -e, parsed independently ----------------------------
