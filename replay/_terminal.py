@@ -17,7 +17,7 @@ characters, and a CSI longer than :data:`MAX_SEQUENCE` is ignored. No sequence c
 O(rows + cols) on a blank screen (rows known blank are skipped), so a hostile loop of ``ESC [ 2 J``
 cannot make replay or indexing crawl.
 
-Why it is shaped this way (profile before changing anything; ``benchmarks/bench_terminal.py``):
+Why it is shaped this way (profile before changing anything; ``benchmarks/bench_replay.py``):
 pure Python only reaches tens of MB/s if it never loops per byte. A chunk is decoded at once (an
 incremental UTF-8 decoder keeps sequences split across :meth:`Terminal.feed` calls), then cut by
 one compiled regular expression (:data:`_TOKEN`) into tokens: runs of text with the SGRs, ELs and

@@ -2,7 +2,7 @@
 
 Each test feeds a byte string and compares the whole screen (or the part that matters) with what
 xterm shows. Property tests are in tests/test_terminal_props.py; a differential test against pyte
-is there too. No test here is timed: speed is measured by benchmarks/bench_terminal.py.
+is there too. No test here is timed: speed is measured by benchmarks/bench_replay.py.
 """
 
 from __future__ import annotations
