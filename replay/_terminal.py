@@ -870,14 +870,7 @@ class Terminal:
     def _repair(self, y: int) -> None:
         """Blank half-overwritten wide characters of row ``y`` (after a shift or a resize)."""
         self._clean[y] = None
-        row = self._chars[y]
-        cols = self.cols
-        for i, cell in enumerate(row):
-            if cell == "":
-                if i == 0 or not _is_wide(row[i - 1]):
-                    row[i] = " "
-            elif (i + 1 >= cols or row[i + 1] != "") and _is_wide(cell):
-                row[i] = " "
+        self._repair_row(self._chars[y])
 
     # -- motion and scrolling ------------------------------------------------------------------
 
