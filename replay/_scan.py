@@ -23,8 +23,12 @@ should open to show the line (when it left the screen it was no longer visible).
 writer is unknown get the last output frame. A command's is the input frame holding its Enter.
 
 How the command line is found (a heuristic that works with bash/readline, zsh, sh, python):
-the cursor position at the first keystroke after the previous Enter is where the prompt ended.
-The line is read when the echo of Enter arrives (the output is fed up to its first newline, so a
+the cursor position at the first keystroke after the previous Enter is where the prompt ended,
+and the text before it is the prompt. When output has come since the last keystroke (the screen
+has caught up with the typing), the command is read at the Enter itself: the logical line holding
+the cursor, with the prompt cut from its start (this line's, or the last prompt that matched, for
+a line whose first key went to a program such as ``top``). Otherwise (typed ahead, or blind)
+the line is read when the echo of Enter arrives (the output is fed up to its first newline, so a
 pasted ``ls\\r``, whose echo comes after the Enter, is read complete), from that position to the
 end of the logical line. When the prompt was redrawn on another row (a completion listing), the
 row just above the newline is used and the prompt's text, remembered at the first keystroke, is
@@ -170,6 +174,10 @@ class Scanner:
         self._masked_run: object = None
         self._pending: deque[_Pending] = deque()
         self._finished = False
+        self._echoed = False
+        """Output came after the last keystroke: the screen has caught up with what was typed."""
+        self._last_prompt = ""
+        """The prompt of the last command read off the screen at its Enter (shells repeat it)."""
 
     @classmethod
     def for_header(cls, header: Header) -> Scanner:
@@ -243,6 +251,7 @@ class Scanner:
         term.feed(data)
         here = (frame.seq, frame.t_us)
         self._last_out = here
+        self._echoed = True
         lines = term.take_lines()
         if was_alt or term.alternate:
             self._emit_lines(lines, [], out)
@@ -336,6 +345,7 @@ class Scanner:
                 if room > 0:
                     self._keys += keys[:room]
                 self._after_cr = False
+                self._echoed = False
             if j >= n:
                 break
             i = j + 1
@@ -345,16 +355,49 @@ class Scanner:
             if not self._typing:
                 self._begin(first_line)
             self._after_cr = data[j] == 13
-            text_now = self._text_from(self._start)
-            self._pending.append(
-                _Pending(frame.seq, frame.t_us, bytes(self._keys), 0, self._start, self._prompt, text_now)
-            )
+            shown = self._line_at_enter() if self._echoed else None
+            if shown is not None:
+                # The screen had caught up with the keys: the command is the cursor's line as it
+                # shows now, prompt cut (however the line was edited, completed, recalled or
+                # redrawn, e.g. after a completion listing). Earlier lines still waiting for
+                # their echo are settled first, in order.
+                while self._pending:
+                    self._emit_command(self._pending.popleft(), None, out)
+                here = _Pending(frame.seq, frame.t_us, bytes(self._keys), 0, self._start, self._prompt, shown)
+                self._emit_command(here, shown, out)
+            else:
+                text_now = self._text_from(self._start)
+                self._pending.append(
+                    _Pending(frame.seq, frame.t_us, bytes(self._keys), 0, self._start, self._prompt, text_now)
+                )
             self._keys.clear()
             self._typing = False
             self._start = None
             first_line = False
         while len(self._pending) > _MAX_PENDING:
             self._emit_command(self._pending.popleft(), None, out)
+
+    def _line_at_enter(self) -> str | None:
+        """The logical line holding the cursor, after the prompt (the one seen at this line's first
+        keystroke, or the last one that matched), if it starts with one and shows anything."""
+        term = self.term
+        if term.alternate:
+            return None
+        y = term.cursor[1]
+        if not 0 <= y < term.rows:
+            return None
+        while y > 0 and term.is_wrapped(y - 1):
+            y -= 1
+        line = self._logical(y).rstrip()
+        for prompt in (self._prompt, self._last_prompt):
+            cut = prompt.rstrip()
+            if cut.strip() and line.startswith(cut):
+                text = line[len(cut) :].strip()
+                if not text:
+                    return None  # nothing shows (typed blind, or the echo is late): wait for it
+                self._last_prompt = prompt
+                return text
+        return None
 
     def _begin(self, at_cursor: bool) -> None:
         """The first keystroke of a line: where the cursor is, the prompt ends (unless the line

@@ -496,3 +496,43 @@ def test_search_within_one_session_and_the_play_command_names_the_data_dir(data:
     bad = zsp(data, "search", "needle", "--session", "zzzz-nothing")
     assert bad.returncode == 2 and bad.stderr.startswith("zsp: error: no session") and bad.stderr.count("\n") == 1
     assert zsp(data, "search", "needle", "--session", str(data / "recordings" / f"{ids[0]}.zsprec")).returncode == 2
+
+
+def test_commands_after_a_program_that_read_a_key_are_all_there_as_the_screen_showed_them(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    """Found by a first-time reviewer: after `top` (main screen) quit with `q`, that `q` started a
+    line no echo ever resolved, and every later command waited behind it (missing from
+    `zsp play --commands`); the next command was flagged blind with a stray `q`."""
+    from replay import Command, load, scan
+
+    s = Script(tmp_path / "top.zsprec", key)
+    s.at(1).out(b"$ ")
+    s.at(2).key(b"t").out(b"t").key(b"op").out(b"op").key(b"\r").out(b"\r\n")
+    s.at(3).out(b"\x1b[H\x1b[Jtop - load average 0.1\r\n  PID USER\r\n    1 root")
+    s.at(4).key(b"q").out(b"\x1b[24;1H\r\n$ ")
+    for n, cmd in enumerate((b"echo one", b"rm -rf /srv/app", b"exit")):
+        s.at(5 + n).key(cmd).out(cmd).key(b"\r").out(b"\r\n" + (b"one\r\n" if n == 0 else b"") + b"$ ")
+    frames, _ = load(s.close(), [key.public])
+    for final in (False, True):  # --commands reads without the end of session; the index with it
+        cmds = [c for c in scan(frames, final=final) if isinstance(c, Command)]
+        assert [(c.text, c.blind) for c in cmds] == [
+            ("top", False), ("echo one", False), ("rm -rf /srv/app", False), ("exit", False)
+        ]
+
+
+def test_a_completion_listing_taller_than_the_screen_leaves_the_completed_command(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    from replay import Command, load, scan
+
+    s = Script(tmp_path / "tab.zsprec", key, rows=5)
+    s.at(1).out(b"$ ")
+    s.at(2).key(b"ls /doc/pyth").out(b"ls /doc/pyth")
+    listing = b"".join(b"\r\npython3-%d" % i for i in range(8))
+    s.at(3).key(b"\t\t").out(listing + b"\r\n$ ls /doc/pyth")  # the start row scrolled off
+    s.at(4).key(b"3-ya").out(b"3-ya").key(b"\t").out(b"\r$ ls /doc/python3-yaml/")  # readline redraws
+    s.at(5).key(b"\r").out(b"\r\nREADME\r\n$ ")
+    frames, _ = load(s.close(), [key.public])
+    cmds = [c for c in scan(frames) if isinstance(c, Command)]
+    assert [(c.text, c.keys) for c in cmds] == [("ls /doc/python3-yaml/", b"ls /doc/pyth\t\t3-ya\t")]
