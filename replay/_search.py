@@ -25,6 +25,7 @@ rowid lower bound; replacing a session is one rowid range delete.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import sqlite3
 import threading
@@ -335,6 +336,13 @@ class SqliteSearchIndex:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        try:
+            # Private like the recordings it is made of (commands and output): 0600 from its first
+            # byte; SQLite gives its -wal and -shm files the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
+        except OSError as exc:
+            raise SearchIndexError(path=self.path, reason=exc.strerror or str(exc)) from None
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 30000")

@@ -329,7 +329,7 @@ def save_index(index: SeekIndex, path: Path) -> bool:
         "keyframes": [[k.frame, k.t_us, k.offset, k.head, k.state, k.typed] for k in index.keyframes],
     }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # screens of sessions: private
         fd, tmp = tempfile.mkstemp(prefix=".seek-", dir=path.parent)
     except OSError:
         return False

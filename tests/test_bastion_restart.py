@@ -61,6 +61,8 @@ def test_sessions_of_a_killed_bastion_are_closed_as_interrupted_on_restart(tmp_p
         last = datetime.fromtimestamp((report.header.started_at_us + report.duration_us) / 1e6, UTC)
         assert abs((ended - last).total_seconds()) < 1
         assert any("interrupted" in line for line in env.output)
+        # The restarted bastion re-indexes it as what it now is (it was LIVE in the index): INCOMPLETE.
+        wait_for(lambda: _sessions(env.data.root)[0]["verified"] == "INCOMPLETE")
         # zsp verify says why it ended, next to its verdict.
         shown = subprocess.run(
             [sys.executable, "-m", "zsp_tui", "verify", s.id[-8:], "--data", str(env.data.root)],

@@ -536,3 +536,21 @@ def test_a_completion_listing_taller_than_the_screen_leaves_the_completed_comman
     frames, _ = load(s.close(), [key.public])
     cmds = [c for c in scan(frames) if isinstance(c, Command)]
     assert [(c.text, c.keys) for c in cmds] == [("ls /doc/python3-yaml/", b"ls /doc/pyth\t\t3-ya\t")]
+
+
+def test_the_index_is_private_and_a_missing_data_dir_is_an_error_not_no_hits(data: Path, tmp_path: Path) -> None:
+    key = recording_key(data)
+    for n in range(3):
+        s = Script(data / "recordings" / f"s{n}.zsprec", key)
+        s.at(1).out(b"secret-output-line\r\n")
+        s.close()
+    assert zsp(data, "index").returncode == 0
+    for name in ("search.db", "search.db-wal"):
+        if (data / name).exists():
+            assert (data / name).stat().st_mode & 0o077 == 0, name  # commands and output: 0600
+    few = zsp(data, "search", "secret-output-line", "--limit", "2")
+    assert few.returncode == 0 and "there may be more (--limit N)" in few.stderr
+    assert "there may be more" not in zsp(data, "search", "secret-output-line").stderr
+    for argv in (["search", "x", "--data", str(tmp_path / "typo")], ["play", "abcd", "--data", str(tmp_path / "typo")]):
+        p = subprocess.run([sys.executable, "-m", "zsp_tui", *argv], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and p.stderr.startswith("zsp: error: no data directory"), p.stderr

@@ -96,7 +96,8 @@ def coverage(d: DataDir, index: SqliteSearchIndex) -> Coverage:
             st = path.stat()
         except OSError:
             continue
-        if entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
+        changed = entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns)
+        if changed or (entry is not None and entry.outcome == "LIVE" and not is_live):
             (live if is_live else stale).append(path)
     return Coverage(len(files), tuple(stale), tuple(live))
 

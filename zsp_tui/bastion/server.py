@@ -446,8 +446,13 @@ class Bastion:
     async def start(self, host: str, port: int) -> None:
         # One bastion per data dir; what a killed predecessor left live is closed as interrupted.
         self._lock.acquire()
-        for sid in close_interrupted(self.svc, self.data.trusted_keys()):
+        interrupted = close_interrupted(self.svc, self.data.trusted_keys())
+        for sid in interrupted:
             print(f"zsp: session {sid} was interrupted (its bastion stopped without sealing it)", file=sys.stderr)
+        if interrupted:  # indexed as LIVE while it ran: what it is now (INCOMPLETE) replaces that
+            for s in self.svc.sessions():
+                if s.id in interrupted:
+                    self.indexer.submit(s.path)
         self._server = await asyncssh.listen(
             host,
             port,

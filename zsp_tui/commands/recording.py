@@ -213,6 +213,8 @@ def _trusted(args: argparse.Namespace) -> list[PublicKey]:
     data = _data(args)
     if data.root.exists():
         keys.extend(data.trusted_keys())
+    if not keys and getattr(args, "data", None) and not data.root.exists():
+        raise UsageError(f"no data directory {data.root} (and no --signer KEYFILE to trust)")
     if not keys:
         raise UsageError("no trusted signer keys: pass --signer KEYFILE (a .pub or allowed_signers file) or --data DIR")
     return keys

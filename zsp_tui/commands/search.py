@@ -147,6 +147,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
     d = data(args)
+    if not d.root.is_dir():
+        raise UsageError(f"no data directory {d.root} (--data DIR or $ZSP_DATA names it)")
     session_id: str | None = None
     if args.session is not None:
         ref = resolve_ref(d, args.session)
@@ -154,7 +156,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise UsageError(f"--session {args.session}: name a session of the data dir by its id (or part of it)")
         session_id = ref.session_id
     if not index_file(d).exists():
-        warn("there is no search index yet: `zsp index` builds it")
+        warn("nothing is indexed yet: sessions are indexed as they end (`zsp index` indexes recordings made elsewhere)")
         if args.json:
             emit_json([])
         return 1
@@ -190,6 +192,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"    {_play_command(h, args.data)}")
     if not hits:
         print("no match", file=sys.stderr)
+    elif len(hits) == limit:
+        print(f"zsp search: the first {limit} hits; there may be more (--limit N)", file=sys.stderr)
     return 0 if hits else 1
 
 
