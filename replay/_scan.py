@@ -8,7 +8,8 @@ frames) and turns what happens into values the search indexer stores:
   the scan is finished, the non-blank lines of the main screen still visible at the end.
 * :class:`Command`: for each Enter typed while the main screen is active, the command line as the
   screen showed it (tab completion, history recall and line editing resolved), beside the raw
-  keystrokes, whether what was typed was ever shown (``blind``) and how many bytes were masked.
+  keystrokes, whether what was typed was ever shown (``blind``) and how many bytes were masked;
+  for an exec session (``ssh host CMD``), first its command line from the header (no keys).
 
 Incremental use (a live session): call :meth:`Scanner.feed` for each frame as it comes and
 index what it returns; call :meth:`Scanner.finish` exactly once, at the end. Only ``finish``
@@ -49,7 +50,7 @@ from recorder import Event, Frame, FrameKind, Header, Resize
 
 from ._terminal import Terminal
 
-__all__ = ["MAX_KEYS", "Command", "Scanner", "TextLine", "keys_text", "scan"]
+__all__ = ["MAX_KEYS", "Command", "Scanner", "TextLine", "had_pty", "keys_text", "scan"]
 
 _OUTPUT = FrameKind.OUTPUT
 _INPUT = FrameKind.INPUT
@@ -121,6 +122,12 @@ def keys_text(keys: bytes) -> str:
     return "".join(out)
 
 
+def had_pty(header: Header) -> bool:
+    """Whether the session had a terminal (a PTY: its header names a TERM or a size); without one
+    (``ssh host cmd``) its newlines were shown by the operator's terminal as CR LF (ONLCR)."""
+    return bool(header.term) or bool(header.cols)
+
+
 def _width(c: str) -> int:
     if unicodedata.combining(c):
         return 0
@@ -181,7 +188,7 @@ class Scanner:
 
     @classmethod
     def for_header(cls, header: Header) -> Scanner:
-        return cls(header.cols, header.rows, pty=bool(header.term) or bool(header.cols))
+        return cls(header.cols, header.rows, pty=had_pty(header))
 
     # --- frames -----------------------------------------------------------------------------
 
@@ -483,6 +490,8 @@ def scan(frames: Iterable[Frame], *, final: bool = True) -> Iterator[Item]:
         if scanner is None:
             if frame.kind is FrameKind.HEADER and isinstance(frame.data, Header):
                 scanner = Scanner.for_header(frame.data)
+                if frame.data.command:  # an exec (ssh host CMD): its command line, as requested
+                    yield Command(frame.seq, frame.t_us, frame.data.command, b"", False, 0)
             continue
         yield from scanner.feed(frame)
     if scanner is not None and final:

@@ -42,6 +42,7 @@ from recorder import FormatViolation, Frame, FrameKind, Header, PublicKey, Resiz
 from ._exceptions import ReplayError, SourceError
 from ._follow import Located, located_frames
 from ._reader import iter_raw
+from ._scan import had_pty
 from ._signed import Withheld, only_signed
 from ._terminal import Screen, Terminal
 from ._typed import TypedTracker
@@ -61,7 +62,7 @@ __all__ = [
     "save_index",
 ]
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 KEYFRAME_BYTES = 32 * 1024
 """Output between keyframes: replaying this much costs a few ms even for escape-heavy output
 (64 KiB put the p99 of a seek near 50 ms on a loaded machine; 32 KiB halves the replay part)."""
@@ -127,6 +128,9 @@ class SeekIndex:
     duration_us: int
     """Time of the last frame shown."""
     keyframes: list[Keyframe] = field(default_factory=list)
+    onlcr: bool = False
+    """The session had no terminal (an exec without a PTY): a newline is shown as CR LF, as the
+    operator's terminal showed it (ONLCR); set from the header when the index is built."""
     _times: list[int] = field(default_factory=list)
     _seqs: list[int] = field(default_factory=list)
 
@@ -163,10 +167,11 @@ class SeekIndex:
 class Playhead:
     """A terminal at a point of the recording, able to move forward frame by frame (mutable)."""
 
-    __slots__ = ("frame", "head", "offset", "t_us", "terminal", "typed")
+    __slots__ = ("frame", "head", "offset", "onlcr", "t_us", "terminal", "typed")
 
-    def __init__(self, terminal: Terminal, typed: TypedTracker, kf: Keyframe) -> None:
+    def __init__(self, terminal: Terminal, typed: TypedTracker, kf: Keyframe, *, onlcr: bool = False) -> None:
         self.terminal = terminal
+        self.onlcr = onlcr
         self.typed = typed
         self.frame = kf.frame
         """The last frame applied."""
@@ -179,7 +184,7 @@ class Playhead:
         kind = frame.kind
         data = frame.data
         if kind is FrameKind.OUTPUT and isinstance(data, bytes):
-            self.terminal.feed(data)
+            self.terminal.feed(data.replace(b"\n", b"\r\n") if self.onlcr else data)
             # Lines scrolled off are kept for whoever takes them (the search indexer); a player
             # does not, and they would pile up in memory and in every keyframe.
             self.terminal.take_lines()
@@ -215,7 +220,8 @@ class IndexBuilder:
                 raise ReplayError("frame 0 is not a header")
             term = initial_terminal(frame.data)
             kf = Keyframe(0, frame.t_us, item.end, item.head, b"", None)
-            self._head = Playhead(term, TypedTracker(), kf)
+            self.index.onlcr = not had_pty(frame.data)
+            self._head = Playhead(term, TypedTracker(), kf, onlcr=self.index.onlcr)
             self._keyframe(item)
             return
         ph = self._head
@@ -326,6 +332,7 @@ def save_index(index: SeekIndex, path: Path) -> bool:
         "signed": index.signed,
         "shown": index.shown,
         "duration_us": index.duration_us,
+        "onlcr": index.onlcr,
         "keyframes": [[k.frame, k.t_us, k.offset, k.head, k.state, k.typed] for k in index.keyframes],
     }
     try:
@@ -389,6 +396,10 @@ def _parse_index(doc: object) -> SeekIndex:
         _int(doc["shown"]),
         _int(doc["duration_us"]),
     )
+    onlcr = doc["onlcr"]
+    if not isinstance(onlcr, bool):
+        raise ValueError("onlcr")
+    index.onlcr = onlcr
     kfs = doc["keyframes"]
     if not isinstance(kfs, list) or not kfs:
         raise ValueError("keyframes")
@@ -470,7 +481,8 @@ class Seeker:
         while True:
             kf = self.index.keyframes[i]
             try:
-                return Playhead(Terminal.load(_inflate(kf.state)), TypedTracker.load(kf.typed), kf)
+                state = Terminal.load(_inflate(kf.state))
+                return Playhead(state, TypedTracker.load(kf.typed), kf, onlcr=self.index.onlcr)
             except (ReplayError, ValueError, zlib.error) as exc:
                 if i == 0:
                     raise ReplayError(f"the first keyframe does not load: {exc}") from None

@@ -113,3 +113,22 @@ def test_a_live_session_is_searchable_while_it_runs(env: Env) -> None:
             break
         time.sleep(0.2)
     assert len(hits) == 1 and all(h["outcome"] == "VALID" for h in hits), hits  # replaced at the seal, not added
+
+
+def test_an_exec_session_replays_without_a_staircase_and_its_command_is_found(env: Env) -> None:
+    """Found by a first-time reviewer: `ssh bastion 'cmd'` has no PTY, so its output has bare LFs
+    that the operator's terminal showed as CR LF; the player drew a staircase, and the command,
+    typed on the ssh command line rather than at a prompt, was in no list and no search."""
+    env.grant()
+    p = env.ssh("alice", "local", "echo exec-first; echo exec-second; echo exec-third")
+    assert p.returncode == 0
+    sid = env.svc.sessions()[-1].id
+    shown = subprocess.run([sys.executable, "-m", "zsp_tui", "play", sid, "--instant", "--data", str(env.data.root)],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[:3] == ["exec-first", "exec-second", "exec-third"]
+    listed = subprocess.run([sys.executable, "-m", "zsp_tui", "play", sid, "--commands", "--data", str(env.data.root)],
+                            capture_output=True, text=True, timeout=60)
+    assert "echo exec-first; echo exec-second; echo exec-third" in listed.stdout
+    hits = poll(env, "exec-second", "--commands-only")
+    assert [h["kind"] for h in hits] == ["command"] and hits[0]["session_id"] == sid and hits[0]["t"] == 0
