@@ -495,6 +495,8 @@ def test_search_within_one_session_and_the_play_command_names_the_data_dir(data:
     assert p.returncode == 0 and f"zsp play --data {data} {ids[0]} --from " in p.stdout, p.stdout + p.stderr
     bad = zsp(data, "search", "needle", "--session", "zzzz-nothing")
     assert bad.returncode == 2 and bad.stderr.startswith("zsp: error: no session") and bad.stderr.count("\n") == 1
+    short = zsp(data, "search", "needle", "--session", ids[0][-5:])  # an end, one character too short
+    assert short.returncode == 2 and "an end of an id needs 6 characters" in short.stderr
     assert zsp(data, "search", "needle", "--session", str(data / "recordings" / f"{ids[0]}.zsprec")).returncode == 2
 
 

@@ -133,7 +133,16 @@ def resolve_ref(d: DataDir, ref: str, index: SessionIndex | None = None) -> Sess
             ref=ref,
         )
     if len(key) < MIN_PREFIX:
-        raise SessionRefError(f"{ref!r}: give a session id or at least {MIN_PREFIX} of its first characters", ref=ref)
+        raise SessionRefError(
+            f"{ref!r}: give a session id, at least {MIN_PREFIX} of its first characters or {MIN_SUFFIX} of its last",
+            ref=ref,
+        )
+    if len(key) < MIN_SUFFIX:
+        raise SessionRefError(
+            f"no session starts with {ref!r} in {d.root} (an end of an id needs {MIN_SUFFIX} characters or more; "
+            "`zsp sessions` lists them)",
+            ref=ref,
+        )
     raise SessionRefError(f"no session {ref!r} in {d.root} (`zsp sessions` lists them)", ref=ref)
 
 
