@@ -276,10 +276,19 @@ def test_keys_pause_seek_step_and_speed(tmp_path: Path, key: SigningKey, signer:
         pty.read_until(b" 4x ")
         pty.send(b"\x1b[C" * 7)  # 35 s forward: past the 30 s pause
         pty.read_until(b"still here")
+        mark = len(pty.out)
         pty.send(b"\x1b[A")  # 60 s back: the start
-        pty.read_until(b"paused 00:00/")
-        pty.send(b".")
-        pty.read_until(b"frame 1/")
+        start = re.compile(rb"paused 00:00/\S+ \S+ frame (\d+)/")
+        deadline = time.monotonic() + 60
+        while (m := start.search(pty.out, mark)) is None:
+            assert time.monotonic() < deadline, pty.out[-400:]
+            pty._pump(0.2)
+        mark = len(pty.out)
+        pty.send(b".")  # one frame on from wherever the start is (the frames at 0 s, as indexed so far)
+        step = b"frame %d/" % (int(m.group(1)) + 1)
+        while step not in pty.out[mark:]:
+            assert time.monotonic() < deadline, pty.out[-400:]
+            pty._pump(0.2)
         pty.send(b"q")
         code = pty.finish()
         _checks(pty, code, 0)
