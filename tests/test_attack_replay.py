@@ -4,10 +4,14 @@ the reviewer's size and comparing it with the emulated screen."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyte
 import pytest
 
-from replay import Renderer, Terminal
+from recorder import SigningKey
+from replay import Renderer, SqliteSearchIndex, Terminal, index_recording
+from tests.search_helpers import Script
 
 
 def _reviewer_view(out: bytes, cols: int, rows: int) -> list[str]:
@@ -39,3 +43,25 @@ def test_zero_width_bidi_marks_do_not_spill_rows_onto_the_status_line(mark: str)
     out += r.draw(t.screen(), "status")
     view = _reviewer_view(out, cols, rows + 1)
     assert view[1].startswith("y" * 10) and view[2] == "rm -rf /srv" and view[rows].startswith("status"), view
+
+
+def test_a_few_bytes_of_output_cannot_fill_the_disk_with_index_text(tmp_path: Path, key: SigningKey) -> None:
+    """REP (``x ESC[10000b``) and DECALN + scroll-up make megabytes of lines from a few bytes of
+    output: a 0.9 MB recording used to write 1.2 GB to search.db (which the bastion builds by
+    itself, on the data dir's disk). The index now holds at most a few times the recording; what
+    real output follows a flood is still indexed."""
+    path = tmp_path / "flood.zsprec"
+    s = Script(path, key, cols=1000, rows=500)
+    for i in range(40):
+        s.at(i * 0.01).out(b"x\x1b[10000b" * 250 + b"\x1b#8\x1b[500S" * 10)
+    s.at(1.0).out(b"\x1b[2J\x1b[H" + b"".join(b"after the flood %d\r\n" % i for i in range(600)))
+    s.close()
+    db = tmp_path / "search.db"
+    index = SqliteSearchIndex(db)
+    try:
+        index_recording(index, path, [key.public])
+        assert index.search("after the flood 599", limit=5)
+    finally:
+        index.close()
+    size = path.stat().st_size
+    assert db.stat().st_size < 10 * size + (8 << 20), (size, db.stat().st_size)
