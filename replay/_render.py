@@ -44,11 +44,15 @@ def safe_text(text: str) -> str:
     return text.translate(_UNSAFE)
 
 
-_GRID_UNSAFE: dict[int, str | None] = {**_UNSAFE, **{c: None for c in [*_BIDI, 0x2028, 0x2029]}}
+_GRID_UNSAFE: dict[int, str | None] = {**_UNSAFE, **{c: None for c in [*_BIDI, 0x2028, 0x2029, 0xFE0F]}}
 """For the screen grid: the bidi marks and separators are zero-width, so the emulator combines
 them into the cell before; drawn as a one-column ``?`` each, 15 of them per cell made a row many
 times wider than the terminal, spilling over the rows below and the status line. They are left
-out of the grid (the plain-text outputs, through :func:`safe_text`, still show them as ``?``)."""
+out of the grid (the plain-text outputs, through :func:`safe_text`, still show them as ``?``).
+So is VARIATION SELECTOR-16: the emulator (as wcwidth per character, and tmux 3.3) keeps
+``U+2764 U+FE0F`` one column wide, but kitty, WezTerm, iTerm2 and recent VTE draw the emoji
+presentation two columns wide, and a row of them spilled the same way; without it, every
+terminal draws the one-column text presentation the emulator counted."""
 
 
 def _encode(text: str) -> bytes:

@@ -65,3 +65,32 @@ def test_a_few_bytes_of_output_cannot_fill_the_disk_with_index_text(tmp_path: Pa
         index.close()
     size = path.stat().st_size
     assert db.stat().st_size < 10 * size + (8 << 20), (size, db.stat().st_size)
+
+
+def _row_widths(out: bytes) -> list[int]:
+    """Columns each row drawn by the renderer takes on a terminal that measures text as wcwidth's
+    ``wcswidth`` does (grapheme-aware: VS16 makes an emoji two columns wide, as in kitty, WezTerm,
+    iTerm2, recent VTE)."""
+    import re
+
+    from wcwidth import wcswidth
+
+    widths: list[int] = []
+    for part in re.split(rb"(\x1b\[[\d;?]*[A-Za-z])", out):
+        if part.startswith(b"\x1b["):
+            if part.endswith(b"H"):
+                widths.append(0)
+            continue
+        if part and widths:
+            widths[-1] += max(wcswidth(part.decode()), 0)
+    return widths
+
+
+def test_emoji_presentation_selectors_do_not_widen_rows() -> None:
+    """``U+2764 U+FE0F`` is one cell in the emulator; drawn as is, a terminal that honours VS16
+    takes two columns for it, and a row of them spilled over the rows below and the status line."""
+    cols, rows = 20, 4
+    t = Terminal(cols, rows)
+    t.feed("\u2764\ufe0f".encode() * cols + b"\r\nrm -rf /srv\r\n")
+    out = Renderer(cols, rows + 1).draw(t.screen(), "VALID")
+    assert max(_row_widths(out)) <= cols, _row_widths(out)
