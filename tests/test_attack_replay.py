@@ -94,3 +94,29 @@ def test_emoji_presentation_selectors_do_not_widen_rows() -> None:
     t.feed("\u2764\ufe0f".encode() * cols + b"\r\nrm -rf /srv\r\n")
     out = Renderer(cols, rows + 1).draw(t.screen(), "VALID")
     assert max(_row_widths(out)) <= cols, _row_widths(out)
+
+
+def test_keyframes_of_an_incompressible_screen_stay_proportional_to_the_recording(tmp_path: Path,
+                                                                                 key: SigningKey) -> None:
+    """A 400x200 screen of random letters with combining marks (about 400 KB of keyframe state),
+    then cheap ``ESC[H`` output: a keyframe every 32 KiB made the seek cache (and the player's
+    memory, which builds it on the first play) about 10x the recording, 50x at 1000x500."""
+    import random
+
+    from replay import verify
+    from replay._seek import build_index, save_index
+
+    rnd = random.Random(0)
+    path = tmp_path / "bomb.zsprec"
+    s = Script(path, key, cols=400, rows=200)
+    for y in range(200):
+        row = "".join(chr(rnd.randint(0x400, 0x4FF)) + "".join(chr(rnd.randint(0x300, 0x36F)) for _ in range(3))
+                      for _ in range(400))
+        s.at(y * 0.001).out(b"\x1b[%d;1H" % (y + 1) + row.encode()[:60000])
+    for i in range(60):
+        s.at(1 + i * 0.001).out(b"\x1b[H" * 11000)
+    s.close()
+    index = build_index(path, [key.public], verify(path, [key.public]))
+    cache = tmp_path / "bomb.seek"
+    assert save_index(index, cache)
+    assert cache.stat().st_size < 5 * path.stat().st_size, (cache.stat().st_size, path.stat().st_size)
