@@ -69,3 +69,24 @@ def test_keys_typed_under_a_decoy_echo_are_searchable(tmp_path: Path, key: Signi
     _typed(s, 1, b"rm -rf /srv/app", echo=b"ls -la", out=b"total 0\r\n")
     hits = _search(tmp_path, key, s, "rm -rf /srv/app")
     assert hits, "the keys typed are not searchable, the decoy is"
+
+
+@pytest.mark.xfail(strict=True, reason="rows are attributed to frames by where the cursor was between "
+                   "frames: text written by a save-cursor / move / restore-cursor inside one frame keeps "
+                   "the row's earlier writer, so the hit opens a moment before the text existed")
+def test_a_line_written_behind_a_cursor_save_and_restore_lands_on_its_own_second(tmp_path: Path,
+                                                                               key: SigningKey) -> None:
+    s = Script(tmp_path / "decsc.zsprec", key)
+    s.at(0).out(b"\x1b[24;1H" + PROMPT)
+    frame = s.frame()
+    s.at(3600).out(b"\x1b7\x1b[5;1Hwritten an hour later\x1b8")  # cursor back where it was
+    for i in range(30):
+        s.at(3700 + i).out(b"line %d\r\n" % i)
+    path = s.close()
+    index = SqliteSearchIndex(tmp_path / "search.db")
+    try:
+        index_recording(index, path, [key.public])
+        (hit,) = index.search("written an hour later")
+    finally:
+        index.close()
+    assert (hit.frame, hit.t_us) == (frame, 3600 * 1_000_000), (hit.frame, hit.t_us)
