@@ -56,3 +56,22 @@ def test_q_quits_promptly_during_expensive_output(tmp_path: Path, key: SigningKe
         assert took < 2, f"q took {took:.1f} s"
     finally:
         pty.close()
+
+
+def test_autowrap_is_off_while_drawing_and_back_on_after(tmp_path: Path, key: SigningKey, signer: Path) -> None:
+    """Whatever the reviewer's terminal thinks a character's width is (ambiguous-width set to wide,
+    emoji sequences, another Unicode version), a row it measures wider than the emulator did must
+    not wrap over the rows below and the status line: the player draws with autowrap off."""
+    rec = write_hostile(tmp_path / "h.zsprec", key)
+    pty = _run(tmp_path, signer, rec)
+    try:
+        pty.read_until(b"the end")
+        pty.send(b"q")
+        code = pty.finish()
+        _checks(pty, code, 0)
+        off = pty.out.find(b"\x1b[?7l")
+        first_row = pty.out.find(b"\x1b[1;1H")
+        assert 0 <= off < first_row, "autowrap not turned off before the first row is drawn"
+        assert pty.out.rfind(b"\x1b[?7h") > pty.out.rfind(b"\x1b[?7l"), "autowrap not turned back on"
+    finally:
+        pty.close()

@@ -71,9 +71,14 @@ SEEK_LONG_US = 60_000_000
 _WORK_S = 0.03
 """Longest run of emulation between two looks at the keyboard."""
 _FRAME_S = 1 / 50
-_ENTER_SCREEN = b"\x1b[?1049h\x1b[?25l\x1b[0m\x1b[2J"
-RESTORE = b"\x1b[0m\x1b[?25h\x1b[?1049l"
-"""What the player writes last, whatever happened: attributes reset, cursor shown, main screen."""
+_ENTER_SCREEN = b"\x1b[?1049h\x1b[?7l\x1b[?25l\x1b[0m\x1b[2J"
+"""Alternate screen, autowrap off, cursor hidden. Autowrap off: a row the reviewer's terminal
+measures wider than the emulator did (East Asian ambiguous-width characters on a terminal set to
+draw them wide, emoji sequences, a newer Unicode table) is cut at the right margin instead of
+wrapping over the rows below and the status line, or scrolling the whole view."""
+RESTORE = b"\x1b[0m\x1b[?7h\x1b[?25h\x1b[?1049l"
+"""What the player writes last, whatever happened: attributes reset, autowrap back on, cursor
+shown, main screen."""
 
 
 @dataclass(frozen=True, slots=True)
