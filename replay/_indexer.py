@@ -32,8 +32,9 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-TEXT_PER_BYTE = 4
-"""Output text indexed per byte of recording read (plain output gives about one character per byte)."""
+TEXT_PER_BYTE = 8
+"""Output text indexed per byte of recording read: plain output gives about one character per byte,
+a tab at most eight."""
 TEXT_ALLOWANCE = 1 << 20
 """Characters of output text a recording may index beyond TEXT_PER_BYTE, banked at most."""
 
