@@ -32,14 +32,59 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def rows_of(items: Iterable[Item]) -> Iterator[Row]:
+TEXT_PER_BYTE = 8
+"""Output text indexed per byte of recording read: plain output gives about one character per byte,
+a tab at most eight."""
+TEXT_ALLOWANCE = 1 << 20
+"""Characters of output text a recording may index beyond TEXT_PER_BYTE, banked at most."""
+
+
+class TextBudget:
+    """Bounds the output text a recording puts in the index to what its size can account for.
+
+    A few bytes of output can make megabytes of lines: ``x ESC[10000b`` (REP) is 10,000
+    characters, ``ESC#8 ESC[500S`` (DECALN, scroll up) 500 lines of 1,000 on a 1000x500 screen.
+    Unbounded, a 1 MB recording wrote more than 1 GB to ``search.db`` beside the recordings, and
+    the bastion indexes every session by itself: one operator could fill the data dir's disk,
+    and recordings fail closed. Credit accrues at TEXT_PER_BYTE characters per byte read (at most
+    TEXT_ALLOWANCE banked, which is also the start); output lines beyond it are not indexed and
+    counted in ``dropped``. Commands are not limited (each takes an Enter typed)."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.dropped = 0
+        self._credit = TEXT_ALLOWANCE
+        self._seen = 0
+
+    def count(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        for f in frames:
+            data = f.data
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                self.read += len(data)
+            yield f
+
+    def allow(self, n: int) -> bool:
+        if self.read != self._seen:
+            self._credit = min(TEXT_ALLOWANCE, self._credit + TEXT_PER_BYTE * (self.read - self._seen))
+            self._seen = self.read
+        if n > self._credit:
+            self.dropped += 1
+            return False
+        self._credit -= n
+        return True
+
+
+def rows_of(items: Iterable[Item], budget: TextBudget | None = None) -> Iterator[Row]:
     """Index rows of scanned lines and commands. A command with nothing shown and nothing typed
     (an empty Enter, a masked password line) has nothing to search for and is left out; a blind
-    command is stored as what its keys spell, flagged."""
+    command is stored as what its keys spell, flagged. With ``budget``, output lines it does not
+    allow are left out."""
     output = HitKind.OUTPUT
     for item in items:
         if type(item) is TextLine:
             text = item.text
+            if budget is not None and not budget.allow(len(text)):
+                continue
             yield Row(item.t_us, item.frame, output, text if text.isascii() else _clean(text))
         elif isinstance(item, Command):
             if item.blind:
@@ -115,6 +160,7 @@ def index_recording(
             report = yield from gen
 
         signed = only_signed(frames())
+        budget = TextBudget()
         first: Frame | None = next(signed, None)
         header = first.data if first is not None and isinstance(first.data, Header) else None
 
@@ -145,7 +191,7 @@ def index_recording(
                 session = _from_header(path, header, st.st_size, st.st_mtime_ns)
             else:
                 session = _stub(path, st.st_size, st.st_mtime_ns)
-            rows = rows_of(scan(rest())) if header is not None else _drain(rest())
+            rows = rows_of(scan(budget.count(rest())), budget) if header is not None else _drain(rest())
             return index.replace(session, rows, update=finish)
         except OSError as exc:
             raise SourceError(source=name, reason=exc.strerror or str(exc)) from None

@@ -7,7 +7,8 @@ built from a closed vocabulary, and every character of text is checked again her
   ``ESC [ K`` (EL), ``ESC [ 2 J`` (ED), ``ESC [ ? 25 h/l`` (cursor shown/hidden);
 * the cells' text, in which every C0 control, DEL and C1 control becomes ``?`` (the emulator
   never puts them in cells; this is the last line of defence), as do bidirectional overrides and
-  isolates (a bidi terminal would reorder the line around them), and anything that cannot be
+  isolates (a bidi terminal would reorder the line around them; in the grid, where they are
+  zero-width marks combined into a cell, they are left out so that no row grows wider), and anything that cannot be
   encoded (a lone surrogate) becomes ``?`` too.
 
 Titles, clipboard writes, hyperlinks, queries and mode changes in the recording are never
@@ -43,8 +44,19 @@ def safe_text(text: str) -> str:
     return text.translate(_UNSAFE)
 
 
+_GRID_UNSAFE: dict[int, str | None] = {**_UNSAFE, **{c: None for c in [*_BIDI, 0x2028, 0x2029, 0xFE0F]}}
+"""For the screen grid: the bidi marks and separators are zero-width, so the emulator combines
+them into the cell before; drawn as a one-column ``?`` each, 15 of them per cell made a row many
+times wider than the terminal, spilling over the rows below and the status line. They are left
+out of the grid (the plain-text outputs, through :func:`safe_text`, still show them as ``?``).
+So is VARIATION SELECTOR-16: the emulator (as wcwidth per character, and tmux 3.3) keeps
+``U+2764 U+FE0F`` one column wide, but kitty, WezTerm, iTerm2 and recent VTE draw the emoji
+presentation two columns wide, and a row of them spilled the same way; without it, every
+terminal draws the one-column text presentation the emulator counted."""
+
+
 def _encode(text: str) -> bytes:
-    return text.translate(_UNSAFE).encode("utf-8", "replace")
+    return text.translate(_GRID_UNSAFE).encode("utf-8", "replace")
 
 
 def _color(value: int | None, base: int, bright: int, ext: int) -> str:

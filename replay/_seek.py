@@ -68,6 +68,13 @@ KEYFRAME_BYTES = 32 * 1024
 (64 KiB put the p99 of a seek near 50 ms on a loaded machine; 32 KiB halves the replay part)."""
 KEYFRAME_US = 10_000_000
 """Session time between keyframes, so that a quiet session is cut into steps too."""
+STATE_PER_BYTE = 4
+"""A keyframe is taken only once the output since the last one is at least a quarter of that
+one's (compressed) state: keyframes hold at most about 4 bytes per byte of output. A 1000x500
+screen of random letters and combining marks is 4 MB compressed; with keyframes every 32 KiB
+regardless, 3.3 MB of ``ESC[H`` made a 409 MB cache (and as much memory in the player building
+it); a small screen's state (a few KiB) never holds a keyframe back."""
+
 MAX_CACHE_BYTES = 1 << 30
 """A cache file larger than this is not read (rebuilt instead)."""
 MAX_STATE_BYTES = 64 << 20
@@ -212,6 +219,7 @@ class IndexBuilder:
         self._head: Playhead | None = None
         self._since_bytes = 0
         self._since_t = 0
+        self._last_state = 0
 
     def add(self, item: Located) -> None:
         frame = item.frame
@@ -237,7 +245,9 @@ class IndexBuilder:
         self.index.duration_us = frame.t_us
         if isinstance(frame.data, bytes):
             self._since_bytes += len(frame.data)
-        if self._since_bytes >= self.every_bytes or frame.t_us - self._since_t >= self.every_us:
+        if (
+            self._since_bytes >= self.every_bytes or frame.t_us - self._since_t >= self.every_us
+        ) and self._since_bytes * STATE_PER_BYTE >= self._last_state:
             self._keyframe(item)
 
     def _keyframe(self, item: Located) -> None:
@@ -246,6 +256,7 @@ class IndexBuilder:
             raise ReplayError("no terminal yet")
         frame = item.frame
         state = zlib.compress(ph.terminal.dump(), 1)
+        self._last_state = len(state)
         t = max(frame.t_us, self._since_t)  # never backwards, even for a --legacy-order recording
         self.index.add(Keyframe(frame.seq, t, item.end, item.head, state, ph.typed.dump()))
         self._since_bytes = 0

@@ -49,9 +49,9 @@ HOSTILE = [
 ]
 
 _ALLOWED_ESC = re.compile(
-    rb"\x1b\[(?:\d+;\d+H|[\d;]*m|K|2J|\?1049[hl]|\?25[hl])"
+    rb"\x1b\[(?:\d+;\d+H|[\d;]*m|K|2J|\?1049[hl]|\?25[hl]|\?7[hl])"
 )
-RESTORE = b"\x1b[0m\x1b[?25h\x1b[?1049l"
+RESTORE = b"\x1b[0m\x1b[?7h\x1b[?25h\x1b[?1049l"
 
 
 def check_output(out: bytes) -> None:

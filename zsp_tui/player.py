@@ -4,8 +4,9 @@ Nothing recorded is written to the terminal: frames go into the emulator (:class
 and :class:`replay.Renderer` draws the resulting screen with cursor moves, colours and checked
 text only. The terminal is put in raw mode (no ISIG: Ctrl-C arrives as a key) on the alternate
 screen with the cursor hidden, and put back exactly as it was (termios attributes, main screen,
-cursor shown, attributes reset) on every way out: ``q``, Ctrl-C, an error, SIGTERM, SIGHUP or
-SIGINT from outside. At the end of the recording the last screen stays until ``q`` (or Enter).
+cursor shown, attributes reset) on every way out: ``q``, Ctrl-C, an error, SIGTERM, SIGHUP,
+SIGINT, SIGQUIT, SIGUSR1/2, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU from outside (not SIGKILL, which
+nothing can catch). At the end of the recording the last screen stays until ``q`` (or Enter).
 
 Keys: space pause/resume; ``+``/``-`` speed (0.25x to 16x); left/right seek 5 s back/forward,
 up/down 60 s; ``.`` one frame forward (pauses); ``q`` or Ctrl-C quit.
@@ -70,9 +71,14 @@ SEEK_LONG_US = 60_000_000
 _WORK_S = 0.03
 """Longest run of emulation between two looks at the keyboard."""
 _FRAME_S = 1 / 50
-_ENTER_SCREEN = b"\x1b[?1049h\x1b[?25l\x1b[0m\x1b[2J"
-RESTORE = b"\x1b[0m\x1b[?25h\x1b[?1049l"
-"""What the player writes last, whatever happened: attributes reset, cursor shown, main screen."""
+_ENTER_SCREEN = b"\x1b[?1049h\x1b[?7l\x1b[?25l\x1b[0m\x1b[2J"
+"""Alternate screen, autowrap off, cursor hidden. Autowrap off: a row the reviewer's terminal
+measures wider than the emulator did (East Asian ambiguous-width characters on a terminal set to
+draw them wide, emoji sequences, a newer Unicode table) is cut at the right margin instead of
+wrapping over the rows below and the status line, or scrolling the whole view."""
+RESTORE = b"\x1b[0m\x1b[?7h\x1b[?25h\x1b[?1049l"
+"""What the player writes last, whatever happened: attributes reset, autowrap back on, cursor
+shown, main screen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,8 +529,9 @@ def play_interactive(
 
     old_wakeup = -1
     try:
-        for sig, handler in ((signal.SIGTERM, on_stop), (signal.SIGHUP, on_stop), (signal.SIGWINCH, on_winch)):
-            old[sig] = signal.signal(sig, handler)
+        for sig in _STOP_SIGNALS:
+            old[sig] = signal.signal(sig, on_stop)
+        old[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_winch)
         old_wakeup = signal.set_wakeup_fd(wpipe, warn_on_full_buffer=False)
         tty.setraw(in_fd, termios.TCSANOW)  # no ISIG: Ctrl-C is a key
         _write_all(out_fd, _ENTER_SCREEN)
@@ -554,9 +561,25 @@ def play_interactive(
             os.close(wpipe)
 
 
+_STOP_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGXCPU,
+)
+"""Signals whose default action ends the process: each stops the player through the restore
+(SIGINT does too, as KeyboardInterrupt). Only these were TERM and HUP: ``kill -QUIT`` or
+``kill -USR1`` left the reviewer's terminal raw, on the alternate screen, cursor hidden."""
+
+
 @contextlib.contextmanager
 def _signals_blocked() -> Iterator[None]:
-    sigs = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGWINCH}
+    sigs = {*_STOP_SIGNALS, signal.SIGINT, signal.SIGWINCH}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     try:
         yield
