@@ -3,6 +3,7 @@ hold back the indexing (searchability) of everyone else's sessions, nor slow the
 
 from __future__ import annotations
 
+import os
 import time
 
 import paramiko
@@ -17,6 +18,7 @@ FLOOD = "python3 -c 'import os; [os.write(1, b\"\\033#8\" * 3000) for _ in range
 emulator time per 3 bytes; indexing this one recording takes minutes of CPU."""
 
 
+@pytest.mark.skipif(not os.environ.get("ZSP_LONG"), reason="a known failure that costs minutes: ZSP_LONG=1")
 @pytest.mark.xfail(strict=True, reason="the indexer has no per-recording CPU bound: a hostile sealed "
                    "session holds the single indexing thread for minutes (see the attack report)")
 def test_a_hostile_session_does_not_hold_back_the_next_sessions_index(env: Env) -> None:

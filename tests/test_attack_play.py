@@ -3,6 +3,7 @@ the player is stopped (signals beyond TERM/HUP/INT whose default action terminat
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def test_any_terminating_signal_restores_the_terminal(tmp_path: Path, key: Signi
         pty.close()
 
 
+@pytest.mark.skipif(not os.environ.get("ZSP_LONG"), reason="a known failure that costs minutes: ZSP_LONG=1")
 @pytest.mark.xfail(strict=True, reason="the player feeds a whole output frame before it reads keys; "
                    "hostile frames cost seconds of emulator time each (DECALN on 1000x500: ~1 ms per 3 bytes)")
 def test_q_quits_promptly_during_expensive_output(tmp_path: Path, key: SigningKey, signer: Path) -> None:
