@@ -9,7 +9,7 @@ its outcome, problem and bad frame; the frames after it are never indexed.
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -87,12 +87,22 @@ def rows_of(items: Iterable[Item], budget: TextBudget | None = None) -> Iterator
                 continue
             yield Row(item.t_us, item.frame, output, text if text.isascii() else _clean(text))
         elif isinstance(item, Command):
-            if item.blind:
-                text = keys_text(item.keys)
-            else:
-                text = item.text
+            typed = keys_text(item.keys)
+            text = typed if item.blind else item.text
             if text.strip():
                 yield Row(item.t_us, item.frame, HitKind.COMMAND, _clean(text), item.blind)
+            if not item.blind and _not_shown(typed, item.text):
+                # Keys the line never showed (a decoy echo printed something else while the keys
+                # went unechoed): what they spell is searchable too, flagged as not shown.
+                yield Row(item.t_us, item.frame, HitKind.COMMAND, _clean(typed), True)
+
+
+def _not_shown(typed: str, text: str) -> bool:
+    """Whether some character the keys spell is missing from the line the screen showed (counted:
+    editing, completion and history only ever add to what was typed, or leave it as it was)."""
+    missing = Counter(c for c in typed if not c.isspace())
+    missing.subtract(text)
+    return any(n > 0 for n in missing.values())
 
 
 def _stub(path: Path, size: int, mtime_ns: int) -> IndexedSession:

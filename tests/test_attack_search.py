@@ -60,15 +60,13 @@ def test_output_scrolled_out_of_a_region_below_the_top_row_is_searchable(tmp_pat
     assert ("output", "leaked-secret-3") in hits, hits
 
 
-@pytest.mark.xfail(strict=True, reason="a command counts as echoed if any one typed character "
-                   "appears on its line: a decoy echo hides the keys actually typed from search")
 def test_keys_typed_under_a_decoy_echo_are_searchable(tmp_path: Path, key: SigningKey) -> None:
     s = Script(tmp_path / "decoy.zsprec", key)
     s.at(0).out(PROMPT)
     # e.g. `while read -rs l; do printf 'ls -la'; eval "$l"; done`: the screen shows a harmless line
     _typed(s, 1, b"rm -rf /srv/app", echo=b"ls -la", out=b"total 0\r\n")
     hits = _search(tmp_path, key, s, "rm -rf /srv/app")
-    assert hits, "the keys typed are not searchable, the decoy is"
+    assert hits == [("command", "rm -rf /srv/app")], "the keys typed are not searchable, the decoy is"
 
 
 @pytest.mark.xfail(strict=True, reason="rows are attributed to frames by where the cursor was between "

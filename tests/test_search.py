@@ -556,3 +556,22 @@ def test_the_index_is_private_and_a_missing_data_dir_is_an_error_not_no_hits(dat
     for argv in (["search", "x", "--data", str(tmp_path / "typo")], ["play", "abcd", "--data", str(tmp_path / "typo")]):
         p = subprocess.run([sys.executable, "-m", "zsp_tui", *argv], capture_output=True, text=True, timeout=60)
         assert p.returncode == 2 and p.stderr.startswith("zsp: error: no data directory"), p.stderr
+
+
+def test_edited_completed_and_recalled_commands_get_no_second_row(tmp_path: Path, key: SigningKey) -> None:
+    """Keys not shown are indexed beside the screen's line (a decoy echo), but editing, completion
+    and history only add to what was typed: those commands are indexed once."""
+    from replay import Command, load, rows_of, scan
+
+    s = Script(tmp_path / "edit.zsprec", key)
+    s.at(1).out(b"$ ")
+    s.at(2).key(b"ho fixed").out(b"ho fixed").key(b"\x01").out(b"\x08" * 8).key(b"ec").out(b"\x1b[2@ec")
+    s.at(3).key(b"\x05 end").out(b"\x1b[8C end").key(b"\r").out(b"\r\nfixed end\r\n$ ")
+    s.at(4).key(b"cat hel").out(b"cat hel").key(b"\t").out(b"lo-file.txt ").key(b"\r").out(b"\r\nHI\r\n$ ")
+    s.at(5).key(b"\x1b[A").out(b"cat hello-file.txt ").key(b"\r").out(b"\r\nHI\r\n$ ")
+    frames, _ = load(s.close(), [key.public])
+    items = list(scan(frames, final=False))
+    commands = [c.text for c in items if isinstance(c, Command)]
+    assert commands == ["echo fixed end", "cat hello-file.txt", "cat hello-file.txt"]
+    rows = [r for r in rows_of(items) if r.kind is HitKind.COMMAND]
+    assert [(r.text, r.blind) for r in rows] == [(c, False) for c in commands]
