@@ -377,7 +377,9 @@ class Terminal:
         """Logical lines that left the main screen since the last call, oldest first.
 
         Rows scrolled off its top (while the scroll region starts at the top row: the whole screen,
-        or tmux's region above its status line, as xterm saves lines), and the non-blank rows of
+        or tmux's region above its status line, as xterm saves lines), rows scrolled out of a region
+        that starts lower (each a line of its own: a pinned header cannot hide output from the
+        index), and the non-blank rows of
         the whole screen when it is erased (ED 2, ED 0 from the home position, RIS). Soft-wrapped
         rows are joined into one logical line; blank lines are skipped; the alternate screen is
         never reported.
@@ -923,6 +925,17 @@ class Terminal:
                         self._taken.append(text)
             else:
                 self._scroll_out_rows(chars[:n], wrapped[:n], clean[:n])
+        elif report and not self._alt:
+            # A region below the top row (a pinned header): its rows leave the screen as surely
+            # as at the top, each as a line of its own (``scrolled`` counts whole-screen scrolls
+            # only: the rows above the region stay where they are).
+            for row, known in zip(chars[top : top + n], clean[top : top + n], strict=True):
+                if known is None or type(known) is str:
+                    text = ("".join(row) if known is None else known).rstrip(" ")
+                    if text:
+                        if len(self._taken) == MAX_TAKEN:
+                            self.dropped_lines += 1
+                        self._taken.append(text)
         if n == 1:
             row = chars.pop(top)
             srow = styles.pop(top)

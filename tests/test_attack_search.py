@@ -49,8 +49,6 @@ def test_a_shell_on_the_alternate_screen_is_still_searchable(tmp_path: Path, key
     assert hits, "neither the command nor its keys are searchable"
 
 
-@pytest.mark.xfail(strict=True, reason="only rows scrolled out of a region starting at the top row "
-                   "are indexed: ESC[2;24r once makes all later scrolled-off output unsearchable")
 def test_output_scrolled_out_of_a_region_below_the_top_row_is_searchable(tmp_path: Path, key: SigningKey) -> None:
     s = Script(tmp_path / "region.zsprec", key)
     s.at(0).out(b"\x1b[2;24r\x1b[24;1H" + PROMPT)

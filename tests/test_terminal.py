@@ -610,11 +610,12 @@ def test_take_lines_reports_the_screen_erased_as_a_whole() -> None:
     assert t.take_lines() == []
 
 
-def test_take_lines_ignores_scrolls_of_a_region_below_the_top() -> None:
+def test_take_lines_reports_rows_scrolled_out_of_a_region_below_the_top() -> None:
+    # A pinned header must not hide what scrolls under it from the index (the attack review).
     t = Terminal(10, 4)
     t.feed(b"keep" + CSI + b"2;4r" + CSI + b"4;1H" + b"x\r\ny\r\nz\r\n")
-    assert t.take_lines() == []
-    assert t.scrolled == 0
+    assert t.take_lines() == ["x"]
+    assert t.scrolled == 0  # whole-screen scrolls only: the header row did not move
     assert t.screen().lines[0] == "keep"
 
 
