@@ -429,3 +429,17 @@ def test_from_starts_at_that_moment_while_the_index_is_built(tmp_path: Path, key
     p = subprocess.run([sys.executable, "-m", "zsp_tui", "play", "--signer", str(signer), "--from", "1:31:00",
                         str(rec)], stdin=subprocess.DEVNULL, capture_output=True, env=_env(tmp_path), timeout=60)
     assert p.returncode == 2 and b"past the end" in p.stderr
+
+
+def test_the_end_keys_show_on_a_narrow_terminal(tmp_path: Path, key: SigningKey, signer: Path) -> None:
+    """The status line is cut at the terminal's width: the keys come before the long parts
+    (the crop, the verdict, what was typed). A first-time reviewer saw `end: q quit, ar`."""
+    rec = write_hostile(tmp_path / "h.zsprec", key)
+    pty = Pty(["--signer", str(signer), str(rec), "--speed", "16"], _env(tmp_path), cols=64, rows=12)
+    try:
+        pty.read_until(b"end: q quit, arrows seek")
+        pty.send(b"q")
+        code = pty.finish()
+        _checks(pty, code, 0)
+    finally:
+        pty.close()

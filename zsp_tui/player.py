@@ -404,6 +404,8 @@ class _Player:
         state = "paused" if self.paused else ("end" if self.at_end else "playing")
         parts = [f"{state} {format_time(self.pos_us)}/{format_time(dur)} {self.speed:g}x frame {self.ph.frame}/"
                  f"{max(self.seeker.index.shown - 1, 0)}"]
+        if self.at_end:  # early: the line is cut at the terminal's width, the keys must show
+            parts.append("end: q quit, arrows seek")
         if self.renderer.cropped:
             screen = self.ph.terminal
             ox, oy = self.renderer.origin
@@ -420,10 +422,8 @@ class _Player:
         else:
             parts.append(self.verdict())
         typed = self.ph.typed.describe(self.pos_us)
-        if typed:
+        if typed:  # last: the longest part, and the one to lose when the line is cut
             parts.append(f"typed: {typed}")
-        if self.at_end:
-            parts.append("end: q quit, arrows seek")
         return " | ".join(parts)
 
     def _draw(self) -> None:
