@@ -77,3 +77,37 @@ def test_autowrap_is_off_while_drawing_and_back_on_after(tmp_path: Path, key: Si
         assert pty.out.rfind(b"\x1b[?7h") > pty.out.rfind(b"\x1b[?7l"), "autowrap not turned back on"
     finally:
         pty.close()
+
+
+def test_a_suspend_from_outside_gives_the_terminal_back_and_resumes(
+    tmp_path: Path, key: SigningKey, signer: Path
+) -> None:
+    """`kill -TSTP` (Ctrl-Z is a key in raw mode) stopped the player with the reviewer's terminal
+    raw and on the alternate screen. Now: restored while stopped, taken again and redrawn on CONT."""
+    import termios
+    import time
+
+    from tests.test_play_pty import check_restored
+
+    rec = write_hostile(tmp_path / "h.zsprec", key, pause_s=30)
+    pty = _run(tmp_path, signer, rec, "--idle-limit", "30")
+    try:
+        pty.read_until(b"waiting")
+        pty.proc.send_signal(signal.SIGTSTP)
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pty.proc.pid}/stat").read_text().split(") ")[1][0] != "T":
+            assert time.monotonic() < deadline, "not stopped"
+            time.sleep(0.05)
+        pty._pump(0.5)
+        check_restored(pty.out)  # as it stops: main screen, cursor shown, attributes reset
+        assert termios.tcgetattr(pty.slave) == pty.before
+        mark = len(pty.out)
+        pty.proc.send_signal(signal.SIGCONT)
+        while b"waiting" not in pty.out[mark:]:  # drawn again, whole
+            assert time.monotonic() < deadline + 20, pty.out[-300:]
+            pty._pump(0.2)
+        pty.send(b"q")
+        code = pty.finish()
+        _checks(pty, code, 0)
+    finally:
+        pty.close()

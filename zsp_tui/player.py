@@ -6,7 +6,9 @@ text only. The terminal is put in raw mode (no ISIG: Ctrl-C arrives as a key) on
 screen with the cursor hidden, and put back exactly as it was (termios attributes, main screen,
 cursor shown, attributes reset) on every way out: ``q``, Ctrl-C, an error, SIGTERM, SIGHUP,
 SIGINT, SIGQUIT, SIGUSR1/2, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU from outside (not SIGKILL, which
-nothing can catch). At the end of the recording the last screen stays until ``q`` (or Enter).
+nothing can catch). Suspended from outside (SIGTSTP), it gives the terminal back the same way
+while stopped and takes it again, redrawn, on SIGCONT. At the end of the recording the last
+screen stays until ``q`` (or Enter).
 
 Keys: space pause/resume; ``+``/``-`` speed (0.25x to 16x); left/right seek 5 s back/forward,
 up/down 60 s; ``.`` one frame forward (pauses); ``q`` or Ctrl-C quit.
@@ -527,11 +529,26 @@ def play_interactive(
         if player_ref:
             player_ref[0]._winch = True
 
+    def on_tstp(_signum: int, _frame: FrameType | None) -> None:
+        # Suspended from outside (`kill -TSTP`; Ctrl-Z is a key in raw mode): give the terminal
+        # back as it was before stopping, take it again and redraw everything on SIGCONT.
+        with contextlib.suppress(OSError, termios.error):
+            _write_all(out_fd, RESTORE)
+            termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+        # SIGSTOP, not SIGTSTP again: the kernel ignores a TSTP to an orphaned process group
+        os.kill(os.getpid(), signal.SIGSTOP)  # stopped here until SIGCONT
+        with contextlib.suppress(OSError, termios.error):
+            tty.setraw(in_fd, termios.TCSANOW)
+            _write_all(out_fd, _ENTER_SCREEN)
+        if player_ref:
+            player_ref[0]._winch = True  # a full redraw, at whatever size the terminal has now
+
     old_wakeup = -1
     try:
         for sig in _STOP_SIGNALS:
             old[sig] = signal.signal(sig, on_stop)
         old[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_winch)
+        old[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, on_tstp)
         old_wakeup = signal.set_wakeup_fd(wpipe, warn_on_full_buffer=False)
         tty.setraw(in_fd, termios.TCSANOW)  # no ISIG: Ctrl-C is a key
         _write_all(out_fd, _ENTER_SCREEN)
