@@ -435,7 +435,7 @@ def test_the_end_keys_show_on_a_narrow_terminal(tmp_path: Path, key: SigningKey,
     """The status line is cut at the terminal's width: the keys come before the long parts
     (the crop, the verdict, what was typed). A first-time reviewer saw `end: q quit, ar`."""
     rec = write_hostile(tmp_path / "h.zsprec", key)
-    pty = Pty(["--signer", str(signer), str(rec), "--speed", "16"], _env(tmp_path), cols=64, rows=12)
+    pty = Pty(["--signer", str(signer), str(rec), "--speed", "16"], _env(tmp_path), cols=80, rows=30)
     try:
         pty.read_until(b"end: q quit, arrows seek")
         pty.send(b"q")

@@ -406,12 +406,12 @@ class _Player:
         state = "paused" if self.paused else ("end" if self.at_end else "playing")
         parts = [f"{state} {format_time(self.pos_us)}/{format_time(dur)} {self.speed:g}x frame {self.ph.frame}/"
                  f"{max(self.seeker.index.shown - 1, 0)}"]
-        if self.at_end:  # early: the line is cut at the terminal's width, the keys must show
-            parts.append("end: q quit, arrows seek")
         if self.renderer.cropped:
             screen = self.ph.terminal
             ox, oy = self.renderer.origin
             parts.append(f"CROPPED {screen.cols}x{screen.rows} at +{ox}+{oy}")
+        if self.at_end:  # early: the line is cut at the terminal's width, the keys must show
+            parts.append("end: q quit, arrows seek")
         if self.live is not None:
             if self.live.error:
                 parts.append(f"STOPPED: {self.live.error}")
