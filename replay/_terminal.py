@@ -929,13 +929,13 @@ class Terminal:
             # A region below the top row (a pinned header): its rows leave the screen as surely
             # as at the top, each as a line of its own (``scrolled`` counts whole-screen scrolls
             # only: the rows above the region stay where they are).
-            for row, known in zip(chars[top : top + n], clean[top : top + n], strict=True):
-                if known is None or type(known) is str:
-                    text = ("".join(row) if known is None else known).rstrip(" ")
-                    if text:
-                        if len(self._taken) == MAX_TAKEN:
-                            self.dropped_lines += 1
-                        self._taken.append(text)
+            kept = [
+                text
+                for row, known in zip(chars[top : top + n], clean[top : top + n], strict=True)
+                if (known is None or type(known) is str)
+                and (text := ("".join(row) if known is None else known).rstrip(" "))
+            ]
+            self._take(kept)
         if n == 1:
             row = chars.pop(top)
             srow = styles.pop(top)
@@ -994,7 +994,10 @@ class Terminal:
             for row, known in zip(rows, clean)  # noqa: B905 (equal lengths)
             if known is None or type(known) is str
         ]
-        kept = [text for text in texts if text]
+        self._take([text for text in texts if text])
+
+    def _take(self, kept: list[str]) -> None:
+        """Lines for :meth:`take_lines`, counting those the cap drops."""
         if kept:
             taken = self._taken
             over = len(taken) + len(kept) - MAX_TAKEN

@@ -408,7 +408,8 @@ def _is_live(data: DataDir, sid: str) -> bool:
     """Whether the data dir's store says the session has not ended."""
     if not data.db_path.exists():
         return False
-    return any(s.id == sid and s.ended_at is None for s in data.service().sessions())
+    s = data.service().session(sid)  # one row, not the whole list
+    return s is not None and s.ended_at is None
 
 
 def _seek_cache(data: DataDir, report: VerificationReport) -> Path | None:
