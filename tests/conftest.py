@@ -51,3 +51,19 @@ def remote_env(tmp_path: Path) -> Iterator[Env]:
     e.stop()
     if e.sshd:
         e.sshd.stop()
+
+
+@pytest.fixture(scope="session")
+def reviewed_template(tmp_path_factory: pytest.TempPathFactory):
+    """Sessions recorded through the real bastion once per run (tests/tui_helpers.py); use ``reviewed``."""
+    from tests.tui_helpers import build_template
+
+    return build_template(tmp_path_factory.mktemp("reviewed-template"))
+
+
+@pytest.fixture
+def reviewed(reviewed_template, tmp_path: Path):
+    """A private copy of the review app's data dir: real sessions, users alice/bob/carol/dave."""
+    from tests.tui_helpers import copy_reviewed
+
+    return copy_reviewed(reviewed_template, tmp_path)
