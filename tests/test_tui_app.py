@@ -35,5 +35,5 @@ async def test_each_role_sees_its_areas_and_opening_is_audited(reviewed, user, a
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ != "HelpScreen"
-    events = [e for e in reviewed.svc.audit_events() if e.event == "review.open"]
-    assert [(e.actor, e.via) for e in events] == [(user, "console")]
+    events = [e for e in reviewed.svc.audit_events() if e.event.startswith("review.")]
+    assert [(e.event, e.actor, e.via) for e in events] == [("review.open", user, "console"), ("review.close", user, "console")]

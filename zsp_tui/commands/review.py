@@ -25,8 +25,6 @@ def cmd_review(args: argparse.Namespace) -> int:
     d = data(args)
     d.require()
     name = args.as_user or os.environ.get("ZSP_USER") or getpass.getuser()
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("zsp review needs a terminal (over ssh: ssh -t review@BASTION)")
     from ..tui import ReviewApp, ReviewContext
 
     try:
@@ -35,6 +33,8 @@ def cmd_review(args: argparse.Namespace) -> int:
         if not args.as_user and "no zsp user" in str(exc):
             raise UsageError(f"{exc}: name yourself with --as USER (a zsp user with a review role)") from None
         raise
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("zsp review needs a terminal (over ssh: ssh -t review@BASTION)")
     app = ReviewApp(ctx, start=args.start)
     app.run()
     return app.return_code or 0

@@ -64,6 +64,7 @@ class ReviewApp(App[int]):
             self.switch_mode(self._start)
 
     def on_unmount(self) -> None:
+        self.ctx.audit("review.close", f"{self.ctx.reviewer.name} closed the review app")
         self.ctx.close()
 
     # --- navigation (screens call these) -------------------------------------------------------
