@@ -38,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, app: ReviewApp) -> None:
         super().__init__()
-        self._under = app.screen
+        self._active = app.screen.active_bindings
 
     def compose(self) -> ComposeResult:
         from ..app import AREA_KEYS
@@ -46,12 +46,13 @@ class HelpScreen(ModalScreen[None]):
         table = Table(box=None, show_header=False, pad_edge=False)
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
-        seen: set[str] = set()
-        bindings = [b for b in getattr(self._under, "BINDINGS", []) if isinstance(b, Binding)]
-        for b in bindings:
+        # What the screen underneath answers to now: its focused widget's keys, the screen's, the app's.
+        seen: set[str] = {"help", "quit"}
+        for active in self._active.values():
+            b = active.binding
             keys = b.key_display or b.key
-            if b.description and keys not in seen:
-                seen.add(keys)
+            if b.description and b.action not in seen and not b.action.startswith("area("):
+                seen.add(b.action)
                 table.add_row(Text(keys), Text(b.description))
         app: ReviewApp = self.app  # type: ignore[assignment]
         for area in app.areas:
