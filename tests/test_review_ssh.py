@@ -17,6 +17,7 @@ import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,22 +92,24 @@ def children_of(pid: int) -> set[int]:
     return out
 
 
-class SshPty:
-    """``ssh -tt ... review@127.0.0.1`` on the slave side of a PTY of ``cols`` x ``rows``."""
+class Pty:
+    """``argv`` on the slave side of a PTY of ``cols`` x ``rows`` (stderr apart); the test is the
+    terminal on the master side, its screen a replay.Terminal fed with what is drawn."""
 
-    def __init__(self, env: Env, user: str, *extra: str, cols: int = 100, rows: int = 30, term: str = "xterm-256color"):
+    def __init__(
+        self, argv: list[str], *, cols: int = 100, rows: int = 30, term: str = "xterm-256color", **env: str
+    ) -> None:
         self.master, self.slave = os.openpty()
         self.cols, self.rows = cols, rows
         self._winsize(cols, rows)
         self.screen = Terminal(cols, rows)
         self.out = b""
-        argv = env.ssh_argv(user, REVIEW_USER, "-tt", *extra)
         self.proc = subprocess.Popen(
             argv,
             stdin=self.slave,
             stdout=self.slave,
             stderr=subprocess.PIPE,
-            env={**os.environ, "TERM": term},
+            env={**os.environ, "TERM": term, **env},
             start_new_session=True,
         )
 
@@ -174,6 +177,11 @@ class SshPty:
         os.close(self.slave)
 
 
+def review_ssh(env: Env, user: str, *extra: str, **kw: Any) -> Pty:
+    """``ssh -tt ... review@127.0.0.1`` as ``user``, in a PTY."""
+    return Pty(env.ssh_argv(user, REVIEW_USER, "-tt", *extra), **kw)
+
+
 def drawn(lines: list[str]) -> bool:
     return lines[0].startswith(BAR) and "Sessions" in lines[0]
 
@@ -197,7 +205,7 @@ def bastion_review_children(env: Env) -> set[int]:
 
 
 def test_a_reviewer_opens_the_app_over_plain_openssh_and_quits_with_q(rev: Env) -> None:
-    ssh = SshPty(rev, "carol")
+    ssh = review_ssh(rev, "carol")
     try:
         ssh.wait_for(drawn, "the area bar")
         top = ssh.lines()[0]
@@ -218,7 +226,7 @@ def test_a_reviewer_opens_the_app_over_plain_openssh_and_quits_with_q(rev: Env) 
 
 
 def test_an_operator_without_a_review_role_gets_one_line_and_no_app(rev: Env) -> None:
-    ssh = SshPty(rev, "dave")
+    ssh = review_ssh(rev, "dave")
     try:
         code = ssh.finish()
         err = ssh.stderr()
@@ -256,7 +264,7 @@ def test_without_a_terminal_the_hint_says_ssh_t(rev: Env) -> None:
 
 
 def test_a_window_change_reaches_the_app(rev: Env) -> None:
-    ssh = SshPty(rev, "carol", cols=100, rows=30)
+    ssh = review_ssh(rev, "carol", cols=100, rows=30)
     try:
         ssh.wait_for(drawn, "the area bar")
         ssh.wait_for(lambda lines: "q quit" in lines[0], "the bar's end at 100 columns")
@@ -273,7 +281,7 @@ def test_a_window_change_reaches_the_app(rev: Env) -> None:
 
 
 def test_a_client_that_goes_away_takes_its_app_with_it(rev: Env) -> None:
-    ssh = SshPty(rev, "carol")
+    ssh = review_ssh(rev, "carol")
     try:
         ssh.wait_for(drawn, "the area bar")
         apps = bastion_review_children(rev)
@@ -288,7 +296,7 @@ def test_a_client_that_goes_away_takes_its_app_with_it(rev: Env) -> None:
 
 def test_stopping_the_bastion_ends_the_apps(tmp_path: Path) -> None:
     env = _start(tmp_path)
-    ssh = SshPty(env, "carol")
+    ssh = review_ssh(env, "carol")
     try:
         ssh.wait_for(drawn, "the area bar")
         apps = bastion_review_children(env)
@@ -306,15 +314,15 @@ def test_review_apps_are_capped_per_user(tmp_path: Path) -> None:
     env = _start(tmp_path, "max_review_apps_per_user = 1\nmax_review_apps = 2\n")
     _add(env, "erin", Role.APPROVER)
     _add(env, "frank", Role.REVIEWER)
-    first = SshPty(env, "carol")
-    opened: list[SshPty] = [first]
+    first = review_ssh(env, "carol")
+    opened: list[Pty] = [first]
     try:
         first.wait_for(drawn, "carol's first app")
         again = env.ssh("carol", REVIEW_USER, extra=("-tt",))
         assert again.returncode != 0
         assert again.stderr.strip().splitlines() == ["zsp: carol already has 1 review apps open (limit 1)"]
         # erin is within her own cap; the bastion's cap (2) is then full for frank.
-        second = SshPty(env, "erin")
+        second = review_ssh(env, "erin")
         opened.append(second)
         second.wait_for(lambda lines: lines[0].startswith(BAR) and "Requests" in lines[0], "erin's app")
         third = env.ssh("frank", REVIEW_USER, extra=("-tt",))
@@ -325,7 +333,7 @@ def test_review_apps_are_capped_per_user(tmp_path: Path) -> None:
         # A slot freed is a slot again.
         first.send(b"q")
         assert first.finish() == 0
-        fourth = SshPty(env, "frank")
+        fourth = review_ssh(env, "frank")
         opened.append(fourth)
         fourth.wait_for(drawn, "frank's app once a slot is free")
         reasons = [(e.actor, e.fields["reason"]) for e in env.svc.audit_events() if e.event == "review.refused"]
@@ -363,7 +371,7 @@ def test_the_app_environment_carries_nothing_of_the_bastions(monkeypatch: pytest
 
 def test_a_hostile_term_over_ssh_still_gets_a_working_app(rev: Env) -> None:
     """OpenSSH sends $TERM as it is in the PTY request; the app gets the default instead."""
-    ssh = SshPty(rev, "carol", term="xterm\nX" + "y" * 10_000)
+    ssh = review_ssh(rev, "carol", term="xterm\nX" + "y" * 10_000)
     try:
         ssh.wait_for(drawn, "the area bar")
         apps = bastion_review_children(rev)
@@ -378,3 +386,29 @@ def test_a_hostile_term_over_ssh_still_gets_a_working_app(rev: Env) -> None:
         assert ssh.finish() == 0
     finally:
         ssh.close()
+
+
+# --- the demo -------------------------------------------------------------------------------------
+
+
+def test_the_demo_review_step_pastes_as_printed(tmp_path: Path) -> None:
+    """`zsp serve --demo`'s last step, pasted into a shell in a terminal: the approver (a reviewer
+    too in the demo) sees the app with Sessions and Requests."""
+    from tests.test_first_hour import Demo
+
+    home = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    Path(home["HOME"]).mkdir()
+    demo = Demo([], home)
+    try:
+        step = demo.steps()[-1]
+        assert step.startswith("ssh -t -F ") and step.endswith(" review@zsp-approver"), demo.text
+        app = Pty(["/bin/sh", "-c", step], **home)
+        try:
+            app.wait_for(lambda lines: drawn(lines) and "Requests" in lines[0], "the demo approver's app")
+            assert "demo-approver (approver, reviewer)" in app.lines()[0]
+            app.send(b"q")
+            assert app.finish() == 0
+        finally:
+            app.close()
+    finally:
+        demo.stop()
