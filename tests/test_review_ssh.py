@@ -412,3 +412,16 @@ def test_the_demo_review_step_pastes_as_printed(tmp_path: Path) -> None:
             app.close()
     finally:
         demo.stop()
+
+
+def test_the_caps_are_settings_checked_like_the_others(tmp_path: Path) -> None:
+    from zsp_tui.config import load_settings
+    from zsp_tui.exceptions import ConfigError
+
+    cfg = tmp_path / "zsp.toml"
+    cfg.write_text("[bastion]\nmax_review_apps_per_user = 3\nmax_review_apps = 40\n")
+    assert load_settings(cfg).bastion == {"max_review_apps_per_user": 3, "max_review_apps": 40}
+    for bad in ("max_review_apps = 0", "max_review_apps_per_user = -1", 'max_review_apps = "2"'):
+        cfg.write_text(f"[bastion]\n{bad}\n")
+        with pytest.raises(ConfigError, match="must be an integer"):
+            load_settings(cfg)
