@@ -7,6 +7,7 @@ The bastion is the real ``zsp serve`` (tests/bastion_env.py), the app the real `
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -294,6 +295,21 @@ def test_a_client_that_goes_away_takes_its_app_with_it(rev: Env) -> None:
     assert bastion_review_children(rev) == set()
 
 
+def test_removing_the_reviewer_ends_their_app(rev: Env) -> None:
+    """The bastion drops connections whose user (or key) is removed: an open app goes with them."""
+    ssh = review_ssh(rev, "carol")
+    try:
+        ssh.wait_for(drawn, "the area bar")
+        assert len(bastion_review_children(rev)) == 1
+        rev.svc.remove_user(Actor("alice"), "carol")
+        assert ssh.finish() != 0
+        assert wait_gone(rev) == set()
+    finally:
+        ssh.close()
+    gone = [e for e in rev.svc.audit_events() if e.event == "user.disconnect"]
+    assert [(e.actor, e.fields["reason"]) for e in gone] == [("carol", "user-removed")]
+
+
 def test_stopping_the_bastion_ends_the_apps(tmp_path: Path) -> None:
     env = _start(tmp_path)
     ssh = review_ssh(env, "carol")
@@ -425,3 +441,45 @@ def test_the_caps_are_settings_checked_like_the_others(tmp_path: Path) -> None:
         cfg.write_text(f"[bastion]\n{bad}\n")
         with pytest.raises(ConfigError, match="must be an integer"):
             load_settings(cfg)
+
+
+async def test_hostile_pty_requests_cannot_break_the_relay(rev: Env) -> None:
+    """A client other than OpenSSH can send any terminal type and any window size (32 bits): the
+    app gets the default TERM and a clamped size, and the bastion stays up for the next one."""
+    import asyncio
+
+    import asyncssh
+
+    term = "\x1b]0;pwned\x07" + "x" * 10_000
+    opts = rev.asyncssh_options("carol")
+    async with asyncssh.connect("127.0.0.1", username=REVIEW_USER, **opts) as conn:
+        proc = await conn.create_process(term_type=term, term_size=(70_000, 30), encoding=None)
+        screen = Terminal(1000, 30)
+        seen = b""
+
+        async def until(check, what: str) -> None:
+            nonlocal seen
+            deadline = asyncio.get_running_loop().time() + 60
+            while not check():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise AssertionError(f"{what} not seen: {seen[-300:]!r}")
+                with contextlib.suppress(TimeoutError):
+                    data = await asyncio.wait_for(proc.stdout.read(65536), min(left, 1))
+                    seen += data
+                    screen.feed(data)
+
+        await until(lambda: screen.line(0).startswith(BAR), "the area bar")
+        (pid,) = bastion_review_children(rev)
+        size = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"TERM=" + DEFAULT_TERM.encode() + b"\0" in size and b"pwned" not in size
+        proc.change_terminal_size(0, 0)  # nonsense: the defaults, 80x24
+        proc.change_terminal_size(70_000, 70_000)  # too large for TIOCSWINSZ: clamped
+        proc.change_terminal_size(90, 20)
+        screen.resize(90, 20)
+        await until(lambda: "Quit" in screen.line(19), "the footer on row 20")
+        proc.stdin.write(b"q")
+        result = await asyncio.wait_for(proc.wait(), 30)
+        assert result.exit_status == 0
+    assert rev.proc is not None and rev.proc.poll() is None
+    assert rev.ssh("carol", REVIEW_USER, extra=("-T",)).returncode == 1  # still answering
