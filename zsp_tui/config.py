@@ -41,6 +41,8 @@ local = false
 # max_auth_failures_per_source = 20     # failed logins per address in 5 minutes, then refused
 # max_recording_bytes = 1073741824      # input+output one session may record; then it ends (recording-limit)
 # min_free_bytes = 1073741824           # new sessions are refused while the recordings disk has less free
+# max_review_apps_per_user = 2          # review apps (ssh -t review@bastion) of one user at once
+# max_review_apps = 16                  # review apps of all users at once
 
 [masking]
 # Input typed at password prompts is masked (sealed to the escrow key, keys/escrow_x25519.pub).
@@ -76,6 +78,8 @@ _BASTION_KEYS = {
     "control_burst": (1, 100_000),
     "max_control_per_user": (1, 1_000),
     "max_unauthenticated": (1, 100_000),
+    "max_review_apps_per_user": (1, 100),
+    "max_review_apps": (1, 1_000),
 }
 
 

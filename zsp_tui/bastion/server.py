@@ -67,6 +67,7 @@ from .control import SshHint, run_control
 from .limits import ControlGate, FairExecutor, Pending
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
+from .review import REVIEW_USER, ReviewApps
 from .session import LiveSession, relay
 from .transfer import transfer_program
 from .upstream import (
@@ -145,6 +146,10 @@ class Limits:
     """Input and output one session may record; the session then ends with reason ``recording-limit``."""
     min_free_bytes: int = 1 << 30
     """New sessions are refused (``session.refused``) while the recordings directory has less free space."""
+    max_review_apps_per_user: int = 2
+    """Review apps (``ssh -t review@BASTION``) one user may run at once..."""
+    max_review_apps: int = 16
+    """...and all users together (each is a Python process on the bastion host)."""
 
 
 class _Sources:
@@ -390,6 +395,7 @@ class Bastion:
         self.logins = Logins()  # authenticated connections; ended when their key or user is removed
         self._logins_checked: Checked | None = None
         self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
+        self.review = ReviewApps(data.root, lim.max_review_apps_per_user, lim.max_review_apps)  # review@
         self.public_host = public_host
         self.hint_template: SshHint | None = None
         """Set by ``zsp serve --demo``: hints name the demo's ssh_config and host aliases."""
@@ -487,6 +493,7 @@ class Bastion:
         deadline = time.monotonic() + 5
         while self.live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        await self.review.stop()
         if self._live_indexing is not None:
             self._live_indexing.cancel()
         if self._watcher is not None:
@@ -700,6 +707,9 @@ class Bastion:
                 process.stdout.write(out.encode())
                 process.stderr.write(err.encode())
                 process.exit(status)
+                return
+            if username == REVIEW_USER:  # the review app (review.py): not a target, not recorded
+                await self.review.run(process, user, hint, lambda event: self._audit_refusal(conn, event))
                 return
             await self._session(process, conn, user, username, hint)
         except (OSError, asyncssh.Error):

@@ -53,12 +53,18 @@ def _demo(d: DataDir) -> Path:
         )
     demo = d.root / "demo"
     demo.mkdir(mode=0o700, exist_ok=True)
-    for name, role in ((DEMO_OPERATOR, Role.OPERATOR), (DEMO_APPROVER, Role.APPROVER)):
+    # The approver reviews too: in the demo's review app (ssh -t review@zsp-approver) they see the
+    # sessions just recorded (replay, search, live) as well as the requests to decide.
+    demo_roles = (
+        (DEMO_OPERATOR, frozenset({Role.OPERATOR})),
+        (DEMO_APPROVER, frozenset({Role.APPROVER, Role.REVIEWER})),
+    )
+    for name, roles in demo_roles:
         key = demo / name
         if not key.exists():
             SigningKey.generate(comment=name).save(key)  # an ordinary OpenSSH ed25519 key pair
         try:
-            svc.add_user(Actor(None), name, frozenset({role}), [Path(f"{key}.pub").read_text().strip()])
+            svc.add_user(Actor(None), name, roles, [Path(f"{key}.pub").read_text().strip()])
         except Conflict:
             pass  # a second `zsp serve --demo` reuses the demo users
     return demo
@@ -104,6 +110,8 @@ Try it (each line in another terminal; the demo users' keys and a pinned known_h
        zsp verify {z} SESSION_ID
        zsp search {z} WORDS
        zsp play {z} SESSION_ID
+  5. as the approver (a reviewer too), the same in the review app through the bastion (q quits):
+       ssh -t -F {cfg} review@zsp-approver
 """
 
 
