@@ -48,13 +48,15 @@ from ._seek import (
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
 from ._style import DEFAULT_STYLE, Style
-from ._terminal import Screen, Terminal
+from ._terminal import MAX_COLS, MAX_ROWS, Screen, Terminal
 from ._timing import at_speed, cap_idle, output_steps
 from ._typed import TypedTracker
 from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
 
 __all__ = [
     "DEFAULT_STYLE",
+    "MAX_COLS",
+    "MAX_ROWS",
     "MAX_PENDING_BYTES",
     "SUFFIX",
     "Command",

@@ -25,9 +25,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ControlGate", "FairExecutor", "Pending"]
+from replay import MAX_COLS, MAX_ROWS
+
+__all__ = ["ControlGate", "FairExecutor", "Pending", "window_size"]
 
 T = TypeVar("T")
+
+
+def window_size(cols: int, rows: int, default: tuple[int, int] = (80, 24)) -> tuple[int, int]:
+    """A client's window size made safe: SSH carries 32-bit numbers, a PTY takes 16 bits, and
+    replay draws at most MAX_COLS x MAX_ROWS; so sizes are clamped to what replay shows (the PTY
+    and the recording then agree), and 0 (unknown) becomes the default."""
+    return (
+        max(1, min(int(cols), MAX_COLS)) if cols > 0 else default[0],
+        max(1, min(int(rows), MAX_ROWS)) if rows > 0 else default[1],
+    )
 K = TypeVar("K")
 
 

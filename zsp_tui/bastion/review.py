@@ -45,6 +45,7 @@ from ..audit import NewEvent
 from ..local_account import own_account
 from ..models import User
 from .control import SshHint
+from .limits import window_size
 from .upstream import LocalUpstream
 
 __all__ = ["DEFAULT_TERM", "REVIEW_USER", "ReviewApps", "app_argv", "app_env", "review_command", "safe_term"]
@@ -56,8 +57,6 @@ DEFAULT_TERM = "xterm-256color"
 _TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 """What a terminal type looks like (terminfo names): anything else is replaced, never passed on."""
 _COLORTERM = frozenset({"truecolor", "24bit"})
-_MAX_SIZE = 1000
-"""Columns and rows are clamped to this (TIOCSWINSZ holds 16 bits; Textual needs nothing larger)."""
 _READ = 65536
 _EXIT_WAIT = 5.0
 """After the app closed its terminal, how long it has to exit before it is stopped."""
@@ -71,10 +70,6 @@ def safe_term(term: str | None) -> str:
     if term and _TERM.fullmatch(term):
         return term
     return DEFAULT_TERM
-
-
-def _clamp(value: int, default: int) -> int:
-    return max(1, min(int(value), _MAX_SIZE)) if value > 0 else default
 
 
 def app_argv(data_root: Path, user: str) -> list[str]:
@@ -199,7 +194,7 @@ class ReviewApps:
 
     async def _run_app(self, process: asyncssh.SSHServerProcess[bytes], user: User, term: str) -> int | None:
         width, height, _, _ = process.get_terminal_size()
-        size = (_clamp(width, 80), _clamp(height, 24))
+        size = window_size(width, height)
         app = _AppPty()
         try:
             await app.start_app(
@@ -228,7 +223,7 @@ class ReviewApps:
                 try:
                     data = await process.stdin.read(_READ)
                 except asyncssh.TerminalSizeChanged as exc:
-                    app.resize(_clamp(exc.width, 80), _clamp(exc.height, 24))
+                    app.resize(*window_size(exc.width, exc.height))
                     continue
                 except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                     continue

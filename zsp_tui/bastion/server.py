@@ -64,7 +64,7 @@ from ..indexing import LIVE_INTERVAL, BackgroundIndexer
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
-from .limits import ControlGate, FairExecutor, Pending
+from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
 from .review import REVIEW_USER, ReviewApps
@@ -844,7 +844,7 @@ class Bastion:
         """Record, connect and relay one admitted session (its grant checked, its slot reserved)."""
         term = process.get_terminal_type()
         size = process.get_terminal_size()
-        cols, rows = (size[0] or 80, size[1] or 24) if term else (0, 0)
+        cols, rows = window_size(size[0], size[1]) if term else (0, 0)
         peer = conn_peer(conn)
         meta = SessionMeta(
             user=user.name,

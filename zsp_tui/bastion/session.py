@@ -29,6 +29,7 @@ from replay import printable
 from ..audit import NewEvent
 from ..exceptions import ZspError
 from ..masking import InputMasker, MaskedInput, MaskLimits
+from .limits import window_size
 from .upstream import Reader, Upstream
 
 if TYPE_CHECKING:
@@ -131,8 +132,9 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
             try:
                 data = await process.stdin.read(_READ)
             except asyncssh.TerminalSizeChanged as exc:
-                upstream.resize(exc.width, exc.height)
-                rec.resize(exc.width, exc.height)
+                cols, rows = window_size(exc.width, exc.height)
+                upstream.resize(cols, rows)
+                rec.resize(cols, rows)
                 continue
             except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                 continue
