@@ -58,10 +58,10 @@ async def test_enter_on_a_hit_opens_replay_at_that_moment_highlighted(reviewed) 
         rows = _cells(table)
         assert rows, _status(app)
         assert all(r[0] == reviewed.ids["shell"][-8:] for r in rows)
-        assert {r[5] for r in rows} == {"command", "output"}
-        assert any("echo kubectl delete pod web-7f" in r[6] for r in rows)
+        assert {r[4] for r in rows} == {"command", "output"}
+        assert any("echo kubectl delete pod web-7f" in r[5] for r in rows)
         # the matched words are styled on the line (the spans), nothing else is
-        line = table.get_row_at(0)[6]
+        line = table.get_row_at(0)[5]
         styled = {line.plain[s.start : s.end].lower() for s in line.spans if "reverse" in str(s.style)}
         assert styled == {"kubectl", "delete"}
         expected = open_index(reviewed.data).search("kubectl delete", limit=500)
@@ -128,12 +128,12 @@ async def test_filters_narrow_results_through_the_same_search_as_zsp_search(revi
         assert table.row_count == 0
         # commands only: toggling it re-runs the shown search
         table = await _search(app, pilot, "hello-exec", since="")
-        assert {r[5] for r in _cells(table)} == {"command", "output"}
+        assert {r[4] for r in _cells(table)} == {"command", "output"}
         app.screen.query_one("#commands", Checkbox).value = True
         await pilot.pause()
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert [r[5] for r in _cells(table)] == ["command"]
+        assert [r[4] for r in _cells(table)] == ["command"]
     last = _searches(reviewed)[-1]
     assert last.fields["commands_only"] is True and last.fields["hits"] == 1
     assert [e.fields.get("filter_target") for e in _searches(reviewed)][:2] == [None, "srv"]
@@ -206,9 +206,9 @@ async def test_hostile_names_and_lines_render_literally(reviewed) -> None:
         table = await _search(app, pilot, "FAKE VALID")
         assert table.row_count == 1
         row = table.get_row_at(0)
-        assert str(row[1]) == "[b]eve[/b]"
-        assert str(row[2]) == "root@[link=x]srv[/]"
-        assert str(row[6]) == "echo [reverse]x[/] \\x1b[2J\\u202eevil [bold red]FAKE VALID[/]"
+        assert str(row[2]) == "[b]eve[/b]"
+        assert str(row[3]) == "root@[link=x]srv[/]"
+        assert str(row[5]) == "echo [reverse]x[/] \\x1b[2J\\u202eevil [bold red]FAKE VALID[/]"
         detail = str(app.screen.query_one("#detail", Static).render())
         assert "[reverse]x[/]" in detail and "\x1b" not in detail and "\u202e" not in detail
         table.focus()

@@ -29,6 +29,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
 from ...clock import format_duration
@@ -64,6 +65,7 @@ class LiveScreen(Screen[None]):
         self.ctx = ctx
         self._shown: list[SessionRecord] = []
         self._outcome: Text = Text("")
+        self._timer: Timer | None = None
         self._now: datetime | None = None
 
     def compose(self) -> ComposeResult:
@@ -82,7 +84,17 @@ class LiveScreen(Screen[None]):
         if not self.ctx.reviewer.may(Area.REPLAY):
             self._outcome = plain("you can terminate sessions here; following one needs the reviewer role", "dim")
         self.action_reload()
-        self.set_interval(REFRESH_S, self.action_reload)
+        self._timer = self.set_interval(REFRESH_S, self.action_reload)
+
+    def on_screen_suspend(self) -> None:
+        # Another area, a dialog or Replay is in front: no reason to keep reading the store.
+        if self._timer is not None:
+            self._timer.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._timer is not None:
+            self._timer.resume()
+            self.action_reload()
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -130,6 +142,7 @@ class LiveScreen(Screen[None]):
         if self._outcome.plain:
             status.append("  ")
             status.append_text(self._outcome)
+        status.no_wrap = False
         self.query_one("#status", Static).update(status)
         self._show_detail()
 
@@ -254,6 +267,8 @@ class LiveScreen(Screen[None]):
     def _say(self, text: Text, error: bool = False) -> None:
         """Show an outcome in the status line (it stays) and as a notification."""
         self._outcome = text
-        self.query_one("#status", Static).update(text)
+        shown = text.copy()
+        shown.no_wrap = False
+        self.query_one("#status", Static).update(shown)
         # text.plain is already escaped (plain()): no markup, no control characters
         self.notify(text.plain, severity="error" if error else "information", markup=False)

@@ -30,6 +30,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
 from ...clock import format_duration
@@ -97,6 +98,7 @@ class RequestsScreen(Screen[None]):
         self._snapshot: _Snapshot | None = None
         self._shown: list[AccessRequest] = []
         self._outcome: Text = Text("")
+        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.REQUESTS)
@@ -113,7 +115,17 @@ class RequestsScreen(Screen[None]):
             table.add_column(plain(label), key=label)
         table.focus()
         self.action_reload()
-        self.set_interval(REFRESH_S, self.action_reload)
+        self._timer = self.set_interval(REFRESH_S, self.action_reload)
+
+    def on_screen_suspend(self) -> None:
+        # Another area, a dialog or Replay is in front: no reason to keep reading the store.
+        if self._timer is not None:
+            self._timer.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._timer is not None:
+            self._timer.resume()
+            self.action_reload()
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -171,6 +183,7 @@ class RequestsScreen(Screen[None]):
         if self._outcome.plain:
             count.append("  ")
             count.append_text(self._outcome)
+        count.no_wrap = False
         self.query_one("#status", Static).update(count)
         self._show_detail()
 
@@ -322,7 +335,8 @@ class RequestsScreen(Screen[None]):
     def _say(self, text: Text, error: bool = False) -> None:
         """Show an outcome in the status line (it stays) and as a notification."""
         self._outcome = text
-        status = self.query_one("#status", Static)
-        status.update(text)
+        shown = text.copy()
+        shown.no_wrap = False
+        self.query_one("#status", Static).update(shown)
         # text.plain is already escaped (plain()): no markup, no control characters
         self.notify(text.plain, severity="error" if error else "information", markup=False)

@@ -123,7 +123,7 @@ def _matched(hit: Hit) -> str | None:
 def _when(hit: Hit) -> str:
     """The moment of the hit, UTC (the session's start plus the hit's offset)."""
     at = datetime.fromtimestamp((hit.started_us + hit.t_us) / 1e6, UTC)
-    return at.strftime("%m-%d %H:%M:%S")
+    return at.strftime("%m-%d %H:%M")
 
 
 def _offset(us: int) -> str:
@@ -155,7 +155,7 @@ class SearchScreen(Screen[None]):
         with Horizontal(id="filters"):
             yield Input(placeholder="user", id="user")
             yield Input(placeholder="target", id="target")
-            yield Input(placeholder="since: 7d, 12h, 2026-11-30", id="since")
+            yield Input(placeholder="since (7d, 2026-11-30)", id="since")
             yield Checkbox("commands only", id="commands")
         yield Static(Text(""), id="coverage", classes="status-line")
         yield Static(plain("type a query and press Enter"), id="status", classes="status-line")
@@ -166,7 +166,7 @@ class SearchScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#results", DataTable)
-        for label in ("session", "user", "login@target", "when (UTC)", "at", "kind", "line"):
+        for label in ("session", "when (UTC)", "user", "login@target", "kind", "line"):
             table.add_column(plain(label), key=label)
         self.query_one("#query", Input).focus()
         self._check_coverage()
@@ -261,10 +261,9 @@ class SearchScreen(Screen[None]):
         for n, hit in enumerate(self._hits):
             table.add_row(
                 plain(hit.session_id[-8:], "dim"),
+                plain(_when(hit)),
                 clip(hit.user, 16),
                 clip(f"{hit.login}@{hit.target}", 24),
-                plain(_when(hit)),
-                plain(_offset(hit.t_us)),
                 plain(hit_kind(hit) + ("" if hit.outcome == "VALID" else f" [{hit.outcome}]")),
                 hit_line(hit, 120),
                 key=str(n),
@@ -337,7 +336,8 @@ class SearchScreen(Screen[None]):
         head = Text(no_wrap=False, end="")
         head.append_text(plain(f"{hit.user}  {hit.login}@{hit.target}  session {hit.session_id}", "bold"))
         head.append("  ")
-        head.append_text(plain(f"{hit_kind(hit)} at {_offset(hit.t_us)}", "dim"))
+        at = datetime.fromtimestamp((hit.started_us + hit.t_us) / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        head.append_text(plain(f"{hit_kind(hit)} at {at}, {_offset(hit.t_us)} into the session", "dim"))
         if hit.outcome != "VALID":
             head.append_text(plain(f"  recording {hit.outcome}", "bold yellow"))
         head.append("\n")
@@ -364,4 +364,6 @@ class SearchScreen(Screen[None]):
         self.query_one("#results", DataTable).focus()
 
     def _status(self, text: Text) -> None:
-        self.query_one("#status", Static).update(text)
+        shown = text.copy()
+        shown.no_wrap = False  # a long error is read whole, over up to three lines
+        self.query_one("#status", Static).update(shown)
