@@ -173,6 +173,10 @@ async def test_hostile_live_values_render_literally(reviewed) -> None:
         assert row[1] == "[reverse]x[/]\\x…"  # cut to its column, escaped before the cut
         assert row[2] == "alice@[link=x]t[/]"
         assert row[6] == "[b]1.2.3.4[/b]\\u202e"
+        table = app.screen.query_one("#live", DataTable)
+        drawn = "\n".join(table.render_line(y).text for y in range(table.size.height))
+        assert "[reverse]x[/]\\x…" in drawn and "alice@[link=x]t[/]" in drawn and "[b]1.2.3.4[/b]\\u202e" in drawn
+        assert "\x1b" not in drawn and "\u202e" not in drawn
         detail = str(app.screen.query_one("#detail", Static).render())
         assert "[reverse]x[/]\\x1b[2J on alice@[link=x]t[/]" in detail
         assert "command: rm -rf / # [blink]ok[/]" in detail and "\x1b" not in detail

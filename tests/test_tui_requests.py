@@ -49,6 +49,11 @@ def _alice_ends_her_grants(reviewed) -> None:
             reviewed.svc.revoke(Actor("alice"), g.id, "done")
 
 
+def _drawn(table: DataTable) -> str:
+    """What the table draws on the terminal (markup in a bare str cell would be consumed here)."""
+    return "\n".join(table.render_line(y).text for y in range(table.size.height))
+
+
 async def _select(app: ReviewApp, pilot, request_id: str) -> None:
     table = _table(app)
     table.focus()
@@ -181,12 +186,15 @@ async def test_hostile_reason_and_target_render_literally(reviewed) -> None:
     finally:
         con.close()
     app = _app(reviewed, "bob")
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(200, 30)) as pilot:
         await _settle(app, pilot)
         await _select(app, pilot, r.id)
         row = [str(c) for c in _table(app).get_row_at(_table(app).get_row_index(r.id))]
         assert row[2].endswith("@[link=evil]srv[/]")
         assert row[6] == "[reverse]x[/] [bold red]APPROVED[/] \\x1b[2J\\u202e"
+        drawn = _drawn(_table(app))
+        assert "@[link=evil]srv[/]" in drawn and "[reverse]x[/] [bold red]APPROVED[/] \\x1b[2J\\u202e" in drawn
+        assert "\x1b" not in drawn and "\u202e" not in drawn
         detail = _detail(app)
         assert "reason: [reverse]x[/] [bold red]APPROVED[/] \\x1b[2J\\u202e" in detail
         assert "\x1b" not in detail and "\u202e" not in detail

@@ -40,6 +40,12 @@ def _cells(table: DataTable) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
+def _drawn(table: DataTable) -> str:
+    """What the table draws on the terminal, line by line (markup in a bare str cell would be
+    consumed here, not in the stored cell value)."""
+    return "\n".join(table.render_line(y).text for y in range(table.size.height))
+
+
 def _searches(reviewed) -> list:
     return [e for e in reviewed.svc.audit_events() if e.event == "review.search"]
 
@@ -201,7 +207,7 @@ async def test_hostile_names_and_lines_render_literally(reviewed) -> None:
     finally:
         index.close()
     app = _app(reviewed)
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(200, 30)) as pilot:
         await pilot.pause()
         table = await _search(app, pilot, "FAKE VALID")
         assert table.row_count == 1
@@ -209,6 +215,10 @@ async def test_hostile_names_and_lines_render_literally(reviewed) -> None:
         assert str(row[2]) == "[b]eve[/b]"
         assert str(row[3]) == "root@[link=x]srv[/]"
         assert str(row[5]) == "echo [reverse]x[/] \\x1b[2J\\u202eevil [bold red]FAKE VALID[/]"
+        drawn = _drawn(table)
+        assert "[b]eve[/b]" in drawn and "root@[link=x]srv[/]" in drawn
+        assert "echo [reverse]x[/] \\x1b[2J\\u202eevil [bold red]FAKE VALID[/]" in drawn
+        assert "\x1b" not in drawn and "\u202e" not in drawn
         detail = str(app.screen.query_one("#detail", Static).render())
         assert "[reverse]x[/]" in detail and "\x1b" not in detail and "\u202e" not in detail
         table.focus()
