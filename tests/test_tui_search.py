@@ -237,3 +237,20 @@ async def test_search_works_at_80x24(reviewed) -> None:
         for widget_id in ("#query", "#user", "#target", "#since", "#commands", "#status"):
             w = app.screen.query_one(widget_id)
             assert w.region.right <= 80 and w.region.bottom <= 24 and w.region.height > 0, widget_id
+
+
+async def test_the_mouse_selects_then_opens_a_hit(reviewed) -> None:
+    app = _app(reviewed)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        table = await _search(app, pilot, "line-29")  # line-29, line-290..299: newest first
+        expected = open_index(reviewed.data).search("line-29", limit=500)
+        assert table.row_count == len(expected) > 3
+        await pilot.click("#results", offset=(4, 3))  # the header is line 0: the third hit
+        await pilot.pause()
+        assert isinstance(app.screen, SearchScreen) and table.cursor_row == 2  # highlighted only
+        await pilot.click("#results", offset=(4, 3))  # a click on the highlighted hit opens it
+        await pilot.pause()
+        assert isinstance(app.screen, ReplayScreen)
+        assert (app.screen.session_id, app.screen.at_us) == (expected[2].session_id, expected[2].t_us)
+        assert app.screen.highlight == "line-29"

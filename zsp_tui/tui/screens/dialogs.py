@@ -62,6 +62,10 @@ ConfirmDialog Horizontal, ReasonDialog Horizontal {
     align: right middle;
     margin: 1 0 0 0;
 }
+ConfirmDialog .hint, ReasonDialog .hint {
+    width: 100%;
+    content-align: right middle;
+}
 ConfirmDialog Button, ReasonDialog Button {
     margin: 0 0 0 2;
     min-width: 12;
@@ -101,6 +105,7 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal():
                 yield Button(plain(self._yes), id="yes", variant="warning")
                 yield Button(plain(self._no), id="no")
+            yield Static(plain(f"y: {self._yes}   n or Esc: {self._no}   Tab: next button", "dim"), classes="hint")
 
     def on_mount(self) -> None:
         # No is focused: Enter on an untouched dialog cancels; yes takes ``y`` or a Tab first.
@@ -149,6 +154,7 @@ class ReasonDialog(ModalScreen[str | None]):
             with Horizontal():
                 yield Button(plain(self._confirm), id="ok", variant="error")
                 yield Button(plain("Cancel"), id="cancel")
+            yield Static(plain(f"Enter: {self._confirm}   Esc: Cancel   Tab: the buttons", "dim"), classes="hint")
 
     def on_mount(self) -> None:
         self.query_one("#reason", Input).focus()

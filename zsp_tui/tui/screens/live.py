@@ -119,21 +119,27 @@ class LiveScreen(Screen[None]):
         table = self.query_one("#live", DataTable)
         keep = self._selected()
         self._now = snap.now
-        self._shown = sorted(snap.sessions, key=lambda s: s.started_at, reverse=True)
-        table.clear()
-        for s in self._shown:
-            table.add_row(
-                plain(s.id[-8:]),
-                clip(s.user, 16),
-                clip(f"{s.login}@{s.target}", 28),
-                plain(s.grant_id or "none (zsp record)", "" if s.grant_id else "dim"),
-                plain(s.started_at.strftime("%m-%d %H:%M:%S")),
-                plain(format_duration(snap.now - s.started_at)),
-                clip(s.client, 24),
-                key=s.id,
-            )
-        if keep is not None and any(s.id == keep.id for s in self._shown):
-            table.move_cursor(row=table.get_row_index(keep.id), animate=False)
+        fresh = sorted(snap.sessions, key=lambda s: s.started_at, reverse=True)
+        if fresh == self._shown:
+            # Nobody came or left since: only the durations tick (no rebuild, no jump).
+            for s in self._shown:
+                table.update_cell(s.id, "for", plain(format_duration(snap.now - s.started_at)))
+        else:
+            self._shown = fresh
+            table.clear()
+            for s in self._shown:
+                table.add_row(
+                    plain(s.id[-8:]),
+                    clip(s.user, 16),
+                    clip(f"{s.login}@{s.target}", 28),
+                    plain(s.grant_id or "none (zsp record)", "" if s.grant_id else "dim"),
+                    plain(s.started_at.strftime("%m-%d %H:%M:%S")),
+                    plain(format_duration(snap.now - s.started_at)),
+                    clip(s.client, 24),
+                    key=s.id,
+                )
+            if keep is not None and any(s.id == keep.id for s in self._shown):
+                table.move_cursor(row=table.get_row_index(keep.id), animate=False)
         status = plain(
             f"{len(self._shown)} live session(s) at {snap.now.strftime('%H:%M:%S')}Z"
             + ("" if self._shown else ": nobody is connected"),

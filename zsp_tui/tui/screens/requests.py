@@ -159,22 +159,27 @@ class RequestsScreen(Screen[None]):
         table = self.query_one("#requests", DataTable)
         keep = self._selected()
         self._snapshot = snap
-        self._shown = list(snap.pending)
-        table.clear()
-        for r in self._shown:
-            mine = r.requester == self.ctx.reviewer.name
-            table.add_row(
-                plain(r.id),
-                clip(r.requester + (" (you)" if mine else ""), 20, "italic" if mine else ""),
-                clip(f"{r.login}@{r.target}", 28),
-                plain(format_duration(r.duration)),
-                plain(f"{len(r.approvals)}/{r.approvals_needed}"),
-                plain(format_duration(r.lapses_at - snap.now)),
-                clip(r.reason, 60),
-                key=r.id,
-            )
-        if keep is not None and any(r.id == keep.id for r in self._shown):
-            table.move_cursor(row=table.get_row_index(keep.id), animate=False)
+        if list(snap.pending) == self._shown:
+            # Nothing was asked or decided since: only the countdowns move (no rebuild, no jump).
+            for r in self._shown:
+                table.update_cell(r.id, "lapses in", plain(format_duration(r.lapses_at - snap.now)))
+        else:
+            self._shown = list(snap.pending)
+            table.clear()
+            for r in self._shown:
+                mine = r.requester == self.ctx.reviewer.name
+                table.add_row(
+                    plain(r.id),
+                    clip(r.requester + (" (you)" if mine else ""), 20, "italic" if mine else ""),
+                    clip(f"{r.login}@{r.target}", 28),
+                    plain(format_duration(r.duration)),
+                    plain(f"{len(r.approvals)}/{r.approvals_needed}"),
+                    plain(format_duration(r.lapses_at - snap.now)),
+                    clip(r.reason, 60),
+                    key=r.id,
+                )
+            if keep is not None and any(r.id == keep.id for r in self._shown):
+                table.move_cursor(row=table.get_row_index(keep.id), animate=False)
         count = plain(
             f"{len(self._shown)} pending request(s) at {snap.now.strftime('%H:%M:%S')}Z"
             + ("" if self._shown else ": nothing to decide"),
