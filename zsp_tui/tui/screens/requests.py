@@ -8,10 +8,14 @@ approver, nothing but pending requests) and every decision and refusal is in the
 the reviewer's name, by the service. A refusal is shown as the service's one line, never a
 traceback.
 
-The list is read in a thread worker every :data:`REFRESH_S` seconds (``AccessService.requests``,
-which also records lapses that are due), so a request appears, and one decided elsewhere goes,
-without a key. The detail pane shows the selected request in full and its requester's recent
-history: their last requests with outcomes, and their last sessions from the store.
+The pending list is read in a thread worker every :data:`REFRESH_S` seconds (one read-only,
+indexed query of the store: pending requests whose lapse is not due), so a request appears, and
+one decided elsewhere goes, without a key. The detail pane shows the selected request in full
+and its requester's recent history: their last requests with outcomes, and their last sessions.
+The store has no query for "the last N requests of a user" nor "the last N sessions of a user",
+so the history reads every request and the user's sessions of :data:`SESSION_DAYS` days, and is
+cached while the pending set does not change (``Tx.list_requests(requester=, limit=)`` and
+``Tx.list_sessions(user=, limit=, newest_first=True)`` would make it one indexed read each).
 
 Names, targets and reasons are requester-controlled: all of it reaches the screen through
 :func:`zsp_tui.tui.text.plain`.
@@ -20,6 +24,8 @@ Names, targets and reasons are requester-controlled: all of it reaches the scree
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -51,6 +57,9 @@ HISTORY = 5
 
 SESSION_DAYS = 30
 """How far back the requester's sessions are read (the store lists sessions of a user by start)."""
+
+HISTORY_REFRESH_S = 30.0
+"""Seconds a requester's history is reused while the pending set stays the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,13 @@ class RequestsScreen(Screen[None]):
         self._shown: list[AccessRequest] = []
         self._outcome: Text = Text("")
         self._timer: Timer | None = None
+        self._history_lock = threading.Lock()
+        self._history_key: tuple[str, ...] | None = None
+        self._history_at = 0.0
+        self._history_cache: tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]] = (
+            {},
+            {},
+        )
 
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.REQUESTS)
@@ -134,23 +150,51 @@ class RequestsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _load(self) -> None:
-        """Read the requests (and the pending requesters' history) off the UI thread."""
+        """Read the pending requests (and their requesters' history) off the UI thread.
+
+        Pending requests are one indexed read-only query (0.3 ms with 100,000 requests in the
+        store, where ``AccessService.requests()``, every request ever, takes 2 s): cheap enough
+        every :data:`REFRESH_S` seconds. The history reads every request, so it is read again
+        only when the pending set changes or every :data:`HISTORY_REFRESH_S` seconds."""
         svc = self.ctx.service
         try:
-            every = svc.requests()
+            with svc.store.transaction(write=False) as tx:
+                candidates = tx.list_requests((RequestState.PENDING,))
             now = svc.clock.now()
-            pending = tuple(r for r in every if r.effective_state(now) is RequestState.PENDING)
-            history: dict[str, tuple[AccessRequest, ...]] = {}
-            sessions: dict[str, tuple[SessionRecord, ...]] = {}
-            for who in {r.requester for r in pending}:
-                theirs = [r for r in every if r.requester == who and r.effective_state(now) is not RequestState.PENDING]
-                history[who] = tuple(sorted(theirs, key=lambda r: r.created_at, reverse=True)[:HISTORY])
-                recent = svc.sessions(user=who, since=now - timedelta(days=SESSION_DAYS))
-                sessions[who] = tuple(reversed(recent[-HISTORY:]))
+            # Effective state: one whose lapse is due is not offered even before a sweep records it.
+            pending = tuple(r for r in candidates if r.effective_state(now) is RequestState.PENDING)
+            history, sessions = self._history(pending, now)
         except (ZspError, sqlite3.Error, OSError) as exc:
             self.app.call_from_thread(self._failed, f"could not read the requests: {exc}")
             return
         self.app.call_from_thread(self._show, _Snapshot(now, pending, history, sessions))
+
+    def _history(
+        self, pending: tuple[AccessRequest, ...], now: datetime
+    ) -> tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]]:
+        """Each pending requester's last requests and sessions (cached; see :meth:`_load`)."""
+        key = tuple(r.id for r in pending)
+        with self._history_lock:  # a superseded worker thread may still be running
+            fresh = time.monotonic() - self._history_at < HISTORY_REFRESH_S
+            if key == self._history_key and fresh:
+                return self._history_cache
+            svc = self.ctx.service
+            who = {r.requester for r in pending}
+            history: dict[str, tuple[AccessRequest, ...]] = {}
+            sessions: dict[str, tuple[SessionRecord, ...]] = {}
+            if who:
+                with svc.store.transaction(write=False) as tx:
+                    every = tx.list_requests()  # no query by requester: see the module's docstring
+                for name in who:
+                    theirs = [
+                        r for r in every if r.requester == name and r.effective_state(now) is not RequestState.PENDING
+                    ]
+                    history[name] = tuple(sorted(theirs, key=lambda r: r.created_at, reverse=True)[:HISTORY])
+                    recent = svc.sessions(user=name, since=now - timedelta(days=SESSION_DAYS))
+                    sessions[name] = tuple(reversed(recent[-HISTORY:]))
+            self._history_key, self._history_at = key, time.monotonic()
+            self._history_cache = (history, sessions)
+            return self._history_cache
 
     def _failed(self, message: str) -> None:
         self.query_one("#status", Static).update(plain(message, "bold red"))
