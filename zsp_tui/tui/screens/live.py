@@ -116,6 +116,8 @@ class LiveScreen(Screen[None]):
         self.query_one("#status", Static).update(plain(message, "bold red"))
 
     def _show(self, snap: _Snapshot) -> None:
+        if self._now is not None and snap.now < self._now:
+            return  # a superseded reload that finished late: a newer list is shown
         table = self.query_one("#live", DataTable)
         keep = self._selected()
         self._now = snap.now

@@ -200,6 +200,8 @@ class RequestsScreen(Screen[None]):
         self.query_one("#status", Static).update(plain(message, "bold red"))
 
     def _show(self, snap: _Snapshot) -> None:
+        if self._snapshot is not None and snap.now < self._snapshot.now:
+            return  # a superseded reload that finished late: a newer list is shown
         table = self.query_one("#requests", DataTable)
         keep = self._selected()
         self._snapshot = snap

@@ -69,9 +69,10 @@ class SearchRequest:
 class _Outcome:
     """What the search worker hands back to the UI thread."""
 
+    seq: int
+    """Which submitted search this answers: a slower, superseded search never shows its hits."""
     hits: tuple[Hit, ...]
     error: str | None
-    coverage: Text | None
 
 
 def hit_kind(hit: Hit) -> str:
@@ -145,6 +146,7 @@ class SearchScreen(Screen[None]):
         self.ctx = ctx
         self._hits: list[Hit] = []
         self._last: SearchRequest | None = None
+        self._seq = 0
 
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.SEARCH)
@@ -208,17 +210,18 @@ class SearchScreen(Screen[None]):
         if request is None:
             return
         self._last = request
+        self._seq += 1
         table = self.query_one("#results", DataTable)
         table.loading = True
         self._status(plain(f"searching for {request.words.strip()}…", "italic"))
-        self._search(request)
+        self._search(request, self._seq)
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
-    def _search(self, request: SearchRequest) -> None:
-        """Query the index off the UI thread; audit the search once; hand the hits back."""
+    def _search(self, request: SearchRequest, seq: int) -> None:
+        """Query the index off the UI thread; audit the search once; hand the hits back; then
+        check the index's coverage (a stat of every recording: after the hits, not before)."""
         hits: list[Hit] = []
         error: str | None = None
-        cov: Text | None = None
         if not index_file(self.ctx.data).exists():
             error = (
                 "nothing is indexed yet: sessions are indexed as they end "
@@ -235,7 +238,6 @@ class SearchScreen(Screen[None]):
                     commands_only=request.commands_only,
                     limit=LIMIT,
                 )
-                cov = self._coverage_text()
             except (ReplayError, OSError) as exc:
                 error = f"{exc}; `zsp index --rebuild` rebuilds the index from the recordings"
         # "target" and "login" name the event's own target in an audit event: filters are prefixed
@@ -251,9 +253,14 @@ class SearchScreen(Screen[None]):
             commands_only=request.commands_only,
             error=error,
         )
-        self.app.call_from_thread(self._show, request, _Outcome(tuple(hits), error, cov))
+        self.app.call_from_thread(self._show, request, _Outcome(seq, tuple(hits), error))
+        if error is None:
+            cov = self._coverage_text()
+            self.app.call_from_thread(self.query_one("#coverage", Static).update, cov)
 
     def _show(self, request: SearchRequest, outcome: _Outcome) -> None:
+        if outcome.seq != self._seq:
+            return  # a newer search was submitted meanwhile: its hits are the ones to show
         table = self.query_one("#results", DataTable)
         table.loading = False
         table.clear()
@@ -268,8 +275,6 @@ class SearchScreen(Screen[None]):
                 hit_line(hit, 120),
                 key=str(n),
             )
-        if outcome.coverage is not None:
-            self.query_one("#coverage", Static).update(outcome.coverage)
         if outcome.error is not None:
             self._status(plain(outcome.error, "bold red"))
         elif not self._hits:
