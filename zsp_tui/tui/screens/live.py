@@ -143,8 +143,7 @@ class LiveScreen(Screen[None]):
             if keep is not None and any(s.id == keep.id for s in self._shown):
                 table.move_cursor(row=table.get_row_index(keep.id), animate=False)
         status = plain(
-            f"{len(self._shown)} live session(s) at {snap.now.strftime('%H:%M:%S')}Z"
-            + ("" if self._shown else ": nobody is connected"),
+            f"{len(self._shown)} live session(s)" + ("" if self._shown else ": nobody is connected"),
             "bold" if self._shown else "",
         )
         if self._outcome.plain:

@@ -227,8 +227,7 @@ class RequestsScreen(Screen[None]):
             if keep is not None and any(r.id == keep.id for r in self._shown):
                 table.move_cursor(row=table.get_row_index(keep.id), animate=False)
         count = plain(
-            f"{len(self._shown)} pending request(s) at {snap.now.strftime('%H:%M:%S')}Z"
-            + ("" if self._shown else ": nothing to decide"),
+            f"{len(self._shown)} pending request(s)" + ("" if self._shown else ": nothing to decide"),
             "bold" if self._shown else "",
         )
         if self._outcome.plain:
