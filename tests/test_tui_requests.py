@@ -77,6 +77,9 @@ async def test_bob_approves_dave_s_request_with_a_confirmation(reviewed) -> None
         await pilot.press("n")  # cancelled: nothing happens
         await pilot.pause()
         assert isinstance(app.screen, RequestsScreen)
+        await pilot.press("a", "enter")  # Enter on an untouched confirmation is "Cancel", never a yes
+        await _settle(app, pilot)
+        assert isinstance(app.screen, RequestsScreen)
         assert reviewed.svc.get(reviewed.pending).state is RequestState.PENDING
         await pilot.press("a")
         await pilot.pause()
