@@ -83,8 +83,7 @@ async def test_follow_and_terminate_a_real_live_session(live_env: Env) -> None:
             started = row[5]
             await _until(pilot, lambda: _rows(app) and _rows(app)[0][5] != started, timeout=4)  # it ticks
             await pilot.press("w")
-            await pilot.pause()
-            assert isinstance(app.screen, ReplayScreen)
+            await _until(pilot, lambda: isinstance(app.screen, ReplayScreen))  # audited first, then opened
             assert app.screen.session_id == session.id and app.screen.follow is True
             await pilot.press("escape")
             await pilot.pause()

@@ -225,3 +225,35 @@ async def test_requests_fit_80x24(reviewed) -> None:
         for w in ("#reason", "#ok", "#cancel"):
             region = app.screen.query_one(w).region
             assert region.right <= 80 and region.bottom <= 24 and region.height > 0, w
+
+
+def test_workers_and_the_ui_thread_share_the_store_one_transaction_at_a_time(reviewed) -> None:
+    """The app's threads (reloads every second or two, a decision, an audit event from the UI
+    thread) all use the context's one service. Its SQLite store is one connection: without the
+    context serialising transactions, two of them overlap and one fails with "cannot start a
+    transaction within a transaction" (seen as a refused decision in the Requests area)."""
+    import threading
+
+    ctx = ReviewContext.open(reviewed.data, "bob", "console")
+    errors: list[BaseException] = []
+
+    def hammer(n: int) -> None:
+        try:
+            for i in range(40):
+                if n == 0:
+                    ctx.audit("review.search", "x", query=f"q{i}", hits=0)
+                else:
+                    ctx.service.requests()
+                    with ctx.service.store.transaction(write=False) as tx:
+                        tx.list_requests((RequestState.PENDING,))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ctx.close()
+    assert errors == []
+    assert len([e for e in reviewed.svc.audit_events() if e.event == "review.search"]) == 40

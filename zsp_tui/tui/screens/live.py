@@ -38,6 +38,7 @@ from ...models import SessionRecord
 from ..context import Area, ReviewContext
 from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
+from ._reader import ReaderClosed, StoreReader
 from .dialogs import ReasonDialog
 
 __all__ = ["REFRESH_S", "LiveScreen"]
@@ -67,6 +68,7 @@ class LiveScreen(Screen[None]):
         self._outcome: Text = Text("")
         self._timer: Timer | None = None
         self._now: datetime | None = None
+        self._reader = StoreReader(ctx.data)
 
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.LIVE)
@@ -86,6 +88,9 @@ class LiveScreen(Screen[None]):
         self.action_reload()
         self._timer = self.set_interval(REFRESH_S, self.action_reload)
 
+    def on_unmount(self) -> None:
+        self._reader.close()
+
     def on_screen_suspend(self) -> None:
         # Another area, a dialog or Replay is in front: no reason to keep reading the store.
         if self._timer is not None:
@@ -103,10 +108,12 @@ class LiveScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _load(self) -> None:
-        svc = self.ctx.service
         try:
-            sessions = svc.unended_sessions()
-            now = svc.clock.now()
+            with self._reader.service() as svc:  # its own connection (_reader.py), one load at a time
+                sessions = svc.unended_sessions()
+            now = self.ctx.service.clock.now()
+        except ReaderClosed:
+            return  # the screen is gone
         except (ZspError, sqlite3.Error, OSError) as exc:
             self.app.call_from_thread(self._failed, f"could not read the live sessions: {exc}")
             return
@@ -200,16 +207,30 @@ class LiveScreen(Screen[None]):
                 error=True,
             )
             return
-        self.ctx.audit(
-            "review.watch",
-            f"{self.ctx.reviewer.name} follows session {s.id} of {s.user} on {s.login}@{s.target}",
-            session_id=s.id,
-            session_user=s.user,
-            grant=s.grant_id,
-        )
+        self._watch(s)
+
+    @work(thread=True, exclusive=True, group="watch", exit_on_error=False)
+    def _watch(self, s: SessionRecord) -> None:
+        """Audit the watch, then open it: never a watch that is not in the audit log (fail
+        closed), and the UI thread never waits on the store for it."""
+        try:
+            self.ctx.audit(
+                "review.watch",
+                f"{self.ctx.reviewer.name} follows session {s.id} of {s.user} on {s.login}@{s.target}",
+                session_id=s.id,
+                session_user=s.user,
+                grant=s.grant_id,
+            )
+        except (ZspError, sqlite3.Error, OSError) as exc:
+            message = f"not opened: the watch could not be audited: {exc}"
+            self.app.call_from_thread(self._say, plain(message, "bold red"), True)
+            return
+        self.app.call_from_thread(self._open, s.id)
+
+    def _open(self, session_id: str) -> None:
         open_replay = getattr(self.app, "open_replay", None)
         if open_replay is not None:
-            open_replay(s.id, follow=True)
+            open_replay(session_id, follow=True)
 
     # --- terminate --------------------------------------------------------------------------
 

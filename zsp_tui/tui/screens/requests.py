@@ -24,7 +24,6 @@ Names, targets and reasons are requester-controlled: all of it reaches the scree
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,12 +38,14 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
+from ...access import AccessService
 from ...clock import format_duration
 from ...exceptions import ZspError
 from ...models import AccessRequest, RequestState, SessionRecord
 from ..context import Area, ReviewContext
 from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
+from ._reader import ReaderClosed, StoreReader
 from .dialogs import ConfirmDialog, ReasonDialog
 
 __all__ = ["HISTORY", "REFRESH_S", "RequestsScreen"]
@@ -108,7 +109,7 @@ class RequestsScreen(Screen[None]):
         self._shown: list[AccessRequest] = []
         self._outcome: Text = Text("")
         self._timer: Timer | None = None
-        self._history_lock = threading.Lock()
+        self._reader = StoreReader(ctx.data)
         self._history_key: tuple[str, ...] | None = None
         self._history_at = 0.0
         self._history_cache: tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]] = (
@@ -133,6 +134,9 @@ class RequestsScreen(Screen[None]):
         self.action_reload()
         self._timer = self.set_interval(REFRESH_S, self.action_reload)
 
+    def on_unmount(self) -> None:
+        self._reader.close()
+
     def on_screen_suspend(self) -> None:
         # Another area, a dialog or Replay is in front: no reason to keep reading the store.
         if self._timer is not None:
@@ -156,45 +160,46 @@ class RequestsScreen(Screen[None]):
         store, where ``AccessService.requests()``, every request ever, takes 2 s): cheap enough
         every :data:`REFRESH_S` seconds. The history reads every request, so it is read again
         only when the pending set changes or every :data:`HISTORY_REFRESH_S` seconds."""
-        svc = self.ctx.service
         try:
-            with svc.store.transaction(write=False) as tx:
-                candidates = tx.list_requests((RequestState.PENDING,))
-            now = svc.clock.now()
-            # Effective state: one whose lapse is due is not offered even before a sweep records it.
-            pending = tuple(r for r in candidates if r.effective_state(now) is RequestState.PENDING)
-            history, sessions = self._history(pending, now)
+            with self._reader.service() as svc:  # its own connection (_reader.py), one load at a time
+                with svc.store.transaction(write=False) as tx:
+                    candidates = tx.list_requests((RequestState.PENDING,))
+                now = self.ctx.service.clock.now()
+                # Effective state: one whose lapse is due is not offered even before a sweep records it.
+                pending = tuple(r for r in candidates if r.effective_state(now) is RequestState.PENDING)
+                history, sessions = self._history(svc, pending, now)
+        except ReaderClosed:
+            return  # the screen is gone
         except (ZspError, sqlite3.Error, OSError) as exc:
             self.app.call_from_thread(self._failed, f"could not read the requests: {exc}")
             return
         self.app.call_from_thread(self._show, _Snapshot(now, pending, history, sessions))
 
     def _history(
-        self, pending: tuple[AccessRequest, ...], now: datetime
+        self, svc: AccessService, pending: tuple[AccessRequest, ...], now: datetime
     ) -> tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]]:
-        """Each pending requester's last requests and sessions (cached; see :meth:`_load`)."""
+        """Each pending requester's last requests and sessions (cached; see :meth:`_load`).
+        Runs under the reader's lock: one load at a time, even a superseded one still running."""
         key = tuple(r.id for r in pending)
-        with self._history_lock:  # a superseded worker thread may still be running
-            fresh = time.monotonic() - self._history_at < HISTORY_REFRESH_S
-            if key == self._history_key and fresh:
-                return self._history_cache
-            svc = self.ctx.service
-            who = {r.requester for r in pending}
-            history: dict[str, tuple[AccessRequest, ...]] = {}
-            sessions: dict[str, tuple[SessionRecord, ...]] = {}
-            if who:
-                with svc.store.transaction(write=False) as tx:
-                    every = tx.list_requests()  # no query by requester: see the module's docstring
-                for name in who:
-                    theirs = [
-                        r for r in every if r.requester == name and r.effective_state(now) is not RequestState.PENDING
-                    ]
-                    history[name] = tuple(sorted(theirs, key=lambda r: r.created_at, reverse=True)[:HISTORY])
-                    recent = svc.sessions(user=name, since=now - timedelta(days=SESSION_DAYS))
-                    sessions[name] = tuple(reversed(recent[-HISTORY:]))
-            self._history_key, self._history_at = key, time.monotonic()
-            self._history_cache = (history, sessions)
+        fresh = time.monotonic() - self._history_at < HISTORY_REFRESH_S
+        if key == self._history_key and fresh:
             return self._history_cache
+        who = {r.requester for r in pending}
+        history: dict[str, tuple[AccessRequest, ...]] = {}
+        sessions: dict[str, tuple[SessionRecord, ...]] = {}
+        if who:
+            with svc.store.transaction(write=False) as tx:
+                every = tx.list_requests()  # no query by requester: see the module's docstring
+            for name in who:
+                theirs = [
+                    r for r in every if r.requester == name and r.effective_state(now) is not RequestState.PENDING
+                ]
+                history[name] = tuple(sorted(theirs, key=lambda r: r.created_at, reverse=True)[:HISTORY])
+                recent = svc.sessions(user=name, since=now - timedelta(days=SESSION_DAYS))
+                sessions[name] = tuple(reversed(recent[-HISTORY:]))
+        self._history_key, self._history_at = key, time.monotonic()
+        self._history_cache = (history, sessions)
+        return self._history_cache
 
     def _failed(self, message: str) -> None:
         self.query_one("#status", Static).update(plain(message, "bold red"))
