@@ -257,3 +257,23 @@ def test_workers_and_the_ui_thread_share_the_store_one_transaction_at_a_time(rev
     ctx.close()
     assert errors == []
     assert len([e for e in reviewed.svc.audit_events() if e.event == "review.search"]) == 40
+
+
+async def test_the_list_is_not_read_while_another_area_is_in_front(reviewed) -> None:
+    """Polling stops while Live (or a dialog, or Replay) is in front, and resumes at once on return."""
+    app = _app(reviewed, "bob")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _settle(app, pilot)
+        requests = app.screen
+        assert _ids(app) == [reviewed.pending]
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.current_mode == "live"
+        _alice_ends_her_grants(reviewed)
+        new = reviewed.svc.request(Actor("alice"), "srv", None, timedelta(minutes=10), "INC-8 logs")
+        await pilot.pause(2.5)  # more than one refresh period
+        table = requests.query_one("#requests", DataTable)
+        assert [str(table.get_row_at(i)[0]) for i in range(table.row_count)] == [reviewed.pending]
+        await pilot.press("4")
+        await _settle(app, pilot)
+        assert set(_ids(app)) == {reviewed.pending, new.id}
