@@ -246,7 +246,7 @@ def test_workers_and_the_ui_thread_share_the_store_one_transaction_at_a_time(rev
                     ctx.service.requests()
                     with ctx.service.store.transaction(write=False) as tx:
                         tx.list_requests((RequestState.PENDING,))
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted on below
+        except BaseException as exc:  # collected and asserted on below
             errors.append(exc)
 
     threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
