@@ -1,23 +1,397 @@
-"""RequestsScreen: not built yet (placeholder so the app runs while it is)."""
+"""RequestsScreen: pending access requests, and the approver's decision on each.
+
+Approve (``a``, after a confirmation) and deny (``d``, with a reason) call exactly
+``AccessService.approve(actor, id)`` and ``AccessService.deny(actor, id, reason)``: the same calls
+as ``zsp approve``/``zsp deny`` and the bastion's ssh control commands, so every rule holds here
+as there (no self-approval, only the approvers a request's rule names, one approval per
+approver, nothing but pending requests) and every decision and refusal is in the audit log under
+the reviewer's name, by the service. A refusal is shown as the service's one line, never a
+traceback.
+
+The pending list is read in a thread worker every :data:`REFRESH_S` seconds (one read-only,
+indexed query of the store: pending requests whose lapse is not due), so a request appears, and
+one decided elsewhere goes, without a key. The detail pane shows the selected request in full
+and its requester's recent history: their last requests with outcomes, and their last sessions.
+The store has no query for "the last N requests of a user" nor "the last N sessions of a user",
+so the history reads every request and the user's sessions of :data:`SESSION_DAYS` days, and is
+cached while the pending set does not change (``Tx.list_requests(requester=, limit=)`` and
+``Tx.list_sessions(user=, limit=, newest_first=True)`` would make it one indexed read each).
+
+Names, targets and reasons are requester-controlled: all of it reaches the screen through
+:func:`zsp_tui.tui.text.plain`.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Static
 
+from ...access import AccessService
+from ...clock import format_duration
+from ...exceptions import ZspError
+from ...models import AccessRequest, RequestState, SessionRecord
 from ..context import Area, ReviewContext
+from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
+from ._reader import ReaderClosed, StoreReader
+from .dialogs import ConfirmDialog, ReasonDialog
 
-__all__ = ["RequestsScreen"]
+__all__ = ["HISTORY", "REFRESH_S", "RequestsScreen"]
+
+REFRESH_S = 2.0
+"""Seconds between reloads of the pending list."""
+
+HISTORY = 5
+"""Past requests and sessions of the requester shown in the detail pane."""
+
+SESSION_DAYS = 30
+"""How far back the requester's sessions are read (the store lists sessions of a user by start)."""
+
+HISTORY_REFRESH_S = 30.0
+"""Seconds a requester's history is reused while the pending set stays the same."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One reload: what is pending, and each pending requester's recent history."""
+
+    now: datetime
+    pending: tuple[AccessRequest, ...]
+    requests: dict[str, tuple[AccessRequest, ...]]
+    """Requester -> their other requests, newest first (at most :data:`HISTORY`)."""
+    sessions: dict[str, tuple[SessionRecord, ...]]
+    """Requester -> their sessions of the last :data:`SESSION_DAYS` days, newest first."""
+
+
+def _clock(dt: datetime | None) -> str:
+    return "-" if dt is None else dt.strftime("%m-%d %H:%M:%SZ")
+
+
+def _outcome(r: AccessRequest, now: datetime) -> str:
+    """What became of a request, in a few words (state, who ended it, why)."""
+    state = r.effective_state(now)
+    words = state.value
+    if state is RequestState.APPROVED and r.active(now):
+        words = "active"
+    if r.ended_by and state in (RequestState.DENIED, RequestState.REVOKED, RequestState.CANCELLED):
+        words += f" by {r.ended_by}"
+    elif r.approvals and state in (RequestState.APPROVED, RequestState.EXPIRED, RequestState.REVOKED):
+        words += f" (approved by {', '.join(r.approvals)})"
+    if r.note:
+        words += f": {r.note}"
+    return words
 
 
 class RequestsScreen(Screen[None]):
+    CSS_PATH = "requests.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "approve", "Approve"),
+        Binding("d", "deny", "Deny"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
     def __init__(self, ctx: ReviewContext) -> None:
         super().__init__()
         self.ctx = ctx
+        self._snapshot: _Snapshot | None = None
+        self._shown: list[AccessRequest] = []
+        self._outcome: Text = Text("")
+        self._timer: Timer | None = None
+        self._reader = StoreReader(ctx.data)
+        self._history_key: tuple[str, ...] | None = None
+        self._history_at = 0.0
+        self._history_cache: tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]] = (
+            {},
+            {},
+        )
 
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.REQUESTS)
-        yield Static("not built yet")
+        yield Static(plain("loading pending requests…", "italic"), id="status", classes="status-line")
+        table: DataTable[Text] = DataTable(id="requests", cursor_type="row", zebra_stripes=True)
+        yield table
+        with VerticalScroll(id="detail-pane"):
+            yield Static(Text(""), id="detail")
         yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#requests", DataTable)
+        for label in ("request", "requester", "login@target", "for", "approvals", "lapses in", "reason"):
+            table.add_column(plain(label), key=label)
+        table.focus()
+        self.action_reload()
+        self._timer = self.set_interval(REFRESH_S, self.action_reload)
+
+    def on_unmount(self) -> None:
+        self._reader.close()
+
+    def on_screen_suspend(self) -> None:
+        # Another area, a dialog or Replay is in front: no reason to keep reading the store.
+        if self._timer is not None:
+            self._timer.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._timer is not None:
+            self._timer.resume()
+            self.action_reload()
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def action_reload(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load(self) -> None:
+        """Read the pending requests (and their requesters' history) off the UI thread.
+
+        Pending requests are one indexed read-only query (0.3 ms with 100,000 requests in the
+        store, where ``AccessService.requests()``, every request ever, takes 2 s): cheap enough
+        every :data:`REFRESH_S` seconds. The history reads every request, so it is read again
+        only when the pending set changes or every :data:`HISTORY_REFRESH_S` seconds."""
+        try:
+            with self._reader.service() as svc:  # its own connection (_reader.py), one load at a time
+                with svc.store.transaction(write=False) as tx:
+                    candidates = tx.list_requests((RequestState.PENDING,))
+                now = self.ctx.service.clock.now()
+                # Effective state: one whose lapse is due is not offered even before a sweep records it.
+                pending = tuple(r for r in candidates if r.effective_state(now) is RequestState.PENDING)
+                history, sessions = self._history(svc, pending, now)
+        except ReaderClosed:
+            return  # the screen is gone
+        except (ZspError, sqlite3.Error, OSError) as exc:
+            self.app.call_from_thread(self._failed, f"could not read the requests: {exc}")
+            return
+        self.app.call_from_thread(self._show, _Snapshot(now, pending, history, sessions))
+
+    def _history(
+        self, svc: AccessService, pending: tuple[AccessRequest, ...], now: datetime
+    ) -> tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]]:
+        """Each pending requester's last requests and sessions (cached; see :meth:`_load`).
+        Runs under the reader's lock: one load at a time, even a superseded one still running."""
+        key = tuple(r.id for r in pending)
+        fresh = time.monotonic() - self._history_at < HISTORY_REFRESH_S
+        if key == self._history_key and fresh:
+            return self._history_cache
+        who = {r.requester for r in pending}
+        history: dict[str, tuple[AccessRequest, ...]] = {}
+        sessions: dict[str, tuple[SessionRecord, ...]] = {}
+        if who:
+            with svc.store.transaction(write=False) as tx:
+                every = tx.list_requests()  # no query by requester: see the module's docstring
+            for name in who:
+                theirs = [
+                    r for r in every if r.requester == name and r.effective_state(now) is not RequestState.PENDING
+                ]
+                history[name] = tuple(sorted(theirs, key=lambda r: r.created_at, reverse=True)[:HISTORY])
+                recent = svc.sessions(user=name, since=now - timedelta(days=SESSION_DAYS))
+                sessions[name] = tuple(reversed(recent[-HISTORY:]))
+        self._history_key, self._history_at = key, time.monotonic()
+        self._history_cache = (history, sessions)
+        return self._history_cache
+
+    def _failed(self, message: str) -> None:
+        self.query_one("#status", Static).update(plain(message, "bold red"))
+
+    def _show(self, snap: _Snapshot) -> None:
+        if self._snapshot is not None and snap.now < self._snapshot.now:
+            return  # a superseded reload that finished late: a newer list is shown
+        table = self.query_one("#requests", DataTable)
+        keep = self._selected()
+        self._snapshot = snap
+        if list(snap.pending) == self._shown:
+            # Nothing was asked or decided since: only the countdowns move (no rebuild, no jump).
+            for r in self._shown:
+                table.update_cell(r.id, "lapses in", plain(format_duration(r.lapses_at - snap.now)))
+        else:
+            self._shown = list(snap.pending)
+            table.clear()
+            for r in self._shown:
+                mine = r.requester == self.ctx.reviewer.name
+                table.add_row(
+                    plain(r.id),
+                    clip(r.requester + (" (you)" if mine else ""), 20, "italic" if mine else ""),
+                    clip(f"{r.login}@{r.target}", 28),
+                    plain(format_duration(r.duration)),
+                    plain(f"{len(r.approvals)}/{r.approvals_needed}"),
+                    plain(format_duration(r.lapses_at - snap.now)),
+                    clip(r.reason, 60),
+                    key=r.id,
+                )
+            if keep is not None and any(r.id == keep.id for r in self._shown):
+                table.move_cursor(row=table.get_row_index(keep.id), animate=False)
+        count = plain(
+            f"{len(self._shown)} pending request(s)" + ("" if self._shown else ": nothing to decide"),
+            "bold" if self._shown else "",
+        )
+        if self._outcome.plain:
+            count.append("  ")
+            count.append_text(self._outcome)
+        count.no_wrap = False
+        self.query_one("#status", Static).update(count)
+        self._show_detail()
+
+    # --- the selected request ---------------------------------------------------------------
+
+    def _selected(self) -> AccessRequest | None:
+        table = self.query_one("#requests", DataTable)
+        row = table.cursor_row
+        if not self._shown or not 0 <= row < len(self._shown):
+            return None
+        return self._shown[row]
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        detail = self.query_one("#detail", Static)
+        r = self._selected()
+        snap = self._snapshot
+        if r is None or snap is None:
+            detail.update(Text(""))
+            return
+        now = snap.now
+        out = Text(no_wrap=False, end="")
+
+        def line(*parts: Text) -> None:
+            for p in parts:
+                out.append_text(p)
+            out.append("\n")
+
+        line(
+            plain(r.id, "bold"),
+            plain("  "),
+            plain(r.requester, "bold"),
+            plain(" asks for "),
+            plain(f"{r.login}@{r.target}", "bold"),
+            plain(f" for {format_duration(r.duration)}"),
+        )
+        line(
+            plain(
+                f"rule {r.rule}: {len(r.approvals)} of {r.approvals_needed} approval(s)"
+                + (f" (by {', '.join(r.approvals)})" if r.approvals else "")
+                + f"; approvers {', '.join(r.approver_patterns) or 'none'}",
+                "dim",
+            )
+        )
+        line(
+            plain(f"asked {_clock(r.created_at)}, lapses {_clock(r.lapses_at)} (in ", "dim"),
+            plain(format_duration(r.lapses_at - now), "dim"),
+            plain(")", "dim"),
+        )
+        reason = plain(r.reason or "(no reason given)")
+        reason.no_wrap = False
+        line(plain("reason: ", "bold"), reason)
+        if r.requester == self.ctx.reviewer.name:
+            line(plain("this is your own request: another approver must decide it", "yellow"))
+        line(plain(f"{r.requester}'s last requests:", "bold"))
+        past = snap.requests.get(r.requester, ())
+        if not past:
+            line(plain("  none before this one", "dim"))
+        for p in past:
+            line(
+                plain(
+                    f"  {p.id}  {_clock(p.created_at)}  {p.login}@{p.target} for "
+                    f"{format_duration(p.duration)}  {_outcome(p, now)}"
+                )
+            )
+        line(plain(f"{r.requester}'s last sessions ({SESSION_DAYS} days):", "bold"))
+        sessions = snap.sessions.get(r.requester, ())
+        if not sessions:
+            line(plain("  none", "dim"))
+        for s in sessions:
+            took = format_duration((s.ended_at or now) - s.started_at)
+            end = "live" if s.ended_at is None else (s.end_reason or "ended")
+            line(
+                plain(
+                    f"  {s.id[-8:]}  {_clock(s.started_at)}  {s.login}@{s.target}  {took}  {end}"
+                    + (f"  {s.command}" if s.command else "")
+                )
+            )
+        out.rstrip()
+        detail.update(out)
+
+    # --- deciding ---------------------------------------------------------------------------
+
+    def _about(self, r: AccessRequest) -> Text:
+        body = Text(no_wrap=False, end="")
+        body.append_text(plain(f"{r.requester} asks for {r.login}@{r.target} for {format_duration(r.duration)}"))
+        body.append("\nreason: ")
+        body.append_text(plain(r.reason or "(none)"))
+        return body
+
+    def action_approve(self) -> None:
+        r = self._selected()
+        if r is None:
+            self._say(plain("no pending request selected"), error=True)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._decide(r, None)
+
+        self.app.push_screen(
+            ConfirmDialog(plain(f"Approve request {r.id}?"), self._about(r), yes="Approve", no="Cancel"),
+            answered,
+        )
+
+    def action_deny(self) -> None:
+        r = self._selected()
+        if r is None:
+            self._say(plain("no pending request selected"), error=True)
+            return
+
+        def answered(reason: str | None) -> None:
+            if reason is not None:
+                self._decide(r, reason)
+
+        self.app.push_screen(
+            ReasonDialog(plain(f"Deny request {r.id}?"), self._about(r), confirm="Deny", placeholder="why (required)"),
+            answered,
+        )
+
+    @work(thread=True, group="decide", exit_on_error=False)
+    def _decide(self, r: AccessRequest, deny_reason: str | None) -> None:
+        """Approve (``deny_reason`` None) or deny through the service, as the CLI does."""
+        svc, actor = self.ctx.service, self.ctx.reviewer.actor
+        try:
+            if deny_reason is None:
+                done = svc.approve(actor, r.id)
+                now = svc.clock.now()
+                if done.active(now) and done.ends_at is not None:
+                    message = (
+                        f"approved {done.id}: {done.requester} may use {done.login}@{done.target} "
+                        f"until {_clock(done.ends_at)}"
+                    )
+                else:
+                    message = f"approved {done.id} ({len(done.approvals)}/{done.approvals_needed} approvals)"
+            else:
+                done = svc.deny(actor, r.id, deny_reason)
+                message = f"denied {done.id} of {done.requester}: {deny_reason}"
+        except ZspError as exc:
+            self.app.call_from_thread(self._say, plain(f"refused: {exc}", "bold red"), True)
+        except (sqlite3.Error, OSError) as exc:
+            self.app.call_from_thread(self._say, plain(f"could not record the decision: {exc}", "bold red"), True)
+        else:
+            self.app.call_from_thread(self._say, plain(message, "bold green"), False)
+        self.app.call_from_thread(self.action_reload)
+
+    def _say(self, text: Text, error: bool = False) -> None:
+        """Show an outcome in the status line (it stays) and as a notification."""
+        self._outcome = text
+        shown = text.copy()
+        shown.no_wrap = False
+        self.query_one("#status", Static).update(shown)
+        # text.plain is already escaped (plain()): no markup, no control characters
+        self.notify(text.plain, severity="error" if error else "information", markup=False)
