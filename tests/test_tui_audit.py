@@ -89,8 +89,11 @@ async def test_filters_by_actor_event_prefix_and_time(reviewed) -> None:
         assert "actor bob" in text_of(app, "#status")
         await type_into(pilot, app, "#actor", "")
         await type_into(pilot, app, "#event", "grant.")
-        await until(pilot, lambda: screen.filter == screen.filter.__class__("", "grant.", None) and not screen._loading,
-                    "event filter")
+        await until(
+            pilot,
+            lambda: screen.filter == screen.filter.__class__("", "grant.", None) and not screen._loading,
+            "event filter",
+        )
         assert screen.events and all(e.event.startswith("grant.") for e in screen.events)
         everything = reviewed.svc.audit_events()
         assert len(screen.events) == len([e for e in everything if e.event.startswith("grant.")])
@@ -130,9 +133,7 @@ async def test_a_long_log_is_read_a_page_at_a_time(reviewed) -> None:
 
 async def test_a_tampered_audit_row_shows_the_chain_broken_at_that_seq(reviewed) -> None:
     con = sqlite3.connect(reviewed.data.db_path)
-    seq, body = next(
-        (s, b) for s, b in con.execute("SELECT seq, body FROM audit ORDER BY seq") if b"alice" in bytes(b)
-    )
+    seq, body = next((s, b) for s, b in con.execute("SELECT seq, body FROM audit ORDER BY seq") if b"alice" in bytes(b))
     with con:  # the same length, still valid msgpack: only the chain can tell
         con.execute("UPDATE audit SET body = ? WHERE seq = ?", (bytes(body).replace(b"alice", b"mallo", 1), seq))
     con.close()
@@ -162,8 +163,11 @@ async def test_hostile_values_are_shown_literally(reviewed) -> None:
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: ready(app), "events")
         screen = app.screen
-        index = next(i for i, e in enumerate(screen.events) if e.event == "user.login.failure" and e.via == "ssh"
-                     and e.actor == HOSTILE)
+        index = next(
+            i
+            for i, e in enumerate(screen.events)
+            if e.event == "user.login.failure" and e.via == "ssh" and e.actor == HOSTILE
+        )
         screen.query_one("#events", DataTable).move_cursor(row=index)
         await pilot.pause()
         detail = text_of(app, "#detail")

@@ -30,7 +30,6 @@ async def until(pilot, cond: Callable[[], object], what: str, timeout: float = 1
         await pilot.pause(0.05)
 
 
-
 def lines(table: SessionTable) -> list[str]:
     return table.visible_lines()
 
