@@ -229,3 +229,36 @@ async def test_the_layout_fits_a_small_terminal(reviewed, size) -> None:
             assert title in header, header
         assert all(len(ln) <= size[0] for ln in lines(table))
         assert table.scrollable_content_region.height >= 10
+
+
+async def test_l_shows_only_live_then_only_ended_sessions(reviewed) -> None:
+    fill_sessions(reviewed.data.db_path, 300, live_every=97)  # syn-000096, -193, -290 still running
+    app = app_for(reviewed)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(SessionTable)
+        await until(pilot, lambda: loaded(table), "rows")
+        await pilot.press("l")
+        await until(pilot, lambda: table.total == 3 and loaded(table), "live only")
+        assert {table.row(i).session.id for i in range(3)} == {"syn-000096", "syn-000193", "syn-000290"}
+        assert all(ln.startswith("live") for ln in lines(table)[1:4])
+        assert "3 of 303 sessions · live only" in count_line(app)
+        await pilot.press("l")
+        await until(pilot, lambda: table.total == 300 and loaded(table), "ended only")
+        assert not any(ln.startswith("live") for ln in lines(table)[1:])
+        await pilot.press("l")
+        await until(pilot, lambda: table.total == 303, "all again")
+
+
+async def test_a_store_that_fails_is_reported_not_shown_as_empty(reviewed) -> None:
+    app = app_for(reviewed)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(SessionTable)
+        await until(pilot, lambda: loaded(table), "rows")
+        con = sqlite3.connect(reviewed.data.db_path)
+        with con:
+            con.execute("ALTER TABLE sessions RENAME TO sessions_gone")
+        con.close()
+        await pilot.press("r")
+        await until(pilot, lambda: "cannot read the sessions" in count_line(app), "the error")
+        assert "no such table" in count_line(app)
+        assert table.total == 3  # the last good list stays, with the error beside it

@@ -12,6 +12,7 @@ Enter opens the selected session's replay.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from typing import ClassVar
 
@@ -23,6 +24,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
+from ...exceptions import ZspError
 from ...indexing import verified_outcomes
 from ...store import SessionQuery, SessionSort, SessionState
 from ..context import Area, ReviewContext
@@ -109,30 +111,47 @@ class SessionsScreen(Screen[None]):
         svc = self.ctx.service
 
         def work() -> None:
-            matched = svc.sessions_count(q)
-            unfiltered = not q.text.strip() and q.state is None
-            total = matched if unfiltered else svc.sessions_count(SessionQuery())
+            try:
+                matched = svc.sessions_count(q)
+                unfiltered = not q.text.strip() and q.state is None
+                total = matched if unfiltered else svc.sessions_count(SessionQuery())
+            except (sqlite3.Error, ZspError) as exc:
+                self.app.call_from_thread(self._store_failed, f"cannot read the sessions: {exc}")
+                return
             self.app.call_from_thread(self._counted, q, matched, total, keep_cursor)
 
-        self._show_count(busy=True)
+        if not keep_cursor:
+            self._show_count(busy=True)
         self.run_worker(work, thread=True, exclusive=True, group="session-query", name="count sessions")
 
     def _counted(self, q: SessionQuery, matched: int, total: int, keep_cursor: bool) -> None:
         if q != self.query_value:
             return  # a newer query is on its way
-        self.matched, self.total = matched, total
+        self.matched, self.total, self.error = matched, total, None
         self.table.reload(q, matched, keep_cursor=keep_cursor)
         self._show_count()
+
+    def _store_failed(self, message: str) -> None:
+        self.error = message
+        self._show_count()
+
+    @on(SessionTable.FetchFailed)
+    def _page_failed(self, event: SessionTable.FetchFailed) -> None:
+        self._store_failed(f"cannot read the sessions: {event.error}")
 
     def _run_refresh(self) -> None:
         """New and ended sessions, verification outcomes and flags, off the event loop."""
         data, svc = self.ctx.data, self.ctx.service
 
         def work() -> None:
-            outcomes = verified_outcomes(data)
-            flagged = frozenset(
-                e.session_id for e in svc.audit_newest(limit=100_000, event_prefix=FLAG_EVENT) if e.session_id
-            )
+            outcomes = verified_outcomes(data)  # never raises: an unreadable index is "unverified"
+            try:
+                flagged = frozenset(
+                    e.session_id for e in svc.audit_newest(limit=100_000, event_prefix=FLAG_EVENT) if e.session_id
+                )
+            except (sqlite3.Error, ZspError, ValueError) as exc:
+                self.app.call_from_thread(self._store_failed, f"cannot read the flags: {exc}")
+                flagged = frozenset()
             self.app.call_from_thread(self._refreshed, outcomes, flagged)
 
         self.run_worker(work, thread=True, exclusive=True, group="session-refresh", name="verification outcomes")

@@ -17,6 +17,7 @@ Columns give way on narrow terminals in a fixed order of priority (:data:`COLUMN
 
 from __future__ import annotations
 
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from textual.strip import Strip
 
 from ...clock import format_duration
 from ...commands.sessions import session_status
+from ...exceptions import ZspError
 from ...store import SessionQuery, SessionRow, SessionSort
 from ..text import clip
 
@@ -181,6 +183,13 @@ class SessionTable(ScrollView, can_focus=True):
             super().__init__()
             self.session_id = session_id
 
+    class FetchFailed(Message):
+        """The store could not give a page (the rows stay marked as not loaded)."""
+
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
     class SortClicked(Message):
         """A click on a sortable column title."""
 
@@ -200,6 +209,7 @@ class SessionTable(ScrollView, can_focus=True):
         self._pages: OrderedDict[int, list[SessionRow]] = OrderedDict()
         self._stale: dict[int, list[SessionRow]] = {}
         self._pending: set[int] = set()
+        self._failed: set[int] = set()
         self._generation = 0
         self.fetches = 0
         """Store queries made (tests and the benchmark read it: proof of paging)."""
@@ -215,6 +225,7 @@ class SessionTable(ScrollView, can_focus=True):
         self._stale = dict(self._pages) if same else {}
         self._pages.clear()
         self._pending.clear()
+        self._failed.clear()
         self.virtual_size = Size(self.size.width, self.total + 1)
         if not (keep_cursor and same):
             self.cursor = 0
@@ -248,17 +259,28 @@ class SessionTable(ScrollView, can_focus=True):
         return self.row(self.cursor)
 
     def _request(self, page: int) -> None:
-        if page in self._pending:
+        if page in self._pending or page in self._failed:
             return
         self._pending.add(page)
         generation, query = self._generation, self.query_value
 
         def work() -> None:
-            rows = self._fetch(query, page * PAGE, PAGE)
+            try:
+                rows = self._fetch(query, page * PAGE, PAGE)
+            except (sqlite3.Error, ZspError) as exc:
+                self.app.call_from_thread(self._fetch_failed, generation, page, str(exc))
+                return
             self.app.call_from_thread(self._arrived, generation, page, rows)
 
         self.fetches += 1
         self.run_worker(work, thread=True, group="session-pages", name=f"page {page}", exit_on_error=False)
+
+    def _fetch_failed(self, generation: int, page: int, message: str) -> None:
+        """The store refused a page: say so (the next reload asks again), never show it empty."""
+        if generation == self._generation:
+            self._pending.discard(page)
+            self._failed.add(page)
+            self.post_message(self.FetchFailed(message))
 
     def _arrived(self, generation: int, page: int, rows: list[SessionRow]) -> None:
         if generation != self._generation:
