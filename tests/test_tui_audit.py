@@ -179,3 +179,18 @@ async def test_hostile_values_are_shown_literally(reviewed) -> None:
         await type_into(pilot, app, "#actor", "[reverse]x[/]")
         await until(pilot, lambda: screen.filter.actor == "[reverse]x[/]" and not screen._loading, "filter")
         assert screen.events == []  # exact actor names: a prefix of one matches nothing
+
+
+async def test_the_audit_screen_fits_80x24(reviewed) -> None:
+    app = audit_app(reviewed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: ready(app), "events and verdict")
+        screen = app.screen
+        chain = screen.query_one("#chain")
+        assert chain.region.height >= 1 and chain.region.y <= 2  # the verdict right under the area bar
+        table = screen.query_one("#events", DataTable)
+        assert table.region.height >= 6 and table.region.right <= 80
+        box = screen.query_one("#detail-box")
+        assert box.region.height >= 5 and box.region.bottom <= 23
+        for key in ("#actor", "#event", "#since"):
+            assert screen.query_one(key).region.width >= 20

@@ -24,7 +24,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
@@ -114,7 +114,8 @@ class AuditScreen(Screen[None]):
             yield Input(placeholder="since: 2026-11-30, 12h, 7d", id="since")
         yield Static(id="status", classes="status-line")
         yield AuditTable(id="events", cursor_type="row", zebra_stripes=True)
-        yield Static(id="detail")
+        with VerticalScroll(id="detail-box"):
+            yield Static(id="detail")
         yield Footer()
 
     @property
@@ -123,10 +124,10 @@ class AuditScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.table
-        table.add_column("TIME", key="time", width=19)
-        table.add_column("SEQ", key="seq", width=7)
+        table.add_column("TIME (UTC)", key="time", width=14)
+        table.add_column("SEQ", key="seq", width=6)
         table.add_column("EVENT", key="event", width=22)
-        table.add_column("ACTOR", key="actor", width=14)
+        table.add_column("ACTOR", key="actor", width=12)
         table.add_column("MESSAGE", key="message")
         table.focus()
         self.watch(table, "scroll_y", self._scrolled)
@@ -183,10 +184,10 @@ class AuditScreen(Screen[None]):
     def _add_row(self, ev: AuditEvent) -> None:
         style = "red" if ev.outcome not in ("success", "") else ""
         self.table.add_row(
-            plain(rfc3339(ev.time)[:19].replace("T", " ")),
+            plain(rfc3339(ev.time)[5:19].replace("T", " ")),
             plain(ev.seq),
             clip(ev.event, 22, style),
-            clip(ev.actor, 14),
+            clip(ev.actor, 12),
             clip(ev.message, 200),
             key=str(ev.seq),
         )
@@ -311,12 +312,12 @@ class AuditScreen(Screen[None]):
     def _show_detail(self, ev: AuditEvent) -> None:
         text = Text(no_wrap=False, end="")
         fields: list[tuple[str, object]] = [
-            ("seq", ev.seq),
-            ("time", rfc3339(ev.time)),
             ("event", f"{ev.event} ({ev.code})"),
             ("actor", f"{ev.actor} via {ev.via}"),
-            ("outcome", ev.outcome),
             ("message", ev.message),
+            ("time", rfc3339(ev.time)),
+            ("seq", ev.seq),
+            ("outcome", ev.outcome),
         ]
         fields += [(k, v) for k, v in (("target", ev.target), ("login", ev.login)) if v]
         fields += [(k, v) for k, v in (("grant", ev.grant_id), ("session", ev.session_id)) if v]
