@@ -262,3 +262,29 @@ async def test_a_store_that_fails_is_reported_not_shown_as_empty(reviewed) -> No
         await until(pilot, lambda: "cannot read the sessions" in count_line(app), "the error")
         assert "no such table" in count_line(app)
         assert table.total == 3  # the last good list stays, with the error beside it
+
+
+async def test_the_cursor_stays_on_its_session_when_new_ones_arrive(reviewed) -> None:
+    app = app_for(reviewed)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one(SessionTable)
+        await until(pilot, lambda: loaded(table), "rows")
+        await pilot.press("down", "down")
+        chosen = table.row(2).session.id
+        # Two sessions start meanwhile (store rows newer than every other).
+        con = sqlite3.connect(reviewed.data.db_path)
+        with con:
+            for sid in ("new-1", "new-2"):
+                con.execute(
+                    "INSERT INTO sessions(id, user, target, login, command, client, path, started_at) "
+                    "VALUES (?, 'alice', 'srv', 'root', NULL, '127.0.0.1:1', '/nonexistent', "
+                    "'2099-01-01T00:00:00.000000Z')",
+                    (sid,),
+                )
+        con.close()
+        app.screen._run_refresh()  # what the 5-second timer does
+        await until(pilot, lambda: table.total == 5 and loaded(table), "the new sessions")
+        await until(pilot, lambda: table.cursor == 4, "the cursor to follow")
+        assert table.selected.session.id == chosen
+        assert "5 of 5 sessions" in count_line(app)
+        assert {table.row(0).session.id, table.row(1).session.id} == {"new-1", "new-2"}

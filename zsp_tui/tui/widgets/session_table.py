@@ -210,6 +210,8 @@ class SessionTable(ScrollView, can_focus=True):
         self._stale: dict[int, list[SessionRow]] = {}
         self._pending: set[int] = set()
         self._failed: set[int] = set()
+        self._follow: tuple[str, int] | None = None
+        """(session id, pages left to look in) that the cursor should stay on after a reload."""
         self._generation = 0
         self.fetches = 0
         """Store queries made (tests and the benchmark read it: proof of paging)."""
@@ -219,6 +221,10 @@ class SessionTable(ScrollView, can_focus=True):
     def reload(self, query: SessionQuery, total: int, *, keep_cursor: bool = True) -> None:
         """Show ``total`` rows of ``query``; drop the cached pages (kept on screen until replaced)."""
         same = query == self.query_value
+        selected = self.selected if same and keep_cursor else None
+        # New sessions push the rows down (newest first): the cursor follows the session it was
+        # on, found in the first pages that arrive, rather than stay on a row number.
+        self._follow = (selected.session.id, 2) if selected is not None else None
         self.query_value = query
         self.total = max(0, total)
         self._generation += 1
@@ -288,6 +294,17 @@ class SessionTable(ScrollView, can_focus=True):
         self._pending.discard(page)
         self._pages[page] = rows
         self._stale.pop(page, None)
+        if self._follow is not None:
+            sid, tries = self._follow
+            found = next((i for i, r in enumerate(rows) if r.session.id == sid), None)
+            if found is not None:
+                self._follow = None
+                moved = page * PAGE + found - self.cursor
+                if moved:
+                    self.scroll_to(y=self.scroll_offset.y + moved, animate=False)
+                    self.cursor += moved
+            else:
+                self._follow = (sid, tries - 1) if tries > 1 else None
         while len(self._pages) > KEEP_PAGES:
             self._pages.popitem(last=False)
         self.refresh()
