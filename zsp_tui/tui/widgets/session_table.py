@@ -214,7 +214,7 @@ class SessionTable(ScrollView, can_focus=True):
         """(session id, pages left to look in) that the cursor should stay on after a reload."""
         self._generation = 0
         self.fetches = 0
-        """Store queries made (tests and the benchmark read it: proof of paging)."""
+        """Pages asked for (tests read it: proof of paging)."""
 
     # --- data -----------------------------------------------------------------------------
 
@@ -271,6 +271,10 @@ class SessionTable(ScrollView, can_focus=True):
         generation, query = self._generation, self.query_value
 
         def work() -> None:
+            if not self._wanted(generation, page):
+                # Scrolled past before this worker ran (PgDn held down): skip the query.
+                self.app.call_from_thread(self._pending.discard, page)
+                return
             try:
                 rows = self._fetch(query, page * PAGE, PAGE)
             except (sqlite3.Error, ZspError) as exc:
@@ -280,6 +284,15 @@ class SessionTable(ScrollView, can_focus=True):
 
         self.fetches += 1
         self.run_worker(work, thread=True, group="session-pages", name=f"page {page}", exit_on_error=False)
+
+    def _wanted(self, generation: int, page: int) -> bool:
+        """Still this query, and the page is in view or next to it (read from the worker thread:
+        plain ints, a stale answer only costs or saves one query)."""
+        if generation != self._generation:
+            return False
+        top = int(self.scroll_offset.y) // PAGE
+        bottom = (int(self.scroll_offset.y) + self.size.height) // PAGE
+        return top - 1 <= page <= bottom + 1
 
     def _fetch_failed(self, generation: int, page: int, message: str) -> None:
         """The store refused a page: say so (the next reload asks again), never show it empty."""
