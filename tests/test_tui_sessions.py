@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from textual import events
 
 from tests.session_rows import fill_sessions
 from zsp_tui.audit import NewEvent
+from zsp_tui.indexing import index_one
 from zsp_tui.store import SessionSort
 from zsp_tui.tui import ReviewApp, ReviewContext
 from zsp_tui.tui.widgets.session_table import KEEP_PAGES, PAGE, SessionTable
@@ -288,3 +290,34 @@ async def test_the_cursor_stays_on_its_session_when_new_ones_arrive(reviewed) ->
         assert table.selected.session.id == chosen
         assert "5 of 5 sessions" in count_line(app)
         assert {table.row(0).session.id, table.row(1).session.id} == {"new-1", "new-2"}
+
+
+async def test_a_tampered_recording_once_indexed_shows_corrupt(reviewed) -> None:
+    local = reviewed.ids["local"]
+    path = Path(reviewed.svc.session(local).path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55  # one flipped byte in the middle of the recording
+    path.write_bytes(bytes(data))
+    index_one(reviewed.data, path)  # what the background indexer or `zsp index` does
+    app = app_for(reviewed)
+    async with app.run_test(size=(160, 30)) as pilot:
+        table = app.screen.query_one(SessionTable)
+        await until(pilot, lambda: loaded(table) and app.screen.verified is not None, "rows and outcomes")
+        cells = {table.row(i).session.id: table.cells(table.row(i)) for i in range(3)}
+        assert str(cells[local]["status"]) == "corrupt"
+        assert str(cells[local]["badge"]) == "CORRUPT"
+        assert {str(c["badge"]) for sid, c in cells.items() if sid != local} == {"VALID"}
+        line = next(ln for ln in lines(table) if ln.startswith("corrupt"))
+        assert "CORRUPT" in line
+
+
+async def test_a_role_without_sessions_or_audit_cannot_reach_them(reviewed) -> None:
+    app = app_for(reviewed, "bob")  # approver: live and requests only
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        for key in ("1", "5"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.current_mode == "live"
+        assert not app.screen.query(SessionTable)
+        assert type(app.screen).__name__ not in ("SessionsScreen", "AuditScreen")
