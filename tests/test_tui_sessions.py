@@ -85,6 +85,7 @@ async def test_filter_as_you_type_narrows_the_list_and_clearing_brings_it_back(r
             await pilot.press(key if key != "-" else "minus")
         await until(pilot, lambda: table.total == 0, "an empty list")
         assert "0 of 3 sessions" in count_line(app)
+        assert lines(table)[1].strip() == "no sessions match"
         await pilot.press("ctrl+u")
         await until(pilot, lambda: table.total == 3 and loaded(table), "every session again")
         await pilot.press("escape")

@@ -202,6 +202,8 @@ class SessionTable(ScrollView, can_focus=True):
         self._fetch = fetch
         self.query_value = SessionQuery()
         self.total = 0
+        self.counted = False
+        """False until the first count arrived (an empty list then means no match)."""
         self.outcomes: dict[str, str] = {}
         """Recording path -> verification outcome (zsp_tui.indexing.verified_outcomes)."""
         self.flagged: frozenset[str] = frozenset()
@@ -227,6 +229,7 @@ class SessionTable(ScrollView, can_focus=True):
         self._follow = (selected.session.id, 2) if selected is not None else None
         self.query_value = query
         self.total = max(0, total)
+        self.counted = True
         self._generation += 1
         self._stale = dict(self._pages) if same else {}
         self._pages.clear()
@@ -334,6 +337,8 @@ class SessionTable(ScrollView, can_focus=True):
             return self._strip(self._header(cols), width, self.get_component_rich_style("session-table--header"))
         index = self.scroll_offset.y + y - 1
         if index >= self.total:
+            if index == 0 and self.counted:
+                return self._strip(Text("  no sessions match", style="dim italic"), width, self.rich_style)
             return Strip.blank(width, self.rich_style)
         row = self.row(index)
         style = self.rich_style
