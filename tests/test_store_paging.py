@@ -142,3 +142,37 @@ def test_audit_newest_pages_backwards_with_actor_event_and_time_filters(reviewed
     recent = svc.audit_newest(limit=1000, since=later)
     assert [e.seq for e in recent] == [e.seq for e in reversed(everything) if e.time >= later]
     assert svc.audit_newest(limit=1000, since=datetime.now(UTC) + timedelta(days=1)) == []
+
+
+def test_threads_sharing_one_store_take_turns_at_transactions(store) -> None:
+    """The review app's workers page from the store while the event loop appends audit events:
+    each transaction holds the one connection to itself (before, two BEGINs interleaved)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(150):
+                with store.transaction(write=False) as tx:
+                    tx.count_sessions(SessionQuery(state=SessionState.LIVE))
+                    tx.page_sessions(SessionQuery(), 0, 5)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    def writer() -> None:
+        try:
+            for i in range(150):
+                with store.transaction() as tx:
+                    tx.set_meta("probe", str(i))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with store.transaction(write=False) as tx:
+        assert tx.get_meta("probe") == "149"
