@@ -15,7 +15,7 @@ from textual import events
 from tests.session_rows import fill_sessions
 from zsp_tui.audit import NewEvent
 from zsp_tui.indexing import index_one
-from zsp_tui.store import SessionSort
+from zsp_tui.store import SessionQuery, SessionSort
 from zsp_tui.tui import ReviewApp, ReviewContext
 from zsp_tui.tui.widgets.session_table import KEEP_PAGES, PAGE, SessionTable
 
@@ -172,6 +172,16 @@ async def test_twenty_thousand_sessions_page_lazily_through_keys_and_wheel(revie
         assert table.total == 5_000
         assert "5,000 of 20,003 sessions" in count_line(app)
         assert all("replica" in (table.row(i).reason or "") for i in range(20))
+        # End in the same moment a new count lands still scrolls to the last row and draws it.
+        await until(pilot, lambda: not app.screen.workers, "quiet")
+        table.reload(SessionQuery(), 20_003, keep_cursor=False)
+        table.action_edge(1)
+        await pilot.pause()
+        await pilot.pause()  # one layout later, well before the 5-second refresh
+        assert table.scroll_offset.y == 20_002 - (table.scrollable_content_region.height - 1) + 1
+        await until(pilot, lambda: table.row(20_002) is not None, "the last row")
+        assert table.scroll_offset.y == 20_002 - (table.scrollable_content_region.height - 1) + 1
+        assert "…n-000000" in lines(table)[-1]
 
 
 async def test_hostile_reason_and_names_are_drawn_literally(reviewed) -> None:

@@ -238,13 +238,16 @@ class SessionTable(ScrollView, can_focus=True):
         self.virtual_size = Size(self.size.width, self.total + 1)
         if not (keep_cursor and same):
             self.cursor = 0
-            self.scroll_to(y=0, animate=False)
+            self.scroll_to(y=0, animate=False, immediate=True)
         else:
             self.cursor = min(self.cursor, max(0, self.total - 1))
         self.refresh()
 
     def row(self, index: int) -> SessionRow | None:
-        """Row ``index`` if its page is here (fetching it otherwise)."""
+        """Row ``index`` if its page is here (a read only: drawing is what fetches pages)."""
+        return self._row(index, fetch=False)
+
+    def _row(self, index: int, *, fetch: bool) -> SessionRow | None:
         if not 0 <= index < self.total:
             return None
         page = index // PAGE
@@ -252,7 +255,8 @@ class SessionTable(ScrollView, can_focus=True):
         if rows is not None:
             self._pages.move_to_end(page)
         else:
-            self._request(page)
+            if fetch:
+                self._request(page)
             rows = self._stale.get(page)
         if rows is None:
             return None
@@ -275,8 +279,9 @@ class SessionTable(ScrollView, can_focus=True):
 
         def work() -> None:
             if not self._wanted(generation, page):
-                # Scrolled past before this worker ran (PgDn held down): skip the query.
-                self.app.call_from_thread(self._pending.discard, page)
+                # Scrolled past before this worker ran (PgDn held down): skip the query; the
+                # redraw asks again for whatever is in view by then.
+                self.app.call_from_thread(self._skipped, generation, page)
                 return
             try:
                 rows = self._fetch(query, page * PAGE, PAGE)
@@ -295,7 +300,12 @@ class SessionTable(ScrollView, can_focus=True):
             return False
         top = int(self.scroll_offset.y) // PAGE
         bottom = (int(self.scroll_offset.y) + self.size.height) // PAGE
-        return top - 1 <= page <= bottom + 1
+        return top - 2 <= page <= bottom + 2
+
+    def _skipped(self, generation: int, page: int) -> None:
+        if generation == self._generation:
+            self._pending.discard(page)
+            self.refresh()
 
     def _fetch_failed(self, generation: int, page: int, message: str) -> None:
         """The store refused a page: say so (the next reload asks again), never show it empty."""
@@ -317,7 +327,7 @@ class SessionTable(ScrollView, can_focus=True):
                 self._follow = None
                 moved = page * PAGE + found - self.cursor
                 if moved:
-                    self.scroll_to(y=self.scroll_offset.y + moved, animate=False)
+                    self.scroll_to(y=self.scroll_offset.y + moved, animate=False, immediate=True)
                     self.cursor += moved
             else:
                 self._follow = (sid, tries - 1) if tries > 1 else None
@@ -340,7 +350,7 @@ class SessionTable(ScrollView, can_focus=True):
             if index == 0 and self.counted:
                 return self._strip(Text("  no sessions match", style="dim italic"), width, self.rich_style)
             return Strip.blank(width, self.rich_style)
-        row = self.row(index)
+        row = self._row(index, fetch=True)
         style = self.rich_style
         if index == self.cursor:
             style = style + self.get_component_rich_style("session-table--cursor")
@@ -424,12 +434,18 @@ class SessionTable(ScrollView, can_focus=True):
         return max(1, self.scrollable_content_region.height - 1)
 
     def watch_cursor(self, old: int, new: int) -> None:
-        top = int(self.scroll_offset.y)
-        if new < top:
-            self.scroll_to(y=new, animate=False)
-        elif new >= top + self._page_rows:
-            self.scroll_to(y=new - self._page_rows + 1, animate=False)
+        self._scroll_to_cursor()
+        # Right after a reload the new height is not laid out yet and the scroll would stop
+        # short of a far row (End at once after a filter): look again once it is.
+        self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()
+
+    def _scroll_to_cursor(self) -> None:
+        top = int(self.scroll_offset.y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + self._page_rows:
+            self.scroll_to(y=self.cursor - self._page_rows + 1, animate=False, immediate=True)
 
     def _move(self, to: int) -> None:
         if self.total:
