@@ -68,7 +68,7 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("status", "STATUS", 11, 6, 10, SessionSort.STATUS),
+    Column("status", "STATUS", 12, 6, 10, SessionSort.STATUS),  # "interrupted!" when flagged
     Column("badge", "VERIFIED", 10, 7, 9),
     Column("id", "SESSION", 9, 9, 2),
     Column("user", "USER", 12, 8, 8, SessionSort.USER),
