@@ -32,7 +32,7 @@ from .identity import InvalidName, canonical_name
 from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
 from .sinks import Sink, dispatch
-from .store import Store, Tx
+from .store import SessionQuery, SessionRow, Store, Tx
 
 __all__ = ["AccessService", "Actor"]
 
@@ -895,6 +895,31 @@ class AccessService:
     def audit_events(self, since: datetime | None = None) -> list[AuditEvent]:
         with self.store.transaction(write=False) as tx:
             return list(self.audit_log.events(tx, since))
+
+    def audit_newest(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 200,
+        actor: str = "",
+        event_prefix: str = "",
+        since: datetime | None = None,
+    ) -> list[AuditEvent]:
+        """A page of the audit log, newest first, filtered (:meth:`AuditLog.newest`)."""
+        with self.store.transaction(write=False) as tx:
+            return self.audit_log.newest(
+                tx, before=before, limit=limit, actor=actor, event_prefix=event_prefix, since=since
+            )
+
+    def sessions_count(self, q: SessionQuery) -> int:
+        """How many sessions match ``q`` (the review app's count line)."""
+        with self.store.transaction(write=False) as tx:
+            return tx.count_sessions(q)
+
+    def sessions_page(self, q: SessionQuery, offset: int, limit: int) -> list[SessionRow]:
+        """One page of the sessions matching ``q``, in its order, with each grant's reason."""
+        with self.store.transaction(write=False) as tx:
+            return tx.page_sessions(q, offset, limit)
 
     def audit_verify(self, trusted: list[PublicKey], anchors: AnchorSet | None = None) -> AuditReport:
         with self.store.transaction(write=False) as tx:

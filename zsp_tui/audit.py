@@ -323,6 +323,39 @@ class AuditLog:
             if since is None or ev.time >= since:
                 yield ev
 
+    def newest(
+        self,
+        tx: Tx,
+        *,
+        before: int | None = None,
+        limit: int = 200,
+        actor: str = "",
+        event_prefix: str = "",
+        since: datetime | None = None,
+    ) -> list[AuditEvent]:
+        """Up to ``limit`` events below seq ``before``, newest first, of ``actor`` (exact; any if
+        empty) whose name starts with ``event_prefix``, at or after ``since`` (unverified). Reads
+        the log backwards a chunk at a time, so the newest page of a long log costs one chunk."""
+        out: list[AuditEvent] = []
+        cursor = before
+        chunk = max(limit, 256)
+        while len(out) < limit:
+            rows = tx.audit_page(cursor, chunk, event_prefix=event_prefix, since=since)
+            for seq, body, _head in rows:
+                kind, _, _, data = msgpack.unpackb(body)
+                if kind != FrameKind.EVENT or not isinstance(data, dict) or "time_us" not in data:
+                    continue
+                ev = self._event(seq, data)
+                if actor and ev.actor != actor:
+                    continue
+                out.append(ev)
+                if len(out) >= limit:
+                    break
+            if len(rows) < chunk:
+                break
+            cursor = rows[-1][0]
+        return out
+
     def verify(self, tx: Tx, trusted: list[PublicKey], anchors: AnchorSet | None = None) -> AuditReport:
         """Check the whole chain and every signature; ``ok`` only if every event is signed.
 

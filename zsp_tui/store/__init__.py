@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .base import AuditRow, Store, Tx
+from .base import AuditRow, SessionQuery, SessionRow, SessionSort, SessionState, Store, Tx
 from .sqlite import SCHEMA_VERSION, SqliteStore
 
-__all__ = ["SCHEMA_VERSION", "AuditRow", "SqliteStore", "Store", "Tx"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AuditRow",
+    "SessionQuery",
+    "SessionRow",
+    "SessionSort",
+    "SessionState",
+    "SqliteStore",
+    "Store",
+    "Tx",
+]

@@ -11,15 +11,62 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from ..models import AccessRequest, RequestState, Role, SessionRecord, Target, User
 
-__all__ = ["AuditRow", "Store", "Tx"]
+__all__ = ["AuditRow", "SessionQuery", "SessionRow", "SessionSort", "SessionState", "Store", "Tx"]
 
 AuditRow = tuple[int, bytes, bytes]
 """``(seq, body, head)`` of one audit frame, exactly as the chain produced it."""
+
+
+class SessionSort(StrEnum):
+    """What :meth:`Tx.page_sessions` can order by (ties broken by session id, same direction)."""
+
+    STARTED = "started"
+    USER = "user"
+    TARGET = "target"
+    LOGIN = "login"
+    DURATION = "duration"
+    """Ended minus started; a live session's runs to now."""
+    END_REASON = "end_reason"
+    STATUS = "status"
+    """What the store knows of it: live, interrupted, sealed (has a final head), incomplete."""
+
+
+class SessionState(StrEnum):
+    """The one status the store can filter by itself: still running or not."""
+
+    LIVE = "live"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """One page request of the session list: a filter and an order, nothing backend-specific.
+
+    The review app pages through 100,000 sessions with it without ever loading them all."""
+
+    text: str = ""
+    """Matched case-insensitively as a substring of the session id, user, target, login, command,
+    grant id and the grant's reason; empty matches every session."""
+    state: SessionState | None = None
+    sort: SessionSort = SessionSort.STARTED
+    descending: bool = True
+    """Newest (largest) first by default: what a reviewer opens the list for."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One line of the session list: the session and the reason its grant was asked for."""
+
+    session: SessionRecord
+    reason: str | None
+    """The grant's reason (None without a grant, or if the request is gone)."""
 
 
 class Tx(Protocol):
@@ -76,6 +123,14 @@ class Tx(Protocol):
 
     def unended_sessions(self) -> list[SessionRecord]: ...
 
+    def count_sessions(self, q: SessionQuery) -> int:
+        """How many sessions match ``q`` (its sort does not matter)."""
+        ...
+
+    def page_sessions(self, q: SessionQuery, offset: int, limit: int) -> list[SessionRow]:
+        """Rows ``offset`` to ``offset + limit`` of the sessions matching ``q``, in its order."""
+        ...
+
     # audit chain
     def audit_tail(self) -> AuditRow | None: ...
     def audit_append(self, rows: list[tuple[int, bytes, bytes, str, str]]) -> None:
@@ -83,6 +138,13 @@ class Tx(Protocol):
         ...
 
     def audit_rows(self, since_seq: int = 0) -> Iterator[AuditRow]: ...
+
+    def audit_page(
+        self, before: int | None, limit: int, *, event_prefix: str = "", since: datetime | None = None
+    ) -> list[AuditRow]:
+        """Up to ``limit`` frames with seq below ``before`` (from the newest if None), newest first,
+        whose event name starts with ``event_prefix`` and that were written at or after ``since``."""
+        ...
 
 
 class Store(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -18,11 +19,11 @@ from typing import Any
 from ..clock import parse_time, rfc3339
 from ..exceptions import Conflict, DataDirError
 from ..models import AccessRequest, RequestState, Role, SessionRecord, Target, User, UserKey
-from .base import AuditRow
+from .base import AuditRow, SessionQuery, SessionRow, SessionSort, SessionState
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1. A fresh database is
 # created at SCHEMA_VERSION by _SCHEMA directly.
@@ -31,6 +32,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at)",
         "CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user, started_at)",
+    ),
+    # The review app pages the session list in any column's order (page_sessions).
+    3: (
+        "CREATE INDEX IF NOT EXISTS sessions_target ON sessions(target, id)",
+        "CREATE INDEX IF NOT EXISTS sessions_login ON sessions(login, id)",
+        "CREATE INDEX IF NOT EXISTS sessions_end_reason ON sessions(end_reason, id)",
+        "CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq)",
     ),
 }
 
@@ -114,6 +123,11 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user, started_at);
+CREATE INDEX IF NOT EXISTS sessions_target ON sessions(target, id);
+CREATE INDEX IF NOT EXISTS sessions_login ON sessions(login, id);
+CREATE INDEX IF NOT EXISTS sessions_end_reason ON sessions(end_reason, id);
+CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq);
 """
 
 _REQUEST_COLUMNS = (
@@ -150,6 +164,55 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
     )
 
 
+# Sort keys of page_sessions. Fixed expressions only: never text from the query.
+_SORT_KEYS: dict[SessionSort, str] = {
+    SessionSort.STARTED: "s.started_at",
+    SessionSort.USER: "s.user",
+    SessionSort.TARGET: "s.target",
+    SessionSort.LOGIN: "s.login",
+    # Whole milliseconds: julianday's float differences would split equal durations.
+    SessionSort.DURATION: (
+        "round((julianday(coalesce(s.ended_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))) - julianday(s.started_at))"
+        " * 86400000)"
+    ),
+    SessionSort.END_REASON: "coalesce(s.end_reason, '')",
+    # live, interrupted, sealed, incomplete: the order session_status() tells them apart in.
+    SessionSort.STATUS: (
+        "(CASE WHEN s.ended_at IS NULL THEN 0 WHEN s.end_reason = 'interrupted' THEN 1 "
+        "WHEN s.head IS NOT NULL THEN 2 ELSE 3 END)"
+    ),
+}
+_FLIP_AFTER = 2000
+"""page_sessions reads pages past this offset from the other end if that end is nearer."""
+_TEXT_COLUMNS = ("s.id", "s.user", "s.target", "s.login", "s.command", "s.grant_id")
+
+
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern matching it literally anywhere (``ESCAPE '\\'``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _session_where(q: SessionQuery) -> tuple[str, list[str]]:
+    """The WHERE clause of ``q`` over ``sessions s`` (with its leading keyword, or empty) and its
+    arguments."""
+    where: list[str] = []
+    args: list[str] = []
+    if q.state is SessionState.LIVE:
+        where.append("s.ended_at IS NULL")
+    elif q.state is SessionState.ENDED:
+        where.append("s.ended_at IS NOT NULL")
+    text = q.text.strip()
+    if text:
+        pattern = _like(text)
+        # The reason through a subquery, matched once per request rather than joined per session.
+        columns = " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in _TEXT_COLUMNS)
+        reason = "s.grant_id IN (SELECT id FROM requests WHERE reason LIKE ? ESCAPE '\\')"
+        where.append(f"({columns} OR {reason})")
+        args.extend([pattern] * (len(_TEXT_COLUMNS) + 1))
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 def _t(dt: datetime | None) -> str | None:
     return None if dt is None else rfc3339(dt)
 
@@ -161,6 +224,9 @@ def _dt(text: str | None) -> datetime | None:
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # One connection, shared by the threads of one process (the review app's workers): a
+        # transaction holds it to itself, or two threads' BEGINs would interleave on it.
+        self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -196,13 +262,14 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[_SqliteTx]:
-        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        try:
-            yield _SqliteTx(self._db)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _SqliteTx(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
 
 class _SqliteTx:
@@ -507,6 +574,38 @@ class _SqliteTx:
     def unended_sessions(self) -> list[SessionRecord]:
         return [_session(r) for r in self._db.execute(_SELECT_SESSIONS + " WHERE ended_at IS NULL ORDER BY started_at")]
 
+    def count_sessions(self, q: SessionQuery) -> int:
+        where, args = _session_where(q)
+        sql = "SELECT count(*) FROM sessions s" + where  # noqa: S608 - fixed clauses, values bound
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    def page_sessions(self, q: SessionQuery, offset: int, limit: int) -> list[SessionRow]:
+        if offset < 0 or limit < 0:
+            raise ValueError(f"page_sessions: offset {offset} and limit {limit} must not be negative")
+        where, args = _session_where(q)
+        descending = q.descending
+        flipped = False
+        if offset > _FLIP_AFTER:
+            # OFFSET walks every row it skips: the far end of the list is read backwards instead,
+            # so End costs what Home does.
+            total = self.count_sessions(q)
+            if offset > total // 2:
+                flipped, descending = True, not descending
+                limit = max(0, min(limit, total - offset))
+                offset = max(0, total - offset - limit)
+        direction = "DESC" if descending else "ASC"
+        columns = _SELECT_SESSIONS.removeprefix("SELECT ").removesuffix(" FROM sessions")
+        sql = (
+            "SELECT " + ", ".join(f"s.{c.strip()}" for c in columns.split(",")) + ", r.reason "
+            "FROM sessions s LEFT JOIN requests r ON r.id = s.grant_id"
+            + where
+            + f" ORDER BY {_SORT_KEYS[q.sort]} {direction}, s.id {direction} LIMIT ? OFFSET ?"
+        )
+        rows = self._db.execute(sql, [*args, limit, offset]).fetchall()
+        if flipped:
+            rows.reverse()
+        return [SessionRow(_session(row[:-1]), row[-1]) for row in rows]
+
     # --- audit ----------------------------------------------------------------------------
 
     def audit_tail(self) -> AuditRow | None:
@@ -515,6 +614,20 @@ class _SqliteTx:
 
     def audit_append(self, rows: list[tuple[int, bytes, bytes, str, str]]) -> None:
         self._db.executemany("INSERT INTO audit(seq, body, head, time, event) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def audit_page(
+        self, before: int | None, limit: int, *, event_prefix: str = "", since: datetime | None = None
+    ) -> list[AuditRow]:
+        where = ["seq < ?"]
+        args: list[Any] = [before if before is not None else 2**62]
+        if event_prefix:
+            where.append("event LIKE ? ESCAPE '\\'")
+            args.append(_like(event_prefix)[1:])  # anchored at the start: a prefix
+        if since is not None:
+            where.append("time >= ?")
+            args.append(rfc3339(since))
+        sql = f"SELECT seq, body, head FROM audit WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"  # noqa: S608 - fixed clauses
+        return [(int(a), bytes(b), bytes(c)) for a, b, c in self._db.execute(sql, [*args, limit])]
 
     def audit_rows(self, since_seq: int = 0) -> Iterator[AuditRow]:
         for seq, body, head in self._db.execute(
