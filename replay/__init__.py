@@ -56,8 +56,8 @@ from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_
 __all__ = [
     "DEFAULT_STYLE",
     "MAX_COLS",
-    "MAX_ROWS",
     "MAX_PENDING_BYTES",
+    "MAX_ROWS",
     "SUFFIX",
     "Command",
     "GrowingFile",

@@ -10,8 +10,6 @@ user logged in with over ``ssh -t review@BASTION``) and never changes; each scre
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from ..datadir import DataDir
 from ..exceptions import AccessDenied
 from ..indexing import open_index
 from ..models import Role, User
-from ..store import Store, Tx
 
 __all__ = ["REVIEW_ROLES", "Area", "ReviewContext", "Reviewer"]
 
@@ -73,13 +70,12 @@ class Reviewer:
 
 
 class ReviewContext:
-    """The data dir as the app sees it. Thread-safe where workers need it: the service's store
-    runs one transaction at a time (:class:`_OneAtATime`) and the search index serialises its own use."""
+    """The data dir as the app sees it. Thread-safe where workers need it: the store runs one
+    transaction at a time on its connection (SqliteStore's lock) and the search index serialises
+    its own use."""
 
     def __init__(self, data: DataDir, service: AccessService, reviewer: Reviewer) -> None:
         self.data = data
-        if not isinstance(service.store, _OneAtATime):
-            service.store = _OneAtATime(service.store)
         self.service = service
         self.reviewer = reviewer
         self._index: SqliteSearchIndex | None = None
@@ -143,26 +139,6 @@ class ReviewContext:
             if self._index is not None:
                 self._index.close()
                 self._index = None
-
-
-class _OneAtATime:
-    """The store with one transaction at a time. ``SqliteStore`` is one SQLite connection, and the
-    UI thread and every worker share the context's service: two transactions overlapping on it
-    fail ("cannot start a transaction within a transaction"), so a reload every second made an
-    approval fail now and then. (The bastion gives each thread its own service instead.)"""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._lock = threading.RLock()
-
-    @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[Tx]:
-        with self._lock, self._store.transaction(write) as tx:
-            yield tx
-
-    def close(self) -> None:
-        with self._lock:
-            self._store.close()
 
 
 def _find(service: AccessService, name: str) -> User | None:
