@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 from rich.segment import Segment
+from textual.widgets import OptionList, Static
 
+from tests.helpers import frame_spans
 from zsp_tui.tui import ReviewApp, ReviewContext
 from zsp_tui.tui.screens.replay import ReplayScreen
+from zsp_tui.tui.widgets.replay_panel import ReplayPanel
 from zsp_tui.tui.widgets.terminal_view import TerminalView
+from zsp_tui.tui.widgets.timeline import Timeline
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
@@ -76,3 +81,256 @@ async def test_shows_the_recorded_screen_with_colours_at_the_recorded_size(revie
         assert reds[0].style.color.number == 1  # palette red, as the session drew it
         assert "VALID" in str(screen.verdict_text())
         assert not screen.query_one(TerminalView).cropped
+
+
+async def test_play_pause_speed_seek_and_step_move_the_playhead(reviewed) -> None:
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, reviewed.ids["local"])
+        pb = screen.playback
+        assert pb is not None and not pb.paused  # opened without a moment: it plays
+        await pilot.press("space")
+        assert pb.paused
+        paused_at = pb.pos_us
+        await pilot.pause(0.3)
+        assert pb.pos_us == paused_at
+        assert "paused" in str(screen.status_text())
+        for key, speed in (("plus", 2.0), ("plus", 4.0), ("right_square_bracket", 8.0), ("minus", 4.0),
+                           ("left_square_bracket", 2.0)):
+            await pilot.press(key)
+            assert pb.speed == speed
+        for _ in range(8):
+            await pilot.press("plus")
+        assert pb.speed == 16.0 and "16x" in str(screen.status_text())
+        for _ in range(10):
+            await pilot.press("minus")
+        assert pb.speed == 0.25
+        await pilot.press("i")
+        assert not pb.skip_idle and "real pauses" in str(screen.status_text())
+        await pilot.press("i")
+
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        assert pb.pos_us == 0 and pb.ph.t_us == 0
+        first = _rows(screen)
+        await pilot.press("full_stop")
+        assert pb.paused and pb.ph.frame > 0
+        stepped = pb.ph.frame
+        while _rows(screen) == first:  # step until the screen changes (the first output)
+            await pilot.press("full_stop")
+        assert pb.ph.frame > stepped or _rows(screen) != first
+        now = pb.ph.frame
+        await pilot.press("comma")
+        await _settle(pilot, screen)
+        assert pb.ph.frame < now
+
+        duration = pb.duration_us
+        await pilot.press("end")
+        await _settle(pilot, screen)
+        assert pb.pos_us == duration
+        assert any("END-49" in r for r in _rows(screen))
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        await pilot.press("right")  # +5 s (the session is shorter: its end)
+        await _settle(pilot, screen)
+        assert pb.pos_us == min(5_000_000, screen._end_us())
+        await pilot.press("left")
+        await _settle(pilot, screen)
+        assert pb.pos_us == max(0, min(5_000_000, screen._end_us()) - 5_000_000)
+
+        # play: the clock moves and frames are applied
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        await pilot.press("space")
+        assert not pb.paused
+        await _until(pilot, lambda: pb.pos_us > 200_000)
+        await pilot.press("space")
+
+        # click the timeline: seek there
+        timeline = screen.query_one(Timeline)
+        x = timeline.size.width * 3 // 4
+        await pilot.click(Timeline, offset=(x, 0))
+        await _settle(pilot, screen)
+        assert pb.pos_us == min(timeline.t_of(x), screen._end_us()) or pb.pos_us == timeline.t_of(x)
+        assert timeline.x_of(pb.pos_us) == x
+        assert timeline.state.pos_us == pb.pos_us
+
+
+async def test_commands_panel_lists_commands_and_selecting_one_jumps_there(reviewed) -> None:
+    app = _app(reviewed)
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = await _open(pilot, app, reviewed.ids["shell"])
+        await _until(pilot, lambda: screen.feed is not None and screen.feed.done)
+        await pilot.pause(0.2)
+        panel = screen.query_one(ReplayPanel)
+        assert panel.display
+        clist = panel.query_one("#commands", OptionList)
+        texts = [str(clist.get_option_at_index(i).prompt) for i in range(clist.option_count)]
+        assert any("echo kubectl delete pod web-7f" in t for t in texts), texts
+        assert any("ls / | head -3" in t for t in texts), texts
+        klist = panel.query_one("#keys", OptionList)
+        keys = [str(klist.get_option_at_index(i).prompt) for i in range(klist.option_count)]
+        assert any("echo kubectl delete pod web-7f\\r" in k for k in keys), keys  # raw, escaped
+
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        target = next(c for c in panel.commands if "kubectl" in c.text)
+        i = next(i for i, t in enumerate(texts) if "kubectl" in t)
+        clist.focus()
+        clist.highlighted = i
+        await pilot.press("enter")
+        await _settle(pilot, screen)
+        pb = screen.playback
+        # paused at the command: from its Enter to the first screen showing its line
+        assert pb is not None and pb.paused and target.t_us <= pb.pos_us < target.t_us + 2_000_000
+        assert any(r.endswith("echo kubectl delete pod web-7f") for r in _rows(screen))
+        # n / p: next and previous command
+        screen.set_focus(None)
+        await pilot.press("n")
+        await _settle(pilot, screen)
+        later = sorted(c.t_us for c in panel.commands if c.t_us > target.t_us)
+        assert later[0] <= pb.pos_us < later[0] + 2_000_000
+        assert any(r.endswith("printf '\\033[31mred\\033[0m plain\\n'") for r in _rows(screen)), _rows(screen)
+        await pilot.press("p")
+        await _settle(pilot, screen)
+        assert target.t_us <= pb.pos_us < later[0]
+        marks = screen.query_one(Timeline).markers_by_column(screen.query_one(Timeline).size.width)
+        assert any(m.kind.value == "command" for m in marks.values())
+
+
+async def test_opening_at_a_search_hit_shows_that_moment_highlighted(reviewed) -> None:
+    ctx = ReviewContext.open(reviewed.data, "carol", "console")
+    hits = ctx.search_index().search("web-7f", session_id=reviewed.ids["shell"])
+    hit = next(h for h in hits if h.kind.value == "output")
+    app = ReviewApp(ctx)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, hit.session_id, at_us=hit.t_us, highlight="web-7f")
+        pb = screen.playback
+        # at the hit, or the first frame after it whose screen shows the line (its echo)
+        assert pb is not None and pb.paused and hit.t_us <= pb.pos_us < hit.t_us + 2_000_000
+        assert pb.ph.frame >= hit.frame
+        view = screen.query_one(TerminalView)
+        assert view.highlighted_rows >= 1
+        marked = [s for s in _segments(screen) if s.style is not None and s.style.bgcolor is not None
+                  and s.style.bgcolor.name == "yellow"]
+        assert "".join(s.text for s in marked).lower().count("web-7f") >= 1
+        timeline = screen.query_one(Timeline)
+        assert timeline.state.hit_us == hit.t_us
+        marks = timeline.markers_by_column(timeline.size.width)
+        assert marks[timeline.x_of(hit.t_us)].kind.value == "hit"
+        assert "hit: web-7f" in str(screen.status_text())
+
+
+async def test_opening_a_replay_is_audited_once(reviewed) -> None:
+    app = _app(reviewed)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await _open(pilot, app, reviewed.ids["exec"], at_us=0)
+        await pilot.pause(0.3)
+    events = [e for e in reviewed.svc.audit_events() if e.event == "review.replay"]
+    assert [(e.actor, e.session_id) for e in events] == [("carol", reviewed.ids["exec"])]
+    assert events[0].fields.get("at_us") == 0
+
+
+async def test_a_reviewer_without_the_replay_role_sees_nothing(reviewed) -> None:
+    app = _app(reviewed, "bob")  # approver: Live and Requests only
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        app.push_screen(ReplayScreen(app.ctx, reviewed.ids["shell"]))
+        await pilot.pause(0.3)
+        screen = app.screen
+        assert isinstance(screen, ReplayScreen)
+        assert screen.playback is None and "reviewer or admin" in str(screen.verdict_text())
+        assert _rows(screen) == []
+    assert not [e for e in reviewed.svc.audit_events() if e.event == "review.replay"]
+
+
+def _flip_in_frame(path: Path, needle: bytes) -> int:
+    """Flip a byte inside the first output frame holding ``needle``; its sequence number."""
+    from recorder import FrameKind, load_trusted_keys
+    from replay import load
+
+    trusted = load_trusted_keys(path.parent.parent / "allowed_signers")
+    frames, report = load(path, trusted)
+    assert report.valid
+    seq = next(f.seq for f in frames if f.kind is FrameKind.OUTPUT and needle in f.data)
+    data = bytearray(path.read_bytes())
+    a, b = frame_spans(bytes(data))[seq]
+    data[a + 4 + (b - a - 36) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return seq
+
+
+async def test_a_corrupt_recording_shows_where_the_chain_breaks_and_marks_the_rest_untrusted(reviewed) -> None:
+    sid = reviewed.ids["shell"]
+    path = Path(reviewed.svc.session(sid).path)
+    bad = _flip_in_frame(path, b"DONE-42")
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, sid)
+        verdict = str(screen.verdict_text())
+        assert verdict.startswith("✖ CORRUPT at frame %d " % bad), verdict
+        assert "hash-mismatch" in verdict and "UNTRUSTED" in verdict
+        assert screen.report is not None and screen.report.bad_frame == bad
+        await pilot.press("end")
+        await _settle(pilot, screen)
+        rows = _rows(screen)
+        assert not any("DONE-42" in r for r in rows)  # nothing from the broken part is shown
+        banner = screen.query_one("#untrusted", Static)
+        assert banner.display and "UNTRUSTED" in str(banner.render())
+        timeline = screen.query_one(Timeline)
+        st = timeline.state
+        assert st.corrupt and st.shown_us < st.end_us
+        marks = timeline.markers_by_column(timeline.size.width)
+        assert any(m.kind.value == "break" for m in marks.values())
+        last = timeline.render_line(0)
+        reds = [seg for seg in list(last)[timeline.x_of(st.intact_us) + 1 :] if seg.style and seg.style.color
+                and seg.style.color.name == "red"]
+        assert reds, "the untrusted part of the timeline is red"
+        # seeking into the untrusted part: the banner stays, nothing new is shown
+        await pilot.click(Timeline, offset=(timeline.size.width - 1, 0))
+        await _settle(pilot, screen)
+        assert screen.query_one("#untrusted", Static).display
+        assert not any("DONE-42" in r for r in _rows(screen))
+        # The session was shorter than the bastion's 2 s between checkpoints: only its seal's signature
+        # covered its output, so nothing at all is trusted, even at the start.
+        assert st.shown_us == 0
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        assert screen.query_one("#untrusted", Static).display
+
+
+async def test_a_recording_that_is_not_the_session_shows_nothing(reviewed) -> None:
+    shell = Path(reviewed.svc.session(reviewed.ids["shell"]).path)
+    local = Path(reviewed.svc.session(reviewed.ids["local"]).path)
+    local.write_bytes(shell.read_bytes())  # a genuine recording, of another session
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, reviewed.ids["local"])
+        await _until(pilot, lambda: screen.problem is not None)
+        assert "wrong-session" in str(screen.verdict_text())
+        assert screen.playback is None and _rows(screen) == []
+
+
+async def test_at_80x24_the_screen_is_cropped_and_scrollable(reviewed) -> None:
+    app = _app(reviewed)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open(pilot, app, reviewed.ids["local"])
+        await pilot.press("end")
+        await _settle(pilot, screen)
+        view = screen.query_one(TerminalView)
+        assert not screen.query_one(ReplayPanel).display  # collapsed at this width
+        assert view.cropped and "CROPPED 80x24" in str(screen.status_text())
+        assert view.max_scroll_y > 0
+        drawn = [s.text for y in range(view.size.height) for s in view.render_line(y)]
+        assert "END-49" in "".join(drawn)  # follows the cursor: the last line is in view
+        view.scroll_to(y=0, animate=False, immediate=True)
+        await pilot.pause()
+        top = "".join(s.text for s in view.render_line(0))
+        assert top.strip() == _rows(screen)[0].strip()
+        await pilot.press("c")  # the panel can still be shown, over part of the screen
+        assert screen.query_one(ReplayPanel).display
+        await pilot.press("c")
+        await pilot.press("space")
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        assert screen.playback is not None and screen.playback.pos_us == 0

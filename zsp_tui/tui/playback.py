@@ -40,7 +40,6 @@ from replay import (
     VerificationReport,
     iter_raw,
     located_frames,
-    printable,
     signed_located,
     verify_frames,
 )
@@ -99,7 +98,7 @@ class Marker:
     t_us: int
     kind: MarkKind
     label: str
-    """Escaped text (``replay.printable``): safe to draw through ``text.plain``."""
+    """From the recording: drawn only through ``text.plain`` (which escapes controls, never markup)."""
     frame: int
 
 
@@ -168,7 +167,7 @@ class Overview:
                     self.keys.append(KeyRun(frame.t_us, frame.seq, b"", size, masked=max(size, 1)))
                     label = f"masked input, {size} bytes"
                 else:
-                    label = printable(f"{data.type}: {data.message}"[:300])
+                    label = f"{data.type}: {data.message}"[:300]
                 self.markers.append(Marker(frame.t_us, mark, label, frame.seq))
                 self.version += 1
             elif kind is FrameKind.HEADER and isinstance(data, Header):
@@ -180,7 +179,7 @@ class Overview:
         with self.lock:
             self.commands.extend(commands)
             self.markers.extend(
-                Marker(c.t_us, MarkKind.COMMAND, printable(c.text or "(blank)")[:300], c.frame) for c in commands
+                Marker(c.t_us, MarkKind.COMMAND, (c.text or "(blank)")[:300], c.frame) for c in commands
             )
             self.version += 1
 
@@ -285,6 +284,7 @@ def untrusted_tail_end(path: Path, report: VerificationReport, *, limit: int = 1
     end: int | None = None
     try:
         with open(path, "rb") as f:
+            f.seek(report.bad_offset)
             for i, (_index, _offset, body, _stored) in enumerate(iter_raw(f, report.bad_offset)):
                 if i >= limit:
                     break
@@ -425,6 +425,31 @@ class Playback:
             return self.seeker.playhead_at_frame(max(0, seq))
         with self._lock:
             return self.seeker.playhead_at_frame(max(0, seq))
+
+    def find_forward(
+        self, t_us: int, needle: str, *, max_frames: int = 512, max_us: int = 60_000_000
+    ) -> Playhead | None:
+        """The first moment at or after ``t_us`` whose screen shows ``needle`` (case-insensitive),
+        looking at most ``max_frames`` frames and ``max_us`` ahead; None if it does not show.
+
+        A search hit's time is where the indexer saw its line written, as far as it could tell
+        cheaply; the screen that shows it may come a few frames later."""
+        want = needle.lower()
+        ph = self.playhead_at(t_us)
+
+        def shows() -> bool:
+            return any(want in line.lower() for line in ph.terminal.screen().lines)
+
+        if not want or shows():
+            return ph
+        for n, (frame, end, head) in enumerate(self.seeker.frames_after(ph)):
+            if n >= max_frames or frame.t_us > t_us + max_us:
+                return None
+            ph.apply(frame)
+            ph.offset, ph.head = end, head
+            if frame.kind is FrameKind.OUTPUT and shows():
+                return ph
+        return None
 
     def install(self, ph: Playhead, pos_us: int) -> None:
         """Make ``ph`` the playhead, the clock at ``pos_us`` (at least the playhead's own time)."""

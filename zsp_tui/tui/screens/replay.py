@@ -41,6 +41,7 @@ from textual.widgets import Footer, Static
 
 from recorder import PublicKey
 from replay import (
+    Command,
     Outcome,
     ReplayError,
     Seeker,
@@ -149,6 +150,8 @@ class ReplayScreen(Screen[None]):
         self._store_ended_at: float | None = None
         self._polling_store = False
         self._panel_wide = False
+        self._command_at: int | None = None
+        """The command last jumped to (n/p go on from it, not from where its line showed)."""
 
     # --- layout ---------------------------------------------------------------------------------
 
@@ -326,7 +329,7 @@ class ReplayScreen(Screen[None]):
             self._seek(seeker.duration_us)
         elif self.at_us is not None:
             pb.paused = True
-            self._seek(self.at_us)
+            self._seek(self.at_us, showing=self.highlight)
         self._drawn = -1
 
     def _verified(self, report: VerificationReport, tail: int | None) -> None:
@@ -577,7 +580,9 @@ class ReplayScreen(Screen[None]):
 
     # --- seeking --------------------------------------------------------------------------------
 
-    def _seek(self, t_us: int) -> None:
+    def _seek(self, t_us: int, showing: str | None = None) -> None:
+        """Seek to ``t_us`` in a worker; with ``showing``, to the first moment from there whose
+        screen shows that text (a search hit, a command line), if it does within a few frames."""
         pb = self.playback
         if pb is None:
             return
@@ -587,9 +592,13 @@ class ReplayScreen(Screen[None]):
             self._pending_us = t  # the index has not reached it yet: go there once it has
             return
         self._pending_us = None
+        self._command_at = None
         self._seek_gen += 1
         self._seeking = True
-        self._seek_worker(pb, self._seek_gen, t, None)
+        if showing and showing.strip():
+            self._find_hit(pb, self._seek_gen, t, showing.strip())
+        else:
+            self._seek_worker(pb, self._seek_gen, t, None)
 
     def _seek_frame(self, seq: int) -> None:
         pb = self.playback
@@ -598,6 +607,20 @@ class ReplayScreen(Screen[None]):
         self._seek_gen += 1
         self._seeking = True
         self._seek_worker(pb, self._seek_gen, None, seq)
+
+    @work(thread=True, group="seek")
+    def _find_hit(self, pb: Playback, gen: int, t_us: int, needle: str) -> None:
+        """Seek to ``t_us``; if ``needle`` is not on that screen yet, to the first frame after it
+        that shows it (a few frames at most): a hit's or a command's time is when its line was
+        written or its Enter typed, and the echo may come a moment later."""
+        try:
+            ph = pb.find_forward(t_us, needle)
+            if ph is None:
+                ph = pb.playhead_at(t_us)
+        except ReplayError as exc:
+            self._call(self._fail, str(exc))
+            return
+        self._call(self._seek_done, pb, gen, ph, max(t_us, ph.t_us))
 
     @work(thread=True, group="seek")
     def _seek_worker(self, pb: Playback, gen: int, t_us: int | None, seq: int | None) -> None:
@@ -682,16 +705,23 @@ class ReplayScreen(Screen[None]):
         if pb is None:
             return
         _markers, _keys, commands = self.overview.snapshot()
-        times = sorted(c.t_us for c in commands)
+        ordered = sorted(commands, key=lambda c: c.t_us)
+        here = self._command_at
         if direction > 0:
-            later = [t for t in times if t > pb.pos_us]
+            later = [c for c in ordered if c.t_us > (here if here is not None else pb.pos_us)]
             if later:
-                self._seek(later[0])
+                self._jump_command(later[0])
         else:
-            # Back from just after a command's Enter goes to the one before it.
-            earlier = [t for t in times if t < pb.pos_us - 500_000]
+            earlier = [c for c in ordered if c.t_us < (here if here is not None else pb.pos_us)]
             if earlier:
-                self._seek(earlier[-1])
+                self._jump_command(earlier[-1])
+
+    def _jump_command(self, command: Command) -> None:
+        """Paused at ``command``: the first moment from its Enter that shows its line."""
+        if self.playback is not None:
+            self.playback.paused = True
+        self._seek(command.t_us, showing=None if command.blind else command.text[:60])
+        self._command_at = command.t_us
 
     def action_toggle_panel(self) -> None:
         panel = self.query_one(ReplayPanel)
@@ -707,6 +737,9 @@ class ReplayScreen(Screen[None]):
         self._seek(message.t_us)
 
     def on_replay_panel_jump(self, message: ReplayPanel.Jump) -> None:
+        if message.command is not None:
+            self._jump_command(message.command)
+            return
         if self.playback is not None:
             self.playback.paused = True
         self._seek(message.t_us)

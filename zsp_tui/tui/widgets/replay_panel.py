@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
-from replay import Command, printable
+from replay import Command
 
 from ..playback import KeyRun
 from ..text import plain
@@ -48,10 +48,9 @@ def keys_prompt(k: KeyRun) -> Text:
     if k.masked:
         text.append(f"masked input, {k.masked} bytes", style="magenta")
         return text
-    shown = printable(k.keys)
     if k.size > len(k.keys):
-        shown = "…" + shown
-    text.append_text(plain(shown))
+        text.append("…")
+    text.append_text(plain(k.keys.decode("utf-8", "replace")))  # plain() escapes the controls
     return text
 
 
@@ -59,9 +58,12 @@ class ReplayPanel(Vertical):
     """Commands and keystrokes of the recording; both lists jump to the selected moment."""
 
     class Jump(Message):
-        def __init__(self, t_us: int) -> None:
+        """Go to ``t_us`` (``command``: the command selected, shown once its line is on screen)."""
+
+        def __init__(self, t_us: int, command: Command | None = None) -> None:
             super().__init__()
             self.t_us = t_us
+            self.command = command
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -106,6 +108,6 @@ class ReplayPanel(Vertical):
         except ValueError:
             return
         if oid.startswith("c") and i < len(self._commands):
-            self.post_message(self.Jump(self._commands[i].t_us))
+            self.post_message(self.Jump(self._commands[i].t_us, self._commands[i]))
         elif oid.startswith("k") and i < len(self._keys):
             self.post_message(self.Jump(self._keys[i].t_us))
