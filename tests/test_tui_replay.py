@@ -268,7 +268,7 @@ async def test_a_corrupt_recording_shows_where_the_chain_breaks_and_marks_the_re
     async with app.run_test(size=(130, 40)) as pilot:
         screen = await _open(pilot, app, sid)
         verdict = str(screen.verdict_text())
-        assert verdict.startswith("✖ CORRUPT at frame %d " % bad), verdict
+        assert verdict.startswith(f"✖ CORRUPT at frame {bad} "), verdict
         assert "hash-mismatch" in verdict and "UNTRUSTED" in verdict
         assert screen.report is not None and screen.report.bad_frame == bad
         await pilot.press("end")
