@@ -6,6 +6,7 @@ verification bar, the status line, the side panel's lists; and the audit log."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -334,3 +335,114 @@ async def test_at_80x24_the_screen_is_cropped_and_scrollable(reviewed) -> None:
         await pilot.press("home")
         await _settle(pilot, screen)
         assert screen.playback is not None and screen.playback.pos_us == 0
+
+
+def _shell(env):
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(env.known_hosts))
+    client.connect("127.0.0.1", env.port, username="local", key_filename=str(env.keys["alice"]),
+                   look_for_keys=False, allow_agent=False)
+    chan = client.invoke_shell(term="xterm", width=80, height=24)
+    return client, chan
+
+
+def _live_session(env, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = [s for s in env.svc.sessions() if s.ended_at is None]
+        if live:
+            return live[-1].id
+        time.sleep(0.05)
+    raise AssertionError("no live session in the store")
+
+
+def _ended(env, sid: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while env.svc.session(sid).ended_at is None:
+        if time.monotonic() > deadline:
+            raise AssertionError("the session did not end")
+        time.sleep(0.1)
+
+
+async def test_a_live_session_is_followed_as_it_happens(env) -> None:
+    from tests.helpers import read_until
+
+    env.grant()
+    client, chan = await asyncio.to_thread(_shell, env)
+    try:
+        buf = await asyncio.to_thread(read_until, chan, b"", b"$ ")
+        sid = await asyncio.to_thread(_live_session, env)
+        app = ReviewApp(ReviewContext.open(env.data, "alice", "console"))
+        async with app.run_test(size=(120, 36)) as pilot:
+            screen = await _open(pilot, app, sid, follow=True)
+            assert screen.live and str(screen.verdict_text()).startswith("● LIVE")
+            chan.send(b"echo live-marker-$((3*5))\r")
+            buf = await asyncio.to_thread(read_until, chan, buf, b"live-marker-15")
+            # shown once the bastion's next checkpoint signs it (at most ~2 s), without any key
+            await _until(pilot, lambda: any(r == "live-marker-15" for r in _rows(screen)), timeout=20)
+            assert screen.query_one(Timeline).state.end_us > 0
+            chan.send(b"exit\r")
+            await asyncio.to_thread(chan.recv_exit_status)
+            await _until(pilot, lambda: screen.ended is not None, timeout=30)
+            verdict = str(screen.verdict_text())
+            assert "ENDED: exit" in verdict and "VALID" in verdict, verdict
+            assert any(r == "live-marker-15" for r in _rows(screen))
+    finally:
+        client.close()
+    events = [e for e in env.svc.audit_events() if e.event == "review.replay"]
+    assert [(e.actor, e.session_id, e.fields.get("follow")) for e in events] == [("alice", sid, True)]
+
+
+HOSTILE = [
+    # a title, a clipboard write (OSC 52), the alternate screen, a cursor-position query, DECRQSS
+    b"printf '\\033]0;evil-title\\007\\033]52;c;ZXZpbA==\\007\\033[?1049hALT-SCREEN\\033[6n\\033P$qm\\033\\\\'",
+    b"printf '\\033[?1049lback\\033]8;;http://evil/\\033\\\\link\\033]8;;\\033\\\\ bidi:\\342\\200\\256dlrow\\n'",
+    b"printf 'nul:\\001\\002\\033[2Jcleared \\233 c1\\n'",
+    b"head -c 1000000 /dev/zero | tr '\\0' Y; echo; echo HOSTILE-DONE",
+]
+
+
+async def test_hostile_output_never_reaches_the_reviewers_terminal(env) -> None:
+    from tests.helpers import read_until
+
+    env.grant()
+    client, chan = await asyncio.to_thread(_shell, env)
+    try:
+        buf = await asyncio.to_thread(read_until, chan, b"", b"$ ")
+        sid = await asyncio.to_thread(_live_session, env)
+        for line in HOSTILE:
+            chan.send(line + b"\r")
+            await asyncio.sleep(0.3)
+        await asyncio.to_thread(read_until, chan, buf, b"HOSTILE-DONE", 30)
+        chan.send(b"exit\r")
+        await asyncio.to_thread(chan.recv_exit_status)
+    finally:
+        client.close()
+    await asyncio.to_thread(_ended, env, sid)
+    app = ReviewApp(ReviewContext.open(env.data, "alice", "console"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _open(pilot, app, sid)
+        await _until(pilot, lambda: screen.report is not None)
+        pb = screen.playback
+        assert pb is not None
+        pb.paused = True
+        end = screen._end_us()
+        seen_alt = False
+        for i in range(41):
+            screen._seek(end * i // 40)
+            await _settle(pilot, screen)
+            view = screen.query_one(TerminalView)
+            assert view.screen_value is not None
+            seen_alt = seen_alt or view.screen_value.alternate
+            for seg in _segments(screen) + _drawn(screen):
+                assert not _CONTROL.search(seg.text), repr(seg.text)
+            assert all(strip.cell_length == view.screen_value.cols for strip in view.row_strips())
+            # the title is only where the typed command line shows it, never set or drawn otherwise
+            assert all("printf" in r for r in _rows(screen) if "evil-title" in r)
+            assert not any(seg.style is not None and seg.style.link for seg in _segments(screen))
+        assert seen_alt  # the alternate screen was shown, inside the emulator
+        rows = _rows(screen)
+        assert any("HOSTILE-DONE" in r for r in rows) and any(set(r) == {"Y"} for r in rows)
+        assert app.title == "zsp review"
