@@ -161,7 +161,7 @@ async def test_commands_panel_lists_commands_and_selecting_one_jumps_there(revie
     app = _app(reviewed)
     async with app.run_test(size=(140, 40)) as pilot:
         screen = await _open(pilot, app, reviewed.ids["shell"])
-        await _until(pilot, lambda: screen.feed is not None and screen.feed.done)
+        await _until(pilot, lambda: screen.commands_done)
         await pilot.pause(0.2)
         panel = screen.query_one(ReplayPanel)
         assert panel.display

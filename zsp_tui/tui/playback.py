@@ -302,7 +302,10 @@ def untrusted_tail_end(path: Path, report: VerificationReport, *, limit: int = 1
 class Feed:
     """One verified pass over a recording in a thread: grows ``index`` (unless it came from the
     cache, ``build=False``), the Overview (``overview=True``: a live session, which has no separate
-    verification pass) and the commands. ``follow``: read a live recording as it grows.
+    verification pass) and the commands (``commands``; a second emulation of every frame, so a
+    finished recording's index is built first and its commands found by a second Feed after it,
+    which halves the time to reach a moment far into an uncached recording). ``follow``: read a
+    live recording as it grows.
 
     ``lock`` guards the index (held while a frame is added and while the UI seeks)."""
 
@@ -316,6 +319,7 @@ class Feed:
         follow: bool,
         build: bool,
         with_overview: bool,
+        commands: bool = True,
         poll: float = 0.2,
         on_complete: Callable[[Feed], None] | None = None,
     ) -> None:
@@ -326,6 +330,7 @@ class Feed:
         self.follow = follow
         self.build = build
         self.with_overview = with_overview
+        self.commands = commands
         self.read = 0
         """Frames verified so far (signed or not)."""
         self.offset = 0
@@ -377,8 +382,9 @@ class Feed:
                 if self.build:
                     with self.lock:
                         self._builder.add(item)
-                scanner, found = _commands(scanner, item.frame)
-                self.overview.add_commands(found)
+                if self.commands:
+                    scanner, found = _commands(scanner, item.frame)
+                    self.overview.add_commands(found)
             if scanner is not None:
                 self.overview.add_commands([i for i in scanner.finish() if isinstance(i, Command)])
             if self.with_overview:

@@ -126,6 +126,9 @@ class ReplayScreen(Screen[None]):
         """Why nothing is shown (wrong session, unreadable, not allowed)."""
         self.playback: Playback | None = None
         self.feed: Feed | None = None
+        """The pass that builds the seek index (or follows a live recording)."""
+        self.commands_feed: Feed | None = None
+        """The pass that finds the commands (after the index is complete)."""
         self.live = False
         """Following a session still being recorded."""
         self.ended: str | None = None
@@ -179,8 +182,9 @@ class ReplayScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._stop.set()
-        if self.feed is not None:
-            self.feed.stop(timeout=1.0)
+        for feed in (self.feed, self.commands_feed):
+            if feed is not None:
+                feed.stop(timeout=1.0)
 
     # --- opening (workers) ----------------------------------------------------------------------
 
@@ -260,16 +264,26 @@ class ReplayScreen(Screen[None]):
         cache = self._cache_path()
 
         def complete(feed: Feed) -> None:
-            report = self.report
             final = feed.report
-            if report is None or final is None:
-                return
-            index.head, index.frames, index.signed = report.head or b"", report.frames, report.signed_frames
-            if final.head == report.head and final.frames == report.frames and index.shown == report.signed_frames:
-                save_index(index, cache)
+            if final is not None:
+                index.head, index.frames, index.signed = final.head or b"", final.frames, final.signed_frames
+                # The same verdict as the verification pass: the file did not change in between.
+                report = self.report
+                same = report is not None and final.head == report.head and final.frames == report.frames
+                if same and index.shown == final.signed_frames:
+                    save_index(index, cache)
+            self._call(self._index_built, index)
 
         feed = Feed(
-            path, trusted, index, self.overview, follow=False, build=True, with_overview=False, on_complete=complete
+            path,
+            trusted,
+            index,
+            self.overview,
+            follow=False,
+            build=True,
+            with_overview=False,
+            commands=False,
+            on_complete=complete,
         )
         self.feed = feed
         feed.start()
@@ -297,16 +311,18 @@ class ReplayScreen(Screen[None]):
             return False
         return True
 
-    @work(thread=True, group="commands")
-    def _find_commands(self) -> None:
-        """Commands only (the index came from the cache): a Feed that does not build."""
-        if self._path is None or self._provisional is None:
+    def _find_commands(self, index: SeekIndex) -> None:
+        """Commands only (the index is complete): a Feed that does not build."""
+        if self._path is None or self._stop.is_set():
             return
-        feed = Feed(
-            self._path, self._trusted, self._provisional, self.overview, follow=False, build=False, with_overview=False
-        )
-        self.feed = feed
+        feed = Feed(self._path, self._trusted, index, self.overview, follow=False, build=False, with_overview=False)
+        self.commands_feed = feed
         feed.start()
+
+    def _index_built(self, index: SeekIndex) -> None:
+        """The index is complete (and cached if it matched the verdict): now find the commands."""
+        if self.commands_feed is None:
+            self._find_commands(index)
 
     # --- results (UI thread) --------------------------------------------------------------------
 
@@ -346,7 +362,7 @@ class ReplayScreen(Screen[None]):
         cached = self._provisional
         if cached is not None:
             if cached.matches(report, self._file_size):
-                self._find_commands()
+                self._find_commands(cached)
             else:
                 # The cache is not of this recording as verified now: drop what it showed, rebuild.
                 self._provisional = None
@@ -435,11 +451,14 @@ class ReplayScreen(Screen[None]):
         self._show_verdict()
         self._show_status()
         _markers, keys, commands = self.overview.snapshot()
-        status = ""
-        feed = self.feed
-        if feed is not None and not feed.done:
-            status = "(reading…)"
-        self.query_one(ReplayPanel).update_lists(commands, keys, status)
+        self.query_one(ReplayPanel).update_lists(commands, keys, "" if self.commands_done else "(reading…)")
+
+    @property
+    def commands_done(self) -> bool:
+        """Every command of the recording (so far, when following it) is in the panel."""
+        if self.live:
+            return self.feed is not None and self.feed.done
+        return self.commands_feed is not None and self.commands_feed.done
 
     def _shown_us(self) -> int:
         pb = self.playback
