@@ -446,3 +446,34 @@ async def test_hostile_output_never_reaches_the_reviewers_terminal(env) -> None:
         rows = _rows(screen)
         assert any("HOSTILE-DONE" in r for r in rows) and any(set(r) == {"Y"} for r in rows)
         assert app.title == "zsp review"
+
+
+async def test_the_seek_index_is_cached_and_a_stale_cache_is_dropped_at_the_verdict(reviewed) -> None:
+    sid = reviewed.ids["shell"]
+    cache = reviewed.data.root / "cache" / "seek" / f"{sid}.seek"
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, sid)
+        await _until(pilot, lambda: screen.commands_done)
+        assert cache.exists() and screen._provisional is None  # built now, cached for next time
+        await pilot.press("escape")
+        await pilot.pause()
+        screen = await _open(pilot, app, sid, at_us=0)
+        assert screen._provisional is not None  # from the cache, before and after the verdict
+        assert "VALID" in str(screen.verdict_text())
+        await _until(pilot, lambda: screen.commands_done)
+        assert any("kubectl" in c.text for c in screen.query_one(ReplayPanel).commands)
+        await pilot.press("escape")
+        await pilot.pause()
+        # The recording changes after its index was cached (same size): what the cache showed is
+        # dropped when the verdict arrives, and the index is rebuilt from the file as it is now.
+        path = Path(reviewed.svc.session(sid).path)
+        _flip_in_frame(path, b"DONE-42")
+        screen = await _open(pilot, app, sid)
+        await _until(pilot, lambda: screen.report is not None)
+        await _until(pilot, lambda: screen._provisional is None and screen.playback is not None)
+        await _settle(pilot, screen)
+        assert str(screen.verdict_text()).startswith("✖ CORRUPT")
+        await pilot.press("end")
+        await _settle(pilot, screen)
+        assert not any("DONE-42" in r or "kubectl" in r for r in _rows(screen))

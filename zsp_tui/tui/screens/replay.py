@@ -142,6 +142,8 @@ class ReplayScreen(Screen[None]):
         self._file_size = 0
         self._provisional: SeekIndex | None = None
         """The cached index shown before the verdict (checked against it when it arrives)."""
+        self._built: SeekIndex | None = None
+        """The index built here, waiting for the verdict before it is cached."""
         self._pending_us: int | None = None
         """A seek waiting for the index being built to reach it."""
         self._seek_gen = 0
@@ -259,20 +261,14 @@ class ReplayScreen(Screen[None]):
         self.progress = fraction
 
     def _start_build(self, path: Path, trusted: list[PublicKey], size: int) -> None:
-        """Build the seek index in a Feed thread (commands found on the way), play what is indexed."""
+        """Build the seek index in a Feed thread; play what is indexed while it grows."""
         index = SeekIndex(self.session_id, size, b"", 0, 0, 0, 0)
-        cache = self._cache_path()
 
         def complete(feed: Feed) -> None:
             final = feed.report
             if final is not None:
                 index.head, index.frames, index.signed = final.head or b"", final.frames, final.signed_frames
-                # The same verdict as the verification pass: the file did not change in between.
-                report = self.report
-                same = report is not None and final.head == report.head and final.frames == report.frames
-                if same and index.shown == final.signed_frames:
-                    save_index(index, cache)
-            self._call(self._index_built, index)
+                self._call(self._index_built, index)
 
         feed = Feed(
             path,
@@ -320,9 +316,26 @@ class ReplayScreen(Screen[None]):
         feed.start()
 
     def _index_built(self, index: SeekIndex) -> None:
-        """The index is complete (and cached if it matched the verdict): now find the commands."""
+        """The index is complete: cache it (once it matches the verdict) and find the commands."""
+        self._built = index
+        self._maybe_cache()
         if self.commands_feed is None:
             self._find_commands(index)
+
+    def _maybe_cache(self) -> None:
+        """Save the index built here once the verification pass agrees with the pass that built it
+        (same head and frame count: the file did not change in between)."""
+        index, report = self._built, self.report
+        if index is None or report is None or not index.matches(report, self._file_size):
+            return
+        if index.shown != report.signed_frames:
+            return  # not every signed frame is in it (the pass stopped early): not worth keeping
+        self._built = None
+        self._save_cache(index)
+
+    @work(thread=True, group="cache")
+    def _save_cache(self, index: SeekIndex) -> None:
+        save_index(index, self._cache_path())
 
     # --- results (UI thread) --------------------------------------------------------------------
 
@@ -359,6 +372,7 @@ class ReplayScreen(Screen[None]):
                 # A genuine recording, but not of this session: nothing of it is shown.
                 self._fail(f"CORRUPT wrong-session: {problem}")
                 return
+        self._maybe_cache()
         cached = self._provisional
         if cached is not None:
             if cached.matches(report, self._file_size):
