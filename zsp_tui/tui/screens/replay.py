@@ -190,9 +190,22 @@ class ReplayScreen(Screen[None]):
 
     # --- opening (workers) ----------------------------------------------------------------------
 
+    def _audited(self) -> bool:
+        """Append ``review.replay`` (once per open), in the opening worker; False (and nothing
+        shown) if the audit log cannot take it. It is written after the session is looked up and
+        the cached index loaded, so it is not in the way of the first screen (a write to the
+        store with its fsync), and before the recording is read. The store's one connection must
+        not run two transactions at once: every use of it here is in this one worker, in turn."""
+        if self.audited:
+            return True
+        try:
+            self._audit()
+        except (ZspError, OSError, sqlite3.Error) as exc:
+            self._call(self._fail, f"cannot write the audit event, so nothing is shown: {exc}")
+            return False
+        return True
+
     def _audit(self) -> None:
-        """Append ``review.replay`` (once per open). In the opening worker, before any other use of
-        the store: the store's one connection must not run two transactions at once."""
         if self.audited:
             return
         self.audited = True
@@ -209,7 +222,6 @@ class ReplayScreen(Screen[None]):
     def _open(self) -> None:
         """Find the recording; start following it, or show it from the cache and verify it."""
         try:
-            self._audit()
             record = self.ctx.service.session(self.session_id)
             trusted = self.ctx.data.trusted_keys()
         except (ZspError, OSError, sqlite3.Error) as exc:  # the store or the keys: shown, not raised into the UI
@@ -226,14 +238,17 @@ class ReplayScreen(Screen[None]):
             return
         self._record, self._path, self._trusted, self._file_size = record, path, trusted, size
         if self.follow and record.ended_at is None:
-            self._start_live(path, trusted)
+            if self._audited():
+                self._start_live(path, trusted)
             return
         cached = load_index(self._cache_path())
         if cached is not None and cached.session_id == self.session_id and cached.size == size:
             # Shown at once, labelled VERIFYING; checked against the verdict when it arrives.
             self._provisional = cached
             self._call(self._ready, Seeker(path, cached), None, False)
-        else:
+        if not self._audited():
+            return
+        if self._provisional is None:
             self._start_build(path, trusted, size)
         try:
             report = read_overview(path, trusted, self.overview, progress=self._set_progress, stop=self._stop.is_set)
