@@ -30,16 +30,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_seek import log_burst, redraw_burst  # noqa: E402
+from bench_seek import log_burst, redraw_burst
 
-from recorder import FileSink, FsyncPolicy, RecordingWriter, SessionMeta, SigningKey  # noqa: E402
-from replay import build_index, save_index, verify  # noqa: E402
-from zsp_tui.access import Actor  # noqa: E402
-from zsp_tui.datadir import DataDir  # noqa: E402
-from zsp_tui.models import Role, SessionRecord  # noqa: E402
-from zsp_tui.tui import ReviewApp, ReviewContext  # noqa: E402
-from zsp_tui.tui.screens.replay import ReplayScreen  # noqa: E402
-from zsp_tui.tui.widgets.terminal_view import TerminalView  # noqa: E402
+from recorder import FileSink, FsyncPolicy, RecordingWriter, SessionMeta, SigningKey
+from replay import build_index, save_index, verify
+from zsp_tui.access import Actor
+from zsp_tui.datadir import DataDir
+from zsp_tui.models import Role, SessionRecord
+from zsp_tui.tui import ReviewApp, ReviewContext
+from zsp_tui.tui.screens.replay import ReplayScreen
+from zsp_tui.tui.widgets.terminal_view import TerminalView
 
 
 def write_session(path: Path, key: SigningKey, minutes: int, mb: int, seed: int = 1) -> int:
