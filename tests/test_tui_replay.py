@@ -477,3 +477,98 @@ async def test_the_seek_index_is_cached_and_a_stale_cache_is_dropped_at_the_verd
         await pilot.press("end")
         await _settle(pilot, screen)
         assert not any("DONE-42" in r or "kubectl" in r for r in _rows(screen))
+
+
+def _write_session(reviewed, name: str) -> tuple[str, Path]:
+    """A recording written by the recorder with the data dir's key (events the bastion writes:
+    masked input, a grant warning, a revocation; checkpoints 2 s apart), registered as a session."""
+    from datetime import UTC, datetime
+
+    from recorder import FileSink, RecordingWriter, SessionMeta
+    from replay import verify
+    from zsp_tui.models import SessionRecord
+
+    d = reviewed.data
+    clock = [10**12]
+    path = d.recordings / f"{name}.zsprec"
+    w = RecordingWriter(FileSink(path, sync_dir=False), d.signing_key(),
+                        SessionMeta(user="alice", target="srv", login="root", term="xterm", cols=80, rows=24),
+                        clock=lambda: clock[0], wall_clock=lambda: 1_790_000_000 * 10**9 + clock[0])
+
+    def at(seconds: float) -> int:
+        clock[0] = 10**12 + int(seconds * 1e9)
+        return clock[0]
+
+    w.output(b"$ ", at_ns=at(0.1))
+    w.input(b"sudo ls\r", at_ns=at(0.5))
+    w.output(b"sudo ls\r\n[sudo] password for root: ", at_ns=at(0.6))
+    w.event("input.masked", "input at a password prompt withheld", at_ns=at(1.0), bytes=8)
+    w.output(b"\r\n\x1b[32mfile-one\x1b[0m\r\n$ ", at_ns=at(1.2))
+    w.tick(at_ns=at(3.5))
+    w.event("grant.warning", "grant r-1 expires in 5 minutes", at_ns=at(4.0), seconds_left=300)
+    w.output(b"echo before-break\r\nbefore-break\r\n$ ", at_ns=at(5.0))
+    w.tick(at_ns=at(7.5))
+    w.output(b"intact-unsigned\r\n", at_ns=at(7.8))
+    w.output(b"echo after-break\r\nafter-break\r\n$ ", at_ns=at(8.0))
+    w.event("grant.revoked", "grant r-1 revoked by bob", at_ns=at(9.0))
+    w.close(None, "revoked", at_ns=at(9.5))
+    report = verify(path, d.trusted_keys())
+    assert report.valid and report.header is not None
+    sid = str(report.header.session_id)
+    final = d.recordings / f"{sid}.zsprec"
+    path.rename(final)
+    record = SessionRecord(sid, "alice", "srv", "root", None, None, "127.0.0.1:1", str(final), datetime.now(UTC))
+    reviewed.svc.session_started(record)
+    reviewed.svc.session_ended(record, None, "revoked", report.head.hex())
+    return sid, final
+
+
+async def test_timeline_marks_masked_input_warnings_and_revocation(reviewed) -> None:
+    sid, _path = _write_session(reviewed, "events")
+    app = _app(reviewed)
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = await _open(pilot, app, sid, at_us=1_500_000)
+        await _until(pilot, lambda: screen.commands_done)
+        await pilot.pause(0.1)
+        timeline = screen.query_one(Timeline)
+        kinds = {m.kind.value: m for m in timeline.markers_by_column(timeline.size.width).values()}
+        assert {"masked", "warning", "revocation"} <= set(kinds), kinds
+        assert kinds["revocation"].label == "grant.revoked: grant r-1 revoked by bob"
+        assert timeline.x_of(kinds["masked"].t_us) < timeline.x_of(kinds["warning"].t_us)
+        marks = "".join(seg.text for seg in timeline.render_line(1))
+        assert "*" in marks and "!" in marks and "R" in marks
+        klist = screen.query_one("#keys", OptionList)
+        keys = [str(klist.get_option_at_index(i).prompt) for i in range(klist.option_count)]
+        assert any("masked input, 8 bytes" in k for k in keys), keys
+        assert "typed: masked, 8 bytes" in str(screen.status_text())
+        assert "ended: revoked" in str(screen.verdict_text())
+
+
+async def test_content_after_a_chain_break_is_untrusted_and_what_was_signed_before_it_is_shown(reviewed) -> None:
+    sid, path = _write_session(reviewed, "broken")
+    bad = _flip_in_frame(path, b"after-break")
+    app = _app(reviewed)
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = await _open(pilot, app, sid, at_us=6_000_000)
+        assert str(screen.verdict_text()).startswith(f"✖ CORRUPT at frame {bad} (00:07.800")
+        rows = _rows(screen)
+        assert "before-break" in rows and not screen.query_one("#untrusted", Static).display
+        timeline = screen.query_one(Timeline)
+        st = timeline.state
+        assert st.corrupt and st.shown_us == 7_500_000 and st.intact_us == 7_800_000 and st.end_us >= 9_000_000
+        line = list(timeline.render_line(0))
+        assert line[timeline.x_of(2_000_000)].style.color.name == "green"  # signed, shown
+        assert line[timeline.x_of(7_650_000)].style.color.name == "yellow"  # intact, not signed
+        assert line[timeline.x_of(9_000_000)].style.color.name == "red"  # after the break
+        await pilot.press("end")
+        await _settle(pilot, screen)
+        banner = screen.query_one("#untrusted", Static)
+        assert banner.display and f"chain breaks at frame {bad}" in str(banner.render())
+        assert not any("after-break" in r or "intact-unsigned" in r for r in _rows(screen))
+        await pilot.click(Timeline, offset=(timeline.x_of(9_000_000), 0))
+        await _settle(pilot, screen)
+        assert screen.playback.pos_us > st.shown_us and banner.display
+        assert not any("after-break" in r for r in _rows(screen))
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        assert not banner.display

@@ -130,6 +130,8 @@ class Overview:
     """Kind of each verified frame, by sequence number."""
     end_us: int = 0
     """Time of the last verified frame."""
+    checkpoints: dict[int, int] = field(default_factory=dict)
+    """Sequence number -> time of each checkpoint (signature) frame: how far a signature reaches."""
     header: Header | None = None
     version: int = 0
     """Bumped on every change the UI draws (density, markers, keys, commands)."""
@@ -170,6 +172,8 @@ class Overview:
                     label = f"{data.type}: {data.message}"[:300]
                 self.markers.append(Marker(frame.t_us, mark, label, frame.seq))
                 self.version += 1
+            elif kind is FrameKind.CHECKPOINT:
+                self.checkpoints[frame.seq] = frame.t_us
             elif kind is FrameKind.HEADER and isinstance(data, Header):
                 self.header = data
 
@@ -214,6 +218,11 @@ class Overview:
     def snapshot(self) -> tuple[list[Marker], list[KeyRun], list[Command]]:
         with self.lock:
             return list(self.markers), list(self.keys), list(self.commands)
+
+    def checkpoint_time(self, seq: int) -> int | None:
+        """Time of checkpoint frame ``seq`` (None if it is not one, or not read yet)."""
+        with self.lock:
+            return self.checkpoints.get(seq)
 
     def visible_before(self, seq: int) -> int | None:
         """The last frame before ``seq`` that changes the screen or the typed input (a step back)."""
@@ -417,6 +426,9 @@ class Playback:
         self._edge = False
         self.version = 0
         """Bumped whenever the screen may have changed."""
+        self.signed_end_us = 0
+        """How far the last signature reaches (it may be after the last frame shown): the clock
+        runs on to there at the end, so the reviewer sees where the signed part ends."""
 
     # --- seeking (thread-safe: reads the index under its lock) ------------------------------
 
@@ -514,7 +526,9 @@ class Playback:
             if nxt is None:
                 # Caught up: the clock waits at the last frame shown (a live session's next frame
                 # shows as soon as it is signed, not after the time since then).
-                self.pos_us = min(self.pos_us, max(self.seeker.duration_us, self.ph.t_us))
+                # Paused (the reviewer put the playhead past the end, into what is not shown): it stays.
+                if not self.paused:
+                    self.pos_us = min(self.pos_us, max(self.seeker.duration_us, self.ph.t_us, self.signed_end_us))
                 self._edge = self.live
                 return
             t = nxt[0].t_us

@@ -422,6 +422,7 @@ class ReplayScreen(Screen[None]):
                     target, self._pending_us = self._pending_us, None
                     self._seek(target)
             else:
+                pb.signed_end_us = self._shown_us()
                 try:
                     pb.tick(dt, _BUDGET_S, time.monotonic)
                 except ReplayError as exc:
@@ -490,8 +491,13 @@ class ReplayScreen(Screen[None]):
         return self.commands_feed is not None and self.commands_feed.done
 
     def _shown_us(self) -> int:
+        """How far what is shown is signed: the time of the last signature released to the index
+        (the last frame shown may be earlier: nothing happened in between)."""
         pb = self.playback
-        return pb.duration_us if pb is not None else 0
+        if pb is None:
+            return 0
+        signed = self.overview.checkpoint_time(pb.seeker.index.shown)
+        return max(pb.duration_us, signed or 0)
 
     def _end_us(self) -> int:
         ends = [self._shown_us(), self.overview.end_us, self.tail_us or 0, self.at_us or 0]
@@ -522,6 +528,7 @@ class ReplayScreen(Screen[None]):
         withheld = self._corrupt() or self.report.frames > self.report.signed_frames + 1
         if not withheld or (self.live and self.ended is None):
             return False
+        # Past the last signature, or at it with nothing more to show (what follows is not shown).
         shown = self._shown_us()
         return pb.pos_us > shown or (pb.pos_us >= shown and pb.at_end)
 
@@ -730,7 +737,7 @@ class ReplayScreen(Screen[None]):
         pb = self.playback
         if pb is None:
             return
-        self._seek(0 if where == "start" else pb.duration_us)
+        self._seek(0 if where == "start" else self._shown_us())
 
     def action_step(self, direction: int) -> None:
         pb = self.playback
