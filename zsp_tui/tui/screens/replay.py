@@ -149,6 +149,8 @@ class ReplayScreen(Screen[None]):
         self._seek_gen = 0
         self._seeking = False
         self._stop = threading.Event()
+        self._first_shown = threading.Event()
+        """Set once the first screen is drawn (or the screen gave up)."""
         self._timer: Timer | None = None
         self._last_tick = 0.0
         self._drawn = -1
@@ -184,6 +186,7 @@ class ReplayScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._stop.set()
+        self._first_shown.set()
         for feed in (self.feed, self.commands_feed):
             if feed is not None:
                 feed.stop(timeout=1.0)
@@ -250,6 +253,10 @@ class ReplayScreen(Screen[None]):
             return
         if self._provisional is None:
             self._start_build(path, trusted, size)
+        else:
+            # The first screen first: the verification pass would compete with its seek for the
+            # interpreter (this is a thread, not a process), for a moment that is over in ~50 ms.
+            self._first_shown.wait(timeout=2.0)
         try:
             report = read_overview(path, trusted, self.overview, progress=self._set_progress, stop=self._stop.is_set)
         except ReplayError as exc:
@@ -355,6 +362,7 @@ class ReplayScreen(Screen[None]):
     # --- results (UI thread) --------------------------------------------------------------------
 
     def _fail(self, why: str) -> None:
+        self._first_shown.set()
         self.problem = why
         self.playback = None
         self.query_one(TerminalView).show(None)
@@ -369,6 +377,8 @@ class ReplayScreen(Screen[None]):
             self._fail(str(exc))
             return
         self.playback = pb
+        if self.at_us is None and not live:
+            self._first_shown.set()
         if live:
             self._seek(seeker.duration_us)
         elif self.at_us is not None:
@@ -697,6 +707,7 @@ class ReplayScreen(Screen[None]):
             pb.paused = True  # past what is shown: stay there (the banner says why)
         pb.install(ph, pos)
         self._refresh_view()
+        self._first_shown.set()
 
     # --- actions --------------------------------------------------------------------------------
 
