@@ -572,3 +572,29 @@ async def test_content_after_a_chain_break_is_untrusted_and_what_was_signed_befo
         await pilot.press("home")
         await _settle(pilot, screen)
         assert not banner.display
+
+
+def test_large_output_frames_are_fed_in_slices_between_ticks(reviewed, monkeypatch) -> None:
+    """Playback never applies more than one slice of a big frame per look at the keyboard, and
+    ends on exactly the screen the seek index shows for that moment."""
+    from replay import Seeker, build_index, load, verify
+    from recorder import FrameKind
+    from zsp_tui.tui import playback
+
+    path = Path(reviewed.svc.session(reviewed.ids["local"]).path)
+    trusted = reviewed.data.trusted_keys()
+    frames, _ = load(path, trusted)
+    biggest = max(len(f.data) for f in frames if f.kind is FrameKind.OUTPUT)
+    monkeypatch.setattr(playback, "_SLICE", 256)
+    assert biggest > 3 * 256
+    seeker = Seeker(path, build_index(path, trusted, verify(path, trusted)))
+    pb = playback.Playback(seeker)
+    pb.skip_idle = False
+    pb.pos_us = seeker.duration_us  # everything is due
+    mid_frame = 0
+    while not pb.at_end:
+        pb.tick(0.0, 0.0, time.monotonic)  # no time budget: one slice (or one small frame) per tick
+        if pb._partial is not None:  # the tick returned to the UI in the middle of a frame
+            mid_frame += 1
+    assert mid_frame >= biggest // 256 - 1
+    assert pb.ph.terminal.screen().lines == seeker.screen_at(seeker.duration_us)[0].lines

@@ -65,6 +65,10 @@ IDLE_CAP_US = 2_000_000
 """With skip idle on, a pause longer than this plays as this long (``zsp play --idle-limit``)."""
 _KEYS_KEEP = 256
 """Bytes of one keystroke run kept for the keystrokes panel."""
+_SLICE = 64 * 1024
+"""Output fed to the emulator at once while playing: a frame may hold up to 1 MiB (the format's
+cap), which takes the emulator up to ~250 ms if it is all escape sequences; fed in slices between
+two looks at the keyboard, it never holds the UI longer than one slice."""
 _VISIBLE = frozenset({int(FrameKind.OUTPUT), int(FrameKind.RESIZE), int(FrameKind.INPUT)})
 """Frame kinds a step stops at: they change the screen or what was typed."""
 
@@ -423,6 +427,8 @@ class Playback:
         self.pos_us = self.ph.t_us
         self._frames: Iterator[tuple[Frame, int, bytes]] | None = None
         self._next: tuple[Frame, int, bytes] | None = None
+        self._partial: tuple[Frame, int, bytes, bytes, int] | None = None
+        """A large output frame being fed in slices: (frame, end, head, data, bytes fed)."""
         self._edge = False
         self.version = 0
         """Bumped whenever the screen may have changed."""
@@ -475,6 +481,7 @@ class Playback:
         self.pos_us = max(pos_us, ph.t_us)
         self._frames = None
         self._next = None
+        self._partial = None
         self._edge = False
         self.version += 1
 
@@ -513,7 +520,26 @@ class Playback:
 
     @property
     def at_end(self) -> bool:
-        return self._peek() is None
+        return self._partial is None and self._peek() is None
+
+    def _feed_slices(self, deadline: float, clock: Callable[[], float]) -> bool:
+        """Go on feeding the large frame in slices until it is done (True) or the time is up."""
+        while self._partial is not None:
+            frame, end, head, data, done = self._partial
+            self.ph.terminal.feed(data[done : done + _SLICE])
+            self.ph.terminal.take_lines()
+            done += _SLICE
+            self.version += 1
+            if done >= len(data):
+                self._partial = None
+                self.ph.typed.feed(frame)
+                self.ph.frame, self.ph.t_us = frame.seq, frame.t_us
+                self.ph.offset, self.ph.head = end, head
+                return True
+            self._partial = (frame, end, head, data, done)
+            if clock() > deadline:
+                return False
+        return True
 
     def tick(self, dt_s: float, budget_s: float, clock: Callable[[], float]) -> None:
         """Move the clock by ``dt_s`` of real time (at the speed) and apply the frames due, for at
@@ -521,6 +547,8 @@ class Playback:
         if not self.paused:
             self.pos_us += int(dt_s * self.speed * 1e6)
         deadline = clock() + budget_s
+        if not self._feed_slices(deadline, clock):
+            return
         while True:
             nxt = self._peek()
             if nxt is None:
@@ -541,13 +569,24 @@ class Playback:
                 self.pos_us = t - IDLE_CAP_US
             if t > self.pos_us:
                 return
-            self._advance()
+            frame, end, head = nxt
+            if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > _SLICE:
+                self._next = None
+                data = frame.data.replace(b"\n", b"\r\n") if self.ph.onlcr else frame.data
+                self._partial = (frame, end, head, data, 0)
+                if not self._feed_slices(deadline, clock):
+                    return
+            else:
+                self._advance()
             if clock() > deadline:
                 return
 
     def step(self) -> bool:
         """One frame forward (to the next that changes the screen or the typed input); pauses."""
         self.paused = True
+        if self._partial is not None:
+            self._feed_slices(float("inf"), lambda: 0.0)
+            return True
         while True:
             frame = self._advance()
             if frame is None:
