@@ -577,8 +577,8 @@ async def test_content_after_a_chain_break_is_untrusted_and_what_was_signed_befo
 def test_large_output_frames_are_fed_in_slices_between_ticks(reviewed, monkeypatch) -> None:
     """Playback never applies more than one slice of a big frame per look at the keyboard, and
     ends on exactly the screen the seek index shows for that moment."""
-    from replay import Seeker, build_index, load, verify
     from recorder import FrameKind
+    from replay import Seeker, build_index, load, verify
     from zsp_tui.tui import playback
 
     path = Path(reviewed.svc.session(reviewed.ids["local"]).path)
