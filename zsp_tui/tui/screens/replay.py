@@ -157,6 +157,7 @@ class ReplayScreen(Screen[None]):
         self._store_ended_at: float | None = None
         self._polling_store = False
         self._panel_wide = False
+        self._lines: dict[str, object] = {}
         self._command_at: int | None = None
         """The command last jumped to (n/p go on from it, not from where its line showed)."""
 
@@ -526,7 +527,7 @@ class ReplayScreen(Screen[None]):
     def _update_timeline(self) -> None:
         pb = self.playback
         pos = pb.pos_us if pb is not None else (self.at_us or 0)
-        hit = self.at_us if self.highlight is not None or self.at_us is not None else None
+        hit = self.at_us if self.highlight else None
         state = TimelineState(self._end_us(), self._shown_us(), self._intact_us(), self._corrupt(), pos, hit)
         self.query_one(Timeline).update_state(state)
 
@@ -580,7 +581,7 @@ class ReplayScreen(Screen[None]):
         )
 
     def _show_verdict(self) -> None:
-        self.query_one("#verdict", Static).update(self.verdict_text())
+        self._update("#verdict", self.verdict_text())
         banner = self.query_one("#untrusted", Static)
         beyond = self.beyond_shown()
         if beyond:
@@ -596,7 +597,9 @@ class ReplayScreen(Screen[None]):
                     f"NOT SIGNED: past {_when(self._shown_us())} no verified signature covers the "
                     "recording; nothing after this point is shown."
                 )
-            banner.update(plain(text, "bold white on dark_red" if self._corrupt() else "bold black on dark_orange"))
+            self._update(
+                "#untrusted", plain(text, "bold white on dark_red" if self._corrupt() else "bold black on dark_orange")
+            )
         if banner.display != beyond:
             banner.display = beyond
 
@@ -641,7 +644,14 @@ class ReplayScreen(Screen[None]):
         return text
 
     def _show_status(self) -> None:
-        self.query_one("#status", Static).update(self.status_text())
+        self._update("#status", self.status_text())
+
+    def _update(self, selector: str, text: Text) -> None:
+        """Update a line only when it changed (30 times a second otherwise, each a relayout)."""
+        key = (text.plain, tuple(text.spans), str(text.style))
+        if self._lines.get(selector) != key:
+            self._lines[selector] = key
+            self.query_one(selector, Static).update(text)
 
     # --- seeking --------------------------------------------------------------------------------
 
