@@ -192,6 +192,8 @@ async def test_commands_panel_lists_commands_and_selecting_one_jumps_there(revie
         later = sorted(c.t_us for c in panel.commands if c.t_us > target.t_us)
         assert later[0] <= pb.pos_us < later[0] + 2_000_000
         assert any(r.endswith("printf '\\033[31mred\\033[0m plain\\n'") for r in _rows(screen)), _rows(screen)
+        # what was typed, escaped once (a backslash shows as two, a CR as \r), never drawn raw
+        assert "typed: printf '\\\\033[31mred\\\\033[0m plain\\\\n'\\r" in str(screen.status_text())
         await pilot.press("p")
         await _settle(pilot, screen)
         assert target.t_us <= pb.pos_us < later[0]

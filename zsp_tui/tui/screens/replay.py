@@ -639,8 +639,8 @@ class ReplayScreen(Screen[None]):
         if feed is not None and not feed.done and not self.live:
             text.append_text(plain(f" | indexing {feed.read} frames", "dim"))
         typed = pb.ph.typed.describe(pb.pos_us)
-        if typed:
-            text.append_text(plain(f" | typed: {typed}", "dim"))
+        if typed:  # already escaped by the tracker (replay.printable): not escaped twice
+            text.append(f" | typed: {typed}", style="dim")
         return text
 
     def _show_status(self) -> None:
