@@ -333,6 +333,7 @@ class Feed:
         build: bool,
         with_overview: bool,
         commands: bool = True,
+        session_id: str | None = None,
         poll: float = 0.2,
         on_complete: Callable[[Feed], None] | None = None,
     ) -> None:
@@ -344,6 +345,8 @@ class Feed:
         self.build = build
         self.with_overview = with_overview
         self.commands = commands
+        self.session_id = session_id
+        """The session this recording must be (its header's id); None: not checked."""
         self.read = 0
         """Frames verified so far (signed or not)."""
         self.offset = 0
@@ -379,6 +382,14 @@ class Feed:
             try:
                 while True:
                     item = next(self._gen)
+                    data = item.frame.data
+                    if isinstance(data, Header) and self.session_id is not None:
+                        if str(data.session_id) != self.session_id:
+                            # Another session's recording (copied over this one's file): nothing of it.
+                            raise ReplayError(
+                                f"CORRUPT wrong-session: the file holds session {data.session_id}, "
+                                f"not {self.session_id}"
+                            )
                     self.read = item.frame.seq + 1
                     self.offset = item.end
                     if self.with_overview:

@@ -302,26 +302,33 @@ class ReplayScreen(Screen[None]):
             build=True,
             with_overview=False,
             commands=False,
+            session_id=self.session_id,
             on_complete=complete,
         )
         self.feed = feed
         feed.start()
-        if self._wait_for_start(feed):
-            self._call(self._ready, Seeker(path, index), feed.lock, False)
+        self._when_started(feed, Seeker(path, index), False)
 
     def _start_live(self, path: Path, trusted: list[PublicKey]) -> None:
         index = SeekIndex(self.session_id, 0, b"", 0, 0, 0, 0)
-        feed = Feed(path, trusted, index, self.overview, follow=True, build=True, with_overview=True)
+        feed = Feed(
+            path, trusted, index, self.overview, follow=True, build=True, with_overview=True, session_id=self.session_id
+        )
         self.feed = feed
         self.live = True
         feed.start()
+        self._when_started(feed, Seeker(path, index), True)
+
+    @work(thread=True, group="start")
+    def _when_started(self, feed: Feed, seeker: Seeker, live: bool) -> None:
+        """Play once the index has its first keyframe (its own worker: the verification pass goes
+        on meanwhile, and a recording with nothing signed may take the whole file to say so)."""
         if self._wait_for_start(feed):
-            self._call(self._ready, Seeker(path, index), feed.lock, True)
+            self._call(self._ready, seeker, feed.lock, live)
 
     def _wait_for_start(self, feed: Feed) -> bool:
-        """Wait (in a worker) until the index has its first keyframe: the header, once signed."""
-        deadline = time.monotonic() + 30
-        while not feed.index.keyframes and not feed.done and time.monotonic() < deadline:
+        """Wait until the index has its first keyframe: the header, once signed."""
+        while not feed.index.keyframes and not feed.done:
             if self._stop.is_set():
                 return False
             time.sleep(0.02)
