@@ -158,6 +158,7 @@ class ReplayScreen(Screen[None]):
         self._polling_store = False
         self._panel_wide = False
         self._lines: dict[str, object] = {}
+        self._listed: tuple[int, bool] = (-1, False)
         self._command_at: int | None = None
         """The command last jumped to (n/p go on from it, not from where its line showed)."""
 
@@ -498,8 +499,11 @@ class ReplayScreen(Screen[None]):
         self._update_timeline()
         self._show_verdict()
         self._show_status()
-        _markers, keys, commands = self.overview.snapshot()
-        self.query_one(ReplayPanel).update_lists(commands, keys, "" if self.commands_done else "(reading…)")
+        done = self.commands_done
+        if (self.overview.version, done) != self._listed:
+            self._listed = (self.overview.version, done)
+            _markers, keys, commands = self.overview.snapshot()
+            self.query_one(ReplayPanel).update_lists(commands, keys, "" if done else "(reading…)")
 
     @property
     def commands_done(self) -> bool:

@@ -80,6 +80,7 @@ class Timeline(Widget):
         self.overview = overview
         self.state = TimelineState(0, 0, 0, False, 0)
         self._cache: tuple[tuple[int, int, int], list[int]] | None = None
+        self._marks: tuple[tuple[object, ...], dict[int, Marker]] | None = None
 
     def update_state(self, state: TimelineState) -> None:
         if state != self.state:
@@ -115,8 +116,11 @@ class Timeline(Widget):
 
     def markers_by_column(self, width: int) -> dict[int, Marker]:
         """The marker drawn in each column (the most important where several fall together)."""
-        markers, _keys, _commands = self.overview.snapshot()
         st = self.state
+        key = (width, self.overview.version, st.end_us, st.hit_us, st.corrupt, st.intact_us)
+        if self._marks is not None and self._marks[0] == key:
+            return self._marks[1]
+        markers, _keys, _commands = self.overview.snapshot()
         if st.hit_us is not None:
             markers.append(Marker(st.hit_us, MarkKind.HIT, "search hit", -1))
         if st.corrupt:
@@ -127,6 +131,7 @@ class Timeline(Widget):
             old = out.get(x)
             if old is None or _PRIORITY[m.kind] < _PRIORITY[old.kind]:
                 out[x] = m
+        self._marks = (key, out)
         return out
 
     def render_line(self, y: int) -> Strip:
