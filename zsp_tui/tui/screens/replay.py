@@ -253,9 +253,8 @@ class ReplayScreen(Screen[None]):
             self._call(self._ready, Seeker(path, cached), None, False)
         if not self._audited():
             return
-        if self._provisional is None:
-            self._start_build(path, trusted, size)
-        else:
+        cached_shown = self._provisional is not None
+        if cached_shown:
             # The first screen first: the verification pass would compete with its seek for the
             # interpreter (this is a thread, not a process), for a moment that is over in ~50 ms.
             self._first_shown.wait(timeout=2.0)
@@ -268,6 +267,11 @@ class ReplayScreen(Screen[None]):
             return
         tail = untrusted_tail_end(path, report) if report.outcome is Outcome.CORRUPT else None
         self._call(self._verified, report, tail)
+        if not cached_shown and report.signed_frames > 0 and self.problem is None and not self._stop.is_set():
+            # Without a cached index: the verdict first (about 1 s for 100 MB), then the index,
+            # built while the screen plays what is indexed; the two passes in parallel would
+            # share one interpreter and the verdict would take as long as the index.
+            self._start_build(path, trusted, size)
 
     def _cache_path(self) -> Path:
         return self.ctx.data.root / "cache" / "seek" / f"{self.session_id}.seek"
