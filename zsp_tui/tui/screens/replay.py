@@ -8,11 +8,12 @@ commands typed and the raw keystrokes, the timeline (density, markers, playhead;
 and a status line (playing/paused, time, speed, frame, crop, what was typed last).
 
 How it stays responsive: the recording is verified in a thread (``read_overview``: the verdict,
-the density and the markers in one fast pass); the seek index comes from the cache
-(``DATA/cache/seek/<id>.seek``) or is built by a :class:`..playback.Feed` thread while the screen
-already plays what is indexed (and cached once complete and matching the verdict); commands are
-found by the same Feed. Seeks (keyframe + at most ~32 KiB replayed) run in a worker; playback
-applies frames on a 30 Hz timer with a time budget per tick. Nothing recorded is drawn except
+the density and the markers in one fast pass, about 1 s for 100 MB). The seek index comes from the
+cache (``DATA/cache/seek/<id>.seek``: the moment is shown at once, before the verdict) or, after
+the verdict, is built by a :class:`..playback.Feed` thread while the screen already plays what is
+indexed (cached once complete and matching the verdict); a second Feed then finds the commands.
+Seeks (keyframe + at most ~32 KiB replayed) run in a worker; playback applies frames on a 30 Hz
+timer with a time budget per tick (big frames in slices). Nothing recorded is drawn except
 through the emulator's cells (widgets/terminal_view.py).
 
 Opened at a search hit (``at_us``, ``highlight``) it seeks there, paused, with the hit marked on
