@@ -112,16 +112,32 @@ def _matches(line: str, needle: str) -> list[tuple[int, int]]:
     return out
 
 
-def screen_strips(screen: Screen, highlight: str | None = None) -> tuple[list[Strip], int]:
+RowKey = tuple[int, tuple[tuple[str, Style], ...]]
+
+
+def screen_strips(
+    screen: Screen, highlight: str | None = None, cache: dict[RowKey, Strip] | None = None
+) -> tuple[list[Strip], int]:
     """One strip per row of ``screen`` (exactly ``screen.cols`` cells wide), with the cursor drawn
-    as a reversed cell when visible and ``highlight`` marked; and how many rows hold the highlight."""
+    as a reversed cell when visible and ``highlight`` marked; and how many rows hold the highlight.
+
+    ``cache``: the plain strips of the previous screen's rows, by their runs (the emulator's row
+    values compare cheaply); rows that did not change are not built again, and the cache is
+    replaced by this screen's rows (so it never holds more than one screen)."""
     strips: list[Strip] = []
     hits = 0
     needle = clean_cell_text(highlight).strip() if highlight else ""
     cx, cy = screen.cursor
+    fresh: dict[RowKey, Strip] = {}
     for y, runs in enumerate(screen.runs):
-        segs = [Segment(clean_cell_text(text), rich_style(style)) for text, style in runs if text]
-        strip = Strip(segs).adjust_cell_length(screen.cols)
+        key = (screen.cols, runs)
+        strip_or_none = cache.get(key) if cache is not None else None
+        if strip_or_none is None:
+            segs = [Segment(clean_cell_text(text), rich_style(style)) for text, style in runs if text]
+            strip = Strip(segs).adjust_cell_length(screen.cols)
+        else:
+            strip = strip_or_none
+        fresh[key] = strip
         if needle:
             found = _matches(screen.lines[y], needle)
             if found:
@@ -132,6 +148,9 @@ def screen_strips(screen: Screen, highlight: str | None = None) -> tuple[list[St
             x = min(max(cx, 0), screen.cols - 1)
             strip = _restyle(strip, x, x + 1, None)
         strips.append(strip)
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
     return strips, hits
 
 
@@ -153,6 +172,7 @@ class TerminalView(ScrollView, can_focus=False):
         self.highlighted_rows = 0
         """Rows of the current screen where the highlight occurs."""
         self._strips: list[Strip] = []
+        self._rows: dict[RowKey, Strip] = {}
 
     def show(self, screen: Screen | None, highlight: str | None = None) -> None:
         """Draw ``screen`` (None: nothing to show) with ``highlight`` marked; keep the cursor in view."""
@@ -163,7 +183,7 @@ class TerminalView(ScrollView, can_focus=False):
             self.highlighted_rows = 0
             self.virtual_size = Size(0, 0)
         else:
-            self._strips, self.highlighted_rows = screen_strips(screen, highlight)
+            self._strips, self.highlighted_rows = screen_strips(screen, highlight, self._rows)
             self.virtual_size = Size(screen.cols, screen.rows)
             if self.cropped:
                 self._follow_cursor(screen)
