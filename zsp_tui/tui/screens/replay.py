@@ -103,6 +103,10 @@ class ReplayScreen(Screen[None]):
         Binding("i", "toggle_idle", "Skip idle"),
         Binding("c", "toggle_panel", "Panel"),
         Binding("w", "panel_width", "Panel width", show=False),
+        Binding("ctrl+up", "pan(0, -1)", "Scroll view up", show=False),
+        Binding("ctrl+down", "pan(0, 1)", "Scroll view down", show=False),
+        Binding("ctrl+left", "pan(-1, 0)", "Scroll view left", show=False),
+        Binding("ctrl+right", "pan(1, 0)", "Scroll view right", show=False),
     ]
 
     def __init__(
@@ -824,6 +828,15 @@ class ReplayScreen(Screen[None]):
         self._panel_wide = not self._panel_wide
         panel.set_class(self._panel_wide, "wide")
         panel.display = True
+
+    def action_pan(self, dx: int, dy: int) -> None:
+        """Scroll a cropped view by a quarter of its size (it follows the cursor again when the
+        screen changes)."""
+        view = self.query_one(TerminalView)
+        region = view.scrollable_content_region
+        view.scroll_relative(
+            x=dx * max(region.width // 4, 1), y=dy * max(region.height // 4, 1), animate=False, immediate=True
+        )
 
     def on_timeline_seek(self, message: Timeline.Seek) -> None:
         self._seek(message.t_us)
