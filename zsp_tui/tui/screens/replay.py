@@ -628,7 +628,7 @@ class ReplayScreen(Screen[None]):
         if pb is None:
             feed = self.feed
             if feed is not None and not feed.done:
-                return plain(f"indexing: {feed.read} frames read…")
+                return plain(f"building the seek index: {self._indexed():.0%}…")
             return plain("")
         view = self.query_one(TerminalView)
         if self._seeking or self._pending_us is not None:
@@ -657,11 +657,19 @@ class ReplayScreen(Screen[None]):
                 text.append_text(plain(" (not on screen now)", "dim"))
         feed = self.feed
         if feed is not None and not feed.done and not self.live:
-            text.append_text(plain(f" | indexing {feed.read} frames", "dim"))
+            waiting = f", seeking to {_when(self._pending_us)}" if self._pending_us is not None else ""
+            text.append_text(plain(f" | building the seek index {self._indexed():.0%}{waiting}", "bold"))
         typed = pb.ph.typed.describe(pb.pos_us)
         if typed:  # already escaped by the tracker (replay.printable): not escaped twice
             text.append(f" | typed: {typed}", style="dim")
         return text
+
+    def _indexed(self) -> float:
+        """How much of the file the index-building pass has read."""
+        feed = self.feed
+        if feed is None or self._file_size <= 0:
+            return 0.0
+        return min(feed.offset / self._file_size, 1.0)
 
     def _show_status(self) -> None:
         self._update("#status", self.status_text())
