@@ -602,3 +602,44 @@ def test_large_output_frames_are_fed_in_slices_between_ticks(reviewed, monkeypat
             mid_frame += 1
     assert mid_frame >= biggest // 256 - 1
     assert pb.ph.terminal.screen().lines == seeker.screen_at(seeker.duration_us)[0].lines
+
+
+async def test_opening_far_into_an_unindexed_recording_waits_for_the_index_to_get_there(reviewed) -> None:
+    """No cached index: the index is built while the screen waits; the moment shown is the right one
+    (not the end of what happened to be indexed when the seek was asked for)."""
+    from datetime import UTC, datetime
+
+    from recorder import FileSink, RecordingWriter, SessionMeta
+    from replay import verify
+    from zsp_tui.models import SessionRecord
+
+    d = reviewed.data
+    clock = [10**12]
+    path = d.recordings / "long.zsprec"
+    w = RecordingWriter(FileSink(path, sync_dir=False), d.signing_key(),
+                        SessionMeta(user="alice", target="srv", login="root", term="xterm", cols=80, rows=24),
+                        clock=lambda: clock[0], wall_clock=lambda: 1_790_000_000 * 10**9 + clock[0])
+    for i in range(600):  # 60 s, about 6 MB of coloured log lines
+        clock[0] = 10**12 + i * 100_000_000
+        w.output(b"".join(b"\x1b[32m%06d\x1b[0m log line %d of frame %d\r\n" % (i, j, i) for j in range(250)))
+        w.tick()
+    clock[0] = 10**12 + 61 * 10**9
+    w.output(b"the-moment-asked-for\r\n")
+    clock[0] = 10**12 + 70 * 10**9
+    w.output(b"later-output\r\n")
+    w.close(0, "exit")
+    report = verify(path, d.trusted_keys())
+    sid = str(report.header.session_id)
+    final = d.recordings / f"{sid}.zsprec"
+    path.rename(final)
+    record = SessionRecord(sid, "alice", "srv", "root", None, None, "127.0.0.1:1", str(final), datetime.now(UTC))
+    reviewed.svc.session_started(record)
+    reviewed.svc.session_ended(record, 0, "exit", report.head.hex())
+
+    app = _app(reviewed)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await _open(pilot, app, sid, at_us=65_000_000)
+        pb = screen.playback
+        assert pb is not None and pb.paused and pb.pos_us == 65_000_000
+        rows = _rows(screen)
+        assert "the-moment-asked-for" in rows and "later-output" not in rows
