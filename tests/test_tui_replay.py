@@ -332,6 +332,12 @@ async def test_at_80x24_the_screen_is_cropped_and_scrollable(reviewed) -> None:
         assert view.scroll_offset.y == 0
         top = "".join(s.text for s in view.render_line(0))
         assert top.strip() == _rows(screen)[0].strip()
+        await pilot.press("question_mark")  # help lists the replay keys
+        await pilot.pause()
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
         await pilot.press("c")  # the panel can still be shown, over part of the screen
         assert screen.query_one(ReplayPanel).display
         await pilot.press("c")
