@@ -28,8 +28,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from rich.text import Text
 from textual import work
@@ -76,6 +77,21 @@ _NARROW = 110
 """Below this many columns the side panel starts hidden (the recorded screen needs the room)."""
 _LIVE_GRACE_S = 5.0
 """After the store says a followed session ended, how long to wait for its seal to be signed."""
+
+
+_T = TypeVar("_T")
+
+
+def _with_store(call: Callable[[], _T], tries: int = 5) -> _T:
+    """``call()``, tried again a few times if the store is busy. The store shares one SQLite
+    connection between threads: a transaction begun while another thread's is open fails at once
+    ("cannot start a transaction within a transaction") instead of waiting."""
+    for attempt in range(tries - 1):
+        try:
+            return call()
+        except sqlite3.OperationalError:
+            time.sleep(0.05 * (attempt + 1))
+    return call()
 
 
 def _when(t_us: int) -> str:
@@ -220,19 +236,21 @@ class ReplayScreen(Screen[None]):
             return
         self.audited = True
         what = "followed" if self.follow else "replayed"
-        self.ctx.audit(
-            "review.replay",
-            f"{self.ctx.reviewer.name} {what} session {self.session_id}",
-            session_id=self.session_id,
-            follow=self.follow,
-            at_us=self.at_us,
+        _with_store(
+            lambda: self.ctx.audit(
+                "review.replay",
+                f"{self.ctx.reviewer.name} {what} session {self.session_id}",
+                session_id=self.session_id,
+                follow=self.follow,
+                at_us=self.at_us,
+            )
         )
 
     @work(thread=True, group="open")
     def _open(self) -> None:
         """Find the recording; start following it, or show it from the cache and verify it."""
         try:
-            record = self.ctx.service.session(self.session_id)
+            record = _with_store(lambda: self.ctx.service.session(self.session_id))
             trusted = self.ctx.data.trusted_keys()
         except (ZspError, OSError, sqlite3.Error) as exc:  # the store or the keys: shown, not raised into the UI
             self._call(self._fail, f"cannot open session {self.session_id}: {exc}")
@@ -485,7 +503,7 @@ class ReplayScreen(Screen[None]):
     def _poll_store(self) -> None:
         time.sleep(1.0)
         try:
-            record = self.ctx.service.session(self.session_id)
+            record = _with_store(lambda: self.ctx.service.session(self.session_id))
         except (ZspError, OSError, sqlite3.Error):  # a busy store: asked again next time
             record = None
         self._call(self._store_seen, record)
