@@ -89,7 +89,11 @@ def _with_store(call: Callable[[], _T], tries: int = 5) -> _T:
     for attempt in range(tries - 1):
         try:
             return call()
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
+            # Only a transaction that could not begin (nothing of it happened) is tried again: an
+            # audit event must never be written twice.
+            if "within a transaction" not in str(exc):
+                raise
             time.sleep(0.05 * (attempt + 1))
     return call()
 
