@@ -489,14 +489,29 @@ async def test_the_seek_index_is_cached_and_a_stale_cache_is_dropped_at_the_verd
         assert not any("DONE-42" in r or "kubectl" in r for r in _rows(screen))
 
 
+def _register(reviewed, path: Path, reason: str = "exit") -> str:
+    """Register the recording at ``path`` as a sealed session of the data dir (renamed to its id)."""
+    from datetime import UTC, datetime
+
+    from replay import verify
+    from zsp_tui.models import SessionRecord
+
+    d = reviewed.data
+    report = verify(path, d.trusted_keys())
+    assert report.valid and report.header is not None
+    sid = str(report.header.session_id)
+    final = d.recordings / f"{sid}.zsprec"
+    path.rename(final)
+    record = SessionRecord(sid, "alice", "srv", "root", None, None, "127.0.0.1:1", str(final), datetime.now(UTC))
+    reviewed.svc.session_started(record)
+    reviewed.svc.session_ended(record, None, reason, report.head.hex())
+    return sid
+
+
 def _write_session(reviewed, name: str) -> tuple[str, Path]:
     """A recording written by the recorder with the data dir's key (events the bastion writes:
     masked input, a grant warning, a revocation; checkpoints 2 s apart), registered as a session."""
-    from datetime import UTC, datetime
-
     from recorder import FileSink, RecordingWriter, SessionMeta
-    from replay import verify
-    from zsp_tui.models import SessionRecord
 
     d = reviewed.data
     clock = [10**12]
@@ -522,15 +537,8 @@ def _write_session(reviewed, name: str) -> tuple[str, Path]:
     w.output(b"echo after-break\r\nafter-break\r\n$ ", at_ns=at(8.0))
     w.event("grant.revoked", "grant r-1 revoked by bob", at_ns=at(9.0))
     w.close(None, "revoked", at_ns=at(9.5))
-    report = verify(path, d.trusted_keys())
-    assert report.valid and report.header is not None
-    sid = str(report.header.session_id)
-    final = d.recordings / f"{sid}.zsprec"
-    path.rename(final)
-    record = SessionRecord(sid, "alice", "srv", "root", None, None, "127.0.0.1:1", str(final), datetime.now(UTC))
-    reviewed.svc.session_started(record)
-    reviewed.svc.session_ended(record, None, "revoked", report.head.hex())
-    return sid, final
+    sid = _register(reviewed, path, "revoked")
+    return sid, d.recordings / f"{sid}.zsprec"
 
 
 async def test_timeline_marks_masked_input_warnings_and_revocation(reviewed) -> None:
@@ -649,3 +657,82 @@ async def test_opening_far_into_an_unindexed_recording_waits_for_the_index_to_ge
         assert pb is not None and pb.paused and pb.pos_us == 65_000_000
         rows = _rows(screen)
         assert "the-moment-asked-for" in rows and "later-output" not in rows
+
+
+_APP_IN_A_PTY = """
+import sys
+from pathlib import Path
+from zsp_tui.datadir import DataDir
+from zsp_tui.tui import ReviewApp, ReviewContext
+
+class App(ReviewApp):
+    CSS_PATH = str(Path(sys.modules[ReviewApp.__module__].__file__).parent / "app.tcss")
+
+    def on_ready(self) -> None:
+        self.open_replay(sys.argv[2], at_us=int(sys.argv[3]))
+
+App(ReviewContext.open(DataDir(Path(sys.argv[1])), "carol", "console")).run()
+"""
+
+
+def test_the_app_in_a_real_terminal_writes_nothing_of_a_hostile_recording(reviewed, tmp_path) -> None:
+    """End to end: the review app on a PTY (the test is the terminal) replays a recording full of
+    terminal attacks; none of them is in what the app wrote to the terminal."""
+    import fcntl
+    import os
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from recorder import FileSink, RecordingWriter, SessionMeta
+
+    d = reviewed.data
+    path = d.recordings / "hostile.zsprec"
+    w = RecordingWriter(FileSink(path, sync_dir=False), d.signing_key(),
+                        SessionMeta(user="alice", target="srv", login="root", term="xterm", cols=80, rows=24))
+    w.output(b"$ cat evil\r\n")
+    w.output(b"\x1b]0;evil-title\x07\x1b]52;c;ZXZpbA==\x07\x1b]8;;http://evil.example/\x1b\\link\x1b]8;;\x1b\\")
+    w.output(b"\x1b[6n\x1bP$qm\x1b\\\x1b[c\x1b[?1049hon-the-alternate-screen\x1b[?1049l")
+    w.output("bidi:\u202edlrow c1:\u009b2J \x01\x02 visible-text\r\n$ ".encode())
+    w.close(0, "exit")
+    sid = _register(reviewed, path)
+    script = tmp_path / "app_in_pty.py"
+    script.write_text(_APP_IN_A_PTY)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 110, 0, 0))
+    env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.Popen([sys.executable, str(script), str(d.root), sid, str(10**9)], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, start_new_session=True)
+    out = b""
+
+    def pump(seconds: float) -> None:
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    out += os.read(master, 65536)
+                except OSError:
+                    return
+
+    try:
+        deadline = time.monotonic() + 60
+        while b"visible-text" not in out or b"VALID" not in out:
+            assert time.monotonic() < deadline and proc.poll() is None, out[-2000:]
+            pump(0.2)
+        pump(1.0)
+        os.write(master, b"q")
+        pump(2.0)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+    for attack in (b"evil-title", b"ZXZpbA==", b"evil.example", b"\x1bP$q", b"\xe2\x80\xae", b"\xc2\x9b", b"\x01\x02"):
+        assert attack not in out, attack
+    assert b"\x1b]52" not in out and b"\x1b]8;" not in out
