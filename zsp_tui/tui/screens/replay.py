@@ -1,22 +1,133 @@
-"""ReplayScreen: not built yet (placeholder so the app runs while it is)."""
+"""Replay: one recorded session's screen, played, sought and stepped, with its verification state.
+
+What the reviewer sees, top to bottom: the verification bar (VALID / INCOMPLETE / CORRUPT with the
+reason and the signer, VERIFYING with progress, or LIVE), a banner whenever the playhead is past
+the part of the recording a signature covers (UNTRUSTED for a CORRUPT one), the emulated terminal
+at its recorded size (scrollable when the reviewer's terminal is smaller) beside a panel of the
+commands typed and the raw keystrokes, the timeline (density, markers, playhead; click to seek)
+and a status line (playing/paused, time, speed, frame, crop, what was typed last).
+
+How it stays responsive: the recording is verified in a thread (``read_overview``: the verdict,
+the density and the markers in one fast pass, about 1 s for 100 MB). The seek index comes from the
+cache (``DATA/cache/seek/<id>.seek``: the moment is shown at once, before the verdict) or, after
+the verdict, is built by a :class:`..playback.Feed` thread while the screen already plays what is
+indexed (cached once complete and matching the verdict); a second Feed then finds the commands.
+Seeks (keyframe + at most ~32 KiB replayed) run in a worker; playback applies frames on a 30 Hz
+timer with a time budget per tick (big frames in slices). Nothing recorded is drawn except
+through the emulator's cells (widgets/terminal_view.py).
+
+Opened at a search hit (``at_us``, ``highlight``) it seeks there, paused, with the hit marked on
+the screen and on the timeline. With a cached index the screen shows that moment before the
+verification pass ends (labelled VERIFYING; the cache is derived from an earlier verified pass and
+every frame read after a keyframe is chained again), and is re-checked when the verdict arrives.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, TypeVar
 
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 
-from ..context import ReviewContext
+from recorder import PublicKey
+from replay import (
+    Command,
+    Outcome,
+    ReplayError,
+    Seeker,
+    SeekIndex,
+    VerificationReport,
+    load_index,
+    save_index,
+)
+from replay import (
+    Screen as TermScreen,
+)
+
+from ...exceptions import ZspError
+from ...models import SessionRecord
+from ...session_ref import SessionRef, identity_problem
+from ..context import Area, ReviewContext
+from ..playback import Feed, Overview, Playback, read_overview, untrusted_tail_end
 from ..text import plain
+from ..widgets.replay_panel import ReplayPanel, clock
+from ..widgets.terminal_view import TerminalView
+from ..widgets.timeline import Timeline, TimelineState
 
 __all__ = ["ReplayScreen"]
 
+SEEK_SHORT_US = 5_000_000
+SEEK_LONG_US = 30_000_000
+_TICK_S = 1 / 30
+_BUDGET_S = 0.015
+"""Longest run of emulation per tick of the playback clock (the UI stays at 30 Hz or better)."""
+_NARROW = 110
+"""Below this many columns the side panel starts hidden (the recorded screen needs the room)."""
+_LIVE_GRACE_S = 5.0
+"""After the store says a followed session ended, how long to wait for its seal to be signed."""
+
+
+_T = TypeVar("_T")
+
+
+def _with_store(call: Callable[[], _T], tries: int = 5) -> _T:
+    """``call()``, tried again a few times if the store is busy. The store shares one SQLite
+    connection between threads: a transaction begun while another thread's is open fails at once
+    ("cannot start a transaction within a transaction") instead of waiting."""
+    for attempt in range(tries - 1):
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            # Only a transaction that could not begin (nothing of it happened) is tried again: an
+            # audit event must never be written twice.
+            if "within a transaction" not in str(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return call()
+
+
+def _when(t_us: int) -> str:
+    return f"{clock(t_us)}.{t_us // 1000 % 1000:03d}"
+
 
 class ReplayScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
+    CSS_PATH = "replay.tcss"
+    AUTO_FOCUS = ""
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("space", "toggle_play", "Play/pause"),
+        Binding("plus,equals_sign,right_square_bracket", "faster", "Faster", key_display="+"),
+        Binding("minus,underscore,left_square_bracket", "slower", "Slower", key_display="-"),
+        Binding("left", "seek(-5)", "Back 5 s", show=False),
+        Binding("right", "seek(5)", "Forward 5 s", show=False),
+        Binding("shift+left", "seek(-30)", "Back 30 s", show=False),
+        Binding("shift+right", "seek(30)", "Forward 30 s", show=False),
+        Binding("home", "seek_to('start')", "To the start", show=False),
+        Binding("end", "seek_to('end')", "To the end of what is signed", show=False),
+        Binding("full_stop", "step(1)", "Step", key_display="."),
+        Binding("comma", "step(-1)", "Step back", key_display=",", show=False),
+        Binding("n", "command(1)", "Next cmd"),
+        Binding("p", "command(-1)", "Previous command", show=False),
+        Binding("i", "toggle_idle", "Skip idle"),
+        Binding("c", "toggle_panel", "Panel"),
+        Binding("w", "panel_width", "Panel width", show=False),
+        Binding("ctrl+up", "pan(0, -1)", "Scroll view up", show=False),
+        Binding("ctrl+down", "pan(0, 1)", "Scroll view down", show=False),
+        Binding("ctrl+left", "pan(-1, 0)", "Scroll view left", show=False),
+        Binding("ctrl+right", "pan(1, 0)", "Scroll view right", show=False),
+    ]
 
     def __init__(
         self,
@@ -33,7 +144,737 @@ class ReplayScreen(Screen[None]):
         self.at_us = at_us
         self.highlight = highlight
         self.follow = follow
+        self.overview = Overview()
+        self.report: VerificationReport | None = None
+        """The verdict of the verification pass (or, when following, of the feed once it ended)."""
+        self.problem: str | None = None
+        """Why nothing is shown (wrong session, unreadable, not allowed)."""
+        self.playback: Playback | None = None
+        self.feed: Feed | None = None
+        """The pass that builds the seek index (or follows a live recording)."""
+        self.commands_feed: Feed | None = None
+        """The pass that finds the commands (after the index is complete)."""
+        self.live = False
+        """Following a session still being recorded."""
+        self.ended: str | None = None
+        """Why a followed session ended, once it did."""
+        self.progress = 0.0
+        self.tail_us: int | None = None
+        self.audited = False
+        self._record: SessionRecord | None = None
+        self._path: Path | None = None
+        self._trusted: list[PublicKey] = []
+        self._file_size = 0
+        self._provisional: SeekIndex | None = None
+        """The cached index shown before the verdict (checked against it when it arrives)."""
+        self._built: SeekIndex | None = None
+        """The index built here, waiting for the verdict before it is cached."""
+        self._pending_us: int | None = None
+        """A seek waiting for the index being built to reach it."""
+        self._seek_gen = 0
+        self._seeking = False
+        self._stop = threading.Event()
+        self._first_shown = threading.Event()
+        """Set once the first screen is drawn (or the screen gave up)."""
+        self._timer: Timer | None = None
+        self._last_tick = 0.0
+        self._drawn = -1
+        self._store_ended_at: float | None = None
+        self._polling_store = False
+        self._panel_wide = False
+        self._lines: dict[str, object] = {}
+        self._listed: tuple[int, bool] = (-1, False)
+        self._command_at: int | None = None
+        """The command last jumped to (n/p go on from it, not from where its line showed)."""
+
+    # --- layout ---------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static(plain(f"replay of {self.session_id}: not built yet"))
+        yield Static(plain("opening…"), id="verdict")
+        yield Static("", id="untrusted")
+        with Horizontal(id="main"):
+            yield TerminalView(id="term")
+            yield ReplayPanel(id="panel")
+        yield Timeline(self.overview, id="timeline")
+        yield Static("", id="status", classes="status-line")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#untrusted").display = False
+        if self.app.size.width < _NARROW:
+            self.query_one("#panel").display = False
+        if not self.ctx.reviewer.may(Area.REPLAY):
+            self.problem = "replay needs the reviewer or admin role"
+            self._show_verdict()
+            return
+        self._open()
+        self._last_tick = time.monotonic()
+        self._timer = self.set_interval(_TICK_S, self._tick)
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._first_shown.set()
+        for feed in (self.feed, self.commands_feed):
+            if feed is not None:
+                feed.stop(timeout=1.0)
+
+    # --- opening (workers) ----------------------------------------------------------------------
+
+    def _audited(self) -> bool:
+        """Append ``review.replay`` (once per open), in the opening worker; False (and nothing
+        shown) if the audit log cannot take it. It is written after the session is looked up and
+        the cached index loaded, so it is not in the way of the first screen (a write to the
+        store with its fsync), and before the recording is read. The store's one connection must
+        not run two transactions at once: every use of it here is in this one worker, in turn."""
+        if self.audited:
+            return True
+        try:
+            self._audit()
+        except (ZspError, OSError, sqlite3.Error) as exc:
+            self._call(self._fail, f"cannot write the audit event, so nothing is shown: {exc}")
+            return False
+        return True
+
+    def _audit(self) -> None:
+        if self.audited:
+            return
+        self.audited = True
+        what = "followed" if self.follow else "replayed"
+        _with_store(
+            lambda: self.ctx.audit(
+                "review.replay",
+                f"{self.ctx.reviewer.name} {what} session {self.session_id}",
+                session_id=self.session_id,
+                follow=self.follow,
+                at_us=self.at_us,
+            )
+        )
+
+    @work(thread=True, group="open")
+    def _open(self) -> None:
+        """Find the recording; start following it, or show it from the cache and verify it."""
+        try:
+            record = _with_store(lambda: self.ctx.service.session(self.session_id))
+            trusted = self.ctx.data.trusted_keys()
+        except (ZspError, OSError, sqlite3.Error) as exc:  # the store or the keys: shown, not raised into the UI
+            self._call(self._fail, f"cannot open session {self.session_id}: {exc}")
+            return
+        if record is None:
+            self._call(self._fail, f"no session {self.session_id}")
+            return
+        path = Path(record.path)
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            self._call(self._fail, f"cannot read {path}: {exc.strerror or exc}")
+            return
+        self._record, self._path, self._trusted, self._file_size = record, path, trusted, size
+        if self.follow and record.ended_at is None:
+            if self._audited():
+                self._start_live(path, trusted)
+            return
+        cached = load_index(self._cache_path())
+        if cached is not None and cached.session_id == self.session_id and cached.size == size:
+            # Shown at once, labelled VERIFYING; checked against the verdict when it arrives.
+            self._provisional = cached
+            self._call(self._ready, Seeker(path, cached), None, False)
+        if not self._audited():
+            return
+        cached_shown = self._provisional is not None
+        if cached_shown:
+            # The first screen first: the verification pass would compete with its seek for the
+            # interpreter (this is a thread, not a process), for a moment that is over in ~50 ms.
+            self._first_shown.wait(timeout=2.0)
+        try:
+            report = read_overview(path, trusted, self.overview, progress=self._set_progress, stop=self._stop.is_set)
+        except ReplayError as exc:
+            self._call(self._fail, f"cannot read {path}: {exc}")
+            return
+        if report is None:
+            return
+        tail = untrusted_tail_end(path, report) if report.outcome is Outcome.CORRUPT else None
+        self._call(self._verified, report, tail)
+        if not cached_shown and report.signed_frames > 0 and self.problem is None and not self._stop.is_set():
+            # Without a cached index: the verdict first (about 1 s for 100 MB), then the index,
+            # built while the screen plays what is indexed; the two passes in parallel would
+            # share one interpreter and the verdict would take as long as the index.
+            self._start_build(path, trusted, size)
+
+    def _cache_path(self) -> Path:
+        return self.ctx.data.root / "cache" / "seek" / f"{self.session_id}.seek"
+
+    def _call(self, fn: object, *args: object) -> None:
+        """Run ``fn`` on the UI thread, unless the screen is gone."""
+        if self._stop.is_set():
+            return
+        try:
+            self.app.call_from_thread(fn, *args)  # type: ignore[arg-type]
+        except RuntimeError:
+            self._stop.set()  # the app is shutting down
+
+    def _set_progress(self, fraction: float) -> None:
+        self.progress = fraction
+
+    def _start_build(self, path: Path, trusted: list[PublicKey], size: int) -> None:
+        """Build the seek index in a Feed thread; play what is indexed while it grows."""
+        index = SeekIndex(self.session_id, size, b"", 0, 0, 0, 0)
+
+        def complete(feed: Feed) -> None:
+            final = feed.report
+            if final is not None:
+                index.head, index.frames, index.signed = final.head or b"", final.frames, final.signed_frames
+                self._call(self._index_built, index)
+
+        feed = Feed(
+            path,
+            trusted,
+            index,
+            self.overview,
+            follow=False,
+            build=True,
+            with_overview=False,
+            commands=False,
+            session_id=self.session_id,
+            on_complete=complete,
+        )
+        self.feed = feed
+        feed.start()
+        self._when_started(feed, Seeker(path, index), False)
+
+    def _start_live(self, path: Path, trusted: list[PublicKey]) -> None:
+        index = SeekIndex(self.session_id, 0, b"", 0, 0, 0, 0)
+        feed = Feed(
+            path, trusted, index, self.overview, follow=True, build=True, with_overview=True, session_id=self.session_id
+        )
+        self.feed = feed
+        self.live = True
+        feed.start()
+        self._when_started(feed, Seeker(path, index), True)
+
+    @work(thread=True, group="start")
+    def _when_started(self, feed: Feed, seeker: Seeker, live: bool) -> None:
+        """Play once the index has its first keyframe (its own worker: the verification pass goes
+        on meanwhile, and a recording with nothing signed may take the whole file to say so)."""
+        if self._wait_for_start(feed):
+            self._call(self._ready, seeker, feed.lock, live)
+
+    def _wait_for_start(self, feed: Feed) -> bool:
+        """Wait until the index has its first keyframe: the header, once signed."""
+        while not feed.index.keyframes and not feed.done:
+            if self._stop.is_set():
+                return False
+            time.sleep(0.02)
+        if not feed.index.keyframes:
+            self._call(self._fail, feed.error or "nothing of this recording is signed yet: nothing to show")
+            return False
+        return True
+
+    def _find_commands(self, index: SeekIndex) -> None:
+        """Commands only (the index is complete): a Feed that does not build."""
+        if self._path is None or self._stop.is_set():
+            return
+        feed = Feed(self._path, self._trusted, index, self.overview, follow=False, build=False, with_overview=False)
+        self.commands_feed = feed
+        feed.start()
+
+    def _index_built(self, index: SeekIndex) -> None:
+        """The index is complete: cache it (once it matches the verdict) and find the commands."""
+        self._built = index
+        self._maybe_cache()
+        if self.commands_feed is None:
+            self._find_commands(index)
+
+    def _maybe_cache(self) -> None:
+        """Save the index built here once the verification pass agrees with the pass that built it
+        (same head and frame count: the file did not change in between)."""
+        index, report = self._built, self.report
+        if index is None or report is None or not index.matches(report, self._file_size):
+            return
+        if index.shown != report.signed_frames:
+            return  # not every signed frame is in it (the pass stopped early): not worth keeping
+        self._built = None
+        self._save_cache(index)
+
+    @work(thread=True, group="cache")
+    def _save_cache(self, index: SeekIndex) -> None:
+        save_index(index, self._cache_path())
+
+    # --- results (UI thread) --------------------------------------------------------------------
+
+    def _fail(self, why: str) -> None:
+        self._first_shown.set()
+        self.problem = why
+        self.playback = None
+        self.query_one(TerminalView).show(None)
+        self._show_verdict()
+
+    def _ready(self, seeker: Seeker, lock: threading.Lock | None, live: bool) -> None:
+        if self.problem is not None:
+            return
+        try:
+            pb = Playback(seeker, lock, live=live)
+        except ReplayError as exc:
+            self._fail(str(exc))
+            return
+        self.playback = pb
+        if self.at_us is None and not live:
+            self._first_shown.set()
+        if live:
+            self._seek(seeker.duration_us)
+        elif self.at_us is not None:
+            pb.paused = True
+            self._seek(self.at_us, showing=self.highlight)
+        self._drawn = -1
+
+    def _verified(self, report: VerificationReport, tail: int | None) -> None:
+        self.report = report
+        self.tail_us = tail
+        record, path = self._record, self._path
+        if record is not None and path is not None:
+            heads = (record.head,) if record.head else ()
+            problem = identity_problem(SessionRef(path, self.session_id, heads, record.end_reason), report)
+            if problem is not None:
+                # A genuine recording, but not of this session: nothing of it is shown.
+                self._fail(f"CORRUPT wrong-session: {problem}")
+                return
+        self._maybe_cache()
+        cached = self._provisional
+        if cached is not None:
+            if cached.matches(report, self._file_size):
+                self._find_commands(cached)
+            else:
+                # The cache is not of this recording as verified now: drop what it showed, rebuild.
+                self._provisional = None
+                self.playback = None
+                self.query_one(TerminalView).show(None)
+                self._rebuild()
+        elif report.signed_frames == 0 and self.playback is None:
+            self._fail("nothing of this recording is covered by a verified signature: nothing to show")
+            return
+        self._show_verdict()
+
+    @work(thread=True, group="open")
+    def _rebuild(self) -> None:
+        if self._path is not None:
+            self._start_build(self._path, self._trusted, self._file_size)
+
+    # --- the clock ------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        dt = now - self._last_tick
+        self._last_tick = now
+        pb = self.playback
+        if pb is not None and not self._seeking:
+            if self._pending_us is not None:
+                feed = self.feed
+                if pb.duration_us >= self._pending_us or feed is None or feed.done:
+                    target, self._pending_us = self._pending_us, None
+                    self._seek(target)
+            else:
+                pb.signed_end_us = self._shown_us()
+                try:
+                    pb.tick(dt, _BUDGET_S, time.monotonic)
+                except ReplayError as exc:
+                    self._fail(str(exc))
+                    return
+        self._check_live()
+        self._refresh_view()
+
+    def _check_live(self) -> None:
+        feed = self.feed
+        if not self.live or feed is None or self.ended is not None:
+            return
+        if feed.done:
+            final = feed.report
+            if final is not None:
+                self.report = final
+            reason = final.seal.reason if final is not None and final.seal is not None else None
+            self.ended = reason or (self._record.end_reason if self._record else None) or "the recording stopped"
+            if final is not None and final.outcome is Outcome.CORRUPT and self._path is not None:
+                self.tail_us = untrusted_tail_end(self._path, final)
+            self.notify(f"The live session ended: {self.ended}", title="Live")
+            self._show_verdict()
+            return
+        if self._store_ended_at is not None:
+            if time.monotonic() - self._store_ended_at > _LIVE_GRACE_S:
+                feed.stop(timeout=1.0)  # ended without a signed seal (interrupted): stop waiting
+        elif not self._polling_store:
+            self._polling_store = True
+            self._poll_store()
+
+    @work(thread=True, group="store")
+    def _poll_store(self) -> None:
+        time.sleep(1.0)
+        try:
+            record = _with_store(lambda: self.ctx.service.session(self.session_id))
+        except (ZspError, OSError, sqlite3.Error):  # a busy store: asked again next time
+            record = None
+        self._call(self._store_seen, record)
+
+    def _store_seen(self, record: SessionRecord | None) -> None:
+        self._polling_store = False
+        if record is not None and record.ended_at is not None and self._store_ended_at is None:
+            self._record = record
+            self._store_ended_at = time.monotonic()
+
+    # --- drawing --------------------------------------------------------------------------------
+
+    def _refresh_view(self) -> None:
+        pb = self.playback
+        view = self.query_one(TerminalView)
+        if pb is not None and pb.version != self._drawn:
+            self._drawn = pb.version
+            screen: TermScreen = pb.ph.terminal.screen()
+            view.show(screen, self.highlight)
+        self._update_timeline()
+        self._show_verdict()
+        self._show_status()
+        done = self.commands_done
+        if (self.overview.version, done) != self._listed:
+            self._listed = (self.overview.version, done)
+            _markers, keys, commands = self.overview.snapshot()
+            self.query_one(ReplayPanel).update_lists(commands, keys, "" if done else "(reading…)")
+
+    @property
+    def commands_done(self) -> bool:
+        """Every command of the recording (so far, when following it) is in the panel."""
+        if self.live:
+            return self.feed is not None and self.feed.done
+        return self.commands_feed is not None and self.commands_feed.done
+
+    def _shown_us(self) -> int:
+        """How far what is shown is signed: the time of the last signature released to the index
+        (the last frame shown may be earlier: nothing happened in between)."""
+        pb = self.playback
+        if pb is None:
+            return 0
+        signed = self.overview.checkpoint_time(pb.seeker.index.shown)
+        return max(pb.duration_us, signed or 0)
+
+    def _end_us(self) -> int:
+        ends = [self._shown_us(), self.overview.end_us, self.tail_us or 0, self.at_us or 0]
+        if self.report is not None:
+            ends.append(self.report.duration_us)
+        return max(ends)
+
+    def _intact_us(self) -> int:
+        if self.report is not None:
+            return self.report.duration_us
+        return max(self._shown_us(), self.overview.end_us)
+
+    def _corrupt(self) -> bool:
+        return self.report is not None and self.report.outcome is Outcome.CORRUPT
+
+    def _update_timeline(self) -> None:
+        pb = self.playback
+        pos = pb.pos_us if pb is not None else (self.at_us or 0)
+        hit = self.at_us if self.highlight else None
+        state = TimelineState(self._end_us(), self._shown_us(), self._intact_us(), self._corrupt(), pos, hit)
+        self.query_one(Timeline).update_state(state)
+
+    def beyond_shown(self) -> bool:
+        """The playhead is past what a signature covers (and something lies beyond it)."""
+        pb = self.playback
+        if pb is None or self.report is None:
+            return False
+        withheld = self._corrupt() or self.report.frames > self.report.signed_frames + 1
+        if not withheld or (self.live and self.ended is None):
+            return False
+        # Past the last signature, or at it with nothing more to show (what follows is not shown).
+        shown = self._shown_us()
+        return pb.pos_us > shown or (pb.pos_us >= shown and pb.at_end)
+
+    def verdict_text(self) -> Text:
+        """The verification bar: what the reviewer must know before trusting anything below it."""
+        if self.problem is not None:
+            return plain(f"✖ {self.problem}", "bold white on dark_red")
+        r = self.report
+        signer = f"  signer {r.signer_fingerprint}" if r is not None and r.signer_fingerprint else ""
+        if self.live and self.ended is None:
+            feed = self.feed
+            read = feed.read if feed is not None else 0
+            waiting = feed.pending if feed is not None else 0
+            return plain(
+                f"● LIVE  following session {self.session_id}: {read} frames verified so far, "
+                f"{waiting} awaiting a signature (shown once signed)",
+                "bold white on dark_blue",
+            )
+        if r is None:
+            cached = " (showing the seek index cached at the last verification)" if self._provisional else ""
+            return plain(f"VERIFYING {self.progress:.0%}{cached}", "bold black on yellow")
+        ended = f"  ENDED: {self.ended}" if self.live and self.ended else ""
+        if r.outcome is Outcome.VALID:
+            reason = f"  ended: {r.seal.reason}" if r.seal is not None and r.seal.reason else ""
+            return plain(f"✔ VALID  sealed and signed{reason}{signer}{ended}", "bold black on green")
+        shown = max(r.signed_frames - 1, 0)
+        problem = r.problem.value if r.problem is not None else ""
+        if r.outcome is Outcome.INCOMPLETE:
+            return plain(
+                f"INCOMPLETE: {problem}: {r.detail}; shown up to frame {shown} ({_when(self._shown_us())}), "
+                f"what follows is not signed{signer}{ended}",
+                "bold black on dark_orange",
+            )
+        where = "the file preamble" if r.bad_frame is None else f"frame {r.bad_frame}"
+        return plain(
+            f"✖ CORRUPT at {where} ({_when(r.duration_us)}, offset {r.bad_offset}): {problem}: {r.detail}; "
+            f"content after {_when(self._shown_us())} is UNTRUSTED and not shown{signer}{ended}",
+            "bold white on dark_red",
+        )
+
+    def _show_verdict(self) -> None:
+        self._update("#verdict", self.verdict_text())
+        banner = self.query_one("#untrusted", Static)
+        beyond = self.beyond_shown()
+        if beyond:
+            r = self.report
+            if self._corrupt() and r is not None:
+                at = "the preamble" if r.bad_frame is None else f"frame {r.bad_frame}"
+                text = (
+                    f"UNTRUSTED: past {_when(self._shown_us())} the recording is not covered by a verified "
+                    f"signature; its chain breaks at {at}. Nothing after this point is shown."
+                )
+            else:
+                text = (
+                    f"NOT SIGNED: past {_when(self._shown_us())} no verified signature covers the "
+                    "recording; nothing after this point is shown."
+                )
+            self._update(
+                "#untrusted", plain(text, "bold white on dark_red" if self._corrupt() else "bold black on dark_orange")
+            )
+        if banner.display != beyond:
+            banner.display = beyond
+
+    def status_text(self) -> Text:
+        pb = self.playback
+        if pb is None:
+            feed = self.feed
+            if feed is not None and not feed.done:
+                return plain(f"building the seek index: {self._indexed():.0%}…")
+            return plain("")
+        view = self.query_one(TerminalView)
+        if self._seeking or self._pending_us is not None:
+            state = "seeking…"
+        elif pb.paused:
+            state = "⏸ paused"
+        elif pb.at_end and not self.live:
+            state = "■ end"
+        else:
+            state = "▶ playing"
+        end = self._end_us()
+        parts = [
+            f"{state} {_when(pb.pos_us)}/{clock(end)}",
+            f"{pb.speed:g}x",
+            "skip idle" if pb.skip_idle else "real pauses",
+            f"frame {pb.ph.frame}",
+        ]
+        text = Text(no_wrap=True, end="")
+        text.append_text(plain(" | ".join(parts)))
+        screen = view.screen_value
+        if view.cropped and screen is not None:
+            text.append_text(plain(f" | CROPPED {screen.cols}x{screen.rows}: scroll to see all", "bold yellow"))
+        if self.highlight:
+            text.append_text(plain(f" | hit: {self.highlight}", "yellow"))
+            if view.highlighted_rows == 0:
+                text.append_text(plain(" (not on screen now)", "dim"))
+        feed = self.feed
+        if feed is not None and not feed.done and not self.live:
+            waiting = f", seeking to {_when(self._pending_us)}" if self._pending_us is not None else ""
+            text.append_text(plain(f" | building the seek index {self._indexed():.0%}{waiting}", "bold"))
+        typed = pb.ph.typed.describe(pb.pos_us)
+        if typed:  # already escaped by the tracker (replay.printable): not escaped twice
+            text.append(f" | typed: {typed}", style="dim")
+        return text
+
+    def _indexed(self) -> float:
+        """How much of the file the index-building pass has read."""
+        feed = self.feed
+        if feed is None or self._file_size <= 0:
+            return 0.0
+        return min(feed.offset / self._file_size, 1.0)
+
+    def _show_status(self) -> None:
+        self._update("#status", self.status_text())
+
+    def _update(self, selector: str, text: Text) -> None:
+        """Update a line only when it changed (30 times a second otherwise, each a relayout)."""
+        key = (text.plain, tuple(text.spans), str(text.style))
+        if self._lines.get(selector) != key:
+            self._lines[selector] = key
+            self.query_one(selector, Static).update(text)
+
+    # --- seeking --------------------------------------------------------------------------------
+
+    def _seek(self, t_us: int, showing: str | None = None) -> None:
+        """Seek to ``t_us`` in a worker; with ``showing``, to the first moment from there whose
+        screen shows that text (a search hit, a command line), if it does within a few frames."""
+        pb = self.playback
+        if pb is None:
+            return
+        t = max(0, t_us)
+        feed = self.feed
+        if feed is not None and feed.build and not feed.done and not self.live and t > pb.duration_us:
+            self._pending_us = t  # the index has not reached it yet: go there once it has
+            return
+        self._pending_us = None
+        self._command_at = None
+        self._seek_gen += 1
+        self._seeking = True
+        if showing and showing.strip():
+            self._find_hit(pb, self._seek_gen, t, showing.strip())
+        else:
+            self._seek_worker(pb, self._seek_gen, t, None)
+
+    def _seek_frame(self, seq: int) -> None:
+        pb = self.playback
+        if pb is None:
+            return
+        self._seek_gen += 1
+        self._seeking = True
+        self._seek_worker(pb, self._seek_gen, None, seq)
+
+    @work(thread=True, group="seek")
+    def _find_hit(self, pb: Playback, gen: int, t_us: int, needle: str) -> None:
+        """Seek to ``t_us``; if ``needle`` is not on that screen yet, to the first frame after it
+        that shows it (a few frames at most): a hit's or a command's time is when its line was
+        written or its Enter typed, and the echo may come a moment later."""
+        try:
+            ph = pb.find_forward(t_us, needle)
+            if ph is None:
+                ph = pb.playhead_at(t_us)
+        except ReplayError as exc:
+            self._call(self._fail, str(exc))
+            return
+        self._call(self._seek_done, pb, gen, ph, max(t_us, ph.t_us))
+
+    @work(thread=True, group="seek")
+    def _seek_worker(self, pb: Playback, gen: int, t_us: int | None, seq: int | None) -> None:
+        try:
+            ph = pb.playhead_at(t_us) if t_us is not None else pb.playhead_at_frame(seq or 0)
+        except ReplayError as exc:
+            self._call(self._fail, str(exc))
+            return
+        self._call(self._seek_done, pb, gen, ph, t_us)
+
+    def _seek_done(self, pb: Playback, gen: int, ph: object, t_us: int | None) -> None:
+        from replay import Playhead
+
+        if gen != self._seek_gen or pb is not self.playback or not isinstance(ph, Playhead):
+            return  # a later seek superseded this one
+        self._seeking = False
+        pos = ph.t_us if t_us is None else t_us
+        if pos > pb.duration_us and not pb.live:
+            pb.paused = True  # past what is shown: stay there (the banner says why)
+        pb.install(ph, pos)
+        self._refresh_view()
+        self._first_shown.set()
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def action_toggle_play(self) -> None:
+        pb = self.playback
+        if pb is None:
+            return
+        if pb.paused and pb.at_end and not self.live:
+            pb.paused = False
+            self._seek(0)  # at the end, play again from the start
+            return
+        pb.paused = not pb.paused
+        self._refresh_view()
+
+    def action_faster(self) -> None:
+        if self.playback is not None:
+            self.playback.faster()
+            self._refresh_view()
+
+    def action_slower(self) -> None:
+        if self.playback is not None:
+            self.playback.slower()
+            self._refresh_view()
+
+    def action_toggle_idle(self) -> None:
+        if self.playback is not None:
+            self.playback.skip_idle = not self.playback.skip_idle
+            self._refresh_view()
+
+    def action_seek(self, seconds: int) -> None:
+        pb = self.playback
+        if pb is None:
+            return
+        target = min(max(0, pb.pos_us + seconds * 1_000_000), max(self._end_us(), 0))
+        self._seek(target)
+
+    def action_seek_to(self, where: str) -> None:
+        pb = self.playback
+        if pb is None:
+            return
+        self._seek(0 if where == "start" else self._shown_us())
+
+    def action_step(self, direction: int) -> None:
+        pb = self.playback
+        if pb is None or self._seeking:
+            return
+        pb.paused = True
+        if direction > 0:
+            try:
+                pb.step()
+            except ReplayError as exc:
+                self._fail(str(exc))
+                return
+            self._refresh_view()
+            return
+        seq = self.overview.visible_before(pb.ph.frame)
+        self._seek_frame(seq if seq is not None else 0)
+
+    def action_command(self, direction: int) -> None:
+        pb = self.playback
+        if pb is None:
+            return
+        _markers, _keys, commands = self.overview.snapshot()
+        ordered = sorted(commands, key=lambda c: c.t_us)
+        here = self._command_at
+        if direction > 0:
+            later = [c for c in ordered if c.t_us > (here if here is not None else pb.pos_us)]
+            if later:
+                self._jump_command(later[0])
+        else:
+            earlier = [c for c in ordered if c.t_us < (here if here is not None else pb.pos_us)]
+            if earlier:
+                self._jump_command(earlier[-1])
+
+    def _jump_command(self, command: Command) -> None:
+        """Paused at ``command``: the first moment from its Enter that shows its line."""
+        if self.playback is not None:
+            self.playback.paused = True
+        self._seek(command.t_us, showing=None if command.blind else command.text[:60])
+        self._command_at = command.t_us
+
+    def action_toggle_panel(self) -> None:
+        panel = self.query_one(ReplayPanel)
+        panel.display = not panel.display
+
+    def action_panel_width(self) -> None:
+        panel = self.query_one(ReplayPanel)
+        self._panel_wide = not self._panel_wide
+        panel.set_class(self._panel_wide, "wide")
+        panel.display = True
+
+    def action_pan(self, dx: int, dy: int) -> None:
+        """Scroll a cropped view by a quarter of its size (it follows the cursor again when the
+        screen changes)."""
+        view = self.query_one(TerminalView)
+        region = view.scrollable_content_region
+        view.scroll_relative(
+            x=dx * max(region.width // 4, 1), y=dy * max(region.height // 4, 1), animate=False, immediate=True
+        )
+
+    def on_timeline_seek(self, message: Timeline.Seek) -> None:
+        self._seek(message.t_us)
+
+    def on_replay_panel_jump(self, message: ReplayPanel.Jump) -> None:
+        if message.command is not None:
+            self._jump_command(message.command)
+            return
+        if self.playback is not None:
+            self.playback.paused = True
+        self._seek(message.t_us)

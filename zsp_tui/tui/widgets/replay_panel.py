@@ -1,0 +1,113 @@
+"""The Replay screen's side panel: the commands typed (select one to jump there) and the raw
+keystrokes (masked input shown only as its length).
+
+Commands are what :func:`replay.scan` read off the screen at each Enter; keystrokes are the raw
+input runs up to each Enter. Both are drawn through :func:`..text.plain` (control characters
+escaped, never markup). Selecting an entry posts :class:`ReplayPanel.Jump` with its time.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Label, OptionList
+from textual.widgets.option_list import Option
+
+from replay import Command
+
+from ..playback import KeyRun
+from ..text import plain
+
+__all__ = ["ReplayPanel", "clock"]
+
+
+def clock(t_us: int) -> str:
+    """``MM:SS`` (``H:MM:SS`` past an hour) of a time from the recording's start."""
+    s = max(0, t_us) // 1_000_000
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+def command_prompt(c: Command) -> Text:
+    text = Text(f"{clock(c.t_us)} ", style="dim", no_wrap=True, end="")
+    if c.blind:
+        text.append_text(plain(c.text, "yellow"))
+        text.append(" (typed, not echoed)", style="dim yellow")
+    else:
+        text.append_text(plain(c.text or "(blank)"))
+    if c.masked_bytes:
+        text.append(f" (masked, {c.masked_bytes} bytes)", style="magenta")
+    return text
+
+
+def keys_prompt(k: KeyRun) -> Text:
+    text = Text(f"{clock(k.t_us)} ", style="dim", no_wrap=True, end="")
+    if k.masked:
+        text.append(f"masked input, {k.masked} bytes", style="magenta")
+        return text
+    if k.size > len(k.keys):
+        text.append("…")
+    text.append_text(plain(k.keys.decode("utf-8", "replace")))  # plain() escapes the controls
+    return text
+
+
+class ReplayPanel(Vertical):
+    """Commands and keystrokes of the recording; both lists jump to the selected moment."""
+
+    class Jump(Message):
+        """Go to ``t_us`` (``command``: the command selected, shown once its line is on screen)."""
+
+        def __init__(self, t_us: int, command: Command | None = None) -> None:
+            super().__init__()
+            self.t_us = t_us
+            self.command = command
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._commands: list[Command] = []
+        self._keys: list[KeyRun] = []
+        self._status = ""
+
+    def compose(self) -> ComposeResult:
+        yield Label(plain("Commands"), id="commands-title", classes="panel-title")
+        yield OptionList(id="commands")
+        yield Label(plain("Keystrokes"), id="keys-title", classes="panel-title")
+        yield OptionList(id="keys")
+
+    @property
+    def commands(self) -> list[Command]:
+        return list(self._commands)
+
+    def update_lists(self, commands: list[Command], keys: list[KeyRun], status: str = "") -> None:
+        """Show ``commands`` and ``keys`` (appending what is new; a list only grows)."""
+        clist = self.query_one("#commands", OptionList)
+        klist = self.query_one("#keys", OptionList)
+        if len(commands) > len(self._commands):
+            new = commands[len(self._commands) :]
+            clist.add_options(Option(command_prompt(c), id=f"c{len(self._commands) + i}") for i, c in enumerate(new))
+            self._commands = list(commands)
+        if len(keys) > len(self._keys):
+            new_keys = keys[len(self._keys) :]
+            klist.add_options(Option(keys_prompt(k), id=f"k{len(self._keys) + i}") for i, k in enumerate(new_keys))
+            self._keys = list(keys)
+        if status != self._status:
+            self._status = status
+            title = Text("Commands", style="bold", end="")
+            if status:
+                title.append_text(plain(f"  {status}", "dim"))
+            self.query_one("#commands-title", Label).update(title)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        oid = event.option.id or ""
+        try:
+            i = int(oid[1:])
+        except ValueError:
+            return
+        if oid.startswith("c") and i < len(self._commands):
+            self.post_message(self.Jump(self._commands[i].t_us, self._commands[i]))
+        elif oid.startswith("k") and i < len(self._keys):
+            self.post_message(self.Jump(self._keys[i].t_us))
