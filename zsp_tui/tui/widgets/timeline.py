@@ -81,10 +81,14 @@ class Timeline(Widget):
         self.state = TimelineState(0, 0, 0, False, 0)
         self._cache: tuple[tuple[int, int, int], list[int]] | None = None
         self._marks: tuple[tuple[object, ...], dict[int, Marker]] | None = None
+        self._drawn_version = -1
 
     def update_state(self, state: TimelineState) -> None:
-        if state != self.state:
+        # The overview grows in a thread (commands, markers, density) while the playhead may stand
+        # still: a paused replay must still show what was read since.
+        if state != self.state or self.overview.version != self._drawn_version:
             self.state = state
+            self._drawn_version = self.overview.version
             self.refresh()
 
     def x_of(self, t_us: int) -> int:
