@@ -37,3 +37,20 @@ async def test_each_role_sees_its_areas_and_opening_is_audited(reviewed, user, a
         assert type(app.screen).__name__ != "HelpScreen"
     events = [e for e in reviewed.svc.audit_events() if e.event.startswith("review.")]
     assert [(e.event, e.actor, e.via) for e in events] == [("review.open", user, "console"), ("review.close", user, "console")]
+
+
+async def test_the_app_does_not_open_when_the_audit_log_refuses_it(reviewed) -> None:
+    """Fail closed: a review the audit log cannot record does not happen; the reason is kept for
+    the command line to print."""
+    import sqlite3
+
+    con = sqlite3.connect(reviewed.data.db_path)
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit log full'); END")
+    con.commit()
+    con.close()
+    app = ReviewApp(ReviewContext.open(reviewed.data, "carol", "console"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+    assert app.return_code == 1
+    assert "does not open" in (app.problem or "") and "audit log full" in (app.problem or "")
+    assert not [e for e in reviewed.svc.audit_events() if e.event.startswith("review.")]

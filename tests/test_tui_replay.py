@@ -736,3 +736,35 @@ def test_the_app_in_a_real_terminal_writes_nothing_of_a_hostile_recording(review
     for attack in (b"evil-title", b"ZXZpbA==", b"evil.example", b"\x1bP$q", b"\xe2\x80\xae", b"\xc2\x9b", b"\x01\x02"):
         assert attack not in out, attack
     assert b"\x1b]52" not in out and b"\x1b]8;" not in out
+
+
+async def test_nothing_is_shown_when_the_audit_log_refuses_the_event(reviewed) -> None:
+    """Fail closed: a replay the audit log cannot record shows nothing of the recording, not even
+    from a seek index cached by an earlier, audited replay (which is shown without reading the
+    recording first)."""
+    import sqlite3 as _sqlite3
+
+    sid = reviewed.ids["shell"]
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, sid)
+        await pilot.press("end")
+        await _settle(pilot, screen)
+        assert any("kubectl delete pod web-7f" in r for r in _rows(screen)), _rows(screen)
+        await _until(pilot, lambda: screen.commands_done)
+    assert list((reviewed.data.root / "cache" / "seek").glob(f"{sid}*")), "the first replay cached its index"
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await pilot.pause()
+        con = _sqlite3.connect(reviewed.data.db_path)
+        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit log full'); END")
+        con.commit()
+        con.close()
+        app.open_replay(sid)
+        await _until(pilot, lambda: isinstance(app.screen, ReplayScreen) and app.screen.problem is not None)
+        screen = app.screen
+        await pilot.pause(0.5)
+        assert "cannot write the audit event" in str(screen.verdict_text())
+        assert screen.playback is None
+        assert not any(r.strip() for r in _rows(screen)), _rows(screen)
+    assert "could not record the end of this review" in (app.problem or "")

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..exceptions import AccessDenied, UsageError
-from ._common import add_as, data
+from ._common import add_as, data, say
 
 __all__ = ["register"]
 
@@ -37,6 +37,8 @@ def cmd_review(args: argparse.Namespace) -> int:
         raise UsageError("zsp review needs a terminal (over ssh: ssh -t review@BASTION)")
     app = ReviewApp(ctx, start=args.start)
     app.run()
+    if app.problem:
+        say(f"zsp: error: {app.problem}", file=sys.stderr)
     return app.return_code or 0
 
 

@@ -12,6 +12,7 @@ host at a remote reviewer's request), and there is no way to suspend to a shell.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
+from ..exceptions import ZspError
 from .context import Area, ReviewContext
 
 __all__ = ["AREA_KEYS", "ReviewApp"]
@@ -46,6 +48,9 @@ class ReviewApp(App[int]):
     def __init__(self, ctx: ReviewContext, *, start: str | None = None) -> None:
         super().__init__()
         self.ctx = ctx
+        self.problem: str | None = None
+        """Why the app stopped or could not finish cleanly (the CLI prints it after the app exits)."""
+        self._opened = False
         self.areas = [a for a in AREA_KEYS if ctx.reviewer.may(a)]
         self._start = start if start in self.areas else (self.areas[0] if self.areas else None)
         self.sub_title = ctx.reviewer.label
@@ -59,13 +64,25 @@ class ReviewApp(App[int]):
         return make
 
     def on_mount(self) -> None:
-        self.ctx.audit("review.open", f"{self.ctx.reviewer.name} opened the review app", areas=",".join(self.areas))
+        try:
+            self.ctx.audit("review.open", f"{self.ctx.reviewer.name} opened the review app", areas=",".join(self.areas))
+        except (ZspError, OSError, sqlite3.Error) as exc:
+            # Fail closed: a review the audit log cannot record does not happen.
+            self.problem = f"the audit log cannot record this review, so the review app does not open: {exc}"
+            self.exit(return_code=1)
+            return
+        self._opened = True
         if self._start is not None:
             self.switch_mode(self._start)
 
     def on_unmount(self) -> None:
-        self.ctx.audit("review.close", f"{self.ctx.reviewer.name} closed the review app")
-        self.ctx.close()
+        try:
+            if self._opened:
+                self.ctx.audit("review.close", f"{self.ctx.reviewer.name} closed the review app")
+        except (ZspError, OSError, sqlite3.Error) as exc:
+            self.problem = f"the audit log could not record the end of this review: {exc}"
+        finally:
+            self.ctx.close()
 
     # --- navigation (screens call these) -------------------------------------------------------
 

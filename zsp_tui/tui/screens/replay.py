@@ -82,6 +82,19 @@ _LIVE_GRACE_S = 5.0
 _T = TypeVar("_T")
 
 
+def _grant_reason(ctx: ReviewContext, record: SessionRecord) -> str | None:
+    """The reason given for the grant a session ran under (None if it has none or it is gone)."""
+    if not record.grant_id:
+        return None
+    grant_id = record.grant_id
+    try:
+        with ctx.service.store.transaction(write=False) as tx:
+            request = tx.get_request(grant_id)
+    except (ZspError, OSError, sqlite3.Error):
+        return None
+    return request.reason if request is not None else None
+
+
 def _with_store(call: Callable[[], _T], tries: int = 5) -> _T:
     """``call()``, tried again a few times if the store is busy. The store shares one SQLite
     connection between threads: a transaction begun while another thread's is open fails at once
@@ -190,6 +203,7 @@ class ReplayScreen(Screen[None]):
     # --- layout ---------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        yield Static(plain(f"session {self.session_id}", "bold"), id="session")
         yield Static(plain("opening…"), id="verdict")
         yield Static("", id="untrusted")
         with Horizontal(id="main"):
@@ -219,6 +233,21 @@ class ReplayScreen(Screen[None]):
                 feed.stop(timeout=1.0)
 
     # --- opening (workers) ----------------------------------------------------------------------
+
+    def _show_session(self, record: SessionRecord, reason: str | None) -> None:
+        """Whose session this is, where, when and under which grant: the line above the verdict."""
+        line = plain(f"{record.user} → {record.login}@{record.target}", "bold")
+        line.append_text(plain(f"  started {record.started_at:%Y-%m-%d %H:%M:%S}Z"))
+        if record.grant_id:
+            line.append_text(plain(f"  grant {record.grant_id}", "dim"))
+            if reason:
+                line.append_text(plain(": ", "dim"))
+                line.append_text(plain(reason, "italic"))
+        if record.command:
+            line.append_text(plain("  exec: ", "dim"))
+            line.append_text(plain(record.command))
+        line.append_text(plain(f"  session {record.id}", "dim"))
+        self.query_one("#session", Static).update(line)
 
     def _audited(self) -> bool:
         """Append ``review.replay`` (once per open), in the opening worker; False (and nothing
@@ -269,17 +298,18 @@ class ReplayScreen(Screen[None]):
             self._call(self._fail, f"cannot read {path}: {exc.strerror or exc}")
             return
         self._record, self._path, self._trusted, self._file_size = record, path, trusted, size
+        # Audited before anything of the recording is shown (fail closed): one store write.
+        if not self._audited():
+            return
+        self._call(self._show_session, record, _grant_reason(self.ctx, record))
         if self.follow and record.ended_at is None:
-            if self._audited():
-                self._start_live(path, trusted)
+            self._start_live(path, trusted)
             return
         cached = load_index(self._cache_path())
         if cached is not None and cached.session_id == self.session_id and cached.size == size:
             # Shown at once, labelled VERIFYING; checked against the verdict when it arrives.
             self._provisional = cached
             self._call(self._ready, Seeker(path, cached), None, False)
-        if not self._audited():
-            return
         cached_shown = self._provisional is not None
         if cached_shown:
             # The first screen first: the verification pass would compete with its seek for the
