@@ -212,3 +212,60 @@ def test_a_cache_dir_that_cannot_be_written_leaves_search_indexing_working(tmp_p
     assert "could not cache the seek index" in q.stderr and "2 recording(s) indexed" in q.stderr
     assert search(env, "searchable-anyway-25")
     assert (env.data.root / "cache").read_text() == "not a directory\n"
+
+
+# --- the one pass itself, on recordings written by the recorder ------------------------------------
+
+
+def _index_with_keyframes(tmp_path: Path, path: Path, key) -> tuple[list, object]:
+    from replay import SqliteSearchIndex, index_recording
+
+    made: list = []
+    index = SqliteSearchIndex(tmp_path / f"{path.stem}.db")
+    try:
+        stored = index_recording(index, path, [key.public], keyframes=made.append)
+    finally:
+        index.close()
+    return made, stored
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_hostile_output_keyframes_equal_a_fresh_build(tmp_path: Path, key, seed: int) -> None:
+    """Random bytes (escape sequences, wide and broken UTF-8, CRs typed mid-line), resizes: the
+    scanner feeds output in pieces while commands wait for their echo; the keyframes it makes must
+    still show what a player's own emulation shows."""
+    from tests.helpers import write_recording
+
+    path = write_recording(tmp_path / f"r{seed}.zsprec", key, seed=seed, frames=5000, checkpoint_frames=64)
+    made, stored = _index_with_keyframes(tmp_path, path, key)
+    report = verify(path, [key.public])
+    assert stored.outcome == "VALID" and len(made) == 1
+    cached = made[0]
+    assert cached.matches(report, path.stat().st_size)
+    fresh = build_index(path, [key.public], report)
+    assert len(fresh.keyframes) >= 3
+    assert [(k.frame, k.t_us, k.offset, k.head) for k in cached.keyframes] == [
+        (k.frame, k.t_us, k.offset, k.head) for k in fresh.keyframes
+    ]
+    a, b = Seeker(path, cached), Seeker(path, fresh)
+    frames = sorted({k.frame for k in fresh.keyframes} | {k.frame + 1 for k in fresh.keyframes} | {report.frames // 2})
+    assert [a.frame_at(f) for f in frames] == [b.frame_at(f) for f in frames]
+
+
+def test_a_zero_size_resize_makes_no_seek_index_but_the_rows_stand(tmp_path: Path, key) -> None:
+    """The scanner takes ``resize 0x30`` as 80x30, a player ignores it: the scanner's terminal no
+    longer shows what a player would, so no keyframe is taken from it (no cache; replay builds one)."""
+    from tests.search_helpers import Script
+
+    s = Script(tmp_path / "z.zsprec", key, cols=100, rows=30)
+    s.at(1).out(b"$ ").key(b"echo before-resize\r").out(b"echo before-resize\r\nbefore-resize\r\n$ ")
+    s.w.resize(0, 30)
+    s.at(2).out(b"x" * 150 + b"\r\nafter-resize\r\n$ ")
+    s.at(3).out(b"".join(b"line %d of what follows\r\n" % i for i in range(3000)))  # keyframes fall due
+    path = s.close()
+    made, stored = _index_with_keyframes(tmp_path, path, key)
+    assert made == []
+    assert stored.outcome == "VALID" and stored.rows > 0
+    fresh = build_index(path, [key.public], verify(path, [key.public]))
+    assert len(fresh.keyframes) >= 2  # one after the resize, which a scanner keyframe would get wrong
+    assert Seeker(path, fresh).screen_at(fresh.duration_us)[0].cols == 100  # what a player shows
