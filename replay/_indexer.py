@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import os
 from collections import Counter, deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from recorder import Frame, Header, PublicKey
 
-from ._exceptions import SourceError
+from ._exceptions import ReplayError, SourceError
+from ._follow import Located, located_frames
 from ._scan import Command, Item, TextLine, keys_text, scan
 from ._search import HitKind, IndexedSession, Row, SearchIndex
+from ._seek import IndexBuilder, SeekIndex, signed_located
 from ._signed import only_signed
+from ._terminal import Terminal
 from ._verify import Outcome, Problem, VerificationReport, verify_frames
 
 __all__ = ["index_recording", "rows_of"]
@@ -144,12 +147,20 @@ def index_recording(
     *,
     legacy_order: bool = False,
     live: bool = False,
+    keyframes: Callable[[SeekIndex], None] | None = None,
 ) -> IndexedSession:
     """Verify and scan the recording at ``path`` and replace its rows in ``index`` (atomically).
 
     Raises :class:`SourceError` if the file cannot be read; :class:`SearchIndexError` if the index
     cannot be written. A recording that is not VALID is indexed as far as it is signed, and stored
     with its outcome; ``live``: it is still being written, and an unsealed one is stored as LIVE.
+
+    ``keyframes``: also make the recording's seek index (:class:`replay.SeekIndex`) in the same
+    pass, from the scanner's own terminal (one emulation, not two), and call ``keyframes`` with
+    it once the rows are stored, if it covers every signed frame of the recording as verified
+    here (it then :meth:`~replay.SeekIndex.matches` that verification and this file's size, as
+    :func:`replay.build_index` would make it); otherwise it is not called. Nothing about the seek
+    index ever fails the search indexing.
     """
     path = Path(path)
     name = str(path)
@@ -163,13 +174,27 @@ def index_recording(
         except OSError as exc:
             raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
         report: VerificationReport | None = None
-        gen = verify_frames(f, trusted, source=name, legacy_order=legacy_order)
+        signed: Iterator[Frame]
+        seek: _Keyframes | None = None
+        if keyframes is None:
+            gen = verify_frames(f, trusted, source=name, legacy_order=legacy_order)
 
-        def frames() -> Generator[Frame, None, None]:
-            nonlocal report
-            report = yield from gen
+            def frames() -> Generator[Frame, None, None]:
+                nonlocal report
+                report = yield from gen
 
-        signed = only_signed(frames())
+            signed = only_signed(frames())
+        else:
+            # The seek index needs each frame's place in the file: the verifier with the raw
+            # reader beside it (located_frames), released by the same only_signed rule.
+            located = located_frames(path, trusted, legacy_order=legacy_order)
+
+            def items() -> Generator[Located, None, None]:
+                nonlocal report
+                report = yield from located
+
+            seek = _Keyframes()
+            signed = seek.frames(signed_located(items()))
         budget = TextBudget()
         first: Frame | None = next(signed, None)
         header = first.data if first is not None and isinstance(first.data, Header) else None
@@ -201,10 +226,69 @@ def index_recording(
                 session = _from_header(path, header, st.st_size, st.st_mtime_ns)
             else:
                 session = _stub(path, st.st_size, st.st_mtime_ns)
-            rows = rows_of(scan(budget.count(rest())), budget) if header is not None else _drain(rest())
-            return index.replace(session, rows, update=finish)
+            after = seek.after if seek is not None else None
+            rows = rows_of(scan(budget.count(rest()), after=after), budget) if header is not None else _drain(rest())
+            stored = index.replace(session, rows, update=finish)
         except OSError as exc:
             raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
+    if keyframes is not None and seek is not None and report is not None:
+        made = seek.complete(report, st.st_size)
+        if made is not None:
+            keyframes(made)
+    return stored
+
+
+class _Keyframes:
+    """The seek index made beside the search rows: an :class:`IndexBuilder` fed from the scanner's
+    terminal (``scan(after=...)``) with the places of the frames the scan is given.
+
+    A problem here (a frame out of step, the builder refusing one, a terminal that stopped showing
+    what a player shows) only means no seek index: the search rows are never affected."""
+
+    def __init__(self) -> None:
+        self.builder = IndexBuilder(SeekIndex("", 0, b"", 0, 0, 0, 0))
+        self.places: deque[Located] = deque()
+        self.failed = False
+
+    def frames(self, released: Iterable[Located]) -> Iterator[Frame]:
+        """The frames of ``released``, their places kept until the scan has shown each."""
+        for item in released:
+            if not self.failed:
+                self.places.append(item)
+            yield item.frame
+
+    def after(self, frame: Frame, term: Terminal) -> None:
+        """``frame`` is on the scanner's terminal ``term``: keyframe it if one is due."""
+        if self.failed:
+            return
+        while self.places and self.places[0].frame.seq < frame.seq:
+            self.places.popleft()  # frames the scan skipped (none before the header is shown)
+        if not self.places or self.places[0].frame is not frame:
+            self._fail()
+            return
+        try:
+            self.builder.add(self.places.popleft(), term)
+        except ReplayError:
+            self._fail()
+
+    def _fail(self) -> None:
+        self.failed = True
+        self.places.clear()
+
+    def complete(self, report: VerificationReport, size: int) -> SeekIndex | None:
+        """The seek index, bound to the recording as ``report`` verified it, if it covers every
+        signed frame of it; else None."""
+        index = self.builder.index
+        if self.failed or self.builder.diverged or report.header is None or report.head is None:
+            return None
+        if report.signed_frames == 0 or index.shown != report.signed_frames or not index.keyframes:
+            return None
+        index.session_id = str(report.header.session_id)
+        index.size = size
+        index.head = report.head
+        index.frames = report.frames
+        index.signed = report.signed_frames
+        return index
 
 
 def _drain(frames: Iterable[Frame]) -> Iterator[Row]:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -480,19 +480,29 @@ class Scanner:
         self._masked_run = None
 
 
-def scan(frames: Iterable[Frame], *, final: bool = True) -> Iterator[Item]:
+def scan(
+    frames: Iterable[Frame], *, final: bool = True, after: Callable[[Frame, Terminal], None] | None = None
+) -> Iterator[Item]:
     """Lines and commands of a verified frame stream (its header first), in frame order.
 
     ``final``: the stream is the whole session: end with :meth:`Scanner.finish` (the visible
-    screen). A stream without a header yields nothing."""
+    screen). A stream without a header yields nothing. ``after``: called with each frame from the
+    header on and the scanner's terminal once that frame is on it (before the next one is fed,
+    and before :meth:`Scanner.finish` changes it): the seek index takes its keyframes there, so
+    one emulation serves both (:func:`replay.index_recording`)."""
     scanner: Scanner | None = None
     for frame in frames:
         if scanner is None:
             if frame.kind is FrameKind.HEADER and isinstance(frame.data, Header):
                 scanner = Scanner.for_header(frame.data)
+                if after is not None:
+                    after(frame, scanner.term)
                 if frame.data.command:  # an exec (ssh host CMD): its command line, as requested
                     yield Command(frame.seq, frame.t_us, frame.data.command, b"", False, 0)
             continue
-        yield from scanner.feed(frame)
+        items = scanner.feed(frame)
+        if after is not None:
+            after(frame, scanner.term)
+        yield from items
     if scanner is not None and final:
         yield from scanner.finish()

@@ -198,7 +198,12 @@ class Playhead:
         elif kind is FrameKind.RESIZE and isinstance(data, Resize):
             if data.cols and data.rows:
                 self.terminal.resize(data.cols, data.rows)
-        if kind is not FrameKind.CHECKPOINT:
+        self.passed(frame)
+
+    def passed(self, frame: Frame) -> None:
+        """Move past ``frame`` without touching the terminal: note input, frame and time. For a
+        terminal someone else applied the frame to (:meth:`IndexBuilder.add` with ``shown``)."""
+        if frame.kind is not FrameKind.CHECKPOINT:
             self.typed.feed(frame)
         self.frame = frame.seq
         self.t_us = frame.t_us
@@ -210,38 +215,66 @@ def initial_terminal(header: Header) -> Terminal:
 
 
 class IndexBuilder:
-    """Makes keyframes from signed, located frames given in order (a whole file or a live tail)."""
+    """Makes keyframes from signed, located frames given in order (a whole file or a live tail).
+
+    It emulates the frames itself, or (``shown`` given to :meth:`add`) takes its keyframes from a
+    terminal the caller has already applied each frame to: the search indexer's scanner
+    (:func:`replay.index_recording`), so one emulation pass makes both the search rows and the
+    seek index. That terminal must show what a player shows; where it would not (a resize to a
+    zero size, which a player ignores and the scanner does not), :attr:`diverged` is set and no
+    keyframe is added from then on: the index is incomplete and must not be used.
+    """
 
     def __init__(self, index: SeekIndex, *, every_bytes: int = KEYFRAME_BYTES, every_us: int = KEYFRAME_US) -> None:
         self.index = index
         self.every_bytes = every_bytes
         self.every_us = every_us
         self._head: Playhead | None = None
+        self._shared: Terminal | None = None
         self._since_bytes = 0
         self._since_t = 0
         self._last_state = 0
+        self.diverged = False
+        """The caller's terminal stopped showing what a player would: this index is incomplete."""
 
-    def add(self, item: Located) -> None:
+    def add(self, item: Located, shown: Terminal | None = None) -> None:
+        """Take ``item`` into the index (keyframes as they fall due).
+
+        ``shown``: the terminal the caller has just applied this frame to (the same one for every
+        frame from the header on, or None for every frame): the builder then does not emulate the
+        frame again, only notes it and dumps that terminal for its keyframes."""
+        if self.diverged:
+            return
         frame = item.frame
         if frame.kind is FrameKind.HEADER:
             if not isinstance(frame.data, Header):
                 raise ReplayError("frame 0 is not a header")
-            term = initial_terminal(frame.data)
+            term = initial_terminal(frame.data) if shown is None else shown
             kf = Keyframe(0, frame.t_us, item.end, item.head, b"", None)
             self.index.onlcr = not had_pty(frame.data)
+            self._shared = shown
             self._head = Playhead(term, TypedTracker(), kf, onlcr=self.index.onlcr)
             self._keyframe(item)
             return
         ph = self._head
         if ph is None:
             raise ReplayError("frames before the header")
+        if shown is not self._shared:
+            raise ReplayError("keyframes asked of another terminal than the header's")
         ph.offset = item.end
         ph.head = item.head
         if frame.kind is FrameKind.CHECKPOINT:
             # only_signed releases a checkpoint after the frames it signs: they may be shown now.
             self.index.shown = frame.seq
             return
-        ph.apply(frame)
+        if shown is None:
+            ph.apply(frame)
+        else:
+            data = frame.data
+            if frame.kind is FrameKind.RESIZE and isinstance(data, Resize) and not (data.cols and data.rows):
+                self.diverged = True  # Playhead.apply ignores this resize; the caller's terminal did not
+                return
+            ph.passed(frame)
         self.index.duration_us = frame.t_us
         if isinstance(frame.data, bytes):
             self._since_bytes += len(frame.data)

@@ -461,6 +461,7 @@ async def test_hostile_output_never_reaches_the_reviewers_terminal(env) -> None:
 async def test_the_seek_index_is_cached_and_a_stale_cache_is_dropped_at_the_verdict(reviewed) -> None:
     sid = reviewed.ids["shell"]
     cache = reviewed.data.root / "cache" / "seek" / f"{sid}.seek"
+    cache.unlink()  # written when the session was indexed for search: here, the first open builds it
     app = _app(reviewed)
     async with app.run_test(size=(130, 40)) as pilot:
         screen = await _open(pilot, app, sid)

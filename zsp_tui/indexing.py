@@ -9,6 +9,10 @@ A recording is *stale* in the index when it is missing from it or its size or mt
 Indexing never affects a session: the bastion hands a sealed session's path to
 :class:`BackgroundIndexer` (its own thread, off the event loop) and goes on; a failure is one
 escaped warning line on stderr, and ``zsp index`` repairs what was missed.
+
+The same pass caches each finished recording's seek index (``DATA/cache/seek/<id>.seek``, the
+file ``zsp play`` and the review app's replay read), so a searchable session opens at any hit at
+once, played before or not. A cache that cannot be written is a warning, never a failed indexing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay import IndexedSession, ReplayError, SqliteSearchIndex, index_recording, printable
+from replay import IndexedSession, ReplayError, SeekIndex, SqliteSearchIndex, index_recording, printable, save_index
 
 from .datadir import DataDir
 from .exceptions import ZspError
@@ -30,6 +34,7 @@ __all__ = [
     "INDEX_FILE",
     "LIVE_INTERVAL",
     "LIVE_MAX_BYTES",
+    "SEEK_CACHE_DIR",
     "BackgroundIndexer",
     "Coverage",
     "coverage",
@@ -38,10 +43,12 @@ __all__ = [
     "index_quietly",
     "open_index",
     "recordings",
+    "seek_cache",
     "verified_outcomes",
 ]
 
 INDEX_FILE = "search.db"
+SEEK_CACHE_DIR = Path("cache") / "seek"
 
 
 def index_file(d: DataDir) -> Path:
@@ -129,17 +136,36 @@ def verified_outcomes(d: DataDir) -> dict[str, str]:
     return out
 
 
+def seek_cache(d: DataDir, session_id: str) -> Path:
+    """Where the seek index of a session is cached: the file ``zsp play`` and the review app's
+    replay read (derived data, used only while it matches the recording as verified)."""
+    return d.root / SEEK_CACHE_DIR / f"{session_id}.seek"
+
+
 def index_one(
     d: DataDir, path: Path, index: SqliteSearchIndex | None = None, *, live: bool = False
 ) -> IndexedSession:
-    """Index one recording of the data dir (raises ReplayError/ZspError on failure)."""
+    """Index one recording of the data dir (raises ReplayError/ZspError on failure).
+
+    A recording that is not live also gets its seek index cached, made by the same emulation
+    pass as its search rows: a search hit then opens at its moment at once, in ``zsp play
+    --from`` and the review app, even if nobody played the session before. Failing to write
+    it is a warning; the search indexing stands."""
     own = index is None
     ix = index if index is not None else open_index(d)
     try:
-        return index_recording(ix, Path(path).absolute(), d.trusted_keys(), live=live)
+        keep = None if live else (lambda seek: _save_seek(d, seek))
+        return index_recording(ix, Path(path).absolute(), d.trusted_keys(), live=live, keyframes=keep)
     finally:
         if own:
             ix.close()
+
+
+def _save_seek(d: DataDir, seek: SeekIndex) -> None:
+    """Cache a seek index made while indexing (atomically, mode 0600, as the players do)."""
+    where = seek_cache(d, seek.session_id)
+    if not save_index(seek, where):
+        warn(f"could not cache the seek index {where}; a replay builds it when the session is opened")
 
 
 def index_quietly(d: DataDir, path: Path) -> None:
