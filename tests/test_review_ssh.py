@@ -14,6 +14,7 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -407,25 +408,31 @@ def test_a_hostile_term_over_ssh_still_gets_a_working_app(rev: Env) -> None:
 # --- the demo -------------------------------------------------------------------------------------
 
 
-def test_the_demo_review_step_pastes_as_printed(tmp_path: Path) -> None:
-    """`zsp serve --demo`'s last step, pasted into a shell in a terminal: the approver (a reviewer
-    too in the demo) sees the app with Sessions and Requests."""
+def test_the_demo_review_steps_paste_as_printed(tmp_path: Path) -> None:
+    """`zsp serve --demo`'s last step, both lines pasted into a shell in a terminal: through the
+    bastion and on the host, the approver (a reviewer too in the demo) sees the app with Sessions
+    and Requests."""
     from tests.test_first_hour import Demo
 
     home = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "xdg")}
     Path(home["HOME"]).mkdir()
     demo = Demo([], home)
     try:
-        step = demo.steps()[-1]
-        assert step.startswith("ssh -t -F ") and step.endswith(" review@zsp-approver"), demo.text
-        app = Pty(["/bin/sh", "-c", step], **home)
-        try:
-            app.wait_for(lambda lines: drawn(lines) and "Requests" in lines[0], "the demo approver's app")
-            assert "demo-approver (approver, reviewer)" in app.lines()[0]
-            app.send(b"q")
-            assert app.finish() == 0
-        finally:
-            app.close()
+        over_ssh, on_host = demo.steps()[-2:]
+        assert over_ssh.startswith("ssh -t -F ") and over_ssh.endswith(" review@zsp-approver"), demo.text
+        assert on_host.startswith("zsp review --data ") and on_host.endswith(" --as demo-approver"), demo.text
+        # `zsp` is this checkout's CLI, as tests/test_first_hour.py's shell() has it; stderr is the
+        # terminal too, as in a real one (Textual draws on stderr; Pty keeps stderr apart)
+        zsp = f'exec 2>&1\nzsp() {{ "{sys.executable}" -m zsp_tui "$@"; }}\n'
+        for step in (over_ssh, on_host):
+            app = Pty(["bash", "-c", zsp + step], PYTHONPATH=str(Path(__file__).resolve().parent.parent), **home)
+            try:
+                app.wait_for(lambda lines: drawn(lines) and "Requests" in lines[0], "the demo approver's app")
+                assert "demo-approver (approver, reviewer)" in app.lines()[0]
+                app.send(b"q")
+                assert app.finish() == 0
+            finally:
+                app.close()
     finally:
         demo.stop()
 

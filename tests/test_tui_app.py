@@ -54,3 +54,21 @@ async def test_the_app_does_not_open_when_the_audit_log_refuses_it(reviewed) -> 
     assert app.return_code == 1
     assert "does not open" in (app.problem or "") and "audit log full" in (app.problem or "")
     assert not [e for e in reviewed.svc.audit_events() if e.event.startswith("review.")]
+
+
+async def test_a_crash_prints_no_traceback_with_locals(reviewed) -> None:
+    """Textual would print a traceback with local variables on exit; over ssh that reaches the
+    remote reviewer. The app keeps the error for the command line (one escaped line) instead."""
+    app = ReviewApp(ReviewContext.open(reviewed.data, "carol", "ssh"))
+    with pytest.raises(ZeroDivisionError):
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            app.call_later(lambda: 1 / 0)
+            await pilot.pause()
+    assert isinstance(app.crash, ZeroDivisionError)
+    # what Textual's handler would have queued for printing at exit: nothing
+    try:
+        raise ValueError("bastion-side-value")
+    except ValueError:
+        app._fatal_error()
+    assert app._exit_renderables == []

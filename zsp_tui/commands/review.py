@@ -12,6 +12,7 @@ import argparse
 import getpass
 import os
 import sys
+import traceback
 
 from ..exceptions import AccessDenied, UsageError
 from ._common import add_as, data, say
@@ -37,6 +38,13 @@ def cmd_review(args: argparse.Namespace) -> int:
         raise UsageError("zsp review needs a terminal (over ssh: ssh -t review@BASTION)")
     app = ReviewApp(ctx, start=args.start)
     app.run()
+    if app.crash is not None:
+        if args.via == "console":
+            # On the bastion host: enough to report the bug, without the locals Textual would show.
+            traceback.print_exception(app.crash, file=sys.stderr)
+        say(f"zsp: error: the review app stopped on an internal error ({type(app.crash).__name__}: {app.crash})",
+            file=sys.stderr)
+        return 1
     if app.problem:
         say(f"zsp: error: {app.problem}", file=sys.stderr)
     return app.return_code or 0

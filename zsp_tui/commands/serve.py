@@ -110,8 +110,10 @@ Try it (each line in another terminal; the demo users' keys and a pinned known_h
        zsp verify {z} SESSION_ID
        zsp search {z} WORDS
        zsp play {z} SESSION_ID
-  5. as the approver (a reviewer too), the same in the review app through the bastion (q quits):
+  5. as the approver (a reviewer too), the same in the review app through the bastion (? lists
+     the keys, q quits), or on this host:
        ssh -t -F {cfg} review@zsp-approver
+       zsp review {z} --as {DEMO_APPROVER}
 """
 
 

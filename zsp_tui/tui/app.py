@@ -48,6 +48,8 @@ class ReviewApp(App[int]):
     def __init__(self, ctx: ReviewContext, *, start: str | None = None) -> None:
         super().__init__()
         self.ctx = ctx
+        self.crash: BaseException | None = None
+        """An unexpected error that ended the app (printed by the command line, not by Textual)."""
         self.problem: str | None = None
         """Why the app stopped or could not finish cleanly (the CLI prints it after the app exits)."""
         self._opened = False
@@ -62,6 +64,19 @@ class ReviewApp(App[int]):
             return _screen(area, self.ctx)
 
         return make
+
+    # --- crashes --------------------------------------------------------------------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        self.crash = error
+        super()._handle_exception(error)
+
+    def _fatal_error(self) -> None:
+        """Textual's own handler prints a traceback with local variables (``show_locals=True``);
+        over ``ssh review@`` that would put bastion-side values on a remote reviewer's terminal.
+        Here the app only closes; the command line prints one escaped line (and, on the bastion
+        host's console, a traceback without locals)."""
+        self._close_messages_no_wait()
 
     def on_mount(self) -> None:
         try:

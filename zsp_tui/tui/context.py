@@ -50,6 +50,10 @@ _ALLOWED: dict[str, frozenset[Role]] = {
 }
 
 
+_EVENT_AREA = {"review.replay": Area.REPLAY, "review.watch": Area.REPLAY, "review.search": Area.SEARCH}
+"""Audited acts whose role is checked again, against the store, each time (ReviewContext.audit)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reviewer:
     name: str
@@ -121,7 +125,15 @@ class ReviewContext:
         **fields: Scalar,
     ) -> None:
         """Append a ``review.*`` event naming the reviewer (opening the app, each replay, each
-        search, each live watch). Called from workers too: the service opens its own transaction."""
+        search, each live watch). Called from workers too: the service opens its own transaction.
+
+        A replay, search or watch is audited only if the reviewer still holds a role for it now
+        (the roles are read again from the store: a user removed or demoted while the app is open
+        is refused from the next one on, with a ``review.refused`` event); else AccessDenied.
+        Callers show nothing unless this returns."""
+        area = _EVENT_AREA.get(event)
+        if area is not None:
+            self._recheck(area, event)
         self.service.record_event(
             NewEvent(
                 event,
@@ -133,6 +145,24 @@ class ReviewContext:
                 fields=dict(fields),
             )
         )
+
+    def _recheck(self, area: str, event: str) -> None:
+        name, via = self.reviewer.name, self.reviewer.via
+        user = _find(self.service, name)
+        if user is not None and Reviewer(name, frozenset(user.roles), via).may(area):
+            return
+        why = "no longer a zsp user" if user is None else "no longer holds a role for it"
+        self.service.record_event(
+            NewEvent(
+                "review.refused",
+                name,
+                via,
+                f"{name} was refused {area} in the review app: {why}",
+                outcome="failure",
+                fields={"reason": "role", "area": area, "refused": event},
+            )
+        )
+        raise AccessDenied(f"{name} may no longer use {area}: {why}")
 
     def close(self) -> None:
         with self._lock:

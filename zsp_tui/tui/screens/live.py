@@ -19,7 +19,9 @@ Users, targets, commands and client addresses are stored values: shown through
 
 from __future__ import annotations
 
+import math
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -42,6 +44,9 @@ from ._reader import ReaderClosed, StoreReader
 from .dialogs import ReasonDialog
 
 __all__ = ["REFRESH_S", "LiveScreen"]
+
+OUTCOME_S = 20.0
+"""How long the outcome of an approval, denial or termination stays in the status line."""
 
 REFRESH_S = 1.0
 """Seconds between reloads of the live list (and ticks of the durations)."""
@@ -66,6 +71,7 @@ class LiveScreen(Screen[None]):
         self.ctx = ctx
         self._shown: list[SessionRecord] = []
         self._outcome: Text = Text("")
+        self._outcome_until = math.inf
         self._timer: Timer | None = None
         self._now: datetime | None = None
         self._reader = StoreReader(ctx.data)
@@ -153,7 +159,7 @@ class LiveScreen(Screen[None]):
             f"{len(self._shown)} live session(s)" + ("" if self._shown else ": nobody is connected"),
             "bold" if self._shown else "",
         )
-        if self._outcome.plain:
+        if self._outcome.plain and time.monotonic() < self._outcome_until:
             status.append("  ")
             status.append_text(self._outcome)
         status.no_wrap = False
@@ -272,8 +278,8 @@ class LiveScreen(Screen[None]):
                 plain(f"Terminate session {s.id[-8:]}?"),
                 body,
                 confirm="Terminate",
-                required=False,
-                placeholder="reason (recorded with the revocation)",
+                required=True,
+                placeholder="why (required; recorded with the revocation)",
             ),
             answered,
         )
@@ -293,8 +299,10 @@ class LiveScreen(Screen[None]):
         self.app.call_from_thread(self.action_reload)
 
     def _say(self, text: Text, error: bool = False) -> None:
-        """Show an outcome in the status line (it stays) and as a notification."""
+        """Show an outcome in the status line (for :data:`OUTCOME_S`; a refusal until the next
+        act) and as a notification."""
         self._outcome = text
+        self._outcome_until = math.inf if error else time.monotonic() + OUTCOME_S
         shown = text.copy()
         shown.no_wrap = False
         self.query_one("#status", Static).update(shown)

@@ -23,6 +23,7 @@ Names, targets and reasons are requester-controlled: all of it reaches the scree
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ from ._reader import ReaderClosed, StoreReader
 from .dialogs import ConfirmDialog, ReasonDialog
 
 __all__ = ["HISTORY", "REFRESH_S", "RequestsScreen"]
+
+OUTCOME_S = 20.0
+"""How long the outcome of an approval, denial or termination stays in the status line."""
 
 REFRESH_S = 2.0
 """Seconds between reloads of the pending list."""
@@ -108,6 +112,7 @@ class RequestsScreen(Screen[None]):
         self._snapshot: _Snapshot | None = None
         self._shown: list[AccessRequest] = []
         self._outcome: Text = Text("")
+        self._outcome_until = math.inf
         self._timer: Timer | None = None
         self._reader = StoreReader(ctx.data)
         self._history_key: tuple[str, ...] | None = None
@@ -235,7 +240,7 @@ class RequestsScreen(Screen[None]):
             f"{len(self._shown)} pending request(s)" + ("" if self._shown else ": nothing to decide"),
             "bold" if self._shown else "",
         )
-        if self._outcome.plain:
+        if self._outcome.plain and time.monotonic() < self._outcome_until:
             count.append("  ")
             count.append_text(self._outcome)
         count.no_wrap = False
@@ -388,8 +393,10 @@ class RequestsScreen(Screen[None]):
         self.app.call_from_thread(self.action_reload)
 
     def _say(self, text: Text, error: bool = False) -> None:
-        """Show an outcome in the status line (it stays) and as a notification."""
+        """Show an outcome in the status line (for :data:`OUTCOME_S`; a refusal until the next
+        act) and as a notification."""
         self._outcome = text
+        self._outcome_until = math.inf if error else time.monotonic() + OUTCOME_S
         shown = text.copy()
         shown.no_wrap = False
         self.query_one("#status", Static).update(shown)

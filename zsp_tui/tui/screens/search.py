@@ -18,6 +18,7 @@ reviewer never takes "no match" for "never happened".
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -34,6 +35,7 @@ from textual.worker import Worker, WorkerState
 from replay import Hit, HitKind, QueryError, ReplayError, parse_query
 
 from ...clock import parse_since
+from ...exceptions import ZspError
 from ...indexing import coverage, index_file
 from ..context import Area, ReviewContext
 from ..text import clip, plain
@@ -189,7 +191,7 @@ class SearchScreen(Screen[None]):
         since_us: int | None = None
         if since is not None:
             try:
-                since_us = int(parse_since(since, datetime.now(UTC)).timestamp() * 1e6)
+                since_us = int(parse_since(since, self.ctx.service.clock.now()).timestamp() * 1e6)
             except ValueError as exc:
                 self._status(plain(f"since: {exc}", "bold red"))
                 return None
@@ -241,18 +243,22 @@ class SearchScreen(Screen[None]):
             except (ReplayError, OSError) as exc:
                 error = f"{exc}; `zsp index --rebuild` rebuilds the index from the recordings"
         # "target" and "login" name the event's own target in an audit event: filters are prefixed
-        self.ctx.audit(
-            "review.search",
-            f"{self.ctx.reviewer.name} searched for {request.words.strip()!r}: {len(hits)} hit(s)",
-            outcome="failure" if error else "success",
-            query=request.words,
-            hits=len(hits),
-            filter_user=request.user,
-            filter_target=request.target,
-            filter_since=request.since,
-            commands_only=request.commands_only,
-            error=error,
-        )
+        try:
+            self.ctx.audit(
+                "review.search",
+                f"{self.ctx.reviewer.name} searched for {request.words.strip()!r}: {len(hits)} hit(s)",
+                outcome="failure" if error else "success",
+                query=request.words,
+                hits=len(hits),
+                filter_user=request.user,
+                filter_target=request.target,
+                filter_since=request.since,
+                commands_only=request.commands_only,
+                error=error,
+            )
+        except (ZspError, sqlite3.Error, OSError) as exc:
+            # Fail closed: a search the audit log does not hold (or one no longer allowed) shows nothing.
+            hits, error = [], f"not shown: {exc}"
         self.app.call_from_thread(self._show, request, _Outcome(seq, tuple(hits), error))
         if error is None:
             cov = self._coverage_text()

@@ -67,7 +67,7 @@ class SessionsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.SESSIONS)
         yield Input(
-            placeholder="filter: id, user, target, login, command, grant or reason",
+            placeholder="filter: id, user, target, login, exec command, grant, reason (typed commands: 2 Search)",
             id="filter",
             select_on_focus=False,
         )

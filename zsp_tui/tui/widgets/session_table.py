@@ -71,12 +71,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("status", "STATUS", 12, 6, 10, SessionSort.STATUS),  # "interrupted!" when flagged
     Column("badge", "VERIFIED", 10, 7, 9),
     Column("id", "SESSION", 9, 9, 2),
-    Column("user", "USER", 12, 8, 8, SessionSort.USER),
+    Column("user", "USER", 14, 8, 9, SessionSort.USER),
     Column("where", "LOGIN@TARGET", 20, 14, 8, SessionSort.TARGET),
-    Column("grant", "GRANT / REASON", 30, 18, 6, flex=True),
+    Column("grant", "GRANT / REASON", 22, 14, 6, flex=True),
     Column("started", "STARTED", 16, 11, 7, SessionSort.STARTED),
-    Column("duration", "DURATION", 9, 6, 5, SessionSort.DURATION),
-    Column("end", "ENDED BY", 14, 6, 3, SessionSort.END_REASON),
+    Column("duration", "DURATION", 8, 6, 4, SessionSort.DURATION),
+    # How it ended (exit, revoked, expired...) matters more to a reviewer than how long it ran.
+    Column("end", "ENDED BY", 10, 7, 5, SessionSort.END_REASON),
 )
 
 ESSENTIAL = 6
