@@ -434,3 +434,61 @@ async def test_a_recording_with_a_flood_of_commands_does_not_freeze_the_app(revi
         await pilot.pause(2.0)
     # A heartbeat every 50 ms: the UI thread never stopped for more than 3 s at a time.
     assert max(gaps) < 3.0, f"the UI thread was blocked for {max(gaps):.1f} s"
+
+
+# --- end to end: a hostile session recorded through the bastion, reviewed over ssh -tt ------------
+
+_HOSTILE_PRINTF = (
+    r"printf '\033]0;evil-title\007\033]52;c;ZXZpbA==\007\033]8;;http://evil.example/\033\\link\033]8;;\033\\"
+    r"\033[6n\033P$qm\033\\\033[c\033_apc-evil\033\\\033[?1049hALT\033[?1049l"
+    r"bidi:\342\200\256dlrow c1:\302\2332J raw8:\233\2332J visible-text\n'"
+)
+
+
+def test_a_hostile_session_reviewed_over_openssh_writes_none_of_it_to_the_terminal(tmp_path: Path) -> None:
+    """alice runs printf of terminal attacks through the real bastion, under a grant whose reason is
+    a Textual click action; carol opens the app with OpenSSH ``ssh -tt review@``, selects the
+    session and replays it. The bytes her terminal receives hold none of the attacks."""
+    from tests.test_review_ssh import review_ssh
+
+    env = _start(tmp_path)
+    try:
+        r = env.svc.request(Actor("alice"), "local", None, timedelta(minutes=30), f"{CLICK} [reverse]R[/]")
+        env.svc.approve(Actor("bob"), r.id)
+        import subprocess
+
+        done = subprocess.run([*env.ssh_argv("alice", "local"), _HOSTILE_PRINTF], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert b"\x1b]52;c;ZXZpbA==" in done.stdout  # the attack did run in the session
+        deadline = time.monotonic() + 20
+        while not (env.svc.sessions() and env.svc.sessions()[0].ended_at):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ssh = review_ssh(env, "carol", cols=120, rows=36)
+        try:
+            # The reason is drawn literally (clipped), not as a click action.
+            ssh.wait_for(lambda lines: any("[@click=app.screenshot(" in ln for ln in lines), "the session's reason")
+            ssh.send(b"\r")
+            ssh.wait_for(lambda lines: any("visible-text" in ln for ln in lines), "the replayed output")
+            ssh.wait_for(lambda lines: any("VALID" in ln for ln in lines), "the verdict")
+            ssh.send(b"\x1b")
+            time.sleep(0.5)
+            ssh.send(b"q")
+            assert ssh.finish() == 0, ssh.stderr()
+        finally:
+            ssh.close()
+    finally:
+        env.stop()
+    out = ssh.out
+    assert b"visible-text" in out
+    # The command line itself is shown as text (``printf '\033]0;evil-title...``: backslashes, not
+    # ESC); what must never arrive is any of the sequences it printed, as bytes.
+    for attack in (b"\x1b]0;evil", b"\x1b]52;", b"\x1b]8;", b"\x1bP$q", b"\x1b_apc", b"\x1b[6n", b"\x1b[c",
+                   b"\xe2\x80\xae", b"\xc2\x9b", b"\x9b"):
+        assert attack not in out, attack
+    import re as _re
+
+    # Textual's own: OSC 22 (mouse pointer shape by name). Nothing else of OSC/DCS/APC/PM/SOS.
+    found = [out[m.start() : m.start() + 60] for m in _re.finditer(rb"\x1b(?!\]22;[a-z-]{1,20}\x07)[\]P_^X]", out)]
+    assert found == [], found
+    assert not Path("/tmp/pwned.svg").exists()
