@@ -327,6 +327,9 @@ async def test_port_forwarding_on_a_review_connection_is_refused(rev: Env) -> No
             await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
         with pytest.raises((asyncssh.ChannelOpenError, OSError)):
             await conn.create_unix_connection(asyncssh.SSHUNIXSession, "/run/zsp.sock")
+        with pytest.raises((asyncssh.Error, OSError)):
+            async with conn.start_sftp_client() as sftp:
+                await sftp.listdir("/")
         # A second session channel on the same connection: a command is refused, the app still runs.
         other = await conn.run("sh -c id", check=False)
         assert other.exit_status != 0 and "uid=" not in str(other.stdout)
@@ -381,14 +384,35 @@ def _ppid(pid: int) -> int:
         return -1
 
 
-async def test_a_client_killed_in_the_middle_leaves_no_app_behind(rev: Env) -> None:
-    conn, proc, _ = await _open_app(rev)
-    assert len(review_pids(rev)) == 1
+async def test_a_client_killed_in_the_middle_of_a_replay_leaves_no_app_behind(rev: Env) -> None:
+    from replay import Terminal
+
+    rev.grant()
+    done = rev.ssh("alice", "local", "for i in $(seq 1 2000); do echo replayed-$i; done")
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 20
+    while not (rev.svc.sessions() and rev.svc.sessions()[0].ended_at):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    conn, proc, seen = await _open_app(rev)
+    screen = Terminal(100, 30)
+    screen.feed(seen)
+    proc.stdin.write(b"\r")  # Enter on the only session: Replay
+    deadline = time.monotonic() + 60
+    while not any("VALID" in screen.line(y) for y in range(30)):
+        assert time.monotonic() < deadline, "\n".join(screen.line(y) for y in range(30))
+        with contextlib.suppress(TimeoutError):
+            screen.feed(await asyncio.wait_for(proc.stdout.read(65536), 1))
+    proc.stdin.write(b" ")  # playing
+    await asyncio.sleep(0.3)
+    (pid,) = review_pids(rev)
     conn.abort()  # no close, no EOF: the TCP connection just goes
     deadline = time.monotonic() + 20
     while review_pids(rev) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)  # (the loop must run for the abort to reach the socket)
     assert review_pids(rev) == set()
+    assert not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes()
+    assert rev.proc is not None and rev.proc.poll() is None  # the bastion itself is unharmed
 
 
 # --- resource abuse -------------------------------------------------------------------------------
@@ -492,3 +516,35 @@ def test_a_hostile_session_reviewed_over_openssh_writes_none_of_it_to_the_termin
     found = [out[m.start() : m.start() + 60] for m in _re.finditer(rb"\x1b(?!\]22;[a-z-]{1,20}\x07)[\]P_^X]", out)]
     assert found == [], found
     assert not Path("/tmp/pwned.svg").exists()
+
+
+async def test_a_recording_with_absurd_timestamps_opens_seeks_and_steps(reviewed) -> None:
+    """Frames a century apart (the recorder's clock is the bastion's, but a restored or foreign
+    recording may say anything): the timeline, the seek keys and skip-idle still work, quickly."""
+    from recorder import FileSink, RecordingWriter, SessionMeta
+
+    d = reviewed.data
+    path = d.recordings / "century.zsprec"
+    clock = [10**12]
+    w = RecordingWriter(FileSink(path, sync_dir=False), d.signing_key(),
+                        SessionMeta(user="alice", target="srv", login="root", term="xterm", cols=80, rows=24),
+                        clock=lambda: clock[0])
+    w.output(b"$ ")
+    for i in range(20):
+        clock[0] += 3 * 10**18 if i % 5 == 0 else 1
+        w.input(b"y\r")
+        w.output(f"y{i}\r\n$ ".encode())
+    w.close(0, "exit")
+    sid = _register(reviewed, path)
+    app = _app(reviewed)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.open_replay(sid)
+        await _until(pilot, lambda: isinstance(app.screen, ReplayScreen), "replay")
+        screen = app.screen
+        await _until(pilot, lambda: screen.report is not None or screen.problem is not None, "the verdict")
+        for key in ("end", "home", "shift+right", "full_stop", "full_stop", "i", "space", "plus", "plus"):
+            await pilot.press(key)
+            await pilot.pause(0.1)
+        await pilot.press("end")
+        await _until(pilot, lambda: "y19" in _shown(screen), "the end of the recording", 60)
+        assert app.is_running
