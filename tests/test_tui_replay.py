@@ -736,3 +736,37 @@ def test_the_app_in_a_real_terminal_writes_nothing_of_a_hostile_recording(review
     for attack in (b"evil-title", b"ZXZpbA==", b"evil.example", b"\x1bP$q", b"\xe2\x80\xae", b"\xc2\x9b", b"\x01\x02"):
         assert attack not in out, attack
     assert b"\x1b]52" not in out and b"\x1b]8;" not in out
+
+
+async def test_opening_at_a_command_before_the_index_reaches_it_still_lands_on_its_line(reviewed) -> None:
+    """A moment the seek index being built has not reached yet is gone to once it has, and still
+    to the first screen showing the text looked for (a command's Enter comes before its echo)."""
+    from recorder import FileSink, RecordingWriter, SessionMeta
+
+    d = reviewed.data
+    clock = [10**12]
+    path = d.recordings / "deferred.zsprec"
+    w = RecordingWriter(FileSink(path, sync_dir=False), d.signing_key(),
+                        SessionMeta(user="alice", target="srv", login="root", term="xterm", cols=80, rows=24),
+                        clock=lambda: clock[0], wall_clock=lambda: 1_790_000_000 * 10**9 + clock[0])
+
+    def at(seconds: float) -> int:
+        clock[0] = 10**12 + int(seconds * 1e9)
+        return clock[0]
+
+    w.output(b"$ ", at_ns=at(0.1))
+    chunk = b"".join(b"filler %06d abcdefghijklmnopqrstuvwxyz0123456789\r\n" % i for i in range(200))
+    for i in range(1500):  # ~15 MB: the index takes a while to reach the command
+        w.output(chunk, at_ns=at(1 + i * 0.01))
+    w.output(b"$ ", at_ns=at(20.0))
+    w.input(b"echo deferred-needle\r", at_ns=at(30.0))
+    w.output(b"echo deferred-needle\r\ndeferred-needle\r\n$ ", at_ns=at(30.5))
+    w.close(None, "exit", at_ns=at(31.0))
+    sid = _register(reviewed, path)
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, sid, at_us=30_000_000, highlight="echo deferred-needle")
+        pb = screen.playback
+        assert pb is not None and pb.paused and 30_000_000 <= pb.pos_us < 32_000_000
+        assert any(r.endswith("echo deferred-needle") for r in _rows(screen)), _rows(screen)[-3:]
+        assert screen.query_one(TerminalView).highlighted_rows >= 1

@@ -171,6 +171,8 @@ class ReplayScreen(Screen[None]):
         """The index built here, waiting for the verdict before it is cached."""
         self._pending_us: int | None = None
         """A seek waiting for the index being built to reach it."""
+        self._pending_showing: str | None = None
+        """The text that deferred seek looks for (a search hit's, a command's line), kept with it."""
         self._seek_gen = 0
         self._seeking = False
         self._stop = threading.Event()
@@ -470,7 +472,7 @@ class ReplayScreen(Screen[None]):
                 feed = self.feed
                 if pb.duration_us >= self._pending_us or feed is None or feed.done:
                     target, self._pending_us = self._pending_us, None
-                    self._seek(target)
+                    self._seek(target, showing=self._pending_showing)
             else:
                 pb.signed_end_us = self._shown_us()
                 try:
@@ -715,8 +717,10 @@ class ReplayScreen(Screen[None]):
         feed = self.feed
         if feed is not None and feed.build and not feed.done and not self.live and t > pb.duration_us:
             self._pending_us = t  # the index has not reached it yet: go there once it has
+            self._pending_showing = showing
             return
         self._pending_us = None
+        self._pending_showing = None
         self._command_at = None
         self._seek_gen += 1
         self._seeking = True
