@@ -309,8 +309,16 @@ class ReplayScreen(Screen[None]):
         """Run ``fn`` on the UI thread, unless the screen is gone."""
         if self._stop.is_set():
             return
+
+        def on_ui_thread() -> None:
+            # Checked again here: the screen may have been popped since (its widgets are removed
+            # before on_unmount sets _stop), and a result for it must not reach a dying screen.
+            if self._stop.is_set() or self._closing or self._closed or self._pruning:
+                return
+            fn(*args)  # type: ignore[operator]
+
         try:
-            self.app.call_from_thread(fn, *args)  # type: ignore[arg-type]
+            self.app.call_from_thread(on_ui_thread)
         except RuntimeError:
             self._stop.set()  # the app is shutting down
 
