@@ -188,7 +188,7 @@ def drawn(lines: list[str]) -> bool:
     return lines[0].startswith(BAR) and "Sessions" in lines[0]
 
 
-def wait_gone(env: Env, timeout: float = 15) -> set[int]:
+def wait_gone(env: Env, timeout: float = 60) -> set[int]:
     """The review apps over ``env``'s data dir still running after at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     left = review_pids(env)

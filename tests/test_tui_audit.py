@@ -17,7 +17,7 @@ from zsp_tui.tui.screens.audit import PAGE
 HOSTILE = "[reverse]x[/] \x1b[2J\u202e"
 
 
-async def until(pilot, cond: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+async def until(pilot, cond: Callable[[], object], what: str, timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not cond():

@@ -60,7 +60,7 @@ def _status(app: ReviewApp) -> str:
     return str(app.screen.query_one("#status", Static).render())
 
 
-async def _until(pilot, check, timeout: float = 10.0) -> None:
+async def _until(pilot, check, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
     while not check():
         if time.monotonic() > end:
@@ -81,7 +81,7 @@ async def test_follow_and_terminate_a_real_live_session(live_env: Env) -> None:
             assert row[0] == session.id[-8:] and row[1] == "alice"
             assert row[2] == f"{session.login}@local" and row[3] == grant.id
             started = row[5]
-            await _until(pilot, lambda: _rows(app) and _rows(app)[0][5] != started, timeout=4)  # it ticks
+            await _until(pilot, lambda: _rows(app) and _rows(app)[0][5] != started)  # it ticks
             await pilot.press("w")
             await _until(pilot, lambda: isinstance(app.screen, ReplayScreen))  # audited first, then opened
             assert app.screen.session_id == session.id and app.screen.follow is True
@@ -124,11 +124,11 @@ async def test_follow_and_terminate_a_real_live_session(live_env: Env) -> None:
             await _until(pilot, lambda: "revoked" in _status(app))
             assert f"revoked {grant.id}: session {session.id[-8:]} of alice ends within a second" in _status(app)
             # the real session ends, and drops off the list
-            await _until(pilot, lambda: chan.closed or chan.exit_status_ready(), timeout=5)
-            await _until(pilot, lambda: _rows(app) == [], timeout=5)
+            await _until(pilot, lambda: chan.closed or chan.exit_status_ready())
+            await _until(pilot, lambda: _rows(app) == [])
         r = live_env.svc.get(grant.id)
         assert r.state is RequestState.REVOKED and r.ended_by == "bob" and r.note == "INC-9 suspicious"
-        end = time.monotonic() + 10
+        end = time.monotonic() + 60
         while live_env.svc.session(session.id).ended_at is None and time.monotonic() < end:
             await asyncio.sleep(0.1)
         ended = live_env.svc.session(session.id)

@@ -28,7 +28,7 @@ def _app(reviewed, user: str = "carol") -> ReviewApp:
     return ReviewApp(ReviewContext.open(reviewed.data, user, "console"))
 
 
-async def _until(pilot, cond, timeout: float = 20.0) -> None:
+async def _until(pilot, cond, timeout: float = 60.0) -> None:
     """Let the app run (workers, timers) until ``cond()`` holds."""
     deadline = time.monotonic() + timeout
     while not cond():
@@ -51,6 +51,12 @@ async def _open(pilot, app: ReviewApp, sid: str, **kw) -> ReplayScreen:
 async def _settle(pilot, screen: ReplayScreen) -> None:
     await _until(pilot, lambda: not screen._seeking and screen._pending_us is None)
     await pilot.pause(0.1)
+
+
+async def _listed(pilot, screen: ReplayScreen) -> None:
+    """Wait until every command is found and the panel and timeline show them (a tick later)."""
+    await _until(pilot, lambda: screen.commands_done and screen._listed == (screen.overview.version, True))
+    await pilot.pause()
 
 
 def _rows(screen: ReplayScreen) -> list[str]:
@@ -161,8 +167,7 @@ async def test_commands_panel_lists_commands_and_selecting_one_jumps_there(revie
     app = _app(reviewed)
     async with app.run_test(size=(140, 40)) as pilot:
         screen = await _open(pilot, app, reviewed.ids["shell"])
-        await _until(pilot, lambda: screen.commands_done)
-        await pilot.pause(0.2)
+        await _listed(pilot, screen)
         panel = screen.query_one(ReplayPanel)
         assert panel.display
         clist = panel.query_one("#commands", OptionList)
@@ -358,7 +363,7 @@ def _shell(env):
     return client, chan
 
 
-def _live_session(env, timeout: float = 10.0) -> str:
+def _live_session(env, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         live = [s for s in env.svc.sessions() if s.ended_at is None]
@@ -368,7 +373,7 @@ def _live_session(env, timeout: float = 10.0) -> str:
     raise AssertionError("no live session in the store")
 
 
-def _ended(env, sid: str, timeout: float = 20.0) -> None:
+def _ended(env, sid: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while env.svc.session(sid).ended_at is None:
         if time.monotonic() > deadline:
@@ -391,11 +396,11 @@ async def test_a_live_session_is_followed_as_it_happens(env) -> None:
             chan.send(b"echo live-marker-$((3*5))\r")
             buf = await asyncio.to_thread(read_until, chan, buf, b"live-marker-15")
             # shown once the bastion's next checkpoint signs it (at most ~2 s), without any key
-            await _until(pilot, lambda: any(r == "live-marker-15" for r in _rows(screen)), timeout=20)
+            await _until(pilot, lambda: any(r == "live-marker-15" for r in _rows(screen)))
             assert screen.query_one(Timeline).state.end_us > 0
             chan.send(b"exit\r")
             await asyncio.to_thread(chan.recv_exit_status)
-            await _until(pilot, lambda: screen.ended is not None, timeout=30)
+            await _until(pilot, lambda: screen.ended is not None)
             verdict = str(screen.verdict_text())
             assert "ENDED: exit" in verdict and "VALID" in verdict, verdict
             assert any(r == "live-marker-15" for r in _rows(screen))
@@ -465,14 +470,14 @@ async def test_the_seek_index_is_cached_and_a_stale_cache_is_dropped_at_the_verd
     app = _app(reviewed)
     async with app.run_test(size=(130, 40)) as pilot:
         screen = await _open(pilot, app, sid)
-        await _until(pilot, lambda: screen.commands_done)
-        assert cache.exists() and screen._provisional is None  # built now, cached for next time
+        await _until(pilot, lambda: screen.commands_done and cache.exists())  # saved in a worker
+        assert screen._provisional is None  # built now, cached for next time
         await pilot.press("escape")
         await pilot.pause()
         screen = await _open(pilot, app, sid, at_us=0)
         assert screen._provisional is not None  # from the cache, before and after the verdict
         assert "VALID" in str(screen.verdict_text())
-        await _until(pilot, lambda: screen.commands_done)
+        await _listed(pilot, screen)
         assert any("kubectl" in c.text for c in screen.query_one(ReplayPanel).commands)
         await pilot.press("escape")
         await pilot.pause()
@@ -547,8 +552,7 @@ async def test_timeline_marks_masked_input_warnings_and_revocation(reviewed) -> 
     app = _app(reviewed)
     async with app.run_test(size=(140, 40)) as pilot:
         screen = await _open(pilot, app, sid, at_us=1_500_000)
-        await _until(pilot, lambda: screen.commands_done)
-        await pilot.pause(0.1)
+        await _listed(pilot, screen)
         timeline = screen.query_one(Timeline)
         kinds = {m.kind.value: m for m in timeline.markers_by_column(timeline.size.width).values()}
         assert {"masked", "warning", "revocation"} <= set(kinds), kinds
@@ -726,7 +730,10 @@ def test_the_app_in_a_real_terminal_writes_nothing_of_a_hostile_recording(review
             pump(0.2)
         pump(1.0)
         os.write(master, b"q")
-        pump(2.0)
+        deadline = time.monotonic() + 60  # all it wrote until it exited, however long that takes
+        while proc.poll() is None and time.monotonic() < deadline:
+            pump(0.2)
+        pump(0.2)
         proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
@@ -769,3 +776,37 @@ async def test_nothing_is_shown_when_the_audit_log_refuses_the_event(reviewed) -
         assert screen.playback is None
         assert not any(r.strip() for r in _rows(screen)), _rows(screen)
     assert "could not record the end of this review" in (app.problem or "")
+
+
+async def test_opening_at_a_command_before_the_index_reaches_it_still_lands_on_its_line(reviewed) -> None:
+    """A moment the seek index being built has not reached yet is gone to once it has, and still
+    to the first screen showing the text looked for (a command's Enter comes before its echo)."""
+    from recorder import FileSink, RecordingWriter, SessionMeta
+
+    d = reviewed.data
+    clock = [10**12]
+    path = d.recordings / "deferred.zsprec"
+    w = RecordingWriter(FileSink(path, sync_dir=False), d.signing_key(),
+                        SessionMeta(user="alice", target="srv", login="root", term="xterm", cols=80, rows=24),
+                        clock=lambda: clock[0], wall_clock=lambda: 1_790_000_000 * 10**9 + clock[0])
+
+    def at(seconds: float) -> int:
+        clock[0] = 10**12 + int(seconds * 1e9)
+        return clock[0]
+
+    w.output(b"$ ", at_ns=at(0.1))
+    chunk = b"".join(b"filler %06d abcdefghijklmnopqrstuvwxyz0123456789\r\n" % i for i in range(200))
+    for i in range(1500):  # ~15 MB: the index takes a while to reach the command
+        w.output(chunk, at_ns=at(1 + i * 0.01))
+    w.output(b"$ ", at_ns=at(20.0))
+    w.input(b"echo deferred-needle\r", at_ns=at(30.0))
+    w.output(b"echo deferred-needle\r\ndeferred-needle\r\n$ ", at_ns=at(30.5))
+    w.close(None, "exit", at_ns=at(31.0))
+    sid = _register(reviewed, path)
+    app = _app(reviewed)
+    async with app.run_test(size=(130, 40)) as pilot:
+        screen = await _open(pilot, app, sid, at_us=30_000_000, highlight="echo deferred-needle")
+        pb = screen.playback
+        assert pb is not None and pb.paused and 30_000_000 <= pb.pos_us < 32_000_000
+        assert any(r.endswith("echo deferred-needle") for r in _rows(screen)), _rows(screen)[-3:]
+        assert screen.query_one(TerminalView).highlighted_rows >= 1

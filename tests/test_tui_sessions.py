@@ -22,7 +22,7 @@ from zsp_tui.tui.widgets.session_table import KEEP_PAGES, PAGE, SessionTable
 HOSTILE = "[reverse]x[/] \x1b[2J\u202e[bold red]boom[/]" + "W" * 300
 
 
-async def until(pilot, cond: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+async def until(pilot, cond: Callable[[], object], what: str, timeout: float = 60.0) -> None:
     """Let the app run (workers, timers) until ``cond()`` holds."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -117,7 +117,7 @@ class LiveScreen(Screen[None]):
         try:
             with self._reader.service() as svc:  # its own connection (_reader.py), one load at a time
                 sessions = svc.unended_sessions()
-            now = self.ctx.service.clock.now()
+                now = self.ctx.service.clock.now()  # under the reader's lock: orders the reads (_show)
         except ReaderClosed:
             return  # the screen is gone
         except (ZspError, sqlite3.Error, OSError) as exc:

@@ -184,6 +184,8 @@ class ReplayScreen(Screen[None]):
         """The index built here, waiting for the verdict before it is cached."""
         self._pending_us: int | None = None
         """A seek waiting for the index being built to reach it."""
+        self._pending_showing: str | None = None
+        """The text that deferred seek looks for (a search hit's, a command's line), kept with it."""
         self._seek_gen = 0
         self._seeking = False
         self._stop = threading.Event()
@@ -337,8 +339,16 @@ class ReplayScreen(Screen[None]):
         """Run ``fn`` on the UI thread, unless the screen is gone."""
         if self._stop.is_set():
             return
+
+        def on_ui_thread() -> None:
+            # Checked again here: the screen may have been popped since (its widgets are removed
+            # before on_unmount sets _stop), and a result for it must not reach a dying screen.
+            if self._stop.is_set() or self._closing or self._closed or self._pruning:
+                return
+            fn(*args)  # type: ignore[operator]
+
         try:
-            self.app.call_from_thread(fn, *args)  # type: ignore[arg-type]
+            self.app.call_from_thread(on_ui_thread)
         except RuntimeError:
             self._stop.set()  # the app is shutting down
 
@@ -500,7 +510,7 @@ class ReplayScreen(Screen[None]):
                 feed = self.feed
                 if pb.duration_us >= self._pending_us or feed is None or feed.done:
                     target, self._pending_us = self._pending_us, None
-                    self._seek(target)
+                    self._seek(target, showing=self._pending_showing)
             else:
                 pb.signed_end_us = self._shown_us()
                 try:
@@ -745,8 +755,10 @@ class ReplayScreen(Screen[None]):
         feed = self.feed
         if feed is not None and feed.build and not feed.done and not self.live and t > pb.duration_us:
             self._pending_us = t  # the index has not reached it yet: go there once it has
+            self._pending_showing = showing
             return
         self._pending_us = None
+        self._pending_showing = None
         self._command_at = None
         self._seek_gen += 1
         self._seeking = True
