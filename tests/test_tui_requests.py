@@ -234,7 +234,7 @@ def test_workers_and_the_ui_thread_share_the_store_one_transaction_at_a_time(rev
     transaction within a transaction" (seen as a refused decision in the Requests area)."""
     import threading
 
-    ctx = ReviewContext.open(reviewed.data, "bob", "console")
+    ctx = ReviewContext.open(reviewed.data, "alice", "console")  # admin: may search (its role is checked each time)
     errors: list[BaseException] = []
 
     def hammer(n: int) -> None:

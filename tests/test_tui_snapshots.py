@@ -114,11 +114,14 @@ def test_replay_at_a_moment(snap: Snap, snap_compare: Any) -> None:
     assert snap_compare(app_for(snap, "carol"), terminal_size=(130, 35), run_before=ready)
 
 
-def test_audit_log(snap: Snap, snap_compare: Any) -> None:
+def test_audit_log(tmp_path: Path, snap_compare: Any) -> None:
+    """A data dir of its own: the other snapshots' review events would otherwise be listed too."""
+    fresh = build_snapshot_data(tmp_path)
+
     async def ready(pilot: Any) -> None:
         await _settle(pilot, lambda: getattr(pilot.app.screen, "report", None) is not None)
 
-    assert snap_compare(app_for(snap, "carol", start="audit"), terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app_for(fresh, "carol", start="audit"), terminal_size=SIZE, run_before=ready)
 
 
 def test_help_at_80x24(snap: Snap, snap_compare: Any) -> None:

@@ -77,7 +77,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("started", "STARTED", 16, 11, 7, SessionSort.STARTED),
     Column("duration", "DURATION", 8, 6, 4, SessionSort.DURATION),
     # How it ended (exit, revoked, expired...) matters more to a reviewer than how long it ran.
-    Column("end", "ENDED BY", 10, 7, 5, SessionSort.END_REASON),
+    Column("end", "ENDED BY", 12, 7, 5, SessionSort.END_REASON),
 )
 
 ESSENTIAL = 6
