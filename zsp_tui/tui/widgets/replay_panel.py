@@ -13,14 +13,17 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Label, OptionList
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from replay import Command
 
 from ..playback import KeyRun
 from ..text import plain
 
-__all__ = ["ReplayPanel", "clock"]
+__all__ = ["MAX_LISTED", "ReplayPanel", "clock"]
+
+MAX_LISTED = 5_000
+"""Commands (and keystroke runs) listed in the side panel at most; the rest are counted."""
 
 
 def clock(t_us: int) -> str:
@@ -82,23 +85,42 @@ class ReplayPanel(Vertical):
         return list(self._commands)
 
     def update_lists(self, commands: list[Command], keys: list[KeyRun], status: str = "") -> None:
-        """Show ``commands`` and ``keys`` (appending what is new; a list only grows)."""
+        """Show ``commands`` and ``keys`` (appending what is new; a list only grows), at most
+        :data:`MAX_LISTED` of each: a recording of 200,000 typed commands must not hold the UI
+        thread (and the bastion host's CPU) to build 400,000 options. Past the cap one line says
+        how many more there are; ``n``/``p`` and the timeline still reach every one of them."""
         clist = self.query_one("#commands", OptionList)
         klist = self.query_one("#keys", OptionList)
         if len(commands) > len(self._commands):
-            new = commands[len(self._commands) :]
-            clist.add_options(Option(command_prompt(c), id=f"c{len(self._commands) + i}") for i, c in enumerate(new))
+            start = len(self._commands)
+            listed = commands[start:MAX_LISTED] if start < MAX_LISTED else []
+            clist.add_options(Option(command_prompt(c), id=f"c{start + i}") for i, c in enumerate(listed))
             self._commands = list(commands)
+            self._more(clist, "commands", len(commands))
         if len(keys) > len(self._keys):
-            new_keys = keys[len(self._keys) :]
-            klist.add_options(Option(keys_prompt(k), id=f"k{len(self._keys) + i}") for i, k in enumerate(new_keys))
+            start = len(self._keys)
+            listed_keys = keys[start:MAX_LISTED] if start < MAX_LISTED else []
+            klist.add_options(Option(keys_prompt(k), id=f"k{start + i}") for i, k in enumerate(listed_keys))
             self._keys = list(keys)
+            self._more(klist, "keys", len(keys))
         if status != self._status:
             self._status = status
             title = Text("Commands", style="bold", end="")
             if status:
                 title.append_text(plain(f"  {status}", "dim"))
             self.query_one("#commands-title", Label).update(title)
+
+    @staticmethod
+    def _more(options: OptionList, what: str, total: int) -> None:
+        if total <= MAX_LISTED:
+            return
+        text = plain(f"… {total - MAX_LISTED:,} more {what} (n / p and the timeline reach them)", "dim italic")
+        try:
+            options.get_option(f"more-{what}")
+        except OptionDoesNotExist:
+            options.add_option(Option(text, id=f"more-{what}", disabled=True))
+        else:
+            options.replace_option_prompt(f"more-{what}", text)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
