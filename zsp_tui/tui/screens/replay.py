@@ -196,7 +196,7 @@ class ReplayScreen(Screen[None]):
         self._polling_store = False
         self._panel_wide = False
         self._lines: dict[str, object] = {}
-        self._listed: tuple[int, bool] = (-1, False)
+        self._listed: tuple[int, str] = (-1, "?")
         self._command_at: int | None = None
         """The command last jumped to (n/p go on from it, not from where its line showed)."""
 
@@ -582,11 +582,22 @@ class ReplayScreen(Screen[None]):
         self._update_timeline()
         self._show_verdict()
         self._show_status()
-        done = self.commands_done
-        if (self.overview.version, done) != self._listed:
-            self._listed = (self.overview.version, done)
+        label = self.commands_label()
+        if (self.overview.version, label) != self._listed:
+            self._listed = (self.overview.version, label)
             _markers, keys, commands = self.overview.snapshot()
-            self.query_one(ReplayPanel).update_lists(commands, keys, "" if done else "(reading…)")
+            self.query_one(ReplayPanel).update_lists(commands, keys, label)
+
+    def commands_label(self) -> str:
+        """Beside the Commands title: ``(reading…)`` while the recording is still being read,
+        ``(live)`` once a followed session's recording has been read up to its live edge (the
+        list then grows as the operator types), nothing once every command is listed."""
+        if self.commands_done:
+            return ""
+        feed = self.feed
+        if self.live and self.ended is None and feed is not None and feed.offset >= self._file_size:
+            return "(live)"
+        return "(reading…)"
 
     @property
     def commands_done(self) -> bool:
