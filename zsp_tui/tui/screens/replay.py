@@ -129,7 +129,7 @@ class ReplayScreen(Screen[None]):
         Binding("shift+right", "seek(30)", "Forward 30 s", show=False),
         Binding("home", "seek_to('start')", "To the start", show=False),
         Binding("end", "seek_to('end')", "To the end (live: to the live edge)", show=False),
-        Binding("full_stop", "step(1)", "Step", key_display=".", show=False),
+        Binding("full_stop", "step(1)", "Step forward", key_display=".", show=False),
         Binding("comma", "step(-1)", "Step back", key_display=",", show=False),
         Binding("n", "command(1)", "Next command"),
         Binding("p", "command(-1)", "Prev command", show=False),
