@@ -94,8 +94,11 @@ async def test_follow_and_terminate_a_real_live_session(live_env: Env) -> None:
             await pilot.press(*"curious", "enter")
             await _until(pilot, lambda: "refused" in _status(app))
             assert f"refused: carol may not revoke {grant.id}" in _status(app)
-        watched = [e for e in live_env.svc.audit_events() if e.event == "review.watch"]
-        assert [(e.actor, e.via, e.session_id) for e in watched] == [("carol", "console", session.id)]
+        # One event for the open, written by Replay: review.watch (no review.replay beside it)
+        watched = [e for e in live_env.svc.audit_events() if e.event in ("review.watch", "review.replay")]
+        assert [(e.event, e.actor, e.via, e.session_id) for e in watched] == [
+            ("review.watch", "carol", "console", session.id)
+        ]
         assert live_env.svc.get(grant.id).state is RequestState.APPROVED
         assert not chan.closed and not chan.exit_status_ready()
         chan.send(b"echo still-$((6*7))\r")

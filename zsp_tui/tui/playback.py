@@ -446,6 +446,12 @@ class Playback:
         self.signed_end_us = 0
         """How far the last signature reaches (it may be after the last frame shown): the clock
         runs on to there at the end, so the reviewer sees where the signed part ends."""
+        self.following = live
+        """At the live edge of a live recording: each tick shows the latest signed moment (the
+        clock and the speed do not apply); a seek leaves it, reaching the end again or
+        :meth:`go_live` returns to it."""
+        self.jumps = 0
+        """Times the live edge was reached by a jump to the newest keyframe (frames skipped)."""
 
     # --- seeking (thread-safe: reads the index under its lock) ------------------------------
 
@@ -552,9 +558,52 @@ class Playback:
                 return False
         return True
 
+    def go_live(self) -> None:
+        """Follow the live edge again (End): the next tick shows the latest signed moment."""
+        if self.live:
+            self.following = True
+            self.paused = False
+
+    def _follow_edge(self, deadline: float, clock: Callable[[], float]) -> None:
+        """At the live edge: show the newest signed frame, coalescing what arrived since the last
+        tick. Behind by more than a keyframe, the playhead jumps to the newest keyframe (the
+        intermediate screens are skipped: the cost is one keyframe and at most one keyframe's
+        worth of output, however fast the session writes); otherwise the new frames are applied
+        for at most the tick's budget (a large frame in slices), the rest at the next tick."""
+        if not self._feed_slices(deadline, clock):
+            return
+        index = self.seeker.index
+        keyframes = index.keyframes
+        last = index.shown - 1
+        if keyframes and keyframes[-1].frame > self.ph.frame and last > self.ph.frame:
+            self.install(self.playhead_at_frame(last), 0)
+            self.jumps += 1
+        while True:
+            nxt = self._peek()
+            if nxt is None:
+                self.pos_us = max(self.ph.t_us, self.seeker.duration_us, self.signed_end_us)
+                return
+            frame, end, head = nxt
+            if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > _SLICE:
+                self._next = None
+                data = frame.data.replace(b"\n", b"\r\n") if self.ph.onlcr else frame.data
+                self._partial = (frame, end, head, data, 0)
+                if not self._feed_slices(deadline, clock):
+                    break
+            else:
+                self._advance()
+            if clock() > deadline:
+                break
+        self.pos_us = max(self.pos_us, self.ph.t_us)
+
     def tick(self, dt_s: float, budget_s: float, clock: Callable[[], float]) -> None:
         """Move the clock by ``dt_s`` of real time (at the speed) and apply the frames due, for at
-        most ``budget_s`` (what is left is applied at the next tick: playback lags, the UI does not)."""
+        most ``budget_s`` (what is left is applied at the next tick: playback lags, the UI does not).
+        Following a live recording's edge, show its newest signed moment instead."""
+        if self.live and self.following and not self.paused:
+            deadline = clock() + budget_s
+            self._follow_edge(deadline, clock)
+            return
         if not self.paused:
             self.pos_us += int(dt_s * self.speed * 1e6)
         deadline = clock() + budget_s
@@ -568,6 +617,8 @@ class Playback:
                 # Paused (the reviewer put the playhead past the end, into what is not shown): it stays.
                 if not self.paused:
                     self.pos_us = min(self.pos_us, max(self.seeker.duration_us, self.ph.t_us, self.signed_end_us))
+                    if self.live:
+                        self.following = True  # played up to the live edge: follow it again
                 self._edge = self.live
                 return
             t = nxt[0].t_us
@@ -593,8 +644,10 @@ class Playback:
                 return
 
     def step(self) -> bool:
-        """One frame forward (to the next that changes the screen or the typed input); pauses."""
+        """One frame forward (to the next that changes the screen or the typed input); pauses
+        (and leaves the live edge)."""
         self.paused = True
+        self.following = False
         if self._partial is not None:
             self._feed_slices(float("inf"), lambda: 0.0)
             return True

@@ -4,7 +4,8 @@ The list is the store's unended sessions (``AccessService.unended_sessions``), r
 worker every :data:`REFRESH_S` seconds; durations tick with it. A session that ended drops off.
 
 - Follow (Enter, ``w``): Replay in follow mode (``app.open_replay(id, follow=True)``), audited as
-  ``review.watch``. Only reviewers and admins read recordings; an approver sees the list (to
+  ``review.watch`` by Replay (one event per open, written before anything is shown). Only
+  reviewers and admins read recordings; an approver sees the list (to
   decide what to end) but is told that watching needs the reviewer role.
 - Terminate (``t``): after a confirmation that asks a reason, the session's grant is revoked
   with ``AccessService.revoke(actor, grant_id, reason)``, the call of ``zsp revoke`` and the
@@ -213,25 +214,8 @@ class LiveScreen(Screen[None]):
                 error=True,
             )
             return
-        self._watch(s)
-
-    @work(thread=True, exclusive=True, group="watch", exit_on_error=False)
-    def _watch(self, s: SessionRecord) -> None:
-        """Audit the watch, then open it: never a watch that is not in the audit log (fail
-        closed), and the UI thread never waits on the store for it."""
-        try:
-            self.ctx.audit(
-                "review.watch",
-                f"{self.ctx.reviewer.name} follows session {s.id} of {s.user} on {s.login}@{s.target}",
-                session_id=s.id,
-                session_user=s.user,
-                grant=s.grant_id,
-            )
-        except (ZspError, sqlite3.Error, OSError) as exc:
-            message = f"not opened: the watch could not be audited: {exc}"
-            self.app.call_from_thread(self._say, plain(message, "bold red"), True)
-            return
-        self.app.call_from_thread(self._open, s.id)
+        # Replay writes the one audit event of this open (review.watch) before it shows anything.
+        self._open(s.id)
 
     def _open(self, session_id: str) -> None:
         open_replay = getattr(self.app, "open_replay", None)

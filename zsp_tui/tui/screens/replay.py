@@ -121,19 +121,19 @@ class ReplayScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("space", "toggle_play", "Play/pause"),
-        Binding("plus,equals_sign,right_square_bracket", "faster", "Faster", key_display="+"),
-        Binding("minus,underscore,left_square_bracket", "slower", "Slower", key_display="-"),
+        Binding("plus,equals_sign,right_square_bracket", "faster", "Faster", key_display="+", show=False),
+        Binding("minus,underscore,left_square_bracket", "slower", "Slower", key_display="-", show=False),
         Binding("left", "seek(-5)", "Back 5 s", show=False),
         Binding("right", "seek(5)", "Forward 5 s", show=False),
         Binding("shift+left", "seek(-30)", "Back 30 s", show=False),
         Binding("shift+right", "seek(30)", "Forward 30 s", show=False),
         Binding("home", "seek_to('start')", "To the start", show=False),
-        Binding("end", "seek_to('end')", "To the end of what is signed", show=False),
-        Binding("full_stop", "step(1)", "Step", key_display="."),
+        Binding("end", "seek_to('end')", "To the end (live: to the live edge)", show=False),
+        Binding("full_stop", "step(1)", "Step forward", key_display=".", show=False),
         Binding("comma", "step(-1)", "Step back", key_display=",", show=False),
-        Binding("n", "command(1)", "Next cmd"),
-        Binding("p", "command(-1)", "Previous command", show=False),
-        Binding("i", "toggle_idle", "Skip idle"),
+        Binding("n", "command(1)", "Next command"),
+        Binding("p", "command(-1)", "Prev command", show=False),
+        Binding("i", "toggle_idle", "Skip idle", show=False),
         Binding("c", "toggle_panel", "Panel"),
         Binding("w", "panel_width", "Panel width", show=False),
         Binding("ctrl+up", "pan(0, -1)", "Scroll view up", show=False),
@@ -198,7 +198,7 @@ class ReplayScreen(Screen[None]):
         self._polling_store = False
         self._panel_wide = False
         self._lines: dict[str, object] = {}
-        self._listed: tuple[int, bool] = (-1, False)
+        self._listed: tuple[int, str] = (-1, "?")
         self._command_at: int | None = None
         """The command last jumped to (n/p go on from it, not from where its line showed)."""
 
@@ -267,9 +267,25 @@ class ReplayScreen(Screen[None]):
         return True
 
     def _audit(self) -> None:
+        """One event per open: ``review.watch`` when following a session still being recorded
+        (opened from Live), ``review.replay`` otherwise (a followed session that has already
+        ended is replayed)."""
         if self.audited:
             return
         self.audited = True
+        record = self._record
+        if self.follow and record is not None and record.ended_at is None:
+            _with_store(
+                lambda: self.ctx.audit(
+                    "review.watch",
+                    f"{self.ctx.reviewer.name} follows session {record.id} of {record.user} "
+                    f"on {record.login}@{record.target}",
+                    session_id=self.session_id,
+                    session_user=record.user,
+                    grant=record.grant_id,
+                )
+            )
+            return
         what = "followed" if self.follow else "replayed"
         _with_store(
             lambda: self.ctx.audit(
@@ -399,8 +415,14 @@ class ReplayScreen(Screen[None]):
             self._call(self._ready, seeker, feed.lock, live)
 
     def _wait_for_start(self, feed: Feed) -> bool:
-        """Wait until the index has its first keyframe: the header, once signed."""
+        """Wait until the index has its first keyframe: the header, once signed. Following a live
+        session, also until the feed has read what the file held when it was opened, so the
+        first screen is the live edge (the status line shows how far it has read meanwhile)."""
         while not feed.index.keyframes and not feed.done:
+            if self._stop.is_set():
+                return False
+            time.sleep(0.02)
+        while feed.follow and feed.offset < self._file_size and not feed.done:
             if self._stop.is_set():
                 return False
             time.sleep(0.02)
@@ -460,7 +482,7 @@ class ReplayScreen(Screen[None]):
         if self.at_us is None and not live:
             self._first_shown.set()
         if live:
-            self._seek(seeker.duration_us)
+            self._first_shown.set()  # following: the first tick shows the live edge
         elif self.at_us is not None:
             pb.paused = True
             self._seek(self.at_us, showing=self.highlight)
@@ -570,11 +592,22 @@ class ReplayScreen(Screen[None]):
         self._update_timeline()
         self._show_verdict()
         self._show_status()
-        done = self.commands_done
-        if (self.overview.version, done) != self._listed:
-            self._listed = (self.overview.version, done)
+        label = self.commands_label()
+        if (self.overview.version, label) != self._listed:
+            self._listed = (self.overview.version, label)
             _markers, keys, commands = self.overview.snapshot()
-            self.query_one(ReplayPanel).update_lists(commands, keys, "" if done else "(reading…)")
+            self.query_one(ReplayPanel).update_lists(commands, keys, label)
+
+    def commands_label(self) -> str:
+        """Beside the Commands title: ``(reading…)`` while the recording is still being read,
+        ``(live)`` once a followed session's recording has been read up to its live edge (the
+        list then grows as the operator types), nothing once every command is listed."""
+        if self.commands_done:
+            return ""
+        feed = self.feed
+        if self.live and self.ended is None and feed is not None and feed.offset >= self._file_size:
+            return "(live)"
+        return "(reading…)"
 
     @property
     def commands_done(self) -> bool:
@@ -695,6 +728,8 @@ class ReplayScreen(Screen[None]):
         view = self.query_one(TerminalView)
         if self._seeking or self._pending_us is not None:
             state = "seeking…"
+        elif self.live and self.ended is None and pb.following:
+            state = "● live"
         elif pb.paused:
             state = "⏸ paused"
         elif pb.at_end and not self.live:
@@ -702,28 +737,42 @@ class ReplayScreen(Screen[None]):
         else:
             state = "▶ playing"
         end = self._end_us()
-        parts = [
-            f"{state} {_when(pb.pos_us)}/{clock(end)}",
-            f"{pb.speed:g}x",
-            "skip idle" if pb.skip_idle else "real pauses",
-            f"frame {pb.ph.frame}",
-        ]
-        text = Text(no_wrap=True, end="")
-        text.append_text(plain(" | ".join(parts)))
+        # Most important first; what does not fit the line is left out (narrow terminals).
+        parts: list[Text] = [plain(f"{state} {_when(pb.pos_us)}/{clock(end)}"), plain(f"{pb.speed:g}x")]
+        if self.live and self.ended is None and not pb.following:
+            parts.append(plain("behind live: End to catch up", "bold yellow"))
         screen = view.screen_value
         if view.cropped and screen is not None:
-            text.append_text(plain(f" | CROPPED {screen.cols}x{screen.rows}: scroll to see all", "bold yellow"))
+            parts.append(plain(f"CROPPED {screen.cols}x{screen.rows}", "bold yellow"))
         if self.highlight:
-            text.append_text(plain(f" | hit: {self.highlight}", "yellow"))
+            hit = plain(f"hit: {self.highlight}", "yellow")
             if view.highlighted_rows == 0:
-                text.append_text(plain(" (not on screen now)", "dim"))
+                hit.append_text(plain(" (not on screen now)", "dim"))
+            parts.append(hit)
         feed = self.feed
         if feed is not None and not feed.done and not self.live:
             waiting = f", seeking to {_when(self._pending_us)}" if self._pending_us is not None else ""
-            text.append_text(plain(f" | building the seek index {self._indexed():.0%}{waiting}", "bold"))
+            parts.append(plain(f"building the seek index {self._indexed():.0%}{waiting}", "bold"))
         typed = pb.ph.typed.describe(pb.pos_us)
         if typed:  # already escaped by the tracker (replay.printable): not escaped twice
-            text.append(f" | typed: {typed}", style="dim")
+            parts.append(Text(f"typed: {typed}", style="dim", no_wrap=True, end=""))
+        parts.append(plain("skip idle" if pb.skip_idle else "real pauses"))
+        parts.append(plain(f"frame {pb.ph.frame}"))
+        if view.cropped:
+            parts.append(plain("ctrl+arrows scroll", "dim"))
+        width = max(self.size.width or self.app.size.width, 20)
+        text = Text(no_wrap=True, end="")
+        for n, part in enumerate(parts):
+            sep = 3 if n else 0
+            if n >= 2 and text.cell_len + sep + part.cell_len > width:
+                if part.cell_len > 40 and text.cell_len + sep + 20 <= width:
+                    part = part[: width - text.cell_len - sep - 1]  # a long value: its start
+                    part.append("…")
+                else:
+                    continue
+            if n:
+                text.append(" | ")
+            text.append_text(part)
         return text
 
     def _indexed(self) -> float:
@@ -760,6 +809,7 @@ class ReplayScreen(Screen[None]):
         self._pending_us = None
         self._pending_showing = None
         self._command_at = None
+        pb.following = False  # a seek leaves the live edge (End returns to it)
         self._seek_gen += 1
         self._seeking = True
         if showing and showing.strip():
@@ -771,6 +821,7 @@ class ReplayScreen(Screen[None]):
         pb = self.playback
         if pb is None:
             return
+        pb.following = False
         self._seek_gen += 1
         self._seeking = True
         self._seek_worker(pb, self._seek_gen, None, seq)
@@ -822,6 +873,8 @@ class ReplayScreen(Screen[None]):
             self._seek(0)  # at the end, play again from the start
             return
         pb.paused = not pb.paused
+        if pb.paused:
+            pb.following = False  # paused, the live session goes on without the screen
         self._refresh_view()
 
     def action_faster(self) -> None:
@@ -849,6 +902,13 @@ class ReplayScreen(Screen[None]):
     def action_seek_to(self, where: str) -> None:
         pb = self.playback
         if pb is None:
+            return
+        if where == "end" and self.live and self.ended is None:
+            self._pending_us = None
+            self._seek_gen += 1  # a seek still running would leave the edge again
+            self._seeking = False
+            pb.go_live()
+            self._refresh_view()
             return
         self._seek(0 if where == "start" else self._shown_us())
 

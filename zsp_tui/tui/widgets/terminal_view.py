@@ -14,8 +14,13 @@ are left out (as the player's renderer does, so no row grows wider than the emul
 everything else goes through :func:`replay.safe_text` (any C0/C1 control or DEL becomes ``?``).
 Each row is then cut or padded to exactly the recorded width.
 
-When the widget is smaller than the recorded screen it scrolls (both ways) and follows the
-cursor; :attr:`TerminalView.cropped` says so (the screen's status line shows it). A highlight (a
+When the widget is smaller than the recorded screen it scrolls (both ways, when the reviewer asks:
+ctrl+arrows, the mouse wheel); :attr:`TerminalView.cropped` says so (the screen's status line
+shows it). It is anchored at the top-left: it never scrolls sideways by itself, so the first
+columns (a prompt, ``top``'s first column, ``less``'s) stay in view. It follows the cursor
+vertically only: when the cursor moves to a row out of view (a shell at the bottom of a tall
+recording, ``less``'s prompt line) it scrolls just enough to show that row; a reviewer who
+scrolled elsewhere stays there until the cursor moves to another row out of view. A highlight (a
 search hit's text) is marked wherever it occurs on screen, case-insensitively.
 """
 
@@ -27,7 +32,7 @@ from rich.cells import cell_len
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style as RichStyle
-from textual.geometry import Region, Size
+from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -173,6 +178,8 @@ class TerminalView(ScrollView, can_focus=False):
         """Rows of the current screen where the highlight occurs."""
         self._strips: list[Strip] = []
         self._rows: dict[RowKey, Strip] = {}
+        self._cursor_row: int | None = None
+        """The cursor row at the last vertical follow (None: none yet)."""
 
     def show(self, screen: Screen | None, highlight: str | None = None) -> None:
         """Draw ``screen`` (None: nothing to show) with ``highlight`` marked; keep the cursor in view."""
@@ -199,9 +206,16 @@ class TerminalView(ScrollView, can_focus=False):
         return s.cols > size.width or s.rows > size.height
 
     def _follow_cursor(self, screen: Screen) -> None:
-        cx, cy = screen.cursor
-        region = Region(min(max(cx, 0), max(screen.cols - 1, 0)), min(cy, max(screen.rows - 1, 0)), 1, 1)
-        self.scroll_to_region(region, animate=False, immediate=True, force=True)
+        """Vertically only, and only when the cursor moved to another row that is out of view."""
+        cy = min(max(screen.cursor[1], 0), max(screen.rows - 1, 0))
+        if cy == self._cursor_row:
+            return  # the reviewer may have scrolled away from it: left where they put it
+        self._cursor_row = cy
+        top, height = self.scroll_offset.y, max(self.scrollable_content_region.height, 1)
+        if top <= cy < top + height:
+            return
+        y = cy - height + 1 if cy >= top + height else cy
+        self.scroll_to(y=max(y, 0), animate=False, immediate=True, force=True)
 
     def row_strips(self) -> list[Strip]:
         """The strips of every row of the recorded screen (what the reviewer can scroll over)."""
