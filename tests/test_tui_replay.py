@@ -55,7 +55,7 @@ async def _settle(pilot, screen: ReplayScreen) -> None:
 
 async def _listed(pilot, screen: ReplayScreen) -> None:
     """Wait until every command is found and the panel and timeline show them (a tick later)."""
-    await _until(pilot, lambda: screen.commands_done and screen._listed == (screen.overview.version, True))
+    await _until(pilot, lambda: screen.commands_done and screen._listed == (screen.overview.version, screen.commands_label()))
     await pilot.pause()
 
 
