@@ -127,7 +127,7 @@ class AuditScreen(Screen[None]):
         table.add_column("TIME (UTC)", key="time", width=14)
         table.add_column("SEQ", key="seq", width=6)
         table.add_column("EVENT", key="event", width=22)
-        table.add_column("ACTOR", key="actor", width=14)
+        table.add_column("ACTOR", key="actor", width=16)
         table.add_column("MESSAGE", key="message")
         table.focus()
         self.watch(table, "scroll_y", self._scrolled)

@@ -20,9 +20,7 @@ Users, targets, commands and client addresses are stored values: shown through
 
 from __future__ import annotations
 
-import math
 import sqlite3
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -31,8 +29,6 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
 from ...clock import format_duration
@@ -41,13 +37,12 @@ from ...models import SessionRecord
 from ..context import Area, ReviewContext
 from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
-from ._reader import ReaderClosed, StoreReader
+from ._polled import PolledScreen
+from ._reader import ReaderClosed
 from .dialogs import ReasonDialog
 
 __all__ = ["REFRESH_S", "LiveScreen"]
 
-OUTCOME_S = 20.0
-"""How long the outcome of an approval, denial or termination stays in the status line."""
 
 REFRESH_S = 1.0
 """Seconds between reloads of the live list (and ticks of the durations)."""
@@ -59,8 +54,9 @@ class _Snapshot:
     sessions: tuple[SessionRecord, ...]
 
 
-class LiveScreen(Screen[None]):
+class LiveScreen(PolledScreen):
     CSS_PATH = "live.tcss"
+    refresh_s = REFRESH_S
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w,enter", "watch", "Follow", key_display="w"),
         Binding("t", "terminate", "Terminate"),
@@ -68,14 +64,9 @@ class LiveScreen(Screen[None]):
     ]
 
     def __init__(self, ctx: ReviewContext) -> None:
-        super().__init__()
-        self.ctx = ctx
+        super().__init__(ctx)
         self._shown: list[SessionRecord] = []
-        self._outcome: Text = Text("")
-        self._outcome_until = math.inf
-        self._timer: Timer | None = None
         self._now: datetime | None = None
-        self._reader = StoreReader(ctx.data)
 
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.LIVE)
@@ -92,21 +83,7 @@ class LiveScreen(Screen[None]):
         table.focus()
         if not self.ctx.reviewer.may(Area.REPLAY):
             self._outcome = plain("you can terminate sessions here; following one needs the reviewer role", "dim")
-        self.action_reload()
-        self._timer = self.set_interval(REFRESH_S, self.action_reload)
-
-    def on_unmount(self) -> None:
-        self._reader.close()
-
-    def on_screen_suspend(self) -> None:
-        # Another area, a dialog or Replay is in front: no reason to keep reading the store.
-        if self._timer is not None:
-            self._timer.pause()
-
-    def on_screen_resume(self) -> None:
-        if self._timer is not None:
-            self._timer.resume()
-            self.action_reload()
+        self._start_polling()
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -160,9 +137,7 @@ class LiveScreen(Screen[None]):
             f"{len(self._shown)} live session(s)" + ("" if self._shown else ": nobody is connected"),
             "bold" if self._shown else "",
         )
-        if self._outcome.plain and time.monotonic() < self._outcome_until:
-            status.append("  ")
-            status.append_text(self._outcome)
+        status = self._with_outcome(status)
         status.no_wrap = False
         self.query_one("#status", Static).update(status)
         self._show_detail()
@@ -281,14 +256,3 @@ class LiveScreen(Screen[None]):
             message = f"revoked {done.id}: session {s.id[-8:]} of {s.user} ends within a second"
             self.app.call_from_thread(self._say, plain(message, "bold green"), False)
         self.app.call_from_thread(self.action_reload)
-
-    def _say(self, text: Text, error: bool = False) -> None:
-        """Show an outcome in the status line (for :data:`OUTCOME_S`; a refusal until the next
-        act) and as a notification."""
-        self._outcome = text
-        self._outcome_until = math.inf if error else time.monotonic() + OUTCOME_S
-        shown = text.copy()
-        shown.no_wrap = False
-        self.query_one("#status", Static).update(shown)
-        # text.plain is already escaped (plain()): no markup, no control characters
-        self.notify(text.plain, severity="error" if error else "information", markup=False)

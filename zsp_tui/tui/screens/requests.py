@@ -23,7 +23,6 @@ Names, targets and reasons are requester-controlled: all of it reaches the scree
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -35,8 +34,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
 from ...access import AccessService
@@ -46,13 +43,12 @@ from ...models import AccessRequest, RequestState, SessionRecord
 from ..context import Area, ReviewContext
 from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
-from ._reader import ReaderClosed, StoreReader
+from ._polled import PolledScreen
+from ._reader import ReaderClosed
 from .dialogs import ConfirmDialog, ReasonDialog
 
 __all__ = ["HISTORY", "REFRESH_S", "RequestsScreen"]
 
-OUTCOME_S = 20.0
-"""How long the outcome of an approval, denial or termination stays in the status line."""
 
 REFRESH_S = 2.0
 """Seconds between reloads of the pending list."""
@@ -98,8 +94,9 @@ def _outcome(r: AccessRequest, now: datetime) -> str:
     return words
 
 
-class RequestsScreen(Screen[None]):
+class RequestsScreen(PolledScreen):
     CSS_PATH = "requests.tcss"
+    refresh_s = REFRESH_S
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve"),
         Binding("d", "deny", "Deny"),
@@ -107,14 +104,9 @@ class RequestsScreen(Screen[None]):
     ]
 
     def __init__(self, ctx: ReviewContext) -> None:
-        super().__init__()
-        self.ctx = ctx
+        super().__init__(ctx)
         self._snapshot: _Snapshot | None = None
         self._shown: list[AccessRequest] = []
-        self._outcome: Text = Text("")
-        self._outcome_until = math.inf
-        self._timer: Timer | None = None
-        self._reader = StoreReader(ctx.data)
         self._history_key: tuple[str, ...] | None = None
         self._history_at = 0.0
         self._history_cache: tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]] = (
@@ -136,21 +128,7 @@ class RequestsScreen(Screen[None]):
         for label in ("request", "requester", "login@target", "for", "approvals", "lapses in", "reason"):
             table.add_column(plain(label), key=label)
         table.focus()
-        self.action_reload()
-        self._timer = self.set_interval(REFRESH_S, self.action_reload)
-
-    def on_unmount(self) -> None:
-        self._reader.close()
-
-    def on_screen_suspend(self) -> None:
-        # Another area, a dialog or Replay is in front: no reason to keep reading the store.
-        if self._timer is not None:
-            self._timer.pause()
-
-    def on_screen_resume(self) -> None:
-        if self._timer is not None:
-            self._timer.resume()
-            self.action_reload()
+        self._start_polling()
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -240,9 +218,7 @@ class RequestsScreen(Screen[None]):
             f"{len(self._shown)} pending request(s)" + ("" if self._shown else ": nothing to decide"),
             "bold" if self._shown else "",
         )
-        if self._outcome.plain and time.monotonic() < self._outcome_until:
-            count.append("  ")
-            count.append_text(self._outcome)
+        count = self._with_outcome(count)
         count.no_wrap = False
         self.query_one("#status", Static).update(count)
         self._show_detail()
@@ -391,14 +367,3 @@ class RequestsScreen(Screen[None]):
         else:
             self.app.call_from_thread(self._say, plain(message, "bold green"), False)
         self.app.call_from_thread(self.action_reload)
-
-    def _say(self, text: Text, error: bool = False) -> None:
-        """Show an outcome in the status line (for :data:`OUTCOME_S`; a refusal until the next
-        act) and as a notification."""
-        self._outcome = text
-        self._outcome_until = math.inf if error else time.monotonic() + OUTCOME_S
-        shown = text.copy()
-        shown.no_wrap = False
-        self.query_one("#status", Static).update(shown)
-        # text.plain is already escaped (plain()): no markup, no control characters
-        self.notify(text.plain, severity="error" if error else "information", markup=False)
