@@ -356,7 +356,10 @@ async def test_palette_screenshot_suspend_and_signals_do_nothing_on_the_bastion(
         assert children == set(), "the app started a child process"
         assert files() == before
     finally:
-        proc.stdin.write(b"\x1bq")
+        # Escape and q apart: sent together they read as one key, alt+q, and the app stays open
+        proc.stdin.write(b"\x1b")
+        await asyncio.sleep(0.3)
+        proc.stdin.write(b"q")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 30)
         conn.close()
