@@ -583,18 +583,21 @@ class Playback:
             if nxt is None:
                 self.pos_us = max(self.ph.t_us, self.seeker.duration_us, self.signed_end_us)
                 return
-            frame, end, head = nxt
-            if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > _SLICE:
-                self._next = None
-                data = frame.data.replace(b"\n", b"\r\n") if self.ph.onlcr else frame.data
-                self._partial = (frame, end, head, data, 0)
-                if not self._feed_slices(deadline, clock):
-                    break
-            else:
-                self._advance()
-            if clock() > deadline:
+            if not self._apply(nxt, deadline, clock) or clock() > deadline:
                 break
         self.pos_us = max(self.pos_us, self.ph.t_us)
+
+    def _apply(self, nxt: tuple[Frame, int, bytes], deadline: float, clock: Callable[[], float]) -> bool:
+        """Apply the peeked frame ``nxt``: an output frame over :data:`_SLICE` bytes is fed in
+        slices until ``deadline`` (False if it is not through yet: the rest at the next tick)."""
+        frame, end, head = nxt
+        if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > _SLICE:
+            self._next = None
+            data = frame.data.replace(b"\n", b"\r\n") if self.ph.onlcr else frame.data
+            self._partial = (frame, end, head, data, 0)
+            return self._feed_slices(deadline, clock)
+        self._advance()
+        return True
 
     def tick(self, dt_s: float, budget_s: float, clock: Callable[[], float]) -> None:
         """Move the clock by ``dt_s`` of real time (at the speed) and apply the frames due, for at
@@ -631,16 +634,7 @@ class Playback:
                 self.pos_us = t - IDLE_CAP_US
             if t > self.pos_us:
                 return
-            frame, end, head = nxt
-            if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > _SLICE:
-                self._next = None
-                data = frame.data.replace(b"\n", b"\r\n") if self.ph.onlcr else frame.data
-                self._partial = (frame, end, head, data, 0)
-                if not self._feed_slices(deadline, clock):
-                    return
-            else:
-                self._advance()
-            if clock() > deadline:
+            if not self._apply(nxt, deadline, clock) or clock() > deadline:
                 return
 
     def step(self) -> bool:
