@@ -794,6 +794,31 @@ class AccessService:
         with self._unit() as u:
             u.audit(replace(event, actor=self._admin(u, actor), via=actor.via))
 
+    def record_export(self, actor: Actor, events: list[NewEvent]) -> str:
+        """Append the ``recording.export`` events of one export as the exporter, checked again now:
+        a reviewer or an admin (roles read in this transaction), or ``console`` in a data dir that
+        has no users at all. Returns the name the events carry."""
+        with self._unit() as u:
+            name = self._exporter(u, actor)
+            for ev in events:
+                u.audit(replace(ev, actor=name, via=actor.via))
+        return name
+
+    def exporter(self, actor: Actor) -> str:
+        """Who may export, without writing anything (AccessDenied / NotFound otherwise)."""
+        with self.store.transaction(write=False) as tx:
+            return self._exporter(_Unit(tx, self.clock.now()), actor)
+
+    def _exporter(self, u: _Unit, actor: Actor) -> str:
+        if actor.name is None:
+            if u.tx.list_users():
+                raise UsageError("say which reviewer or admin you are with --as USER")
+            return "console"
+        user = self._actor(u, actor)
+        if not (user.has(Role.REVIEWER) or user.has(Role.ADMIN)):
+            raise AccessDenied(f"{user.name} may not export recordings (needs the reviewer or admin role)")
+        return user.name
+
     def session_started(self, record: SessionRecord, via: str = "ssh") -> None:
         with self._unit() as u:
             u.tx.session_start(record)

@@ -56,6 +56,7 @@ EVENTS: dict[str, str] = {
     "upstream.error": "ZSP2101E",
     "input.masked.excessive": "ZSP2300W",
     "recording.unsealed": "ZSP2301W",
+    "recording.export": "ZSP2302I",
     "channel.refused": "ZSP3001W",
     "review.open": "ZSP2400I",
     "review.refused": "ZSP2401W",

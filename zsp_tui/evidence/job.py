@@ -1,0 +1,64 @@
+"""What one ``zsp export`` is asked to do: the values every format's writer receives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from recorder import SigningKey
+
+from ..datadir import DataDir
+from ..models import AccessRequest, SessionRecord
+
+__all__ = ["EXPORT_EVENT", "FORMATS", "ExportJob", "Prepared", "SelectedSession"]
+
+FORMATS = ("bundle", "asciicast", "asciicast3", "text")
+EXPORT_EVENT = "recording.export"
+"""The audit event written for each exported session, before the output is put in place."""
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedSession:
+    """One session to export: its recording and what the store knows of it (None for a file
+    named by path that the data dir does not know)."""
+
+    session_id: str | None
+    path: Path
+    record: SessionRecord | None
+    grant: AccessRequest | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    data: DataDir
+    sessions: tuple[SelectedSession, ...]
+    format: str
+    output: Path | None
+    """The file (one session, or a bundle), a directory (several casts/transcripts), or None: stdout."""
+    patterns: tuple[re.Pattern[bytes], ...]
+    include_input: bool
+    force: bool
+    exporter: str
+    """The zsp user exporting (``console`` in a data dir without users)."""
+    via: str
+    export_id: str
+    key: SigningKey
+    """The data dir's recording key: signs the manifest and every ``.sig``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A finished output file, written to ``temp`` (same directory as ``final``) and not yet in place.
+
+    ``zsp export`` writes the ``recording.export`` events naming ``sha256`` first and only then
+    renames ``temp`` to ``final`` (or copies it to stdout when ``final`` is None): an export that
+    cannot be audited leaves nothing behind.
+    """
+
+    temp: Path
+    final: Path | None
+    sha256: str
+    session_ids: tuple[str, ...]
+    signature: Path | None = None
+    """A ``.sig`` written beside ``temp`` (``temp`` + ``.sig``), renamed to ``final`` + ``.sig``."""
