@@ -22,6 +22,7 @@ from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
+from ._redact import MAX_REDACT_BYTES, REPLACEMENT, Redaction, RedactionError, RedactionResult, redact_recording
 from ._render import Renderer, safe_text, sgr
 from ._scan import Command, Scanner, TextLine, keys_text, scan
 from ._search import (
@@ -51,13 +52,15 @@ from ._style import DEFAULT_STYLE, Style
 from ._terminal import MAX_COLS, MAX_ROWS, Screen, Terminal
 from ._timing import at_speed, cap_idle, output_steps
 from ._typed import TypedTracker
-from ._verify import Outcome, Problem, VerificationReport, load, verify, verify_frames
+from ._verify import Outcome, Problem, RedactedFrame, VerificationReport, load, verify, verify_frames
 
 __all__ = [
     "DEFAULT_STYLE",
     "MAX_COLS",
     "MAX_PENDING_BYTES",
+    "MAX_REDACT_BYTES",
     "MAX_ROWS",
+    "REPLACEMENT",
     "SUFFIX",
     "Command",
     "GrowingFile",
@@ -75,6 +78,10 @@ __all__ = [
     "Query",
     "QueryError",
     "RecordingStorage",
+    "RedactedFrame",
+    "Redaction",
+    "RedactionError",
+    "RedactionResult",
     "Renderer",
     "ReplayError",
     "Row",
@@ -110,6 +117,7 @@ __all__ = [
     "parse_query",
     "printable",
     "read_preamble",
+    "redact_recording",
     "rows_of",
     "safe_text",
     "save_index",

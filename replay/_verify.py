@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +42,7 @@ from recorder import (
 from ._exceptions import SourceError
 from ._reader import Preamble, TailKind, iter_raw, read_preamble
 
-__all__ = ["Outcome", "Problem", "VerificationReport", "load", "verify", "verify_frames"]
+__all__ = ["Outcome", "Problem", "RedactedFrame", "VerificationReport", "load", "verify", "verify_frames"]
 
 _OUTPUT = FrameKind.OUTPUT
 _INPUT = FrameKind.INPUT
@@ -82,6 +82,22 @@ class Problem(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class RedactedFrame:
+    """What a redaction list (an evidence bundle's manifest) says of one frame whose data was
+    replaced: its kind, its data length, and the head it had before (still stored after it).
+
+    The verifier accepts such a frame's changed body only if the frame keeps ``original_head``,
+    its seq, kind and data length: the chain then continues from the original head, so every
+    other frame, and every signature, still proves that nothing else changed."""
+
+    original_head: bytes
+    kind: FrameKind
+    """``FrameKind.OUTPUT`` or ``FrameKind.INPUT``: no other kind can be redacted."""
+    length: int
+    """Length of the frame's data (unchanged by redaction: matched bytes become ``*``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class VerificationReport:
     """The result of verifying one recording."""
 
@@ -107,6 +123,9 @@ class VerificationReport:
     legacy_order: tuple[int, ...] = ()
     """Frames accepted under ``legacy_order=True``: output written after the checkpoint that was
     meant to cover it, by zsp 0.1.0's writer (FORMAT.md, "Recordings of zsp 0.1.0")."""
+    redacted_frames: tuple[int, ...] = ()
+    """Frames accepted with a changed body under ``redacted=``: their data is not original, but
+    their kind, position and length are, and every other frame is proven unchanged."""
 
     @property
     def valid(self) -> bool:
@@ -139,13 +158,25 @@ class VerificationReport:
             "bad_offset": self.bad_offset,
             "detail": self.detail,
             "legacy_order_frames": list(self.legacy_order),
+            "redacted_frames": list(self.redacted_frames),
         }
 
 
 class _State:
     """Mutable bookkeeping of one verification; turned into a report at the end."""
 
-    __slots__ = ("ckpt_wall", "duration", "frames", "head", "header", "legacy", "seal", "signed", "source")
+    __slots__ = (
+        "ckpt_wall",
+        "duration",
+        "frames",
+        "head",
+        "header",
+        "legacy",
+        "redacted",
+        "seal",
+        "signed",
+        "source",
+    )
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -157,6 +188,7 @@ class _State:
         self.head: bytes | None = None
         self.ckpt_wall: int | None = None
         self.legacy: list[int] = []
+        self.redacted: list[int] = []
 
     def report(
         self,
@@ -181,6 +213,7 @@ class _State:
             bad_offset=offset,
             detail=detail,
             legacy_order=tuple(self.legacy),
+            redacted_frames=tuple(self.redacted),
         )
 
 
@@ -190,6 +223,7 @@ def verify_frames(
     *,
     source: str = "<stream>",
     legacy_order: bool = False,
+    redacted: Mapping[int, RedactedFrame] | None = None,
 ) -> Generator[Frame, None, VerificationReport]:
     """Yield each frame of ``stream`` once it is proven chained; return the verification report.
 
@@ -201,6 +235,13 @@ def verify_frames(
     (an output frame written right after the checkpoint that fell due while it was held for
     coalescing, so carrying an earlier time), when it is exactly that and a later signature
     covers it. The frames are listed in the report. Off by default: the format forbids it.
+
+    ``redacted`` lists frames whose data was replaced by redaction (an evidence bundle's
+    manifest): such a frame must still carry its original stored head, seq, kind and data
+    length, and the chain continues from that head; every frame not listed is checked as
+    always, so a change anywhere else is still a ``hash-mismatch`` at that frame. Frame 0 and
+    frames other than output/input can never be listed (``malformed``), nor frames the
+    recording does not reach. Listed frames are named in ``redacted_frames``.
     """
     st = _State(source)
     trusted = tuple(trusted)
@@ -229,6 +270,12 @@ def verify_frames(
     final = False  # ...and the checkpoint signing it
     out_bytes = 0
     in_bytes = 0
+    # Redacted frames, in order: ``index == next_redacted`` is the only per-frame cost they add.
+    pending = sorted(redacted, reverse=True) if redacted else []
+    next_redacted = pending.pop() if pending else -1
+    if next_redacted < 0 and redacted:
+        detail = f"redacted frame {next_redacted} is not in the recording"
+        return st.report(corrupt, Problem.MALFORMED, None, 0, detail)
 
     raw = iter_raw(stream)
     while True:
@@ -241,6 +288,8 @@ def verify_frames(
             return st.report(corrupt, Problem.AFTER_SEAL, index, offset, "frame after the seal's signature")
 
         if index == 0:
+            if next_redacted == 0:
+                return st.report(corrupt, Problem.MALFORMED, 0, offset, _NOT_REDACTABLE % 0)
             # The header is decoded first: the key of its head derives from its session id.
             try:
                 kind, seq, t, data = decode_body(body)
@@ -291,7 +340,14 @@ def verify_frames(
 
         # Every later frame: the chain first, so a changed byte is reported as what it is.
         computed = blake3(body, key=head).digest()
-        if computed != stored:
+        if index == next_redacted and redacted is not None:
+            why = _check_redacted(index, body, stored, redacted[index])
+            if why is not None:
+                return st.report(corrupt, why[0], index, offset, why[1])
+            computed = stored  # the original head: the chain and the signatures go on from it
+            st.redacted.append(index)
+            next_redacted = pending.pop() if pending else -1
+        elif computed != stored:
             problem, detail = _diagnose(body, index)
             return st.report(corrupt, problem, index, offset, detail)
         try:
@@ -394,6 +450,14 @@ def verify_frames(
         return st.report(
             corrupt, Problem.OVERSIZE, tail.index, tail.offset, f"length prefix {tail.length} exceeds the format's cap"
         )
+    if next_redacted >= 0:  # listed, never reached
+        return st.report(
+            corrupt,
+            Problem.MALFORMED,
+            next_redacted,
+            tail.offset,
+            f"redacted frame {next_redacted} is not in the recording (it has {st.frames} intact frames)",
+        )
     if final:
         if tail.kind is TailKind.TORN:
             return st.report(corrupt, Problem.AFTER_SEAL, tail.index, tail.offset, "bytes after the seal's signature")
@@ -407,6 +471,28 @@ def verify_frames(
     if sealed:
         return st.report(Outcome.INCOMPLETE, Problem.UNSIGNED_SEAL, tail.index, tail.offset, "seal is not signed")
     return st.report(Outcome.INCOMPLETE, Problem.NO_SEAL, tail.index, tail.offset, "recording was never sealed")
+
+
+_NOT_REDACTABLE = "frame %d is listed as redacted, but only output and input frames can be"
+_REDACTABLE = frozenset({int(FrameKind.OUTPUT), int(FrameKind.INPUT)})
+
+
+def _check_redacted(index: int, body: memoryview, stored: bytes, listed: RedactedFrame) -> tuple[Problem, str] | None:
+    """Why a frame listed as redacted is not an honest redaction of the original, or None."""
+    if stored != listed.original_head:
+        return Problem.HASH_MISMATCH, f"redacted frame {index} does not carry its original head"
+    changed = f"redacted frame {index} changed more than its data"
+    if listed.kind not in _REDACTABLE:
+        return Problem.MALFORMED, _NOT_REDACTABLE % index
+    try:
+        kind, seq, _, data = decode_body(body)
+    except FormatViolation as exc:
+        return Problem.MALFORMED, f"{changed}: {exc.reason}"
+    if kind not in _REDACTABLE:
+        return Problem.MALFORMED, _NOT_REDACTABLE % index
+    if seq != index or kind != listed.kind or type(data) is not bytes or len(data) != listed.length:
+        return Problem.MALFORMED, f"{changed} (its position, kind or length differs from the list)"
+    return None
 
 
 def _utc(wall_us: int) -> str:
@@ -433,7 +519,11 @@ def _diagnose(body: memoryview, index: int) -> tuple[Problem, str]:
 
 
 def verify(
-    source: Path | str | BinaryIO, trusted: Iterable[PublicKey], *, legacy_order: bool = False
+    source: Path | str | BinaryIO,
+    trusted: Iterable[PublicKey],
+    *,
+    legacy_order: bool = False,
+    redacted: Mapping[int, RedactedFrame] | None = None,
 ) -> VerificationReport:
     """Verify a whole recording (a path or a binary stream) and return the report."""
     if isinstance(source, (str, Path)):
@@ -443,9 +533,10 @@ def verify(
         except OSError as exc:
             raise SourceError(source=name, reason=exc.strerror or str(exc)) from None
         with f:
-            return _drain(verify_frames(f, trusted, source=name, legacy_order=legacy_order), name)
+            return _drain(verify_frames(f, trusted, source=name, legacy_order=legacy_order, redacted=redacted), name)
     name = getattr(source, "name", "<stream>")
-    return _drain(verify_frames(source, trusted, source=name, legacy_order=legacy_order), "<stream>")
+    gen = verify_frames(source, trusted, source=name, legacy_order=legacy_order, redacted=redacted)
+    return _drain(gen, "<stream>")
 
 
 def load(
