@@ -41,16 +41,22 @@ Every string taken from the bundle is printed with control characters escaped (`
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script, Python puts the script's directory first on sys.path: nothing in that directory
+# (a bundle's own files; in zsp's source tree, zsp_tui/evidence/select.py) may shadow a module.
+if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
+    sys.path.pop(0)
+
 import argparse
 import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 import stat
 import struct
-import sys
 import tarfile
 import unicodedata
 import uuid
