@@ -1617,7 +1617,7 @@ def describe(rep: Report) -> list[str]:
         who = f"{h.get('user')} -> {h.get('login')}@{h.get('target')}"
         line = f"  recording {h.get('session_id')}: {state}, {r.frames} frames, {r.signed} signed, {who}"
         if r.head:
-            line += f", final head {r.head.hex()}"
+            line += f", {'final head' if r.outcome == VALID else 'last intact head'} {r.head.hex()}"
         lines.append(line)
         if r.redacted_frames:
             shown = ", ".join(str(f) for f in r.redacted_frames[:20])
