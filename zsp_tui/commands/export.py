@@ -90,6 +90,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for p in prepared:
         where = "stdout" if p.final is None else str(p.final)
         say(f"exported {len(p.session_ids)} session(s) as {args.format}: {where} sha256 {p.sha256}", file=sys.stderr)
+        if p.final is None and args.format != "bundle":
+            say("  no .sig for stdout: export to a file (-o FILE) to get FILE.sig beside it", file=sys.stderr)
         if p.final is not None and p.signature is not None:
             say(
                 f"  check: ssh-keygen -Y verify -f allowed_signers -I {export_audit.identity()} "

@@ -102,9 +102,10 @@ def _refuse_corrupt(sel: SelectedSession, report: VerificationReport) -> None:
     if report.outcome is Outcome.CORRUPT:
         problem = report.problem.value if report.problem else "corrupt"
         where = "" if report.bad_frame is None else f" at frame {report.bad_frame}"
-        raise ExportRefused(
-            session_id=_label(sel), reason=f"the recording is CORRUPT ({problem}{where}: {report.detail})"
-        )
+        name = _label(sel)
+        if sel.session_id is None and report.header is not None:  # named by path: say which session it holds
+            name = f"{report.header.session_id} ({sel.path})"
+        raise ExportRefused(session_id=name, reason=f"the recording is CORRUPT ({problem}{where}: {report.detail})")
     if report.header is None:
         raise ExportRefused(session_id=_label(sel), reason="the recording has no header (empty file)")
     if not report.signed_frames:
