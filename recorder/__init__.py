@@ -11,7 +11,14 @@ from __future__ import annotations
 from ._async import AsyncRecorder
 from ._chain import FrameChain
 from ._escrow import EscrowPrivateKey, EscrowPublicKey, open_sealed, seal
-from ._exceptions import EscrowError, KeyFileError, RecorderError, RecordingFailed, RecordingLimitReached
+from ._exceptions import (
+    EscrowError,
+    KeyFileError,
+    RecorderError,
+    RecordingFailed,
+    RecordingLimitReached,
+    SignatureError,
+)
 from ._format import (
     HEAD_LEN,
     MAGIC,
@@ -39,9 +46,11 @@ from ._format import (
 from ._ids import new_session_id
 from ._keys import PublicKey, SigningKey
 from ._signers import SIGNATURE_NAMESPACE, SignerOptions, load_trusted_keys, parse_signer_options
+from ._sshsig import EVIDENCE_NAMESPACE, sign_sshsig, verify_sshsig
 from ._writer import FileSink, FsyncPolicy, RecordingWriter, SealInfo, SessionMeta, Sink
 
 __all__ = [
+    "EVIDENCE_NAMESPACE",
     "HEAD_LEN",
     "MAGIC",
     "MAX_BODY_LEN",
@@ -74,6 +83,7 @@ __all__ = [
     "Seal",
     "SealInfo",
     "SessionMeta",
+    "SignatureError",
     "SignerOptions",
     "SigningKey",
     "Sink",
@@ -88,4 +98,6 @@ __all__ = [
     "parse_data",
     "parse_signer_options",
     "seal",
+    "sign_sshsig",
+    "verify_sshsig",
 ]

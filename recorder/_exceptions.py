@@ -5,6 +5,7 @@
     RecorderError
      ├── KeyFileError          a signing, public or escrow key file cannot be read or parsed
      ├── EscrowError           a sealed box of masked input does not open
+     ├── SignatureError        an SSHSIG signature is malformed, for another namespace, or does not verify
      └── RecordingFailed       the recording can no longer be written; the session must end
           └── RecordingLimitReached   the session has recorded as much as it may; it must end
 
@@ -59,6 +60,14 @@ class RecordingLimitReached(RecordingFailed):
 
 class EscrowError(RecorderError):
     """A sealed box of masked input is malformed, or does not open with the key and place given."""
+
+    def __init__(self, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SignatureError(RecorderError):
+    """An SSHSIG signature (``ssh-keygen -Y``) is malformed, made for another namespace, or does not verify."""
 
     def __init__(self, *, reason: str) -> None:
         self.reason = reason
