@@ -41,6 +41,7 @@ from replay import (
 from ..exceptions import UsageError, ZspError
 from .files import temp_beside
 from .job import ExportJob, Prepared, SelectedSession
+from .sign import sign_beside
 
 __all__ = ["SUFFIXES", "prepare"]
 
@@ -177,7 +178,7 @@ def _one(job: ExportJob, sel: SelectedSession, trusted: list[PublicKey], names: 
                     raise ExportRefused(
                         session_id=sid, reason=f"the recording changed while it was exported ({detail})"
                     )
-                signature = None if final is None else _sign_beside(job, temp)
+                signature = None if final is None else sign_beside(job, temp)
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
@@ -239,46 +240,3 @@ def _write(temp: Path, lines: Iterable[str]) -> str:
         f.flush()
         os.fsync(f.fileno())
     return h.hexdigest()
-
-
-def _sign_beside(job: ExportJob, temp: Path) -> Path:
-    try:  # TODO(formats): the bundle helper's sign_beside (zsp_tui/evidence/sign.py); drop the fallback
-        from .sign import sign_beside  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:  # pragma: no cover - until the merge
-        return _minimal_sign_beside(job, temp)
-    result: Path = sign_beside(job, temp)
-    return result
-
-
-def _minimal_sign_beside(job: ExportJob, temp: Path) -> Path:
-    """SSHSIG (OpenSSH PROTOCOL.sshsig), namespace evidence@zsp, sha512, as ``ssh-keygen -Y sign``."""
-    import base64
-
-    def string(b: bytes) -> bytes:
-        return len(b).to_bytes(4, "big") + b
-
-    h = hashlib.sha512()
-    with open(temp, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    ns = b"evidence@zsp"
-    signed = b"SSHSIG" + string(ns) + string(b"") + string(b"sha512") + string(h.digest())
-    sig = job.key.sign(signed)
-    blob = (
-        b"SSHSIG"
-        + (1).to_bytes(4, "big")
-        + string(job.key.public.wire)
-        + string(ns)
-        + string(b"")
-        + string(b"sha512")
-        + string(string(b"ssh-ed25519") + string(sig))
-    )
-    b64 = base64.b64encode(blob).decode()
-    body = "\n".join(b64[i : i + 70] for i in range(0, len(b64), 70))
-    path = temp.with_name(temp.name + ".sig")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"-----BEGIN SSH SIGNATURE-----\n{body}\n-----END SSH SIGNATURE-----\n")
-        out.flush()
-        os.fsync(out.fileno())
-    return path
