@@ -205,18 +205,14 @@ def _redact(
     # TODO(formats): replay.redact_recording is built by the redaction helper (replay/_redact.py);
     # until it is on lead, --redact with these formats is refused rather than ignored.
     redact: Callable[..., Any] | None = getattr(replay, "redact_recording", None)
-    frame_type: Callable[..., Any] | None = getattr(replay, "RedactedFrame", None)
-    if redact is None or frame_type is None:
+    if redact is None:
         raise UsageError("--redact is not available for asciicast/text exports in this build")
     try:
         result = redact(source, spool, job.patterns, trusted)
     except ReplayError as exc:
-        raise ExportRefused(session_id=_label(sel), reason=str(exc)) from None
-    mapping = {
-        r.frame: frame_type(original_head=r.original_head, kind=r.kind, length=r.length) for r in result.redactions
-    }
+        raise ExportRefused(session_id=_label(sel), reason=str(getattr(exc, "reason", exc))) from None
     spool.flush()
-    return result.report, mapping
+    return result.report, dict(result.redacted)
 
 
 def _write(temp: Path, lines: Iterable[str]) -> str:
