@@ -550,4 +550,10 @@ def test_redaction_applies_to_every_format(ex) -> None:
         code, err = export(rv, rv.ids["shell"], "--format", fmt, "--redact", "kubectl", "-o", str(out / name))
         assert code == 0, err
         text = (out / name).read_text(encoding="utf-8")
-        assert "kubectl" not in text and "*******" in text
+        assert "kubectl" not in text and "******* delete pod web-7f" in text
+        assert "DONE-42" in text  # only the matches changed
+    header, _ = cast_events(out / "red.cast")
+    assert header["title"].endswith("[redacted]") and header["zsp"]["redacted_frames"] >= 1
+    assert re.search(
+        r"\nRedacted:     \d+ frame\(s\): matching bytes replaced with '\*'\n", (out / "red.txt").read_text()
+    )
