@@ -17,6 +17,7 @@ Like :mod:`recorder`, this package never imports textual or asyncssh.
 
 from __future__ import annotations
 
+from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
 from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
@@ -59,6 +60,8 @@ __all__ = [
     "MAX_PENDING_BYTES",
     "MAX_ROWS",
     "SUFFIX",
+    "BundleProblem",
+    "BundleReport",
     "Command",
     "GrowingFile",
     "Hit",
@@ -100,6 +103,7 @@ __all__ = [
     "cap_idle",
     "follow",
     "index_recording",
+    "is_bundle",
     "iter_raw",
     "keys_text",
     "load",
@@ -117,5 +121,6 @@ __all__ = [
     "sgr",
     "signed_located",
     "verify",
+    "verify_bundle",
     "verify_frames",
 ]

@@ -13,13 +13,14 @@ import getpass
 import os
 import re
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
 from recorder import new_session_id
 
 from ..evidence import FORMATS, ExportJob, Prepared, SelectedSession
-from ..exceptions import UsageError
+from ..exceptions import ExportRefused, UsageError
 from ._common import add_as, data, say
 
 __all__ = ["register"]
@@ -114,6 +115,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     prepared = writer.prepare(job)
     try:
         export_audit.record(job, prepared)
+    except (sqlite3.Error, OSError) as exc:
+        _discard(prepared)
+        raise ExportRefused(
+            session_id=None, reason=f"the recording.export audit event could not be written ({exc})"
+        ) from None
     except BaseException:
         _discard(prepared)
         raise
