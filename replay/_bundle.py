@@ -177,7 +177,10 @@ class _Source:
         if size > _MAX_SMALL:
             raise _Corrupt(BundleProblem.MALFORMED, f"{path}: {size} bytes, too large")
         with self.open(path) as f:
-            return f.read(_MAX_SMALL + 1)
+            data = f.read(size + 1)  # its declared size: read(n) allocates n bytes up front
+        if len(data) != size:
+            raise _Corrupt(BundleProblem.MALFORMED, f"{path}: not the size it was listed with")
+        return data
 
 
 def _safe_name(name: str) -> PurePosixPath:
@@ -683,6 +686,10 @@ def _audit(
 
     # header: the log's frame 0, its head keyed by the log's genesis, signed by a trusted key
     hdr = ex.get("header")
+    if hdr is None:  # the log was empty at export: then nothing can be listed
+        if ex.get("segments") != [] or audit.get("events") != [] or audit.get("log_id") is not None:
+            raise _Corrupt(BundleProblem.AUDIT, "audit excerpt has no header but claims events")
+        return {}
     if type(hdr) is not list or len(hdr) != 2 or type(hdr[0]) is not bytes or type(hdr[1]) is not bytes:
         raise _Corrupt(BundleProblem.AUDIT, "audit excerpt header is malformed")
     try:

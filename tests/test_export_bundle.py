@@ -217,3 +217,66 @@ def test_refusals_leave_nothing(exp, monkeypatch) -> None:
     r = _export(rv, rv.ids["exec"], "-o", str(before[0]), "--force")
     assert r.code == 0, r.err
     assert zsp("verify", str(before[0])).code == 0
+
+
+def test_large_recording_exported_in_bounded_memory(exp, tmp_path: Path) -> None:
+    """A 24 MiB recording goes through export (copy, verify, hash, tar, self-check) without ever
+    being held in memory: the peak of Python allocations stays far below its size."""
+    import tracemalloc
+    import uuid as _uuid
+
+    from recorder import FileSink, RecordingWriter, SessionMeta
+
+    rv, _, out = exp
+    big = tmp_path / "big.zsprec"
+    w = RecordingWriter(
+        FileSink(big),
+        rv.data.signing_key(),
+        SessionMeta(user="alice", target="local", login="alice"),
+        session_id=_uuid.UUID(int=0x01A22E28_0000_7000_8000_000000000001),
+    )
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    for i in range(384):
+        w.output(chunk, at_ns=1_000_000 * (i + 1))
+    w.close(0, "exit")
+    assert big.stat().st_size > 24 << 20
+    tracemalloc.start()
+    try:
+        r = _export(rv, str(big), "-o", str(out / "big.tar"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.code == 0, r.err
+    assert peak < 8 << 20, f"peak {peak} bytes"
+    assert zsp("verify", str(out / "big.tar")).code == 0
+
+
+def test_console_export_from_a_data_dir_without_users(tmp_path: Path) -> None:
+    """`zsp record` alone: no users, nothing audited yet. The exporter is `console`, the excerpt is
+    empty, and the export itself starts the audit log."""
+    import uuid as _uuid
+
+    from recorder import FileSink, RecordingWriter, SessionMeta
+    from zsp_tui.datadir import DataDir
+
+    d = DataDir(tmp_path / "data")
+    d.init()
+    rec = tmp_path / "mine.zsprec"
+    w = RecordingWriter(
+        FileSink(rec),
+        d.signing_key(),
+        SessionMeta(user="me", target="local", login="me"),
+        session_id=_uuid.UUID(int=0x01A22E28_0000_7000_8000_0000000000AA),
+    )
+    w.output(b"hello\r\n", at_ns=1_000_000)
+    w.close(0, "exit")
+    r = zsp("export", "--data", str(d.root), str(rec), "-o", str(tmp_path / "mine.tar"))
+    assert r.code == 0, r.err
+    v = zsp("verify", "--json", str(tmp_path / "mine.tar"))
+    (rep,) = json.loads(v.out)
+    assert v.code == 0 and rep["exported_by"] == "console", rep
+    with d.service().store.transaction(write=False) as tx:
+        from zsp_tui.audit import AuditLog
+
+        (ev,) = [e for e in AuditLog(d.signing_key()).events(tx) if e.event == "recording.export"]
+    assert ev.actor == "console" and ev.session_id == str(_uuid.UUID(int=0x01A22E28_0000_7000_8000_0000000000AA))

@@ -269,6 +269,8 @@ def prepare(job: ExportJob) -> list[Prepared]:
 def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]]:
     now = datetime.now(UTC)
     trusted = job.data.trusted_keys()
+    svc = job.data.service()
+    stored_grants: dict[str, AccessRequest] | None = None
     recs: dict[str, _Recording] = {}
     for n, s in enumerate(job.sessions):
         spool, digests = _copy_recording(s, work, n)
@@ -280,15 +282,16 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
         redactions: tuple[Any, ...] = ()
         if job.patterns:
             spool, digests, redactions = _redact(job, spool, trusted, sid)
-        record = s.record if s.record is not None else _store_session(job, sid)
+        record = s.record if s.record is not None else svc.session(sid)
         grant = s.grant
         if grant is None and record is not None and record.grant_id:
-            grant = _store_grant(job, record.grant_id)
+            if stored_grants is None:  # only for recordings named by path: read once
+                stored_grants = {g.id: g for g in svc.requests()}
+            grant = stored_grants.get(record.grant_id)
         recs[sid] = _Recording(sid, spool, digests, report, redactions, record, grant)
     order = sorted(recs)
     grants = {r.grant.id: r.grant for r in recs.values() if r.grant is not None}
     grant_ids = set(grants) | {g for r in recs.values() for g in [_grant_id(r)] if g}
-    svc = job.data.service()
     with svc.store.transaction(write=False) as tx:
         excerpt = build_excerpt(tx.audit_rows(), order, grant_ids)
 
@@ -348,7 +351,7 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
         "audit": {
             "path": "audit/excerpt.zsplog",
             "log_id": excerpt.log_id,
-            "signer_fingerprint": excerpt.signer_fingerprint,
+            "signer_fingerprint": excerpt.signer_fingerprint or None,
             "events": [ev.seq for ev in excerpt.events],
         },
         "redaction": {"patterns": len(job.patterns), "replacement": "*"},
@@ -400,14 +403,6 @@ def _grant_id(r: _Recording) -> str | None:
     if r.record is not None:
         return r.record.grant_id
     return r.report.header.grant_id if r.report.header is not None else None
-
-
-def _store_session(job: ExportJob, sid: str) -> SessionRecord | None:
-    return job.data.service().session(sid)
-
-
-def _store_grant(job: ExportJob, gid: str) -> AccessRequest | None:
-    return next((g for g in job.data.service().requests() if g.id == gid), None)
 
 
 def _manifest_recording(r: _Recording, session_end_seq: int | None) -> dict[str, Any]:

@@ -29,7 +29,8 @@ EXCERPT_FORMAT = "zsp-audit-excerpt"
 class Excerpt:
     data: bytes
     """``audit/excerpt.zsplog``: the msgpack map."""
-    log_id: str
+    log_id: str | None
+    """None when the audit log is empty (a data dir where nothing was ever audited)."""
     signer: str
     """The audit log's signer as an OpenSSH key line (from its header)."""
     signer_fingerprint: str
@@ -88,17 +89,15 @@ def build_excerpt(rows: Iterable[tuple[int, bytes, bytes]], sessions: Iterable[s
                 segments.append(current)
                 current = None
         prev_head = head
-    if header is None:
-        raise ExportRefused(session_id=None, reason="the audit log is empty")
     if current is not None:
         raise ExportRefused(session_id=None, reason="the audit log ends with events no checkpoint signs")
     packed = msgpack.packb(
         {
             "format": EXCERPT_FORMAT,
             "version": 1,
-            "header": header,
+            "header": header,  # None: the log has no frames yet (nothing was ever audited)
             "segments": [{"prev_head": s.prev_head, "frames": s.frames} for s in segments],
         },
         use_bin_type=True,
     )
-    return Excerpt(packed, log_id, signer, fingerprint, tuple(events))
+    return Excerpt(packed, log_id or None, signer, fingerprint, tuple(events))

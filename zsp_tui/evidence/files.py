@@ -75,7 +75,7 @@ def digests_of(data: bytes) -> Digests:
 def digests_file(path: Path) -> Digests:
     w = HashingWriter(_Null())
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(256 * 1024):
             w.write(chunk)
     return w.digests()
 
@@ -86,7 +86,7 @@ def copy_prefix(source: BinaryIO, dest: Path, limit: int) -> Digests:
         w = HashingWriter(out)
         left = limit
         while left > 0:
-            chunk = source.read(min(left, 1 << 20))
+            chunk = source.read(min(left, 256 * 1024))
             if not chunk:
                 break
             w.write(chunk)
