@@ -64,6 +64,7 @@ from ..indexing import LIVE_INTERVAL, BackgroundIndexer
 from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
+from .export import RemoteExports, is_export
 from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
@@ -396,6 +397,7 @@ class Bastion:
         self._logins_checked: Checked | None = None
         self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
         self.review = ReviewApps(data.root, lim.max_review_apps_per_user, lim.max_review_apps)  # review@
+        self.exports = RemoteExports(data.root)  # ssh zsp@ export
         self.public_host = public_host
         self.hint_template: SshHint | None = None
         """Set by ``zsp serve --demo``: hints name the demo's ssh_config and host aliases."""
@@ -494,6 +496,7 @@ class Bastion:
         while self.live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.review.stop()
+        await self.exports.stop()
         if self._live_indexing is not None:
             self._live_indexing.cancel()
         if self._watcher is not None:
@@ -698,6 +701,10 @@ class Bastion:
                     if isinstance(server, _Server):
                         server._refuse("control-limit", why)  # audited a few times per connection
                     return self._refuse(process, why)
+                if is_export(process.command):  # the gate counted it; the exports have caps of their own
+                    self.control.leave(user.name)
+                    await self.exports.run(process, user)
+                    return
                 try:
                     status, out, err = await self.db(run_control, self.svc, user, process.command, hint, lane=user.name)
                 finally:

@@ -12,15 +12,14 @@ import argparse
 import getpass
 import os
 import re
-import shutil
-import sqlite3
 import sys
 from pathlib import Path
 
 from recorder import new_session_id
 
-from ..evidence import FORMATS, ExportJob, Prepared, SelectedSession
-from ..exceptions import ExportRefused, UsageError
+from ..evidence import FORMATS, ExportJob, SelectedSession
+from ..evidence.run import run_export
+from ..exceptions import UsageError
 from ._common import add_as, data, say
 
 __all__ = ["register"]
@@ -40,9 +39,9 @@ def _patterns(raw: list[str]) -> tuple[re.Pattern[bytes], ...]:
 
 def _output(args: argparse.Namespace, count: int) -> Path | None:
     if args.output == "-":
-        if args.format == "bundle":
-            raise UsageError("-o -: a bundle is a tar file; write it to a file")
-        if count != 1:
+        if args.format == "bundle" and sys.stdout.isatty():
+            raise UsageError("-o -: a bundle is a tar file; redirect stdout to a file (or name one with -o)")
+        if args.format != "bundle" and count != 1:
             raise UsageError("-o -: only one session can be written to stdout")
         return None
     out = Path(args.output)
@@ -57,27 +56,6 @@ def _output(args: argparse.Namespace, count: int) -> Path | None:
     if out.exists() and not args.force:
         raise UsageError(f"{args.output} exists; pass --force to replace it")
     return out
-
-
-def _install(prepared: list[Prepared]) -> None:
-    """Move the audited files into place (or to stdout)."""
-    for p in prepared:
-        if p.final is None:
-            with open(p.temp, "rb") as f:
-                shutil.copyfileobj(f, sys.stdout.buffer)
-            sys.stdout.flush()
-            p.temp.unlink(missing_ok=True)
-            continue
-        os.replace(p.temp, p.final)
-        if p.signature is not None:
-            os.replace(p.signature, p.final.with_name(p.final.name + ".sig"))
-
-
-def _discard(prepared: list[Prepared]) -> None:
-    for p in prepared:
-        p.temp.unlink(missing_ok=True)
-        if p.signature is not None:
-            p.signature.unlink(missing_ok=True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -108,22 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         export_id=str(new_session_id()),
         key=d.signing_key(),
     )
-    if args.format == "bundle":
-        from ..evidence import bundle as writer
-    else:
-        from ..evidence import formats as writer  # type: ignore[no-redef]
-    prepared = writer.prepare(job)
-    try:
-        export_audit.record(job, prepared)
-    except (sqlite3.Error, OSError) as exc:
-        _discard(prepared)
-        raise ExportRefused(
-            session_id=None, reason=f"the recording.export audit event could not be written ({exc})"
-        ) from None
-    except BaseException:
-        _discard(prepared)
-        raise
-    _install(prepared)
+    prepared = run_export(job, sys.stdout.buffer)
     for p in prepared:
         where = "stdout" if p.final is None else str(p.final)
         say(f"exported {len(p.session_ids)} session(s) as {args.format}: {where} sha256 {p.sha256}", file=sys.stderr)

@@ -252,9 +252,8 @@ def _member(top: str, path: str, size: int, mtime: int) -> tarfile.TarInfo:
 
 
 def prepare(job: ExportJob) -> list[Prepared]:
-    """Write the bundle to a temp file beside ``job.output`` (one :class:`Prepared`)."""
-    if job.output is None:
-        raise UsageError("-o -: a bundle is a tar file; write it to a file")
+    """Write the bundle to a temp file beside ``job.output`` (the temp directory when it goes to
+    stdout) and return it as one :class:`Prepared`."""
     temp = temp_beside(job.output, ".tar")
     try:
         with tempfile.TemporaryDirectory(prefix=".zsp-export-", dir=temp.parent) as work:

@@ -65,6 +65,7 @@ from ..text import plain
 from ..widgets.replay_panel import ReplayPanel, clock
 from ..widgets.terminal_view import TerminalView
 from ..widgets.timeline import Timeline, TimelineState
+from .export import export_session
 
 __all__ = ["ReplayScreen"]
 
@@ -135,6 +136,7 @@ class ReplayScreen(Screen[None]):
         Binding("p", "command(-1)", "Prev command", show=False),
         Binding("i", "toggle_idle", "Skip idle", show=False),
         Binding("c", "toggle_panel", "Panel"),
+        Binding("x", "export", "Export"),
         Binding("w", "panel_width", "Panel width", show=False),
         Binding("ctrl+up", "pan(0, -1)", "Scroll view up", show=False),
         Binding("ctrl+down", "pan(0, 1)", "Scroll view down", show=False),
@@ -950,6 +952,9 @@ class ReplayScreen(Screen[None]):
             self.playback.paused = True
         self._seek(command.t_us, showing=None if command.blind else command.text[:60])
         self._command_at = command.t_us
+
+    def action_export(self) -> None:
+        export_session(self, self.ctx, self.session_id)
 
     def action_toggle_panel(self) -> None:
         panel = self.query_one(ReplayPanel)

@@ -31,6 +31,7 @@ from ..context import Area, ReviewContext
 from ..text import plain
 from ..widgets.area_bar import AreaBar
 from ..widgets.session_table import SessionTable
+from .export import export_session
 
 __all__ = ["DEBOUNCE", "REFRESH", "SessionsScreen"]
 
@@ -51,6 +52,7 @@ class SessionsScreen(Screen[None]):
         Binding("s", "sort", "Sort by"),
         Binding("r", "reverse", "Reverse"),
         Binding("l", "state", "Live/ended"),
+        Binding("x", "export", "Export"),
         Binding("escape", "leave_filter", "To list", show=False),
     ]
 
@@ -201,6 +203,13 @@ class SessionsScreen(Screen[None]):
 
     def action_reverse(self) -> None:
         self._set_query(replace(self.query_value, descending=not self.query_value.descending))
+
+    def action_export(self) -> None:
+        row = self.table.selected
+        if row is None:
+            self.notify("no session selected", severity="warning")
+            return
+        export_session(self, self.ctx, row.session.id)
 
     def action_state(self) -> None:
         nxt = _STATES[(_STATES.index(self.query_value.state) + 1) % len(_STATES)]
