@@ -31,10 +31,12 @@ class Result:
 
 def zsp(*args: str) -> Result:
     """``zsp ARGS`` in this process (the same code as the command; no interpreter start-up)."""
-    out, err = io.StringIO(), io.StringIO()
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)  # has .buffer, as sys.stdout
+    err = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(args))
-    return Result(code, out.getvalue(), err.getvalue())
+    out.flush()
+    return Result(code, out.buffer.getvalue().decode("utf-8", "replace"), err.getvalue())
 
 
 def zsp_process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
