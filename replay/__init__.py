@@ -20,6 +20,7 @@ Like :mod:`recorder`, this package never imports textual or asyncssh.
 from __future__ import annotations
 
 from ._asciicast import CAST_VERSIONS, asciicast, command_label
+from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
 from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
 from ._export_meta import ExportMeta, export_meta
 from ._follow import GrowingFile, Located, follow, located_frames
@@ -65,6 +66,8 @@ __all__ = [
     "MAX_PENDING_BYTES",
     "MAX_ROWS",
     "SUFFIX",
+    "BundleProblem",
+    "BundleReport",
     "Command",
     "ExportMeta",
     "GrowingFile",
@@ -110,6 +113,7 @@ __all__ = [
     "export_meta",
     "follow",
     "index_recording",
+    "is_bundle",
     "iter_raw",
     "keys_text",
     "load",
@@ -128,5 +132,6 @@ __all__ = [
     "signed_located",
     "transcript",
     "verify",
+    "verify_bundle",
     "verify_frames",
 ]

@@ -145,7 +145,8 @@ def asciinema_cat(path: Path) -> str:
 
 
 def allowed_signers(rv: ReviewData, tmp: Path) -> Path:
-    """What a responder writes from the bastion's published key: the export signer, for evidence@zsp."""
+    """What a responder writes from the bastion's published key: the export signer, for evidence@zsp
+    (the data dir's own allowed_signers is checked too, in the signature test)."""
     f = tmp / "allowed_signers"
     f.write_text(f'zsp@{socket.gethostname()} namespaces="evidence@zsp" {rv.data.signing_key().public.openssh}\n')
     return f
@@ -480,9 +481,10 @@ def test_sig_verifies_with_ssh_keygen_and_a_changed_byte_does_not(ex) -> None:
     signers = allowed_signers(ex["rv"], ex["root"])
     for name in ("shell.cast", "shell.v3.cast", "shell.txt"):
         path = _ok(ex, name)
-        p = ssh_keygen_verify(signers, path)
-        assert p.returncode == 0, p.stderr
-        assert b"Good" in p.stdout + p.stderr
+        for trusted in (signers, ex["rv"].data.allowed_signers_path):
+            p = ssh_keygen_verify(trusted, path)
+            assert p.returncode == 0, p.stderr
+            assert b'Good "evidence@zsp" signature' in p.stdout + p.stderr
     bad = ex["root"] / "tampered.cast"
     shutil.copy(ex["out"] / "shell.cast", bad)
     shutil.copy(ex["out"] / "shell.cast.sig", f"{bad}.sig")

@@ -92,6 +92,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         say(f"exported {len(p.session_ids)} session(s) as {args.format}: {where} sha256 {p.sha256}", file=sys.stderr)
         if p.final is None and args.format != "bundle":
             say("  no .sig for stdout: export to a file (-o FILE) to get FILE.sig beside it", file=sys.stderr)
+        if p.final is not None and args.format == "bundle":
+            say(
+                f"  check: zsp verify {p.final}  (or extract it and follow its README.txt: ssh-keygen -Y verify, "
+                f"sha256sum -c SHA256SUMS, python3 verify.py); signer {job.key.public.fingerprint}",
+                file=sys.stderr,
+            )
         if p.final is not None and p.signature is not None:
             say(
                 f"  check: ssh-keygen -Y verify -f allowed_signers -I {export_audit.identity()} "

@@ -38,7 +38,7 @@ from replay import (
     verify_frames,
 )
 
-from ..exceptions import UsageError, ZspError
+from ..exceptions import ExportRefused, UsageError
 from .files import temp_beside
 from .job import ExportJob, Prepared, SelectedSession
 from .sign import sign_beside
@@ -46,19 +46,6 @@ from .sign import sign_beside
 __all__ = ["SUFFIXES", "prepare"]
 
 SUFFIXES = {"asciicast": ".cast", "asciicast3": ".cast", "text": ".txt"}
-
-try:  # TODO(formats): the bundle helper's ExportRefused (zsp_tui/exceptions.py); drop this once on lead
-    from ..exceptions import ExportRefused  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until the merge
-
-    class ExportRefused(ZspError):  # type: ignore[no-redef]
-        exit_code = 1
-
-        def __init__(self, *, session_id: str | None, reason: str) -> None:
-            self.session_id = session_id
-            self.reason = reason
-            where = f"session {session_id}: " if session_id else ""
-            super().__init__(f"export refused: {where}{reason}; nothing was written")
 
 
 def prepare(job: ExportJob) -> list[Prepared]:
