@@ -271,6 +271,9 @@ def ex(reviewed_template, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     many = out / "many"
     many.mkdir()
     run("many", "--user", "alice", "--format", "text", "-o", str(many))
+    one = out / "one"
+    one.mkdir()
+    run("one", ids["exec"], "--format", "asciicast3", "-o", str(one))
     refused = out / "refused"
     refused.mkdir()
     run("corrupt", str(syn["corrupt"]), "--format", "asciicast", "-o", str(refused / "c.cast"))
@@ -475,6 +478,13 @@ def test_several_sessions_go_into_a_directory_each_signed_and_audited(ex) -> Non
     assert {e.fields["format"] for e in events} == {"text"} and {e.actor for e in events} == {"carol"}
     assert {e.fields["file"] for e in events} == {str(many / f"{sid}.txt") for sid in expect}
     assert all(e.fields["sessions"] == 1 for e in events)
+
+
+def test_a_directory_gets_files_named_by_session_even_for_one(ex) -> None:
+    code, err = ex["results"]["one"]
+    assert code == 0, err
+    sid = ex["rv"].ids["exec"]
+    assert sorted(p.name for p in (ex["out"] / "one").iterdir()) == [f"{sid}.cast", f"{sid}.cast.sig"]
 
 
 def test_sig_verifies_with_ssh_keygen_and_a_changed_byte_does_not(ex) -> None:

@@ -45,7 +45,8 @@ def _output(args: argparse.Namespace, count: int) -> Path | None:
             raise UsageError("-o -: only one session can be written to stdout")
         return None
     out = Path(args.output)
-    if args.format != "bundle" and count > 1:
+    if args.format != "bundle" and (count > 1 or out.is_dir()):
+        # one file per session, named by its id (a filter may select one session or many)
         if not out.is_dir():
             raise UsageError(f"-o {args.output}: {count} sessions need an existing directory for their files")
         return out

@@ -75,7 +75,7 @@ def _final(job: ExportJob, sid: str, names: set[Path]) -> Path | None:
     """Where the file goes: ``-o FILE`` for one session, ``DIR/<session_id>.cast|.txt`` for several."""
     if job.output is None:
         return None
-    if len(job.sessions) == 1 and not job.output.is_dir():
+    if not job.output.is_dir():  # one session, named file (several need a directory: the CLI checks)
         return job.output
     final = job.output / f"{sid}{SUFFIXES[job.format]}"
     if final in names:
