@@ -208,6 +208,9 @@ def _synthetic(rv: ReviewData, out: Path) -> dict[str, Path]:
     w.input(b"printf evil\x1b[31m\r")
     w.output(b"printf evil\x1b[31m\r\n" + HOSTILE + b"$ ")
     w.event("note", "\x1b]0;title\x07\u202eevent")
+    w.output(b"sudo -k; sudo true\r\n[sudo] password for root: ")
+    w.event("input.masked", "9 bytes of input masked", bytes=9, run=1)  # what the bastion writes instead
+    w.output(b"\r\n$ ")
     w.close(0, "exit")
     paths["hostile"] = p
     # never sealed: INCOMPLETE
@@ -352,6 +355,7 @@ def test_hostile_labels_are_escaped_and_output_is_exact_json(ex) -> None:
     labels = [e[2] for e in events if e[1] == "m"]
     assert labels and not any(ESC_OR_BIDI.search(label) for label in labels)
     assert "note: \\x1b]0;title\\x07\\u202eevent" in labels
+    assert "input.masked: 9 bytes of input masked" in labels
     assert not ESC_OR_BIDI.search(header["title"])
     # the output itself is the session's, byte for byte (a player interprets it as the terminal did)
     assert HOSTILE.decode() in "".join(e[2] for e in events if e[1] == "o")
@@ -450,6 +454,7 @@ def test_transcript_of_hostile_output_holds_no_control_character(ex) -> None:
     assert "pwned" not in text  # the title was a sequence the terminal consumed
     assert "evil" in text and "back\\\\slash" in text
     assert "$ printf evil\n" in text or "$ printf evil\\x1b[31m" in text
+    assert "  [masked 9 bytes]\n" in text.partition("\nOutput\n")[0]
 
 
 def test_transcript_of_split_and_unsealed_sessions(ex) -> None:
