@@ -45,7 +45,7 @@ from ._format import (
 )
 from ._ids import new_session_id
 from ._keys import PublicKey, SigningKey
-from ._signers import SIGNATURE_NAMESPACE, SignerOptions, load_trusted_keys, parse_signer_options
+from ._signers import SIGNATURE_NAMESPACE, SignerOptions, load_trusted_keys, parse_signer_options, parse_trusted_keys
 from ._sshsig import EVIDENCE_NAMESPACE, sign_sshsig, verify_sshsig
 from ._writer import FileSink, FsyncPolicy, RecordingWriter, SealInfo, SessionMeta, Sink
 
@@ -97,6 +97,7 @@ __all__ = [
     "pack_length",
     "parse_data",
     "parse_signer_options",
+    "parse_trusted_keys",
     "seal",
     "sign_sshsig",
     "verify_sshsig",

@@ -33,7 +33,7 @@ from pathlib import Path
 from ._exceptions import KeyFileError
 from ._keys import PublicKey, SigningKey, read_small
 
-__all__ = ["SIGNATURE_NAMESPACE", "SignerOptions", "load_trusted_keys", "parse_signer_options"]
+__all__ = ["SIGNATURE_NAMESPACE", "SignerOptions", "load_trusted_keys", "parse_signer_options", "parse_trusted_keys"]
 
 SIGNATURE_NAMESPACE = "session-recording@zsp"
 """The namespace an allowed_signers ``namespaces=`` list must match for a key to sign recordings.
@@ -238,6 +238,13 @@ def load_trusted_keys(path: Path, namespace: str = SIGNATURE_NAMESPACE) -> list[
     data = read_small(path)
     if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
         return [SigningKey.load(path).public]
+    return parse_trusted_keys(data, path, namespace)
+
+
+def parse_trusted_keys(data: bytes, source: Path | str, namespace: str = SIGNATURE_NAMESPACE) -> list[PublicKey]:
+    """The keys of ``.pub`` lines or an allowed_signers file held in ``data`` (read from ``source``),
+    by the rules of :func:`load_trusted_keys`: an evidence bundle's allowed_signers is read this way."""
+    path = source
     keys: list[PublicKey] = []
     excluded = 0
     for lineno, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):

@@ -12,12 +12,17 @@ characters escaped).
 finds the screen at any moment from keyframes (``SeekIndex``, derived data, never evidence);
 ``Renderer`` draws a ``Screen`` on a real terminal with nothing but cursor moves, SGR and text;
 ``follow`` reads a recording that is still growing.
+``asciicast`` and ``transcript`` turn verified frames and an :class:`ExportMeta` into asciinema
+files (v2, v3) and plain-text transcripts for ``zsp export``.
 Like :mod:`recorder`, this package never imports textual or asyncssh.
 """
 
 from __future__ import annotations
 
+from ._asciicast import CAST_VERSIONS, asciicast, command_label
+from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
 from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
+from ._export_meta import ExportMeta, export_meta
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
@@ -51,10 +56,12 @@ from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
 from ._style import DEFAULT_STYLE, Style
 from ._terminal import MAX_COLS, MAX_ROWS, Screen, Terminal
 from ._timing import at_speed, cap_idle, output_steps
+from ._transcript import transcript
 from ._typed import TypedTracker
 from ._verify import Outcome, Problem, RedactedFrame, VerificationReport, load, verify, verify_frames
 
 __all__ = [
+    "CAST_VERSIONS",
     "DEFAULT_STYLE",
     "MAX_COLS",
     "MAX_PENDING_BYTES",
@@ -62,7 +69,10 @@ __all__ = [
     "MAX_ROWS",
     "REPLACEMENT",
     "SUFFIX",
+    "BundleProblem",
+    "BundleReport",
     "Command",
+    "ExportMeta",
     "GrowingFile",
     "Hit",
     "HitKind",
@@ -102,11 +112,15 @@ __all__ = [
     "TypedTracker",
     "VerificationReport",
     "Withheld",
+    "asciicast",
     "at_speed",
     "build_index",
     "cap_idle",
+    "command_label",
+    "export_meta",
     "follow",
     "index_recording",
+    "is_bundle",
     "iter_raw",
     "keys_text",
     "load",
@@ -124,6 +138,8 @@ __all__ = [
     "scan",
     "sgr",
     "signed_located",
+    "transcript",
     "verify",
+    "verify_bundle",
     "verify_frames",
 ]

@@ -56,7 +56,7 @@ def test_init_creates_keys_once(data_dir: Path) -> None:
     assert again.returncode == 0 and "nothing (all present; kept)" in again.stdout
     assert key.read_bytes() == first
     assert (data_dir / "allowed_signers").read_text() == signers
-    assert 'namespaces="session-recording@zsp"' in signers
+    assert 'namespaces="session-recording@zsp,evidence@zsp"' in signers
 
 
 def test_init_into_impossible_place_is_one_clear_line(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def test_a_terminal_is_refused_since_it_would_mangle_the_file(served: Bastion) -
 
 def test_help_names_export(served: Bastion) -> None:
     p = served.ssh("carol", "help")
-    assert b"export SESSION" in p.stdout
+    assert b"  export ID... [--format bundle" in p.stdout
 
 
 # --- the review app's export action ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recorder import (
+    EVIDENCE_NAMESPACE,
     SIGNATURE_NAMESPACE,
     EscrowPrivateKey,
     EscrowPublicKey,
@@ -187,7 +188,9 @@ class DataDir:
                 created.append(self.db_path.name)
             SqliteStore(self.db_path).close()
             os.chmod(self.db_path, 0o600)
-            line = f'zsp@{socket.gethostname()} namespaces="{SIGNATURE_NAMESPACE}" {key.public.openssh}'
+            # The key signs recordings and the audit log (checkpoints) and exported evidence (SSHSIG).
+            namespaces = f"{SIGNATURE_NAMESPACE},{EVIDENCE_NAMESPACE}"
+            line = f'zsp@{socket.gethostname()} namespaces="{namespaces}" {key.public.openssh}'
             signers = self.allowed_signers_path
             existing = signers.read_text() if signers.exists() else ""
             if key.public.openssh not in existing:

@@ -11,6 +11,7 @@ line and exit non-zero; none of them is a bug.
      ├── NotFound            no such user / target / request
      │    └── LocalTargetOff the built-in `local` target is switched off (the default)
      ├── Conflict            it exists already
+     ├── ExportRefused       an export cannot be made as asked (a CORRUPT recording): exit 1
      └── AccessDenied        the rules forbid it (self-approval, not an approver, no rule...)
           └── InvalidState   the request is not in a state that allows it (already approved, expired...)
 """
@@ -81,6 +82,19 @@ class Conflict(ZspError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class ExportRefused(ZspError):
+    """``zsp export`` will not export this: a recording does not verify (never exported), or the
+    evidence could not be assembled. Nothing is written."""
+
+    exit_code = 1
+
+    def __init__(self, *, session_id: str | None, reason: str) -> None:
+        self.session_id = session_id
+        self.reason = reason
+        where = f"session {session_id}: " if session_id else ""
+        super().__init__(f"export refused: {where}{reason}; nothing was written")
 
 
 class AccessDenied(ZspError):

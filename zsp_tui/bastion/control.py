@@ -68,8 +68,8 @@ zsp control commands (your identity is the key you logged in with):
   targets [--json]           the targets and logins you may request
   status                     your grants, and requests waiting for you
   whoami                     who the bastion thinks you are
-  export SESSION... [--format bundle|asciicast|asciicast3|text] [--redact REGEX]... > FILE
-                             signed evidence of sessions (reviewers, admins; no -t)
+  export ID... [--format bundle|asciicast|asciicast3|text] [--redact REGEX]... > FILE
+                             signed evidence of recorded sessions (reviewers, admins; no -t)
 
 A reason is every word after --reason up to the next option of the command, so no
 quotes are needed: --reason INC-7 vacuum (quoted forms work too).

@@ -45,7 +45,8 @@ def _output(args: argparse.Namespace, count: int) -> Path | None:
             raise UsageError("-o -: only one session can be written to stdout")
         return None
     out = Path(args.output)
-    if args.format != "bundle" and count > 1:
+    if args.format != "bundle" and (count > 1 or out.is_dir()):
+        # one file per session, named by its id (a filter may select one session or many)
         if not out.is_dir():
             raise UsageError(f"-o {args.output}: {count} sessions need an existing directory for their files")
         return out
@@ -90,6 +91,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     for p in prepared:
         where = "stdout" if p.final is None else str(p.final)
         say(f"exported {len(p.session_ids)} session(s) as {args.format}: {where} sha256 {p.sha256}", file=sys.stderr)
+        if p.final is None and args.format != "bundle":
+            say("  no .sig for stdout: export to a file (-o FILE) to get FILE.sig beside it", file=sys.stderr)
+        if p.final is not None and args.format == "bundle":
+            say(
+                f"  check: zsp verify {p.final}  (or extract it and follow its README.txt: ssh-keygen -Y verify, "
+                f"sha256sum -c SHA256SUMS, python3 verify.py); signer {job.key.public.fingerprint}",
+                file=sys.stderr,
+            )
         if p.final is not None and p.signature is not None:
             say(
                 f"  check: ssh-keygen -Y verify -f allowed_signers -I {export_audit.identity()} "

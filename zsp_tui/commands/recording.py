@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recorder import (
+    EVIDENCE_NAMESPACE,
+    SIGNATURE_NAMESPACE,
     EscrowPublicKey,
     FileSink,
     FsyncPolicy,
@@ -27,7 +29,7 @@ from recorder import (
     load_trusted_keys,
     new_session_id,
 )
-from replay import Outcome, SourceError, VerificationReport, printable, verify
+from replay import BundleReport, Outcome, SourceError, VerificationReport, printable, verify
 
 from ..audit import NewEvent
 from ..datadir import DataDir
@@ -260,13 +262,93 @@ def require_identity(ref: SessionRef, report: VerificationReport) -> None:
         raise UsageError(f"CORRUPT: {problem}")
 
 
+def _pinned(args: argparse.Namespace) -> tuple[list[PublicKey], list[PublicKey]] | None:
+    """``--allowed-signers FILE``: the keys it trusts for recordings and for evidence (manifests)."""
+    if not args.allowed_signers:
+        return None
+    path = Path(args.allowed_signers)
+    keys: dict[str, list[PublicKey]] = {}
+    for ns in (SIGNATURE_NAMESPACE, EVIDENCE_NAMESPACE):
+        try:
+            keys[ns] = load_trusted_keys(path, ns)
+        except KeyFileError as exc:
+            if "no ssh-ed25519 public key" not in exc.reason:
+                raise UsageError(f"--allowed-signers {exc}") from None
+            keys[ns] = []
+    if not keys[EVIDENCE_NAMESPACE]:
+        raise UsageError(
+            f"--allowed-signers {path}: no key trusted for {EVIDENCE_NAMESPACE}; the bastion's line needs "
+            f'namespaces="{SIGNATURE_NAMESPACE},{EVIDENCE_NAMESPACE}" (as the bundle\'s allowed_signers has it)'
+        )
+    return keys[SIGNATURE_NAMESPACE], keys[EVIDENCE_NAMESPACE]
+
+
+def _describe_bundle(r: BundleReport) -> list[str]:
+    """The verdict on a bundle, for a person: first line the outcome, then what it rests on."""
+    n = len(r.recordings)
+    if r.outcome is Outcome.CORRUPT:
+        lines = [f"CORRUPT     {r.source}  {r.problem.value if r.problem else ''}: {r.detail}"]
+    else:
+        states = ", ".join(f"{x.outcome.value} {x.header.session_id if x.header else '-'}" for x in r.recordings)
+        lines = [
+            f"{r.outcome.value:<11} {r.source}  export {r.export_id} by {r.exported_by} at {r.exported_at}: "
+            f"{n} recording(s): {states}"
+        ]
+        if r.redacted:
+            shown = ", ".join(f"{sid} ({frames} frame(s))" for sid, frames in r.redacted)
+            lines.append(
+                f"  redacted on export: {shown}; every other frame is proven original, the redacted bytes "
+                "are vouched for only by the exporter's signature"
+            )
+        lines.extend(f"  note: {note}" for note in r.notes)
+    if r.signer_fingerprint:
+        if r.trust == "pinned":
+            lines.append(f"  manifest signed by {r.signer_fingerprint}, trusted by --allowed-signers")
+        else:
+            lines.append(
+                f"  manifest signed by {r.signer_fingerprint}, trusted ONLY because the bundle's own allowed_signers "
+                "names it: compare this fingerprint with the bastion's, obtained out of band, or pass "
+                "--allowed-signers FILE"
+            )
+    return lines
+
+
+def _verify_bundle(args: argparse.Namespace, name: str, results: list[dict[str, object]]) -> int:
+    from replay import verify_bundle
+
+    pinned = _pinned(args)
+    try:
+        if pinned is None:
+            report = verify_bundle(Path(name))
+        else:
+            report = verify_bundle(Path(name), pinned[0], manifest_signers=pinned[1])
+    except SourceError as exc:
+        if args.json:
+            results.append({"source": name, "kind": "bundle", "outcome": "ERROR", "detail": exc.reason})
+        else:
+            print(printable(f"ERROR       {name}  {exc.reason}"))
+        return 2
+    if args.json:
+        results.append(report.to_json())
+    else:
+        for line in _describe_bundle(report):
+            print(printable(line))
+    return 0 if report.outcome is Outcome.VALID else 1
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    trusted = _trusted(args)
+    from replay import is_bundle
+
+    bundles = {n for n in args.paths if ("/" in n or os.path.exists(n)) and is_bundle(Path(n))}
+    trusted = _trusted(args) if set(args.paths) - bundles else []
     worst = 0
     results: list[dict[str, object]] = []
     data = _data(args)  # what it knows of its sessions is read once for all the references
     index = SessionIndex(data) if data.root.exists() and any("/" not in n for n in args.paths) else None
     for name in args.paths:
+        if name in bundles:
+            worst = max(worst, _verify_bundle(args, name, results))
+            continue
         try:
             ref = _session_ref(args, name, index)
             report = verify(ref.path, trusted, legacy_order=args.legacy_order)
@@ -458,16 +540,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser(
         "verify",
         parents=[common],
-        help="verify recordings: VALID, INCOMPLETE or CORRUPT",
-        description="Verify recordings. Exit 0 only if every file is VALID; 1 if any is INCOMPLETE "
-        "or CORRUPT; 2 if any cannot be read.",
+        help="verify recordings and evidence bundles: VALID, INCOMPLETE or CORRUPT",
+        description="Verify recordings, and evidence bundles made by `zsp export` (a tar, or the directory "
+        "it was extracted to: offline, no data directory needed). Exit 0 only if every file is VALID; 1 if "
+        "any is INCOMPLETE or CORRUPT; 2 if any cannot be read.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH|SESSION_ID")
+    p.add_argument("paths", nargs="+", metavar="PATH|SESSION_ID|BUNDLE")
     p.add_argument(
         "--signer",
         action="append",
         metavar="KEYFILE",
         help="trust this key (.pub, allowed_signers or OpenSSH private key file); repeatable",
+    )
+    p.add_argument(
+        "--allowed-signers",
+        metavar="FILE",
+        help="bundles: trust only the keys of this allowed_signers file (the manifest's signer must be trusted "
+        "for evidence@zsp); without it a bundle's own allowed_signers is trusted and its fingerprint shown",
     )
     p.add_argument("--json", action="store_true", help="print a JSON array of reports")
     p.add_argument(

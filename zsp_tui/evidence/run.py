@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from typing import BinaryIO
 
+from ..exceptions import ExportRefused
 from . import audit
 from .job import ExportJob, Prepared
 
@@ -26,6 +28,10 @@ def run_export(job: ExportJob, stdout: BinaryIO | None = None) -> list[Prepared]
     prepared = writer.prepare(job)
     try:
         audit.record(job, prepared)
+    except (sqlite3.Error, OSError) as exc:
+        _discard(prepared)
+        reason = f"the recording.export audit event could not be written ({exc})"
+        raise ExportRefused(session_id=None, reason=reason) from None
     except BaseException:
         _discard(prepared)
         raise
