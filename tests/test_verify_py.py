@@ -419,6 +419,25 @@ def test_verify_py_runs_without_zsp(pypath: Path) -> None:
     assert p.returncode == 1 and "No module named 'zsp_tui'" in p.stderr, p.stderr
 
 
+def test_verify_py_is_python_3_9_and_imports_nothing_of_zsp() -> None:
+    """A responder's Python may be old: the grammar is 3.9's, and only the stdlib and the three
+    packages are imported (the suite's Python is newer, so this is checked on the source)."""
+    import ast
+
+    tree = ast.parse(VERIFY_PY.read_text(), feature_version=(3, 9))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports"
+            imported.add((node.module or "").split(".")[0])
+    assert imported - set(sys.stdlib_module_names) == {"blake3", "msgpack", "cryptography"}
+    # 3.10+ names that 3.9's stdlib lacks
+    code = VERIFY_PY.read_text()
+    assert not re.search(r"^[^#\n]*(strict=True|datetime\.UTC|from datetime import .*\bUTC\b)", code, re.M)
+
+
 def test_a_valid_bundle_from_the_tar_and_from_its_directory(
     pypath: Path, world: tuple[Path, Parts, dict[str, bytes]], key: SigningKey
 ) -> None:
@@ -749,3 +768,36 @@ def test_a_manifest_key_outside_its_window_is_untrusted(
     ).encode()
     p = run(pypath, _tar(world, "expired", finish(p2, key)))
     assert p.returncode == 1 and "untrusted-signer" in p.stdout and "valid-after/valid-before" in p.stdout, p.stdout
+
+
+# --------------------------------------------------------------------------- a real export
+
+
+def test_a_redacted_zsp_export_verifies_with_verify_py_and_zsp_verify(
+    pypath: Path, reviewed_template: Any, tmp_path: Path
+) -> None:
+    """``zsp export --redact`` of a session recorded through the real bastion: verify.py (no zsp on
+    its path), run from the extracted bundle, and ``zsp verify`` agree: VALID, the same frames
+    redacted, and the secret gone from every byte of the bundle's recording."""
+    from tests.export_helpers import extract, zsp
+    from tests.tui_helpers import copy_reviewed
+
+    rv = copy_reviewed(reviewed_template, tmp_path)
+    sid = rv.ids["shell"]
+    tar = tmp_path / "redacted.tar"
+    r = zsp("export", "--data", str(rv.data.root), "--as", "carol", sid, "--redact", "web-[0-9a-f]+", "-o", str(tar))
+    assert r.code == 0, r.err
+    top = extract(tar, tmp_path / "x")
+    assert (top / "verify.py").read_bytes() == VERIFY_PY.read_bytes()
+    assert b"web-7f" not in (top / "recordings" / f"{sid}.zsprec").read_bytes()
+    p = run(pypath, "--json", script=top / "verify.py", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    mine = json.loads(p.stdout)
+    listed = [x["frame"] for x in json.loads((top / "manifest.json").read_text())["recordings"][0]["redactions"]]
+    assert listed and mine["recordings"][0]["redacted_frames"] == listed
+    z = zsp("verify", "--json", str(tar))
+    assert z.code == 0, z.out + z.err
+    (theirs,) = json.loads(z.out)
+    assert theirs["outcome"] == mine["outcome"] == "VALID"
+    assert theirs["recordings"][0]["redacted_frames"] == listed
+    assert theirs["recordings"][0]["head"] == mine["recordings"][0]["head"]
