@@ -153,7 +153,8 @@ def redact_recording(
         report, streams = _collect(source, name, trusted, tmp)
         finals = {kind: _apply(path, patterns, tmp) for kind, path in streams.items()}
         try:
-            maps = {kind: _map(path) for kind, path in finals.items()}
+            # a direction no pattern changed is copied as it is (None: nothing to compare)
+            maps = {kind: None if path == streams[kind] else _map(path) for kind, path in finals.items()}
             try:
                 redactions = _rewrite(source, out, name, report, maps)
             finally:
