@@ -15,7 +15,7 @@ import stat
 import struct
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from recorder import HEAD_LEN, MAGIC, MAX_BODY_LEN, PREAMBLE
 
@@ -37,7 +37,7 @@ class Preamble(enum.Enum):
     NOT_A_RECORDING = "not-a-recording"
 
 
-def read_preamble(stream: BinaryIO) -> tuple[Preamble, bytes]:
+def read_preamble(stream: IO[bytes]) -> tuple[Preamble, bytes]:
     data = stream.read(len(PREAMBLE))
     if data == PREAMBLE:
         return Preamble.OK, data
@@ -70,7 +70,7 @@ class Tail:
     """For OVERSIZE, the length prefix found; for TORN, the bytes present."""
 
 
-def _mapped(stream: BinaryIO) -> mmap.mmap | None:
+def _mapped(stream: IO[bytes]) -> mmap.mmap | None:
     """A read-only map of ``stream`` if it is a non-empty regular file, else None."""
     try:
         fd = stream.fileno()
@@ -85,7 +85,7 @@ def _mapped(stream: BinaryIO) -> mmap.mmap | None:
         return None
 
 
-def iter_raw(stream: BinaryIO, offset: int = len(PREAMBLE)) -> Generator[RawFrame, None, Tail]:
+def iter_raw(stream: IO[bytes], offset: int = len(PREAMBLE)) -> Generator[RawFrame, None, Tail]:
     """Yield frames from ``stream`` (positioned at ``offset``, after the preamble); return how it ended.
 
     Regular files are memory-mapped (no copies: the verifier hashes the page cache directly;
@@ -121,7 +121,7 @@ def _iter_buffer(buf: mmap.mmap, pos: int) -> Generator[RawFrame, None, Tail]:
         index += 1
 
 
-def _iter_stream(stream: BinaryIO, offset: int) -> Generator[RawFrame, None, Tail]:
+def _iter_stream(stream: IO[bytes], offset: int) -> Generator[RawFrame, None, Tail]:
     read = stream.read
     buf = b""
     view = memoryview(buf)

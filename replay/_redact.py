@@ -37,7 +37,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, Protocol
 
 import msgpack
 from blake3 import blake3
@@ -59,6 +59,13 @@ from ._reader import TailKind, iter_raw
 from ._verify import Outcome, Problem, RedactedFrame, VerificationReport, verify_frames
 
 __all__ = ["MAX_REDACT_BYTES", "REPLACEMENT", "Redaction", "RedactionError", "RedactionResult", "redact_recording"]
+
+
+class Writable(Protocol):
+    """Where a redacted copy goes: anything with ``write`` (a file, a hashing writer)."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
 
 REPLACEMENT = b"*"
 """What every matched byte becomes."""
@@ -128,12 +135,12 @@ class RedactionResult:
 
 
 def redact_recording(
-    source: BinaryIO,
-    out: BinaryIO,
+    source: IO[bytes],
+    out: Writable,
     patterns: Sequence[re.Pattern[bytes]],
     trusted: Iterable[PublicKey],
     *,
-    tmpdir: str | None = None,
+    tmpdir: str | os.PathLike[str] | None = None,
 ) -> RedactionResult:
     """Write to ``out`` a copy of the recording ``source`` with every match of ``patterns`` in its
     output and input replaced by ``*`` (module docstring); return what changed.
@@ -167,7 +174,7 @@ def redact_recording(
 
 
 def _collect(
-    source: BinaryIO, name: str, trusted: tuple[PublicKey, ...], tmp: str
+    source: IO[bytes], name: str, trusted: tuple[PublicKey, ...], tmp: str
 ) -> tuple[VerificationReport, dict[FrameKind, str]]:
     """Pass 1: verify, and write each direction's bytes to its own temporary file."""
     paths = {k: os.path.join(tmp, f"{k.name.lower()}.0") for k in _REDACTABLE}
@@ -246,8 +253,8 @@ def _apply(path: str, patterns: Sequence[re.Pattern[bytes]], tmp: str) -> str:
 
 
 def _rewrite(
-    source: BinaryIO,
-    out: BinaryIO,
+    source: IO[bytes],
+    out: Writable,
     name: str,
     report: VerificationReport,
     finals: Mapping[FrameKind, mmap.mmap | None],

@@ -20,7 +20,7 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from blake3 import blake3
 
@@ -218,7 +218,7 @@ class _State:
 
 
 def verify_frames(
-    stream: BinaryIO,
+    stream: IO[bytes],
     trusted: Iterable[PublicKey],
     *,
     source: str = "<stream>",

@@ -111,14 +111,11 @@ def _verified(
 def _redact(
     job: ExportJob, spool: Path, trusted: Sequence[PublicKey], sid: str
 ) -> tuple[Path, Digests, tuple[Any, ...]]:
-    redact = getattr(replay, "redact_recording", None)
-    if redact is None:
-        raise UsageError("--redact: this build of zsp cannot redact recordings yet")
     out = spool.with_suffix(".redacted")
     with open(spool, "rb") as src, open(out, "xb") as raw:
         w = HashingWriter(raw)
         try:
-            result = redact(src, w, list(job.patterns), trusted)
+            result = replay.redact_recording(src, w, list(job.patterns), trusted, tmpdir=spool.parent)
         except replay.ReplayError as exc:
             raise ExportRefused(session_id=sid, reason=f"cannot redact: {exc}") from None
     redactions = tuple(sorted(result.redactions, key=lambda r: r.frame))
@@ -432,10 +429,7 @@ def _manifest_recording(r: _Recording, session_end_seq: int | None) -> dict[str,
 
 def _self_check(job: ExportJob, temp: Path) -> None:
     """Verify the finished bundle as a responder would: zsp never hands out one it calls CORRUPT."""
-    verify_bundle = getattr(replay, "verify_bundle", None)
-    if verify_bundle is None:  # pragma: no cover - replay/_bundle.py ships with this module
-        return
-    report = verify_bundle(temp, job.data.trusted_keys(), manifest_signers=[job.key.public])
+    report = replay.verify_bundle(temp, job.data.trusted_keys(), manifest_signers=[job.key.public])
     if report.outcome is Outcome.CORRUPT:
         raise ExportRefused(
             session_id=None, reason=f"the bundle built does not verify ({report.problem}: {report.detail})"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -177,9 +177,7 @@ def _verify_again(
 ) -> Generator[Frame, None, VerificationReport]:
     if redacted is None:
         return verify_frames(reader, trusted, source=source)
-    # TODO(formats): the redaction helper's ``redacted=`` parameter of verify_frames (COMMON10.md).
-    verify_redacted: Callable[..., Generator[Frame, None, VerificationReport]] = verify_frames
-    return verify_redacted(reader, trusted, source=source, redacted=redacted)
+    return verify_frames(reader, trusted, source=source, redacted=redacted)
 
 
 def _redact(
@@ -189,13 +187,8 @@ def _redact(
     frames as ``verify_frames(redacted=...)`` takes them."""
     import replay
 
-    # TODO(formats): replay.redact_recording is built by the redaction helper (replay/_redact.py);
-    # until it is on lead, --redact with these formats is refused rather than ignored.
-    redact: Callable[..., Any] | None = getattr(replay, "redact_recording", None)
-    if redact is None:
-        raise UsageError("--redact is not available for asciicast/text exports in this build")
     try:
-        result = redact(source, spool, job.patterns, trusted)
+        result = replay.redact_recording(source, spool, job.patterns, trusted)
     except ReplayError as exc:
         raise ExportRefused(session_id=_label(sel), reason=str(getattr(exc, "reason", exc))) from None
     spool.flush()
