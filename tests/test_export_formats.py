@@ -565,7 +565,6 @@ def test_stdout_gets_the_file_and_no_sig(ex) -> None:
     assert not list(ex["root"].glob(".zsp-export-*"))
 
 
-@pytest.mark.skipif(not hasattr(replay, "redact_recording"), reason="replay.redact_recording not on this branch yet")
 def test_redaction_applies_to_every_format(ex) -> None:
     rv = ex["rv"]
     out = ex["out"]
