@@ -339,7 +339,7 @@ class Demo:
             self.lines.append(line)
 
     def _done(self) -> bool:
-        return any(ln.startswith("       zsp review ") for ln in self.lines)  # the last step
+        return any(ln.startswith("       zsp verify evidence.tar") for ln in self.lines)  # the last step
 
     def steps(self) -> list[str]:
         return [ln.strip() for ln in self.lines if ln.startswith("       ")]
@@ -360,9 +360,10 @@ def test_demo_steps_work_pasted_verbatim(tmp_path: Path) -> None:
     demo = Demo([], home)
     try:
         steps = demo.steps()
-        assert len(steps) == 9, demo.text
+        assert len(steps) == 11, demo.text
         assert str(tmp_path / "xdg" / "zsp-demo") in demo.text  # its own data dir
-        request, _approve_template, open_shell, sessions, verify, search, play, _review, _host = steps  # review: see
+        request, _approve_template, open_shell, sessions, verify, search, play, _review, _host, export, check = steps
+        # review: see
         # tests/test_review_ssh.py (it needs a terminal)
         assert "zsp play" in play
         r = shell(request, env=home)
@@ -393,6 +394,10 @@ def test_demo_steps_work_pasted_verbatim(tmp_path: Path) -> None:
         )
         p = shell(play.replace("SESSION_ID", sid[:13]) + " --instant", env=home)
         assert p.returncode == 0 and "hello-from-demo" in p.stdout, p.stderr
+        x = shell(export.replace("SESSION_ID", sid[-8:]), env=home, cwd=tmp_path)
+        assert x.returncode == 0, x.stderr
+        c = shell(check, env=home, cwd=tmp_path)
+        assert c.returncode == 0 and c.stdout.startswith("VALID"), c.stdout + c.stderr
     finally:
         demo.stop()
 

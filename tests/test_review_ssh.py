@@ -409,7 +409,7 @@ def test_a_hostile_term_over_ssh_still_gets_a_working_app(rev: Env) -> None:
 
 
 def test_the_demo_review_steps_paste_as_printed(tmp_path: Path) -> None:
-    """`zsp serve --demo`'s last step, both lines pasted into a shell in a terminal: through the
+    """`zsp serve --demo`'s review step, both lines pasted into a shell in a terminal: through the
     bastion and on the host, the approver (a reviewer too in the demo) sees the app with Sessions
     and Requests."""
     from tests.test_first_hour import Demo
@@ -418,7 +418,7 @@ def test_the_demo_review_steps_paste_as_printed(tmp_path: Path) -> None:
     Path(home["HOME"]).mkdir()
     demo = Demo([], home)
     try:
-        over_ssh, on_host = demo.steps()[-2:]
+        over_ssh, on_host = demo.steps()[7:9]  # step 5
         assert over_ssh.startswith("ssh -t -F ") and over_ssh.endswith(" review@zsp-approver"), demo.text
         assert on_host.startswith("zsp review --data ") and on_host.endswith(" --as demo-approver"), demo.text
         # `zsp` is this checkout's CLI, as tests/test_first_hour.py's shell() has it; stderr is the

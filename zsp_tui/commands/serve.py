@@ -114,6 +114,11 @@ Try it (each line in another terminal; the demo users' keys and a pinned known_h
      the keys, q quits), or on this host:
        ssh -t -F {cfg} review@zsp-approver
        zsp review {z} --as {DEMO_APPROVER}
+  6. as the approver (a reviewer), export a session as signed evidence and check it offline, as a
+     responder with no access here would (the bundle's README.txt shows the same with ssh-keygen
+     and sha256sum alone):
+       {s} zsp@zsp-approver export SESSION_ID > evidence.tar
+       zsp verify evidence.tar
 """
 
 
