@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-import replay
 from recorder import FileSink, RecordingWriter, SessionMeta
 from replay import asciicast, export_meta, load
 from tests.tui_helpers import ReviewData, copy_reviewed
