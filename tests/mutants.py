@@ -179,7 +179,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "recorder/_async.py",
         "        if self._max_bytes is not None and self._recorded + size > self._max_bytes:",
         "        if False:",
-        ("tests/test_async_recorder.py", "tests/test_bastion_gaps.py", "-k", "limit"),
+        ("tests/test_bastion_gaps.py", "-k", "async_recorder_limit"),
         "one session cannot record more than max_recording_bytes",
     ),
     # --- the bastion (real sshd, real clients: slower) ------------------------------------------
