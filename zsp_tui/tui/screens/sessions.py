@@ -50,7 +50,7 @@ class SessionsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "sort", "Sort by"),
-        Binding("r", "reverse", "Reverse"),
+        Binding("r", "reverse", "Reverse", show=False),  # in ? help; the footer keeps Quit at 80 columns
         Binding("l", "state", "Live/ended"),
         Binding("x", "export", "Export"),
         Binding("escape", "leave_filter", "To list", show=False),
