@@ -27,7 +27,15 @@ from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
 from ._reader import Preamble, Tail, TailKind, iter_raw, read_preamble
-from ._redact import MAX_REDACT_BYTES, REPLACEMENT, Redaction, RedactionError, RedactionResult, redact_recording
+from ._redact import (
+    MAX_REDACT_BYTES,
+    REPLACEMENT,
+    Redaction,
+    RedactionError,
+    RedactionResult,
+    Writable,
+    redact_recording,
+)
 from ._render import Renderer, safe_text, sgr
 from ._scan import Command, Scanner, TextLine, keys_text, scan
 from ._search import (
@@ -112,6 +120,7 @@ __all__ = [
     "TypedTracker",
     "VerificationReport",
     "Withheld",
+    "Writable",
     "asciicast",
     "at_speed",
     "build_index",

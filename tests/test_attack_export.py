@@ -372,11 +372,6 @@ def test_redaction_hides_text_the_terminal_shows_whole(exported, tmp_path: Path)
     assert "red plain" not in out.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (low-medium): a catastrophic --redact regex runs without any time limit "
-    "(zsp export spins on one core; see the ssh test for what that does to the bastion)",
-)
 def test_a_catastrophic_redact_pattern_is_bounded(exported, tmp_path: Path) -> None:
     rv, _, _ = exported
     argv = [sys.executable, "-m", "zsp_tui", "export", "--data", str(rv.data.root), "--as", "carol",
@@ -388,11 +383,6 @@ def test_a_catastrophic_redact_pattern_is_bounded(exported, tmp_path: Path) -> N
     assert p.returncode in (0, 2) and "Traceback" not in p.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (low): an existing FILE.sig is silently replaced without --force "
-    "(only FILE is checked; the contract refuses any existing output file)",
-)
 def test_an_existing_sig_file_is_not_replaced_without_force(exported, tmp_path: Path) -> None:
     rv, _, _ = exported
     out = tmp_path / "s.txt"
@@ -440,12 +430,6 @@ def _wait(cond: Callable[[], bool], seconds: float) -> bool:
     return cond()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (medium): a client that goes away while its export is still being prepared (e.g. a "
-    "catastrophic --redact) does not stop it: the child keeps a core busy forever and the user's export slot "
-    "stays taken ('too many exports running'); four reviewers block every export until the bastion restarts",
-)
 def test_a_client_that_goes_away_stops_its_export_and_frees_its_slot(served: Bastion) -> None:
     rv = served.data
     root = rv.data.root
@@ -465,5 +449,8 @@ def test_a_client_that_goes_away_stops_its_export_and_frees_its_slot(served: Bas
         if client.poll() is None:
             client.kill()
             client.wait()
+        for pipe in (client.stdout, client.stderr):
+            if pipe is not None:
+                pipe.close()
         for pid in _export_children(root):  # children of the bastion this module started
             os.kill(pid, signal.SIGKILL)

@@ -122,7 +122,9 @@ class RemoteExports:
             return _refuse(process, f"too many exports running ({self.per_user} per user, {self.total} in all)")
         self._running[user.name] += 1
         try:
-            process.exit(await self._run_child(process, argv))
+            status = await self._run_child(process, argv)
+            if not process.channel.is_closing():
+                process.exit(status)
         finally:
             self._running[user.name] -= 1
             if self._running[user.name] <= 0:
@@ -152,6 +154,10 @@ class RemoteExports:
                     err.write(chunk[: _MAX_STDERR - err.tell()])
 
         errors = asyncio.ensure_future(drain_stderr())
+        # A client that goes away stops its export at once, whatever the child is doing (matching
+        # a slow pattern, building the bundle): the relay alone would notice only at its next write.
+        gone = asyncio.ensure_future(process.channel.wait_closed())
+        gone.add_done_callback(lambda f: None if f.cancelled() else asyncio.ensure_future(self._stop(child)))
         try:
             while chunk := await stdout.read(_READ):
                 process.stdout.write(chunk)
@@ -163,7 +169,10 @@ class RemoteExports:
             errors.cancel()
             raise
         finally:
+            gone.cancel()
             self._children.discard(child)
+        if process.channel.is_closing():
+            return 1
         text = err.getvalue().decode("utf-8", "replace")
         if text:  # the CLI escaped what it printed; escape again per line in case it did not
             process.stderr.write("".join(printable(line) + "\n" for line in text.splitlines()).encode())

@@ -38,6 +38,7 @@ from .audit import identity
 from .excerpt import Excerpt, build_excerpt
 from .files import Digests, HashingWriter, copy_prefix, digests_file, digests_of, temp_beside
 from .job import ExportJob, Prepared, SelectedSession
+from .redaction import redact
 
 __all__ = ["BUNDLE_FORMAT", "VERIFY_SOURCE", "prepare", "readme"]
 
@@ -114,10 +115,8 @@ def _redact(
     out = spool.with_suffix(".redacted")
     with open(spool, "rb") as src, open(out, "xb") as raw:
         w = HashingWriter(raw)
-        try:
-            result = replay.redact_recording(src, w, list(job.patterns), trusted, tmpdir=spool.parent)
-        except replay.ReplayError as exc:
-            raise ExportRefused(session_id=sid, reason=f"cannot redact: {exc}") from None
+        size = os.fstat(src.fileno()).st_size
+        result = redact(src, w, job.patterns, trusted, size=size, session=sid, tmpdir=str(spool.parent))
     redactions = tuple(sorted(result.redactions, key=lambda r: r.frame))
     if not redactions:
         out.unlink()

@@ -26,7 +26,6 @@ from recorder import Frame, PublicKey
 from replay import (
     ExportMeta,
     Outcome,
-    ReplayError,
     SourceError,
     VerificationReport,
     asciicast,
@@ -41,6 +40,7 @@ from replay import (
 from ..exceptions import ExportRefused, UsageError
 from .files import temp_beside
 from .job import ExportJob, Prepared, SelectedSession
+from .redaction import redact
 from .sign import sign_beside
 
 __all__ = ["SUFFIXES", "prepare"]
@@ -76,12 +76,14 @@ def _final(job: ExportJob, sid: str, names: set[Path]) -> Path | None:
     if job.output is None:
         return None
     if not job.output.is_dir():  # one session, named file (several need a directory: the CLI checks)
-        return job.output
-    final = job.output / f"{sid}{SUFFIXES[job.format]}"
+        final = job.output
+    else:
+        final = job.output / f"{sid}{SUFFIXES[job.format]}"
     if final in names:
         raise UsageError(f"session {sid} is selected twice (by id and by path); name it once")
-    if final.exists() and not job.force:
-        raise UsageError(f"{printable(str(final))} exists; pass --force to replace it")
+    for path in (final, final.with_name(final.name + ".sig")):  # the signature is output too
+        if (path.exists() or path.is_symlink()) and not job.force:
+            raise UsageError(f"{printable(str(path))} exists; pass --force to replace it")
     names.add(final)
     return final
 
@@ -185,12 +187,8 @@ def _redact(
 ) -> tuple[VerificationReport, dict[int, Any]]:
     """A redacted copy of the recording in ``spool``; the original's report and the redacted
     frames as ``verify_frames(redacted=...)`` takes them."""
-    import replay
-
-    try:
-        result = replay.redact_recording(source, spool, job.patterns, trusted)
-    except ReplayError as exc:
-        raise ExportRefused(session_id=_label(sel), reason=str(getattr(exc, "reason", exc))) from None
+    size = os.fstat(source.fileno()).st_size
+    result = redact(source, spool, job.patterns, trusted, size=size, session=_label(sel))
     spool.flush()
     return result.report, dict(result.redacted)
 
