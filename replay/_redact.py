@@ -11,7 +11,9 @@ changed.
 Matching is over each direction as one stream (output bytes in frame order; input bytes in frame
 order), so a secret split across frames (SSH packets split anywhere) is found. Patterns are
 applied one after another, each to the result of the ones before (``re.sub`` semantics: a
-pattern's matches are found before any of them is replaced).
+pattern's matches are found before any of them is replaced). Then they run once more over the
+text as a terminal shows it, escape sequences left out (:func:`_apply_shown`), so a secret printed
+in colour (``grep --color``) is found too.
 
 Streaming, in bounded memory (two passes over the source):
 
@@ -30,11 +32,13 @@ input together is refused.
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import re
 import shutil
 import tempfile
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -158,7 +162,9 @@ def redact_recording(
     trusted = tuple(trusted)
     with tempfile.TemporaryDirectory(prefix="zsp-redact-", dir=tmpdir) as tmp:
         report, streams = _collect(source, name, trusted, tmp)
-        finals = {kind: _apply(path, patterns, tmp) for kind, path in streams.items()}
+        finals = {
+            kind: _apply_shown(_apply(path, patterns, tmp), patterns, tmp, name) for kind, path in streams.items()
+        }
         try:
             # a direction no pattern changed is copied as it is (None: nothing to compare)
             maps = {kind: None if path == streams[kind] else _map(path) for kind, path in finals.items()}
@@ -250,6 +256,98 @@ def _apply(path: str, patterns: Sequence[re.Pattern[bytes]], tmp: str) -> str:
                 os.unlink(current)
             current = dst_path
     return current
+
+
+_ESCAPE = re.compile(
+    rb"\x1b(?:"
+    rb"\[[0-?]{0,256}[ -/]{0,16}[@-~]"  # CSI: colour (SGR), cursor and erase sequences
+    rb"|[\]PX^_][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)?"  # OSC (titles, links), DCS, SOS, PM, APC
+    rb"|[ -/]{0,16}[0-~]"  # two-byte escapes (charset designation, keypad modes, save/restore cursor)
+    rb")"
+    rb"|\x9b[0-?]{0,256}[ -/]{0,16}[@-~]"  # 8-bit CSI
+)
+"""The escape sequences a terminal does not show as text (ECMA-48), bounded so that an unended one
+cannot swallow the stream."""
+MAX_ESCAPES = 16_000_000
+"""Escape sequences in one direction above which matching the shown text is refused (its map of
+runs takes 16 bytes per sequence)."""
+
+
+def _apply_shown(path: str, patterns: Sequence[re.Pattern[bytes]], tmp: str, name: str) -> str:
+    """Run the patterns again over the stream as a terminal shows its text: escape sequences left
+    out, so ``\x1b[31mred\x1b[0m plain`` is matched by ``red plain``. A match's shown bytes become
+    ``*`` in the stream (the escape sequences between them are kept, so the layout is unchanged).
+
+    The shown text is written to a temporary file; ``runs`` maps it back to the stream: run ``i``
+    starts at ``shown[i]`` in the shown text and at ``raw[i]`` in the stream, and lasts until the
+    next run's shown start. Cursor movement is not emulated: text drawn out of order on the screen
+    is matched in the order it was sent."""
+    src = _map(path)
+    if src is None:
+        return path
+    shown: array[int] = array("Q")
+    raw: array[int] = array("Q")
+    view_path = f"{path}.shown"
+    try:
+        with open(view_path, "wb") as view:
+            at = 0  # in the stream
+            written = 0  # in the shown text
+            for m in _ESCAPE.finditer(src):
+                start, end = m.span()
+                if start > at:
+                    shown.append(written)
+                    raw.append(at)
+                    view.write(src[at:start])
+                    written += start - at
+                at = end
+                if len(shown) > MAX_ESCAPES:
+                    raise RedactionError(
+                        source=name,
+                        reason=f"more than {MAX_ESCAPES:,} escape sequences in one direction: too many to match "
+                        "the text as the terminal shows it",
+                    )
+            if not shown and at == 0:
+                return path  # no escape sequence at all: the byte patterns saw the shown text already
+            if at < len(src):
+                shown.append(written)
+                raw.append(at)
+                view.write(src[at:])
+                written += len(src) - at
+    finally:
+        src.close()
+    if written == 0:
+        return path
+    result = path
+    dst: mmap.mmap | None = None
+    view_map: mmap.mmap | None = None
+    try:
+        with open(view_path, "r+b") as f:
+            view_map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE)
+        for pattern in patterns:
+            spans = [m.span() for m in pattern.finditer(view_map) if m.end() > m.start()]
+            for start, end in spans:
+                if dst is None:
+                    result = f"{path}.s"
+                    shutil.copyfile(path, result)
+                    with open(result, "r+b") as f:
+                        dst = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE)
+                view_map[start:end] = REPLACEMENT * (end - start)  # the next pattern sees the stars
+                i = bisect.bisect_right(shown, start) - 1
+                while i < len(shown) and shown[i] < end:
+                    run_end = shown[i + 1] if i + 1 < len(shown) else written
+                    lo, hi = max(start, shown[i]), min(end, run_end)
+                    if lo < hi:
+                        a = raw[i] + (lo - shown[i])
+                        dst[a : a + (hi - lo)] = REPLACEMENT * (hi - lo)
+                    i += 1
+    finally:
+        if view_map is not None:
+            view_map.close()
+        if dst is not None:
+            dst.flush()
+            dst.close()
+        os.unlink(view_path)
+    return result
 
 
 def _rewrite(

@@ -354,12 +354,6 @@ def test_hostile_manifest_strings_are_escaped_by_both_verifiers(exported, forger
 # --- redaction and the renderings -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (medium): --redact matches raw bytes only, so text the terminal shows whole but whose bytes "
-    "are interleaved with escape sequences (colour, as grep --color/jq -C print secrets) stays readable in the "
-    "redacted transcript and cast, and nothing says the pattern did not match",
-)
 def test_redaction_hides_text_the_terminal_shows_whole(exported, tmp_path: Path) -> None:
     rv, _, _ = exported
     out = tmp_path / "t.txt"

@@ -321,3 +321,51 @@ def test_a_real_bastion_session(reviewed_template: Any, tmp_path: Path) -> None:
         assert secret.search(original) and not secret.search(now)
         assert now == secret.sub(b"******", original)
     assert verify(out_path, trusted).problem is Problem.HASH_MISMATCH
+
+
+def _coloured(path: Path, key: SigningKey, chunks: list[bytes]) -> Path:
+    clock = FakeClock()
+    w = RecordingWriter(
+        FileSink(path, sync_dir=False),
+        key,
+        SessionMeta(user="alice", target="srv", login="root", grant_id="g-1", term="xterm", cols=80, rows=24),
+        session_id=fixed_session_id(8),
+        checkpoint_frames=4,
+        coalesce_ms=0,
+        fsync=FsyncPolicy.NEVER,
+        clock=clock.mono,
+        wall_clock=clock.wall,
+    )
+    for c in chunks:
+        w.output(c)
+    w.close(0, "exit")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("pattern", "chunks", "expected"),
+    [
+        # grep --color: the byte pass finds the secret alone first; "pass=" is left (the pattern's
+        # whole match on screen, "pass=hunter2", is gone once the secret is starred)
+        (rb"(pass=)?hunter2", [b"pass=\x1b[01;31m\x1b[Khunter2\x1b[m\x1b[K ok\r\n"], b"pass=\x1b[01;31m\x1b[K*******\x1b[m\x1b[K ok\r\n"),
+        # prompt colouring between the key and the secret: only the shown text has "pass=hunter2"
+        (rb"pass=hunter2", [b"pass=\x1b[1mhunter\x1b[0m2 ok\r\n"], b"*****\x1b[1m******\x1b[0m* ok\r\n"),
+        # a colour change inside the secret, split across frames at the escape sequence
+        (rb"hunter2", [b"hun\x1b[3", b"1mter2\x1b[0m!\r\n"], b"***\x1b[31m****\x1b[0m!\r\n"),
+        # an OSC (window title) between the halves is not shown either
+        (rb"hunter2", [b"hunt\x1b]0;t\x07er2\r\n"], b"****\x1b]0;t\x07***\r\n"),
+    ],
+    ids=["grep-color", "sgr-inside", "sgr-split-frames", "osc"],
+)
+def test_a_secret_the_terminal_shows_whole_is_found_and_escape_sequences_are_kept(
+    tmp_path: Path, key: SigningKey, pattern: bytes, chunks: list[bytes], expected: bytes
+) -> None:
+    rec = _coloured(tmp_path / "c.zsprec", key, chunks)
+    out = io.BytesIO()
+    with open(rec, "rb") as f:
+        result = redact_recording(f, out, [re.compile(pattern)], [key.public])
+    got, report = load_redacted(out.getvalue(), key, result)
+    assert report.outcome is Outcome.VALID
+    assert b"".join(f.data for f in got if f.kind is FrameKind.OUTPUT) == expected
+    assert _both(out.getvalue(), key, dict(result.redacted))[0] == "VALID"
+
