@@ -232,6 +232,23 @@ class _TarSource(_Source):
                 self.sizes[rel] = m.size
         except tarfile.TarError as exc:
             raise _Corrupt(BundleProblem.UNSAFE_TAR, f"tar structure: {exc}") from None
+        self._check_tail()
+
+    def _check_tail(self) -> None:
+        """After the last member's data only end-of-archive zeros: Python's tarfile stops at a header
+        it cannot read (a bad checksum), GNU tar skips it and extracts what follows, unchecked."""
+        end = 0
+        for m in self._members.values():
+            end = max(end, m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+        with open(self.name, "rb") as f:
+            f.seek(end)
+            while chunk := f.read(1 << 20):
+                if chunk.count(0) != len(chunk):
+                    raise _Corrupt(
+                        BundleProblem.UNSAFE_TAR,
+                        "bytes other than zeros after the last member (a member tar would extract, hidden "
+                        "after a header this verifier cannot read?)",
+                    )
 
     def open(self, path: str) -> IO[bytes]:
         f = self._tar.extractfile(self._members[path])

@@ -971,6 +971,26 @@ class TarSource(Source):
                 self.sizes[rel] = m.size
         except (tarfile.TarError, EOFError) as exc:
             raise Corrupt("unsafe-tar", f"tar structure: {exc}") from None
+        self._check_tail()
+
+    def _check_tail(self) -> None:
+        """After the last member's data only end-of-archive zeros: Python's tarfile stops at a header
+        it cannot read (a bad checksum), GNU tar skips it and extracts what follows, unchecked."""
+        end = 0
+        for m in self._members.values():
+            end = max(end, m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+        with open(self.name, "rb") as f:
+            f.seek(end)
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                if chunk.count(0) != len(chunk):
+                    raise Corrupt(
+                        "unsafe-tar",
+                        "bytes other than zeros after the last member (a member tar would extract, hidden "
+                        "after a header this verifier cannot read?)",
+                    )
 
     def open(self, path: str) -> IO[bytes]:
         f = self._tar.extractfile(self._members[path])
