@@ -355,6 +355,25 @@ def _int(d: Mapping[str, Any], key: str, what: str, *, optional: bool = False) -
     return v
 
 
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a JSON object repeats a key")
+    return out
+
+
+def _load_json(data: bytes | str, what: str, problem: BundleProblem = BundleProblem.MALFORMED) -> Any:
+    """Strict JSON, as verify.py reads it: UTF-8, no object repeating a key (which value would count?),
+    and no nesting so deep that the parser gives up (RecursionError) — each a CORRUPT verdict."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, object_pairs_hook=_json_pairs)
+    except (UnicodeDecodeError, ValueError):
+        raise _Corrupt(problem, f"{what} is not JSON (UTF-8, no repeated keys)") from None
+    except RecursionError:
+        raise _Corrupt(problem, f"{what} is not JSON this verifier reads: nested too deeply") from None
+
+
 def _rfc3339_us(time_us: int) -> str:
     # the same expression as zsp's audit log (AuditLog._event + clock.rfc3339), so events.jsonl compares exactly
     return datetime.fromtimestamp(time_us / 1e6, UTC).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -495,10 +514,7 @@ def _check(
     st.signer = signer.fingerprint
 
     # 3. a manifest this verifier knows, naming that signer
-    try:
-        manifest = _obj(json.loads(manifest_bytes.decode("utf-8")), "manifest.json")
-    except (UnicodeDecodeError, ValueError):
-        raise _Corrupt(BundleProblem.MALFORMED, "manifest.json is not JSON") from None
+    manifest = _obj(_load_json(manifest_bytes, "manifest.json"), "manifest.json")
     st.manifest = manifest
     if manifest.get("format") != BUNDLE_FORMAT:
         raise _Corrupt(BundleProblem.UNKNOWN_VERSION, f"manifest.json: format is not {BUNDLE_FORMAT!r}")
@@ -792,10 +808,12 @@ def _audit(
         raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl has {len(lines)} lines for {len(out)} events")
     for line, (s, data) in zip(lines, out.items(), strict=True):
         try:
-            got = json.loads(line)
+            got = json.loads(line, object_pairs_hook=_json_pairs)
             want = json.loads(json.dumps(event_json(s, data), sort_keys=True))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError, OSError):
             raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl: event {s} does not decode") from None
+        except RecursionError:
+            raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl: event {s} is nested too deeply") from None
         if got != want:
             raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl: event {s} differs from the signed excerpt")
     return out
@@ -836,10 +854,7 @@ def _sessions(
     headers = {str(r.header.session_id): r.header for r in st.recordings if r.header is not None}
     for sid in by_sid:
         p = f"sessions/{sid}.json"
-        try:
-            s = _obj(json.loads(src.read_small(p)), p)
-        except ValueError:
-            raise _Corrupt(BundleProblem.METADATA, f"{p} is not JSON") from None
+        s = _obj(_load_json(src.read_small(p), p, BundleProblem.METADATA), p)
         h = headers.get(sid)
         if (
             s.get("id") != sid
@@ -869,10 +884,7 @@ def _grants(src: _Source, members: set[str], grant_ids: set[str], events: Mappin
             if gid in created:
                 raise _Corrupt(BundleProblem.METADATA, f"{p} is missing (its request is in the audit excerpt)")
             continue
-        try:
-            g = _obj(json.loads(src.read_small(p)), p)
-        except ValueError:
-            raise _Corrupt(BundleProblem.METADATA, f"{p} is not JSON") from None
+        g = _obj(_load_json(src.read_small(p), p, BundleProblem.METADATA), p)
         if g.get("id") != gid:
             raise _Corrupt(BundleProblem.METADATA, f"{p} is about another grant")
         ev = created.get(gid)

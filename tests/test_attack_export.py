@@ -247,11 +247,6 @@ def test_verifiers_agree_on_an_identity_allowed_signers_does_not_name(exported, 
     assert ours == theirs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (low): differential: a signed manifest that repeats a key (two exported_by) is VALID for "
-    "zsp verify (the last value wins and is printed), CORRUPT for verify.py",
-)
 def test_verifiers_agree_on_a_manifest_with_a_repeated_key(exported, forger, tmp_path: Path) -> None:
     _, plain, _ = exported
     top, files = read(plain)
@@ -304,12 +299,7 @@ def test_a_redaction_claim_for_an_unchanged_frame_is_corrupt(exported, forger, t
     assert verdicts(write(tmp_path / "u.tar", top, files)) == ("CORRUPT", "CORRUPT")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (low-medium): a deeply nested JSON file (manifest.json, sessions/*.json) makes both "
-    "verifiers die with a RecursionError traceback instead of a CORRUPT verdict",
-)
-@pytest.mark.parametrize("where", ["manifest", "sessions"])
+@pytest.mark.parametrize("where", ["manifest", "sessions", "grants", "events"])
 def test_deeply_nested_json_is_corrupt_not_a_traceback(exported, forger, tmp_path: Path, where: str) -> None:
     _, plain, _ = exported
     top, files = read(plain)
@@ -320,8 +310,12 @@ def test_deeply_nested_json_is_corrupt_not_a_traceback(exported, forger, tmp_pat
             forger,
             render=lambda m: (json.dumps(m, sort_keys=True, indent=2)[:-2] + f',\n  "z": {deep}\n}}\n').encode(),
         )
+    elif where == "events":
+        lines = files["audit/events.jsonl"].decode().splitlines()
+        files["audit/events.jsonl"] = ("\n".join([deep, *lines[1:]]) + "\n").encode()
+        reseal(files, forger)
     else:
-        files[next(p for p in files if p.startswith("sessions/"))] = deep.encode()
+        files[next(p for p in files if p.startswith(f"{where}/"))] = deep.encode()
         reseal(files, forger)
     path = write(tmp_path / "deep.tar", top, files)
     assert verdicts(path) == ("CORRUPT", "CORRUPT")
@@ -329,6 +323,7 @@ def test_deeply_nested_json_is_corrupt_not_a_traceback(exported, forger, tmp_pat
         [sys.executable, "-m", "zsp_tui", "verify", str(path)], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stdout.startswith("CORRUPT")
+    assert "nested too deeply" in r.stdout
 
 
 def test_hostile_manifest_strings_are_escaped_by_both_verifiers(exported, forger, tmp_path: Path) -> None:

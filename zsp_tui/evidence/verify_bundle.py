@@ -1113,6 +1113,8 @@ def _load_json(data: bytes, what: str, problem: str = "malformed") -> Any:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_json_pairs)
     except (UnicodeDecodeError, ValueError):
         raise Corrupt(problem, f"{what} is not JSON (UTF-8, no repeated keys)") from None
+    except RecursionError:
+        raise Corrupt(problem, f"{what} is not JSON this verifier reads: nested too deeply") from None
 
 
 def _digests(src: Source, path: str) -> tuple[int, str, str]:
@@ -1492,6 +1494,8 @@ def _audit(
             want = json.loads(json.dumps(event_json(s, data)))
         except (ValueError, KeyError, TypeError, OverflowError, OSError):
             raise Corrupt("audit", f"audit/events.jsonl: event {s} does not decode") from None
+        except RecursionError:
+            raise Corrupt("audit", f"audit/events.jsonl: event {s} is nested too deeply") from None
         if got != want:
             raise Corrupt("audit", f"audit/events.jsonl: event {s} differs from the signed excerpt")
     return out
