@@ -50,6 +50,7 @@ from recorder import (
     checkpoint_message,
     decode_body,
     genesis,
+    names_principal,
     parse_data,
     parse_trusted_keys,
     verify_sshsig,
@@ -528,6 +529,14 @@ def _check(
     export_id = _str(manifest, "export_id", "manifest")
     if src.top is not None and src.top != f"zsp-evidence-{export_id}":
         raise _Corrupt(BundleProblem.MALFORMED, f"top directory {src.top!r} is not zsp-evidence-{export_id}")
+    if manifest_signers is None and trusted is None:
+        # ssh-keygen -Y verify -I IDENTITY: the identity must be a principal of the signer's line
+        identity = _str(manifest, "identity", "manifest")
+        if not names_principal(signers_bytes, EVIDENCE_NAMESPACE, signer, identity):
+            raise _Corrupt(
+                BundleProblem.SIGNERS_MISMATCH,
+                f"allowed_signers does not name {identity} (the manifest's identity) for the manifest's signer",
+            )
 
     # 4. every file listed once with the right hashes; SHA256SUMS the same
     listed: dict[str, dict[str, Any]] = {}
