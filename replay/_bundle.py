@@ -25,6 +25,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 import stat
 import tarfile
 import uuid
@@ -69,6 +70,7 @@ _MAX_SMALL = 64 << 20
 """Files read whole (manifest, excerpt, JSON, allowed_signers) are refused above this size."""
 _REQUIRED = ("manifest.json", "manifest.json.sig", "allowed_signers", "SHA256SUMS")
 _UNLISTED = frozenset({"manifest.json", "manifest.json.sig", "SHA256SUMS"})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _CORE = ("type", "code", "time_us", "actor", "via", "outcome", "target", "login", "grant_id", "session_id")
 
 
@@ -675,16 +677,23 @@ def _redacted_map(redactions: list[Any], what: str) -> dict[int, Any]:
     out: dict[int, Any] = {}
     for x in redactions:
         e = _obj(x, f"{what} redaction")
-        frame = _int(e, "frame", what)
+        frame = _int(e, "frame", f"{what} redaction")
+        length = _int(e, "length", f"{what} redaction")
+        count = _int(e, "redacted_bytes", f"{what} redaction")
         kind = {"output": FrameKind.OUTPUT, "input": FrameKind.INPUT}.get(str(e.get("kind")))
         head = e.get("original_head")
-        if frame is None or kind is None or not isinstance(head, str) or frame in out:
+        if (
+            frame is None
+            or length is None
+            or count is None
+            or kind is None
+            or not isinstance(head, str)
+            or not _HEX64.fullmatch(head)
+            or frame in out
+            or not 0 < count <= length
+        ):
             raise _Corrupt(BundleProblem.MALFORMED, f"{what}: a redaction entry is malformed")
-        try:
-            raw_head = bytes.fromhex(head)
-        except ValueError:
-            raise _Corrupt(BundleProblem.MALFORMED, f"{what}: original_head is not hex") from None
-        out[frame] = cls(original_head=raw_head, kind=kind, length=_int(e, "length", what))
+        out[frame] = cls(original_head=bytes.fromhex(head), kind=kind, length=length)
     return out
 
 
