@@ -276,11 +276,6 @@ def test_verifiers_agree_on_a_loosely_written_redaction_entry(exported, forger, 
     assert ours == theirs == "CORRUPT"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (low): both verifiers accept and report as 'redacted' frames whose bytes are the original "
-    "ones (the chain from the previous head still matches), so a bundle can claim redactions that never happened",
-)
 def test_a_redaction_claim_for_an_unchanged_frame_is_corrupt(exported, forger, tmp_path: Path) -> None:
     _, plain, redacted = exported
     top, files = read(redacted)

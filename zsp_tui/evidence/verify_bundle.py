@@ -10,7 +10,8 @@ Needs Python 3.9 or later with the packages blake3, msgpack and cryptography
 What it checks, in this order (the first failure is the verdict, CORRUPT, with its reason):
 
 1. the tar is safe to read: regular files only, under one top directory, no absolute paths,
-   ``..``, links or devices, no name twice; and the four files every bundle has are there;
+   ``..``, links or devices, no name twice, nothing but zeros after the last member; and the four
+   files every bundle has are there;
 2. ``manifest.json.sig`` is an SSHSIG (OpenSSH ``PROTOCOL.sshsig``) over ``manifest.json`` for
    the namespace ``evidence@zsp``, by a key trusted for that namespace;
 3. the manifest is a ``zsp-evidence-bundle`` version 1 naming that key as its signer;
@@ -32,7 +33,8 @@ the signer fingerprint printed with the bastion's, obtained out of band, or pin 
 ``--allowed-signers FILE``.
 
 Redaction: frames listed in the manifest as redacted carry replaced bytes (``*``); the verifier
-proves that they kept their place, kind and length and that every other frame is original.
+proves that they kept their place, kind and length, that they did change, and that every other
+frame is original.
 
 Exit status: 0 VALID, 1 INCOMPLETE (a recording was never sealed) or CORRUPT, 2 cannot read.
 Every string taken from the bundle is printed with control characters escaped (``\\xNN``);
@@ -551,6 +553,7 @@ def verify_recording(
                         and len(fdata) == listed.length,
                         f"redacted frame {i} changed more than its data",
                     )
+                    _need(_head(prev_head, body) != stored, f"frame {i} is listed as redacted but is unchanged")
                     head = stored
                     r.redacted_frames.append(i)
                 else:
