@@ -445,5 +445,8 @@ def test_a_client_that_goes_away_stops_its_export_and_frees_its_slot(served: Bas
         if client.poll() is None:
             client.kill()
             client.wait()
+        for pipe in (client.stdout, client.stderr):
+            if pipe is not None:
+                pipe.close()
         for pid in _export_children(root):  # children of the bastion this module started
             os.kill(pid, signal.SIGKILL)
