@@ -45,7 +45,14 @@ from ._format import (
 )
 from ._ids import new_session_id
 from ._keys import PublicKey, SigningKey
-from ._signers import SIGNATURE_NAMESPACE, SignerOptions, load_trusted_keys, parse_signer_options, parse_trusted_keys
+from ._signers import (
+    SIGNATURE_NAMESPACE,
+    SignerOptions,
+    load_trusted_keys,
+    names_principal,
+    parse_signer_options,
+    parse_trusted_keys,
+)
 from ._sshsig import EVIDENCE_NAMESPACE, sign_sshsig, verify_sshsig
 from ._writer import FileSink, FsyncPolicy, RecordingWriter, SealInfo, SessionMeta, Sink
 
@@ -92,6 +99,7 @@ __all__ = [
     "decode_body",
     "genesis",
     "load_trusted_keys",
+    "names_principal",
     "new_session_id",
     "open_sealed",
     "pack_length",

@@ -33,7 +33,14 @@ from pathlib import Path
 from ._exceptions import KeyFileError
 from ._keys import PublicKey, SigningKey, read_small
 
-__all__ = ["SIGNATURE_NAMESPACE", "SignerOptions", "load_trusted_keys", "parse_signer_options", "parse_trusted_keys"]
+__all__ = [
+    "SIGNATURE_NAMESPACE",
+    "SignerOptions",
+    "load_trusted_keys",
+    "names_principal",
+    "parse_signer_options",
+    "parse_trusted_keys",
+]
 
 SIGNATURE_NAMESPACE = "session-recording@zsp"
 """The namespace an allowed_signers ``namespaces=`` list must match for a key to sign recordings.
@@ -270,3 +277,25 @@ def parse_trusted_keys(data: bytes, source: Path | str, namespace: str = SIGNATU
         why = f" allowed for namespace {namespace}" if excluded else ""
         raise KeyFileError(path=path, reason=f"no ssh-ed25519 public key{why} found")
     return keys
+
+
+def names_principal(data: bytes, namespace: str, key: PublicKey, identity: str) -> bool:
+    """Whether an allowed_signers file (``data``) names ``identity`` among the principals of a line
+    trusting ``key`` for ``namespace``: what ``ssh-keygen -Y verify -I IDENTITY`` requires. A bare
+    ``.pub`` line names no principal; lines that do not parse are skipped (parse_trusted_keys
+    refuses them)."""
+    for raw in data.decode("utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or _is_key_type(_word(line)[0]):
+            continue
+        try:
+            opts, key_text = _parse_line(line)
+            if not opts.allows(namespace) or key_text.split(None, 1)[0] != _ED25519:
+                continue
+            if PublicKey.from_openssh(key_text).raw != key.raw:
+                continue
+        except ValueError:
+            continue
+        if match_pattern_list(identity, _word(line)[0]) == 1:
+            return True
+    return False

@@ -25,6 +25,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 import stat
 import tarfile
 import uuid
@@ -50,6 +51,7 @@ from recorder import (
     checkpoint_message,
     decode_body,
     genesis,
+    names_principal,
     parse_data,
     parse_trusted_keys,
     verify_sshsig,
@@ -68,6 +70,7 @@ _MAX_SMALL = 64 << 20
 """Files read whole (manifest, excerpt, JSON, allowed_signers) are refused above this size."""
 _REQUIRED = ("manifest.json", "manifest.json.sig", "allowed_signers", "SHA256SUMS")
 _UNLISTED = frozenset({"manifest.json", "manifest.json.sig", "SHA256SUMS"})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _CORE = ("type", "code", "time_us", "actor", "via", "outcome", "target", "login", "grant_id", "session_id")
 
 
@@ -232,6 +235,23 @@ class _TarSource(_Source):
                 self.sizes[rel] = m.size
         except tarfile.TarError as exc:
             raise _Corrupt(BundleProblem.UNSAFE_TAR, f"tar structure: {exc}") from None
+        self._check_tail()
+
+    def _check_tail(self) -> None:
+        """After the last member's data only end-of-archive zeros: Python's tarfile stops at a header
+        it cannot read (a bad checksum), GNU tar skips it and extracts what follows, unchecked."""
+        end = 0
+        for m in self._members.values():
+            end = max(end, m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+        with open(self.name, "rb") as f:
+            f.seek(end)
+            while chunk := f.read(1 << 20):
+                if chunk.count(0) != len(chunk):
+                    raise _Corrupt(
+                        BundleProblem.UNSAFE_TAR,
+                        "bytes other than zeros after the last member (a member tar would extract, hidden "
+                        "after a header this verifier cannot read?)",
+                    )
 
     def open(self, path: str) -> IO[bytes]:
         f = self._tar.extractfile(self._members[path])
@@ -336,6 +356,25 @@ def _int(d: Mapping[str, Any], key: str, what: str, *, optional: bool = False) -
     if type(v) is not int:
         raise _Corrupt(BundleProblem.MALFORMED, f"{what}: {key} must be an integer")
     return v
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a JSON object repeats a key")
+    return out
+
+
+def _load_json(data: bytes | str, what: str, problem: BundleProblem = BundleProblem.MALFORMED) -> Any:
+    """Strict JSON, as verify.py reads it: UTF-8, no object repeating a key (which value would count?),
+    and no nesting so deep that the parser gives up (RecursionError) — each a CORRUPT verdict."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, object_pairs_hook=_json_pairs)
+    except (UnicodeDecodeError, ValueError):
+        raise _Corrupt(problem, f"{what} is not JSON (UTF-8, no repeated keys)") from None
+    except RecursionError:
+        raise _Corrupt(problem, f"{what} is not JSON this verifier reads: nested too deeply") from None
 
 
 def _rfc3339_us(time_us: int) -> str:
@@ -478,10 +517,7 @@ def _check(
     st.signer = signer.fingerprint
 
     # 3. a manifest this verifier knows, naming that signer
-    try:
-        manifest = _obj(json.loads(manifest_bytes.decode("utf-8")), "manifest.json")
-    except (UnicodeDecodeError, ValueError):
-        raise _Corrupt(BundleProblem.MALFORMED, "manifest.json is not JSON") from None
+    manifest = _obj(_load_json(manifest_bytes, "manifest.json"), "manifest.json")
     st.manifest = manifest
     if manifest.get("format") != BUNDLE_FORMAT:
         raise _Corrupt(BundleProblem.UNKNOWN_VERSION, f"manifest.json: format is not {BUNDLE_FORMAT!r}")
@@ -495,6 +531,14 @@ def _check(
     export_id = _str(manifest, "export_id", "manifest")
     if src.top is not None and src.top != f"zsp-evidence-{export_id}":
         raise _Corrupt(BundleProblem.MALFORMED, f"top directory {src.top!r} is not zsp-evidence-{export_id}")
+    if manifest_signers is None and trusted is None:
+        # ssh-keygen -Y verify -I IDENTITY: the identity must be a principal of the signer's line
+        identity = _str(manifest, "identity", "manifest")
+        if not names_principal(signers_bytes, EVIDENCE_NAMESPACE, signer, identity):
+            raise _Corrupt(
+                BundleProblem.SIGNERS_MISMATCH,
+                f"allowed_signers does not name {identity} (the manifest's identity) for the manifest's signer",
+            )
 
     # 4. every file listed once with the right hashes; SHA256SUMS the same
     listed: dict[str, dict[str, Any]] = {}
@@ -633,16 +677,23 @@ def _redacted_map(redactions: list[Any], what: str) -> dict[int, Any]:
     out: dict[int, Any] = {}
     for x in redactions:
         e = _obj(x, f"{what} redaction")
-        frame = _int(e, "frame", what)
+        frame = _int(e, "frame", f"{what} redaction")
+        length = _int(e, "length", f"{what} redaction")
+        count = _int(e, "redacted_bytes", f"{what} redaction")
         kind = {"output": FrameKind.OUTPUT, "input": FrameKind.INPUT}.get(str(e.get("kind")))
         head = e.get("original_head")
-        if frame is None or kind is None or not isinstance(head, str) or frame in out:
+        if (
+            frame is None
+            or length is None
+            or count is None
+            or kind is None
+            or not isinstance(head, str)
+            or not _HEX64.fullmatch(head)
+            or frame in out
+            or not 0 < count <= length
+        ):
             raise _Corrupt(BundleProblem.MALFORMED, f"{what}: a redaction entry is malformed")
-        try:
-            raw_head = bytes.fromhex(head)
-        except ValueError:
-            raise _Corrupt(BundleProblem.MALFORMED, f"{what}: original_head is not hex") from None
-        out[frame] = cls(original_head=raw_head, kind=kind, length=_int(e, "length", what))
+        out[frame] = cls(original_head=bytes.fromhex(head), kind=kind, length=length)
     return out
 
 
@@ -775,10 +826,12 @@ def _audit(
         raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl has {len(lines)} lines for {len(out)} events")
     for line, (s, data) in zip(lines, out.items(), strict=True):
         try:
-            got = json.loads(line)
+            got = json.loads(line, object_pairs_hook=_json_pairs)
             want = json.loads(json.dumps(event_json(s, data), sort_keys=True))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError, OSError):
             raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl: event {s} does not decode") from None
+        except RecursionError:
+            raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl: event {s} is nested too deeply") from None
         if got != want:
             raise _Corrupt(BundleProblem.AUDIT, f"audit/events.jsonl: event {s} differs from the signed excerpt")
     return out
@@ -819,10 +872,7 @@ def _sessions(
     headers = {str(r.header.session_id): r.header for r in st.recordings if r.header is not None}
     for sid in by_sid:
         p = f"sessions/{sid}.json"
-        try:
-            s = _obj(json.loads(src.read_small(p)), p)
-        except ValueError:
-            raise _Corrupt(BundleProblem.METADATA, f"{p} is not JSON") from None
+        s = _obj(_load_json(src.read_small(p), p, BundleProblem.METADATA), p)
         h = headers.get(sid)
         if (
             s.get("id") != sid
@@ -852,10 +902,7 @@ def _grants(src: _Source, members: set[str], grant_ids: set[str], events: Mappin
             if gid in created:
                 raise _Corrupt(BundleProblem.METADATA, f"{p} is missing (its request is in the audit excerpt)")
             continue
-        try:
-            g = _obj(json.loads(src.read_small(p)), p)
-        except ValueError:
-            raise _Corrupt(BundleProblem.METADATA, f"{p} is not JSON") from None
+        g = _obj(_load_json(src.read_small(p), p, BundleProblem.METADATA), p)
         if g.get("id") != gid:
             raise _Corrupt(BundleProblem.METADATA, f"{p} is about another grant")
         ev = created.get(gid)

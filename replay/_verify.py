@@ -341,7 +341,7 @@ def verify_frames(
         # Every later frame: the chain first, so a changed byte is reported as what it is.
         computed = blake3(body, key=head).digest()
         if index == next_redacted and redacted is not None:
-            why = _check_redacted(index, body, stored, redacted[index])
+            why = _check_redacted(index, body, stored, redacted[index], computed)
             if why is not None:
                 return st.report(corrupt, why[0], index, offset, why[1])
             computed = stored  # the original head: the chain and the signatures go on from it
@@ -477,8 +477,11 @@ _NOT_REDACTABLE = "frame %d is listed as redacted, but only output and input fra
 _REDACTABLE = frozenset({int(FrameKind.OUTPUT), int(FrameKind.INPUT)})
 
 
-def _check_redacted(index: int, body: memoryview, stored: bytes, listed: RedactedFrame) -> tuple[Problem, str] | None:
-    """Why a frame listed as redacted is not an honest redaction of the original, or None."""
+def _check_redacted(
+    index: int, body: memoryview, stored: bytes, listed: RedactedFrame, computed: bytes
+) -> tuple[Problem, str] | None:
+    """Why a frame listed as redacted is not an honest redaction of the original, or None.
+    ``computed``: the body's head from the previous head (equal to ``stored``: the frame is unchanged)."""
     if stored != listed.original_head:
         return Problem.HASH_MISMATCH, f"redacted frame {index} does not carry its original head"
     changed = f"redacted frame {index} changed more than its data"
@@ -492,6 +495,8 @@ def _check_redacted(index: int, body: memoryview, stored: bytes, listed: Redacte
         return Problem.MALFORMED, _NOT_REDACTABLE % index
     if seq != index or kind != listed.kind or type(data) is not bytes or len(data) != listed.length:
         return Problem.MALFORMED, f"{changed} (its position, kind or length differs from the list)"
+    if computed == stored:  # its original bytes: a redaction that never happened
+        return Problem.MALFORMED, f"frame {index} is listed as redacted but is unchanged"
     return None
 
 

@@ -69,9 +69,10 @@ def reseal(
     files: dict[str, bytes], key: SigningKey, *, recording_keys: list[str], manifest: dict | None = None
 ) -> None:
     """What a forger without the bastion's key can do: re-hash everything, list their own key in
-    allowed_signers (for evidence, and for recordings beside ``recording_keys``), sign the manifest."""
+    allowed_signers (for evidence, under the manifest's identity as ssh-keygen -I needs it, and for
+    recordings beside ``recording_keys``), sign the manifest."""
     m = manifest if manifest is not None else json.loads(files["manifest.json"])
-    lines = [f'zsp@x namespaces="session-recording@zsp,evidence@zsp" {key.public.openssh}']
+    lines = [f'{m["identity"]} namespaces="session-recording@zsp,evidence@zsp" {key.public.openssh}']
     lines += [f'zsp@x namespaces="session-recording@zsp" {k}' for k in recording_keys if k != key.public.openssh]
     files["allowed_signers"] = ("\n".join(lines) + "\n").encode()
     m["signer"] = {"key": key.public.openssh, "fingerprint": key.public.fingerprint}
@@ -163,6 +164,7 @@ def test_allowed_signers_swapped(original, forger, tmp_path: Path) -> None:
     reseal(files, forger, recording_keys=[_real(rv)])
     forged = write(tmp_path / "k2.tar", top, files)
     loose = zsp("verify", str(forged))
+    assert loose.code == 0 and loose.out.startswith("VALID"), loose.out
     assert (
         forger.public.fingerprint in loose.out and "trusted ONLY because the bundle's own allowed_signers" in loose.out
     )

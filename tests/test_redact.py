@@ -238,6 +238,19 @@ def test_a_wrong_original_head_is_a_hash_mismatch(redacted: tuple[bytes, Redacti
     assert "does not carry its original head" in report.detail
 
 
+def test_a_listed_frame_that_is_unchanged_is_malformed(
+    redacted: tuple[bytes, RedactionResult], key: SigningKey
+) -> None:
+    """A redaction claim for a frame still holding its original bytes (its body hashes to its head
+    from the previous one) is a redaction that never happened: refused by both verifiers."""
+    data, result = redacted
+    listed = dict(result.redacted)
+    listed[10] = RedactedFrame(_frames(data)[10][2], FrameKind.OUTPUT, 16)
+    assert _both(data, key, listed) == ("CORRUPT", "malformed", 10)
+    report = verify(io.BytesIO(data), [key.public], redacted=listed)
+    assert report.detail == "frame 10 is listed as redacted but is unchanged"
+
+
 @pytest.mark.parametrize(
     ("frame", "bad"),
     [(0, 0), (1, 1), (4, 4), (9, 9), (10_000, 10_000), (-1, None)],

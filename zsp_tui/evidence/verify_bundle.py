@@ -10,7 +10,8 @@ Needs Python 3.9 or later with the packages blake3, msgpack and cryptography
 What it checks, in this order (the first failure is the verdict, CORRUPT, with its reason):
 
 1. the tar is safe to read: regular files only, under one top directory, no absolute paths,
-   ``..``, links or devices, no name twice; and the four files every bundle has are there;
+   ``..``, links or devices, no name twice, nothing but zeros after the last member; and the four
+   files every bundle has are there;
 2. ``manifest.json.sig`` is an SSHSIG (OpenSSH ``PROTOCOL.sshsig``) over ``manifest.json`` for
    the namespace ``evidence@zsp``, by a key trusted for that namespace;
 3. the manifest is a ``zsp-evidence-bundle`` version 1 naming that key as its signer;
@@ -32,7 +33,8 @@ the signer fingerprint printed with the bastion's, obtained out of band, or pin 
 ``--allowed-signers FILE``.
 
 Redaction: frames listed in the manifest as redacted carry replaced bytes (``*``); the verifier
-proves that they kept their place, kind and length and that every other frame is original.
+proves that they kept their place, kind and length, that they did change, and that every other
+frame is original.
 
 Exit status: 0 VALID, 1 INCOMPLETE (a recording was never sealed) or CORRUPT, 2 cannot read.
 Every string taken from the bundle is printed with control characters escaped (``\\xNN``);
@@ -551,6 +553,7 @@ def verify_recording(
                         and len(fdata) == listed.length,
                         f"redacted frame {i} changed more than its data",
                     )
+                    _need(_head(prev_head, body) != stored, f"frame {i} is listed as redacted but is unchanged")
                     head = stored
                     r.redacted_frames.append(i)
                 else:
@@ -971,6 +974,26 @@ class TarSource(Source):
                 self.sizes[rel] = m.size
         except (tarfile.TarError, EOFError) as exc:
             raise Corrupt("unsafe-tar", f"tar structure: {exc}") from None
+        self._check_tail()
+
+    def _check_tail(self) -> None:
+        """After the last member's data only end-of-archive zeros: Python's tarfile stops at a header
+        it cannot read (a bad checksum), GNU tar skips it and extracts what follows, unchecked."""
+        end = 0
+        for m in self._members.values():
+            end = max(end, m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE)
+        with open(self.name, "rb") as f:
+            f.seek(end)
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                if chunk.count(0) != len(chunk):
+                    raise Corrupt(
+                        "unsafe-tar",
+                        "bytes other than zeros after the last member (a member tar would extract, hidden "
+                        "after a header this verifier cannot read?)",
+                    )
 
     def open(self, path: str) -> IO[bytes]:
         f = self._tar.extractfile(self._members[path])
@@ -1093,6 +1116,8 @@ def _load_json(data: bytes, what: str, problem: str = "malformed") -> Any:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_json_pairs)
     except (UnicodeDecodeError, ValueError):
         raise Corrupt(problem, f"{what} is not JSON (UTF-8, no repeated keys)") from None
+    except RecursionError:
+        raise Corrupt(problem, f"{what} is not JSON this verifier reads: nested too deeply") from None
 
 
 def _digests(src: Source, path: str) -> tuple[int, str, str]:
@@ -1472,6 +1497,8 @@ def _audit(
             want = json.loads(json.dumps(event_json(s, data)))
         except (ValueError, KeyError, TypeError, OverflowError, OSError):
             raise Corrupt("audit", f"audit/events.jsonl: event {s} does not decode") from None
+        except RecursionError:
+            raise Corrupt("audit", f"audit/events.jsonl: event {s} is nested too deeply") from None
         if got != want:
             raise Corrupt("audit", f"audit/events.jsonl: event {s} differs from the signed excerpt")
     return out
