@@ -42,6 +42,18 @@ def _audit_json(rv, tx):
             yield json.dumps(ev.to_json())
 
 
+def _readme_step(top: Path, number: str) -> str:
+    """The command lines of one numbered step of the bundle's README.txt, joined as a shell reads them."""
+    lines = (top / "README.txt").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.strip().startswith(number))
+    cmd: list[str] = []
+    for ln in lines[start + 1 :]:
+        if not ln.startswith("       "):
+            break
+        cmd.append(ln.strip())
+    return "\n".join(cmd).replace("\\\n", " ")
+
+
 @pytest.fixture(scope="module")
 def bundle(exp):
     """One bundle of alice's shell on the sshd target and her exec session, exported by id."""
@@ -90,6 +102,22 @@ def test_round_trip_by_id(exp, bundle, tmp_path: Path) -> None:
     assert sums.returncode == 0, sums.stdout + sums.stderr
     assert sums.stdout.count(": OK") == len(members(path)) - 1
     assert f"ssh-keygen -Y verify -f allowed_signers -I {ident} -n evidence@zsp" in (top / "README.txt").read_text()
+    # step 3 of README.txt, pasted as printed: every file against the SIGNED manifest, with sed and coreutils
+    step3 = _readme_step(top, "3.")
+    checked = subprocess.run(["bash", "-c", step3], cwd=top, capture_output=True, text=True, timeout=20)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count(": OK") == len(manifest["files"])
+    # a forger who edits a recording and writes SHA256SUMS again passes `sha256sum -c SHA256SUMS`,
+    # but not the check against the signed manifest
+    forge = extract(path, tmp_path / "forge")
+    rec = forge / manifest["recordings"][0]["path"]
+    rec.write_bytes(rec.read_bytes().replace(b"DONE", b"D0NE"))
+    names = sorted(str(p.relative_to(forge)) for p in forge.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+    forged = subprocess.run(["sha256sum", *names], cwd=forge, capture_output=True, text=True, check=True).stdout
+    (forge / "SHA256SUMS").write_text(forged)
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=forge, capture_output=True).returncode == 0
+    caught = subprocess.run(["bash", "-c", step3], cwd=forge, capture_output=True, text=True, timeout=20)
+    assert caught.returncode != 0 and f"{manifest['recordings'][0]['path']}: FAILED" in caught.stdout
 
     # the manifest: who, what, the final heads the bastion recorded at the end of each session
     assert manifest["format"] == "zsp-evidence-bundle" and manifest["version"] == 1

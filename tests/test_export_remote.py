@@ -8,6 +8,7 @@ the exported files are checked with ``zsp verify``, never by looking at bytes al
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import tarfile
@@ -149,7 +150,7 @@ def test_a_terminal_is_refused_since_it_would_mangle_the_file(served: Bastion) -
 
 def test_help_names_export(served: Bastion) -> None:
     p = served.ssh("carol", "help")
-    assert b"  export ID... [--format bundle" in p.stdout
+    assert b"  export ID... [--user U] [--target T]" in p.stdout and b"[--redact REGEX]..." in p.stdout
 
 
 # --- the review app's export action ---------------------------------------------------------------
@@ -208,3 +209,38 @@ async def test_x_on_replay_exports_a_text_transcript_with_a_redaction(reviewed) 
     text = out.read_text()
     assert "kubectl" not in text and "******* delete pod" in text
     assert Path(f"{out}.sig").exists()
+
+
+# --- redaction that cannot be done is refused; a pattern that matched nothing is said -------------
+
+
+def test_a_pattern_that_still_matches_what_cannot_be_redacted_refuses_the_export(reviewed, tmp_path: Path) -> None:
+    """The exec session's command line is in its recording header and in its audit events: signed
+    as it is, so a redaction of it cannot be honoured, and nothing is written rather than a file
+    said to be redacted that still holds it."""
+    for fmt, name in (("bundle", "e.tar"), ("text", "e.txt"), ("asciicast", "e.cast")):
+        out = tmp_path / name
+        p = zsp("export", "--data", str(reviewed.data.root), "--as", "carol", reviewed.ids["exec"],
+                "--format", fmt, "--redact", "hello-exec", "-o", str(out))  # fmt: skip
+        assert p.returncode == 2, (fmt, p.stderr)
+        assert "still matches" in p.stderr and "hello-exec" not in p.stderr  # the pattern may be the secret
+        assert "Traceback" not in p.stderr
+        assert not out.exists() and not Path(f"{out}.sig").exists()
+        assert not list(tmp_path.glob(".zsp-export-*"))
+    assert not [e for e in exports(reviewed) if e.fields.get("redacted")]
+
+
+def test_a_pattern_that_matched_nothing_is_a_warning_and_a_match_is_counted(reviewed, tmp_path: Path) -> None:
+    base = ("export", "--data", str(reviewed.data.root), "--as", "carol", reviewed.ids["shell"])
+    miss = zsp(*base, "--redact", "no-such-text-anywhere", "-o", str(tmp_path / "m.tar"))
+    assert miss.returncode == 0 and "no --redact pattern matched anything" in miss.stderr
+    hit = zsp(*base, "--redact", "kubectl", "-o", str(tmp_path / "h.tar"))
+    assert hit.returncode == 0 and re.search(r"redacted [1-9][0-9]* byte\(s\) in [1-9]", hit.stderr), hit.stderr
+
+
+def test_a_backslash_in_a_pattern_survives_the_trip_through_ssh(served: Bastion) -> None:
+    # what a user types locally: --redact 'kubectl\s+delete' (ssh sends the words joined, quotes gone)
+    p = served.ssh("carol", "export", served.data.ids["shell"], "--format", "text", "--redact", r"kubectl\s+delete")
+    assert p.returncode == 0, p.stderr
+    assert b"kubectl delete" not in p.stdout and b"******* delete" not in p.stdout
+    assert b"**************" in p.stdout  # "kubectl delete" became stars, the space too

@@ -68,7 +68,8 @@ zsp control commands (your identity is the key you logged in with):
   targets [--json]           the targets and logins you may request
   status                     your grants, and requests waiting for you
   whoami                     who the bastion thinks you are
-  export ID... [--format bundle|asciicast|asciicast3|text] [--redact REGEX]... > FILE
+  export ID... [--user U] [--target T] [--since T] [--format bundle|asciicast|asciicast3|text]
+         [--redact REGEX]... [--include-input] > FILE
                              signed evidence of recorded sessions (reviewers, admins; no -t)
 
 A reason is every word after --reason up to the next option of the command, so no

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -30,7 +31,6 @@ import asyncssh
 
 from replay import printable
 
-from ..command_line import split_command
 from ..evidence import FORMATS
 from ..exceptions import UsageError
 from ..models import User
@@ -75,12 +75,26 @@ def is_export(command: str | None) -> bool:
     return bool(command) and (command or "").split(None, 1)[:1] == [EXPORT_COMMAND]
 
 
+def _words(command: str) -> list[str]:
+    """The words of an export command line: quotes group (``--redact 'api \\S+'``), but a backslash is
+    kept as typed, since ``--redact`` patterns are full of them (``\\S+``, ``\\d``) and ssh has already
+    joined the client's words with the local shell's quoting removed."""
+    lex = shlex.shlex(command, posix=True)
+    lex.whitespace_split = True
+    lex.escape = ""
+    lex.commenters = ""
+    try:
+        return list(lex)
+    except ValueError as exc:
+        raise UsageError(f"export: {exc} (quote a pattern that has spaces: --redact \"'a b'\")") from None
+
+
 def export_argv(data_root: Path, user: str, command: str) -> list[str]:
     """The child's command line for ``command`` (the client's words, checked), or UsageError.
 
     Only options that choose what to export pass; every value is given as ``--opt=value`` and the
     sessions after ``--``, so nothing the client sends can read as another option."""
-    words = split_command(command)[1:]
+    words = _words(command)[1:]
     try:
         args = _parser().parse_args(words)
     except _Refused as exc:

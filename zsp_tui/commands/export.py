@@ -88,6 +88,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         key=d.signing_key(),
     )
     prepared = run_export(job, sys.stdout.buffer)
+    if job.patterns:
+        frames = sum(p.redacted_frames for p in prepared)
+        changed = sum(p.redacted_bytes for p in prepared)
+        if frames:
+            say(f"redacted {changed} byte(s) in {frames} frame(s); check the result before you hand it out",
+                file=sys.stderr)
+        else:
+            say("warning: no --redact pattern matched anything: nothing was redacted", file=sys.stderr)
     for p in prepared:
         where = "stdout" if p.final is None else str(p.final)
         say(f"exported {len(p.session_ids)} session(s) as {args.format}: {where} sha256 {p.sha256}", file=sys.stderr)
@@ -96,12 +104,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         if p.final is not None and args.format == "bundle":
             say(
                 f"  check: zsp verify {p.final}  (or extract it and follow its README.txt: ssh-keygen -Y verify, "
-                f"sha256sum -c SHA256SUMS, python3 verify.py); signer {job.key.public.fingerprint}",
+                f"sha256sum -c against the manifest, python3 verify.py); signer {job.key.public.fingerprint}",
                 file=sys.stderr,
             )
         if p.final is not None and p.signature is not None:
             say(
-                f"  check: ssh-keygen -Y verify -f allowed_signers -I {export_audit.identity()} "
+                f"  check: ssh-keygen -Y verify -f {d.allowed_signers_path} -I {export_audit.identity()} "
                 f"-n evidence@zsp -s {p.final}.sig < {p.final}",
                 file=sys.stderr,
             )

@@ -38,7 +38,7 @@ from .audit import identity
 from .excerpt import Excerpt, build_excerpt
 from .files import Digests, HashingWriter, copy_prefix, digests_file, digests_of, temp_beside
 from .job import ExportJob, Prepared, SelectedSession
-from .redaction import redact
+from .redaction import redact, refuse_leftovers
 
 __all__ = ["BUNDLE_FORMAT", "VERIFY_SOURCE", "prepare", "readme"]
 
@@ -192,6 +192,11 @@ def _grant_json(grant: AccessRequest, excerpt: Excerpt, now: datetime) -> dict[s
     return out
 
 
+SED_FILES = r"""sed -n '/"path":/{N;s/.*"path": "\([^"]*\)",\n *"sha256": "\([0-9a-f]*\)",/\2  \1/p}'"""
+"""Turns manifest.json's file entries into ``sha256sum -c`` lines with sed alone (the manifest is
+written with ``indent=2, sort_keys=True``: each entry's ``"path"`` line is followed by its ``"sha256"``)."""
+
+
 def readme(export_id: str, host: str, principal: str, sessions: Sequence[str]) -> bytes:
     top = f"zsp-evidence-{export_id}"
     listed = "\n".join(f"  - {sid}" for sid in sessions)
@@ -220,9 +225,12 @@ How to check it (nothing but OpenSSH and coreutils for steps 1-3)
      The allowed_signers file came with the bundle: compare that SHA256 fingerprint with the one
      the bastion's operators give you out of band (or use your own copy of their allowed_signers
      file with -f). A bundle signed by any other key proves nothing.
-  3. Check every file against the signed manifest:
-       sha256sum -c SHA256SUMS
-     and that SHA256SUMS agrees with manifest.json (verify.py and zsp verify check this too).
+  3. Check every file against the signed manifest (its "path" and "sha256" lines, taken with sed):
+       {SED_FILES} \\
+           manifest.json | sha256sum -c
+     Every line must end in OK. (SHA256SUMS holds the same hashes for `sha256sum -c SHA256SUMS`,
+     but it is not signed: only a check against manifest.json proves the files are the ones signed.
+     verify.py is one of those files: run it in step 4 only after this step passed.)
   4. Check the recordings' hash chains and signatures, and the audit excerpt:
        python3 verify.py            (pip install blake3 msgpack cryptography)
      or, with zsp installed:
@@ -253,15 +261,20 @@ def prepare(job: ExportJob) -> list[Prepared]:
     temp = temp_beside(job.output, ".tar")
     try:
         with tempfile.TemporaryDirectory(prefix=".zsp-export-", dir=temp.parent) as work:
-            sha, sids = _build(job, temp, Path(work))
+            sha, sids, frames, changed = _build(job, temp, Path(work))
+        refuse_leftovers(temp, job.patterns, bundle=True)
         _self_check(job, temp)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    return [Prepared(temp=temp, final=job.output, sha256=sha, session_ids=sids)]
+    return [
+        Prepared(
+            temp=temp, final=job.output, sha256=sha, session_ids=sids, redacted_frames=frames, redacted_bytes=changed
+        )
+    ]
 
 
-def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]]:
+def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...], int, int]:
     now = datetime.now(UTC)
     trusted = job.data.trusted_keys()
     svc = job.data.service()
@@ -385,7 +398,8 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
                 tar.addfile(_member(top, path, len(data), mtime), io.BytesIO(data))
         raw.flush()
         os.fsync(raw.fileno())
-    return out.digests().sha256, tuple(order)
+    changed = [x for r in recs.values() for x in r.redactions]
+    return out.digests().sha256, tuple(order), len(changed), sum(x.redacted_bytes for x in changed)
 
 
 def _header(report: VerificationReport) -> Header:

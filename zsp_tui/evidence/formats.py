@@ -40,7 +40,7 @@ from replay import (
 from ..exceptions import ExportRefused, UsageError
 from .files import temp_beside
 from .job import ExportJob, Prepared, SelectedSession
-from .redaction import redact
+from .redaction import redact, refuse_leftovers
 from .sign import sign_beside
 
 __all__ = ["SUFFIXES", "prepare"]
@@ -139,8 +139,9 @@ def _one(job: ExportJob, sel: SelectedSession, trusted: list[PublicKey], names: 
             raise ExportRefused(session_id=_label(sel), reason=f"cannot read {sel.path}: {exc.strerror}") from None
         with source:
             redacted: dict[int, Any] | None = None
+            changed = 0
             if job.patterns:
-                report, redacted = _redact(sel, source, spool, trusted, job)
+                report, redacted, changed = _redact(sel, source, spool, trusted, job)
                 reader: BinaryIO = spool
             else:
                 try:
@@ -162,6 +163,7 @@ def _one(job: ExportJob, sel: SelectedSession, trusted: list[PublicKey], names: 
             temp = temp_beside(final, SUFFIXES[job.format])
             try:
                 digest = _write(temp, _render(job, frames, meta))
+                refuse_leftovers(temp, job.patterns, bundle=False)
                 if not second or second[0].outcome is Outcome.CORRUPT:
                     detail = second[0].detail if second else "not read to its end"
                     raise ExportRefused(
@@ -171,7 +173,15 @@ def _one(job: ExportJob, sel: SelectedSession, trusted: list[PublicKey], names: 
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
-    return Prepared(temp=temp, final=final, sha256=digest, session_ids=(sid,), signature=signature)
+    return Prepared(
+        temp=temp,
+        final=final,
+        sha256=digest,
+        session_ids=(sid,),
+        signature=signature,
+        redacted_frames=len(redacted or ()),
+        redacted_bytes=changed,
+    )
 
 
 def _verify_again(
@@ -184,13 +194,13 @@ def _verify_again(
 
 def _redact(
     sel: SelectedSession, source: BinaryIO, spool: IO[bytes], trusted: list[PublicKey], job: ExportJob
-) -> tuple[VerificationReport, dict[int, Any]]:
+) -> tuple[VerificationReport, dict[int, Any], int]:
     """A redacted copy of the recording in ``spool``; the original's report and the redacted
     frames as ``verify_frames(redacted=...)`` takes them."""
     size = os.fstat(source.fileno()).st_size
     result = redact(source, spool, job.patterns, trusted, size=size, session=_label(sel))
     spool.flush()
-    return result.report, dict(result.redacted)
+    return result.report, dict(result.redacted), sum(r.redacted_bytes for r in result.redactions)
 
 
 def _write(temp: Path, lines: Iterable[str]) -> str:

@@ -62,3 +62,6 @@ class Prepared:
     session_ids: tuple[str, ...]
     signature: Path | None = None
     """A ``.sig`` written beside ``temp`` (``temp`` + ``.sig``), renamed to ``final`` + ``.sig``."""
+    redacted_frames: int = 0
+    """Frames ``--redact`` changed in what this file holds, and how many of their bytes."""
+    redacted_bytes: int = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,9 +110,17 @@ class ExportDialog(ModalScreen[ExportChoice | None]):
         if not self.console:
             text.append_text(plain(f"Written on the bastion host: {where}"))
             text.append("\n")
-        command = f"ssh zsp@BASTION export {self.session_id} --format {fmt} > FILE"
+        redact = self.query("#redact").first(Input).value if self.is_mounted else ""
+        command = f"ssh zsp@BASTION export {self.session_id} --format {fmt}"
+        if redact:
+            command += f" --redact {shlex.quote(redact)}"
+        command += " > FILE"
         text.append_text(plain(f"A copy on your machine: {command}"))
         return text
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "redact":
+            self.query_one("#note", Static).update(self._note(self._format()))
 
     def _format(self) -> str:
         pressed = self.query_one("#format", RadioSet).pressed_button
