@@ -9,8 +9,6 @@ and pinning the real key must catch the re-signing itself.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import tarfile
 import uuid
@@ -18,10 +16,10 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from blake3 import blake3
 
-from recorder import FileSink, RecordingWriter, SessionMeta, SigningKey, sign_sshsig
+from recorder import FileSink, RecordingWriter, SessionMeta, SigningKey
 from replay import BundleProblem, Outcome, verify_bundle
+from tests.bundle_forgery import read, reseal, write
 from tests.export_helpers import prepare_data, zsp
 
 
@@ -41,22 +39,8 @@ def forger() -> SigningKey:
     return SigningKey.generate(comment="mallory")
 
 
-def read(path: Path) -> tuple[str, dict[str, bytes]]:
-    with tarfile.open(path) as tar:
-        top = tar.getnames()[0].split("/")[0]
-        return top, {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()}
 
 
-def write(path: Path, top: str, files: dict[str, bytes], extra: list[tarfile.TarInfo] = ()) -> Path:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"{top}/{name}")
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-        for info in extra:
-            tar.addfile(info)
-    return path
 
 
 def flip(data: bytes, at: int) -> bytes:
@@ -65,35 +49,6 @@ def flip(data: bytes, at: int) -> bytes:
     return bytes(b)
 
 
-def reseal(
-    files: dict[str, bytes], key: SigningKey, *, recording_keys: list[str], manifest: dict | None = None
-) -> None:
-    """What a forger without the bastion's key can do: re-hash everything, list their own key in
-    allowed_signers (for evidence, under the manifest's identity as ssh-keygen -I needs it, and for
-    recordings beside ``recording_keys``), sign the manifest."""
-    m = manifest if manifest is not None else json.loads(files["manifest.json"])
-    lines = [f'{m["identity"]} namespaces="session-recording@zsp,evidence@zsp" {key.public.openssh}']
-    lines += [f'zsp@x namespaces="session-recording@zsp" {k}' for k in recording_keys if k != key.public.openssh]
-    files["allowed_signers"] = ("\n".join(lines) + "\n").encode()
-    m["signer"] = {"key": key.public.openssh, "fingerprint": key.public.fingerprint}
-    from recorder import PublicKey
-
-    keys = sorted(
-        {PublicKey.from_openssh(line.split()[-2] + " " + line.split()[-1]) for line in lines},
-        key=lambda k: k.fingerprint,
-    )
-    m["signers"] = [{"key": k.openssh, "fingerprint": k.fingerprint} for k in keys]
-    skip = {"manifest.json", "manifest.json.sig", "SHA256SUMS"}
-    m["files"] = [
-        {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest(), "blake3": blake3(d).hexdigest()}
-        for p, d in sorted(files.items())
-        if p not in skip
-    ]
-    files["manifest.json"] = (json.dumps(m, sort_keys=True, indent=2) + "\n").encode()
-    files["manifest.json.sig"] = sign_sshsig(key, files["manifest.json"]).encode()
-    files["SHA256SUMS"] = "".join(
-        f"{hashlib.sha256(d).hexdigest()}  {p}\n" for p, d in sorted(files.items()) if p != "SHA256SUMS"
-    ).encode()
 
 
 def corrupt(path: Path, problem: BundleProblem, *words: str, **kw) -> None:

@@ -36,19 +36,24 @@ from tests.independent_verifier import standalone
 SECRETS = [re.compile(rb"hunter2"), re.compile(rb"SECRET-9", re.IGNORECASE)]
 
 
-def _record(path: Path, key: SigningKey, *, seal: bool = True) -> Path:
+def _writer(path: Path, key: SigningKey, n: int) -> RecordingWriter:
+    """A writer with a fake clock, a checkpoint every 4 frames and no coalescing (one frame per call)."""
     clock = FakeClock()
-    w = RecordingWriter(
+    return RecordingWriter(
         FileSink(path, sync_dir=False),
         key,
         SessionMeta(user="alice", target="srv", login="root", grant_id="g-1", term="xterm", cols=80, rows=24),
-        session_id=fixed_session_id(7),
+        session_id=fixed_session_id(n),
         checkpoint_frames=4,
         coalesce_ms=0,
         fsync=FsyncPolicy.NEVER,
         clock=clock.mono,
         wall_clock=clock.wall,
     )
+
+
+def _record(path: Path, key: SigningKey, *, seal: bool = True) -> Path:
+    w = _writer(path, key, 7)
     w.output(b"$ cat creds\r\npass=hunter2 ok\r\n")  # 2: the secret inside one frame
     w.output(b"token SEC")  # 3, 5: split across two output frames, a resize between them
     w.resize(100, 30)  # 4
@@ -337,18 +342,7 @@ def test_a_real_bastion_session(reviewed_template: Any, tmp_path: Path) -> None:
 
 
 def _coloured(path: Path, key: SigningKey, chunks: list[bytes]) -> Path:
-    clock = FakeClock()
-    w = RecordingWriter(
-        FileSink(path, sync_dir=False),
-        key,
-        SessionMeta(user="alice", target="srv", login="root", grant_id="g-1", term="xterm", cols=80, rows=24),
-        session_id=fixed_session_id(8),
-        checkpoint_frames=4,
-        coalesce_ms=0,
-        fsync=FsyncPolicy.NEVER,
-        clock=clock.mono,
-        wall_clock=clock.wall,
-    )
+    w = _writer(path, key, 8)
     for c in chunks:
         w.output(c)
     w.close(0, "exit")
