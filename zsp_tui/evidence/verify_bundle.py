@@ -1401,6 +1401,10 @@ def _audit(
 
     # 1. the header: the log's frame 0, its head keyed by the log's genesis, by a trusted signer
     hdr = ex.get("header")
+    if hdr is None:  # the log was empty at export: then nothing can be listed
+        if ex.get("segments") != [] or audit.get("events") != [] or audit.get("log_id") is not None:
+            raise Corrupt("audit", "audit excerpt has no header but claims events")
+        return {}
     if type(hdr) is not list or len(hdr) != 2 or type(hdr[0]) is not bytes or type(hdr[1]) is not bytes:
         raise Corrupt("audit", "audit excerpt header is not [body, head]")
     try:
