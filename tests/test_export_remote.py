@@ -244,3 +244,24 @@ def test_a_backslash_in_a_pattern_survives_the_trip_through_ssh(served: Bastion)
     assert p.returncode == 0, p.stderr
     assert b"kubectl delete" not in p.stdout and b"******* delete" not in p.stdout
     assert b"**************" in p.stdout  # "kubectl delete" became stars, the space too
+
+
+@pytest.mark.parametrize("fmt", ["bundle", "text", "asciicast"])
+def test_a_pattern_is_never_matched_across_the_framing_of_a_value(reviewed, tmp_path: Path, fmt: str) -> None:
+    """``token=\\S+`` after a frame that ends in ``token=`` matches nothing in the session (a space
+    follows), but would run into the next frame's length prefix and head in the file's bytes: the
+    check for what redaction could not reach looks at each value on its own, not at the framing."""
+    from recorder import FileSink, FsyncPolicy, RecordingWriter, SessionMeta
+
+    rec = reviewed.data.recordings / "framing.zsprec"
+    w = RecordingWriter(FileSink(rec, sync_dir=False), reviewed.data.signing_key(),
+                        SessionMeta(user="alice", target="srv", login="root", term="xterm", cols=80, rows=24),
+                        coalesce_ms=0, fsync=FsyncPolicy.NEVER)  # fmt: skip
+    w.output(b"set token=")
+    w.output(b" (empty)\r\n")
+    w.close(0, "exit")
+    out = tmp_path / f"f.{fmt}"
+    p = zsp("export", "--data", str(reviewed.data.root), "--as", "carol", str(rec), "--format", fmt,
+            "--redact", r"token=\S+", "-o", str(out))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "no --redact pattern matched anything" in p.stderr

@@ -15,7 +15,9 @@ last signature the first pass saw (a live session's newer frames wait for the ne
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import os
 import tempfile
 from collections.abc import Generator, Iterable, Iterator
@@ -40,7 +42,7 @@ from replay import (
 from ..exceptions import ExportRefused, UsageError
 from .files import temp_beside
 from .job import ExportJob, Prepared, SelectedSession
-from .redaction import redact, refuse_leftovers
+from .redaction import recording_texts, redact, refuse_values
 from .sign import sign_beside
 
 __all__ = ["SUFFIXES", "prepare"]
@@ -155,6 +157,10 @@ def _one(job: ExportJob, sel: SelectedSession, trusted: list[PublicKey], names: 
             sid = str(report.header.session_id)
             meta = _meta(sel, report, len(redacted or ()))
             final = _final(job, sid, names)
+            if job.patterns:  # what the rendering quotes from the header, events and store, unredactable
+                reader.seek(0)
+                texts = itertools.chain(recording_texts(reader), _strings_of(meta))
+                refuse_values(job.patterns, texts, f"session {sid}'s metadata (header, events, grant)")
             reader.seek(0)
             second: list[VerificationReport] = []
             gen = _verify_again(reader, trusted, str(sel.path), redacted)
@@ -163,7 +169,6 @@ def _one(job: ExportJob, sel: SelectedSession, trusted: list[PublicKey], names: 
             temp = temp_beside(final, SUFFIXES[job.format])
             try:
                 digest = _write(temp, _render(job, frames, meta))
-                refuse_leftovers(temp, job.patterns, bundle=False)
                 if not second or second[0].outcome is Outcome.CORRUPT:
                     detail = second[0].detail if second else "not read to its end"
                     raise ExportRefused(
@@ -224,3 +229,11 @@ def _write(temp: Path, lines: Iterable[str]) -> str:
         f.flush()
         os.fsync(f.fileno())
     return h.hexdigest()
+
+
+def _strings_of(meta: ExportMeta) -> Iterator[str]:
+    for value in dataclasses.asdict(meta).values():
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, str))
