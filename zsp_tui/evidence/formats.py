@@ -62,9 +62,7 @@ def prepare(job: ExportJob) -> list[Prepared]:
             prepared.append(_one(job, sel, trusted, names))
     except BaseException:
         for p in prepared:
-            p.temp.unlink(missing_ok=True)
-            if p.signature is not None:
-                p.signature.unlink(missing_ok=True)
+            p.discard()
         raise
     return prepared
 

@@ -65,3 +65,9 @@ class Prepared:
     redacted_frames: int = 0
     """Frames ``--redact`` changed in what this file holds, and how many of their bytes."""
     redacted_bytes: int = 0
+
+    def discard(self) -> None:
+        """Remove the prepared file and its signature (an export that will not be installed)."""
+        self.temp.unlink(missing_ok=True)
+        if self.signature is not None:
+            self.signature.unlink(missing_ok=True)

@@ -60,6 +60,4 @@ def _install(prepared: list[Prepared], stdout: BinaryIO | None) -> None:
 
 def _discard(prepared: list[Prepared]) -> None:
     for p in prepared:
-        p.temp.unlink(missing_ok=True)
-        if p.signature is not None:
-            p.signature.unlink(missing_ok=True)
+        p.discard()
