@@ -150,6 +150,12 @@ def test_a_schema_1_database_is_migrated_forward(tmp_path: Path) -> None:
     db = env.data.db_path
     con = sqlite3.connect(db)
     con.execute("ALTER TABLE sessions DROP COLUMN owner")
+    # Nor what schema 5 added (real-time rules).
+    con.execute("DROP INDEX sessions_flagged")
+    con.execute("ALTER TABLE sessions DROP COLUMN flags")
+    con.execute("ALTER TABLE sessions DROP COLUMN flag_severity")
+    con.execute("DROP TABLE holds")
+    con.execute("DROP TABLE flags")
     con.execute("DROP INDEX sessions_started")  # schema 1 had neither
     con.execute("DROP INDEX sessions_user")
     con.execute("INSERT INTO sessions(id, user, target, login, client, path, started_at) "
@@ -161,7 +167,8 @@ def test_a_schema_1_database_is_migrated_forward(tmp_path: Path) -> None:
     with store.transaction(write=False) as tx:
         assert tx.get_meta("schema_version") == str(SCHEMA_VERSION)
         [s] = tx.list_sessions()
-        assert s.id == "s1" and s.owner == ""
+        assert s.id == "s1" and s.owner == "" and s.flags == 0 and s.flag_severity is None
+        assert tx.list_holds() == [] and tx.list_flags() == []
         assert [s.id for s in tx.list_sessions(user="alice", since=datetime(2025, 1, 1, tzinfo=UTC))] == ["s1"]
     indexes = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"sessions_started", "sessions_user"} <= indexes

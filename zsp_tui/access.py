@@ -29,7 +29,7 @@ from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
 from .exceptions import AccessDenied, Conflict, InvalidState, LocalTargetOff, NotFound, UsageError, ZspError
 from .identity import InvalidName, canonical_name
-from .models import LOCAL_TARGET, AccessRequest, RequestState, Role, SessionRecord, Target, User
+from .models import LOCAL_TARGET, AccessRequest, Flag, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
 from .sinks import Sink, dispatch
 from .store import SessionQuery, SessionRow, Store, Tx
@@ -818,6 +818,35 @@ class AccessService:
         if not (user.has(Role.REVIEWER) or user.has(Role.ADMIN)):
             raise AccessDenied(f"{user.name} may not export recordings (needs the reviewer or admin role)")
         return user.name
+
+    def rule_matched(self, record: SessionRecord, flag: Flag, *, notify: bool) -> None:
+        """One rule match in a live session: the ``rule.match`` audit event and the session's flag
+        (listed by ``zsp sessions --flagged``) commit together. ``notify``: the rule asked for the
+        sinks to be told at once; the webhook sink sends such events whatever its event filter."""
+        with self._unit() as u:
+            u.tx.add_flag(flag)
+            u.audit(
+                NewEvent(
+                    "rule.match",
+                    record.user,
+                    "rule",
+                    f"rule {flag.rule} ({flag.severity}) matched {flag.trigger}: {flag.text}",
+                    outcome="flagged",
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={
+                        "rule": flag.rule,
+                        "severity": flag.severity,
+                        "trigger": flag.trigger,
+                        "actions": flag.actions,
+                        "text": flag.text,
+                        "t_us": flag.t_us,
+                        "notify": notify,
+                    },
+                )
+            )
 
     def session_started(self, record: SessionRecord, via: str = "ssh") -> None:
         with self._unit() as u:

@@ -113,3 +113,9 @@ class InvalidState(AccessDenied):
         self.state = state
         self.action = action
         super().__init__(f"cannot {action} {request_id}: it is {state}", request_id=request_id)
+
+
+class RulesError(ConfigError):
+    """A rules file that cannot be used: the file, the line (when known) and what is wrong."""
+
+    what = "rules"

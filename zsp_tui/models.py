@@ -8,7 +8,19 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-__all__ = ["LOCAL_TARGET", "AccessRequest", "RequestState", "Role", "SessionRecord", "Target", "User", "UserKey"]
+__all__ = [
+    "LOCAL_TARGET",
+    "AccessRequest",
+    "Flag",
+    "Hold",
+    "HoldState",
+    "RequestState",
+    "Role",
+    "SessionRecord",
+    "Target",
+    "User",
+    "UserKey",
+]
 
 LOCAL_TARGET = "local"
 """Name of the built-in target: a shell on the bastion host."""
@@ -153,6 +165,67 @@ class SessionRecord:
     """Final chain head (hex) from the seal; None while live or if the recording never sealed."""
     owner: str = ""
     """The process recording it, ``serve:HOST:PID`` or ``record:HOST:PID`` ("" before schema 2: a bastion)."""
+    flags: int = 0
+    """How many times a real-time rule fired in it (``rule.match`` events); 0 for none."""
+    flag_severity: str | None = None
+    """The highest severity among those matches (``info`` ... ``critical``), None without any."""
+
+
+class HoldState(enum.StrEnum):
+    """Lifecycle of a held command: pending -> allowed | denied | expired | cancelled."""
+
+    PENDING = "pending"
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    """Nobody decided in time: the command was not sent (a timeout denies)."""
+    CANCELLED = "cancelled"
+    """The session ended while the command waited: it was never sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A command line a rule held at Enter: it reaches the target only once someone allows it."""
+
+    id: str
+    """``h-`` and 8 hex digits."""
+    session_id: str
+    grant_id: str | None
+    user: str
+    """The operator whose command waits (never the one who decides)."""
+    target: str
+    login: str
+    rule: str
+    severity: str
+    command: str
+    """The command line as the bastion read it at Enter (capped at 1,024 characters)."""
+    state: HoldState
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    """Who allowed or denied it; ``system`` for expiry and cancellation."""
+    note: str = ""
+    """The decider's reason (deny), or why it was cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One moment a rule fired in a session, as the store keeps it for listing (the recording's
+    ``rule.match`` event frame and the audit log's ``rule.match`` event are the evidence)."""
+
+    session_id: str
+    at: datetime
+    t_us: int
+    """Microseconds into the recording (what ``zsp play --from`` takes)."""
+    rule: str
+    severity: str
+    trigger: str
+    """``command``, ``output``, ``session`` or ``duration``."""
+    actions: str
+    """The rule's actions, comma-separated (``flag,notify,hold``)."""
+    text: str
+    """What matched (the command line, the output line, or a description of the session facts)."""
 
 
 def session_owner(kind: str) -> str:

@@ -125,7 +125,8 @@ class WebhookSink:
         self.name = f"webhook:{url}"
 
     def send(self, events: list[AuditEvent]) -> None:
-        chosen = [e.to_json() for e in events if e.event in self.events]
+        # A rule that asked to notify (its ``rule.match`` says notify) is sent whatever the filter.
+        chosen = [e.to_json() for e in events if e.event in self.events or _notify(e)]
         if not chosen:
             return
         req = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
@@ -136,6 +137,10 @@ class WebhookSink:
         )
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
             resp.read()
+
+
+def _notify(event: AuditEvent) -> bool:
+    return event.event == "rule.match" and event.fields.get("notify") is True
 
 
 def dispatch(sinks: Iterable[Sink], events: list[AuditEvent]) -> None:

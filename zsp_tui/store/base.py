@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ..models import AccessRequest, RequestState, Role, SessionRecord, Target, User
+from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
 
 __all__ = ["AuditRow", "SessionQuery", "SessionRow", "SessionSort", "SessionState", "Store", "Tx"]
 
@@ -55,6 +55,8 @@ class SessionQuery:
     """Matched case-insensitively as a substring of the session id, user, target, login, command,
     grant id and the grant's reason; empty matches every session."""
     state: SessionState | None = None
+    flagged: bool = False
+    """Only sessions in which a real-time rule fired (``SessionRecord.flags > 0``)."""
     sort: SessionSort = SessionSort.STARTED
     descending: bool = True
     """Newest (largest) first by default: what a reviewer opens the list for."""
@@ -129,6 +131,27 @@ class Tx(Protocol):
 
     def page_sessions(self, q: SessionQuery, offset: int, limit: int) -> list[SessionRow]:
         """Rows ``offset`` to ``offset + limit`` of the sessions matching ``q``, in its order."""
+        ...
+
+    # real-time rules
+    def add_flag(self, flag: Flag) -> None:
+        """Keep one rule match for listing, and count it (with its severity) on its session."""
+        ...
+
+    def list_flags(
+        self, *, session_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[Flag]:
+        """Rule matches oldest first, only those of ``session_id`` / at or after ``since``."""
+        ...
+
+    def insert_hold(self, hold: Hold) -> None: ...
+    def get_hold(self, hold_id: str) -> Hold | None: ...
+    def list_holds(self, states: tuple[HoldState, ...] | None = None) -> list[Hold]:
+        """Holds oldest first, only those in ``states`` if given."""
+        ...
+
+    def decide_hold(self, hold_id: str, state: HoldState, by: str, at: datetime, note: str = "") -> bool:
+        """Move a pending hold to ``state``; False if it was no longer pending (compare-and-set)."""
         ...
 
     # audit chain

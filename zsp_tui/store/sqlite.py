@@ -18,12 +18,12 @@ from typing import Any
 
 from ..clock import parse_time, rfc3339
 from ..exceptions import Conflict, DataDirError
-from ..models import AccessRequest, RequestState, Role, SessionRecord, Target, User, UserKey
+from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User, UserKey
 from .base import AuditRow, SessionQuery, SessionRow, SessionSort, SessionState
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1. A fresh database is
 # created at SCHEMA_VERSION by _SCHEMA directly.
@@ -40,6 +40,43 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS sessions_end_reason ON sessions(end_reason, id)",
         "CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at IS NULL",
         "CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq)",
+    ),
+    # Real-time rules: held commands, the moments rules fired, a flag count per session.
+    4: (
+        "ALTER TABLE sessions ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN flag_severity TEXT",
+        """CREATE TABLE IF NOT EXISTS holds (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    grant_id TEXT,
+    user TEXT NOT NULL,
+    target TEXT NOT NULL,
+    login TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    decided_at TEXT,
+    decided_by TEXT,
+    note TEXT NOT NULL DEFAULT ''
+)""",
+        "CREATE INDEX IF NOT EXISTS holds_pending ON holds(created_at) WHERE state = 'pending'",
+        """CREATE TABLE IF NOT EXISTS flags (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    t_us INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    text TEXT NOT NULL
+)""",
+        "CREATE INDEX IF NOT EXISTS flags_session ON flags(session_id, id)",
+        "CREATE INDEX IF NOT EXISTS flags_at ON flags(at)",
+        "CREATE INDEX IF NOT EXISTS sessions_flagged ON sessions(started_at) WHERE flags > 0",
     ),
 }
 
@@ -119,7 +156,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     exit_status INTEGER,
     end_reason TEXT,
     head TEXT,
-    owner TEXT NOT NULL DEFAULT ''  -- the process that records it: serve:HOST:PID or record:HOST:PID
+    owner TEXT NOT NULL DEFAULT '',  -- the process that records it: serve:HOST:PID or record:HOST:PID
+    flags INTEGER NOT NULL DEFAULT 0,  -- rule.match events in it
+    flag_severity TEXT                 -- the highest of their severities
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user, started_at);
@@ -128,6 +167,38 @@ CREATE INDEX IF NOT EXISTS sessions_login ON sessions(login, id);
 CREATE INDEX IF NOT EXISTS sessions_end_reason ON sessions(end_reason, id);
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq);
+CREATE TABLE IF NOT EXISTS holds (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    grant_id TEXT,
+    user TEXT NOT NULL,
+    target TEXT NOT NULL,
+    login TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    decided_at TEXT,
+    decided_by TEXT,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS holds_pending ON holds(created_at) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS flags (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    t_us INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flags_session ON flags(session_id, id);
+CREATE INDEX IF NOT EXISTS flags_at ON flags(at);
+CREATE INDEX IF NOT EXISTS sessions_flagged ON sessions(started_at) WHERE flags > 0;
 """
 
 _REQUEST_COLUMNS = (
@@ -140,12 +211,13 @@ _TIME_COLUMNS = {"created_at", "lapses_at", "decided_at", "starts_at", "ends_at"
 
 _SELECT_SESSIONS = (
     "SELECT id, user, target, login, grant_id, command, client, path, started_at, ended_at, exit_status, "
-    "end_reason, head, owner FROM sessions"
+    "end_reason, head, owner, flags, flag_severity FROM sessions"
 )
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
-    (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head, owner) = row
+    (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head, owner) = row[:14]
+    flags, fsev = row[14:16]
     return SessionRecord(
         id=sid,
         user=user,
@@ -161,7 +233,44 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
         end_reason=reason,
         head=head,
         owner=owner,
+        flags=flags,
+        flag_severity=fsev,
     )
+
+
+_HOLD_COLUMNS = (
+    "id session_id grant_id user target login rule severity command state created_at expires_at "
+    "decided_at decided_by note"
+).split()
+_INSERT_HOLD = f"INSERT INTO holds({', '.join(_HOLD_COLUMNS)}) VALUES ({', '.join('?' * len(_HOLD_COLUMNS))})"  # noqa: S608
+_SELECT_HOLDS = "SELECT " + ", ".join(_HOLD_COLUMNS) + " FROM holds"  # noqa: S608 - fixed names
+_SEVERITY_RANK = "CASE {} WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END"
+
+
+def _hold(row: tuple[Any, ...]) -> Hold:
+    values = dict(zip(_HOLD_COLUMNS, row, strict=True))
+    return Hold(
+        id=values["id"],
+        session_id=values["session_id"],
+        grant_id=values["grant_id"],
+        user=values["user"],
+        target=values["target"],
+        login=values["login"],
+        rule=values["rule"],
+        severity=values["severity"],
+        command=values["command"],
+        state=HoldState(values["state"]),
+        created_at=parse_time(values["created_at"]),
+        expires_at=parse_time(values["expires_at"]),
+        decided_at=_dt(values["decided_at"]),
+        decided_by=values["decided_by"],
+        note=values["note"],
+    )
+
+
+def _flag(row: tuple[Any, ...]) -> Flag:
+    sid, at, t_us, rule, severity, trigger, actions, text = row
+    return Flag(sid, parse_time(at), t_us, rule, severity, trigger, actions, text)
 
 
 # Sort keys of page_sessions. Fixed expressions only: never text from the query.
@@ -198,6 +307,8 @@ def _session_where(q: SessionQuery) -> tuple[str, list[str]]:
     arguments."""
     where: list[str] = []
     args: list[str] = []
+    if q.flagged:
+        where.append("s.flags > 0")
     if q.state is SessionState.LIVE:
         where.append("s.ended_at IS NULL")
     elif q.state is SessionState.ENDED:
@@ -555,6 +666,95 @@ class _SqliteTx:
     def get_session(self, session_id: str) -> SessionRecord | None:
         row = self._db.execute(_SELECT_SESSIONS + " WHERE id = ?", (session_id,)).fetchone()
         return None if row is None else _session(row)
+
+    # --- real-time rules: flags and holds -----------------------------------------------------
+
+    def add_flag(self, flag: Flag) -> None:
+        self._db.execute(
+            "INSERT INTO flags(session_id, at, t_us, rule, severity, trigger, actions, text) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                flag.session_id,
+                rfc3339(flag.at),
+                flag.t_us,
+                flag.rule,
+                flag.severity,
+                flag.trigger,
+                flag.actions,
+                flag.text,
+            ),
+        )
+        rank = _SEVERITY_RANK
+        self._db.execute(
+            "UPDATE sessions SET flags = flags + 1, flag_severity = CASE WHEN "  # noqa: S608 - fixed text
+            + rank.format("?")
+            + " > "
+            + rank.format("flag_severity")
+            + " THEN ? ELSE flag_severity END WHERE id = ?",
+            (flag.severity, flag.severity, flag.session_id),
+        )
+
+    def list_flags(
+        self, *, session_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[Flag]:
+        where: list[str] = []
+        args: list[Any] = []
+        if session_id is not None:
+            where.append("session_id = ?")
+            args.append(session_id)
+        if since is not None:
+            where.append("at >= ?")
+            args.append(rfc3339(since))
+        sql = "SELECT session_id, at, t_us, rule, severity, trigger, actions, text FROM flags"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(max(0, limit))
+        return [_flag(r) for r in self._db.execute(sql, args)]
+
+    def insert_hold(self, hold: Hold) -> None:
+        try:
+            self._db.execute(
+                _INSERT_HOLD,
+                (
+                    hold.id,
+                    hold.session_id,
+                    hold.grant_id,
+                    hold.user,
+                    hold.target,
+                    hold.login,
+                    hold.rule,
+                    hold.severity,
+                    hold.command,
+                    hold.state.value,
+                    rfc3339(hold.created_at),
+                    rfc3339(hold.expires_at),
+                    _t(hold.decided_at),
+                    hold.decided_by,
+                    hold.note,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"hold {hold.id} already exists") from exc
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        row = self._db.execute(_SELECT_HOLDS + " WHERE id = ?", (hold_id,)).fetchone()
+        return None if row is None else _hold(row)
+
+    def list_holds(self, states: tuple[HoldState, ...] | None = None) -> list[Hold]:
+        sql = _SELECT_HOLDS
+        args: list[str] = []
+        if states is not None:
+            sql += " WHERE state IN (" + ", ".join("?" * len(states)) + ")"
+            args = [st.value for st in states]
+        return [_hold(r) for r in self._db.execute(sql + " ORDER BY created_at, id", args)]
+
+    def decide_hold(self, hold_id: str, state: HoldState, by: str, at: datetime, note: str = "") -> bool:
+        cur = self._db.execute(
+            "UPDATE holds SET state = ?, decided_by = ?, decided_at = ?, note = ? WHERE id = ? AND state = 'pending'",
+            (state.value, by, rfc3339(at), note, hold_id),
+        )
+        return cur.rowcount == 1
 
     def list_sessions(
         self, *, user: str | None = None, target: str | None = None, since: datetime | None = None
