@@ -131,7 +131,7 @@ def assert_escrowed(env: Env, sent: bytes, secrets: list[bytes], *, runs_at_leas
     assert [e.session_id for e in audit] == [s.id] and audit[0].code == "ZSP2300W"
     listed = subprocess.run([*ZSP, "sessions", "--data", str(env.data.root), "--json"],
                             capture_output=True, text=True, check=True)
-    assert [x["flags"] for x in json.loads(listed.stdout) if x["id"] == s.id] == [["masked-input-excessive"]]
+    assert [x["review_flags"] for x in json.loads(listed.stdout) if x["id"] == s.id] == [["masked-input-excessive"]]
     p = unseal(env, s.id, "--json")
     assert p.returncode == 0, p.stderr
     shown = json.loads(p.stdout)

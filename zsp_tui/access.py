@@ -978,3 +978,24 @@ class AccessService:
     def audit_verify(self, trusted: list[PublicKey], anchors: AnchorSet | None = None) -> AuditReport:
         with self.store.transaction(write=False) as tx:
             return self.audit_log.verify(tx, trusted, anchors)
+
+    # --- flagged moments (real-time rules), read side -------------------------------------
+
+    def flags(
+        self, *, session_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[Flag]:
+        """The moments rules fired, oldest first (``zsp search --flagged``): only those of
+        ``session_id``, at or after ``since``; ``limit``: the newest ``limit`` of them (still
+        oldest first)."""
+        with self.store.transaction(write=False) as tx:
+            found = tx.list_flags(session_id=session_id, since=since)
+        if limit is not None:
+            found = found[-limit:] if limit > 0 else []
+        return found
+
+    def flagged_sessions(
+        self, *, user: str | None = None, target: str | None = None, since: datetime | None = None
+    ) -> list[SessionRecord]:
+        """Sessions in which a rule fired (``SessionRecord.flags > 0``), oldest first, filtered as
+        :meth:`sessions`."""
+        return [s for s in self.sessions(user=user, target=target, since=since) if s.flags > 0]

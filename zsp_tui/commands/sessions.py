@@ -14,7 +14,7 @@ from ..indexing import verified_outcomes
 from ..models import SessionRecord
 from ._common import data, emit_json, service, table
 
-__all__ = ["STATUSES", "register", "session_status"]
+__all__ = ["STATUSES", "flag_summary", "register", "session_status"]
 
 STATUSES = ("live", "sealed", "incomplete", "corrupt", "interrupted")
 """What ``--status`` takes. ``corrupt`` is known only for sessions whose recording was verified
@@ -53,6 +53,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--since: {exc}") from None
     rows = svc.sessions(user=args.user, target=args.target, since=since)
+    if args.flagged:
+        rows = [s for s in rows if s.flags > 0]
     reasons = {r.id: r.reason for r in svc.requests()} if rows else {}
     # Sessions that masked more input than a password needs are flagged for review (zsp unseal).
     flagged = {e.session_id for e in svc.audit_events(since) if e.event == "input.masked.excessive"}
@@ -84,7 +86,9 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 "end_reason": s.end_reason,
                 "head": s.head,
                 "path": s.path,
-                "flags": ["masked-input-excessive"] if s.id in flagged else [],
+                "flags": s.flags,
+                "flag_severity": s.flag_severity,
+                "review_flags": ["masked-input-excessive"] if s.id in flagged else [],
             }
         )
     if args.json:
@@ -100,13 +104,26 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 o["started_at"][:19] + "Z",
                 f"{o['duration_s']:.0f}s",
                 _human_bytes(o["bytes"]),
-                o["status"] + (" FLAGGED" if o["flags"] else ""),
+                o["status"] + (" FLAGGED" if o["review_flags"] else ""),
+                flag_summary(o["flags"], o["flag_severity"]),
                 o["end_reason"] or "-",
                 _short(o["reason"]) if o["reason"] else "-",
             ]
             for o in out
         ],
-        ["SESSION", "USER", "LOGIN@TARGET", "GRANT", "STARTED", "DURATION", "BYTES", "STATUS", "ENDED BY", "REASON"],
+        [
+            "SESSION",
+            "USER",
+            "LOGIN@TARGET",
+            "GRANT",
+            "STARTED",
+            "DURATION",
+            "BYTES",
+            "STATUS",
+            "FLAGS",
+            "ENDED BY",
+            "REASON",
+        ],
     )
     if flagged & {o["id"] for o in out}:
         print(
@@ -114,6 +131,14 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             "`zsp unseal SESSION --escrow-key FILE --as ADMIN`"
         )
     return 0
+
+
+def flag_summary(count: int, severity: str | None) -> str:
+    """What the FLAGS column shows: how many times rules fired and the highest severity
+    (``3 high``); blank for none."""
+    if count <= 0:
+        return ""
+    return f"{count} {severity}" if severity else str(count)
 
 
 def _short(text: str, width: int = 40) -> str:
@@ -138,7 +163,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="list recorded sessions",
         description="List every session, bastion and `zsp record` alike, oldest first. Status: live, sealed, "
         "incomplete (ended without a seal), corrupt (its recording failed verification when it was indexed), "
-        "interrupted (its recorder died with it).",
+        "interrupted (its recorder died with it). FLAGS: how many times real-time rules fired in it and the "
+        "highest severity (3 high); `zsp search --flagged` lists those moments.",
     )
     p.add_argument("--user", metavar="U", help="only sessions of this zsp user")
     p.add_argument("--target", metavar="T", help="only sessions on this target")
@@ -146,5 +172,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "--since", metavar="T", help="only sessions started since T: a time (2026-11-30) or an age (7d, 12h)"
     )
     p.add_argument("--status", choices=STATUSES, help="only sessions in this status")
+    p.add_argument(
+        "--flagged", action="store_true", help="only sessions in which a real-time rule fired (FLAGS column)"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_sessions)
