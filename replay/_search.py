@@ -29,7 +29,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -262,9 +262,11 @@ class SearchIndex(Protocol):
         commands_only: bool = False,
         limit: int = 50,
         session_id: str | None = None,
+        session_ids: Collection[str] | None = None,
     ) -> list[Hit]:
         """Hits newest first (session start, then position in the session, latest first);
-        ``session_id``: within that session only."""
+        ``session_id``: within that session only; ``session_ids``: within these sessions only
+        (``zsp search --flagged``)."""
         ...
 
     def close(self) -> None: ...
@@ -511,14 +513,16 @@ class SqliteSearchIndex:
         commands_only: bool = False,
         limit: int = 50,
         session_id: str | None = None,
+        session_ids: Collection[str] | None = None,
     ) -> list[Hit]:
         q = query if isinstance(query, Query) else parse_query(query)
         if limit <= 0:
             return []
         match = q.match + (' AND kind : "c"' if commands_only else "")
+        allowed = None if session_ids is None else frozenset(session_ids)
         with self._lock:
             try:
-                return self._search(q, match, user, target, since_us, limit, session_id)
+                return self._search(q, match, user, target, since_us, limit, session_id, allowed)
             except sqlite3.Error as exc:
                 raise SearchIndexError(path=self.path, reason=str(exc)) from None
 
@@ -531,6 +535,7 @@ class SqliteSearchIndex:
         since_us: int | None,
         limit: int,
         session_id: str | None = None,
+        allowed: frozenset[str] | None = None,
     ) -> list[Hit]:
         db = self._db
         low = 0
@@ -542,15 +547,17 @@ class SqliteSearchIndex:
                 return []
             low = int(row[0])
         keys: list[int] | None = None  # sessions the filters allow (None: all)
-        if user is not None or target is not None or session_id is not None:
+        if user is not None or target is not None or session_id is not None or allowed is not None:
             where: list[str] = ["key >= ?"]
             args: list[object] = [low]
             for column, value in (("user", user), ("target", target), ("session_id", session_id)):
                 if value is not None:
                     where.append(f"{column} = ?")
                     args.append(value)
-            sql = f"SELECT key FROM sessions WHERE {' AND '.join(where)} ORDER BY key DESC"  # noqa: S608 - fixed names
-            keys = [int(k) for (k,) in db.execute(sql, args)]
+            sql = f"SELECT key, session_id FROM sessions WHERE {' AND '.join(where)} ORDER BY key DESC"  # noqa: S608 - fixed names
+            # A set of sessions is checked here rather than bound into the query: it may hold more
+            # ids than SQLite takes parameters.
+            keys = [int(k) for k, sid in db.execute(sql, args) if allowed is None or sid in allowed]
             if not keys:
                 return []
         found = _Found(db, q, since_us, set(keys) if keys is not None else None, limit)

@@ -4,6 +4,10 @@ Words are what people type: ``zsp search rm -rf /srv/app`` needs no quoting or `
 that starts with ``-`` and is not one of this command's options is a search word (``--`` ends
 the options, for a word that is one). Recorded text is hostile: every line shown here passes
 through :func:`replay.printable`; ``--json`` is exact.
+
+``--flagged`` without words lists the moments real-time rules fired (the store's flags, written
+as they fired, so no search index is needed); with words it searches the flagged sessions only.
+Rule names and matched text come from rules files and sessions: escaped like recorded text.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..clock import parse_since, rfc3339
 from ..datadir import DataDir
 from ..exceptions import UsageError
 from ..indexing import coverage, index_file, index_one, open_index, recordings, warn
+from ..models import Flag, SessionRecord
 from ..session_ref import resolve_ref
 from ._common import data, emit_json
 
@@ -48,6 +53,7 @@ def _options() -> argparse.ArgumentParser:
     p.add_argument("--since")
     p.add_argument("--session")
     p.add_argument("--commands-only", action="store_true")
+    p.add_argument("--flagged", action="store_true")
     p.add_argument("--limit", type=int)
     p.add_argument("--json", action="store_true")
     return p
@@ -64,23 +70,26 @@ def _split_words(words: list[str]) -> tuple[list[str], argparse.Namespace]:
     return rest + tail, opts
 
 
-def _play_ref(hit: Hit) -> str:
-    """How ``zsp play`` names the hit's recording: its session id when the file is named by it."""
-    p = Path(hit.path)
-    if p.name == f"{hit.session_id}.zsprec":
-        return hit.session_id
-    return shlex.quote(printable(hit.path))
+def _play_ref(session_id: str, path: str | None) -> str:
+    """How ``zsp play`` names a session's recording: its session id when the file is named by it."""
+    if path is None or Path(path).name == f"{session_id}.zsprec":
+        return shlex.quote(printable(session_id))
+    return shlex.quote(printable(path))
 
 
 def _play_command(hit: Hit, data_arg: str | None) -> str:
     """The command that opens the hit's moment (with the ``--data`` this search was given)."""
+    return _play_at(hit.session_id, hit.path, hit.t_us, data_arg)
+
+
+def _play_at(session_id: str, path: str | None, t_us: int, data_arg: str | None) -> str:
     where = f" --data {shlex.quote(printable(data_arg))}" if data_arg else ""
-    return f"zsp play{where} {_play_ref(hit)} --from {_from(hit)}"
+    return f"zsp play{where} {_play_ref(session_id, path)} --from {_from(t_us)}"
 
 
-def _from(hit: Hit) -> str:
+def _from(t_us: int) -> str:
     """Seconds from the start, rounded up to the millisecond (the moment after the hit's frame)."""
-    return f"{math.ceil(hit.t_us / 1000) / 1000:.3f}"
+    return f"{math.ceil(t_us / 1000) / 1000:.3f}"
 
 
 def _clock(us: int) -> str:
@@ -135,6 +144,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             setattr(args, name, getattr(opts, name))
     args.json = args.json or opts.json
     args.commands_only = args.commands_only or opts.commands_only
+    args.flagged = args.flagged or opts.flagged
+    if args.flagged and not words:
+        return _flagged_moments(args)
     try:
         query = parse_query(words)
     except QueryError as exc:
@@ -155,6 +167,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         if ref.session_id is None:
             raise UsageError(f"--session {args.session}: name a session of the data dir by its id (or part of it)")
         session_id = ref.session_id
+    flagged_ids: set[str] | None = None
+    if args.flagged:
+        flagged_ids = {s.id for s in d.service().flagged_sessions(user=args.user, target=args.target, since=since)}
     if not index_file(d).exists():
         warn("nothing is indexed yet: sessions are indexed as they end (`zsp index` indexes recordings made elsewhere)")
         if args.json:
@@ -171,6 +186,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 commands_only=args.commands_only,
                 limit=limit,
                 session_id=session_id,
+                session_ids=flagged_ids,
             )
             _warn_stale(d, index)
         finally:
@@ -195,6 +211,81 @@ def cmd_search(args: argparse.Namespace) -> int:
     elif len(hits) == limit:
         print(f"zsp search: the first {limit} hits; there may be more (--limit N)", file=sys.stderr)
     return 0 if hits else 1
+
+
+# --- flagged moments -------------------------------------------------------------------------
+
+
+def _flag_json(f: Flag, s: SessionRecord | None, data_arg: str | None) -> dict[str, Any]:
+    return {
+        "session_id": f.session_id,
+        "at": rfc3339(f.at),
+        "t": f.t_us / 1e6,
+        "rule": f.rule,
+        "severity": f.severity,
+        "trigger": f.trigger,
+        "actions": f.actions,
+        "text": f.text,
+        "user": s.user if s else None,
+        "target": s.target if s else None,
+        "login": s.login if s else None,
+        "started_at": rfc3339(s.started_at) if s else None,
+        "path": s.path if s else None,
+        "play": _play_at(f.session_id, s.path if s else None, f.t_us, data_arg),
+    }
+
+
+def _flag_line(f: Flag, s: SessionRecord | None) -> str:
+    """One flagged moment, every stored value escaped (rule names and matched text are hostile)."""
+    who = f"{printable(s.user)}  {printable(s.login)}@{printable(s.target)}" if s else "?  ?@?"
+    text = f.text if len(f.text) <= _SHOWN else f.text[:_SHOWN] + "…"
+    return (
+        f"{printable(f.session_id[-8:])}  {f.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z +{_clock(f.t_us)}  {who}  "
+        f"{printable(f.rule)} ({printable(f.severity)}, {printable(f.trigger)})  {printable(text)}"
+    )
+
+
+def _flagged_moments(args: argparse.Namespace) -> int:
+    """``zsp search --flagged`` without words: the moments rules fired, newest last."""
+    if args.commands_only:
+        raise UsageError("--commands-only needs words to search (zsp search --flagged WORD...)")
+    limit = 50 if args.limit is None else args.limit
+    if not 1 <= limit <= 100_000:
+        raise UsageError("--limit must be between 1 and 100000")
+    try:
+        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    d = data(args)
+    if not d.root.is_dir():
+        raise UsageError(f"no data directory {d.root} (--data DIR or $ZSP_DATA names it)")
+    session_id: str | None = None
+    if args.session is not None:
+        ref = resolve_ref(d, args.session)
+        if ref.session_id is None:
+            raise UsageError(f"--session {args.session}: name a session of the data dir by its id (or part of it)")
+        session_id = ref.session_id
+    svc = d.service()
+    sessions = {s.id: s for s in svc.sessions()}
+    found = [
+        f
+        for f in svc.flags(session_id=session_id, since=since)
+        if (args.user is None or (f.session_id in sessions and sessions[f.session_id].user == args.user))
+        and (args.target is None or (f.session_id in sessions and sessions[f.session_id].target == args.target))
+    ]
+    shown = found[-limit:]
+    if args.json:
+        emit_json([_flag_json(f, sessions.get(f.session_id), args.data) for f in shown])
+        return 0 if shown else 1
+    for f in shown:
+        s = sessions.get(f.session_id)
+        print(_flag_line(f, s))
+        print(f"    {_play_at(f.session_id, s.path if s else None, f.t_us, args.data)}")
+    if not shown:
+        print("no flagged moments", file=sys.stderr)
+    elif len(found) > len(shown):
+        print(f"zsp search: the newest {len(shown)} of {len(found)} flagged moments (--limit N)", file=sys.stderr)
+    return 0 if shown else 1
 
 
 def _warn_stale(d: DataDir, index: Any) -> None:
@@ -312,6 +403,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--since", metavar="T", help="sessions started since T: 7d, 12h, 30m or an ISO date/time")
     p.add_argument("--session", metavar="SESSION", help="within this session only (its id, or a unique start or end)")
     p.add_argument("--commands-only", action="store_true", help="commands only, not output")
+    p.add_argument(
+        "--flagged",
+        action="store_true",
+        help="without words: the moments real-time rules fired (newest last), each with the zsp play command "
+        "that opens it; with words: search only the sessions in which a rule fired",
+    )
     p.add_argument("--limit", type=int, metavar="N", help="at most N hits (default 50)")
     p.add_argument("--json", action="store_true", help="print a JSON list of hits")
     p.set_defaults(func=cmd_search)
