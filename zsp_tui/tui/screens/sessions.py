@@ -7,7 +7,9 @@ page, and the refresh every :data:`REFRESH` seconds that picks up new and ended 
 verification outcomes of the recordings (zsp_tui.indexing.verified_outcomes: what the search
 indexer verified, for recordings unchanged since) and the sessions flagged for masking more input
 than a password needs (``input.masked.excessive`` audit events, read through the event index).
-Enter opens the selected session's replay.
+Rule matches are counted on each session row by the store (the FLAGS column); ``f`` shows only
+the sessions in which a rule fired (``SessionQuery.flagged``). Enter opens the selected session's
+replay.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class SessionsScreen(Screen[None]):
         Binding("s", "sort", "Sort by"),
         Binding("r", "reverse", "Reverse", show=False),  # in ? help; the footer keeps Quit at 80 columns
         Binding("l", "state", "Live/ended"),
+        # In ? help, and named on the count line when a session is flagged: the footer keeps Quit at 80 columns.
+        Binding("f", "flagged", "Flagged only", show=False),
         Binding("x", "export", "Export"),
         Binding("escape", "leave_filter", "To list", show=False),
     ]
@@ -63,6 +67,8 @@ class SessionsScreen(Screen[None]):
         self.matched: int | None = None
         self.total: int | None = None
         self.verified: int | None = None
+        self.flagged: int | None = None
+        """Sessions in which a rule fired (all of them, whatever the filter)."""
         self.error: str | None = None
         self._debounce: Timer | None = None
 
@@ -115,21 +121,22 @@ class SessionsScreen(Screen[None]):
         def work() -> None:
             try:
                 matched = svc.sessions_count(q)
-                unfiltered = not q.text.strip() and q.state is None
+                unfiltered = not q.text.strip() and q.state is None and not q.flagged
                 total = matched if unfiltered else svc.sessions_count(SessionQuery())
+                flagged = svc.sessions_count(SessionQuery(flagged=True))  # a partial index: cheap
             except (sqlite3.Error, ZspError) as exc:
                 self.app.call_from_thread(self._store_failed, f"cannot read the sessions: {exc}")
                 return
-            self.app.call_from_thread(self._counted, q, matched, total, keep_cursor)
+            self.app.call_from_thread(self._counted, q, matched, total, flagged, keep_cursor)
 
         if not keep_cursor:
             self._show_count(busy=True)
         self.run_worker(work, thread=True, exclusive=True, group="session-query", name="count sessions")
 
-    def _counted(self, q: SessionQuery, matched: int, total: int, keep_cursor: bool) -> None:
+    def _counted(self, q: SessionQuery, matched: int, total: int, flagged: int, keep_cursor: bool) -> None:
         if q != self.query_value:
             return  # a newer query is on its way
-        self.matched, self.total, self.error = matched, total, None
+        self.matched, self.total, self.flagged, self.error = matched, total, flagged, None
         self.table.reload(q, matched, keep_cursor=keep_cursor)
         self._show_count()
 
@@ -177,6 +184,10 @@ class SessionsScreen(Screen[None]):
             line.append(f"{self.matched:,} of {self.total:,} sessions", style="bold")
         if q.state is not None:
             line.append(f" · {q.state.value} only")
+        if q.flagged:
+            line.append(" · flagged only (f: all)", style="bold")
+        elif self.flagged:
+            line.append(f" · {self.flagged:,} flagged (f)", style="bold red")
         line.append(f" · sorted by {q.sort.value.replace('_', ' ')} {'↓' if q.descending else '↑'}")
         if busy and self.matched is not None:
             line.append(" · searching…", style="dim")
@@ -210,6 +221,10 @@ class SessionsScreen(Screen[None]):
             self.notify("no session selected", severity="warning")
             return
         export_session(self, self.ctx, row.session.id)
+
+    def action_flagged(self) -> None:
+        """Only the sessions in which a real-time rule fired, or all of them again."""
+        self._set_query(replace(self.query_value, flagged=not self.query_value.flagged))
 
     def action_state(self) -> None:
         nxt = _STATES[(_STATES.index(self.query_value.state) + 1) % len(_STATES)]

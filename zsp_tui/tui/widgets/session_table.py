@@ -8,8 +8,8 @@ arrives and its lines are redrawn. After :meth:`SessionTable.reload` (a new filt
 periodic refresh) the previous pages stay on screen until their replacements arrive, so the list
 does not flash blank every few seconds.
 
-Every stored value (user, target, login, grant, reason, end reason) is drawn through
-:func:`~zsp_tui.tui.text.clip`: literal text, control characters escaped, never markup.
+Every stored value (user, target, login, grant, reason, end reason, flag severity) is drawn
+through :func:`~zsp_tui.tui.text.clip`: literal text, control characters escaped, never markup.
 
 The first line is the header; clicking a column title asks to sort by it (:class:`SortClicked`).
 Columns give way on narrow terminals in a fixed order of priority (:data:`COLUMNS`).
@@ -41,7 +41,7 @@ from ...exceptions import ZspError
 from ...store import SessionQuery, SessionRow, SessionSort
 from ..text import clip
 
-__all__ = ["COLUMNS", "KEEP_PAGES", "PAGE", "Column", "SessionTable", "badge", "status_of"]
+__all__ = ["COLUMNS", "KEEP_PAGES", "PAGE", "Column", "SessionTable", "badge", "flags_cell", "status_of"]
 
 PAGE = 100
 """Rows fetched per store query."""
@@ -65,11 +65,15 @@ class Column:
     """What clicking its title sorts by."""
     flex: bool = False
     """Takes the width the others leave."""
+    short: str = ""
+    """The title drawn when the column is narrower than ``title``."""
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("status", "STATUS", 12, 6, 10, SessionSort.STATUS),  # "interrupted!" when flagged
-    Column("badge", "VERIFIED", 10, 7, 9),
+    Column("badge", "VERIFIED", 10, 8, 9),
+    # Rule matches ("3 high"; "3H" when narrow): gives way after the reason, before the start time.
+    Column("flags", "FLAGS", 10, 4, 7, short="FLAG"),
     Column("id", "SESSION", 9, 9, 2),
     Column("user", "USER", 14, 8, 9, SessionSort.USER),
     Column("where", "LOGIN@TARGET", 20, 14, 8, SessionSort.TARGET),
@@ -91,6 +95,7 @@ _STATUS_STYLE = {
     "interrupted": "yellow",
 }
 _BADGE_STYLE = {"VALID": "green", "INCOMPLETE": "yellow", "CORRUPT": "bold reverse red", "unverified": "dim"}
+_SEVERITY_STYLE = {"critical": "bold reverse red", "high": "bold red", "medium": "yellow", "low": "cyan", "info": ""}
 
 
 def layout(width: int) -> list[tuple[Column, int]]:
@@ -132,6 +137,19 @@ def badge(row: SessionRow, outcomes: dict[str, str]) -> str:
     """VALID, INCOMPLETE or CORRUPT as the search index verified the recording (unchanged since),
     else ``unverified`` (live, not indexed yet, or changed since)."""
     return outcomes.get(_abs(row.session.path), "unverified")
+
+
+def flags_cell(count: int, severity: str | None, width: int) -> Text:
+    """The FLAGS cell: ``3 high``, or ``3H`` where that does not fit; blank without flags. The
+    severity comes from the store (escaped like any stored text)."""
+    if count <= 0:
+        return Text("", end="")
+    sev = severity or ""
+    style = _SEVERITY_STYLE.get(sev, "bold")
+    full = f"{count} {sev}".rstrip()
+    if len(full) <= width:
+        return clip(full, width, style)
+    return clip(f"{count}{sev[:1].upper()}", width, style)
 
 
 def _abs(path: str) -> str:
@@ -369,7 +387,7 @@ class SessionTable(ScrollView, can_focus=True):
         for i, (col, width) in enumerate(cols):
             if i:
                 text.append(" ")
-            title = col.title
+            title = col.short if col.short and width < len(col.title) else col.title
             if col.sort is not None and col.sort == q.sort:
                 title += " ▼" if q.descending else " ▲"
             text.append_text(clip(title, width, "underline" if col.sort is not None else ""))
@@ -390,6 +408,8 @@ class SessionTable(ScrollView, can_focus=True):
                 out[key] = clip(status + flag, width, _STATUS_STYLE.get(status, ""))
             elif key == "badge":
                 out[key] = clip(verdict, width, _BADGE_STYLE.get(verdict, ""))
+            elif key == "flags":
+                out[key] = flags_cell(s.flags, s.flag_severity, width)
             elif key == "id":
                 out[key] = clip("…" + s.id[-8:], width, "dim")
             elif key == "user":
