@@ -2,9 +2,10 @@
 
 * :class:`Overview`: the recording at a glance, filled by one verified pass (``read_overview``
   for a finished file, :class:`Feed` for a live one): output bytes per time bucket (the
-  timeline's density), markers (events: grant warnings, expiry, revocation, masked input, other
-  events), the keystrokes typed (runs up to each Enter; masked input only as its length), the kind
-  of every frame (for stepping back), and the commands found by :class:`replay.Scanner`.
+  timeline's density), markers (events: grant warnings, expiry, revocation, masked input, the
+  moments real-time rules fired (``rule.match``), other events), the keystrokes typed (runs up
+  to each Enter; masked input only as its length), the kind of every frame (for stepping back),
+  and the commands found by :class:`replay.Scanner`.
 * :class:`Feed`: a thread reading the recording once, verified, with :func:`replay.located_frames`
   (following it while it grows, for a live session), that grows a :class:`replay.SeekIndex` (when
   none is cached) and the Overview, and finds commands. Modelled on ``zsp play``'s LiveFeed, which
@@ -54,6 +55,7 @@ __all__ = [
     "Marker",
     "Overview",
     "Playback",
+    "flag_label",
     "read_overview",
     "untrusted_tail_end",
 ]
@@ -82,6 +84,8 @@ class MarkKind(enum.Enum):
     EXPIRY = "expiry"
     REVOCATION = "revocation"
     MASKED = "masked"
+    FLAG = "flag"
+    """A real-time rule fired (a ``rule.match`` event frame)."""
     EVENT = "event"
     BREAK = "break"
 
@@ -94,7 +98,29 @@ _EVENT_KINDS = {
     "input.masked.excessive": MarkKind.WARNING,
     "upstream.error": MarkKind.WARNING,
     "session.recording_limit": MarkKind.WARNING,
+    "rule.match": MarkKind.FLAG,
+    "rule.terminate": MarkKind.WARNING,
+    "rule.hold.deny": MarkKind.WARNING,
 }
+
+
+def _flag_showing(fields: dict[str, object]) -> str:
+    """The line a command or output rule matched (what the screen shows there), else ""."""
+    text = fields.get("text")
+    if fields.get("trigger") in ("command", "output") and isinstance(text, str):
+        return text.strip()[:60]
+    return ""
+
+
+def flag_label(fields: dict[str, object]) -> str:
+    """What a ``rule.match`` frame says, as one line: ``RULE (severity, trigger): text``. Raw: the
+    fields come from the recording (hostile), so it is drawn only through ``text.plain``."""
+
+    def field(name: str) -> str:
+        value = fields.get(name)
+        return value if isinstance(value, str) else "?"
+
+    return f"{field('rule')} ({field('severity')}, {field('trigger')}): {field('text')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +130,9 @@ class Marker:
     label: str
     """From the recording: drawn only through ``text.plain`` (which escapes controls, never markup)."""
     frame: int
+    showing: str = ""
+    """Text the screen shows at (or just after) this moment, if known: a rule match's command or
+    output line, which a jump to it looks for (as a command's line), so that it is on screen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +157,8 @@ class Overview:
     bins: dict[int, int] = field(default_factory=dict)
     """``t_us // BIN_US`` -> output bytes."""
     markers: list[Marker] = field(default_factory=list)
+    flags: list[Marker] = field(default_factory=list)
+    """The ``rule.match`` markers alone, in recording order (also in ``markers``): n/p-like jumps."""
     keys: list[KeyRun] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     kinds: bytearray = field(default_factory=bytearray)
@@ -172,9 +203,14 @@ class Overview:
                     size = n if isinstance(n, int) and n > 0 else 0
                     self.keys.append(KeyRun(frame.t_us, frame.seq, b"", size, masked=max(size, 1)))
                     label = f"masked input, {size} bytes"
+                elif mark is MarkKind.FLAG:
+                    label = flag_label(data.fields)[:1200]
                 else:
                     label = f"{data.type}: {data.message}"[:300]
-                self.markers.append(Marker(frame.t_us, mark, label, frame.seq))
+                marker = Marker(frame.t_us, mark, label, frame.seq, _flag_showing(data.fields))
+                self.markers.append(marker)
+                if mark is MarkKind.FLAG:
+                    self.flags.append(marker)
                 self.version += 1
             elif kind is FrameKind.CHECKPOINT:
                 self.checkpoints[frame.seq] = frame.t_us
@@ -222,6 +258,11 @@ class Overview:
     def snapshot(self) -> tuple[list[Marker], list[KeyRun], list[Command]]:
         with self.lock:
             return list(self.markers), list(self.keys), list(self.commands)
+
+    def flag_markers(self) -> list[Marker]:
+        """The moments rules fired, in recording order."""
+        with self.lock:
+            return list(self.flags)
 
     def checkpoint_time(self, seq: int) -> int | None:
         """Time of checkpoint frame ``seq`` (None if it is not one, or not read yet)."""

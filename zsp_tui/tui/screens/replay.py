@@ -16,6 +16,11 @@ Seeks (keyframe + at most ~32 KiB replayed) run in a worker; playback applies fr
 timer with a time budget per tick (big frames in slices). Nothing recorded is drawn except
 through the emulator's cells (widgets/terminal_view.py).
 
+The moments real-time rules fired are the recording's ``rule.match`` event frames (the evidence,
+not the store's flag rows): ``⚑`` on the timeline, ``f``/``F`` jump to the next/previous one
+(paused, through the same seek as everything else), and the status line names the rule and what
+it matched while the playhead is at that moment (for :data:`FLAG_SHOWN_US` after it).
+
 Opened at a search hit (``at_us``, ``highlight``) it seeks there, paused, with the hit marked on
 the screen and on the timeline. With a cached index the screen shows that moment before the
 verification pass ends (labelled VERIFYING; the cache is derived from an earlier verified pass and
@@ -60,14 +65,14 @@ from ...exceptions import ZspError
 from ...models import SessionRecord
 from ...session_ref import SessionRef, identity_problem
 from ..context import Area, ReviewContext
-from ..playback import Feed, Overview, Playback, read_overview, untrusted_tail_end
+from ..playback import Feed, Marker, Overview, Playback, read_overview, untrusted_tail_end
 from ..text import plain
 from ..widgets.replay_panel import ReplayPanel, clock
 from ..widgets.terminal_view import TerminalView
 from ..widgets.timeline import Timeline, TimelineState
 from .export import export_session
 
-__all__ = ["ReplayScreen"]
+__all__ = ["FLAG_SHOWN_US", "ReplayScreen"]
 
 SEEK_SHORT_US = 5_000_000
 SEEK_LONG_US = 30_000_000
@@ -78,6 +83,8 @@ _NARROW = 110
 """Below this many columns the side panel starts hidden (the recorded screen needs the room)."""
 _LIVE_GRACE_S = 5.0
 """After the store says a followed session ended, how long to wait for its seal to be signed."""
+FLAG_SHOWN_US = 5_000_000
+"""For how long after a flagged moment the status line still names its rule."""
 
 
 _T = TypeVar("_T")
@@ -134,6 +141,9 @@ class ReplayScreen(Screen[None]):
         Binding("comma", "step(-1)", "Step back", key_display=",", show=False),
         Binding("n", "command(1)", "Next command"),
         Binding("p", "command(-1)", "Prev command", show=False),
+        # Not in the footer (Quit would not fit at 80 columns): in ? help, REVIEW.md and beside the flag shown.
+        Binding("f", "flag(1)", "Next flagged moment", show=False),
+        Binding("F", "flag(-1)", "Previous flagged moment", key_display="F", show=False),
         Binding("i", "toggle_idle", "Skip idle", show=False),
         Binding("c", "toggle_panel", "Panel"),
         Binding("x", "export", "Export"),
@@ -203,6 +213,8 @@ class ReplayScreen(Screen[None]):
         self._listed: tuple[int, str] = (-1, "?")
         self._command_at: int | None = None
         """The command last jumped to (n/p go on from it, not from where its line showed)."""
+        self._flag_at: Marker | None = None
+        """The flagged moment last jumped to (f/F go on from it: several may share one time)."""
 
     # --- layout ---------------------------------------------------------------------------------
 
@@ -741,6 +753,9 @@ class ReplayScreen(Screen[None]):
         end = self._end_us()
         # Most important first; what does not fit the line is left out (narrow terminals).
         parts: list[Text] = [plain(f"{state} {_when(pb.pos_us)}/{clock(end)}"), plain(f"{pb.speed:g}x")]
+        flag = self.flag_text()
+        if flag is not None:
+            parts.append(flag)
         if self.live and self.ended is None and not pb.following:
             parts.append(plain("behind live: End to catch up", "bold yellow"))
         screen = view.screen_value
@@ -777,6 +792,50 @@ class ReplayScreen(Screen[None]):
             text.append_text(part)
         return text
 
+    def current_flag(self) -> Marker | None:
+        """The flagged moment the playhead is at: the one last jumped to, else the latest at or
+        before the playhead, while the playhead is within :data:`FLAG_SHOWN_US` after it."""
+        pb = self.playback
+        if pb is None:
+            return None
+        pos = pb.pos_us
+        at = self._flag_at
+        if at is not None and 0 <= pos - at.t_us <= FLAG_SHOWN_US:
+            return at
+        latest = None
+        for m in self.overview.flag_markers():
+            if m.t_us > pos:
+                break
+            latest = m
+        if latest is not None and pos - latest.t_us <= FLAG_SHOWN_US:
+            return latest
+        return None
+
+    def flag_text(self) -> Text | None:
+        """``⚑ 2/5 RULE (severity, trigger): text`` for the current flagged moment. What it says
+        is the recording's, so only frames a verified signature covers are named (else only that a
+        rule fired there), and through ``plain`` (escaped, never markup)."""
+        m = self.current_flag()
+        if m is None:
+            return None
+        flags = self.overview.flag_markers()
+        n = next((i for i, f in enumerate(flags) if f.frame == m.frame), 0) + 1
+        text = plain(f"⚑ {n}/{len(flags)} ", "bold magenta")
+        if m.frame < self._signed_frames():
+            text.append_text(plain(m.label, "magenta"))
+        else:
+            text.append_text(plain("a rule fired here (not signed: not shown)", "dim magenta"))
+        text.append_text(plain(" f/F", "dim"))
+        return text
+
+    def _signed_frames(self) -> int:
+        """Frames a verified signature covers: the verdict's, else (before it, or following a live
+        session) the seek index's."""
+        if self.report is not None and not (self.live and self.ended is None):
+            return self.report.signed_frames
+        pb = self.playback
+        return pb.seeker.index.shown if pb is not None else 0
+
     def _indexed(self) -> float:
         """How much of the file the index-building pass has read."""
         feed = self.feed
@@ -811,6 +870,7 @@ class ReplayScreen(Screen[None]):
         self._pending_us = None
         self._pending_showing = None
         self._command_at = None
+        self._flag_at = None
         pb.following = False  # a seek leaves the live edge (End returns to it)
         self._seek_gen += 1
         self._seeking = True
@@ -952,6 +1012,30 @@ class ReplayScreen(Screen[None]):
             self.playback.paused = True
         self._seek(command.t_us, showing=None if command.blind else command.text[:60])
         self._command_at = command.t_us
+
+    def action_flag(self, direction: int) -> None:
+        """Paused at the next (previous) moment a rule fired, in recording order."""
+        pb = self.playback
+        if pb is None:
+            return
+        flags = self.overview.flag_markers()
+        at = self._flag_at
+        if at is not None:
+            i = next((k for k, f in enumerate(flags) if f.frame == at.frame), None)
+            j = None if i is None else i + direction
+            target = flags[j] if j is not None and 0 <= j < len(flags) else None
+        elif direction > 0:
+            target = next((f for f in flags if f.t_us > pb.pos_us), None)
+        else:
+            target = next((f for f in reversed(flags) if f.t_us < pb.pos_us), None)
+        if target is None:
+            self.notify("no later flagged moment" if direction > 0 else "no earlier flagged moment", timeout=2)
+            return
+        pb.paused = True
+        # Like a command: the first screen from that moment that shows the matched line, if it shows
+        # within a few frames (the rule fires at Enter; the echo may come a moment later).
+        self._seek(target.t_us, showing=target.showing or None)
+        self._flag_at = target
 
     def action_export(self) -> None:
         export_session(self, self.ctx, self.session_id)

@@ -3,8 +3,9 @@
 Row 1 is the density of output across the recording (bytes per slice of time, as block
 characters, scaled to the busiest slice); the part that is not shown is coloured: amber where
 frames are intact but no signature covers them yet, red where a CORRUPT recording's chain is
-broken (UNTRUSTED). Row 2 holds markers: ``▲`` commands, ``◆`` the search hit, ``!`` warnings,
-``E`` expiry, ``R`` revocation, ``*`` masked input, ``•`` other events, ``✖`` the chain break.
+broken (UNTRUSTED). Row 2 holds markers: ``▲`` commands, ``◆`` the search hit, ``⚑`` a rule fired
+(flagged), ``!`` warnings, ``E`` expiry, ``R`` revocation, ``*`` masked input, ``•`` other
+events, ``✖`` the chain break.
 The playhead is the reversed column. Clicking (or dragging) anywhere seeks there
 (:class:`Timeline.Seek`).
 """
@@ -30,6 +31,7 @@ MARK_CHARS: dict[MarkKind, tuple[str, str]] = {
     MarkKind.REVOCATION: ("R", "bold red"),
     MarkKind.EXPIRY: ("E", "bold red"),
     MarkKind.HIT: ("◆", "bold yellow"),
+    MarkKind.FLAG: ("⚑", "bold magenta"),
     MarkKind.WARNING: ("!", "bold yellow"),
     MarkKind.MASKED: ("*", "magenta"),
     MarkKind.COMMAND: ("▲", "cyan"),
