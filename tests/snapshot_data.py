@@ -20,7 +20,7 @@ from tests.helpers import SEED_A
 from zsp_tui.access import AccessService, Actor
 from zsp_tui.clock import FakeClock
 from zsp_tui.datadir import DataDir
-from zsp_tui.models import AccessRequest, RequestState, Role, SessionRecord
+from zsp_tui.models import AccessRequest, Flag, RequestState, Role, SessionRecord
 from zsp_tui.tui import ReviewContext, Reviewer
 
 __all__ = ["NOW", "Snap", "build_snapshot_data"]
@@ -65,11 +65,14 @@ SHELL: list[tuple[float, bytes, bytes]] = [
      b"/dev/sdb1       100G   71G   29G  \x1b[31m71%\x1b[0m /srv\r\n" + PROMPT),
     (1.5, b"exit\r", b"exit\r\nlogout\r\n"),
 ]
+SHELL_FLAG = (3, "sudo-root-prod", "high", "command", "flag,notify", "sudo systemctl restart postgresql")
+"""A real-time rule fired at SHELL's step 3 (its ``rule.match`` frame right after the command's Enter)."""
 
 
 def _recording(d: DataDir, key: SigningKey, sid: uuid.UUID, start: datetime, grant: str | None,
                steps: list[tuple[float, bytes, bytes]], *, user: str = "alice", target: str = "db1",
-               login: str = "postgres", command: str | None = None, exit_status: int = 0) -> tuple[Path, str, datetime]:
+               login: str = "postgres", command: str | None = None, exit_status: int = 0,
+               flag: tuple[int, str, str, str, str, str] | None = None) -> tuple[Path, str, datetime]:
     clock = _Clock(start)
     path = d.recordings / f"{sid}.zsprec"
     w = RecordingWriter(
@@ -79,10 +82,14 @@ def _recording(d: DataDir, key: SigningKey, sid: uuid.UUID, start: datetime, gra
         session_id=sid, clock=lambda: clock.mono_ns, wall_clock=lambda: clock.wall_ns,
         checkpoint_frames=4, coalesce_ms=0,
     )
-    for delay, typed, printed in steps:
+    for n, (delay, typed, printed) in enumerate(steps):
         clock.step(delay)
         if typed:
             w.input(typed)
+            if flag is not None and flag[0] == n:
+                _step, rule, severity, trigger, actions, text = flag
+                w.event("rule.match", f"rule {rule} ({severity}) matched {trigger}", rule=rule, severity=severity,
+                        trigger=trigger, actions=actions, text=text)
             clock.step(0.05)
         if printed:
             w.output(printed)
@@ -127,7 +134,7 @@ def build_snapshot_data(root: Path) -> Snap:
                                   NOW - timedelta(minutes=10), RequestState.PENDING))
     sessions = [
         ("shell", uuid.UUID("01a22d72-7f58-7659-a4da-38372c5b2e22"), _T0 + timedelta(minutes=3), "r-grant1", SHELL,
-         {}),
+         {"flag": SHELL_FLAG}),
         ("exec", uuid.UUID("01a22d90-0000-7000-8000-000000000002"), _T0 + timedelta(hours=1, minutes=5), "r-grant2",
          [(0.3, b"", b"notAfter=Dec 30 12:00:00 2026 GMT\r\n")],
          {"target": "web1", "login": "deploy", "command": "openssl x509 -enddate -noout -in /etc/ssl/site.pem"}),
@@ -140,6 +147,12 @@ def build_snapshot_data(root: Path) -> Snap:
                 grant_id=grant, command=kw.get("command"), client="192.0.2.10:50412", path=str(path),
                 started_at=start, owner="serve:bastion:1"))
             tx.session_end(str(sid), ended, 0, "exit", head)
+            if "flag" in kw:  # the store's side of the rule.match frame (no audit event: test_audit_log stays)
+                n = kw["flag"][0]
+                at_s = sum(d + (0.05 if typed else 0) for d, typed, _ in steps[:n]) + steps[n][0]
+                _step, rule, severity, trigger, actions, text = kw["flag"]
+                tx.add_flag(Flag(str(sid), start + timedelta(seconds=at_s), int(at_s * 1e6), rule, severity, trigger,
+                                 actions, text))
         ids[name] = str(sid)
     from zsp_tui.indexing import index_one, open_index
 
