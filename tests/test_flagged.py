@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -56,14 +57,18 @@ def _record(d: DataDir, svc: AccessService, sid: uuid.UUID, user: str, target: s
     return record
 
 
-@pytest.fixture(scope="module")
-def flagged(tmp_path_factory: pytest.TempPathFactory) -> Flagged:
-    d = DataDir(tmp_path_factory.mktemp("flagged") / "data")
+def _data_dir(root: Path) -> tuple[DataDir, AccessService, SigningKey]:
+    d = DataDir(root / "data")
     d.init()
     svc = d.service(FakeClock(STARTED + timedelta(minutes=1)))
     svc.add_user(Actor(None), "alice", frozenset({Role.OPERATOR, Role.ADMIN}))
     svc.add_user(Actor("alice"), "dora", frozenset({Role.REVIEWER}))
-    key = SigningKey.load(d.root / "keys" / "recording_ed25519")
+    return d, svc, SigningKey.load(d.root / "keys" / "recording_ed25519")
+
+
+@pytest.fixture(scope="module")
+def flagged(tmp_path_factory: pytest.TempPathFactory) -> Flagged:
+    d, svc, key = _data_dir(tmp_path_factory.mktemp("flagged"))
 
     sid_a, sid_b = uuid.UUID(int=0xA1), uuid.UUID(int=0xB2)
     a = Script(d.recordings / f"{sid_a}.zsprec", key, session_id=sid_a)
@@ -258,8 +263,12 @@ async def test_at_80_columns_the_flags_fit_beside_the_rest_and_the_footer_keeps_
         row = next(table.row(i) for i in range(2) if table.row(i).session.id == flagged.a)
         assert any(" 2C " in line for line in lines[1:3]) and all(len(line) <= 80 for line in lines)
         assert str(table.cells(row)["flags"]) == "2 critical"  # whole, where there is room
-        keys = {str(k.description): k.region for k in app.screen.query_one(Footer).query("FooterKey")}
-        assert keys["Quit"].right <= 80
+
+        def footer() -> dict[str, object]:
+            return {str(k.description): k.region for k in app.screen.query_one(Footer).query("FooterKey")}
+
+        await until(pilot, lambda: "Quit" in footer(), "the footer")
+        assert footer()["Quit"].right <= 80
 
 
 async def test_replay_marks_the_flagged_moments_and_f_jumps_between_them(flagged: Flagged) -> None:
@@ -306,3 +315,35 @@ async def test_replay_marks_the_flagged_moments_and_f_jumps_between_them(flagged
         await pilot.press("F")  # none earlier: it stays
         await pilot.pause(0.3)
         assert at(FLAG1_US, FLAG1_US + 200_000)
+
+
+async def test_a_flagged_moment_no_signature_covers_is_marked_but_not_named(tmp_path: Path) -> None:
+    """A recording cut short after a rule fired (INCOMPLETE): the marker shows where, the status
+    line shows nothing of what the unsigned frame says."""
+    from textual.widgets import Static
+
+    from zsp_tui.tui.screens.replay import ReplayScreen
+
+    d, svc, key = _data_dir(tmp_path)
+    sid = uuid.UUID(int=0xC3)
+    c = Script(d.recordings / f"{sid}.zsprec", key, session_id=sid)
+    _record(d, svc, sid, "alice", "db1", c)
+    c.at(1).out(b"$ ").at(1.5).key(b"id\r").out(b"id\r\nuid=0(root)\r\n$ ")
+    c.at(5).w.tick()  # signs everything so far
+    c.w.event("rule.match", "unsigned", rule="unsigned-rule", severity="high", trigger="command",
+              actions="flag", text="UNSIGNED-TEXT")
+    c.w.flush()  # and the recorder dies: never signed, never sealed
+    f = Flagged(d, svc, str(sid), "")
+    app = _app(f)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.open_replay(f.a, at_us=0)
+        await until(pilot, lambda: isinstance(app.screen, ReplayScreen) and app.screen.playback is not None, "replay")
+        screen = app.screen
+        assert isinstance(screen, ReplayScreen)
+        await until(pilot, lambda: screen.report is not None and not screen._seeking, "verdict")
+        assert screen.report.outcome.value == "INCOMPLETE"
+        await pilot.press("f")
+        await until(pilot, lambda: "⚑ 1/1" in str(screen.query_one("#status", Static).render()), "the marker")
+        shown = str(screen.query_one("#status", Static).render())
+        assert "not signed: not shown" in shown
+        assert "unsigned-rule" not in shown and "UNSIGNED-TEXT" not in shown
