@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,12 @@ import pytest
 from recorder import SigningKey
 from tests.bastion_env import Env, make_env
 from tests.helpers import SEED_A, SEED_B, write_recording
+
+
+# A pytest-xdist worker has COLUMNS and LINES set (80x24); Textual and other programs the tests
+# start in PTYs of their own size would take those over the PTY's. A terminal does not set them.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ be applied (the code it targets changed: update the mutant with the code).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -222,6 +223,15 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+_SERIAL = ("-x", "-q", "-p", "no:cacheprovider", "-n", "0")
+"""A mutant's few tests run serially: two more workers per mutant would cost more than they save."""
+
+
+def _env() -> dict[str, str]:
+    """This environment without the variables of a pytest-xdist worker (the child is not one)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+
+
 def controls(mutants: list[Mutant], python: str = sys.executable) -> list[str]:
     """Run each mutant's tests on an unmutated copy of the tree; returns the names whose tests fail
     there (their kills would prove nothing)."""
@@ -231,8 +241,9 @@ def controls(mutants: list[Mutant], python: str = sys.executable) -> list[str]:
         shutil.copytree(ROOT, copy, ignore=_IGNORE)
         for m in mutants:
             p = subprocess.run(
-                [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests],
+                [python, "-m", "pytest", *_SERIAL, *m.tests],
                 cwd=copy,
+                env=_env(),
                 capture_output=True,
                 text=True,
             )
@@ -252,8 +263,9 @@ def run(mutant: Mutant, python: str = sys.executable) -> tuple[str, float]:
         shutil.copytree(ROOT, copy, ignore=_IGNORE)
         (copy / mutant.path).write_text(source.replace(mutant.old, mutant.new))
         p = subprocess.run(
-            [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            [python, "-m", "pytest", *_SERIAL, *mutant.tests],
             cwd=copy,
+            env=_env(),
             capture_output=True,
             text=True,
         )

@@ -427,8 +427,11 @@ def test_the_demo_review_steps_paste_as_printed(tmp_path: Path) -> None:
         for step in (over_ssh, on_host):
             app = Pty(["bash", "-c", zsp + step], PYTHONPATH=str(Path(__file__).resolve().parent.parent), **home)
             try:
-                app.wait_for(lambda lines: drawn(lines) and "Requests" in lines[0], "the demo approver's app")
-                assert "demo-approver (approver, reviewer)" in app.lines()[0]
+                # The roles come with the first store read: wait for them rather than the first paint.
+                app.wait_for(
+                    lambda lines: drawn(lines) and "demo-approver (approver, reviewer)" in lines[0],
+                    "the demo approver's app, with its roles",
+                )
                 app.send(b"q")
                 assert app.finish() == 0
             finally:
