@@ -10,7 +10,6 @@ from recorder import SigningKey
 from tests.bastion_env import Env, make_env
 from tests.helpers import SEED_A, SEED_B, write_recording
 
-
 # A pytest-xdist worker has COLUMNS and LINES set (80x24); Textual and other programs the tests
 # start in PTYs of their own size would take those over the PTY's. A terminal does not set them.
 for _name in ("COLUMNS", "LINES"):
