@@ -258,8 +258,12 @@ class SessionRules:
         return out
 
     def tick(self, t_us: int) -> list[Match]:
-        """Time passed (duration rules)."""
-        return self._begin(t_us)
+        """Time passed: duration rules, and command lines waiting for their echo (the output window
+        is fed to the scanner, at most :data:`MAX_WINDOW` bytes a call; the bastion ticks about once
+        a second, so a command is flagged soon after its echo even if nothing more is typed)."""
+        out = self._begin(t_us)
+        self._catch_up(out)
+        return out
 
     def feed(self, frame: Frame) -> list[Match]:
         """One recorded frame (offline): dispatches to output/input/resize/masked."""
@@ -346,10 +350,12 @@ class SessionRules:
             del carry[:cut]
 
     def _lines(self, block: bytes, t_us: int, out: list[Match]) -> None:
-        """Output rules over complete lines (``\\n``-separated, none longer than MAX_LINE)."""
+        """Output rules over complete lines (``\\n``-separated, none longer than MAX_LINE), reported
+        in line order (then rule order)."""
         text = _clean(block)
-        for o in self._outputs:
-            rule, many = o.rule, o.many
+        hits: list[tuple[int, int, str, Rule]] = []
+        for k, o in enumerate(self._outputs):
+            rule, many, pattern = o.rule, o.many, o.rule.output
             pos = 0
             while (m := many.search(text, pos)) is not None:
                 a = text.rfind("\n", 0, m.start()) + 1
@@ -357,12 +363,16 @@ class SessionRules:
                 if b < 0:
                     b = len(text)
                 line = text[a:b]
-                pattern = rule.output
-                if pattern is not None and pattern.search(line) and self._when_fits(rule, t_us):
-                    self._report(rule, Trigger.OUTPUT, line, t_us, out)
+                if pattern is not None and pattern.search(line):
+                    hits.append((a, k, line, rule))
                 pos = b + 1
                 if pos > len(text):
                     break
+        if len(hits) > 1:
+            hits.sort(key=lambda h: (h[0], h[1]))
+        for _, _, line, rule in hits:
+            if self._when_fits(rule, t_us):
+                self._report(rule, Trigger.OUTPUT, line, t_us, out)
 
     def _durations_due(self, t_us: int, out: list[Match]) -> None:
         left = []
