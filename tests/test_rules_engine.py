@@ -241,7 +241,7 @@ def test_lazy_window_bounds_what_the_scanner_sees(tmp_path: Path, key: SigningKe
     blob = b"".join(b"log line %06d\r\n" % i for i in range(200_000))  # ~3.6 MB between two keystrokes
     for i in range(0, len(blob), 32 * 1024):
         engine.output(blob[i : i + 32 * 1024], 2)
-        assert len(engine._window) <= 2 * MAX_WINDOW
+        assert engine._window_bytes < MAX_WINDOW + 32 * 1024  # the chunks it holds, not copies
     engine.output(PROMPT, 3)
     engine.input(b"cat danger-zone.txt", 4)
     engine.output(b"cat danger-zone.txt", 5)
@@ -263,7 +263,7 @@ def test_output_lines_escapes_controls_and_cuts(tmp_path: Path, key: SigningKey)
     rules = ruleset('[[rule]]\nname = "key"\nseverity = "high"\noutput = "-----BEGIN [A-Z ]*PRIVATE KEY-----"\n')
     marker = b"-----BEGIN RSA PRIVATE KEY-----"
     rec = Rec(tmp_path / "s.zsprec", key)
-    rec.out(b"\x1b[1;31m-----BEGIN RSA \x1b[0mPRIV\x00ATE\x07 KEY-----\x1b]0;title\x07\r\n")  # escapes, NUL, BEL
+    rec.out(b"\x1b[1;31m-----BEGIN RSA \x1b[0mPRIV\x00ATE\x7f KEY-----\x1b]0;title\x07\r\n")  # escapes, NUL, DEL
     rec.out(b"-----BEGIN RSA PRI")  # split across frames
     rec.out(b"VATE KEY-----\r\n")
     rec.out(b"\x1b[31" + b"m" + b"caf\xc3\xa9 " + marker + b"\r\n")  # UTF-8 around it
@@ -275,6 +275,8 @@ def test_output_lines_escapes_controls_and_cuts(tmp_path: Path, key: SigningKey)
     for i in range(0, len(big), 60_000):
         rec.out(bytes(big[i : i + 60_000]))
     rec.out(b"\n")
+    rec.out(b"progress 10%\rprogress -----BEGIN RSA PRIVATE KEY-----\rdone\r\n")  # CR ends a line
+    rec.out(b"-----BEGIN RSA PRIV\x07ATE KEY-----\r\n")  # other controls stay in the text: no match
     rec.out(b"tail " + marker)  # no newline: matched at the end
     matches, _ = run(rules, rec.close(), key)
     texts = [m.text for m in matches]
@@ -284,7 +286,7 @@ def test_output_lines_escapes_controls_and_cuts(tmp_path: Path, key: SigningKey)
         "café -----BEGIN RSA PRIVATE KEY-----",
         "\ufffd\ufffd-----BEGIN RSA PRIVATE KEY----- bad bytes",
     ]
-    assert len(texts) == 6 and texts[5] == "tail -----BEGIN RSA PRIVATE KEY-----"
+    assert texts[5:] == ["progress -----BEGIN RSA PRIVATE KEY-----", "tail -----BEGIN RSA PRIVATE KEY-----"]
     piece = texts[4]  # the piece 4096..8191 of the long line, capped at 1,024 characters
     assert len(piece) == 1024 and piece.startswith("x" * 900) and piece.endswith("…")
 
@@ -496,3 +498,65 @@ def test_frames_helper_matches_recording(tmp_path: Path, key: SigningKey) -> Non
     header, frames = frames_of(path, key)
     assert header.user == "alice" and all(isinstance(f, Frame) for f in frames)
     assert STARTED.year == 2026
+
+
+def test_output_lines_agree_with_a_naive_reference(key: SigningKey) -> None:
+    """The sieve (a literal found in raw bytes, escapes and NULs allowed inside it) and the
+    block-at-once search find exactly what cleaning and searching each line on its own finds."""
+    from zsp_tui.rules.engine import _clean
+
+    patterns = ["PRIVATE KEY", "^ERROR [0-9]+$", "(?i)secret", r"\d{3}-\d{4}", "caf\u00e9 au lait", "x{5000}",
+                "KEY-----$", "[A-Z]{3}[0-9]"]
+    rules = ruleset("".join(f"[[rule]]\nname = \"p{i}\"\nseverity = \"info\"\noutput = '{p}'\n"
+                            for i, p in enumerate(patterns)))
+    rnd = random.Random(5)
+    junk = [b"\x1b[0m", b"\x1b[1;31m", b"\x00", b"\x7f", b"\x1b]0;t\x07", b"\x1b(B", b"\x1b"]
+    words = [b"PRIVATE KEY", b"ERROR 42", b"SeCrEt", b"555-1234", "café au lait".encode(), b"KEY-----", b"ABC1",
+             b"ok", b" ", b"-----", b"\xff", b"\t", b"x" * 700]
+
+    def mangle(word: bytes) -> bytes:
+        if rnd.random() < 0.3:
+            k = rnd.randrange(len(word) + 1)
+            return word[:k] + rnd.choice(junk) + word[k:]
+        return word
+
+    for _ in range(25):
+        stream = b"".join(
+            mangle(rnd.choice(words)) + (rnd.choice([b"\r\n", b"\n", b"\r", b""]) if rnd.random() < 0.3 else b"")
+            for _ in range(rnd.randrange(50, 400))
+        )
+        want: list[tuple[str, str]] = []
+        for line in stream.split(b"\n"):
+            for k in range(0, max(len(line), 1), MAX_LINE):
+                for text in _clean(line[k : k + MAX_LINE]).split("\n"):
+                    want += [(r.name, text) for r in rules.rules if text and r.output and r.output.search(text)]
+        engine = SessionRules(rules, facts(), cols=80, rows=24, pty=True)
+        got = []
+        i = 0
+        while i < len(stream):
+            n = rnd.choice([1, 3, 50, 1000, 5000])
+            got += engine.output(stream[i : i + n], i)
+            i += n
+        got += engine.finish(i)
+        capped = Counter()
+        expected = []
+        for name, text in want:
+            capped[name] += 1
+            if capped[name] <= MAX_MATCHES:
+                expected.append((name, text[:1023] + "…" if len(text) > 1024 else text))
+        assert [(m.rule.name, m.text) for m in got] == expected
+
+
+def test_sieve_literals() -> None:
+    from zsp_tui.rules.engine import _literal
+
+    def lit(p: str) -> bytes | None:
+        import re
+
+        return _literal(re.compile(p))
+
+    assert lit("-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----") == b"PRIVATE KEY"
+    assert lit("^ERROR [0-9]+$") == b"ERROR "
+    assert lit("password") == b"password" and lit("caf\u00e9") == "café".encode()
+    assert lit(r"\d+") is None and lit("(?i)secret") is None and lit("a|b") is None
+    assert lit("(?x) P R I V") == b"PRIV"
