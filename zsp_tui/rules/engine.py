@@ -31,8 +31,8 @@ from __future__ import annotations
 import importlib
 import re
 from collections import deque
-from collections.abc import Iterable
-from datetime import UTC, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from recorder import Event, Frame, FrameKind, Header, Resize
@@ -43,7 +43,16 @@ from ..models import LOCAL_TARGET, Target
 from ..policy import Policy, principal_matches
 from .model import Gate, Match, Rule, RuleSet, SessionFacts, Trigger
 
-__all__ = ["MAX_LINE", "MAX_MATCHES", "MAX_TEXT", "MAX_WINDOW", "SessionRules", "run_frames"]
+__all__ = [
+    "MAX_LINE",
+    "MAX_MATCHES",
+    "MAX_TEXT",
+    "MAX_WINDOW",
+    "SessionRules",
+    "facts_of_recording",
+    "loaded_fields",
+    "run_frames",
+]
 
 MAX_WINDOW = 64 * 1024
 """Output kept for the scanner between two points where the screen is read (the last bytes)."""
@@ -591,3 +600,46 @@ def run_frames(
         found.extend(engine.feed(frame))
     found.extend(engine.finish(t))
     return found, engine.suppressed
+
+
+def loaded_fields(rules: RuleSet, facts: SessionFacts) -> dict[str, str | int]:
+    """The fields of the ``rules.loaded`` event frame a session's recording starts with: the rule
+    set (its digest, how many rules) and the facts the rules saw besides the header's (roles,
+    groups, labels, comma-joined), so ``zsp rules test`` runs with the same facts later."""
+    return {
+        "ruleset": rules.digest,
+        "rules": len(rules.rules),
+        "roles": ",".join(sorted(facts.roles)),
+        "groups": ",".join(sorted(facts.groups)),
+        "labels": ",".join(sorted(facts.labels)),
+    }
+
+
+def facts_of_recording(
+    header: Header,
+    loaded: Mapping[str, object] | None,
+    *,
+    roles: Iterable[str] = (),
+    groups: Iterable[str] = (),
+    labels: Iterable[str] = (),
+) -> SessionFacts:
+    """A recorded session's facts: who, where and when from its header; roles, groups and labels
+    from its ``rules.loaded`` event's fields when it has one (``loaded``), else as given (what the
+    store says now)."""
+
+    def field(name: str, default: Iterable[str]) -> frozenset[str]:
+        value = loaded.get(name) if loaded is not None else None
+        if isinstance(value, str):
+            return frozenset(v for v in value.split(",") if v)
+        return frozenset(default)
+
+    return SessionFacts(
+        user=header.user,
+        roles=field("roles", roles),
+        groups=field("groups", groups),
+        target=header.target,
+        labels=field("labels", labels),
+        login=header.login,
+        started_at=datetime.fromtimestamp(header.started_at_us / 1e6, UTC),
+        command=header.command,
+    )
