@@ -96,9 +96,9 @@ def _clean(raw: bytes) -> str:
     return raw.replace(b"\r", b"\n").decode("utf-8", "replace")
 
 
-def _junk(raw: bytes) -> bool:
-    """Whether cleaning removes anything from ``raw`` (three memchr scans)."""
-    return b"\x1b" in raw or b"\x00" in raw or b"\x7f" in raw
+def _junk(raw: bytes, end: int) -> bool:
+    """Whether cleaning removes anything from ``raw[:end]`` (three memchr scans, no copy)."""
+    return raw.find(b"\x1b", 0, end) >= 0 or raw.find(b"\x00", 0, end) >= 0 or raw.find(b"\x7f", 0, end) >= 0
 
 
 def _cut(text: str) -> str:
@@ -122,14 +122,14 @@ class _Output:
             None if self.literal is None else re.compile(_JUNK.join(re.escape(bytes([b])) for b in self.literal))
         )
 
-    def may_match(self, block: bytes, junk: bool) -> bool:
-        """Whether some line of ``block`` may match: the literal is in it as it is, or (if cleaning
-        removes anything from the block) broken up by what cleaning removes."""
+    def may_match(self, buf: bytes, end: int, junk: bool) -> bool:
+        """Whether some line of ``buf[:end]`` may match: the literal is in it as it is, or (if
+        cleaning removes anything from it) broken up by what cleaning removes. No copies."""
         if self.literal is None or self.sieve is None:
             return True
         if junk:
-            return self.sieve.search(block) is not None
-        return self.literal in block
+            return self.sieve.search(buf, 0, end) is not None
+        return buf.find(self.literal, 0, end) >= 0
 
 
 _JUNK = (
@@ -257,7 +257,8 @@ class SessionRules:
             self._catch_up(out)
             self._commands_of(self._scanner.finish(), out)
         if self._outputs and self._carry:
-            self._block(bytes(self._carry), self._carry_t, out)
+            last = bytes(self._carry)
+            self._block(last, self._candidates(last, len(last)), self._carry_t, out)
             self._carry.clear()
         return out
 
@@ -434,26 +435,39 @@ class SessionRules:
             carry += data
             if len(carry) >= MAX_LINE:
                 cut = len(carry) - len(carry) % MAX_LINE
-                self._block(bytes(carry[:cut]), t_us, out)
+                piece = bytes(carry[:cut])
+                self._block(piece, self._candidates(piece, cut), t_us, out)
                 del carry[:cut]
             return
-        block = bytes(carry) + data[:nl] if carry else data[:nl]
+        # The complete lines are carry + data[:nl]. Which rules may match is decided without
+        # joining them: in data[:nl] as it is, and across the join (a match lies in one piece of a
+        # line, at most MAX_LINE bytes, and the carry is shorter than that).
+        outputs = self._candidates(data, nl)
+        if carry and len(outputs) < len(self._outputs):
+            head = bytes(carry) + data[: min(nl, MAX_LINE)]
+            outputs |= self._candidates(head, len(head))
+        if outputs:
+            self._block(bytes(carry) + data[:nl] if carry else data[:nl], outputs, t_us, out)
         carry.clear()
         carry += data[nl + 1 :]
         self._carry_t = t_us
-        self._block(block, t_us, out)
         if len(carry) >= MAX_LINE:
             cut = len(carry) - len(carry) % MAX_LINE
-            self._block(bytes(carry[:cut]), t_us, out)
+            piece = bytes(carry[:cut])
+            self._block(piece, self._candidates(piece, cut), t_us, out)
             del carry[:cut]
 
-    def _block(self, block: bytes, t_us: int, out: list[Match]) -> None:
-        """Complete lines of output (``\\n``-separated raw bytes): each output rule whose sieve
-        passes the block is searched in its lines, cut and cleaned."""
-        junk = _junk(block)
-        outputs = [o for o in self._outputs if o.may_match(block, junk)]
-        if not outputs:
+    def _candidates(self, buf: bytes, end: int) -> set[int]:
+        """The output rules (by index) whose sieve passes ``buf[:end]``."""
+        junk = _junk(buf, end)
+        return {k for k, o in enumerate(self._outputs) if o.may_match(buf, end, junk)}
+
+    def _block(self, block: bytes, candidates: set[int], t_us: int, out: list[Match]) -> None:
+        """Complete lines of output (``\\n``-separated raw bytes): the candidate output rules are
+        searched in its lines, cut and cleaned."""
+        if not candidates:
             return
+        outputs = [o for k, o in enumerate(self._outputs) if k in candidates]
         if len(block) > MAX_LINE and _may_be_long(block):
             block = b"\n".join(_pieces(line) for line in block.split(b"\n"))
         self._lines(block, outputs, t_us, out)
