@@ -272,8 +272,9 @@ class SessionRules:
     def gate(self, data: bytes, start: int = 0, *, t_us: int | None = None) -> Gate | None:
         """The first Enter in ``data`` at or after ``start`` whose command line matches an
         enforcing rule (hold, terminate), as it would be read if the chunk were recorded now.
-        Pure: nothing is fed. ``t_us``: when the chunk came (for days and hours; default: the last
-        time seen).
+        Pure for the input: the chunk is not fed (the output received so far is brought to the
+        screen first, as any call would; matches that resolves come with the next call). ``t_us``:
+        when the chunk came (for days and hours; default: the last time seen).
 
         At each Enter (CR, LF, or CR LF as one) on the main screen the candidates are the line as
         the screen shows it (only if the screen has caught up: no keys before this Enter in the
