@@ -387,6 +387,14 @@ class Scanner:
     def _line_at_enter(self) -> str | None:
         """The logical line holding the cursor, after the prompt (the one seen at this line's first
         keystroke, or the last one that matched), if it starts with one and shows anything."""
+        read = self._read_at_enter(self._prompt)
+        if read is None:
+            return None
+        self._last_prompt = read[1]
+        return read[0]
+
+    def _read_at_enter(self, first: str) -> tuple[str, str] | None:
+        """What :meth:`_line_at_enter` reads, and the prompt it cut (pure)."""
         term = self.term
         if term.alternate:
             return None
@@ -396,15 +404,49 @@ class Scanner:
         while y > 0 and term.is_wrapped(y - 1):
             y -= 1
         line = self._logical(y).rstrip()
-        for prompt in (self._prompt, self._last_prompt):
+        for prompt in (first, self._last_prompt):
             cut = prompt.rstrip()
             if cut.strip() and line.startswith(cut):
                 text = line[len(cut) :].strip()
                 if not text:
                     return None  # nothing shows (typed blind, or the echo is late): wait for it
-                self._last_prompt = prompt
-                return text
+                return text, prompt
         return None
+
+    def peek_enter(self, keys: bytes = b"") -> tuple[str | None, bytes] | None:
+        """What the command line would be read as if Enter were typed now, after ``keys`` (input
+        typed before that Enter, not yet fed). Pure: nothing changes, nothing is fed.
+
+        None when an Enter now makes no command (the alternate screen is active: the scanner
+        ignores input there). Otherwise ``(shown, line_keys)``: ``shown`` is the line as the
+        screen shows it at the Enter, prompt cut, the way :meth:`feed` would read it there; None
+        when the screen cannot tell yet (``keys`` holds input the screen has not echoed, no output
+        came since the last keystroke, or nothing shows after the prompt). ``line_keys`` are the
+        raw keystrokes of that line: those fed since the previous Enter plus ``keys`` after its
+        last Enter (CR or LF), from the last Ctrl-C on, at most :data:`MAX_KEYS` bytes, as a
+        :class:`Command` would hold them. A live gate uses this to decide on a command line before
+        its Enter is recorded or sent (``keys_text(line_keys)`` is what the keys spell)."""
+        term = self.term
+        if term.alternate:
+            return None
+        enter = max(keys.rfind(b"\r"), keys.rfind(b"\n"))
+        tail = keys[enter + 1 :]
+        base = b"" if enter >= 0 else bytes(self._keys)
+        cancel = tail.rfind(b"\x03")
+        if cancel >= 0:
+            base, tail = b"", tail[cancel + 1 :]
+        line_keys = (base + tail)[:MAX_KEYS]
+        shown: str | None = None
+        if not keys and self._echoed:
+            if self._typing:
+                first = self._prompt
+            else:  # an Enter with no keystroke before it: the prompt ends at the cursor
+                x, y = term.cursor
+                row = term.line(y) if 0 <= y < term.rows else ""
+                first = row[: _index_at(row, x)]
+            read = self._read_at_enter(first)
+            shown = read[0] if read is not None else None
+        return shown, line_keys
 
     def _begin(self, at_cursor: bool) -> None:
         """The first keystroke of a line: where the cursor is, the prompt ends (unless the line

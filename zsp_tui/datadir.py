@@ -11,6 +11,8 @@ Layout::
       keys/escrow_x25519          its private half: created by init, to be moved OFF the bastion
       allowed_signers             keys whose recordings `zsp verify` trusts (ssh-keygen format)
       policy.toml                 who may request what, who approves (validated on every use)
+      rules.toml                  real-time rules: flag, notify, warn, hold, terminate (docs/RULES.md)
+      rules.last-good.toml        the last rules file the bastion accepted (its fallback)
       zsp.toml                    settings: built-in local target, audit sinks
       zsp.db                      users, targets, requests, grants, audit log (SQLite)
       recordings/                 one <session-id>.zsprec per session
@@ -42,6 +44,7 @@ from .config import DEFAULT_CONFIG, DEMO_CONFIG, Settings, load_settings
 from .exceptions import ConfigError, DataDirError
 from .local_account import LocalAccount, local_account
 from .policy import DEFAULT_POLICY, Policy, load_policy
+from .rules.config import DEFAULT_RULES_FILE
 
 if TYPE_CHECKING:
     from .access import AccessService
@@ -135,6 +138,11 @@ class DataDir:
         return self.root / "policy.toml"
 
     @property
+    def rules_path(self) -> Path:
+        """``rules.toml``: the real-time rules (missing: the shipped ``standard`` set)."""
+        return self.root / "rules.toml"
+
+    @property
     def config_path(self) -> Path:
         return self.root / "zsp.toml"
 
@@ -178,7 +186,11 @@ class DataDir:
             for private in (self.signing_key_path, self.host_key_path, self.ca_key_path):
                 os.chmod(private, 0o600)  # also keys that existed
             policy, config = (DEMO_POLICY, DEMO_CONFIG) if demo else (DEFAULT_POLICY, DEFAULT_CONFIG)
-            for path, text in ((self.policy_path, policy), (self.config_path, config)):
+            for path, text in (
+                (self.policy_path, policy),
+                (self.config_path, config),
+                (self.rules_path, DEFAULT_RULES_FILE),
+            ):
                 if not path.exists():
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "w") as f:

@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -18,11 +19,11 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .clock import parse_duration
-from .exceptions import PolicyError
+from .exceptions import ConfigError, PolicyError
 from .identity import InvalidName, canonical_name
 from .models import LOCAL_TARGET, Role, Target, User
 
-__all__ = ["DEFAULT_POLICY", "AutoRule", "BreakGlass", "Policy", "Rule", "load_policy"]
+__all__ = ["DEFAULT_POLICY", "AutoRule", "BreakGlass", "Policy", "Rule", "load_policy", "principal_matches"]
 
 DEFAULT_POLICY = """\
 # zsp access policy: who may request what, for how long, and who approves.
@@ -150,17 +151,8 @@ class Policy:
     # --- evaluation -----------------------------------------------------------------------
 
     def principal_matches(self, patterns: tuple[str, ...], user: User) -> bool:
-        for p in patterns:
-            if p == "*":
-                return True
-            kind, _, value = p.partition(":")
-            if kind == "role" and value in user.roles:
-                return True
-            if kind == "group" and user.name in self.groups.get(value, frozenset()):
-                return True
-            if kind == "user" and value == user.name:
-                return True
-        return False
+        groups = frozenset(g for g, members in self.groups.items() if user.name in members)
+        return principal_matches(patterns, user.name, user.roles, groups)
 
     @staticmethod
     def target_matches(patterns: tuple[str, ...], target: Target) -> bool:
@@ -201,6 +193,24 @@ class Policy:
         return bg.enabled and self._scope(bg, user, target, login)
 
 
+def principal_matches(
+    patterns: tuple[str, ...], name: str, roles: Collection[str], groups: Collection[str]
+) -> bool:
+    """Whether a user (``name``, its ``roles``, the ``groups`` it belongs to) matches any of the
+    validated principal patterns: ``*``, ``role:R``, ``group:G``, ``user:U``."""
+    for p in patterns:
+        if p == "*":
+            return True
+        kind, _, value = p.partition(":")
+        if kind == "role" and value in roles:
+            return True
+        if kind == "group" and value in groups:
+            return True
+        if kind == "user" and value == name:
+            return True
+    return False
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -210,6 +220,15 @@ class _Locator:
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
 
+    @staticmethod
+    def _header(raw: str) -> str:
+        """A table header line as written without spaces or a comment (``[[ rule ]]  # x`` is
+        ``[[rule]]``); other lines as they are, stripped."""
+        line = raw.strip()
+        if line.startswith("[") and "#" in line:
+            line = line[: line.index("#")].rstrip()
+        return line.replace(" ", "").replace("\t", "") if line.startswith("[") else line
+
     def line(self, table: str | None, index: int | None = None, key: str | None = None) -> int | None:
         """Line of ``key`` in table ``table`` (its ``index``-th occurrence for ``[[arrays]]``); the
         table's header line when the key is absent; None when nothing matches."""
@@ -217,7 +236,7 @@ class _Locator:
         if table is not None:
             seen = -1
             for i, raw in enumerate(self.lines):
-                if raw.strip() in (f"[{table}]", f"[[{table}]]"):
+                if self._header(raw) in (f"[{table}]", f"[[{table}]]"):
                     seen += 1
                     if index is None or seen == index:
                         header = i
@@ -235,6 +254,9 @@ class _Locator:
 
 
 class _Checker:
+    error: type[ConfigError] = PolicyError
+    """What :meth:`fail` raises (the rules file's checker raises RulesError)."""
+
     def __init__(self, path: Path | str, text: str) -> None:
         self.path = path
         self.loc = _Locator(text)
@@ -242,7 +264,7 @@ class _Checker:
     def fail(
         self, problem: str, table: str | None = None, index: int | None = None, key: str | None = None
     ) -> NoReturn:
-        raise PolicyError(path=self.path, line=self.loc.line(table, index, key), problem=problem)
+        raise self.error(path=self.path, line=self.loc.line(table, index, key), problem=problem)
 
     def table(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
         value = doc.get(name, {})
@@ -295,8 +317,10 @@ class _Checker:
         return tuple(str(x) for x in v or ())
 
     def principals(
-        self, t: dict[str, Any], key: str, table: str, index: int | None, groups: dict[str, frozenset[str]]
+        self, t: dict[str, Any], key: str, table: str, index: int | None, groups: dict[str, frozenset[str]] | None
     ) -> tuple[str, ...]:
+        """Validated principal patterns; ``groups`` None: any group name is taken (the groups are
+        known only when the patterns are matched)."""
         out = []
         for p in self.strings(t, key, table, index):
             kind, sep, value = p.partition(":")
@@ -309,7 +333,9 @@ class _Checker:
                     )
                 out.append(p)
             elif sep and kind == "group":
-                if value not in groups:
+                if not value:
+                    self.fail(f"{key}: {p!r} names no group", table, index, key)
+                if groups is not None and value not in groups:
                     self.fail(f"{key}: group {value!r} is not defined in [groups]", table, index, key)
                 out.append(p)
             else:

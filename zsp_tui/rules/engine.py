@@ -1,61 +1,483 @@
 """One session's rules over its bytes: the same code live in the bastion and in ``zsp rules test``.
 
-(Skeleton: the rules engine helper fills this in; the signatures are the contract.)
+The bastion calls :meth:`SessionRules.output` for every output chunk and :meth:`SessionRules.input`
+for every keystroke, so the hot paths are shaped by measurement (``benchmarks/bench_rules.py``):
+
+* Output is not emulated as it passes. It is appended to a bounded window (the last
+  :data:`MAX_WINDOW` bytes) that is fed to a :class:`replay.Scanner` only when the screen is
+  needed: at the next input, resize, masked line, :meth:`~SessionRules.gate` or
+  :meth:`~SessionRules.finish`. The emulator costs far more than the relay; bulk output must not
+  pay for it. So command extraction sees at most the last 64 KiB of output between two keystrokes.
+* Output rules run on lines: bytes up to ``\\n``, a line longer than :data:`MAX_LINE` bytes cut
+  into pieces of that size (each a line of its own), escape sequences and control characters
+  removed, decoded as UTF-8 (errors replaced). A chunk's complete lines are cleaned in one go
+  (``bytes.translate``, one ``re.sub`` when it holds an ESC, one ``decode``) and each output rule's
+  regex, compiled with ``re.MULTILINE``, searches them all at once; only a line it finds is
+  matched on its own. A chunk with no match costs a few C-speed passes and no Python per line.
+* A rule whose users, targets or logins do not fit the session is dropped at the start; days,
+  hours and ``min_duration`` are checked at each match (``started_at + t_us``).
+
+Command rules that hold or terminate (``ENFORCING``) are decided only at :meth:`gate`, before the
+Enter reaches the target; the others fire on the command lines the scanner resolves (text as the
+screen showed it, and what the keys spell). Nothing fires twice for one Enter.
+
+The same frames in the same order give the same matches: offline (``zsp rules test``) a recording's
+frames are replayed through :meth:`SessionRules.gate` and :meth:`SessionRules.feed` exactly as
+``docs/RULES.md`` describes.
 """
 
 from __future__ import annotations
 
-from recorder import Frame
+import re
+from collections.abc import Iterable
+from datetime import UTC, timedelta
 
-from .model import Gate, Match, RuleSet, SessionFacts
+from recorder import Event, Frame, FrameKind, Header, Resize
+from replay import Command, Scanner, keys_text
 
-__all__ = ["SessionRules"]
+from ..clock import format_duration
+from ..models import LOCAL_TARGET, Target
+from ..policy import Policy, principal_matches
+from .model import Gate, Match, Rule, RuleSet, SessionFacts, Trigger
+
+__all__ = ["MAX_LINE", "MAX_MATCHES", "MAX_TEXT", "MAX_WINDOW", "SessionRules", "run_frames"]
+
+MAX_WINDOW = 64 * 1024
+"""Output kept for the scanner between two points where the screen is read (the last bytes)."""
+MAX_LINE = 4096
+"""Longest line of output matched (bytes); a longer one is cut into pieces of this size."""
+MAX_MATCHES = 20
+"""Matches reported per rule per session (enforcing ones are never held back); the rest are
+counted in :attr:`SessionRules.suppressed`."""
+MAX_TEXT = 1024
+"""Longest :attr:`Match.text` (characters)."""
+
+_ENTER = re.compile(rb"[\r\n]")
+_ESCAPES = re.compile(
+    rb"\x1b(?:"
+    rb"\[[0-?]{0,256}[ -/]{0,16}[@-~]"  # CSI: colours, cursor movement, erasing
+    rb"|[\]PX^_][^\x07\x1b\n]{0,4096}(?:\x07|\x1b\\)?"  # OSC (titles, links), DCS, SOS, PM, APC
+    rb"|[ -/]{0,16}[0-~]"  # two-byte escapes
+    rb")?"  # a lone ESC goes too
+)
+"""Escape sequences, bounded; none crosses a newline, so cleaning lines one by one or together
+gives the same text."""
+_DELETE = bytes(range(0x09)) + bytes(range(0x0B, 0x20)) + b"\x7f"
+"""Control bytes removed from output lines (all of C0 but TAB and LF, and DEL): a terminal does
+not show them (NUL, BEL, CR...)."""
+_BLOCK = 2048
+"""Every aligned block of this many bytes holding a newline proves no line is longer than
+:data:`MAX_LINE` (a longer line would cover a whole block)."""
+_DURATION_RETRY = 1_000_000
+"""How long a due duration rule whose days or hours do not hold waits before it is tried again (µs)."""
+_OUTPUT = FrameKind.OUTPUT
+_INPUT = FrameKind.INPUT
+
+
+def _clean(raw: bytes) -> str:
+    """Output bytes as the text a terminal shows of them, line structure kept."""
+    if b"\x1b" in raw:
+        raw = _ESCAPES.sub(b"", raw)
+    return raw.translate(None, _DELETE).decode("utf-8", "replace")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+class _Output:
+    """An output rule, with its pattern compiled for searching many lines at once."""
+
+    __slots__ = ("many", "rule")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        pattern = rule.output
+        if pattern is None:  # pragma: no cover - only output rules are wrapped
+            raise ValueError("not an output rule")
+        self.many = re.compile(pattern.pattern, pattern.flags | re.MULTILINE)
 
 
 class SessionRules:
-    """Feed it every frame of one session, in order, exactly as recorded; it says what fired."""
+    """Feed it every frame of one session, in order, exactly as recorded; it says what fired.
+
+    Live, the bastion calls :meth:`gate` with each chunk of input before recording it, then
+    :meth:`input`; :meth:`output` with each chunk of output; :meth:`resize`, :meth:`masked` and
+    :meth:`tick` as those happen; :meth:`start` first and :meth:`finish` last. Offline,
+    :meth:`feed` takes recorded frames. Every method but :meth:`gate` returns the matches it found
+    (in order); :meth:`gate` is pure."""
 
     def __init__(self, rules: RuleSet, facts: SessionFacts, *, cols: int, rows: int, pty: bool) -> None:
         self.rules = rules
         self.facts = facts
+        started = facts.started_at
+        self._started = started if started.tzinfo is not None else started.replace(tzinfo=UTC)
+        live = [r for r in rules.rules if _facts_fit(r, facts)]
+        self._commands = [r for r in live if r.trigger is Trigger.COMMAND and not r.enforcing]
+        self._gates = [r for r in live if r.trigger is Trigger.COMMAND and r.enforcing]
+        self._outputs = [_Output(r) for r in live if r.trigger is Trigger.OUTPUT]
+        self._sessions = [r for r in live if r.trigger is Trigger.SESSION]
+        self._durations = sorted(
+            (r for r in live if r.trigger is Trigger.DURATION), key=lambda r: r.min_duration or timedelta()
+        )
+        self._next_due = self._due_at()
+        self._counts: dict[str, int] = {}
+        self._suppressed: dict[str, int] = {}
+        self._stash: list[Match] = []
+        """Matches found while :meth:`gate` caught the screen up (returned by the next call)."""
+        self._scanner = Scanner(cols, rows, pty=pty) if self._commands or self._gates else None
+        self._window = bytearray()
+        self._window_t = 0
+        self._seq = 0
+        self._after_cr = False
+        self._carry = bytearray()
+        """The output line in progress (at most MAX_LINE bytes: longer, it is cut)."""
+        self._carry_t = 0
+        self._t = 0
+        self._finished = False
+
+    # --- the session's start and end ------------------------------------------------------------
 
     def start(self) -> list[Match]:
         """Matches at the session's start: facts-only rules, and the exec command's (enforcing ones
         included: the bastion holds or refuses an exec before running it)."""
-        raise NotImplementedError
-
-    def gate(self, data: bytes, start: int = 0) -> Gate | None:
-        """The first Enter in ``data`` at or after ``start`` whose command line matches an
-        enforcing rule (hold, terminate), as it would be read if the chunk were recorded now.
-        Pure: nothing is fed."""
-        raise NotImplementedError
-
-    def output(self, data: bytes, t_us: int) -> list[Match]:
-        raise NotImplementedError
-
-    def input(self, data: bytes, t_us: int) -> list[Match]:
-        raise NotImplementedError
-
-    def resize(self, cols: int, rows: int, t_us: int) -> list[Match]:
-        raise NotImplementedError
-
-    def masked(self, nbytes: int, run: int, t_us: int) -> list[Match]:
-        """An ``input.masked`` event (a line typed at a password prompt) was recorded."""
-        raise NotImplementedError
-
-    def tick(self, t_us: int) -> list[Match]:
-        """Time passed (duration rules)."""
-        raise NotImplementedError
-
-    def feed(self, frame: Frame) -> list[Match]:
-        """One recorded frame (offline): dispatches to output/input/resize/masked."""
-        raise NotImplementedError
+        out: list[Match] = []
+        for rule in self._sessions:
+            if self._when_fits(rule, 0):
+                self._report(rule, Trigger.SESSION, self._facts_text(), 0, out)
+        command = self.facts.command
+        if command is not None:
+            for rule in (*self._gates, *self._commands):
+                text = _command_match(rule, (command,), command)
+                if text is not None and self._when_fits(rule, 0):
+                    self._report(rule, Trigger.COMMAND, text, 0, out)
+        return out
 
     def finish(self, t_us: int) -> list[Match]:
         """The end: commands still waiting for their echo, the last partial output line."""
-        raise NotImplementedError
+        out = self._begin(t_us)
+        if self._finished:
+            return out
+        self._finished = True
+        if self._scanner is not None:
+            self._catch_up(out)
+            self._commands_of(self._scanner.finish(), out)
+        if self._outputs and self._carry:
+            self._lines(bytes(self._carry), self._carry_t, out)
+            self._carry.clear()
+        return out
 
     @property
     def suppressed(self) -> dict[str, int]:
         """Matches not reported per rule, past the per-session cap (enforcing ones never are)."""
-        raise NotImplementedError
+        return dict(self._suppressed)
+
+    # --- frames -------------------------------------------------------------------------------
+
+    def gate(self, data: bytes, start: int = 0, *, t_us: int | None = None) -> Gate | None:
+        """The first Enter in ``data`` at or after ``start`` whose command line matches an
+        enforcing rule (hold, terminate), as it would be read if the chunk were recorded now.
+        Pure: nothing is fed. ``t_us``: when the chunk came (for days and hours; default: the last
+        time seen).
+
+        At each Enter (CR, LF, or CR LF as one) on the main screen the candidates are the line as
+        the screen shows it (only if the screen has caught up: no keys before this Enter in the
+        chunk, output since the last keystroke) and what the line's keys spell; a rule matches if
+        its pattern matches any of them (fail safe)."""
+        scanner = self._scanner
+        if not self._gates or scanner is None or self._finished:
+            return None
+        at = self._t if t_us is None else t_us
+        n = len(data)
+        i = start
+        caught_up = False
+        while i < n:
+            m = _ENTER.search(data, i)
+            if m is None:
+                return None
+            j = m.start()
+            if data[j] == 10 and (data[j - 1] == 13 if j > 0 else self._after_cr):
+                i = j + 1
+                continue  # the LF of a CR LF
+            enter = 2 if data[j] == 13 and j + 1 < n and data[j + 1] == 10 else 1
+            if not caught_up:
+                self._catch_up(self._stash)  # the screen as it is now (nothing typed is fed)
+                caught_up = True
+            peek = scanner.peek_enter(data[:j])
+            if peek is None:
+                return None  # the alternate screen: no Enter of this chunk makes a command line
+            shown, line_keys = peek
+            typed = keys_text(line_keys)
+            candidates = tuple(c for c in (shown, typed) if c)
+            raw_keys = line_keys.decode("utf-8", "replace")
+            matches = tuple(
+                Match(rule, Trigger.COMMAND, _cut(text), at)
+                for rule in self._gates
+                if (text := _command_match(rule, candidates, raw_keys)) is not None and self._when_fits(rule, at)
+            )
+            if matches:
+                return Gate(j, enter, _cut(shown or typed), matches)
+            i = j + enter
+        return None
+
+    def output(self, data: bytes, t_us: int) -> list[Match]:
+        out = self._begin(t_us)
+        if self._scanner is not None:
+            window = self._window
+            window += data
+            if len(window) > 2 * MAX_WINDOW:
+                del window[:-MAX_WINDOW]
+            self._window_t = t_us
+        if self._outputs:
+            self._output_lines(data, t_us, out)
+        return out
+
+    def input(self, data: bytes, t_us: int) -> list[Match]:
+        out = self._begin(t_us)
+        scanner = self._scanner
+        if scanner is not None and data:
+            self._catch_up(out)
+            self._after_cr = not scanner.term.alternate and data.endswith(b"\r")
+            self._commands_of(scanner.feed(self._frame(_INPUT, t_us, data)), out)
+        return out
+
+    def resize(self, cols: int, rows: int, t_us: int) -> list[Match]:
+        out = self._begin(t_us)
+        if self._scanner is not None:
+            self._catch_up(out)
+            self._commands_of(self._scanner.feed(self._frame(FrameKind.RESIZE, t_us, Resize(cols, rows))), out)
+        return out
+
+    def masked(self, nbytes: int, run: int, t_us: int) -> list[Match]:
+        """An ``input.masked`` event (a line typed at a password prompt) was recorded."""
+        out = self._begin(t_us)
+        if self._scanner is not None:
+            self._catch_up(out)
+            event = Event("input.masked", "", {"bytes": nbytes, "run": run})
+            self._commands_of(self._scanner.feed(self._frame(FrameKind.EVENT, t_us, event)), out)
+        return out
+
+    def tick(self, t_us: int) -> list[Match]:
+        """Time passed (duration rules)."""
+        return self._begin(t_us)
+
+    def feed(self, frame: Frame) -> list[Match]:
+        """One recorded frame (offline): dispatches to output/input/resize/masked."""
+        kind, data, t = frame.kind, frame.data, frame.t_us
+        if kind is _OUTPUT and isinstance(data, bytes):
+            return self.output(data, t)
+        if kind is _INPUT and isinstance(data, bytes):
+            return self.input(data, t)
+        if kind is FrameKind.RESIZE and isinstance(data, Resize):
+            return self.resize(data.cols, data.rows, t)
+        if kind is FrameKind.EVENT and isinstance(data, Event) and data.type == "input.masked":
+            n, run = data.fields.get("bytes"), data.fields.get("run")
+            return self.masked(n if isinstance(n, int) else 0, run if isinstance(run, int) else 0, t)
+        if kind is FrameKind.HEADER:
+            return []
+        return self.tick(t)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _begin(self, t_us: int) -> list[Match]:
+        """What every call returns first: matches found by an earlier :meth:`gate`, and duration
+        rules that came due."""
+        if t_us > self._t:
+            self._t = t_us
+        out = self._stash
+        if out:
+            self._stash = []
+        else:
+            out = []
+        if t_us >= self._next_due:
+            self._durations_due(t_us, out)
+        return out
+
+    def _frame(self, kind: FrameKind, t_us: int, data: bytes | Resize | Event) -> Frame:
+        self._seq += 1
+        return Frame(self._seq, kind, t_us, data)
+
+    def _catch_up(self, out: list[Match]) -> None:
+        """Feed the output window to the scanner (the screen is about to be read)."""
+        scanner = self._scanner
+        if scanner is None or not self._window:
+            return
+        data = bytes(self._window[-MAX_WINDOW:])
+        self._window.clear()
+        self._commands_of(scanner.feed(self._frame(_OUTPUT, self._window_t, data)), out)
+
+    def _commands_of(self, items: Iterable[object], out: list[Match]) -> None:
+        """Non-enforcing command rules over the command lines the scanner resolved."""
+        if not self._commands:
+            return
+        for item in items:
+            if not isinstance(item, Command) or not (item.text or item.keys):
+                continue
+            typed = keys_text(item.keys)
+            candidates = tuple(c for c in (item.text, typed) if c)
+            raw_keys = item.keys.decode("utf-8", "replace")
+            for rule in self._commands:
+                text = _command_match(rule, candidates, raw_keys)
+                if text is not None and self._when_fits(rule, item.t_us):
+                    self._report(rule, Trigger.COMMAND, text, item.t_us, out)
+
+    def _output_lines(self, data: bytes, t_us: int, out: list[Match]) -> None:
+        nl = data.rfind(b"\n")
+        carry = self._carry
+        if nl < 0:
+            if not carry:
+                self._carry_t = t_us
+            carry += data
+            if len(carry) >= MAX_LINE:
+                cut = len(carry) - len(carry) % MAX_LINE
+                self._lines(_pieces(bytes(carry[:cut])), t_us, out)
+                del carry[:cut]
+            return
+        block = bytes(carry) + data[:nl] if carry else data[:nl]
+        carry.clear()
+        carry += data[nl + 1 :]
+        self._carry_t = t_us
+        if len(block) > MAX_LINE and _may_be_long(block):
+            block = b"\n".join(_pieces(line) for line in block.split(b"\n"))
+        self._lines(block, t_us, out)
+        if len(carry) >= MAX_LINE:
+            cut = len(carry) - len(carry) % MAX_LINE
+            self._lines(_pieces(bytes(carry[:cut])), t_us, out)
+            del carry[:cut]
+
+    def _lines(self, block: bytes, t_us: int, out: list[Match]) -> None:
+        """Output rules over complete lines (``\\n``-separated, none longer than MAX_LINE)."""
+        text = _clean(block)
+        for o in self._outputs:
+            rule, many = o.rule, o.many
+            pos = 0
+            while (m := many.search(text, pos)) is not None:
+                a = text.rfind("\n", 0, m.start()) + 1
+                b = text.find("\n", m.start())
+                if b < 0:
+                    b = len(text)
+                line = text[a:b]
+                pattern = rule.output
+                if pattern is not None and pattern.search(line) and self._when_fits(rule, t_us):
+                    self._report(rule, Trigger.OUTPUT, line, t_us, out)
+                pos = b + 1
+                if pos > len(text):
+                    break
+
+    def _durations_due(self, t_us: int, out: list[Match]) -> None:
+        left = []
+        retry = False
+        for rule in self._durations:
+            if rule.min_duration is None or t_us < rule.min_duration // timedelta(microseconds=1):
+                left.append(rule)
+            elif self._when_fits(rule, t_us):
+                self._report(rule, Trigger.DURATION, f"session running for {format_duration(rule.min_duration)}",
+                             t_us, out)
+            else:
+                left.append(rule)
+                retry = True
+        self._durations = left
+        self._next_due = self._due_at()
+        if retry:
+            self._next_due = min(self._next_due, t_us + _DURATION_RETRY)
+
+    def _due_at(self) -> int:
+        due = [r.min_duration // timedelta(microseconds=1) for r in self._durations if r.min_duration is not None]
+        return min(due) if due else 1 << 62
+
+    def _when_fits(self, rule: Rule, t_us: int) -> bool:
+        """Days, hours and min_duration at ``t_us`` into the session."""
+        if rule.min_duration is not None and t_us < rule.min_duration // timedelta(microseconds=1):
+            return False
+        if rule.days is None and rule.hours is None:
+            return True
+        local = (self._started + timedelta(microseconds=t_us)).astimezone(rule.timezone)
+        if rule.days is not None and local.weekday() not in rule.days:
+            return False
+        if rule.hours is not None:
+            start, end = rule.hours
+            now = local.time().replace(tzinfo=None)
+            return start <= now < end if start < end else (now >= start or now < end)
+        return True
+
+    def _report(self, rule: Rule, trigger: Trigger, text: str, t_us: int, out: list[Match]) -> None:
+        if not rule.enforcing:
+            n = self._counts.get(rule.name, 0)
+            if n >= MAX_MATCHES:
+                self._suppressed[rule.name] = self._suppressed.get(rule.name, 0) + 1
+                return
+            self._counts[rule.name] = n + 1
+        out.append(Match(rule, trigger, _cut(text), t_us))
+
+    def _facts_text(self) -> str:
+        f = self.facts
+        parts = [f"roles: {', '.join(sorted(f.roles)) or '-'}"]
+        if f.groups:
+            parts.append(f"groups: {', '.join(sorted(f.groups))}")
+        parts.append(f"labels: {', '.join(sorted(f.labels)) or '-'}")
+        return f"{f.user} as {f.login}@{f.target} ({'; '.join(parts)})"
+
+
+def _command_match(rule: Rule, candidates: tuple[str, ...], raw_keys: str) -> str | None:
+    """The candidate a command rule matches (its ``keys`` pattern against the raw keys), or None."""
+    if rule.keys is not None and not rule.keys.search(raw_keys):
+        return None
+    if rule.command is None:
+        return candidates[0] if candidates else raw_keys
+    for c in candidates:
+        if rule.command.search(c):
+            return c
+    return None
+
+
+def _facts_fit(rule: Rule, facts: SessionFacts) -> bool:
+    """The conditions fixed for a whole session: users, targets, logins."""
+    if rule.users and not principal_matches(rule.users, facts.user, facts.roles, facts.groups):
+        return False
+    if rule.targets:
+        target = Target(
+            name=facts.target, host="", port=0, logins=(), host_key="", labels=facts.labels,
+            builtin=facts.target == LOCAL_TARGET,
+        )
+        if not Policy.target_matches(rule.targets, target):
+            return False
+    return not (rule.logins and not Policy.login_matches(rule.logins, facts.login))
+
+
+def _may_be_long(block: bytes) -> bool:
+    """Whether ``block`` may hold a line longer than MAX_LINE: some whole aligned block of _BLOCK
+    bytes has no newline (a line of 2 * _BLOCK - 1 bytes or more covers one). A few C-speed finds
+    per 64 KiB, no copies."""
+    return any(block.find(b"\n", k, k + _BLOCK) < 0 for k in range(0, len(block) - _BLOCK + 1, _BLOCK))
+
+
+def _pieces(line: bytes) -> bytes:
+    """A line cut into MAX_LINE-byte pieces, newline-separated."""
+    if len(line) <= MAX_LINE:
+        return line
+    return b"\n".join(line[k : k + MAX_LINE] for k in range(0, len(line), MAX_LINE))
+
+
+
+def run_frames(
+    rules: RuleSet, facts: SessionFacts, header: Header, frames: Iterable[Frame]
+) -> tuple[list[Match], dict[str, int]]:
+    """What ``rules`` would have matched in a recorded session (its frames after the header, in
+    order), run as the bastion runs them live: each INPUT frame is gated first (every Enter in it,
+    as the relay asks before recording it), then fed; every other frame is fed; the end is the last
+    frame's time. Returns the matches in order and the suppressed counts."""
+    # A session had a terminal if its header names a TERM or a size (replay's had_pty).
+    engine = SessionRules(rules, facts, cols=header.cols, rows=header.rows, pty=bool(header.term or header.cols))
+    found = engine.start()
+    t = 0
+    for frame in frames:
+        t = max(t, frame.t_us)
+        data = frame.data
+        if frame.kind is _INPUT and isinstance(data, bytes):
+            pos = 0
+            while (gate := engine.gate(data, pos, t_us=frame.t_us)) is not None:
+                found.extend(gate.matches)
+                pos = gate.offset + gate.enter
+        found.extend(engine.feed(frame))
+    found.extend(engine.finish(t))
+    return found, engine.suppressed
