@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .control import SshHint
     from .session import LiveSession
 
-__all__ = ["POLL_S", "LiveRules", "SessionGuard", "rules_path", "session_facts"]
+__all__ = ["POLL_S", "LiveRules", "SessionGuard", "session_facts"]
 
 T = TypeVar("T")
 
@@ -71,10 +71,6 @@ _DRAIN_S = 5.0
 """At a session's end, how long its queued audit writes may take before it is sealed anyway."""
 
 _STORE_ERRORS = (sqlite3.Error, OSError, ZspError)
-
-
-def rules_path(root: Path) -> Path:
-    return root / "rules.toml"
 
 
 class Host(Protocol):
@@ -346,7 +342,7 @@ class SessionGuard:
         """Send ``data`` (through ``send``, which records then writes) up to each Enter an
         enforcing rule matches, and act there. False once the session is terminated (stop reading)."""
         while data:
-            g = self.engine.gate(data)
+            g = self.engine.gate(data, t_us=self.t_us())
             if g is None:
                 await send(data)
                 return True

@@ -69,7 +69,7 @@ from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
 from .review import REVIEW_USER, ReviewApps
-from .rules import LiveRules, rules_path, session_facts
+from .rules import LiveRules, session_facts
 from .session import LiveSession, relay
 from .transfer import transfer_program
 from .upstream import (
@@ -425,7 +425,7 @@ class Bastion:
         self._lock = InstanceLock(data.root)
         # Real-time rules: a bad file with no last good copy is a RulesError here, before any port
         # is opened (``zsp serve`` refuses to start); the audit events are written at start.
-        self.rules = LiveRules(rules_path(data.root))
+        self.rules = LiveRules(data.rules_path)
         self._rules_events = self.rules.load()
 
     async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
