@@ -345,7 +345,7 @@ def test_a_denied_command_never_runs_and_the_line_is_cleared(live: Live) -> None
     [deny] = events(got, "rule.hold.deny")
     assert deny.fields == {"id": hold.id, "by": "bob", "reason": "not during the freeze"}
     keys = typed(got)
-    assert f"touch {target}\x15".encode() in keys and f"touch {target}\r".encode() not in keys
+    assert f"touch {target}\x05\x15".encode() in keys and f"touch {target}\r".encode() not in keys
     [ev] = audit(live, "rule.hold.deny", s.id)
     assert ev.actor == "bob" and ev.fields["reason"] == "not during the freeze" and ev.fields["hold"] == hold.id
 
@@ -371,9 +371,27 @@ def test_a_hold_times_out_denied_while_another_users_session_keeps_working(live:
     got = frames(live, s.path)
     [deny] = events(got, "rule.hold.deny")
     assert deny.fields == {"id": hold.id, "by": "system", "reason": "timeout"}
-    assert f"touch {target}\x15".encode() in typed(got)
+    assert f"touch {target}\x05\x15".encode() in typed(got)
     [ev] = audit(live, "rule.hold.deny", s.id)
     assert (ev.actor, ev.fields["reason"], ev.fields["state"]) == ("system", "timeout", "expired")
+
+
+def test_a_session_ending_while_held_cancels_the_hold(live: Live) -> None:
+    target = live.work / "cancelled-HELD"
+    sh = Shell(live)
+    s = sh.session()
+    sh.send(f"touch {target}\r".encode())
+    hold = pending_hold(live)
+    sh.client.close()  # the operator goes away while the command waits
+    wait_for(lambda: live.env.svc.hold(hold.id).state is HoldState.CANCELLED)
+    s = wait_for(lambda: (x := live.env.svc.session(s.id)).ended_at and x)
+    assert s.end_reason == "client-closed" and not target.exists()
+    [deny] = events(frames(live, s.path), "rule.hold.deny")
+    assert deny.fields == {"id": hold.id, "by": "system", "reason": "session ended (client-closed)"}
+    [ev] = wait_for(lambda: audit(live, "rule.hold.deny", s.id))
+    assert (ev.actor, ev.fields["state"]) == ("system", "cancelled")
+    late = live.env.ssh("bob", "zsp", "allow", hold.id)
+    assert late.returncode == 1 and f"cannot allow {hold.id}: it is cancelled" in late.stderr
 
 
 def test_pasted_lines_before_a_held_one_run_the_held_one_and_the_rest_wait(live: Live) -> None:
@@ -394,6 +412,32 @@ def test_pasted_lines_before_a_held_one_run_the_held_one_and_the_rest_wait(live:
     s = sh.close()
     keys = typed(frames(live, s.path))
     assert f"echo 1 > {one}\r".encode() in keys and f"touch {held}\r".encode() in keys
+
+
+def test_without_a_pty_a_denied_line_is_never_sent(live: Live) -> None:
+    """A script on stdin (no PTY): the held line waits whole, and a denied one never reaches the
+    shell (nothing could clear it there: bash would run a partial last line at EOF)."""
+    ensure_grant(live)
+    before, held, after = (live.work / n for n in ("script-before", "script-HELD", "script-after"))
+    env = live.env
+    client = subprocess.Popen([*env.ssh_argv("alice", "srv"), "bash"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdin is not None
+        client.stdin.write(f"echo 1 > {before}\ntouch {held}\necho 3 > {after}\n")
+        client.stdin.close()
+        hold = pending_hold(live)
+        wait_for(before.exists, 5)
+        assert env.ssh("bob", "zsp", "deny", hold.id).returncode == 0
+        client.stdin = None  # closed above: communicate() must not flush it
+        client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 0 and after.exists() and not held.exists()
+    s = max(env.svc.sessions(), key=lambda x: x.started_at)
+    keys = typed(frames(live, wait_for(lambda: (x := env.svc.session(s.id)).ended_at and x).path))
+    assert keys == f"echo 1 > {before}\necho 3 > {after}\n".encode()
 
 
 def test_an_exec_command_is_held_before_it_runs(live: Live) -> None:

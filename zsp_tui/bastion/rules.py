@@ -64,8 +64,12 @@ T = TypeVar("T")
 POLL_S = 0.25
 """How often a held command's relay reads its hold's state (an approver may decide anywhere)."""
 
-CLEAR_LINE = b"\x15"
-"""Sent (and recorded) instead of a denied line's Enter: Ctrl-U clears the line in shells."""
+CLEAR_LINE = b"\x05\x15"
+"""Sent (and recorded) instead of a denied line's Enter: Ctrl-E Ctrl-U. Ctrl-U alone kills only
+what is left of the cursor in readline, zsh and fish: a line whose cursor was moved back before
+the Enter would keep its tail, to run at the next Enter. Ctrl-E moves to the end first; in a
+terminal's own line editing (canonical mode: ``sh``, ``read``) Ctrl-E is a character of the line
+and Ctrl-U (VKILL) erases the whole line, Ctrl-E with it."""
 
 _DRAIN_S = 5.0
 """At a session's end, how long its queued audit writes may take before it is sealed anyway."""
@@ -181,7 +185,7 @@ class LiveRules:
         if rules is None:
             raise RuntimeError("rules not loaded")
         engine = SessionRules(rules, facts, cols=cols, rows=rows, pty=pty)
-        return SessionGuard(self, host, live, rules, engine, facts, t0_ns, hint)
+        return SessionGuard(self, host, live, rules, engine, facts, t0_ns, hint, pty=pty)
 
     # --- waking held relays -------------------------------------------------------------------
 
@@ -204,6 +208,8 @@ class SessionGuard:
         facts: SessionFacts,
         t0_ns: int,
         hint: SshHint,
+        *,
+        pty: bool,
     ) -> None:
         self.owner = owner
         self.host = host
@@ -215,6 +221,10 @@ class SessionGuard:
         self._t0 = t0_ns
         self.gating = any(r.enforcing and r.trigger is Trigger.COMMAND for r in rules.rules)
         """Typed input is gated at Enter only when some rule could hold or terminate it."""
+        self.pty = pty
+        self._line_open = False
+        """Without a PTY: bytes of the line in progress have been sent already (an earlier chunk
+        did not end with an Enter)."""
         self.terminated = False
         self.holding: Hold | None = None
         """The hold the relay waits on now, if any."""
@@ -290,7 +300,7 @@ class SessionGuard:
                 text=m.text,
             )
             self.later(self.host.svc.rule_matched, r, flag, notify=Action.NOTIFY in rule.actions)
-            if Action.WARN in rule.actions and Action.HOLD not in rule.actions:
+            if Action.WARN in rule.actions:
                 self.live.notify(f"rule {rule.name} ({rule.severity.value}): {rule.shown_message}")
             if Action.TERMINATE in rule.actions and terminate is None:
                 terminate = m
@@ -340,20 +350,39 @@ class SessionGuard:
 
     async def relay_input(self, data: bytes, send: Callable[[bytes], Awaitable[None]]) -> bool:
         """Send ``data`` (through ``send``, which records then writes) up to each Enter an
-        enforcing rule matches, and act there. False once the session is terminated (stop reading)."""
+        enforcing rule matches, and act there. False once the session ends (stop reading).
+
+        With a PTY the bytes before a held Enter are sent (the operator sees their line) and a
+        denied line is cleared (:data:`CLEAR_LINE`). Without one nothing can clear a line that
+        reached the program's stdin (a shell reading a script would run it at EOF), so the held
+        line's bytes of this chunk wait with its Enter and a denied line is never sent; if part of
+        it went in an earlier chunk, a denial ends the session instead."""
         while data:
             g = self.engine.gate(data, t_us=self.t_us())
             if g is None:
                 await send(data)
+                self._line_open = data[-1:] not in (b"\r", b"\n")
                 return True
-            if g.offset:
-                await send(data[: g.offset])
-            enter = data[g.offset : g.offset + g.enter]
+            cut = g.offset
+            if not self.pty:
+                cut = max(data.rfind(b"\r", 0, g.offset), data.rfind(b"\n", 0, g.offset)) + 1
+                if cut:
+                    self._line_open = False
+            if cut:
+                await send(data[:cut])
+            line = data[cut : g.offset + g.enter]
             data = data[g.offset + g.enter :]
             allowed = await self.enforce(g)
             if allowed is None:
                 return False
-            await send(enter if allowed else CLEAR_LINE)
+            if allowed:
+                await send(line)
+            elif self.pty:
+                await send(CLEAR_LINE)
+            elif self._line_open:
+                self.live.end("denied", "the held line was partly sent already and cannot be cleared; session ended")
+                return False
+            self._line_open = False
         return True
 
     async def enforce(self, g: Gate) -> bool | None:
@@ -500,7 +529,7 @@ class SessionGuard:
         with contextlib.suppress(RecordingFailed):
             matches = self.engine.finish(self.t_us())
             if matches:
-                self.fire([m for m in matches if not m.rule.enforcing])
+                self.fire(matches, enforced=True)  # recorded and audited; the session is ending anyway
             suppressed = self.engine.suppressed
             if suppressed:
                 total = sum(suppressed.values())
