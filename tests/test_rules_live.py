@@ -54,7 +54,7 @@ command = 'echo WARN-ME'
 [[rule]]
 name = "hold-touch"
 severity = "high"
-actions = ["flag", "hold"]
+actions = ["flag", "notify", "hold"]
 message = "touching a HELD file needs an approver"
 command = 'touch \\S*HELD'
 
@@ -304,6 +304,11 @@ def test_a_held_command_runs_only_once_another_user_allows_it(live: Live) -> Non
     env = live.env
     listing = env.ssh("bob", "zsp", "holds")
     assert listing.returncode == 0 and hold.id in listing.stdout and "rule hold-touch (high)" in listing.stdout
+    assert hold.id in env.ssh("bob", "zsp", "status").stdout
+    assert hold.id not in env.ssh("carol", "zsp", "holds").stdout  # others' command lines: deciders only
+    # The webhook learns of the hold (its id, to decide it) at once: the rule asks to notify.
+    hooked = wait_for(lambda: [e for h in live.hooks for e in h["events"] if e.get("hold") == hold.id])
+    assert hooked[0]["event"] == "rule.hold" and hooked[0]["command"].endswith(f"touch {target}")
     # Not the operator (an admin too: two-person rule), not an operator without the approver role.
     own = env.ssh("alice", "zsp", "allow", hold.id)
     assert own.returncode == 1 and f"alice cannot allow their own held command {hold.id}" in own.stderr
@@ -321,7 +326,7 @@ def test_a_held_command_runs_only_once_another_user_allows_it(live: Live) -> Non
     s = sh.close()
     got = frames(live, s.path)
     [m] = [m for m in events(got, "rule.match") if m.fields["rule"] == "hold-touch"]
-    assert m.fields["hold"] == hold.id
+    assert m.fields["hold"] == hold.id and m.fields["actions"] == "flag,notify,hold"
     [allow] = events(got, "rule.hold.allow")
     assert allow.fields == {"id": hold.id, "by": "bob"}
     assert f"touch {target}\r".encode() in typed(got)
@@ -557,3 +562,19 @@ def test_a_flood_of_matching_output_does_not_flood_the_audit_log(live: Live) -> 
     time.sleep(0.5)
     assert len(audit(live, "rule.match", s.id)) == 20
     assert live.env.svc.session(s.id).flags == 20
+
+
+def test_a_starting_bastion_cancels_the_holds_its_predecessor_left(tmp_path: Path) -> None:
+    """What a killed bastion held cannot still be waiting: its session is gone (service level)."""
+    from zsp_tui.models import SessionRecord
+    from zsp_tui.rules.model import Action, Rule, Severity
+
+    env = make_env(tmp_path)
+    rec = SessionRecord(id="01a22d72-7f58-7659-a4da-38372c5b2e22", user="alice", target="local", login="x",
+                        grant_id=None, command=None, client="127.0.0.1:1", path="/nonexistent",
+                        started_at=env.svc.clock.now())
+    rule = Rule(name="r", severity=Severity.HIGH, actions=frozenset({Action.FLAG, Action.HOLD}))
+    hold = env.svc.create_hold(rec, rule, "rm -rf /srv", timedelta(minutes=5))
+    [done] = env.svc.cancel_stale_holds("the bastion stopped while the command was held")
+    assert done.id == hold.id and env.svc.hold(hold.id).state is HoldState.CANCELLED
+    assert env.svc.holds() == []

@@ -31,6 +31,7 @@ from .exceptions import AccessDenied, Conflict, InvalidState, LocalTargetOff, No
 from .identity import InvalidName, canonical_name
 from .models import LOCAL_TARGET, AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
+from .rules.model import Action
 from .sinks import Sink, dispatch
 from .store import SessionQuery, SessionRow, Store, Tx
 
@@ -910,7 +911,12 @@ class AccessService:
                     login=record.login,
                     grant_id=record.grant_id,
                     session_id=record.id,
-                    fields=self._hold_fields(hold, expires_at=rfc3339(hold.expires_at), t_us=t_us),
+                    fields=self._hold_fields(
+                        hold,
+                        expires_at=rfc3339(hold.expires_at),
+                        t_us=t_us,
+                        notify=Action.NOTIFY in rule.actions,
+                    ),
                 )
             )
             return hold
@@ -1021,6 +1027,13 @@ class AccessService:
         """The session ended while its command waited: ``cancelled``, audited as ``rule.hold.deny``
         (``state: cancelled``). None if it was decided meanwhile."""
         return self._end_hold(hold_id, HoldState.CANCELLED, why)
+
+    def cancel_stale_holds(self, why: str) -> list[Hold]:
+        """Cancel every pending hold (a bastion starting: no session of its data dir is live, so
+        none of them can still be waiting)."""
+        with self.store.transaction(write=False) as tx:
+            stale = tx.list_holds((HoldState.PENDING,))
+        return [done for h in stale if (done := self.cancel_hold(h.id, why)) is not None]
 
     def hold(self, hold_id: str) -> Hold:
         """One hold as it is now (the waiting relay polls this)."""

@@ -300,6 +300,12 @@ def _status(
         out.write("waiting for your approval:\n")
         for r in waiting:
             out.write(f"  {request_line(r, now)}  reason: {printable(r.reason)}\n")
+    if user.has(Role.APPROVER) or user.has(Role.ADMIN):
+        held = [h for h in svc.holds() if h.user != user.name]
+        if held:
+            out.write("held commands waiting for a decision (allow ID / deny ID):\n")
+            for h in held:
+                out.write(f"  {hold_line(h, now)}\n")
     return 0
 
 

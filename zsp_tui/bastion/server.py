@@ -466,6 +466,8 @@ class Bastion:
             for s in self.svc.sessions():
                 if s.id in interrupted:
                     self.indexer.submit(s.path)
+        # Commands held by a rule when the last bastion stopped: their sessions are gone.
+        self.svc.cancel_stale_holds("the bastion stopped while the command was held")
         self._server = await asyncssh.listen(
             host,
             port,
