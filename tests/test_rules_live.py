@@ -71,6 +71,14 @@ actions = ["terminate"]
 output = '^KILL-SWITCH-ON'
 
 [[rule]]
+name = "long-session"
+severity = "low"
+actions = ["flag", "warn"]
+message = "LONG-SESSION-NOTICE"
+users = ["user:carol"]
+min_duration = "2s"
+
+[[rule]]
 name = "flood"
 severity = "info"
 actions = ["flag"]
@@ -255,7 +263,7 @@ def test_a_flagged_command_is_in_the_recording_the_audit_log_the_flags_and_the_s
     s = sh.close()
     got = frames(live, s.path)
     [loaded] = events(got, "rules.loaded")
-    assert loaded.fields["rules"] == 6 and loaded.fields["ruleset"] == hashlib.sha256(RULES.encode()).hexdigest()
+    assert loaded.fields["rules"] == 7 and loaded.fields["ruleset"] == hashlib.sha256(RULES.encode()).hexdigest()
     assert "operator" in loaded.fields["roles"]
     [match] = [m for m in events(got, "rule.match") if m.fields["rule"] == "flag-me"]
     assert match.fields["severity"] == "medium" and match.fields["trigger"] == "command"
@@ -285,6 +293,19 @@ def test_warn_reaches_the_operator(live: Live) -> None:
     s = sh.close()
     [m] = events(frames(live, s.path), "rule.match")
     assert m.fields["rule"] == "warn-me" and m.fields["actions"] == "flag,warn"
+
+
+def test_a_duration_rule_fires_once_the_session_lasted_long_enough(live: Live) -> None:
+    sh = Shell(live, "carol")
+    t0 = time.monotonic()
+    buf = sh.expect(b"LONG-SESSION-NOTICE", timeout=10)
+    assert 1.5 <= time.monotonic() - t0 < 4.0
+    assert b"[zsp] rule long-session (low): LONG-SESSION-NOTICE" in buf
+    s = sh.close()
+    [m] = events(frames(live, s.path), "rule.match")
+    assert (m.fields["rule"], m.fields["trigger"]) == ("long-session", "duration")
+    [ev] = wait_for(lambda: audit(live, "rule.match", s.id))
+    assert ev.actor == "carol" and ev.fields["trigger"] == "duration"
 
 
 # --- hold -------------------------------------------------------------------------------------------
