@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import re
 import tomllib
 from collections.abc import Collection
@@ -244,7 +245,8 @@ class _Locator:
             if header < 0:
                 return None
         if key is not None:
-            pattern = re.compile(rf"\s*\"?{re.escape(key)}\"?\s*=")
+            quoted = json.dumps(key)  # a key with control characters is written escaped, as JSON does
+            pattern = re.compile(rf"\s*(?:\"?{re.escape(key)}\"?|{re.escape(quoted)})\s*=")
             for i in range(header + 1, len(self.lines)):
                 if self.lines[i].strip().startswith("["):
                     break

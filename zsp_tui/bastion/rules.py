@@ -48,7 +48,7 @@ from ..clock import format_duration
 from ..exceptions import ZspError
 from ..models import Flag, Hold, HoldState, SessionRecord
 from ..rules.config import Reload, RuleKeeper
-from ..rules.engine import SessionRules
+from ..rules.engine import SessionRules, loaded_fields
 from ..rules.model import Action, Gate, Match, Rule, RuleSet, SessionFacts, Trigger
 
 if TYPE_CHECKING:
@@ -489,15 +489,10 @@ class SessionGuard:
 
     def loaded(self) -> None:
         """The ``rules.loaded`` frame: which rule set, and the facts it decides by."""
-        f = self.facts
         self._event(
             "rules.loaded",
             f"{len(self.rules.rules)} rule(s) from {self.rules.source}",
-            ruleset=self.rules.digest,
-            rules=len(self.rules.rules),
-            roles=",".join(sorted(f.roles)),
-            groups=",".join(sorted(f.groups)),
-            labels=",".join(sorted(f.labels)),
+            **loaded_fields(self.rules, self.facts),
         )
 
     async def start(self) -> bool:

@@ -356,7 +356,8 @@ def _parse_rules(
         doc = _toml(text, source)
     raw = doc.get("rule", [])
     if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-        c.fail("rules must be written as [[rule]] tables", None, None, "rule")
+        problem = "rules must be written as [[rule]] tables"
+        raise RulesError(path=source, line=c.loc.line("rule") or c.loc.line(None, None, "rule"), problem=problem)
     if len(raw) > MAX_RULES:
         c.fail(f"at most {MAX_RULES} rules in a file", "rule", MAX_RULES)
     taken = {r.name: "a shipped rule in force (disable it first to reuse its name)" for r in in_force}

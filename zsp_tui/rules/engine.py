@@ -28,9 +28,12 @@ frames are replayed through :meth:`SessionRules.gate` and :meth:`SessionRules.fe
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Iterable
-from datetime import UTC, timedelta
+from collections import deque
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from recorder import Event, Frame, FrameKind, Header, Resize
 from replay import Command, Scanner, keys_text
@@ -40,7 +43,16 @@ from ..models import LOCAL_TARGET, Target
 from ..policy import Policy, principal_matches
 from .model import Gate, Match, Rule, RuleSet, SessionFacts, Trigger
 
-__all__ = ["MAX_LINE", "MAX_MATCHES", "MAX_TEXT", "MAX_WINDOW", "SessionRules", "run_frames"]
+__all__ = [
+    "MAX_LINE",
+    "MAX_MATCHES",
+    "MAX_TEXT",
+    "MAX_WINDOW",
+    "SessionRules",
+    "facts_of_recording",
+    "loaded_fields",
+    "run_frames",
+]
 
 MAX_WINDOW = 64 * 1024
 """Output kept for the scanner between two points where the screen is read (the last bytes)."""
@@ -56,15 +68,15 @@ _ENTER = re.compile(rb"[\r\n]")
 _ESCAPES = re.compile(
     rb"\x1b(?:"
     rb"\[[0-?]{0,256}[ -/]{0,16}[@-~]"  # CSI: colours, cursor movement, erasing
-    rb"|[\]PX^_][^\x07\x1b\n]{0,4096}(?:\x07|\x1b\\)?"  # OSC (titles, links), DCS, SOS, PM, APC
+    rb"|[\]PX^_][^\x07\x1b\n\r]{0,4096}(?:\x07|\x1b\\)?"  # OSC (titles, links), DCS, SOS, PM, APC
     rb"|[ -/]{0,16}[0-~]"  # two-byte escapes
     rb")?"  # a lone ESC goes too
 )
-"""Escape sequences, bounded; none crosses a newline, so cleaning lines one by one or together
+"""Escape sequences, bounded; none crosses a line break, so cleaning lines one by one or together
 gives the same text."""
-_DELETE = bytes(range(0x09)) + bytes(range(0x0B, 0x20)) + b"\x7f"
-"""Control bytes removed from output lines (all of C0 but TAB and LF, and DEL): a terminal does
-not show them (NUL, BEL, CR...)."""
+_DELETE = b"\x00\x7f"
+"""Bytes removed from output lines besides escape sequences: NUL and DEL (padding a terminal never
+shows). Other control characters stay in the text (shown escaped); CR ends a line as LF does."""
 _BLOCK = 2048
 """Every aligned block of this many bytes holding a newline proves no line is longer than
 :data:`MAX_LINE` (a longer line would cover a whole block)."""
@@ -75,10 +87,18 @@ _INPUT = FrameKind.INPUT
 
 
 def _clean(raw: bytes) -> str:
-    """Output bytes as the text a terminal shows of them, line structure kept."""
+    """Output bytes as text, line structure kept: escape sequences, NUL and DEL removed, CR a line
+    break (``progress 10%\\rprogress 20%`` is two lines, as the terminal showed them in turn)."""
     if b"\x1b" in raw:
         raw = _ESCAPES.sub(b"", raw)
-    return raw.translate(None, _DELETE).decode("utf-8", "replace")
+    if b"\x00" in raw or b"\x7f" in raw:
+        raw = raw.translate(None, _DELETE)
+    return raw.replace(b"\r", b"\n").decode("utf-8", "replace")
+
+
+def _junk(raw: bytes, end: int) -> bool:
+    """Whether cleaning removes anything from ``raw[:end]`` (three memchr scans, no copy)."""
+    return raw.find(b"\x1b", 0, end) >= 0 or raw.find(b"\x00", 0, end) >= 0 or raw.find(b"\x7f", 0, end) >= 0
 
 
 def _cut(text: str) -> str:
@@ -86,9 +106,9 @@ def _cut(text: str) -> str:
 
 
 class _Output:
-    """An output rule, with its pattern compiled for searching many lines at once."""
+    """An output rule, with its pattern compiled for searching many lines at once, and its sieve."""
 
-    __slots__ = ("many", "rule")
+    __slots__ = ("literal", "many", "rule", "sieve")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -96,6 +116,75 @@ class _Output:
         if pattern is None:  # pragma: no cover - only output rules are wrapped
             raise ValueError("not an output rule")
         self.many = re.compile(pattern.pattern, pattern.flags | re.MULTILINE)
+        self.literal = _literal(pattern)
+        self.sieve = (
+            # junk between any two bytes: cleaning removes it from inside a UTF-8 character too
+            None if self.literal is None else re.compile(_JUNK.join(re.escape(bytes([b])) for b in self.literal))
+        )
+
+    def may_match(self, buf: bytes, end: int, junk: bool) -> bool:
+        """Whether some line of ``buf[:end]`` may match: the literal is in it as it is, or (if
+        cleaning removes anything from it) broken up by what cleaning removes. No copies."""
+        if self.literal is None or self.sieve is None:
+            return True
+        if junk:
+            return self.sieve.search(buf, 0, end) is not None
+        return buf.find(self.literal, 0, end) >= 0
+
+
+_JUNK = (
+    rb"(?:\x1b(?:\[[0-?]{0,256}[ -/]{0,16}[@-~]|[\]PX^_][^\x07\x1b\n\r]{0,4096}(?:\x07|\x1b\\)?|[ -/]{0,16}[0-~])?"
+    rb"|[\x00\x7f])*"
+)
+"""What cleaning removes (an escape sequence as _ESCAPES reads it, NUL, DEL), any number of
+times: allowed between the characters of a sieve's literal."""
+_PARSER: Any = importlib.import_module("re._parser")
+_LITERAL = _PARSER.LITERAL
+
+
+def _literal(pattern: re.Pattern[str]) -> bytes | None:
+    """The longest run of literal characters at the top level of ``pattern``, UTF-8 encoded: every
+    match contains it (``PRIVATE KEY`` in ``-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----``).
+
+    A block of output where it is not found, as it is or broken up by what cleaning removes
+    (``PRIV\\x1b[0mATE``, a NUL), holds no line the pattern matches: one C-speed scan decides,
+    with no decoding or escape removal (bytes ``in`` when the block has nothing to remove, else a
+    regex that allows it between the characters). None (every block is cleaned and searched) for
+    a pattern without such a run, or one matched case-insensitively (Unicode case folding is not
+    bytes')."""
+    if pattern.flags & re.IGNORECASE:
+        return None
+    try:
+        items = list(_PARSER.parse(pattern.pattern, pattern.flags & re.VERBOSE).data)
+    except (re.error, RecursionError, ValueError, TypeError):
+        return None
+    runs: list[list[int]] = [[]]
+    for op, arg in items:
+        if op is _LITERAL and isinstance(arg, int):
+            runs[-1].append(arg)
+        elif runs[-1]:
+            runs.append([])
+    # Any tail of a run is required too. The scan for a tail costs a try at each occurrence of its
+    # first character: start at a rare one (an upper-case letter in output that is mostly lower
+    # case, digits and punctuation), then take the longest (3 characters at least, when there is).
+    tails = [run[i:] for run in runs for i in range(len(run))]
+    if not tails:
+        return None
+    best = min(tails, key=lambda t: (len(t) < 3, _commonness(t[0]), -len(t)))
+    if any(c in (0x00, 0x0A, 0x0D, 0x1B, 0x7F) or 0xD800 <= c < 0xE000 for c in best):
+        return None  # a character cleaning removes or breaks lines at: no line holds it
+    return "".join(map(chr, best)).encode("utf-8")
+
+
+def _commonness(c: int) -> int:
+    """How often a character starts nothing in terminal output, roughly: 0 rare ... 3 everywhere."""
+    if 0x41 <= c <= 0x5A or c > 0x7F:
+        return 0
+    if chr(c) in "!#%&()*+<>?@[]^`{|}~\"$'":
+        return 1
+    if 0x61 <= c <= 0x7A:
+        return 2
+    return 3  # digits, space, - _ . , : ; / = and controls
 
 
 class SessionRules:
@@ -126,10 +215,15 @@ class SessionRules:
         self._stash: list[Match] = []
         """Matches found while :meth:`gate` caught the screen up (returned by the next call)."""
         self._scanner = Scanner(cols, rows, pty=pty) if self._commands or self._gates else None
-        self._window = bytearray()
+        self._window: deque[bytes] = deque()
+        """Output not yet fed to the scanner, as it came (at least its last MAX_WINDOW bytes)."""
+        self._window_bytes = 0
         self._window_t = 0
         self._seq = 0
         self._after_cr = False
+        self._awaiting = False
+        """An Enter was typed and the output after it has not all been fed: its command line may be
+        waiting for its echo (:meth:`tick` feeds the window then)."""
         self._carry = bytearray()
         """The output line in progress (at most MAX_LINE bytes: longer, it is cut)."""
         self._carry_t = 0
@@ -163,7 +257,8 @@ class SessionRules:
             self._catch_up(out)
             self._commands_of(self._scanner.finish(), out)
         if self._outputs and self._carry:
-            self._lines(bytes(self._carry), self._carry_t, out)
+            last = bytes(self._carry)
+            self._block(last, self._candidates(last, len(last)), self._carry_t, out)
             self._carry.clear()
         return out
 
@@ -222,11 +317,12 @@ class SessionRules:
 
     def output(self, data: bytes, t_us: int) -> list[Match]:
         out = self._begin(t_us)
-        if self._scanner is not None:
+        if self._scanner is not None and data:
             window = self._window
-            window += data
-            if len(window) > 2 * MAX_WINDOW:
-                del window[:-MAX_WINDOW]
+            window.append(data if type(data) is bytes else bytes(data))  # kept, never copied
+            self._window_bytes += len(data)
+            while self._window_bytes - len(window[0]) >= MAX_WINDOW:
+                self._window_bytes -= len(window.popleft())
             self._window_t = t_us
         if self._outputs:
             self._output_lines(data, t_us, out)
@@ -238,6 +334,7 @@ class SessionRules:
         if scanner is not None and data:
             self._catch_up(out)
             self._after_cr = not scanner.term.alternate and data.endswith(b"\r")
+            self._awaiting = self._awaiting or b"\r" in data or b"\n" in data
             self._commands_of(scanner.feed(self._frame(_INPUT, t_us, data)), out)
         return out
 
@@ -258,8 +355,13 @@ class SessionRules:
         return out
 
     def tick(self, t_us: int) -> list[Match]:
-        """Time passed (duration rules)."""
-        return self._begin(t_us)
+        """Time passed: duration rules, and command lines waiting for their echo (after an Enter,
+        the output window is fed to the scanner until a newline came; the bastion ticks about once a
+        second, so a command is flagged soon after its echo even if nothing more is typed)."""
+        out = self._begin(t_us)
+        if self._awaiting:
+            self._catch_up(out)
+        return out
 
     def feed(self, frame: Frame) -> list[Match]:
         """One recorded frame (offline): dispatches to output/input/resize/masked."""
@@ -302,8 +404,11 @@ class SessionRules:
         scanner = self._scanner
         if scanner is None or not self._window:
             return
-        data = bytes(self._window[-MAX_WINDOW:])
+        data = b"".join(self._window)[-MAX_WINDOW:]
         self._window.clear()
+        self._window_bytes = 0
+        if b"\n" in data:
+            self._awaiting = False
         self._commands_of(scanner.feed(self._frame(_OUTPUT, self._window_t, data)), out)
 
     def _commands_of(self, items: Iterable[object], out: list[Match]) -> None:
@@ -330,26 +435,50 @@ class SessionRules:
             carry += data
             if len(carry) >= MAX_LINE:
                 cut = len(carry) - len(carry) % MAX_LINE
-                self._lines(_pieces(bytes(carry[:cut])), t_us, out)
+                piece = bytes(carry[:cut])
+                self._block(piece, self._candidates(piece, cut), t_us, out)
                 del carry[:cut]
             return
-        block = bytes(carry) + data[:nl] if carry else data[:nl]
+        # The complete lines are carry + data[:nl]. Which rules may match is decided without
+        # joining them: in data[:nl] as it is, and across the join (a match lies in one piece of a
+        # line, at most MAX_LINE bytes, and the carry is shorter than that).
+        outputs = self._candidates(data, nl)
+        if carry and len(outputs) < len(self._outputs):
+            head = bytes(carry) + data[: min(nl, MAX_LINE)]
+            outputs |= self._candidates(head, len(head))
+        if outputs:
+            self._block(bytes(carry) + data[:nl] if carry else data[:nl], outputs, t_us, out)
         carry.clear()
         carry += data[nl + 1 :]
         self._carry_t = t_us
-        if len(block) > MAX_LINE and _may_be_long(block):
-            block = b"\n".join(_pieces(line) for line in block.split(b"\n"))
-        self._lines(block, t_us, out)
         if len(carry) >= MAX_LINE:
             cut = len(carry) - len(carry) % MAX_LINE
-            self._lines(_pieces(bytes(carry[:cut])), t_us, out)
+            piece = bytes(carry[:cut])
+            self._block(piece, self._candidates(piece, cut), t_us, out)
             del carry[:cut]
 
-    def _lines(self, block: bytes, t_us: int, out: list[Match]) -> None:
-        """Output rules over complete lines (``\\n``-separated, none longer than MAX_LINE)."""
+    def _candidates(self, buf: bytes, end: int) -> set[int]:
+        """The output rules (by index) whose sieve passes ``buf[:end]``."""
+        junk = _junk(buf, end)
+        return {k for k, o in enumerate(self._outputs) if o.may_match(buf, end, junk)}
+
+    def _block(self, block: bytes, candidates: set[int], t_us: int, out: list[Match]) -> None:
+        """Complete lines of output (``\\n``-separated raw bytes): the candidate output rules are
+        searched in its lines, cut and cleaned."""
+        if not candidates:
+            return
+        outputs = [o for k, o in enumerate(self._outputs) if k in candidates]
+        if len(block) > MAX_LINE and _may_be_long(block):
+            block = b"\n".join(_pieces(line) for line in block.split(b"\n"))
+        self._lines(block, outputs, t_us, out)
+
+    def _lines(self, block: bytes, outputs: list[_Output], t_us: int, out: list[Match]) -> None:
+        """Output rules over complete lines (``\\n``-separated, none longer than MAX_LINE), reported
+        in line order (then rule order)."""
         text = _clean(block)
-        for o in self._outputs:
-            rule, many = o.rule, o.many
+        hits: list[tuple[int, int, str, Rule]] = []
+        for k, o in enumerate(outputs):
+            rule, many, pattern = o.rule, o.many, o.rule.output
             pos = 0
             while (m := many.search(text, pos)) is not None:
                 a = text.rfind("\n", 0, m.start()) + 1
@@ -357,12 +486,16 @@ class SessionRules:
                 if b < 0:
                     b = len(text)
                 line = text[a:b]
-                pattern = rule.output
-                if pattern is not None and pattern.search(line) and self._when_fits(rule, t_us):
-                    self._report(rule, Trigger.OUTPUT, line, t_us, out)
+                if line and pattern is not None and pattern.search(line):
+                    hits.append((a, k, line, rule))
                 pos = b + 1
                 if pos > len(text):
                     break
+        if len(hits) > 1:
+            hits.sort(key=lambda h: (h[0], h[1]))
+        for _, _, line, rule in hits:
+            if self._when_fits(rule, t_us):
+                self._report(rule, Trigger.OUTPUT, line, t_us, out)
 
     def _durations_due(self, t_us: int, out: list[Match]) -> None:
         left = []
@@ -481,3 +614,46 @@ def run_frames(
         found.extend(engine.feed(frame))
     found.extend(engine.finish(t))
     return found, engine.suppressed
+
+
+def loaded_fields(rules: RuleSet, facts: SessionFacts) -> dict[str, str | int]:
+    """The fields of the ``rules.loaded`` event frame a session's recording starts with: the rule
+    set (its digest, how many rules) and the facts the rules saw besides the header's (roles,
+    groups, labels, comma-joined), so ``zsp rules test`` runs with the same facts later."""
+    return {
+        "ruleset": rules.digest,
+        "rules": len(rules.rules),
+        "roles": ",".join(sorted(facts.roles)),
+        "groups": ",".join(sorted(facts.groups)),
+        "labels": ",".join(sorted(facts.labels)),
+    }
+
+
+def facts_of_recording(
+    header: Header,
+    loaded: Mapping[str, object] | None,
+    *,
+    roles: Iterable[str] = (),
+    groups: Iterable[str] = (),
+    labels: Iterable[str] = (),
+) -> SessionFacts:
+    """A recorded session's facts: who, where and when from its header; roles, groups and labels
+    from its ``rules.loaded`` event's fields when it has one (``loaded``), else as given (what the
+    store says now)."""
+
+    def field(name: str, default: Iterable[str]) -> frozenset[str]:
+        value = loaded.get(name) if loaded is not None else None
+        if isinstance(value, str):
+            return frozenset(v for v in value.split(",") if v)
+        return frozenset(default)
+
+    return SessionFacts(
+        user=header.user,
+        roles=field("roles", roles),
+        groups=field("groups", groups),
+        target=header.target,
+        labels=field("labels", labels),
+        login=header.login,
+        started_at=datetime.fromtimestamp(header.started_at_us / 1e6, UTC),
+        command=header.command,
+    )
