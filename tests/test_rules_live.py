@@ -599,3 +599,31 @@ def test_a_starting_bastion_cancels_the_holds_its_predecessor_left(tmp_path: Pat
     [done] = env.svc.cancel_stale_holds("the bastion stopped while the command was held")
     assert done.id == hold.id and env.svc.hold(hold.id).state is HoldState.CANCELLED
     assert env.svc.holds() == []
+
+
+def test_zsp_rules_test_agrees_with_what_fired_live(live: Live) -> None:
+    """One session in which a rule flags, a hold is allowed, another denied, and a rule
+    terminates; replayed offline by ``zsp rules test`` with the same rules, it finds the same."""
+    allowed, denied = live.work / "agree-a-HELD", live.work / "agree-b-HELD"
+    sh = Shell(live)
+    sh.line("echo FLAG-ME agree")
+    sh.expect(b"FLAG-ME agree\r\n")
+    for target, verb in ((allowed, "allow"), (denied, "deny")):
+        sh.line(f"touch {target}")
+        hold = pending_hold(live)
+        assert live.env.ssh("bob", "zsp", verb, hold.id).returncode == 0
+        sh.expect(f"{hold.id} {'allowed' if verb == 'allow' else 'denied'} by bob".encode())
+    sh.line("echo STOP-ME agree")
+    sh.chan.recv_exit_status()
+    s = sh.close()
+    assert s.end_reason == "rule" and allowed.exists() and not denied.exists()
+    p = subprocess.run(
+        [sys.executable, "-m", "zsp_tui", "rules", "test", "--json", s.id, "--data", str(live.env.data.root)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    [result] = json.loads(p.stdout)
+    assert result["agree"] is True, result
+    assert [m["rule"] for m in result["matches"]] == ["flag-me", "hold-touch"]  # what the target got
+    never = sorted((m["rule"], m["text"]) for m in result["never_entered"])
+    assert never == [("hold-touch", f"touch {denied}"), ("stop-me", "echo STOP-ME agree")]
