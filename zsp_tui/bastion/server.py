@@ -1026,9 +1026,9 @@ class Bastion:
                         )
                     )
         finally:
-            self.live.discard(live)
-            if live.rules is not None:
+            if live.rules is not None:  # while still listed: a stopping bastion waits for this too
                 await live.rules.close()
+            self.live.discard(live)
             head: str | None = None
             frames: int | None = None
             try:

@@ -204,8 +204,18 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
     async def all_output() -> None:
         await asyncio.gather(*(to_operator(fd, r) for fd, r in upstream.readers()))
 
+    def input_failed(task: asyncio.Task[None]) -> None:
+        # The input relay stopping on an unexpected error (a bug in a rule's handling, say) must end
+        # the session, not leave it without input. Expected endings are handled where they happen.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, RecordingFailed | OSError | asyncssh.Error):
+            live.end("error", f"input relay failed ({exc!r}); session ended")
+
     out_task = asyncio.create_task(all_output())
     in_task = asyncio.create_task(to_target())
+    in_task.add_done_callback(input_failed)
     end_task = asyncio.create_task(live.ending.wait())
     gone_task = asyncio.create_task(operator_gone())
     try:
