@@ -1,6 +1,6 @@
 """Bastion benchmark: the same sshd reached directly and through `zsp serve` (recording on).
 
-    python benchmarks/bench_bastion.py [--mb 256] [--rtt 1000] [--connects 20]
+    python benchmarks/bench_bastion.py [--mb 256] [--rtt 1000] [--connects 20] [--rules standard|none]
 
 Needs root (it starts sshd and logs in as the current user). Prints one table:
 
@@ -8,6 +8,10 @@ Needs root (it starts sshd and logs in as the current user). Prints one table:
 * PTY text: ``ssh -tt ... cat`` of a text file (PTY output arrives in chunks of at most 4 KiB);
 * keystroke round trip: one byte to ``cat`` in raw mode and back, p50/p99 (asyncssh client);
 * connection set-up: ``ssh ... true``, mean.
+
+``--rules``: the bastion's real-time rules (docs/RULES.md): the shipped ``standard`` set (the
+default, as a data dir without ``rules.toml`` has it), or ``none`` (``defaults = "none"`` and no
+rules: what the relay costs without them). Run both to see what rules add.
 
 Direct uses OpenSSH's defaults (chacha20-poly1305); through the bastion the operator leg
 negotiates aes-gcm, and the bastion's upstream leg prefers aes-gcm too.
@@ -78,12 +82,14 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=256)
     ap.add_argument("--rtt", type=int, default=1000)
     ap.add_argument("--connects", type=int, default=20)
+    ap.add_argument("--rules", choices=("standard", "none"), default="standard")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = make_env(root, with_sshd=True, direct_key=True)
         assert env.sshd is not None
         (root / "sshd_known_hosts").write_text(f"[127.0.0.1]:{env.sshd.port} {env.sshd.host_key_pub}\n")
+        env.data.rules_path.write_text(f'[settings]\ndefaults = "{args.rules}"\n')
         env.start()
         try:
             login = env.svc.target("srv").default_login
@@ -125,7 +131,7 @@ def main() -> None:
             if env.sshd:
                 env.sshd.stop()
     print(f"bastion benchmark: {args.mb} MB bulk, {text_mb:.0f} MB PTY text, {args.rtt} keystrokes, "
-          f"{args.connects} connects; {sealed}/{len(sessions)} sessions recorded and sealed")
+          f"{args.connects} connects, rules {args.rules}; {sealed}/{len(sessions)} sessions recorded and sealed")
     print("| measure | direct | through zsp (recorded) | ratio / added |")
     print("|---|---|---|---|")
     for r in rows:

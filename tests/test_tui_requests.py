@@ -278,3 +278,109 @@ async def test_the_list_is_not_read_while_another_area_is_in_front(reviewed) -> 
         await pilot.press("4")
         await _settle(app, pilot)
         assert set(_ids(app)) == {reviewed.pending, new.id}
+
+
+# --- held commands (real-time rules) ---------------------------------------------------------------
+
+
+def _hold(reviewed, user: str = "alice", command: str = "rm -rf /srv/data"):
+    """A command of ``user``'s recorded session held by a rule, as the bastion stores it."""
+    from zsp_tui.rules.model import Action, Rule, Severity
+
+    session = next(s for s in reviewed.svc.sessions() if s.user == user)
+    rule = Rule(name="no-rm-rf", severity=Severity.CRITICAL, actions=frozenset({Action.FLAG, Action.HOLD}))
+    return reviewed.svc.create_hold(session, rule, command, timedelta(minutes=5))
+
+
+def _holds(app: ReviewApp) -> DataTable:
+    return app.screen.query_one("#holds", DataTable)
+
+
+async def _focus_holds(app: ReviewApp, pilot) -> None:
+    _holds(app).focus()
+    await pilot.pause()
+
+
+async def test_bob_allows_alice_s_held_command(reviewed) -> None:
+    hold = _hold(reviewed)
+    app = _app(reviewed, "bob")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _settle(app, pilot)
+        table = _holds(app)
+        assert table.display and table.row_count == 1
+        row = [str(c) for c in table.get_row_at(0)]
+        assert row[:5] == [hold.id, "alice", f"{hold.login}@srv", "no-rm-rf", "critical"]
+        assert row[6] == "rm -rf /srv/data"
+        assert "1 pending request(s), 1 held command(s)" in _status(app)
+        await _focus_holds(app, pilot)
+        assert f"{hold.id}  held command of alice" in _detail(app) and "command: rm -rf /srv/data" in _detail(app)
+        shown = [b.binding.description for b in app.screen.active_bindings.values()]
+        assert "Allow" in shown and "Approve" not in shown
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        await _settle(app, pilot)
+        assert f"allowed {hold.id}: the command of alice is sent to" in _status(app)
+        assert not _holds(app).display and app.screen.query_one("#requests", DataTable).has_focus
+    done = reviewed.svc.hold(hold.id)
+    assert done.state.value == "allowed" and done.decided_by == "bob"
+    [ev] = [e for e in reviewed.svc.audit_events() if e.event == "rule.hold.allow"]
+    assert (ev.actor, ev.via, ev.fields["hold"]) == ("bob", "console", hold.id)
+
+
+async def test_an_admin_cannot_allow_their_own_held_command_and_may_deny_another_without_a_reason(reviewed) -> None:
+    own = _hold(reviewed, "alice", "dd if=/dev/zero of=/dev/sda")
+    app = _app(reviewed, "alice")  # admin and operator: may decide holds, never her own
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _settle(app, pilot)
+        await _focus_holds(app, pilot)
+        assert "this is your own held command" in _detail(app)
+        assert str(_holds(app).get_row_at(0)[1]) == "alice (you)"
+        await pilot.press("a", "y")
+        await _settle(app, pilot)
+        assert f"refused: alice cannot allow their own held command {own.id}: an approver or admin must" in _status(app)
+        assert "Traceback" not in _status(app)
+    assert reviewed.svc.hold(own.id).state.value == "pending"
+    app = _app(reviewed, "bob")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _settle(app, pilot)
+        await _focus_holds(app, pilot)
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, ReasonDialog)
+        await pilot.press("enter")  # the reason is optional for a held command
+        await _settle(app, pilot)
+        assert f"denied {own.id} of alice" in _status(app)
+    assert reviewed.svc.hold(own.id).state.value == "denied"
+
+
+async def test_a_hostile_held_command_renders_literally(reviewed) -> None:
+    hold = _hold(reviewed, command="echo [bold red]OK[/] \x1b[2J\u202e")
+    app = _app(reviewed, "bob")
+    async with app.run_test(size=(160, 30)) as pilot:
+        await _settle(app, pilot)
+        await _focus_holds(app, pilot)
+        drawn = _drawn(_holds(app))
+        assert "echo [bold red]OK[/] \\x1b[2J\\u202e" in drawn and "\x1b" not in drawn and "\u202e" not in drawn
+        detail = _detail(app)
+        assert "command: echo [bold red]OK[/] \\x1b[2J\\u202e" in detail and "\x1b" not in detail
+        await pilot.press("a")
+        await pilot.pause()
+        body = str(app.screen.query_one(".dialog-body", Static).render())
+        assert "[bold red]OK[/]" in body and "\x1b" not in body
+        await pilot.press("n")
+    assert reviewed.svc.hold(hold.id).state.value == "pending"
+
+
+async def test_held_commands_fit_80x24(reviewed) -> None:
+    _hold(reviewed)
+    app = _app(reviewed, "bob")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(app, pilot)
+        for w in ("#requests", "#holds", "#detail-pane"):
+            region = app.screen.query_one(w).region
+            assert region.height >= 3 and region.right <= 80 and region.bottom <= 23, (w, region)
+        await _focus_holds(app, pilot)
+        footer = app.screen.query_one("Footer").region
+        assert footer.bottom <= 24

@@ -135,3 +135,28 @@ def test_the_data_is_the_same_every_time(tmp_path: Path, snap: Snap) -> None:
     for sid in snap.ids.values():
         name = f"{sid}.zsprec"
         assert (snap.data.recordings / name).read_bytes() == (again.data.recordings / name).read_bytes()
+
+
+def test_requests_with_a_held_command_at_80x24(tmp_path: Path, snap_compare: Any) -> None:
+    """A command held by a rule under dave's request, the held list focused (its detail, and
+    ``a Allow`` in the footer); at the smallest supported terminal."""
+    from datetime import timedelta
+
+    from tests.snapshot_data import NOW
+    from zsp_tui.models import Hold, HoldState
+
+    fresh = build_snapshot_data(tmp_path)
+    with fresh.svc.store.transaction() as tx:
+        tx.insert_hold(Hold(
+            id="h-0a1b2c3d", session_id=fresh.ids["shell"], grant_id="r-grant1", user="alice", target="db1",
+            login="postgres", rule="rm-rf-root", severity="critical", command="rm -rf / --no-preserve-root",
+            state=HoldState.PENDING, created_at=NOW - timedelta(seconds=42),
+            expires_at=NOW + timedelta(minutes=4, seconds=18),
+        ))
+
+    async def ready(pilot: Any) -> None:
+        await _settle(pilot, lambda: getattr(pilot.app.screen, "_snapshot", None) is not None)
+        pilot.app.screen.query_one("#holds").focus()
+        await _settle(pilot)
+
+    assert snap_compare(app_for(fresh, "bob", start="requests"), terminal_size=(80, 24), run_before=ready)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recorder import PublicKey, SigningKey
 
@@ -29,15 +29,22 @@ from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
 from .exceptions import AccessDenied, Conflict, InvalidState, LocalTargetOff, NotFound, UsageError, ZspError
 from .identity import InvalidName, canonical_name
-from .models import LOCAL_TARGET, AccessRequest, Flag, RequestState, Role, SessionRecord, Target, User
+from .models import LOCAL_TARGET, AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
 from .policy import Policy
+from .rules.model import Action
 from .sinks import Sink, dispatch
 from .store import SessionQuery, SessionRow, Store, Tx
+
+if TYPE_CHECKING:
+    from .rules.model import Rule
 
 __all__ = ["AccessService", "Actor"]
 
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _MAX_REQUEST = timedelta(days=7)  # no 0/o, 1/l/i: read aloud, typed by hand
+_HOLD_ID = re.compile(r"h-[0-9a-f]{8}")
+_HOLD_TEXT = 1024
+"""A held command line is stored and audited up to this many characters (as a match's text)."""
 
 
 # What a target may be called and hold. Its name and logins travel in SSH user names
@@ -846,6 +853,237 @@ class AccessService:
                         "notify": notify,
                     },
                 )
+            )
+
+    # --- real-time rules: held commands, terminations ----------------------------------------
+
+    def _hold(self, tx: Tx, hold_id: str) -> Hold:
+        hid = hold_id.strip().lower()
+        hold = tx.get_hold(hid) if _HOLD_ID.fullmatch(hid) else None
+        if hold is None:
+            raise NotFound(kind="hold", name=hold_id)
+        return hold
+
+    @staticmethod
+    def _hold_fields(hold: Hold, **more: Any) -> dict[str, Any]:
+        return {
+            "hold": hold.id,
+            "rule": hold.rule,
+            "severity": hold.severity,
+            "command": hold.command,
+            "requester": hold.user,
+            **more,
+        }
+
+    def create_hold(self, record: SessionRecord, rule: Rule, command: str, timeout: timedelta, t_us: int = 0) -> Hold:
+        """Hold ``command`` (the line at Enter) of ``record``'s session by ``rule``: a pending
+        :class:`Hold` (``h-`` and 8 hex digits) that times out after ``timeout``, and its
+        ``rule.hold`` audit event, in one transaction."""
+        with self._unit() as u:
+            while True:
+                hid = "h-" + secrets.token_hex(4)
+                if u.tx.get_hold(hid) is None:
+                    break
+            hold = Hold(
+                id=hid,
+                session_id=record.id,
+                grant_id=record.grant_id,
+                user=record.user,
+                target=record.target,
+                login=record.login,
+                rule=rule.name,
+                severity=rule.severity.value,
+                command=command[:_HOLD_TEXT],
+                state=HoldState.PENDING,
+                created_at=u.now,
+                expires_at=u.now + timeout,
+            )
+            u.tx.insert_hold(hold)
+            u.audit(
+                NewEvent(
+                    "rule.hold",
+                    record.user,
+                    "rule",
+                    f"rule {rule.name} ({hold.severity}) held a command of {record.user} on "
+                    f"{record.login}@{record.target} for approval: {hold.command}",
+                    outcome="held",
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields=self._hold_fields(
+                        hold,
+                        expires_at=rfc3339(hold.expires_at),
+                        t_us=t_us,
+                        notify=Action.NOTIFY in rule.actions,
+                    ),
+                )
+            )
+            return hold
+
+    def _hold_refused(self, hold: Hold, who: str, via: str, action: str, message: str) -> AccessDenied:
+        """A refused decision on ``hold``: the error, carrying its ``access_request.refused`` event
+        (``action`` is ``hold.allow`` or ``hold.deny``; the hold is named in ``hold``)."""
+        return AccessDenied(
+            message,
+            event=NewEvent(
+                "access_request.refused",
+                who,
+                via,
+                message,
+                outcome="failure",
+                target=hold.target,
+                login=hold.login,
+                grant_id=hold.grant_id,
+                session_id=hold.session_id,
+                fields={"action": action, "requester": hold.user, "hold": hold.id, "rule": hold.rule},
+            ),
+        )
+
+    def _decide_hold(self, actor: Actor, hold_id: str, allow: bool, reason: str) -> Hold:
+        action = "allow" if allow else "deny"
+        with self._unit() as u:
+            user = self._actor(u, actor)
+            hold = self._hold(u.tx, hold_id)
+            if hold.user == user.name:
+                # The two-person rule: admins too. The operator cannot wave their own command through.
+                raise self._hold_refused(
+                    hold,
+                    user.name,
+                    actor.via,
+                    f"hold.{action}",
+                    f"{user.name} cannot {action} their own held command {hold.id}: an approver or admin must",
+                )
+            if not (user.has(Role.APPROVER) or user.has(Role.ADMIN)):
+                raise self._hold_refused(
+                    hold,
+                    user.name,
+                    actor.via,
+                    f"hold.{action}",
+                    f"{user.name} may not {action} held commands (needs the approver or admin role)",
+                )
+            if hold.state is HoldState.PENDING and u.now >= hold.expires_at:
+                raise AccessDenied(f"cannot {action} {hold.id}: it timed out (a timeout denies)", request_id=hold.id)
+            state = HoldState.ALLOWED if allow else HoldState.DENIED
+            if hold.state is not HoldState.PENDING or not u.tx.decide_hold(hold.id, state, user.name, u.now, reason):
+                now = u.tx.get_hold(hold.id) or hold
+                raise InvalidState(request_id=hold.id, state=now.state.value, action=action)
+            decided = replace(hold, state=state, decided_at=u.now, decided_by=user.name, note=reason)
+            verb = "allows" if allow else "denies"
+            u.audit(
+                NewEvent(
+                    "rule.hold.allow" if allow else "rule.hold.deny",
+                    user.name,
+                    actor.via,
+                    f"{user.name} {verb} {hold.id} of {hold.user} (rule {hold.rule}): {hold.command}"
+                    + (f"; reason: {reason}" if reason else ""),
+                    outcome="success" if allow else "denied",
+                    target=hold.target,
+                    login=hold.login,
+                    grant_id=hold.grant_id,
+                    session_id=hold.session_id,
+                    fields=self._hold_fields(hold, by=user.name, **({} if allow else {"reason": reason})),
+                )
+            )
+            return decided
+
+    def allow_hold(self, actor: Actor, hold_id: str) -> Hold:
+        """Let a held command through: an approver or admin who is not the session's user."""
+        return self._decide_hold(actor, hold_id, True, "")
+
+    def deny_hold(self, actor: Actor, hold_id: str, reason: str = "") -> Hold:
+        """Refuse a held command (the line is cleared, never sent); same deciders as :meth:`allow_hold`."""
+        reason = reason.strip()
+        _check_text(reason)
+        return self._decide_hold(actor, hold_id, False, reason)
+
+    def _end_hold(self, hold_id: str, state: HoldState, why: str) -> Hold | None:
+        with self._unit() as u:
+            hold = self._hold(u.tx, hold_id)
+            if not u.tx.decide_hold(hold.id, state, "system", u.now, why):
+                return None
+            u.audit(
+                NewEvent(
+                    "rule.hold.deny",
+                    "system",
+                    "system",
+                    f"{hold.id} of {hold.user} (rule {hold.rule}) {state.value}: {why}; the command was not sent",
+                    outcome="denied",
+                    target=hold.target,
+                    login=hold.login,
+                    grant_id=hold.grant_id,
+                    session_id=hold.session_id,
+                    fields=self._hold_fields(hold, by="system", reason=why, state=state.value),
+                )
+            )
+            return replace(hold, state=state, decided_at=u.now, decided_by="system", note=why)
+
+    def expire_hold(self, hold_id: str) -> Hold | None:
+        """Nobody decided in time: the hold is ``expired`` (a timeout denies), audited as
+        ``rule.hold.deny`` with reason ``timeout``. None if it was decided meanwhile."""
+        return self._end_hold(hold_id, HoldState.EXPIRED, "timeout")
+
+    def cancel_hold(self, hold_id: str, why: str) -> Hold | None:
+        """The session ended while its command waited: ``cancelled``, audited as ``rule.hold.deny``
+        (``state: cancelled``). None if it was decided meanwhile."""
+        return self._end_hold(hold_id, HoldState.CANCELLED, why)
+
+    def cancel_stale_holds(self, why: str) -> list[Hold]:
+        """Cancel every pending hold (a bastion starting: no session of its data dir is live, so
+        none of them can still be waiting)."""
+        with self.store.transaction(write=False) as tx:
+            stale = tx.list_holds((HoldState.PENDING,))
+        return [done for h in stale if (done := self.cancel_hold(h.id, why)) is not None]
+
+    def hold(self, hold_id: str) -> Hold:
+        """One hold as it is now (the waiting relay polls this)."""
+        with self.store.transaction(write=False) as tx:
+            return self._hold(tx, hold_id)
+
+    def holds(self, *, pending_only: bool = True) -> list[Hold]:
+        """Holds oldest first; only those still waiting (and not yet timed out) if ``pending_only``."""
+        now = self.clock.now()
+        with self.store.transaction(write=False) as tx:
+            if not pending_only:
+                return tx.list_holds()
+            return [h for h in tx.list_holds((HoldState.PENDING,)) if h.expires_at > now]
+
+    def rule_terminated(self, record: SessionRecord, rule: Rule, text: str) -> AccessRequest | None:
+        """``rule`` ends ``record``'s session: the ``rule.terminate`` audit event and a system
+        revocation of its grant (``ended_by`` ``rule:NAME``) commit together. Returns the revoked
+        grant, None if it was no longer active (expired or revoked meanwhile: nothing to revoke)."""
+        by = f"rule:{rule.name}"
+        text = text[:_HOLD_TEXT]
+        with self._unit() as u:
+            u.audit(
+                NewEvent(
+                    "rule.terminate",
+                    record.user,
+                    "rule",
+                    f"rule {rule.name} ({rule.severity.value}) ended session {record.id} of {record.user} on "
+                    f"{record.login}@{record.target} and revoked its grant: {text}",
+                    outcome="terminated",
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={"rule": rule.name, "severity": rule.severity.value, "text": text},
+                )
+            )
+            req = u.tx.get_request(record.grant_id) if record.grant_id else None
+            if req is None or req.state is not RequestState.APPROVED:
+                return None
+            return self._transition(
+                u,
+                req,
+                RequestState.REVOKED,
+                "grant.revoke",
+                by,
+                "rule",
+                f"{req.id} revoked by rule {rule.name}: it ended session {record.id}",
+                ended_at=u.now,
+                ended_by=by,
+                note=f"rule {rule.name}",
             )
 
     def session_started(self, record: SessionRecord, via: str = "ssh") -> None:

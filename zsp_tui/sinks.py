@@ -125,7 +125,7 @@ class WebhookSink:
         self.name = f"webhook:{url}"
 
     def send(self, events: list[AuditEvent]) -> None:
-        # A rule that asked to notify (its ``rule.match`` says notify) is sent whatever the filter.
+        # A rule that asked to notify (its ``rule.match``/``rule.hold`` says notify) is sent whatever the filter.
         chosen = [e.to_json() for e in events if e.event in self.events or _notify(e)]
         if not chosen:
             return
@@ -140,7 +140,8 @@ class WebhookSink:
 
 
 def _notify(event: AuditEvent) -> bool:
-    return event.event == "rule.match" and event.fields.get("notify") is True
+    # rule.hold too: an approver must learn that a command waits, and its hold id to decide it.
+    return event.event in ("rule.match", "rule.hold") and event.fields.get("notify") is True
 
 
 def dispatch(sinks: Iterable[Sink], events: list[AuditEvent]) -> None:

@@ -20,6 +20,7 @@ from ..access import AccessService, Actor
 from ..clock import parse_duration
 from ..command_line import split_command
 from ..commands._common import request_json, request_line
+from ..commands.holds import hold_line, is_hold_id
 from ..exceptions import UsageError, ZspError
 from ..models import RequestState, Role, User
 from ..requestable import requestable_lines
@@ -62,6 +63,9 @@ zsp control commands (your identity is the key you logged in with):
   request TARGET [--login LOGIN] --for DURATION [--reason TEXT...] [--break-glass]
   approve ID                 approve someone else's request
   deny ID --reason TEXT...   deny a pending request
+  holds                      commands held by a rule, waiting for a decision
+  allow HOLD                 let someone else's held command run (approvers, admins)
+  deny HOLD [--reason TEXT...]  refuse a held command: its line is cleared, never sent
   cancel ID                  withdraw your own pending request
   revoke ID [--reason TEXT...]  end an active grant now
   grants [--active] [--json] list requests and grants
@@ -117,7 +121,10 @@ def _parser(out: io.StringIO) -> _Parser:
     a.add_argument("id")
     d = sub.add_parser("deny")
     d.add_argument("id")
-    d.add_argument("--reason", required=True)
+    d.add_argument("--reason")  # required for a request (r-...), optional for a held command (h-...)
+    w = sub.add_parser("allow")
+    w.add_argument("id")
+    sub.add_parser("holds")
     c = sub.add_parser("cancel")
     c.add_argument("id")
     v = sub.add_parser("revoke")
@@ -188,7 +195,37 @@ def _approve(
 def _deny(
     svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
 ) -> int:
+    if is_hold_id(args.id):
+        out.write(hold_line(svc.deny_hold(actor, args.id, args.reason or ""), svc.clock.now()) + "\n")
+        return 0
+    if args.reason is None:
+        raise UsageError("deny: the following arguments are required: --reason")
     out.write(request_line(svc.deny(actor, args.id, args.reason), svc.clock.now()) + "\n")
+    return 0
+
+
+def _allow(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    if not is_hold_id(args.id):
+        raise UsageError(f"allow: {printable(args.id)} is not a held command (h-XXXXXXXX); requests are approved")
+    out.write(hold_line(svc.allow_hold(actor, args.id), svc.clock.now()) + "\n")
+    return 0
+
+
+def _holds(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    rows = svc.holds(pending_only=True)
+    if not (user.has(Role.APPROVER) or user.has(Role.ADMIN)):
+        rows = [h for h in rows if h.user == user.name]  # others' command lines only for those who decide
+    now = svc.clock.now()
+    for h in rows:
+        out.write(hold_line(h, now) + "\n")
+    if not rows:
+        out.write("no held commands\n")
+    else:
+        out.write(f"decide: {hint.control('allow ID')}  or  {hint.control('deny ID --reason WHY')}\n")
     return 0
 
 
@@ -263,6 +300,12 @@ def _status(
         out.write("waiting for your approval:\n")
         for r in waiting:
             out.write(f"  {request_line(r, now)}  reason: {printable(r.reason)}\n")
+    if user.has(Role.APPROVER) or user.has(Role.ADMIN):
+        held = [h for h in svc.holds() if h.user != user.name]
+        if held:
+            out.write("held commands waiting for a decision (allow ID / deny ID):\n")
+            for h in held:
+                out.write(f"  {hold_line(h, now)}\n")
     return 0
 
 
@@ -277,6 +320,8 @@ _COMMANDS: dict[str, Handler] = {
     "request": _request,
     "approve": _approve,
     "deny": _deny,
+    "allow": _allow,
+    "holds": _holds,
     "cancel": _cancel,
     "revoke": _revoke,
     "grants": _grants,

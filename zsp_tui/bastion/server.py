@@ -69,6 +69,7 @@ from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
 from .recovery import InstanceLock, close_interrupted
 from .review import REVIEW_USER, ReviewApps
+from .rules import LiveRules, session_facts
 from .session import LiveSession, relay
 from .transfer import transfer_program
 from .upstream import (
@@ -422,6 +423,10 @@ class Bastion:
         self.port = 0
         self.owner = session_owner("serve")
         self._lock = InstanceLock(data.root)
+        # Real-time rules: a bad file with no last good copy is a RulesError here, before any port
+        # is opened (``zsp serve`` refuses to start); the audit events are written at start.
+        self.rules = LiveRules(data.rules_path)
+        self._rules_events = self.rules.load()
 
     async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
         """Run a store call in the database thread (SQLite connections are not shared), in the
@@ -461,6 +466,8 @@ class Bastion:
             for s in self.svc.sessions():
                 if s.id in interrupted:
                     self.indexer.submit(s.path)
+        # Commands held by a rule when the last bastion stopped: their sessions are gone.
+        self.svc.cancel_stale_holds("the bastion stopped while the command was held")
         self._server = await asyncssh.listen(
             host,
             port,
@@ -484,6 +491,9 @@ class Bastion:
             kex_algs=list(KEX),
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        for event in self._rules_events:
+            await self.audit(event)
+        self._rules_events = []
         self._watcher = asyncio.create_task(self._watch())
         self._live_indexing = asyncio.create_task(self._index_live())
 
@@ -575,6 +585,7 @@ class Bastion:
                     print(f"zsp: warning: recording expiries in the audit log failed: {why}", file=sys.stderr)
             if len(self.logins):
                 await self._check_logins()
+            await self._rules_tick()
             if not self.live:
                 continue
             # Revocations need the database. The watcher has its own connection and thread, so
@@ -599,6 +610,25 @@ class Bastion:
                     self._check(live, active.get(live.grant.id), now, policy_warn)
                 except Exception as exc:  # noqa: BLE001 - one broken session must not stop the others' checks
                     self._end(live, "error", f"cannot check this session's grant ({exc!r}); session closed")
+
+    async def _rules_tick(self) -> None:
+        """Re-read the rules file if it changed (new sessions take a good new set; a bad one is
+        refused once per content, said on stderr and audited), then let duration rules fire."""
+        try:
+            reload = await asyncio.wait_for(self.watch_db(self.rules.keeper.reload), _WATCH_DEADLINE)
+        except Exception as exc:  # noqa: BLE001 - the rules in force stay; grants are still checked
+            print(f"zsp: warning: cannot re-read the rules file: {printable(repr(exc))}", file=sys.stderr)
+        else:
+            if reload.changed or reload.error is not None:
+                for event in self.rules.took(reload):
+                    self.spawn(self.audit(event))
+        for live in list(self.live):
+            if live.rules is None or live.ending.is_set():
+                continue
+            try:
+                live.rules.tick()
+            except Exception as exc:  # noqa: BLE001 - one session's failure must not stop the watcher
+                self._end(live, "error", f"rules failed in this session ({exc!r}); session closed")
 
     def _check(
         self, live: LiveSession, grant: AccessRequest | None, now: datetime, warn: tuple[timedelta, ...]
@@ -709,6 +739,8 @@ class Bastion:
                     status, out, err = await self.db(run_control, self.svc, user, process.command, hint, lane=user.name)
                 finally:
                     self.control.leave(user.name)
+                if status == 0 and _decides_hold(process.command):
+                    self.rules.poke()  # the held relay reads its hold now, not at its next poll
                 if process.get_terminal_type() is not None:  # a PTY (ssh -t): no output post-processing
                     out, err = out.replace("\n", "\r\n"), err.replace("\n", "\r\n")
                 process.stdout.write(out.encode())
@@ -882,6 +914,7 @@ class Bastion:
             )
             return self._refuse(process, "the bastion is short of disk space for recordings; try again later")
         # Fail closed: no recording, no session.
+        t0_ns = time.monotonic_ns()  # the recording's clock starts now: rule matches are timed from it
         try:
             sid = new_session_id()
             path = self.data.recordings / f"{sid}.zsprec"
@@ -942,6 +975,8 @@ class Bastion:
         self.live.add(live)
         status: int | None = None
         try:
+            if not await self._start_rules(live, user, target, cols, rows, term is not None, t0_ns, hint):
+                return  # ended by a rule before the target was reached (the finally seals it)
             upstream: LocalUpstream | SshUpstream
             try:
                 if target.name == LOCAL_TARGET and target.builtin:
@@ -991,6 +1026,8 @@ class Bastion:
                         )
                     )
         finally:
+            if live.rules is not None:  # while still listed: a stopping bastion waits for this too
+                await live.rules.close()
             self.live.discard(live)
             head: str | None = None
             frames: int | None = None
@@ -1001,8 +1038,56 @@ class Bastion:
                 head = None
             await self.db(self.svc.session_ended, record, status, live.reason, head, frames, lane=user.name)
             self.indexer.submit(path)  # searchable within moments; never waited for
-        with contextlib.suppress(OSError, asyncssh.Error):
-            process.exit(status if status is not None and status >= 0 else 255)
+            with contextlib.suppress(OSError, asyncssh.Error):
+                process.exit(status if status is not None and status >= 0 else 255)
+
+    async def _start_rules(
+        self,
+        live: LiveSession,
+        user: User,
+        target: Target,
+        cols: int,
+        rows: int,
+        pty: bool,
+        t0_ns: int,
+        hint: SshHint,
+    ) -> bool:
+        """The session's rules: its ``rules.loaded`` frame and what fires at the start (an exec
+        command held waits here, before it runs). False: the session must not go on."""
+        groups = await self.auth_db(user.name, self.rules.groups_of, user.name, self.auth_svc.policy)
+        facts = session_facts(live.record, user.roles, groups, target.labels)
+        guard = self.rules.guard(self, live, facts, cols=cols, rows=rows, pty=pty, t0_ns=t0_ns, hint=hint)
+        live.rules = guard
+        try:
+            guard.loaded()
+        except RecordingFailed:
+            return False  # the recorder's on_error has ended the session
+        starting = asyncio.create_task(guard.start())
+        ending = asyncio.create_task(live.ending.wait())
+        gone = asyncio.create_task(live.process.channel.wait_closed())
+        try:
+            done, _ = await asyncio.wait({starting, ending, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (starting, ending, gone):
+                task.cancel()
+            for task in (ending, gone):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(asyncio.CancelledError, RecordingFailed):
+                await starting  # a failed recording has ended the session (on_error)
+        if starting in done and not starting.cancelled() and starting.exception() is None and starting.result():
+            return not live.ending.is_set()
+        if gone in done:
+            live.end("client-closed")
+        return False
+
+
+def _decides_hold(command: str | None) -> bool:
+    """``allow ...`` or ``deny ...``: a control command that may have decided a hold."""
+    words = (command or "").split()[:2]
+    if words[:1] == ["zsp"]:
+        words = words[1:]
+    return bool(words) and words[0] in ("allow", "deny")
 
 
 def _low_disk(path: Path, min_free: int) -> str | None:

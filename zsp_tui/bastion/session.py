@@ -8,6 +8,10 @@ One line typed at a password prompt is withheld from the recording (:mod:`zsp_tu
 whose last line looks like a password prompt. An ``input.masked`` event says how many bytes and
 holds them sealed to the escrow key; without an escrow key nothing is withheld. A session that
 masks more than a password needs gets an ``input.masked.excessive`` event and audit event.
+
+Real-time rules (:mod:`.rules`) see what the recorder is given, right after it is given it; typed
+input is gated at Enter before it is recorded, so a held or terminating command line's Enter is
+neither recorded nor sent until the rule's action allows it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .upstream import Reader, Upstream
 
 if TYPE_CHECKING:
     from ..models import AccessRequest, SessionRecord
+    from .rules import SessionGuard
 
 __all__ = ["LiveSession", "relay"]
 
@@ -58,6 +63,8 @@ class LiveSession:
     mask_limits: MaskLimits = field(default_factory=MaskLimits)
     audit: Callable[[NewEvent], Awaitable[None]] | None = None
     """Where the session's own audit events go (excessive masking)."""
+    rules: SessionGuard | None = None
+    """The session's real-time rules; None: no rules are in force."""
 
     def end(self, reason: str, message: str | None = None) -> None:
         """Ask the relay to stop (idempotent); ``message`` is shown to the operator."""
@@ -91,14 +98,28 @@ async def relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool
 async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: bool) -> int | None:
     process = live.process
     rec = live.recorder
+    guard = live.rules
+    record_input: Callable[[bytes], None] = rec.input
+    record_event: Callable[..., None] = rec.event
+    if guard is not None:
+        # The rules see exactly what is recorded, in the same order (zsp rules test agrees).
+        def record_input(data: bytes) -> None:
+            rec.input(data)
+            guard.input(data)
+
+        def record_event(type: str, message: str, **fields: Any) -> None:
+            rec.event(type, message, **fields)
+            if type == "input.masked":
+                guard.masked(int(fields["bytes"]), int(fields["run"]))
+
     masker = InputMasker(lambda: upstream.echo_off if local else None)
     masked = MaskedInput(
         masker,
         live.escrow,
         uuid.UUID(live.record.id),
         live.mask_limits,
-        event=rec.event,
-        record_input=rec.input,
+        event=record_event,
+        record_input=record_input,
         charge=rec.charge,
     )
     masked.start()
@@ -127,6 +148,16 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
         except (sqlite3.Error, OSError, ZspError) as exc:
             print(f"zsp: warning: session {r.id}: audit of excessive masking failed: {exc}", file=sys.stderr)
 
+    async def send(data: bytes) -> None:
+        crossed = masked.feed(data)  # withheld bytes are sealed to the escrow key, never dropped
+        if crossed is not None:
+            await flag_excessive(crossed.message, crossed.fields())
+        # Fail closed: typed input reaches the target only once it is on disk.
+        await rec.synced()
+        await upstream.write(data)
+
+    gating = guard is not None and guard.gating
+
     async def to_target() -> None:
         while True:
             try:
@@ -135,6 +166,8 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
                 cols, rows = window_size(exc.width, exc.height)
                 upstream.resize(cols, rows)
                 rec.resize(cols, rows)
+                if guard is not None:
+                    guard.resize(cols, rows)
                 continue
             except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                 continue
@@ -144,17 +177,20 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
                 if not pty:
                     upstream.write_eof()
                 return
-            crossed = masked.feed(data)  # withheld bytes are sealed to the escrow key, never dropped
-            if crossed is not None:
-                await flag_excessive(crossed.message, crossed.fields())
-            # Fail closed: typed input reaches the target only once it is on disk.
-            await rec.synced()
-            await upstream.write(data)
+            if gating and guard is not None:
+                # Held lines wait here: no more input is read until the hold is decided.
+                if not await guard.relay_input(data, send):
+                    return  # terminated by a rule
+            else:
+                await send(data)
 
     async def to_operator(fd: int, read: Reader) -> None:
         writer = process.stderr if fd == 2 else process.stdout
+        seen = guard.output if guard is not None else None
         while data := await read():
             rec.output(data)  # recorded before the operator sees it
+            if seen is not None:
+                seen(data)
             if not local:
                 masker.saw_output(data)
             await rec.drain()
@@ -168,8 +204,18 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
     async def all_output() -> None:
         await asyncio.gather(*(to_operator(fd, r) for fd, r in upstream.readers()))
 
+    def input_failed(task: asyncio.Task[None]) -> None:
+        # The input relay stopping on an unexpected error (a bug in a rule's handling, say) must end
+        # the session, not leave it without input. Expected endings are handled where they happen.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, RecordingFailed | OSError | asyncssh.Error):
+            live.end("error", f"input relay failed ({exc!r}); session ended")
+
     out_task = asyncio.create_task(all_output())
     in_task = asyncio.create_task(to_target())
+    in_task.add_done_callback(input_failed)
     end_task = asyncio.create_task(live.ending.wait())
     gone_task = asyncio.create_task(operator_gone())
     try:

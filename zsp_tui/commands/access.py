@@ -7,6 +7,7 @@ import argparse
 from ..clock import parse_duration
 from ..exceptions import UsageError
 from ._common import actor, add_as, emit_json, request_json, request_line, service
+from .holds import deny_hold, is_hold_id
 
 __all__ = ["register"]
 
@@ -33,6 +34,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_deny(args: argparse.Namespace) -> int:
+    if is_hold_id(args.id):  # a held command (commands/holds.py): the reason is optional
+        return deny_hold(args)
+    if args.reason is None:
+        raise UsageError("deny: the following arguments are required: --reason")
     svc = service(args)
     print(request_line(svc.deny(actor(args), args.id, args.reason), svc.clock.now()))
     return 0
@@ -83,9 +88,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     add_as(p, required=True, help="the approver")
     p.set_defaults(func=cmd_approve)
 
-    p = sub.add_parser("deny", parents=[common], help="deny a pending request")
+    p = sub.add_parser("deny", parents=[common], help="deny a pending request, or a held command (h-...)")
     p.add_argument("id")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", help="why (required for a request)")
     add_as(p, required=True, help="the approver")
     p.set_defaults(func=cmd_deny)
 

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 from recorder import SigningKey
+from replay import printable
 
 from ..access import Actor
 from ..datadir import DataDir
-from ..exceptions import Conflict, UsageError
+from ..exceptions import Conflict, RulesError, UsageError
 from ..models import Role
 from ._common import data
 
@@ -136,7 +137,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         demo = _demo(d)
     d.require()
     wildcard = host in ("0.0.0.0", "::", "")  # noqa: S104 - comparing, not binding
-    bastion = Bastion(d, public_host=None if wildcard else host)
+    try:
+        bastion = Bastion(d, public_host=None if wildcard else host)
+    except RulesError as exc:
+        # No usable rules (a bad rules.toml and no last good copy): enforcing nothing is no option.
+        print(f"zsp: error: {printable(str(exc))}; the bastion does not start", file=sys.stderr)
+        return 1
 
     def ready(b: Bastion) -> None:
         shown = "127.0.0.1" if wildcard else host

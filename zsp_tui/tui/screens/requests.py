@@ -1,4 +1,4 @@
-"""RequestsScreen: pending access requests, and the approver's decision on each.
+"""RequestsScreen: pending access requests and held commands, and the approver's decision on each.
 
 Approve (``a``, after a confirmation) and deny (``d``, with a reason) call exactly
 ``AccessService.approve(actor, id)`` and ``AccessService.deny(actor, id, reason)``: the same calls
@@ -17,8 +17,15 @@ so the history reads every request and the user's sessions of :data:`SESSION_DAY
 cached while the pending set does not change (``Tx.list_requests(requester=, limit=)`` and
 ``Tx.list_sessions(user=, limit=, newest_first=True)`` would make it one indexed read each).
 
-Names, targets and reasons are requester-controlled: all of it reaches the screen through
-:func:`zsp_tui.tui.text.plain`.
+Below the requests, commands a real-time rule held at Enter (``hold`` action, docs/RULES.md) wait
+for a decision: ``a`` allows one (after a confirmation), ``d`` denies it (reason optional), on
+whichever list has the focus (Tab moves it). They call ``AccessService.allow_hold`` and
+``deny_hold``, as ``ssh zsp@BASTION allow|deny`` and ``zsp allow|deny`` do, so the same rules hold:
+approvers and admins only, never the operator whose command it is (admins neither), nothing but
+a pending hold. The waiting session notices the decision within a quarter of a second.
+
+Names, targets, reasons and command lines are requester-controlled: all of it reaches the screen
+through :func:`zsp_tui.tui.text.plain`.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from textual.widgets import DataTable, Footer, Static
 from ...access import AccessService
 from ...clock import format_duration
 from ...exceptions import ZspError
-from ...models import AccessRequest, RequestState, SessionRecord
+from ...models import AccessRequest, Hold, HoldState, RequestState, SessionRecord
 from ..context import Area, ReviewContext
 from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
@@ -73,6 +80,8 @@ class _Snapshot:
     """Requester -> their other requests, newest first (at most :data:`HISTORY`)."""
     sessions: dict[str, tuple[SessionRecord, ...]]
     """Requester -> their sessions of the last :data:`SESSION_DAYS` days, newest first."""
+    holds: tuple[Hold, ...] = ()
+    """Held commands waiting for a decision (not yet timed out), oldest first."""
 
 
 def _clock(dt: datetime | None) -> str:
@@ -99,6 +108,7 @@ class RequestsScreen(PolledScreen):
     refresh_s = REFRESH_S
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve"),
+        Binding("a", "allow", "Allow"),  # the same key on the held commands' list (check_action)
         Binding("d", "deny", "Deny"),
         Binding("r", "reload", "Refresh"),
     ]
@@ -107,6 +117,9 @@ class RequestsScreen(PolledScreen):
         super().__init__(ctx)
         self._snapshot: _Snapshot | None = None
         self._shown: list[AccessRequest] = []
+        self._holds: list[Hold] = []
+        self._on_holds = False
+        """The held commands' list has the focus: keys and the detail pane are about a hold."""
         self._history_key: tuple[str, ...] | None = None
         self._history_at = 0.0
         self._history_cache: tuple[dict[str, tuple[AccessRequest, ...]], dict[str, tuple[SessionRecord, ...]]] = (
@@ -119,6 +132,9 @@ class RequestsScreen(PolledScreen):
         yield Static(plain("loading pending requests…", "italic"), id="status", classes="status-line")
         table: DataTable[Text] = DataTable(id="requests", cursor_type="row", zebra_stripes=True)
         yield table
+        holds: DataTable[Text] = DataTable(id="holds", cursor_type="row", zebra_stripes=True)
+        holds.display = False  # shown while a command is held
+        yield holds
         with VerticalScroll(id="detail-pane"):
             yield Static(Text(""), id="detail")
         yield Footer()
@@ -127,6 +143,9 @@ class RequestsScreen(PolledScreen):
         table = self.query_one("#requests", DataTable)
         for label in ("request", "requester", "login@target", "for", "approvals", "lapses in", "reason"):
             table.add_column(plain(label), key=label)
+        holds = self.query_one("#holds", DataTable)
+        for label in ("held", "user", "login@target", "rule", "severity", "age", "command"):
+            holds.add_column(plain(label), key=label)
         table.focus()
         self._start_polling()
 
@@ -147,16 +166,18 @@ class RequestsScreen(PolledScreen):
             with self._reader.service() as svc:  # its own connection (_reader.py), one load at a time
                 with svc.store.transaction(write=False) as tx:
                     candidates = tx.list_requests((RequestState.PENDING,))
+                    held = tx.list_holds((HoldState.PENDING,))
                 now = self.ctx.service.clock.now()
                 # Effective state: one whose lapse is due is not offered even before a sweep records it.
                 pending = tuple(r for r in candidates if r.effective_state(now) is RequestState.PENDING)
+                holds = tuple(h for h in held if h.expires_at > now)  # a timed-out one is denied already
                 history, sessions = self._history(svc, pending, now)
         except ReaderClosed:
             return  # the screen is gone
         except (ZspError, sqlite3.Error, OSError) as exc:
             self.app.call_from_thread(self._failed, f"could not read the requests: {exc}")
             return
-        self.app.call_from_thread(self._show, _Snapshot(now, pending, history, sessions))
+        self.app.call_from_thread(self._show, _Snapshot(now, pending, history, sessions, holds))
 
     def _history(
         self, svc: AccessService, pending: tuple[AccessRequest, ...], now: datetime
@@ -214,16 +235,69 @@ class RequestsScreen(PolledScreen):
                 )
             if keep is not None and any(r.id == keep.id for r in self._shown):
                 table.move_cursor(row=table.get_row_index(keep.id), animate=False)
+        self._show_holds(snap)
         count = plain(
-            f"{len(self._shown)} pending request(s)" + ("" if self._shown else ": nothing to decide"),
-            "bold" if self._shown else "",
+            f"{len(self._shown)} pending request(s)"
+            + (f", {len(self._holds)} held command(s)" if self._holds else "")
+            + ("" if self._shown or self._holds else ": nothing to decide"),
+            "bold" if self._shown or self._holds else "",
         )
         count = self._with_outcome(count)
         count.no_wrap = False
         self.query_one("#status", Static).update(count)
         self._show_detail()
 
+    def _show_holds(self, snap: _Snapshot) -> None:
+        table = self.query_one("#holds", DataTable)
+        keep = self._selected_hold()
+        if list(snap.holds) == self._holds:
+            for h in self._holds:
+                table.update_cell(h.id, "age", plain(format_duration(snap.now - h.created_at)))
+            return
+        self._holds = list(snap.holds)
+        table.clear()
+        for h in self._holds:
+            mine = h.user == self.ctx.reviewer.name
+            table.add_row(
+                plain(h.id),
+                clip(h.user + (" (you)" if mine else ""), 20, "italic" if mine else ""),
+                clip(f"{h.login}@{h.target}", 28),
+                clip(h.rule, 24),
+                plain(h.severity, "bold red" if h.severity in ("high", "critical") else ""),
+                plain(format_duration(snap.now - h.created_at)),
+                clip(h.command, 60),
+                key=h.id,
+            )
+        if keep is not None and any(h.id == keep.id for h in self._holds):
+            table.move_cursor(row=table.get_row_index(keep.id), animate=False)
+        table.display = bool(self._holds)
+        if not self._holds and self._on_holds:
+            self.query_one("#requests", DataTable).focus()
+        elif self._holds and not self._shown and not self._on_holds:
+            table.focus()  # nothing else to decide: the held command is what the approver came for
+
     # --- the selected request ---------------------------------------------------------------
+
+    def _selected_hold(self) -> Hold | None:
+        table = self.query_one("#holds", DataTable)
+        row = table.cursor_row
+        if not self._holds or not 0 <= row < len(self._holds):
+            return None
+        return self._holds[row]
+
+    def on_descendant_focus(self, event: object) -> None:
+        on_holds = self.query_one("#holds", DataTable).has_focus
+        if on_holds != self._on_holds:
+            self._on_holds = on_holds
+            self.refresh_bindings()  # a: Approve on requests, Allow on held commands
+            self._show_detail()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "approve":
+            return not self._on_holds
+        if action == "allow":
+            return self._on_holds
+        return True
 
     def _selected(self) -> AccessRequest | None:
         table = self.query_one("#requests", DataTable)
@@ -236,6 +310,9 @@ class RequestsScreen(PolledScreen):
         self._show_detail()
 
     def _show_detail(self) -> None:
+        if self._on_holds:
+            self._show_hold_detail()
+            return
         detail = self.query_one("#detail", Static)
         r = self._selected()
         snap = self._snapshot
@@ -303,6 +380,42 @@ class RequestsScreen(PolledScreen):
         out.rstrip()
         detail.update(out)
 
+    def _show_hold_detail(self) -> None:
+        detail = self.query_one("#detail", Static)
+        h = self._selected_hold()
+        snap = self._snapshot
+        if h is None or snap is None:
+            detail.update(Text(""))
+            return
+        out = Text(no_wrap=False, end="")
+
+        def line(*parts: Text) -> None:
+            for p in parts:
+                out.append_text(p)
+            out.append("\n")
+
+        line(
+            plain(h.id, "bold"),
+            plain("  held command of "),
+            plain(h.user, "bold"),
+            plain(" on "),
+            plain(f"{h.login}@{h.target}", "bold"),
+        )
+        line(plain(f"rule {h.rule} ({h.severity}); session {h.session_id}; grant {h.grant_id or '-'}", "dim"))
+        line(
+            plain(f"held {_clock(h.created_at)} ({format_duration(snap.now - h.created_at)} ago), ", "dim"),
+            plain(f"times out {_clock(h.expires_at)} (in {format_duration(h.expires_at - snap.now)}): denied", "dim"),
+        )
+        command = plain(h.command)
+        command.no_wrap = False
+        line(plain("command: ", "bold"), command)
+        if h.user == self.ctx.reviewer.name:
+            line(plain("this is your own held command: another approver or admin must decide it", "yellow"))
+        else:
+            line(plain("a allows it (the line is sent), d denies it (the line is cleared, never sent)", "dim"))
+        out.rstrip()
+        detail.update(out)
+
     # --- deciding ---------------------------------------------------------------------------
 
     def _about(self, r: AccessRequest) -> Text:
@@ -327,7 +440,32 @@ class RequestsScreen(PolledScreen):
             answered,
         )
 
+    def _about_hold(self, h: Hold) -> Text:
+        body = Text(no_wrap=False, end="")
+        body.append_text(plain(f"{h.user} on {h.login}@{h.target}, held by rule {h.rule} ({h.severity})"))
+        body.append("\ncommand: ")
+        body.append_text(plain(h.command))
+        return body
+
+    def action_allow(self) -> None:
+        h = self._selected_hold()
+        if h is None:
+            self._say(plain("no held command selected"), error=True)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._decide_hold(h, None)
+
+        self.app.push_screen(
+            ConfirmDialog(plain(f"Allow held command {h.id}?"), self._about_hold(h), yes="Allow", no="Cancel"),
+            answered,
+        )
+
     def action_deny(self) -> None:
+        if self._on_holds:
+            self._deny_hold()
+            return
         r = self._selected()
         if r is None:
             self._say(plain("no pending request selected"), error=True)
@@ -360,6 +498,46 @@ class RequestsScreen(PolledScreen):
             else:
                 done = svc.deny(actor, r.id, deny_reason)
                 message = f"denied {done.id} of {done.requester}: {deny_reason}"
+        except ZspError as exc:
+            self.app.call_from_thread(self._say, plain(f"refused: {exc}", "bold red"), True)
+        except (sqlite3.Error, OSError) as exc:
+            self.app.call_from_thread(self._say, plain(f"could not record the decision: {exc}", "bold red"), True)
+        else:
+            self.app.call_from_thread(self._say, plain(message, "bold green"), False)
+        self.app.call_from_thread(self.action_reload)
+
+    def _deny_hold(self) -> None:
+        h = self._selected_hold()
+        if h is None:
+            self._say(plain("no held command selected"), error=True)
+            return
+
+        def answered(reason: str | None) -> None:
+            if reason is not None:
+                self._decide_hold(h, reason)
+
+        self.app.push_screen(
+            ReasonDialog(
+                plain(f"Deny held command {h.id}?"),
+                self._about_hold(h),
+                confirm="Deny",
+                required=False,
+                placeholder="why (optional)",
+            ),
+            answered,
+        )
+
+    @work(thread=True, group="decide", exit_on_error=False)
+    def _decide_hold(self, h: Hold, deny_reason: str | None) -> None:
+        """Allow (``deny_reason`` None) or deny a held command through the service, as the CLI does."""
+        svc, actor = self.ctx.service, self.ctx.reviewer.actor
+        try:
+            if deny_reason is None:
+                done = svc.allow_hold(actor, h.id)
+                message = f"allowed {done.id}: the command of {done.user} is sent to {done.login}@{done.target}"
+            else:
+                done = svc.deny_hold(actor, h.id, deny_reason)
+                message = f"denied {done.id} of {done.user}" + (f": {deny_reason}" if deny_reason else "")
         except ZspError as exc:
             self.app.call_from_thread(self._say, plain(f"refused: {exc}", "bold red"), True)
         except (sqlite3.Error, OSError) as exc:
