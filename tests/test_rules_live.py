@@ -627,3 +627,21 @@ def test_zsp_rules_test_agrees_with_what_fired_live(live: Live) -> None:
     assert [m["rule"] for m in result["matches"]] == ["flag-me", "hold-touch"]  # what the target got
     never = sorted((m["rule"], m["text"]) for m in result["never_entered"])
     assert never == [("hold-touch", f"touch {denied}"), ("stop-me", "echo STOP-ME agree")]
+
+
+def test_a_line_typed_at_a_password_prompt_is_never_gated_nor_put_in_a_hold(live: Live) -> None:
+    """The gate runs on what is recorded: a password that happens to match a hold rule is masked
+    (sealed to the escrow key), never held, so it reaches neither the hold, the audit log nor the
+    approver's screen."""
+    before = {h.id for h in live.env.svc.holds(pending_only=False)}
+    sh = Shell(live)
+    sh.line("read -s -p 'Password: ' pw; echo GOT-${#pw}")
+    sh.expect(b"Password: ")
+    sh.send(b"touch pw-HELD\r")
+    sh.expect(b"GOT-13")
+    s = sh.close()
+    assert {h.id for h in live.env.svc.holds(pending_only=False)} == before
+    got = frames(live, s.path)
+    assert b"pw-HELD" not in typed(got) and events(got, "input.masked")
+    assert not events(got, "rule.match")
+    assert not [e for e in live.env.svc.audit_events() if "pw-HELD" in json.dumps(e.to_json())]

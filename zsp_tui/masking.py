@@ -64,6 +64,10 @@ class InputMasker:
             return False
         return not self._spent
 
+    def hiding(self) -> bool:
+        """Whether input typed now would be withheld (a password prompt is waiting for its line)."""
+        return self._active()
+
     def split(self, data: bytes) -> tuple[bytes, bytes]:
         """``(withheld, recorded)`` parts of a chunk of input, in that order."""
         if not self._active():

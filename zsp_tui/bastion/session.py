@@ -177,7 +177,9 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
                 if not pty:
                     upstream.write_eof()
                 return
-            if gating and guard is not None:
+            # A line typed at a password prompt is never gated: rules see what is recorded, and a
+            # hold would put the password into the hold, the audit log and the approver's screen.
+            if gating and guard is not None and not masker.hiding():
                 # Held lines wait here: no more input is read until the hold is decided.
                 if not await guard.relay_input(data, send):
                     return  # terminated by a rule
