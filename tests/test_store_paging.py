@@ -110,6 +110,12 @@ def test_a_schema_3_database_is_migrated_to_the_paging_indexes(tmp_path) -> None
     with con:
         for name in ("sessions_target", "sessions_login", "sessions_end_reason", "sessions_live", "audit_event"):
             con.execute(f"DROP INDEX {name}")
+        # nor what schema 5 added (real-time rules)
+        con.execute("DROP INDEX sessions_flagged")
+        con.execute("ALTER TABLE sessions DROP COLUMN flags")
+        con.execute("ALTER TABLE sessions DROP COLUMN flag_severity")
+        con.execute("DROP TABLE holds")
+        con.execute("DROP TABLE flags")
         con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     con.close()
     SqliteStore(path).close()
