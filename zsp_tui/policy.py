@@ -75,6 +75,15 @@ logins = ["*"]
 max_duration = "30m"
 """
 
+def hours_window(text: str) -> tuple[time, time] | None:
+    """``"HH:MM-HH:MM"`` as (start, end), ``24:00`` as :attr:`time.max`; None if malformed. Whether
+    a window may wrap past midnight is the caller's rule."""
+    m = re.fullmatch(r"(\d\d):(\d\d)-(\d\d):(\d\d)", text)
+    if not m or int(m[1]) > 23 or int(m[2]) > 59 or int(m[3]) > 24 or int(m[4]) > 59 or (m[3] == "24" and int(m[4])):
+        return None
+    return time(int(m[1]), int(m[2])), time.max if m[3] == "24" else time(int(m[3]), int(m[4]))
+
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _MAX_BREAK_GLASS = timedelta(hours=4)
 _MAX_GRANT = timedelta(days=7)
@@ -447,18 +456,10 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
         if bad:
             c.fail(f"days: unknown day {bad[0]!r} (use {', '.join(_DAYS)})", "auto_approve", i, "days")
         hours = c.string(r, "hours", "auto_approve", i, "00:00-24:00")
-        m = re.fullmatch(r"(\d\d):(\d\d)-(\d\d):(\d\d)", hours)
-        if (
-            not m
-            or int(m[1]) > 23
-            or int(m[2]) > 59
-            or int(m[3]) > 24
-            or int(m[4]) > 59
-            or (int(m[3]) == 24 and int(m[4]))
-        ):
+        window = hours_window(hours)
+        if window is None:
             c.fail('hours must look like "09:00-17:00"', "auto_approve", i, "hours")
-        start = time(int(m[1]), int(m[2]))
-        end = time.max if m[3] == "24" else time(int(m[3]), int(m[4]))
+        start, end = window
         if end <= start:
             c.fail(
                 "hours must end after they start (no windows across midnight; use two rules)",

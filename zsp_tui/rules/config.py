@@ -32,7 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..exceptions import ConfigError, RulesError
-from ..policy import _Checker
+from ..policy import _Checker, hours_window
 from .model import Action, Rule, RuleSet, Severity, Trigger
 
 __all__ = [
@@ -63,7 +63,6 @@ _HOLD_MAX = timedelta(hours=1)
 _MAX_MIN_DURATION = timedelta(days=30)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_HOURS = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
 _TOP_KEYS = {"settings", "rule"}
 _SETTINGS_KEYS = {"defaults", "disable", "hold_timeout"}
 _PATTERN_KEYS = ("command", "keys", "output")
@@ -482,18 +481,10 @@ def _pattern(c: _RulesChecker, r: dict[str, Any], key: str, i: int, *, limit: bo
 
 def _hours(c: _RulesChecker, r: dict[str, Any], i: int) -> tuple[time, time]:
     v = r["hours"]
-    m = _HOURS.fullmatch(v) if isinstance(v, str) else None
-    if (
-        not m
-        or int(m[1]) > 23
-        or int(m[2]) > 59
-        or int(m[3]) > 24
-        or int(m[4]) > 59
-        or (int(m[3]) == 24 and int(m[4]))
-    ):
+    window = hours_window(v) if isinstance(v, str) else None
+    if window is None:
         c.fail('hours must look like "09:00-17:00" (or "22:00-06:00" across midnight)', "rule", i, "hours")
-    start = time(int(m[1]), int(m[2]))
-    end = time.max if m[3] == "24" else time(int(m[3]), int(m[4]))
+    start, end = window
     if start == end:
         c.fail("hours must not start and end at the same time (leave hours out for all day)", "rule", i, "hours")
     return start, end

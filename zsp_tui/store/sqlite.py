@@ -27,6 +27,35 @@ SCHEMA_VERSION = 5
 
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1. A fresh database is
 # created at SCHEMA_VERSION by _SCHEMA directly.
+_HOLDS_TABLE = """CREATE TABLE IF NOT EXISTS holds (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    grant_id TEXT,
+    user TEXT NOT NULL,
+    target TEXT NOT NULL,
+    login TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    decided_at TEXT,
+    decided_by TEXT,
+    note TEXT NOT NULL DEFAULT ''
+)"""
+_FLAGS_TABLE = """CREATE TABLE IF NOT EXISTS flags (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    t_us INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    text TEXT NOT NULL
+)"""
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT ''",),
     2: (
@@ -45,35 +74,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     4: (
         "ALTER TABLE sessions ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN flag_severity TEXT",
-        """CREATE TABLE IF NOT EXISTS holds (
-    id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    grant_id TEXT,
-    user TEXT NOT NULL,
-    target TEXT NOT NULL,
-    login TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    command TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    decided_at TEXT,
-    decided_by TEXT,
-    note TEXT NOT NULL DEFAULT ''
-)""",
+        _HOLDS_TABLE,
         "CREATE INDEX IF NOT EXISTS holds_pending ON holds(created_at) WHERE state = 'pending'",
-        """CREATE TABLE IF NOT EXISTS flags (
-    id INTEGER PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    t_us INTEGER NOT NULL,
-    rule TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    actions TEXT NOT NULL,
-    text TEXT NOT NULL
-)""",
+        _FLAGS_TABLE,
         "CREATE INDEX IF NOT EXISTS flags_session ON flags(session_id, id)",
         "CREATE INDEX IF NOT EXISTS flags_at ON flags(at)",
         "CREATE INDEX IF NOT EXISTS sessions_flagged ON sessions(started_at) WHERE flags > 0",
@@ -167,39 +170,7 @@ CREATE INDEX IF NOT EXISTS sessions_login ON sessions(login, id);
 CREATE INDEX IF NOT EXISTS sessions_end_reason ON sessions(end_reason, id);
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq);
-CREATE TABLE IF NOT EXISTS holds (
-    id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    grant_id TEXT,
-    user TEXT NOT NULL,
-    target TEXT NOT NULL,
-    login TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    command TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    decided_at TEXT,
-    decided_by TEXT,
-    note TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS holds_pending ON holds(created_at) WHERE state = 'pending';
-CREATE TABLE IF NOT EXISTS flags (
-    id INTEGER PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    t_us INTEGER NOT NULL,
-    rule TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    actions TEXT NOT NULL,
-    text TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS flags_session ON flags(session_id, id);
-CREATE INDEX IF NOT EXISTS flags_at ON flags(at);
-CREATE INDEX IF NOT EXISTS sessions_flagged ON sessions(started_at) WHERE flags > 0;
-"""
+""" + ";\n".join(MIGRATIONS[4][2:])  # schema 5: the tables and indexes of real-time rules
 
 _REQUEST_COLUMNS = (
     "id requester_id requester target login duration_s reason state approvals_needed approver_patterns "
