@@ -24,11 +24,11 @@ from replay import Outcome, SourceError, only_signed, printable, verify, verify_
 
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
-from ..exceptions import NotFound, PolicyError, RulesError, UsageError
+from ..exceptions import NotFound, PolicyError, UsageError
 from ..models import LOCAL_TARGET
 from ..player import format_time
 from ..rules import Match, Rule, RuleSet, SessionFacts
-from ..rules.config import load_rules, parse_rules
+from ..rules.config import load_rules, load_rules_file
 from ..rules.engine import MAX_MATCHES, facts_of_recording, run_frames
 from ..session_ref import SessionIndex, identity_problem, resolve_ref
 from ._common import data, say, table
@@ -36,25 +36,11 @@ from ._common import data, say, table
 __all__ = ["register"]
 
 
-def _load(path: Path) -> RuleSet:
-    """A rules file that must exist (``check``): a missing one is an error, not the shipped set."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RulesError(path=path, line=None, problem="no such file") from None
-    except OSError as exc:
-        raise RulesError(path=path, line=None, problem=exc.strerror or str(exc)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RulesError(path=path, line=raw[: exc.start].count(b"\n") + 1, problem="not valid UTF-8") from None
-    return parse_rules(text, str(path))
-
 
 def _rules_for(args: argparse.Namespace) -> RuleSet:
     """``--rules FILE`` (which must exist), else the data dir's rules.toml (missing: the shipped set)."""
     if args.rules:
-        return _load(Path(args.rules))
+        return load_rules_file(Path(args.rules))
     return load_rules(data(args).rules_path)
 
 
@@ -67,7 +53,7 @@ def _counts(rules: RuleSet) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    rules = _load(Path(args.file))
+    rules = load_rules_file(Path(args.file))
     print(f"ok: {_counts(rules)}")
     return 0
 

@@ -151,22 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         query = parse_query(words)
     except QueryError as exc:
         raise UsageError(f"{exc.reason} (usage: zsp search WORD... [--user U] [--target T] [--since 7d])") from None
-    limit = 50 if args.limit is None else args.limit
-    if not 1 <= limit <= 100_000:
-        raise UsageError("--limit must be between 1 and 100000")
-    try:
-        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
-    except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
-    d = data(args)
-    if not d.root.is_dir():
-        raise UsageError(f"no data directory {d.root} (--data DIR or $ZSP_DATA names it)")
-    session_id: str | None = None
-    if args.session is not None:
-        ref = resolve_ref(d, args.session)
-        if ref.session_id is None:
-            raise UsageError(f"--session {args.session}: name a session of the data dir by its id (or part of it)")
-        session_id = ref.session_id
+    limit, since, d, session_id = _common(args)
     flagged_ids: set[str] | None = None
     if args.flagged:
         flagged_ids = {s.id for s in d.service().flagged_sessions(user=args.user, target=args.target, since=since)}
@@ -245,10 +230,8 @@ def _flag_line(f: Flag, s: SessionRecord | None) -> str:
     )
 
 
-def _flagged_moments(args: argparse.Namespace) -> int:
-    """``zsp search --flagged`` without words: the moments rules fired, newest last."""
-    if args.commands_only:
-        raise UsageError("--commands-only needs words to search (zsp search --flagged WORD...)")
+def _common(args: argparse.Namespace) -> tuple[int, datetime | None, DataDir, str | None]:
+    """What both kinds of search take alike: ``--limit``, ``--since``, the data dir, ``--session``."""
     limit = 50 if args.limit is None else args.limit
     if not 1 <= limit <= 100_000:
         raise UsageError("--limit must be between 1 and 100000")
@@ -265,6 +248,14 @@ def _flagged_moments(args: argparse.Namespace) -> int:
         if ref.session_id is None:
             raise UsageError(f"--session {args.session}: name a session of the data dir by its id (or part of it)")
         session_id = ref.session_id
+    return limit, since, d, session_id
+
+
+def _flagged_moments(args: argparse.Namespace) -> int:
+    """``zsp search --flagged`` without words: the moments rules fired, newest last."""
+    if args.commands_only:
+        raise UsageError("--commands-only needs words to search (zsp search --flagged WORD...)")
+    limit, since, d, session_id = _common(args)
     svc = d.service()
     sessions = {s.id: s for s in svc.sessions()}
     found = [

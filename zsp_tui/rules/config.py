@@ -42,6 +42,7 @@ __all__ = [
     "Reload",
     "RuleKeeper",
     "load_rules",
+    "load_rules_file",
     "parse_rules",
     "shipped_names",
     "shipped_rules",
@@ -510,6 +511,15 @@ def _read(path: Path) -> bytes | None:
     if len(raw) > MAX_FILE:
         raise RulesError(path=path, line=None, problem=f"larger than {MAX_FILE} bytes")
     return raw
+
+
+def load_rules_file(path: Path) -> RuleSet:
+    """A rules file that must exist (``zsp rules check``, ``--rules FILE``): a missing one is an
+    error, not the shipped set; same size cap and errors as :func:`load_rules`."""
+    raw = _read(path)
+    if raw is None:
+        raise RulesError(path=path, line=None, problem="no such file")
+    return parse_rules(_decode(path, raw), str(path))
 
 
 def _decode(path: Path, raw: bytes) -> str:
