@@ -10,6 +10,9 @@ from recorder import SigningKey
 from tests.bastion_env import Env, make_env
 from tests.helpers import SEED_A, SEED_B, write_recording
 
+# Real PostgreSQL and S3-compatible servers (issue 12): postgres_url, s3_server, s3_bucket.
+pytest_plugins = ["tests.servers"]
+
 # A pytest-xdist worker has COLUMNS and LINES set (80x24); Textual and other programs the tests
 # start in PTYs of their own size would take those over the PTY's. A terminal does not set them.
 for _name in ("COLUMNS", "LINES"):

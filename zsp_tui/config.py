@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from .exceptions import ConfigError
 from .masking import MaskLimits
 from .sinks import JsonlSink, Sink, SyslogSink, WebhookSink
 
-__all__ = ["DEFAULT_CONFIG", "DEMO_CONFIG", "Settings", "load_settings"]
+__all__ = ["DEFAULT_CONFIG", "DEMO_CONFIG", "ObjectStorageSettings", "Settings", "load_settings", "redact_url"]
 
 DEFAULT_CONFIG = """\
 # zsp settings. Access rules are in policy.toml.
@@ -43,6 +45,23 @@ local = false
 # min_free_bytes = 1073741824           # new sessions are refused while the recordings disk has less free
 # max_review_apps_per_user = 2          # review apps (ssh -t review@bastion) of one user at once
 # max_review_apps = 16                  # review apps of all users at once
+
+[store]
+# Where users, targets, requests, grants, sessions, the audit log and the search index live.
+# Default: zsp.db (SQLite) in this data dir. For several bastions (or `zsp serve --workers N` on
+# PostgreSQL): a PostgreSQL URL. ZSP_DATABASE_URL, when set, overrides this. See docs/DEPLOY.md.
+# url = "postgresql://zsp@db.internal:5432/zsp"
+
+[storage]
+# Where sealed recordings are kept. Default: recordings/ in this data dir. With an S3-compatible
+# bucket, sessions record to recordings/ (local scratch) as before, and each finished recording is
+# uploaded, verified by hash, and only then removed from scratch. ZSP_STORAGE_URL and
+# ZSP_S3_ENDPOINT override url and endpoint; credentials come from the environment or
+# ~/.aws (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never from this file.
+# url = "s3://zsp-recordings/prod"
+# endpoint = "https://s3.eu-west-1.amazonaws.com"   # or your MinIO / SeaweedFS / Ceph gateway
+# region = "us-east-1"
+# retention_days = 365      # S3 Object Lock (COMPLIANCE) on each recording, where the bucket has it
 
 [masking]
 # Input typed at password prompts is masked (sealed to the escrow key, keys/escrow_x25519.pub).
@@ -87,6 +106,43 @@ _MASKING_KEYS = {"max_runs": (0, 1_000_000), "max_bytes": (0, 1 << 30)}
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectStorageSettings:
+    """An S3-compatible bucket for recordings (``[storage]``)."""
+
+    bucket: str
+    prefix: str
+    """Key prefix, without a trailing ``/`` ("" for the bucket's root)."""
+    endpoint: str | None = None
+    """The S3 endpoint URL; None for AWS's default for the region."""
+    region: str | None = None
+    retention_days: int = 0
+    """Object Lock retention (COMPLIANCE mode) put on each recording; 0 for none."""
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` for people and logs: any password in it replaced by ``***``."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+_S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/([A-Za-z0-9!_.*'()/-]{0,512}))?")
+
+
+def parse_storage_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://bucket[/prefix]``; ValueError for anything else."""
+    m = _S3_URL.fullmatch(url.strip())
+    if m is None:
+        raise ValueError(f"{url!r} is not an S3 URL (s3://bucket or s3://bucket/prefix)")
+    prefix = (m.group(2) or "").strip("/")
+    if ".." in prefix.split("/"):
+        raise ValueError(f"{url!r}: the prefix may not contain '..'")
+    return m.group(1), prefix
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     local_target: bool
     sinks: tuple[Sink, ...]
@@ -96,6 +152,10 @@ class Settings:
     """Overrides of :class:`zsp_tui.bastion.Limits` fields."""
     masking: MaskLimits = field(default_factory=MaskLimits)
     """When a session's masked input is flagged as excessive."""
+    store_url: str | None = None
+    """``[store] url`` (or ``ZSP_DATABASE_URL``): a PostgreSQL URL; None for the embedded SQLite."""
+    storage: ObjectStorageSettings | None = None
+    """``[storage]`` (or ``ZSP_STORAGE_URL``): the bucket recordings go to; None to keep them local."""
 
 
 def _line(text: str, key: str) -> int | None:
@@ -105,9 +165,13 @@ def _line(text: str, key: str) -> int | None:
     return None
 
 
-def load_settings(path: Path) -> Settings:
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings in ``path`` (defaults if it does not exist), with the environment's overrides
+    (``ZSP_DATABASE_URL``, ``ZSP_STORAGE_URL``, ``ZSP_S3_ENDPOINT``; ``environ`` defaults to
+    ``os.environ``)."""
+    env = os.environ if environ is None else environ
     if not path.exists():
-        return Settings(local_target=False, sinks=())
+        return _with_env(Settings(local_target=False, sinks=()), path, env)
     text = path.read_text(encoding="utf-8", errors="strict")
     try:
         doc = tomllib.loads(text)
@@ -118,7 +182,7 @@ def load_settings(path: Path) -> Settings:
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(path=path, line=_line(text, key), problem=problem)
 
-    unknown = set(doc) - {"targets", "audit", "bastion", "masking"}
+    unknown = set(doc) - {"targets", "audit", "bastion", "masking", "store", "storage"}
     if unknown:
         raise fail(sorted(unknown)[0], f"unknown section {sorted(unknown)[0]!r}")
     targets: dict[str, Any] = doc.get("targets", {})
@@ -161,10 +225,83 @@ def load_settings(path: Path) -> Settings:
             sinks.append(WebhookSink(audit["webhook"], events))
     except ValueError as exc:
         raise ConfigError(path=path, line=None, problem=str(exc)) from None
-    return Settings(
+    store_url, storage = _store_sections(doc, fail)
+    settings = Settings(
         local_target=local,
         sinks=tuple(sinks),
         bastion=dict(bastion),
         masking=MaskLimits(**masking),
         local_user=local_user,
+        store_url=store_url,
+        storage=storage,
     )
+    return _with_env(settings, path, env)
+
+
+def _store_sections(
+    doc: dict[str, Any], fail: Callable[[str, str], ConfigError]
+) -> tuple[str | None, ObjectStorageSettings | None]:
+    store: dict[str, Any] = doc.get("store", {})
+    storage: dict[str, Any] = doc.get("storage", {})
+    for table, allowed, d in (
+        ("store", {"url"}, store),
+        ("storage", {"url", "endpoint", "region", "retention_days"}, storage),
+    ):
+        for k in d:
+            if k not in allowed:
+                raise fail(k, f"unknown key {k!r} in [{table}]")
+        for k, v in d.items():
+            if k != "retention_days" and not isinstance(v, str):
+                raise fail(k, f"{k} in [{table}] must be a string")
+    url = store.get("url")
+    if url is not None:
+        try:
+            check_store_url(url)
+        except ValueError as exc:
+            raise fail("url", str(exc)) from None
+    if "url" not in storage:
+        if storage:
+            raise fail(sorted(storage)[0], "[storage] needs url = \"s3://bucket/prefix\"")
+        return url, None
+    try:
+        bucket, prefix = parse_storage_url(storage["url"])
+    except ValueError as exc:
+        raise fail("url", str(exc)) from None
+    days = storage.get("retention_days", 0)
+    if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= 36500:
+        raise fail("retention_days", "retention_days must be an integer from 0 to 36500")
+    endpoint = storage.get("endpoint")
+    if endpoint is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint):
+        raise fail("endpoint", f"endpoint {endpoint!r} must be an http:// or https:// URL")
+    return url, ObjectStorageSettings(bucket, prefix, endpoint, storage.get("region"), days)
+
+
+def check_store_url(url: str) -> str:
+    """``url`` if it is a PostgreSQL connection URL; ValueError (saying what is wrong) if not."""
+    if not re.fullmatch(r"postgres(?:ql)?://\S+", url):
+        raise ValueError(f"store url {redact_url(url)!r} is not a PostgreSQL URL (postgresql://USER@HOST:PORT/DB)")
+    return url
+
+
+def _with_env(settings: Settings, path: Path, env: Mapping[str, str]) -> Settings:
+    """``settings`` with the environment's overrides applied (a bad value: ConfigError naming it)."""
+    changes: dict[str, Any] = {}
+    if url := env.get("ZSP_DATABASE_URL"):
+        try:
+            changes["store_url"] = check_store_url(url)
+        except ValueError as exc:
+            raise ConfigError(path=path, line=None, problem=f"ZSP_DATABASE_URL: {exc}") from None
+    storage = settings.storage
+    if surl := env.get("ZSP_STORAGE_URL"):
+        try:
+            bucket, prefix = parse_storage_url(surl)
+        except ValueError as exc:
+            raise ConfigError(path=path, line=None, problem=f"ZSP_STORAGE_URL: {exc}") from None
+        storage = (
+            replace(storage, bucket=bucket, prefix=prefix) if storage else ObjectStorageSettings(bucket, prefix)
+        )
+    if (endpoint := env.get("ZSP_S3_ENDPOINT")) and storage is not None:
+        storage = replace(storage, endpoint=endpoint)
+    if storage is not settings.storage:
+        changes["storage"] = storage
+    return replace(settings, **changes) if changes else settings

@@ -48,6 +48,7 @@ from .rules.config import DEFAULT_RULES_FILE
 
 if TYPE_CHECKING:
     from .access import AccessService
+    from .store import Store
 
 __all__ = ["DEMO_POLICY", "SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
 
@@ -164,7 +165,7 @@ class DataDir:
         ``demo``: files this run creates switch the built-in `local` target on (zsp.toml) and name it
         in a policy rule; otherwise `local` stays off, as every installation should have it.
         """
-        from .store import SqliteStore  # deferred: verify-only uses need no database
+        from .store import SqliteStore, open_store  # deferred: verify-only uses need no database
 
         created_dir = not self.root.exists()
         created: list[str] = []
@@ -196,10 +197,14 @@ class DataDir:
                     with os.fdopen(fd, "w") as f:
                         f.write(text)
                     created.append(path.name)
-            if not self.db_path.exists():
-                created.append(self.db_path.name)
-            SqliteStore(self.db_path).close()
-            os.chmod(self.db_path, 0o600)
+            store_url = self.settings().store_url
+            if store_url is None:
+                if not self.db_path.exists():
+                    created.append(self.db_path.name)
+                SqliteStore(self.db_path).close()
+                os.chmod(self.db_path, 0o600)
+            else:  # PostgreSQL: the schema is made (or migrated) by opening it
+                open_store(store_url, self.db_path).close()
             # The key signs recordings and the audit log (checkpoints) and exported evidence (SSHSIG).
             namespaces = f"{SIGNATURE_NAMESPACE},{EVIDENCE_NAMESPACE}"
             line = f'zsp@{socket.gethostname()} namespaces="{namespaces}" {key.public.openssh}'
@@ -243,8 +248,18 @@ class DataDir:
                 )
 
     def require(self) -> None:
-        if not self.db_path.exists():
+        """DataDirError unless ``zsp init`` made this data dir (its database, or with a PostgreSQL
+        store, which keeps no file here, its recording key)."""
+        marker = self.db_path if self.settings().store_url is None else self.signing_key_path
+        if not marker.exists():
             raise DataDirError(path=self.root, reason="not initialised; run `zsp init` first")
+
+    def store(self) -> Store:
+        """The store this data dir's settings name (``[store] url`` / ``ZSP_DATABASE_URL``; the
+        SQLite file ``zsp.db`` by default)."""
+        from .store import open_store
+
+        return open_store(self.settings().store_url, self.db_path)
 
     def policy(self) -> Policy:
         return load_policy(self.policy_path)
@@ -255,13 +270,13 @@ class DataDir:
     def service(self, clock: Clock | None = None) -> AccessService:
         """The access service over this data directory's store, keys, policy and settings."""
         from .access import AccessService
-        from .store import SqliteStore
+        from .store import open_store
 
         self.require()
         settings = self.settings()
         account = self.local_account(settings)
         return AccessService(
-            SqliteStore(self.db_path),
+            open_store(settings.store_url, self.db_path),
             self.signing_key(),
             self.policy,
             clock or SystemClock(),

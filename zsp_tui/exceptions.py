@@ -11,6 +11,7 @@ line and exit non-zero; none of them is a bug.
      ├── NotFound            no such user / target / request
      │    └── LocalTargetOff the built-in `local` target is switched off (the default)
      ├── Conflict            it exists already
+     ├── StoreError          the store (PostgreSQL) cannot be reached or failed: nothing was changed
      ├── ExportRefused       an export cannot be made as asked (a CORRUPT recording): exit 1
      └── AccessDenied        the rules forbid it (self-approval, not an approver, no rule...)
           └── InvalidState   the request is not in a state that allows it (already approved, expired...)
@@ -82,6 +83,19 @@ class Conflict(ZspError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class StoreError(ZspError):
+    """The store could not do what was asked (PostgreSQL unreachable, a lost connection, a failed
+    statement). The transaction was rolled back: nothing was changed. ``where`` names the store
+    for people, with no password in it."""
+
+    exit_code = 2
+
+    def __init__(self, *, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"store {where}: {reason}")
 
 
 class ExportRefused(ZspError):

@@ -169,6 +169,15 @@ class SessionRecord:
     """How many times a real-time rule fired in it (``rule.match`` events); 0 for none."""
     flag_severity: str | None = None
     """The highest severity among those matches (``info`` ... ``critical``), None without any."""
+    upload: str | None = None
+    """Where the recording is with respect to object storage (schema 6): None when no object
+    storage is configured (it stays in ``path``), ``pending`` while it waits in local scratch to
+    be uploaded (or failed and will be retried), ``uploaded`` once it is in the bucket, verified by
+    hash, and removed from scratch."""
+    object_key: str | None = None
+    """The recording's object URL once uploaded (``s3://bucket/prefix/<id>.zsprec``)."""
+    sha256: str | None = None
+    """Hex sha256 of the whole recording file as uploaded (checked after upload and on download)."""
 
 
 class HoldState(enum.StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import AuditRow, SessionQuery, SessionRow, SessionSort, SessionState, Store, Tx
+from .factory import open_store
 from .sqlite import SCHEMA_VERSION, SqliteStore
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "SqliteStore",
     "Store",
     "Tx",
+    "open_store",
 ]

@@ -133,6 +133,23 @@ class Tx(Protocol):
         """Rows ``offset`` to ``offset + limit`` of the sessions matching ``q``, in its order."""
         ...
 
+    # object storage (schema 6)
+    def set_upload(
+        self, session_id: str, state: str | None, *, object_key: str | None = None, sha256: str | None = None
+    ) -> bool:
+        """Set where the session's recording is (``SessionRecord.upload``, ``object_key``,
+        ``sha256``); False if there is no such session."""
+        ...
+
+    def pending_uploads(self, limit: int = 100) -> list[SessionRecord]:
+        """Sessions whose recording waits in scratch for upload, oldest first."""
+        ...
+
+    def live_sessions(self, user: str | None = None) -> int:
+        """Sessions not yet ended (of ``user``, or of everyone), across every bastion sharing the
+        store: the per-user session cap counts these."""
+        ...
+
     # real-time rules
     def add_flag(self, flag: Flag) -> None:
         """Keep one rule match for listing, and count it (with its severity) on its session."""

@@ -23,7 +23,7 @@ from .base import AuditRow, SessionQuery, SessionRow, SessionSort, SessionState
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1. A fresh database is
 # created at SCHEMA_VERSION by _SCHEMA directly.
@@ -80,6 +80,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS flags_session ON flags(session_id, id)",
         "CREATE INDEX IF NOT EXISTS flags_at ON flags(at)",
         "CREATE INDEX IF NOT EXISTS sessions_flagged ON sessions(started_at) WHERE flags > 0",
+    ),
+    # Scale-out: recordings uploaded to object storage (None: local only; pending; uploaded).
+    5: (
+        "ALTER TABLE sessions ADD COLUMN upload TEXT",
+        "ALTER TABLE sessions ADD COLUMN object_key TEXT",
+        "ALTER TABLE sessions ADD COLUMN sha256 TEXT",
+        "CREATE INDEX IF NOT EXISTS sessions_upload_pending ON sessions(started_at) WHERE upload = 'pending'",
     ),
 }
 
@@ -161,7 +168,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     head TEXT,
     owner TEXT NOT NULL DEFAULT '',  -- the process that records it: serve:HOST:PID or record:HOST:PID
     flags INTEGER NOT NULL DEFAULT 0,  -- rule.match events in it
-    flag_severity TEXT                 -- the highest of their severities
+    flag_severity TEXT,                -- the highest of their severities
+    upload TEXT,                       -- NULL: local only, or 'pending', 'uploaded' (object storage)
+    object_key TEXT,                   -- s3://bucket/key once uploaded
+    sha256 TEXT                        -- of the whole recording file as uploaded
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user, started_at);
@@ -170,7 +180,7 @@ CREATE INDEX IF NOT EXISTS sessions_login ON sessions(login, id);
 CREATE INDEX IF NOT EXISTS sessions_end_reason ON sessions(end_reason, id);
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq);
-""" + ";\n".join(MIGRATIONS[4][2:])  # schema 5: the tables and indexes of real-time rules
+""" + ";\n".join((*MIGRATIONS[4][2:], MIGRATIONS[5][3]))  # schema 5's tables, schema 6's index
 
 _REQUEST_COLUMNS = (
     "id requester_id requester target login duration_s reason state approvals_needed approver_patterns "
@@ -182,13 +192,13 @@ _TIME_COLUMNS = {"created_at", "lapses_at", "decided_at", "starts_at", "ends_at"
 
 _SELECT_SESSIONS = (
     "SELECT id, user, target, login, grant_id, command, client, path, started_at, ended_at, exit_status, "
-    "end_reason, head, owner, flags, flag_severity FROM sessions"
+    "end_reason, head, owner, flags, flag_severity, upload, object_key, sha256 FROM sessions"
 )
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
     (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head, owner) = row[:14]
-    flags, fsev = row[14:16]
+    flags, fsev, upload, object_key, sha256 = row[14:19]
     return SessionRecord(
         id=sid,
         user=user,
@@ -206,6 +216,9 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
         owner=owner,
         flags=flags,
         flag_severity=fsev,
+        upload=upload,
+        object_key=object_key,
+        sha256=sha256,
     )
 
 
@@ -637,6 +650,30 @@ class _SqliteTx:
     def get_session(self, session_id: str) -> SessionRecord | None:
         row = self._db.execute(_SELECT_SESSIONS + " WHERE id = ?", (session_id,)).fetchone()
         return None if row is None else _session(row)
+
+    def set_upload(
+        self, session_id: str, state: str | None, *, object_key: str | None = None, sha256: str | None = None
+    ) -> bool:
+        cur = self._db.execute(
+            "UPDATE sessions SET upload = ?, object_key = ?, sha256 = ? WHERE id = ?",
+            (state, object_key, sha256, session_id),
+        )
+        return cur.rowcount == 1
+
+    def pending_uploads(self, limit: int = 100) -> list[SessionRecord]:
+        rows = self._db.execute(
+            _SELECT_SESSIONS + " WHERE upload = 'pending' ORDER BY started_at, id LIMIT ?", (max(0, limit),)
+        )
+        return [_session(r) for r in rows]
+
+    def live_sessions(self, user: str | None = None) -> int:
+        if user is None:
+            row = self._db.execute("SELECT count(*) FROM sessions WHERE ended_at IS NULL").fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT count(*) FROM sessions WHERE ended_at IS NULL AND user = ?", (user,)
+            ).fetchone()
+        return int(row[0])
 
     # --- real-time rules: flags and holds -----------------------------------------------------
 
