@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -251,7 +250,8 @@ class PostgresStore:
                 self._prepare(conn)
         except psycopg.Error as exc:
             raise self._error(exc) from None
-        self._closed = threading.Event()
+        self._suspect = False
+        """A connection died lately: probe the server before taking one from the pool."""
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
             url,
             kwargs=self._kwargs,
@@ -275,14 +275,14 @@ class PostgresStore:
     def _error(self, exc: BaseException) -> StoreError:
         return StoreError(where=self.where, reason=self._reason(exc))
 
-    def _unreachable(self) -> StoreError:
-        """Why the pool had no connection to give: ask the server directly, for its own words."""
+    def _probe(self) -> StoreError | None:
+        """Ask the server directly whether it takes connections: its own words if not."""
         try:
             with psycopg.connect(self.url, **{**self._kwargs, "connect_timeout": 2}):
                 pass
         except psycopg.Error as exc:
             return self._error(exc)
-        return StoreError(where=self.where, reason=f"no connection free within {_CONNECT_TIMEOUT} s")
+        return None
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -317,13 +317,23 @@ class PostgresStore:
         """A pooled connection inside a fresh transaction (holding the writers' lock if ``write``).
 
         A pooled connection may have died with the server (a restart, a failover): its BEGIN
-        fails before anything happened, so it is dropped and the next one tried."""
+        fails before anything happened, so it is dropped and the next one tried. Once one has
+        died, the server is asked directly first, so that while it is down every transaction
+        fails at once with its reason (the bastion fails closed) instead of waiting on the pool."""
+        if self._suspect:
+            down = self._probe()
+            if down is not None:
+                raise down
+            self._suspect = False
         last: psycopg.Error | None = None
         for _ in range(self._max + 1):
             try:
                 conn = self._pool.getconn(timeout=_CONNECT_TIMEOUT)
             except psycopg_pool.PoolTimeout:
-                raise self._unreachable() from None
+                self._suspect = True
+                raise self._probe() or StoreError(
+                    where=self.where, reason=f"no connection free within {_CONNECT_TIMEOUT} s"
+                ) from None
             except psycopg.Error as exc:
                 raise self._error(exc) from None
             try:
@@ -331,6 +341,10 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 last = exc
                 self._discard(conn)
+                down = self._probe()
+                if down is not None:
+                    self._suspect = True
+                    raise down from None
                 continue
             except psycopg.Error as exc:
                 self._discard(conn)
