@@ -371,6 +371,21 @@ def test_a_server_stopped_mid_run_is_a_store_error_and_the_pool_recovers_when_it
     assert zsp_at(d.root, "audit", "verify").returncode == 0
 
 
+def test_without_the_driver_a_postgresql_url_is_a_store_error_saying_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from pathlib import Path\n"
+        "from zsp_tui.store import open_store\n"
+        "from zsp_tui.exceptions import StoreError\n"
+        "try:\n    open_store('postgresql://u:pw@h/db', Path('unused.db'))\n"
+        "except StoreError as exc:\n    print(exc)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **ENV})
+    assert p.stdout.strip() == (
+        "store postgresql://u:***@h/db: PostgreSQL support is not installed (psycopg): pip install 'zsp[postgres]'"
+    ), p.stderr
+
+
 # --- end to end through the command line -------------------------------------------------------
 
 
