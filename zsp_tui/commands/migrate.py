@@ -156,8 +156,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if report.audit_frames:
         say(f"audit log verified on the target: {report.audit_frames} frames, {report.audit_detail}")
     say(f"recordings: {report.recordings} file(s) stay in {d.recordings} (not copied)")
-    say(f"To use it, add to {d.config_path} (or set ZSP_DATABASE_URL in the service's environment):")
-    say("  [store]")
+    say(f"To switch over, stop the bastion and set this line in the [store] section of {d.config_path}")
+    say("(or ZSP_DATABASE_URL in the service's environment):")
     say(f'  url = "{report.where}"' + ("   # with its password" if report.where != url else ""))
     return 0
 
