@@ -2,9 +2,9 @@
 
 SQLite (:mod:`zsp_tui.store.sqlite`) is the embedded default; a PostgreSQL implementation for
 multi-bastion deployments implements the same two protocols. All writes happen inside
-``store.transaction()``, which serialises writers (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
-``SERIALIZABLE`` or row locks) so that every state change and its audit events commit together
-or not at all.
+``store.transaction()``, which serialises writers (SQLite ``BEGIN IMMEDIATE``, PostgreSQL one
+advisory lock every writer takes first) so that every state change and its audit events commit
+together or not at all.
 """
 
 from __future__ import annotations
