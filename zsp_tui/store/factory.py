@@ -18,6 +18,14 @@ def open_store(url: str | None, sqlite_path: Path) -> Store:
         from .sqlite import SqliteStore
 
         return SqliteStore(sqlite_path)
-    from .postgres import PostgresStore
+    try:
+        from .postgres import PostgresStore
+    except ImportError as exc:
+        from ..config import redact_url  # here: config imports the audit log, which imports the store
+        from ..exceptions import StoreError
 
-    return PostgresStore(url)  # type: ignore[return-value]  # skeleton until built
+        raise StoreError(
+            where=redact_url(url),
+            reason=f"PostgreSQL support is not installed ({exc.name or exc}): pip install 'zsp[postgres]'",
+        ) from None
+    return PostgresStore(url)
