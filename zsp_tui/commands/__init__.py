@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
-from . import access, admin, audit, export, holds, recording, review, rules, search, serve, sessions, targets, unseal
+from . import (
+    access,
+    admin,
+    audit,
+    export,
+    holds,
+    recording,
+    review,
+    rules,
+    search,
+    serve,
+    sessions,
+    storage,
+    targets,
+    unseal,
+)
 
 __all__ = ["MODULES"]
 
-MODULES = (serve, sessions, recording, admin, access, holds, audit, targets, unseal, search, review, export, rules)
+MODULES = (
+    serve,
+    sessions,
+    recording,
+    admin,
+    access,
+    holds,
+    audit,
+    targets,
+    unseal,
+    search,
+    review,
+    export,
+    rules,
+    storage,
+)
