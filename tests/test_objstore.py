@@ -369,13 +369,17 @@ def test_retention_is_put_on_each_recording_when_the_bucket_has_object_lock(
     s3_server.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     dep = deployment(tmp_path / "data", s3_server, bucket, retention_days=3)
     sid = record_session(dep)
-    assert _upload(dep) and dep.row(sid).upload == "uploaded"
+    large = record_session(dep, output_bytes=10 * 1024 * 1024)  # multipart, locked too
+    _upload(dep)
+    assert dep.row(sid).upload == "uploaded" and dep.row(large).upload == "uploaded"
     client = s3_server.client()
+    for one in (sid, large):
+        head = client.head_object(Bucket=bucket, Key=f"rec/{one}.zsprec")
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        left = head["ObjectLockRetainUntilDate"].timestamp() - time.time()
+        assert 2.9 * 86400 < left <= 3 * 86400 + 60
     key = f"rec/{sid}.zsprec"
     head = client.head_object(Bucket=bucket, Key=key)
-    assert head["ObjectLockMode"] == "COMPLIANCE"
-    left = head["ObjectLockRetainUntilDate"].timestamp() - time.time()
-    assert 2.9 * 86400 < left <= 3 * 86400 + 60
     with pytest.raises(Exception, match=r"AccessDenied|Access Denied"):
         client.delete_object(Bucket=bucket, Key=key, VersionId=head["VersionId"])
 
