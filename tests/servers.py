@@ -198,13 +198,17 @@ class S3Server:
                 f"-master.port={p['master']}", f"-master.port.grpc={p['masterg']}",
                 f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volumeg']}",
                 f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filerg']}",
-                "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=20",
+                "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=0",
                 "-master.volumeSizeLimitMB=64", "-master.telemetry=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",  # off: their fixed default ports clash between workers
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Each bucket is a collection; by default the master grows 7 volumes for each, and with a
+            # fixed -volume.max a worker ran out after 3 buckets (InternalError on PUT). One volume
+            # per collection, as many volumes as the disk holds (they grow as written).
+            env={**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"},
         )
         log.close()
         deadline = time.monotonic() + 60

@@ -15,6 +15,7 @@ from . import (
     search,
     serve,
     sessions,
+    storage,
     targets,
     unseal,
 )
@@ -36,4 +37,5 @@ MODULES = (
     export,
     rules,
     migrate,
+    storage,
 )
