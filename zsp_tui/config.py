@@ -99,6 +99,7 @@ _BASTION_KEYS = {
     "max_unauthenticated": (1, 100_000),
     "max_review_apps_per_user": (1, 100),
     "max_review_apps": (1, 1_000),
+    "store_grace": (0, 3_600),
 }
 
 
