@@ -57,6 +57,8 @@ EVENTS: dict[str, str] = {
     "input.masked.excessive": "ZSP2300W",
     "recording.unsealed": "ZSP2301W",
     "recording.export": "ZSP2302I",
+    "recording.upload": "ZSP2310I",
+    "recording.upload_failed": "ZSP2311W",
     "channel.refused": "ZSP3001W",
     "review.open": "ZSP2400I",
     "review.refused": "ZSP2401W",

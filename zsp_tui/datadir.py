@@ -15,7 +15,8 @@ Layout::
       rules.last-good.toml        the last rules file the bastion accepted (its fallback)
       zsp.toml                    settings: built-in local target, audit sinks
       zsp.db                      users, targets, requests, grants, audit log (SQLite)
-      recordings/                 one <session-id>.zsprec per session
+      recordings/                 one <session-id>.zsprec per session (scratch, with [storage])
+      cache/recordings/           verified downloads of recordings uploaded to [storage]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from recorder import (
     SigningKey,
     load_trusted_keys,
 )
-from replay import LocalDirectory
+from replay import LocalDirectory, RecordingStorage
 
 from .clock import Clock, SystemClock
 from .config import DEFAULT_CONFIG, DEMO_CONFIG, Settings, load_settings
@@ -48,6 +49,7 @@ from .rules.config import DEFAULT_RULES_FILE
 
 if TYPE_CHECKING:
     from .access import AccessService
+    from .models import SessionRecord
     from .store import Store
 
 __all__ = ["DEMO_POLICY", "SIGNATURE_NAMESPACE", "DataDir", "InitResult", "resolve_data_dir"]
@@ -114,9 +116,44 @@ class DataDir:
     def recordings(self) -> Path:
         return self.root / "recordings"
 
-    def storage(self) -> LocalDirectory:
-        """The recordings, by session id (replay.RecordingStorage; a local directory today)."""
+    def scratch(self) -> LocalDirectory:
+        """The local recordings directory (``recordings/``): where sessions record, and, with
+        ``[storage]`` configured, where they wait until uploaded."""
         return LocalDirectory(self.recordings)
+
+    def storage(self) -> RecordingStorage:
+        """The recordings, by session id: ``recordings/``, or with ``[storage]`` configured a
+        :class:`~zsp_tui.objstore.TieredStorage` (scratch first, then the bucket)."""
+        settings = self.settings().storage
+        if settings is None:
+            return self.scratch()
+        from .objstore import S3Storage, TieredStorage  # deferred: boto3 only when configured
+
+        return TieredStorage(self.scratch(), S3Storage(settings))
+
+    def recording_location(self, session: SessionRecord) -> Path:
+        """The local file that holds ``session``'s recording: its scratch file, or for one
+        uploaded to object storage its download cache file (which may not be there yet). Nothing is
+        downloaded: for listings; readers use :meth:`recording_path`."""
+        from .objstore.cache import recording_location
+
+        return recording_location(self, session)
+
+    def recording_path(self, session: SessionRecord) -> Path:
+        """A local file with ``session``'s recording, for every reader that takes a path: its
+        scratch file, or for one uploaded to object storage a verified download
+        (``cache/recordings/<id>.zsprec``, its sha256 the store's);
+        :class:`~zsp_tui.objstore.RecordingUnavailable` if that object is missing or changed."""
+        from .objstore.cache import materialize
+
+        return materialize(self, session)
+
+    def has_store(self) -> bool:
+        """Whether ``zsp init`` made this data dir's store (the SQLite file, or with a PostgreSQL
+        store the recording key); reading the settings may raise ConfigError."""
+        if self.db_path.exists():
+            return True
+        return self.settings().store_url is not None and self.signing_key_path.exists()
 
     @property
     def host_key_path(self) -> Path:

@@ -4,6 +4,8 @@ background indexer.
 The index itself (:mod:`replay._search`) takes paths and values; this module knows the data dir:
 the index file is ``DATA/search.db``; the recordings are the store's sessions plus the files in
 ``recordings/`` the store does not know; verification trusts the data dir's ``allowed_signers``.
+A session uploaded to object storage is indexed under its download cache path
+(``cache/recordings/<id>.zsprec``), downloaded and checked by hash when it is indexed.
 A recording is *stale* in the index when it is missing from it or its size or mtime changed since.
 
 Indexing never affects a session: the bastion hands a sealed session's path to
@@ -25,10 +27,21 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay import IndexedSession, ReplayError, SeekIndex, SqliteSearchIndex, index_recording, printable, save_index
+from replay import (
+    SUFFIX,
+    IndexedSession,
+    ReplayError,
+    SeekIndex,
+    SqliteSearchIndex,
+    index_recording,
+    printable,
+    save_index,
+)
 
 from .datadir import DataDir
 from .exceptions import ZspError
+from .models import SessionRecord
+from .objstore.cache import CACHE_DIR
 
 __all__ = [
     "INDEX_FILE",
@@ -64,21 +77,40 @@ def recordings(d: DataDir) -> tuple[dict[Path, bool], int]:
     how many store sessions name a file that is gone."""
     found: dict[Path, bool] = {}
     missing = 0
-    if d.db_path.exists():
-        svc = d.service()
-        try:
-            sessions = svc.sessions()
-        finally:
-            svc.store.close()
-        for s in sessions:
-            p = Path(s.path)
-            if p.exists():
-                found[p.absolute()] = s.ended_at is None
-            else:
-                missing += 1
-    for stored in sorted(d.storage().list(), key=lambda r: r.name):
+    for s in _sessions(d):
+        p = d.recording_location(s)
+        if p.exists() or s.upload == "uploaded":  # uploaded: its download cache, fetched when indexed
+            found[p.absolute()] = s.ended_at is None
+        else:
+            missing += 1
+    for stored in sorted(d.scratch().list(), key=lambda r: r.name):
         found.setdefault(Path(stored.location).absolute(), False)
     return found, missing
+
+
+def _sessions(d: DataDir) -> list[SessionRecord]:
+    if not d.has_store():
+        return []
+    svc = d.service()
+    try:
+        return svc.sessions()
+    finally:
+        svc.store.close()
+
+
+def _uploaded(d: DataDir, path: Path) -> SessionRecord | None:
+    """The uploaded session whose download cache file ``path`` is, or None."""
+    if path.parent != (d.root / CACHE_DIR).absolute() or not path.name.endswith(SUFFIX):
+        return None
+    sid = path.name[: -len(SUFFIX)]
+    if not d.has_store():
+        return None
+    svc = d.service()
+    try:
+        record = svc.session(sid)
+    finally:
+        svc.store.close()
+    return record if record is not None and record.upload == "uploaded" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +129,14 @@ def coverage(d: DataDir, index: SqliteSearchIndex) -> Coverage:
     known = index.sessions()
     stale: list[Path] = []
     live: list[Path] = []
+    cache = (d.root / CACHE_DIR).absolute()
     for path, is_live in files.items():
         entry = known.get(str(path))
         try:
             st = path.stat()
         except OSError:
+            if entry is None and not is_live and path.parent == cache:
+                stale.append(path)  # uploaded, never indexed: `zsp index` downloads it
             continue
         changed = entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns)
         if changed or (entry is not None and entry.outcome == "LIVE" and not is_live):
@@ -151,11 +186,15 @@ def index_one(
     pass as its search rows: a search hit then opens at its moment at once, in ``zsp play
     --from`` and the review app, even if nobody played the session before. Failing to write
     it is a warning; the search indexing stands."""
+    path = Path(path).absolute()
+    uploaded = _uploaded(d, path)
+    if uploaded is not None:  # a recording in object storage: its verified download
+        path = d.recording_path(uploaded).absolute()
     own = index is None
     ix = index if index is not None else open_index(d)
     try:
         keep = None if live else (lambda seek: _save_seek(d, seek))
-        return index_recording(ix, Path(path).absolute(), d.trusted_keys(), live=live, keyframes=keep)
+        return index_recording(ix, path, d.trusted_keys(), live=live, keyframes=keep)
     finally:
         if own:
             ix.close()

@@ -2,7 +2,8 @@
 
 X is a path only if it contains a ``/`` (``./fix.zsprec``, ``/tmp/x.zsprec``). Anything else is
 a session id, or a unique prefix (at least :data:`MIN_PREFIX` characters) or end (at least
-:data:`MIN_SUFFIX`) of one, looked up in the data dir's store and its ``recordings/`` directory,
+:data:`MIN_SUFFIX`) of one, looked up in the data dir's store and its ``recordings/`` directory
+(a session uploaded to object storage resolves to its verified download, ``DataDir.recording_path``),
 never in the current directory: a file
 that happens to be named like a session id must not stand in for the recording an auditor asked
 for. An ambiguous prefix is an error that lists the candidates.
@@ -23,6 +24,7 @@ from replay import SUFFIX, VerificationReport
 
 from .datadir import DataDir
 from .exceptions import UsageError
+from .models import SessionRecord
 
 __all__ = [
     "MIN_PREFIX",
@@ -56,21 +58,27 @@ class SessionIndex:
 
     def __init__(self, d: DataDir) -> None:
         self.root = d.root
-        self._svc = d.service() if d.db_path.exists() else None
+        self._svc = d.service() if d.has_store() else None
         self.known: dict[str, Path] = {}
-        """Session id -> recording path."""
+        """Session id -> recording path (for a session uploaded to object storage, where its
+        verified download goes: :func:`resolve_ref` downloads it when it is asked for)."""
+        self.records: dict[str, SessionRecord] = {}
+        """Session id -> the store's row, for the sessions the store knows."""
         self._stored_heads: dict[str, str] = {}
         self.end_reasons: dict[str, str] = {}
         """Session id -> why the store says it ended (``exit``, ``revoked``, ``interrupted``, ...)."""
         self._ended: dict[str, list[str]] | None = None
         if self._svc is not None:
             for s in self._svc.sessions():
-                self.known[s.id] = Path(s.path)
+                self.known[s.id] = d.recording_location(s)
+                self.records[s.id] = s
                 if s.head:
                     self._stored_heads[s.id] = s.head
                 if s.end_reason:
                     self.end_reasons[s.id] = s.end_reason
-        for stored in d.storage().list():
+        # Files in scratch the store does not know (a bucket's objects are read only through a row:
+        # its sha256 is what a download is checked against).
+        for stored in d.scratch().list():
             self.known.setdefault(stored.name, Path(stored.location))
 
     def heads(self, sid: str) -> tuple[str, ...]:
@@ -120,7 +128,11 @@ def resolve_ref(d: DataDir, ref: str, index: SessionIndex | None = None) -> Sess
     if sid is not None:
         if index is None:
             return SessionRef(known[sid], sid)
-        return SessionRef(known[sid], sid, index.heads(sid), index.end_reasons.get(sid))
+        record = index.records.get(sid)
+        # An uploaded recording: its verified download (RecordingUnavailable if the object is
+        # gone or changed, never another file in its place).
+        path = d.recording_path(record) if record is not None else known[sid]
+        return SessionRef(path, sid, index.heads(sid), index.end_reasons.get(sid))
     if len(matches) > 1:
         shown = ", ".join(matches[:_SHOWN]) + (f" and {len(matches) - _SHOWN} more" if len(matches) > _SHOWN else "")
         raise SessionRefError(

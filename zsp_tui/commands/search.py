@@ -25,7 +25,7 @@ from replay import Hit, QueryError, ReplayError, SearchIndexError, parse_query, 
 
 from ..clock import parse_since, rfc3339
 from ..datadir import DataDir
-from ..exceptions import UsageError
+from ..exceptions import UsageError, ZspError
 from ..indexing import coverage, index_file, index_one, open_index, recordings, warn
 from ..models import Flag, SessionRecord
 from ..session_ref import resolve_ref
@@ -345,7 +345,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             cov = coverage(d, index)
             todo = sorted(cov.stale + cov.live)  # live ones as far as they are signed now
-            gone = [p for p in index.sessions() if not Path(p).exists()]
+            # (an uploaded recording whose download was removed stays: it is in the bucket)
+            gone = [p for p in index.sessions() if not Path(p).exists() and Path(p) not in files]
             for p in gone:  # derived data follows the recordings
                 index.remove(p)
             if gone:
@@ -354,9 +355,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         problems: list[str] = []
         for path in todo:
             try:
-                size = path.stat().st_size
-                s = index_one(d, path, index, live=files.get(path, False))
-            except (ReplayError, OSError) as exc:
+                s = index_one(d, path, index, live=files.get(path, False))  # an uploaded one: downloaded
+                size = s.size
+            except (ReplayError, ZspError, OSError) as exc:
                 failed += 1
                 problems.append(f"could not index {path}: {exc}")
                 progress.step(0)

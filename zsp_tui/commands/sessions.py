@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ..clock import parse_since, rfc3339
@@ -58,8 +57,11 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     reasons = {r.id: r.reason for r in svc.requests()} if rows else {}
     # Sessions that masked more input than a password needs are flagged for review (zsp unseal).
     flagged = {e.session_id for e in svc.audit_events(since) if e.event == "input.masked.excessive"}
-    by_path = verified_outcomes(data(args)) if rows else {}
-    outcomes = {s.id: by_path[str(Path(s.path).absolute())] for s in rows if str(Path(s.path).absolute()) in by_path}
+    d = data(args)
+    by_path = verified_outcomes(d) if rows else {}
+    # Where each recording is here: its scratch file, or an uploaded one's download (if fetched).
+    where = {s.id: str(d.recording_location(s).absolute()) for s in rows}
+    outcomes = {s.id: by_path[where[s.id]] for s in rows if where[s.id] in by_path}
     out: list[dict[str, Any]] = []
     for s in rows:
         status = session_status(s, outcomes.get(s.id))
@@ -79,13 +81,16 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 "started_at": rfc3339(s.started_at),
                 "ended_at": rfc3339(s.ended_at) if s.ended_at else None,
                 "duration_s": round((end - s.started_at).total_seconds(), 3),
-                "bytes": _size(s.path),
+                "bytes": _size(where[s.id]),
                 "status": status,
                 "verified": outcomes.get(s.id),
                 "exit_status": s.exit_status,
                 "end_reason": s.end_reason,
                 "head": s.head,
                 "path": s.path,
+                "upload": s.upload,
+                "object_key": s.object_key,
+                "sha256": s.sha256,
                 "flags": s.flags,
                 "flag_severity": s.flag_severity,
                 "review_flags": ["masked-input-excessive"] if s.id in flagged else [],
@@ -103,8 +108,10 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 o["grant_id"] or "-",
                 o["started_at"][:19] + "Z",
                 f"{o['duration_s']:.0f}s",
-                _human_bytes(o["bytes"]),
-                o["status"] + (" FLAGGED" if o["review_flags"] else ""),
+                _human_bytes(o["bytes"]) if o["bytes"] is not None or o["upload"] != "uploaded" else "in bucket",
+                o["status"]
+                + (" pending upload" if o["upload"] == "pending" else "")
+                + (" FLAGGED" if o["review_flags"] else ""),
                 flag_summary(o["flags"], o["flag_severity"]),
                 o["end_reason"] or "-",
                 _short(o["reason"]) if o["reason"] else "-",
@@ -163,7 +170,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="list recorded sessions",
         description="List every session, bastion and `zsp record` alike, oldest first. Status: live, sealed, "
         "incomplete (ended without a seal), corrupt (its recording failed verification when it was indexed), "
-        "interrupted (its recorder died with it). FLAGS: how many times real-time rules fired in it and the "
+        "interrupted (its recorder died with it); `pending upload` after it: with [storage] configured, the "
+        "recording waits in local scratch to be uploaded (retried until it is). "
+        "FLAGS: how many times real-time rules fired in it and the "
         "highest severity (3 high); `zsp search --flagged` lists those moments.",
     )
     p.add_argument("--user", metavar="U", help="only sessions of this zsp user")

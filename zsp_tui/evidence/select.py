@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 from ..clock import parse_since
 from ..datadir import DataDir
@@ -59,7 +58,8 @@ def select_sessions(
         for rec in svc.sessions(user=user, target=target, since=when):
             if rec.id not in chosen:
                 grant = grants.get(rec.grant_id) if rec.grant_id else None
-                chosen[rec.id] = SelectedSession(rec.id, Path(rec.path), rec, grant)
+                # A local file: an uploaded recording's verified download.
+                chosen[rec.id] = SelectedSession(rec.id, d.recording_path(rec), rec, grant)
     if not chosen:
         raise UsageError("no sessions selected: name sessions, or use --user/--target (`zsp sessions` lists them)")
     if len(chosen) > MAX_SESSIONS:

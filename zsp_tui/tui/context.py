@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay import LocalDirectory, SqliteSearchIndex
+from replay import RecordingStorage, SqliteSearchIndex
 
 from ..access import AccessService, Actor
 from ..audit import NewEvent, Scalar
@@ -102,7 +102,7 @@ class ReviewContext:
         return cls(data, service, Reviewer(user.name, frozenset(user.roles), via))
 
     @property
-    def storage(self) -> LocalDirectory:
+    def storage(self) -> RecordingStorage:
         return self.data.storage()
 
     @property

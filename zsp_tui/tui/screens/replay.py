@@ -323,7 +323,12 @@ class ReplayScreen(Screen[None]):
         if record is None:
             self._call(self._fail, f"no session {self.session_id}")
             return
-        path = Path(record.path)
+        try:
+            # A recording uploaded to object storage: its verified download (hash-checked).
+            path = self.ctx.data.recording_path(record)
+        except ZspError as exc:
+            self._call(self._fail, f"cannot open session {self.session_id}: {exc}")
+            return
         try:
             size = os.stat(path).st_size
         except OSError as exc:
