@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
@@ -98,11 +98,16 @@ from .upstream import (
     mint_certificate,
 )
 
+if TYPE_CHECKING:
+    from ..objstore import Uploader
+
 __all__ = ["Bastion", "Limits", "per_worker"]
 
 T = TypeVar("T")
 CONTROL_USER = "zsp"
 _WATCH_DEADLINE = 5.0
+_END_WAIT = 2.0
+"""How long a session's client waits for its end to be stored (see ``Bastion._session_ended``)."""
 _MAX_AUDITED_REFUSALS = 10
 _MAX_USERNAME = 256
 _STORE_DOWN = "the bastion cannot reach its database; no new sessions until it answers again (try again shortly)"
@@ -443,8 +448,8 @@ class Bastion:
         self.store_url = settings.store_url
         self.storage = settings.storage
         """Object storage for recordings: set, a sealed session's recording is marked pending upload."""
-        self.uploader: Any = None
-        """Uploads pending recordings (helper B's ``objstore.Uploader``), when storage is configured."""
+        self.uploader: Uploader | None = None
+        """Uploads pending recordings (``objstore.Uploader``), when storage is configured."""
         self.mask_limits = settings.masking
         try:
             self.escrow: EscrowPublicKey | None = data.escrow_key()
@@ -495,6 +500,7 @@ class Bastion:
         self._store_down_since: float | None = None
         """When grant checks started failing (monotonic), None while the store answers."""
         self._store_warned = 0.0
+        self._store_why = ""
         self._poke = asyncio.Event()
         """Set to check grants now (a ``zsp_grants`` notification), not at the next tick."""
         self._notices: GrantNotices | None = None
@@ -528,9 +534,13 @@ class Bastion:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, keeping a reference until it is done."""
+        self._background(coro)
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -632,7 +642,7 @@ class Bastion:
         if self._notices is not None:
             self._notices.close()
         if self.uploader is not None:
-            await asyncio.to_thread(_stop_uploader, self.uploader)
+            await asyncio.to_thread(self.uploader.stop)
         self._db.shutdown(wait=True)
         self._auth.shutdown(wait=True)
         self._watch_pool.shutdown(wait=True)
@@ -670,28 +680,35 @@ class Bastion:
                     self._end(live, "error", f"cannot check grants ({exc}); session closed")
                 await asyncio.sleep(self.limits.watch_interval)
 
-    def _grant_checks_failed(self, exc: BaseException) -> None:
-        """Grants cannot be checked: live sessions go on for ``store_grace`` seconds (their
-        expiry is still enforced, apart), then end. Revocations made meanwhile are not seen, so
-        the grace is short, and the operators are told at once."""
-        now = time.monotonic()
+    def _grant_checks_failed(self, exc: BaseException, since: float) -> None:
+        """The watcher's store calls fail: live sessions go on for ``store_grace`` seconds (their
+        expiry is still enforced, apart), then end (:meth:`_grace_over`, from the expiry loop, so
+        calls that hang cannot stretch the grace), counted from when the failed call began
+        (``since``). Revocations made meanwhile are not seen, so the grace is short, and the
+        operators are told at once. Over when the grants are read again."""
+        if self._store_down_since is not None or not self.live:
+            return
+        self._store_down_since = since
+        self._store_why = printable(repr(exc))
         grace = self.limits.store_grace
-        why = printable(repr(exc))
-        if self._store_down_since is None:
-            self._store_down_since = now
-            if grace > 0:
-                print(
-                    f"zsp: error: cannot check grants ({why}); live sessions end in {grace:g} s "
-                    "unless the store answers again",
-                    file=sys.stderr,
-                )
-                for live in list(self.live):
-                    if not live.ending.is_set():
-                        live.notify(f"the bastion cannot reach its database; this session ends in {grace:g} s")
-        if now - self._store_down_since >= grace:
+        if grace > 0:
+            print(
+                f"zsp: error: cannot check grants ({self._store_why}); live sessions end in {grace:g} s "
+                "unless the store answers again",
+                file=sys.stderr,
+            )
             for live in list(self.live):
                 if not live.ending.is_set():
-                    self._end(live, "error", f"cannot check grants ({why}); session closed")
+                    live.notify(f"the bastion cannot reach its database; this session ends in {grace:g} s")
+        self._grace_over()
+
+    def _grace_over(self) -> None:
+        since = self._store_down_since
+        if since is None or time.monotonic() - since < self.limits.store_grace:
+            return
+        for live in list(self.live):
+            if not live.ending.is_set():
+                self._end(live, "error", f"cannot check grants ({self._store_why}); session closed")
 
     def _end(self, live: LiveSession, reason: str, message: str) -> None:
         """End a session, noting why in its recording if the recording still works."""
@@ -713,6 +730,7 @@ class Bastion:
                 ends = live.grant.ends_at
                 if ends is not None and now >= ends and not live.ending.is_set():
                     self._end(live, "expired", f"grant {live.grant.id} expired; session closed")
+            self._grace_over()  # a store that fails: its grace is timed here, whatever the checks wait on
 
     async def _watch_loop(self) -> None:
         policy_warn: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(minutes=1))
@@ -724,12 +742,14 @@ class Bastion:
             self._poke.clear()
             if time.monotonic() - last_sweep > 5:
                 # Record due expiries and lapses in the audit log even when nobody acts.
-                last_sweep = time.monotonic()
+                last_sweep = began = time.monotonic()
                 try:
                     await asyncio.wait_for(self.watch_db(self.watch_svc.sweep), _WATCH_DEADLINE)
                 except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
                     why = printable(repr(exc))
                     print(f"zsp: warning: recording expiries in the audit log failed: {why}", file=sys.stderr)
+                    if isinstance(exc, (*_STORE_ERRORS, TimeoutError)):
+                        self._grant_checks_failed(exc, began)
             if len(self.logins):
                 await self._check_logins()
             await self._rules_tick()
@@ -739,10 +759,11 @@ class Bastion:
             # Revocations need the database. The watcher has its own connection and thread, so
             # nothing queued by clients can delay it; no answer in time means sessions end,
             # once the store has failed for ``store_grace`` seconds.
+            began = time.monotonic()
             try:
                 grants = await asyncio.wait_for(self.watch_db(self.watch_svc.active_grants), _WATCH_DEADLINE)
             except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed
-                self._grant_checks_failed(exc)
+                self._grant_checks_failed(exc, began)
                 continue
             if self._store_down_since is not None:
                 down = time.monotonic() - self._store_down_since
@@ -817,6 +838,7 @@ class Bastion:
     async def _check_logins(self) -> None:
         """End connections whose key or user was removed since they logged in (see :mod:`.logins`)."""
         logins = list(self.logins)  # taken before the lookups: a login made meanwhile waits a tick
+        began = time.monotonic()
         try:
             stale, self._logins_checked = await asyncio.wait_for(
                 self.watch_db(find_stale, self.watch_svc, logins, self._logins_checked), _WATCH_DEADLINE
@@ -825,6 +847,8 @@ class Bastion:
             # New channels still re-check their key; live sessions end on the grant check's failure.
             why = printable(repr(exc))
             print(f"zsp: warning: cannot check logins against the registered keys: {why}", file=sys.stderr)
+            if isinstance(exc, (*_STORE_ERRORS, TimeoutError)):
+                self._grant_checks_failed(exc, began)
             return
         for standing in self.logins.drop(stale):
             self.spawn(self._end_login(standing))
@@ -1229,28 +1253,29 @@ class Bastion:
     async def _session_ended(
         self, record: SessionRecord, status: int | None, reason: str, head: str | None, frames: int | None
     ) -> None:
-        """Store a session's end (and, with object storage, that its recording waits for upload),
-        retrying while the store is down: the row must not stay live while this bastion runs. If
-        the bastion stops first, the next one's recovery closes it as interrupted."""
+        """Store a session's end (and, with object storage, that its recording waits for upload).
+        The client's channel is closed after this, so that a session seen closed is stored closed;
+        but a store that does not answer within ``_END_WAIT`` seconds does not hold the client:
+        the end is then stored in the background, retried until the store is back (the row must
+        not stay live while this bastion runs; if it stops first, the next start's recovery
+        closes it as interrupted)."""
         upload = "pending" if self.storage is not None else None
         end = functools.partial(self.svc.session_ended, record, status, reason, head, frames, upload=upload)
-        try:
-            await self.db(end, lane=record.user)
-        except _STORE_ERRORS as exc:
-            self.store_failed(exc)
-            self.spawn(self._end_later(end, record.user))
-            return
-        if self.uploader is not None:
-            self.uploader.kick()
+        stored = self._background(self._end_stored(end, record.user))
+        # Known down (the watcher says so): the client is not kept waiting on it at all.
+        await asyncio.wait({stored}, timeout=0 if self._store_down_since is not None else _END_WAIT)
 
-    async def _end_later(self, end: Callable[[], None], lane: str) -> None:
+    async def _end_stored(self, end: Callable[[], None], lane: str) -> None:
         delay = 0.5
-        while not self._stopping:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        while True:
             try:
                 await self.db(end, lane=lane)
-            except _STORE_ERRORS:
+            except _STORE_ERRORS as exc:
+                self.store_failed(exc)
+                if self._stopping:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
                 continue
             if self.uploader is not None:
                 self.uploader.kick()
@@ -1303,22 +1328,24 @@ def _live_sessions(svc: AccessService, user: str) -> int:
         return tx.live_sessions(user)
 
 
-def _start_uploader(bastion: Bastion) -> Any:
-    """Start uploading recordings marked pending to object storage in this process (helper B's
-    ``zsp_tui.objstore.Uploader``); None, said once, when that package is not there."""
+def _start_uploader(bastion: Bastion) -> Uploader | None:
+    """Upload recordings marked pending to object storage from this process, in a thread of its
+    own (``objstore.Uploader``: its own store connection, made in that thread). None, said once,
+    when storage cannot be used (boto3 missing, a bad ``[storage]``): recordings stay in scratch,
+    marked pending, for a later start or ``zsp migrate`` to upload."""
     try:
-        from ..objstore import Uploader  # type: ignore[import-not-found,unused-ignore]  # helper B's
-    except ImportError as exc:
-        print(f"zsp: warning: object storage is configured but cannot be used ({exc}); "
-              "recordings stay in the recordings directory, marked pending upload", file=sys.stderr)
+        from ..objstore import Uploader
+
+        uploader = Uploader(bastion.data)
+    except (ImportError, ZspError) as exc:
+        print(
+            f"zsp: warning: object storage is configured but cannot be used ({printable(str(exc))}); "
+            "recordings stay in the recordings directory, marked pending upload",
+            file=sys.stderr,
+        )
         return None
-    uploader = Uploader(bastion.data)
     uploader.start()
     return uploader
-
-
-def _stop_uploader(uploader: Any) -> None:
-    uploader.close()
 
 
 def _decides_hold(command: str | None) -> bool:
