@@ -293,6 +293,7 @@ async def test_a_revoke_through_the_cli_ends_a_session_on_a_worker_within_2_s(tm
         grant = env.grant()
         conn, proc = await _open(env, "echo up; sleep 60")
         assert await asyncio.wait_for(proc.stdout.readline(), 10) == "up\n"
+        t_sent = time.monotonic()
         revoked = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "zsp_tui", "revoke", grant.id, "--as", "bob", "--reason", "x",
@@ -303,7 +304,36 @@ async def test_a_revoke_through_the_cli_ends_a_session_on_a_worker_within_2_s(tm
         assert revoked.returncode == 0, revoked.stderr
         ended = await _ends(proc, 10)
         conn.close()
-        print(f"zsp revoke -> session on a worker closed {ended - t_revoked:.3f} s later (polling, SQLite)")
+        print(f"zsp revoke -> session on a worker closed {ended - t_revoked:.3f} s after it returned, "
+              f"{ended - t_sent:.3f} s after it was started (polling, SQLite)")
         assert ended - t_revoked < 2.0
     finally:
         env.stop()
+
+
+def test_a_grant_change_on_the_store_wakes_a_listening_bastion_at_once(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LISTEN zsp_grants (bastion/notify.py) hears the PostgreSQL store's NOTIFY on approve and revoke."""
+    import threading
+
+    from zsp_tui.bastion.notify import GrantNotices
+
+    monkeypatch.setenv("ZSP_DATABASE_URL", postgres_url)
+    (tmp_path / "a").mkdir()
+    env = make_env(tmp_path / "a")
+    woke = threading.Event()
+    notices = GrantNotices(postgres_url, woke.set)
+    try:
+        assert notices.listening.wait(10)
+        woke.clear()
+        t0 = time.monotonic()
+        grant = env.grant()  # request + approve
+        assert woke.wait(2), "no notification for an approval"
+        woke.clear()
+        env.svc.revoke(Actor("bob"), grant.id, "test")
+        assert woke.wait(2), "no notification for a revoke"
+        assert time.monotonic() - t0 < 2 and notices.received >= 2
+    finally:
+        notices.close()
+    assert not notices.listening.is_set()
