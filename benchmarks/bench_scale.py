@@ -104,7 +104,9 @@ def latency(env: Env, runs: int) -> tuple[float, float, float]:
         t = time.perf_counter()
         r = env.ssh("alice", "zsp", "request", "local", "--for", "5m", "--reason", f"bench {i}")
         req.append(time.perf_counter() - t)
-        rid = next(w for w in r.stdout.split() if w.startswith("r-"))
+        rid = next((w for w in r.stdout.split() if w.startswith("r-")), None)
+        if rid is None:
+            raise RuntimeError(f"request refused: {r.stdout} {r.stderr}")
         t = time.perf_counter()
         env.ssh("bob", "zsp", "approve", rid)
         app.append(time.perf_counter() - t)
@@ -113,6 +115,7 @@ def latency(env: Env, runs: int) -> tuple[float, float, float]:
         ses.append(time.perf_counter() - t)
         if s.returncode != 0:
             raise RuntimeError(s.stderr)
+        env.ssh("bob", "zsp", "revoke", rid)  # one active grant per login: the next request needs this gone
     return tuple(statistics.median(x) * 1000 for x in (req, app, ses))  # type: ignore[return-value]
 
 
