@@ -75,7 +75,9 @@ class Env:
 
     # --- bastion process --------------------------------------------------------------------
 
-    def start(self, *, fsize: int | None = None) -> None:
+    def start(self, *, fsize: int | None = None, args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> None:
+        """Start ``zsp serve`` (with ``args``, e.g. ``("--workers", "2")``; run through ``prefix``,
+        a command that execs the rest) and wait until it listens."""
         def limit() -> None:  # runs in the child
             if fsize is not None:
                 import resource
@@ -84,7 +86,7 @@ class Env:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zsp_tui", "serve", "--data", str(self.data.root), "--listen", "127.0.0.1:0"],
+            [*prefix, sys.executable, "-m", "zsp_tui", "serve", "--data", str(self.data.root), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -117,23 +117,28 @@ def test_only_sessions_whose_recorder_is_gone_are_closed(tmp_path: Path) -> None
                 command=None,
                 client="console",
                 path=str(tmp_path / f"{sid}.zsprec"),
-                started_at=now - timedelta(minutes=5),
+                started_at=now,  # after this process started: a live pid is its owner, not a reused one
                 owner=owner,
             ),
             via="console",
         )
 
+    me = __import__("os").getpid()
     started("old-bastion", "")  # written before schema 2: only bastions recorded sessions
-    started("bastion", "serve:otherhost:1")
+    started("bastion", "serve:otherhost:1")  # an unshared store: another host name cannot be live
+    started("worker-dead", f"serve:{host}:{dead.pid}")
+    started("worker-alive", f"serve:{host}:{me}")  # another worker of this data dir (zsp serve --workers)
     started("record-dead", f"record:{host}:{dead.pid}")
-    started("record-alive", f"record:{host}:{__import__('os').getpid()}")
+    started("record-alive", f"record:{host}:{me}")
     started("record-elsewhere", "record:otherhost:1")
     closed = close_interrupted(env.svc, [])
-    assert sorted(closed) == ["bastion", "old-bastion", "record-dead"]
+    assert sorted(closed) == ["bastion", "old-bastion", "record-dead", "worker-dead"]
     states = {s.id: s.end_reason for s in env.svc.sessions()}
     assert states == {
         "old-bastion": "interrupted",
         "bastion": "interrupted",
+        "worker-dead": "interrupted",
+        "worker-alive": None,
         "record-dead": "interrupted",
         "record-alive": None,
         "record-elsewhere": None,
@@ -142,6 +147,36 @@ def test_only_sessions_whose_recorder_is_gone_are_closed(tmp_path: Path) -> None
     assert {e.session_id for e in events} == set(closed)
     assert all(e.fields["recording_outcome"] == "unreadable" for e in events)
     assert close_interrupted(env.svc, []) == []
+    # On a shared store (PostgreSQL, several bastion hosts) another host's sessions are its own.
+    started("other-host", "serve:otherhost:2")
+    assert close_interrupted(env.svc, [], shared_store=True) == []
+
+
+def test_a_live_pid_that_started_after_the_session_is_a_reused_pid(tmp_path: Path) -> None:
+    """A bastion killed long ago whose pid now belongs to another process: its session is closed."""
+    env = make_env(tmp_path)
+    host = __import__("socket").gethostname()
+    other = subprocess.Popen(["sleep", "30"])  # a live process, born after the session below
+    try:
+        env.svc.session_started(
+            SessionRecord(
+                id="reused",
+                user="alice",
+                target="local",
+                login="alice",
+                grant_id=None,
+                command=None,
+                client="console",
+                path=str(tmp_path / "reused.zsprec"),
+                started_at=env.svc.clock.now() - timedelta(minutes=5),
+                owner=f"serve:{host}:{other.pid}",
+            ),
+            via="console",
+        )
+        assert close_interrupted(env.svc, [], shared_store=True) == ["reused"]
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_schema_1_database_is_migrated_forward(tmp_path: Path) -> None:

@@ -1086,8 +1086,13 @@ class AccessService:
                 note=f"rule {rule.name}",
             )
 
-    def session_started(self, record: SessionRecord, via: str = "ssh") -> None:
+    def session_started(self, record: SessionRecord, via: str = "ssh", *, max_live: int | None = None) -> bool:
+        """Store a session that starts; with ``max_live``, only if its user has fewer live
+        sessions than that in the store (counted and inserted in one write transaction, so
+        bastions and workers sharing the store cannot together pass the cap). False: refused."""
         with self._unit() as u:
+            if max_live is not None and u.tx.live_sessions(record.user) >= max_live:
+                return False
             u.tx.session_start(record)
             u.audit(
                 NewEvent(
@@ -1103,6 +1108,7 @@ class AccessService:
                     fields={"client": record.client, "recording": record.path, "command": record.command},
                 )
             )
+        return True
 
     def session_ended(
         self,
@@ -1112,9 +1118,15 @@ class AccessService:
         head: str | None,
         frames: int | None = None,
         via: str = "ssh",
+        *,
+        upload: str | None = None,
     ) -> None:
+        """Store a session's end; ``upload`` (``"pending"``) marks its recording for upload to
+        object storage in the same transaction."""
         with self._unit() as u:
             u.tx.session_end(record.id, u.now, exit_status, reason, head)
+            if upload is not None:
+                u.tx.set_upload(record.id, upload)
             u.audit(
                 NewEvent(
                     "session.end",

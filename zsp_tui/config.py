@@ -45,6 +45,7 @@ local = false
 # min_free_bytes = 1073741824           # new sessions are refused while the recordings disk has less free
 # max_review_apps_per_user = 2          # review apps (ssh -t review@bastion) of one user at once
 # max_review_apps = 16                  # review apps of all users at once
+# store_grace = 10                      # seconds live sessions go on while the store fails; new ones are refused
 
 [store]
 # Where users, targets, requests, grants, sessions, the audit log and the search index live.
@@ -99,6 +100,7 @@ _BASTION_KEYS = {
     "max_unauthenticated": (1, 100_000),
     "max_review_apps_per_user": (1, 100),
     "max_review_apps": (1, 1_000),
+    "store_grace": (0, 3_600),
 }
 
 

@@ -17,13 +17,27 @@ and both it and the main database thread serve each user (or address) in turn (s
 
 Grants are enforced to the second: a watcher checks every live session four times a second and
 ends it, with the reason in the recording and the audit log, when its grant expires or is
-revoked, after in-band warnings before the end.
+revoked, after in-band warnings before the end. With a PostgreSQL store it also LISTENs on
+``zsp_grants`` (see ``notify``) and checks at once when a grant changes anywhere; polling stays
+the bound. A store that stops answering refuses new sessions at once (fail closed, with a clear
+line to the operator) and ends live ones after ``store_grace`` seconds of failed checks.
+
+Several bastions may share one store: ``zsp serve --workers N`` (``workers``) runs N of these
+processes on one port, and several hosts may share a PostgreSQL store. What must hold across
+them is counted in the store: the per-user session cap is checked against the store's live
+sessions in the same write transaction that adds the session. What is counted per process
+(per-source caps on unauthenticated connections and failed authentications, per-user
+connections and control-command rates) is divided by N in each of N workers (see
+:func:`per_worker`): the kernel spreads one client's connections over the workers by a hash of
+its address and port, so together they allow about what one process would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import math
 import shutil
 import signal
 import sqlite3
@@ -35,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
@@ -59,14 +73,15 @@ from ..access import AccessService
 from ..audit import NewEvent
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
-from ..exceptions import DataDirError, NotFound, ZspError
+from ..exceptions import DataDirError, NotFound, StoreError, ZspError
 from ..indexing import LIVE_INTERVAL, BackgroundIndexer
-from ..models import LOCAL_TARGET, AccessRequest, SessionRecord, Target, User, session_owner
+from ..models import LOCAL_TARGET, AccessRequest, HoldState, SessionRecord, Target, User, session_owner
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
 from .export import RemoteExports, is_export
 from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
+from .notify import GrantNotices
 from .recovery import InstanceLock, close_interrupted
 from .review import REVIEW_USER, ReviewApps
 from .rules import LiveRules, session_facts
@@ -83,13 +98,21 @@ from .upstream import (
     mint_certificate,
 )
 
-__all__ = ["Bastion", "Limits"]
+if TYPE_CHECKING:
+    from ..objstore import Uploader
+
+__all__ = ["Bastion", "Limits", "per_worker"]
 
 T = TypeVar("T")
 CONTROL_USER = "zsp"
 _WATCH_DEADLINE = 5.0
+_END_WAIT = 2.0
+"""How long a session's client waits for its end to be stored (see ``Bastion._session_ended``)."""
 _MAX_AUDITED_REFUSALS = 10
 _MAX_USERNAME = 256
+_STORE_DOWN = "the bastion cannot reach its database; no new sessions until it answers again (try again shortly)"
+_STORE_ERRORS = (StoreError, sqlite3.Error)
+"""The store is unreachable or failing (PostgreSQL down, a SQLite file that cannot be read)."""
 
 
 # --- identity: the key whose signature was verified ----------------------------------------------
@@ -152,6 +175,32 @@ class Limits:
     """Review apps (``ssh -t review@BASTION``) one user may run at once..."""
     max_review_apps: int = 16
     """...and all users together (each is a Python process on the bastion host)."""
+    store_grace: float = 10.0
+    """Seconds of failed grant checks (store unreachable) after which live sessions end; 0 ends
+    them at the first failure. New sessions are refused from the first failure on."""
+
+
+def per_worker(limits: Limits, workers: int) -> Limits:
+    """One worker's share of the caps counted in each process: per-source unauthenticated
+    connections and failed authentications, all unauthenticated connections, connections per
+    user, and the control-command rate, burst and concurrency per user, each divided by
+    ``workers`` (rounded up, at least 1). Sessions per user are counted in the store instead."""
+    if workers <= 1:
+        return limits
+
+    def share(n: int) -> int:
+        return max(1, math.ceil(n / workers))
+
+    return replace(
+        limits,
+        max_unauthenticated_per_source=share(limits.max_unauthenticated_per_source),
+        max_unauthenticated=share(limits.max_unauthenticated),
+        max_auth_failures_per_source=share(limits.max_auth_failures_per_source),
+        max_connections_per_user=share(limits.max_connections_per_user),
+        control_rate=limits.control_rate / workers,
+        control_burst=share(limits.control_burst),
+        max_control_per_user=share(limits.max_control_per_user),
+    )
 
 
 class _Sources:
@@ -272,7 +321,14 @@ class _Server(asyncssh.SSHServer):
         self.offered += 1
         fp = key.get_fingerprint("sha256")
         # The authentication thread, in this address's turn: nothing a user queues can delay it.
-        user = await self.b.auth_db(self.ip, self.b.auth_svc.user_by_key, fp)
+        try:
+            user = await self.b.auth_db(self.ip, self.b.auth_svc.user_by_key, fp)
+        except _STORE_ERRORS as exc:  # fail closed, and say why: no key can be checked
+            self.b.store_failed(exc)
+            self.not_failed = "the bastion's database is unavailable"
+            if self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_SERVICE_NOT_AVAILABLE, f"zsp: {_STORE_DOWN}")
+            return False
         if user is not None:
             self.candidates[fp] = user  # bound only if asyncssh then verifies this key's signature
         return user is not None
@@ -371,11 +427,29 @@ class _Server(asyncssh.SSHServer):
 class Bastion:
     """The running bastion: listener, live sessions, and the watcher that enforces grants."""
 
-    def __init__(self, data: DataDir, *, limits: Limits | None = None, public_host: str | None = None) -> None:
+    def __init__(
+        self,
+        data: DataDir,
+        *,
+        limits: Limits | None = None,
+        public_host: str | None = None,
+        workers: int = 1,
+        supervised: bool = False,
+    ) -> None:
+        """``workers``: how many bastion processes share the port (``zsp serve --workers``):
+        this one takes its share of the per-process caps (:func:`per_worker`) and listens with
+        SO_REUSEPORT. ``supervised``: a worker under ``zsp serve --workers``, whose parent holds
+        the data dir's instance lock."""
         data.check_private()  # keys and recordings are the bastion account's alone
         self.data = data
         settings = data.settings()
-        self.limits = limits or Limits(**settings.bastion)
+        self.workers = workers
+        self.limits = per_worker(limits or Limits(**settings.bastion), workers)
+        self.store_url = settings.store_url
+        self.storage = settings.storage
+        """Object storage for recordings: set, a sealed session's recording is marked pending upload."""
+        self.uploader: Uploader | None = None
+        """Uploads pending recordings (``objstore.Uploader``), when storage is configured."""
         self.mask_limits = settings.masking
         try:
             self.escrow: EscrowPublicKey | None = data.escrow_key()
@@ -422,7 +496,15 @@ class Bastion:
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self.owner = session_owner("serve")
-        self._lock = InstanceLock(data.root)
+        self._lock = None if supervised else InstanceLock(data.root)
+        self._store_down_since: float | None = None
+        """When grant checks started failing (monotonic), None while the store answers."""
+        self._store_warned = 0.0
+        self._store_why = ""
+        self._poke = asyncio.Event()
+        """Set to check grants now (a ``zsp_grants`` notification), not at the next tick."""
+        self._notices: GrantNotices | None = None
+        self._stopping = False
         # Real-time rules: a bad file with no last good copy is a RulesError here, before any port
         # is opened (``zsp serve`` refuses to start); the audit events are written at start.
         self.rules = LiveRules(data.rules_path)
@@ -452,22 +534,36 @@ class Bastion:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background, keeping a reference until it is done."""
+        self._background(coro)
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, _STORE_ERRORS):
+            self.store_failed(exc)  # an audit write while the store is down: said once in a while
+        else:
+            print(f"zsp: warning: background task failed: {printable(repr(exc))}", file=sys.stderr)
+
+    def store_failed(self, exc: BaseException) -> None:
+        """Tell the operator running the bastion that its store fails (at most every 10 s)."""
+        now = time.monotonic()
+        if now - self._store_warned >= 10:
+            self._store_warned = now
+            print(f"zsp: error: the store fails ({printable(str(exc))}); new sessions are refused", file=sys.stderr)
 
     async def start(self, host: str, port: int) -> None:
-        # One bastion per data dir; what a killed predecessor left live is closed as interrupted.
-        self._lock.acquire()
-        interrupted = close_interrupted(self.svc, self.data.trusted_keys())
-        for sid in interrupted:
-            print(f"zsp: session {sid} was interrupted (its bastion stopped without sealing it)", file=sys.stderr)
-        if interrupted:  # indexed as LIVE while it ran: what it is now (INCOMPLETE) replaces that
-            for s in self.svc.sessions():
-                if s.id in interrupted:
-                    self.indexer.submit(s.path)
-        # Commands held by a rule when the last bastion stopped: their sessions are gone.
-        self.svc.cancel_stale_holds("the bastion stopped while the command was held")
+        # One bastion per data dir (the supervising parent holds the lock for its workers); what a
+        # killed predecessor (or worker) left live is closed as interrupted.
+        if self._lock is not None:
+            self._lock.acquire()
+        self.recover()
         self._server = await asyncssh.listen(
             host,
             port,
@@ -489,6 +585,7 @@ class Bastion:
             kbdint_auth=False,
             public_key_auth=True,
             kex_algs=list(KEX),
+            reuse_port=True if self.workers > 1 else None,  # N workers, one port: the kernel spreads them
         )
         self.port = self._server.sockets[0].getsockname()[1]
         for event in self._rules_events:
@@ -496,8 +593,37 @@ class Bastion:
         self._rules_events = []
         self._watcher = asyncio.create_task(self._watch())
         self._live_indexing = asyncio.create_task(self._index_live())
+        if self.store_url is not None and self.store_url.startswith(("postgresql:", "postgres:")):
+            loop = asyncio.get_running_loop()
+            self._notices = GrantNotices(self.store_url, lambda: loop.call_soon_threadsafe(self._poke.set))
+        if self.storage is not None:
+            self.uploader = _start_uploader(self)
+
+    def recover(self) -> list[str]:
+        """Close what dead bastions (or workers) of this host left live as interrupted, cancel
+        the holds of sessions that are over; returns the ids of the sessions closed."""
+        interrupted = close_interrupted(
+            self.svc,
+            self.data.trusted_keys(),
+            shared_store=self.store_url is not None,
+            upload=self.storage is not None,
+        )
+        for sid in interrupted:
+            print(f"zsp: session {sid} was interrupted (its bastion stopped without sealing it)", file=sys.stderr)
+        if interrupted:  # indexed as LIVE while it ran: what it is now (INCOMPLETE) replaces that
+            for s in self.svc.sessions():
+                if s.id in interrupted:
+                    self.indexer.submit(s.path)
+        # Commands held by a rule whose session is over: nobody waits for them. Holds of live
+        # sessions (another worker's, another bastion's) are theirs to decide.
+        live = {s.id for s in self.svc.unended_sessions()}
+        for h in self.svc.holds(pending_only=False):
+            if h.state is HoldState.PENDING and h.session_id not in live:
+                self.svc.cancel_hold(h.id, "the bastion stopped while the command was held")
+        return interrupted
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for live in list(self.live):
@@ -513,13 +639,18 @@ class Bastion:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self._notices is not None:
+            self._notices.close()
+        if self.uploader is not None:
+            await asyncio.to_thread(self.uploader.stop)
         self._db.shutdown(wait=True)
         self._auth.shutdown(wait=True)
         self._watch_pool.shutdown(wait=True)
         for sink in self.sinks:
             sink.close()
         self.indexer.close()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     async def _index_live(self) -> None:
         """Live sessions are searchable as they go: their recordings are handed to the indexer
@@ -549,6 +680,36 @@ class Bastion:
                     self._end(live, "error", f"cannot check grants ({exc}); session closed")
                 await asyncio.sleep(self.limits.watch_interval)
 
+    def _grant_checks_failed(self, exc: BaseException, since: float) -> None:
+        """The watcher's store calls fail: live sessions go on for ``store_grace`` seconds (their
+        expiry is still enforced, apart), then end (:meth:`_grace_over`, from the expiry loop, so
+        calls that hang cannot stretch the grace), counted from when the failed call began
+        (``since``). Revocations made meanwhile are not seen, so the grace is short, and the
+        operators are told at once. Over when the grants are read again."""
+        if self._store_down_since is not None or not self.live:
+            return
+        self._store_down_since = since
+        self._store_why = printable(repr(exc))
+        grace = self.limits.store_grace
+        if grace > 0:
+            print(
+                f"zsp: error: cannot check grants ({self._store_why}); live sessions end in {grace:g} s "
+                "unless the store answers again",
+                file=sys.stderr,
+            )
+            for live in list(self.live):
+                if not live.ending.is_set():
+                    live.notify(f"the bastion cannot reach its database; this session ends in {grace:g} s")
+        self._grace_over()
+
+    def _grace_over(self) -> None:
+        since = self._store_down_since
+        if since is None or time.monotonic() - since < self.limits.store_grace:
+            return
+        for live in list(self.live):
+            if not live.ending.is_set():
+                self._end(live, "error", f"cannot check grants ({self._store_why}); session closed")
+
     def _end(self, live: LiveSession, reason: str, message: str) -> None:
         """End a session, noting why in its recording if the recording still works."""
         if live.recorder.failed is None:
@@ -569,33 +730,45 @@ class Bastion:
                 ends = live.grant.ends_at
                 if ends is not None and now >= ends and not live.ending.is_set():
                     self._end(live, "expired", f"grant {live.grant.id} expired; session closed")
+            self._grace_over()  # a store that fails: its grace is timed here, whatever the checks wait on
 
     async def _watch_loop(self) -> None:
         policy_warn: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(minutes=1))
         last_sweep = 0.0
         while True:
-            await asyncio.sleep(self.limits.watch_interval)
+            # A tick, or at once when a grant changed on any bastion (LISTEN zsp_grants).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.limits.watch_interval)
+            self._poke.clear()
             if time.monotonic() - last_sweep > 5:
                 # Record due expiries and lapses in the audit log even when nobody acts.
-                last_sweep = time.monotonic()
+                last_sweep = began = time.monotonic()
                 try:
                     await asyncio.wait_for(self.watch_db(self.watch_svc.sweep), _WATCH_DEADLINE)
                 except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
                     why = printable(repr(exc))
                     print(f"zsp: warning: recording expiries in the audit log failed: {why}", file=sys.stderr)
+                    if isinstance(exc, (*_STORE_ERRORS, TimeoutError)):
+                        self._grant_checks_failed(exc, began)
             if len(self.logins):
                 await self._check_logins()
             await self._rules_tick()
             if not self.live:
+                self._store_down_since = None  # a grace period belongs to the sessions it spared
                 continue
             # Revocations need the database. The watcher has its own connection and thread, so
-            # nothing queued by clients can delay it; no answer in time means sessions end.
+            # nothing queued by clients can delay it; no answer in time means sessions end,
+            # once the store has failed for ``store_grace`` seconds.
+            began = time.monotonic()
             try:
                 grants = await asyncio.wait_for(self.watch_db(self.watch_svc.active_grants), _WATCH_DEADLINE)
             except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed
-                for live in list(self.live):
-                    self._end(live, "error", f"cannot check grants ({exc!r}); session closed")
+                self._grant_checks_failed(exc, began)
                 continue
+            if self._store_down_since is not None:
+                down = time.monotonic() - self._store_down_since
+                print(f"zsp: the store answers again (after {down:.1f} s); grants are checked", file=sys.stderr)
+                self._store_down_since = None
             try:
                 policy = await asyncio.wait_for(self.watch_db(self.watch_svc.policy), _WATCH_DEADLINE)
                 policy_warn = policy.warn_before
@@ -665,6 +838,7 @@ class Bastion:
     async def _check_logins(self) -> None:
         """End connections whose key or user was removed since they logged in (see :mod:`.logins`)."""
         logins = list(self.logins)  # taken before the lookups: a login made meanwhile waits a tick
+        began = time.monotonic()
         try:
             stale, self._logins_checked = await asyncio.wait_for(
                 self.watch_db(find_stale, self.watch_svc, logins, self._logins_checked), _WATCH_DEADLINE
@@ -673,6 +847,8 @@ class Bastion:
             # New channels still re-check their key; live sessions end on the grant check's failure.
             why = printable(repr(exc))
             print(f"zsp: warning: cannot check logins against the registered keys: {why}", file=sys.stderr)
+            if isinstance(exc, (*_STORE_ERRORS, TimeoutError)):
+                self._grant_checks_failed(exc, began)
             return
         for standing in self.logins.drop(stale):
             self.spawn(self._end_login(standing))
@@ -751,6 +927,10 @@ class Bastion:
                 await self.review.run(process, user, hint, lambda event: self._audit_refusal(conn, event))
                 return
             await self._session(process, conn, user, username, hint)
+        except _STORE_ERRORS as exc:  # fail closed, and say why
+            self.store_failed(exc)
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self._refuse(process, _STORE_DOWN, 255)
         except (OSError, asyncssh.Error):
             with contextlib.suppress(OSError, asyncssh.Error):
                 process.exit(255)
@@ -859,15 +1039,26 @@ class Bastion:
                 f"{user.name} has no active grant for {login}@{target.name}. Ask for one:",
                 hint=hint.control(ask),
             )
-        # Count and reserve in one step (no await between), so concurrent channels cannot all pass.
-        mine = self.reserved[user.name]
+        # The user's live sessions in the store (every worker's and bastion's) and those this
+        # process is starting: counted and reserved with no await between, so this process's
+        # concurrent channels cannot all pass; the store checks again as it adds the session.
+        stored = await self.auth_db(user.name, _live_sessions, self.auth_svc, user.name)
+        mine = stored + self.reserved[user.name]
         if mine >= self.limits.max_sessions_per_user:
             return self._refuse(process, f"{user.name} already has {mine} open sessions (limit)")
         self.reserved[user.name] += 1
+        released = False
+
+        def release() -> None:  # once the store counts the session, or it will not start
+            nonlocal released
+            if not released:
+                released = True
+                self.reserved[user.name] -= 1
+
         try:
-            await self._run_session(process, conn, user, target, login, grant, command, hint)
+            await self._run_session(process, conn, user, target, login, grant, command, hint, release)
         finally:
-            self.reserved[user.name] -= 1
+            release()
 
     async def _run_session(
         self,
@@ -879,8 +1070,10 @@ class Bastion:
         grant: AccessRequest,
         command: str | None,
         hint: SshHint,
+        release: Callable[[], None],
     ) -> None:
-        """Record, connect and relay one admitted session (its grant checked, its slot reserved)."""
+        """Record, connect and relay one admitted session (its grant checked, its slot reserved
+        until ``release``)."""
         term = process.get_terminal_type()
         size = process.get_terminal_size()
         cols, rows = window_size(size[0], size[1]) if term else (0, 0)
@@ -971,7 +1164,23 @@ class Bastion:
             mask_limits=self.mask_limits,
             audit=self.audit,
         )
-        await self.db(self.svc.session_started, record, lane=user.name)
+        cap = self.limits.max_sessions_per_user
+        try:
+            started = await self.db(
+                functools.partial(self.svc.session_started, record, max_live=cap), lane=user.name
+            )
+        except _STORE_ERRORS as exc:
+            started = None
+            self.store_failed(exc)
+        finally:
+            release()  # in the store now (or not started): counted there
+        if not started:
+            with contextlib.suppress(RecordingFailed):
+                await recorder.close(None, "refused")
+            path.unlink(missing_ok=True)  # no session row names it: a header and nothing else
+            if started is None:
+                return self._refuse(process, _STORE_DOWN)
+            return self._refuse(process, f"{user.name} already has {cap} open sessions (limit)")
         self.live.add(live)
         status: int | None = None
         try:
@@ -1036,10 +1245,41 @@ class Bastion:
                 head, frames = info.head_hex, info.frames
             except RecordingFailed:
                 head = None
-            await self.db(self.svc.session_ended, record, status, live.reason, head, frames, lane=user.name)
+            await self._session_ended(record, status, live.reason, head, frames)
             self.indexer.submit(path)  # searchable within moments; never waited for
             with contextlib.suppress(OSError, asyncssh.Error):
                 process.exit(status if status is not None and status >= 0 else 255)
+
+    async def _session_ended(
+        self, record: SessionRecord, status: int | None, reason: str, head: str | None, frames: int | None
+    ) -> None:
+        """Store a session's end (and, with object storage, that its recording waits for upload).
+        The client's channel is closed after this, so that a session seen closed is stored closed;
+        but a store that does not answer within ``_END_WAIT`` seconds does not hold the client:
+        the end is then stored in the background, retried until the store is back (the row must
+        not stay live while this bastion runs; if it stops first, the next start's recovery
+        closes it as interrupted)."""
+        upload = "pending" if self.storage is not None else None
+        end = functools.partial(self.svc.session_ended, record, status, reason, head, frames, upload=upload)
+        stored = self._background(self._end_stored(end, record.user))
+        # Known down (the watcher says so): the client is not kept waiting on it at all.
+        await asyncio.wait({stored}, timeout=0 if self._store_down_since is not None else _END_WAIT)
+
+    async def _end_stored(self, end: Callable[[], None], lane: str) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.db(end, lane=lane)
+            except _STORE_ERRORS as exc:
+                self.store_failed(exc)
+                if self._stopping:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self.uploader is not None:
+                self.uploader.kick()
+            return
 
     async def _start_rules(
         self,
@@ -1082,6 +1322,32 @@ class Bastion:
         return False
 
 
+def _live_sessions(svc: AccessService, user: str) -> int:
+    """``user``'s sessions the store holds live, on every worker and bastion sharing it."""
+    with svc.store.transaction(write=False) as tx:
+        return tx.live_sessions(user)
+
+
+def _start_uploader(bastion: Bastion) -> Uploader | None:
+    """Upload recordings marked pending to object storage from this process, in a thread of its
+    own (``objstore.Uploader``: its own store connection, made in that thread). None, said once,
+    when storage cannot be used (boto3 missing, a bad ``[storage]``): recordings stay in scratch,
+    marked pending, for a later start or ``zsp migrate`` to upload."""
+    try:
+        from ..objstore import Uploader
+
+        uploader = Uploader(bastion.data)
+    except (ImportError, ZspError) as exc:
+        print(
+            f"zsp: warning: object storage is configured but cannot be used ({printable(str(exc))}); "
+            "recordings stay in the recordings directory, marked pending upload",
+            file=sys.stderr,
+        )
+        return None
+    uploader.start()
+    return uploader
+
+
 def _decides_hold(command: str | None) -> bool:
     """``allow ...`` or ``deny ...``: a control command that may have decided a hold."""
     words = (command or "").split()[:2]
@@ -1106,13 +1372,23 @@ def conn_peer(conn: asyncssh.SSHServerConnection) -> str:
     return f"{peer[0]}:{peer[1]}"
 
 
-async def serve_forever(bastion: Bastion, host: str, port: int, ready: Callable[[Bastion], None]) -> None:
+async def serve_forever(
+    bastion: Bastion, host: str, port: int, ready: Callable[[Bastion], None], *, parent: int | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM (or, for a worker, until its ``parent`` is gone)."""
     await bastion.start(host, port)
     ready(bastion)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphan: asyncio.Task[None] | None = None
+    if parent is not None:
+        from .workers import watch_parent
+
+        orphan = asyncio.create_task(watch_parent(parent, stop.set))
     await stop.wait()
+    if orphan is not None:
+        orphan.cancel()
     print("zsp: shutting down; ending live sessions", file=sys.stderr)
     await bastion.stop()

@@ -123,13 +123,54 @@ Try it (each line in another terminal; the demo users' keys and a pinned known_h
 """
 
 
+def _serve_workers(d: DataDir, host: str, port: int, n: int) -> int:
+    """``--workers N``: the supervising parent (see bastion/workers.py)."""
+    from ..bastion.recovery import InstanceLock
+    from ..bastion.rules import LiveRules
+    from ..bastion.workers import Supervisor, reserve_port, worker_argv
+
+    d.check_private()
+    try:  # what would stop every worker at start, said once, before any is started
+        LiveRules(d.rules_path).load()
+    except RulesError as exc:
+        print(f"zsp: error: {printable(str(exc))}; the bastion does not start", file=sys.stderr)
+        return 1
+    lock = InstanceLock(d.root)
+    lock.acquire()  # one zsp serve per data dir: its workers are that one
+    try:
+        try:
+            held = reserve_port(host, port)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        with held:
+            port = held.getsockname()[1]
+            supervisor = Supervisor(worker_argv(d.root, host, port, n), n)
+
+            def ready(s: Supervisor) -> None:
+                pids = ", ".join(str(p) for p in s.pids)
+                print(f"zsp: bastion listening on {host}:{port} (data {d.root}; {n} workers: {pids})", flush=True)
+
+            return asyncio.run(supervisor.run(ready))
+    finally:
+        lock.release()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..bastion import Bastion
     from ..bastion.control import SshHint
     from ..bastion.server import serve_forever
+    from ..bastion.workers import READY
 
     d = DataDir(demo_data_dir(args.data)) if args.demo else data(args)
     host, port = _listen(args.listen)
+    if not 1 <= args.workers <= 256:
+        raise UsageError(f"--workers {args.workers}: expected 1 to 256")
+    if args.demo and args.workers > 1:
+        raise UsageError("--demo runs one bastion process: leave out --workers")
+    if args.workers > 1 and args.worker_of is None:
+        d.require()
+        return _serve_workers(d, host, port, args.workers)
+    worker = args.worker_of is not None
     if args.demo:
         if not d.db_path.exists():
             d.init(demo=True)
@@ -138,7 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     d.require()
     wildcard = host in ("0.0.0.0", "::", "")  # noqa: S104 - comparing, not binding
     try:
-        bastion = Bastion(d, public_host=None if wildcard else host)
+        bastion = Bastion(d, public_host=None if wildcard else host, workers=args.workers, supervised=worker)
     except RulesError as exc:
         # No usable rules (a bad rules.toml and no last good copy): enforcing nothing is no option.
         print(f"zsp: error: {printable(str(exc))}; the bastion does not start", file=sys.stderr)
@@ -146,7 +187,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(b: Bastion) -> None:
         shown = "127.0.0.1" if wildcard else host
-        print(f"zsp: bastion listening on {host}:{b.port} (data {d.root})", flush=True)
+        if worker:  # the parent says where the service listens, once all its workers do
+            print(f"{READY}{b.port}", flush=True)
+        else:
+            print(f"zsp: bastion listening on {host}:{b.port} (data {d.root})", flush=True)
         if b.svc.local_target:
             acct = b.local_account
             who = (
@@ -172,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(demo_steps(d, demo, cfg), flush=True)
 
     try:
-        asyncio.run(serve_forever(bastion, host, port, ready))
+        asyncio.run(serve_forever(bastion, host, port, ready, parent=args.worker_of))
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0
@@ -187,4 +231,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="run a demo in a data dir of its own (--data, default ~/.local/share/zsp-demo): "
         "initialise it, add a demo operator and approver with key files, and print the commands to try",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N bastion processes on the one port (SO_REUSEPORT), kept by a supervising parent; "
+        "per-source and per-user connection caps and control rates are divided among them, the per-user "
+        "session cap is counted in the store (default 1: one process)",
+    )
+    p.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # set by the parent
     p.set_defaults(func=cmd_serve)
