@@ -219,7 +219,13 @@ class PostgresSearchIndex:
                 path=self.path, reason="PostgreSQL needs psycopg: pip install 'zsp[postgres]'"
             ) from None
         self._psycopg = psycopg
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, round(connect_timeout))}
+        # No server-side prepared statements: a generic plan cannot see a LIKE pattern, so it can
+        # neither use the trigram index for a rare word nor walk the key backwards for a common one.
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, round(connect_timeout)),
+            "prepare_threshold": None,
+        }
         try:
             # The schema with a connection of its own first: a server that is down, a wrong password
             # or a missing pg_trgm is one clear error here, not a pool timeout later.
