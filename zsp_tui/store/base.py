@@ -9,7 +9,7 @@ or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +18,22 @@ from typing import Any, Protocol
 
 from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
 
-__all__ = ["AuditRow", "SessionQuery", "SessionRow", "SessionSort", "SessionState", "Store", "Tx"]
+__all__ = [
+    "ID_TABLES",
+    "TABLES",
+    "AuditRow",
+    "SessionQuery",
+    "SessionRow",
+    "SessionSort",
+    "SessionState",
+    "Store",
+    "Tx",
+]
+
+TABLES = ("meta", "users", "user_keys", "targets", "requests", "approvals", "sessions", "flags", "holds", "audit")
+"""Every table of the store, each after the tables it refers to (the order ``zsp migrate`` copies in)."""
+ID_TABLES = ("users", "flags")
+"""Tables whose ``id`` the store gives out (an integer sequence; the others' ids come from zsp)."""
 
 AuditRow = tuple[int, bytes, bytes]
 """``(seq, body, head)`` of one audit frame, exactly as the chain produced it."""
@@ -178,6 +193,29 @@ class Tx(Protocol):
         ...
 
     def audit_rows(self, since_seq: int = 0) -> Iterator[AuditRow]: ...
+
+    # whole tables, as they are (``zsp migrate`` copies a store with these)
+    def table_columns(self, table: str) -> list[str]:
+        """The columns of ``table`` (one of :data:`TABLES`), in the table's order."""
+        ...
+
+    def dump_rows(self, table: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        """Every row of ``table`` exactly as stored (ids, bytes): its columns and the rows."""
+        ...
+
+    def load_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert ``rows`` (values for ``columns``) into ``table`` as they are; how many."""
+        ...
+
+    def count_rows(self, table: str) -> int: ...
+
+    def id_high_water(self, table: str) -> int:
+        """The highest id ``table`` (one of :data:`ID_TABLES`) ever gave out, deleted rows' too; 0 if none."""
+        ...
+
+    def raise_id_floor(self, table: str, floor: int) -> None:
+        """Make the next id ``table`` gives out larger than ``floor`` and than every id in it."""
+        ...
 
     def audit_page(
         self, before: int | None, limit: int, *, event_prefix: str = "", since: datetime | None = None

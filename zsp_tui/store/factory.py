@@ -20,4 +20,4 @@ def open_store(url: str | None, sqlite_path: Path) -> Store:
         return SqliteStore(sqlite_path)
     from .postgres import PostgresStore
 
-    return PostgresStore(url)  # type: ignore[return-value]  # skeleton until built
+    return PostgresStore(url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 from ..clock import parse_time, rfc3339
 from ..exceptions import Conflict, DataDirError
 from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User, UserKey
-from .base import AuditRow, SessionQuery, SessionRow, SessionSort, SessionState
+from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort, SessionState
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -842,3 +842,44 @@ class _SqliteTx:
             "SELECT seq, body, head FROM audit WHERE seq >= ? ORDER BY seq", (since_seq,)
         ):
             yield int(seq), bytes(body), bytes(head)
+
+    # --- whole tables (zsp migrate) -------------------------------------------------------
+
+    def table_columns(self, table: str) -> list[str]:
+        if table not in TABLES:
+            raise ValueError(f"not a store table: {table}")
+        return [str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")]
+
+    def dump_rows(self, table: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        columns = self.table_columns(table)
+        names = ", ".join(f'"{c}"' for c in columns)
+        return columns, iter(self._db.execute(f"SELECT {names} FROM {table} ORDER BY rowid"))  # noqa: S608 - a known table
+
+    def load_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        known = self.table_columns(table)
+        if any(c not in known for c in columns):
+            raise ValueError(f"{table} has no column {[c for c in columns if c not in known]}")
+        names = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" * len(columns))
+        before = self._db.total_changes
+        self._db.executemany(f"INSERT INTO {table}({names}) VALUES ({marks})", rows)  # noqa: S608 - checked names
+        return self._db.total_changes - before
+
+    def count_rows(self, table: str) -> int:
+        if table not in TABLES:
+            raise ValueError(f"not a store table: {table}")
+        return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 - a known table
+
+    def id_high_water(self, table: str) -> int:
+        if table not in ID_TABLES:
+            raise ValueError(f"{table} has no id sequence")
+        # users is AUTOINCREMENT: sqlite_sequence remembers ids of users since removed.
+        seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        top = self._db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()  # noqa: S608 - a known table
+        return max(int(seq[0]) if seq else 0, int(top[0]))
+
+    def raise_id_floor(self, table: str, floor: int) -> None:
+        value = max(floor, self.id_high_water(table))
+        if table == "users" and value > 0:
+            self._db.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+            self._db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (table, value))
