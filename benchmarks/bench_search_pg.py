@@ -120,7 +120,7 @@ def main() -> None:
         table.append((f"index {n_lines:,} lines", [f"{n_lines / s:,.0f} lines/s ({s:.0f} s)" for s in took.values()]))
         pg = indexes["PostgreSQL pg_trgm"]
         assert isinstance(pg, PostgresSearchIndex)
-        with pg._pool.connection() as conn:  # noqa: SLF001 - a benchmark measuring the tables
+        with pg._pool.connection() as conn:
             conn.execute("VACUUM ANALYZE search_lines")
             got = conn.execute("SELECT pg_total_relation_size('search_lines') + "
                                "pg_total_relation_size('search_sessions')").fetchone()
@@ -131,7 +131,7 @@ def main() -> None:
             cells = []
             for ix in indexes.values():
                 fn(ix, 0)
-                p50, p99 = timed(lambda i, ix=ix: fn(ix, i), args.runs)
+                p50, p99 = timed(lambda i, ix=ix, fn=fn: fn(ix, i), args.runs)
                 cells.append(f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
             want = [(h.path, h.t_us, h.text) for h in fn(indexes["SQLite FTS5"], 1)]  # type: ignore[attr-defined]
             if [(h.path, h.t_us, h.text) for h in fn(pg, 1)] != want:  # type: ignore[attr-defined]

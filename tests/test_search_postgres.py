@@ -10,7 +10,11 @@ they run with this module's ``index`` fixture: the very same assertions, on both
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,9 +25,11 @@ import pytest
 
 import replay._search as sqlite_search
 import zsp_tui.store.pg_search as pg_search
+from recorder import SigningKey
 from replay import (
     HitKind,
     IndexedSession,
+    QueryError,
     Row,
     SearchIndex,
     SearchIndexError,
@@ -31,6 +37,7 @@ from replay import (
     parse_query,
 )
 from replay._search import MAX_LINE_CHARS
+from tests.search_helpers import WALL_START_NS, Script
 from tests.servers import PostgresCluster, free_port
 from tests.test_search import (  # noqa: F401 - collected here again, with `index` over both backends
     _rows,
@@ -132,7 +139,7 @@ def test_random_text_and_queries_give_the_same_hits_on_both_backends(tmp_path: P
         for q in queries:
             try:
                 parse_query(q)
-            except Exception:  # noqa: BLE001 - a query with no word: a usage error on both
+            except QueryError:  # a query with no word: a usage error on both
                 continue
             for commands_only in (False, True):
                 want = lite.search(q, limit=1000, commands_only=commands_only)
@@ -391,7 +398,7 @@ def test_searches_while_another_thread_indexes_see_whole_sessions_only(opener: O
         try:
             for n in range(40):
                 ix.replace(_session(f"/r/{n}", started_s=1_000 + n), _rows(*(f"tick {n} {i}" for i in range(50))))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             stop.set()
@@ -421,7 +428,7 @@ def test_writers_in_parallel_with_sessions_started_the_same_millisecond_keep_eve
         try:
             for n in range(10):
                 handles[w].replace(_session(f"/r/w{w}-{n}", started_s=7_000), _rows(f"twin w{w} n{n}", "twin again"))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
@@ -471,7 +478,7 @@ def test_two_processes_opening_a_new_index_at_once_make_it_once(postgres_url: st
         barrier.wait(10)
         try:
             opened.append(PostgresSearchIndex(postgres_url))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=open_one) for _ in range(4)]
@@ -561,3 +568,69 @@ def test_open_index_follows_the_store_url(tmp_path: Path, postgres_url: str, mon
         assert "hidden" not in index_location(d) and index_location(d).startswith("postgresql://")
     finally:
         ix.close()
+
+
+# --- end to end: a data dir whose store is PostgreSQL ------------------------------------------------
+
+
+def test_zsp_index_and_search_on_a_data_dir_whose_store_is_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """`[store] url` in zsp.toml: `zsp index` fills the search tables of that database (no
+    search.db), `zsp search` answers from them, names them with the password hidden, and a
+    rebuild gives the same answers as incremental indexing."""
+    url = postgres_url.replace("postgresql://zsp@", "postgresql://zsp:db-pw-7@")  # trust auth ignores it
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != "ZSP_DATABASE_URL"}
+
+    def zsp(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "zsp_tui", *args], capture_output=True, text=True,
+                              env={**env, "ZSP_DATA": str(data), **extra}, timeout=120)
+
+    p = zsp("init", ZSP_DATABASE_URL=url)
+    assert p.returncode == 0, p.stderr
+    config = data / "zsp.toml"
+    text = config.read_text()
+    assert '# url = "postgresql://' in text
+    config.write_text(text.replace('# url = "postgresql://zsp@db.internal:5432/zsp"', f'url = "{url}"', 1))
+    key = SigningKey.load(data / "keys" / "recording_ed25519")
+    ids = []
+    for n, user in enumerate(("alice", "bob")):
+        sid = uuid.uuid4()
+        s = Script(data / "recordings" / f"{sid}.zsprec", key, user=user, session_id=sid,
+                   wall_start_ns=WALL_START_NS + n * 10**9)
+        s.at(1).out(b"$ ")
+        s.at(2).key(b"rm -rf /srv/app_1%\r").out(b"rm -rf /srv/app_1%\r\nremoved \x1b[1m'/srv/app_1%'\x1b[0m\r\n$ ")
+        s.close()
+        ids.append(str(sid))
+
+    p = zsp("search", "rm")
+    assert p.returncode == 1 and "zsp index" in p.stderr  # nothing indexed yet: stale, said so
+    p = zsp("index")
+    assert p.returncode == 0 and "2 recording(s) indexed" in p.stderr, p.stderr
+    assert "db-pw-7" not in p.stderr and "postgresql://zsp:***@" in p.stderr
+    assert not (data / "search.db").exists() and not (data / "zsp.db").exists()
+
+    p = zsp("search", "--json", "rm", "-rf", "/srv/app_1%")
+    assert p.returncode == 0, p.stderr
+    hits = json.loads(p.stdout)
+    assert {(h["kind"], h["user"]) for h in hits} == {(k, u) for k in ("command", "output") for u in ("alice", "bob")}
+    assert hits[0]["session_id"] == ids[1]  # newest first
+    cmd = next(h for h in hits if h["kind"] == "command")
+    assert cmd["text"] == "rm -rf /srv/app_1%" and cmd["play"].startswith("zsp play ")
+    p = zsp("search", "--json", "app_1%", "--user", "alice", "--commands-only")
+    assert [(h["user"], h["kind"]) for h in json.loads(p.stdout)] == [("alice", "command")]
+    assert zsp("search", "--json", "app_2%").returncode == 1  # `_` and `%` are literal
+    p = zsp("search", "srv", "app")
+    assert p.returncode == 0 and "\x1b" not in p.stdout and "zsp index" not in p.stderr
+
+    incremental = zsp("search", "--json", "--limit", "100", "srv").stdout
+    p = zsp("index", "--rebuild")
+    assert p.returncode == 0 and "2 recording(s) indexed" in p.stderr
+    assert zsp("search", "--json", "--limit", "100", "srv").stdout == incremental
+    with psycopg.connect(postgres_url) as conn:
+        got = conn.execute("SELECT count(*) FROM search_sessions").fetchone()
+    assert got == (2,)
+
+    (data / "recordings" / f"{ids[0]}.zsprec").unlink()
+    p = zsp("index")
+    assert "1 recording(s) no longer on disk" in p.stderr
+    assert [h["user"] for h in json.loads(zsp("search", "--json", "rm").stdout)] == ["bob", "bob"]
