@@ -634,3 +634,15 @@ def test_zsp_index_and_search_on_a_data_dir_whose_store_is_postgresql(tmp_path: 
     p = zsp("index")
     assert "1 recording(s) no longer on disk" in p.stderr
     assert [h["user"] for h in json.loads(zsp("search", "--json", "rm").stdout)] == ["bob", "bob"]
+
+
+def test_the_embedded_default_never_loads_the_postgresql_driver(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from zsp_tui.datadir import DataDir; "
+        "from zsp_tui.indexing import open_index; import replay; "
+        f"d = DataDir(Path({str(tmp_path)!r})); open_index(d).close(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ZSP_DATABASE_URL"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
