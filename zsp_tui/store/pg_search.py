@@ -239,7 +239,7 @@ class PostgresSearchIndex:
             max_size=max_connections,
             kwargs=kwargs,
             check=ConnectionPool.check_connection,  # a restarted server: reconnect, not an error
-            timeout=max(connect_timeout * 2, 10.0),
+            timeout=connect_timeout * 2,  # waiting for a free (or reconnected) connection
             name="zsp-search",
             open=True,
         )
