@@ -188,7 +188,9 @@ def parse_query(query: str | Sequence[str]) -> Query:
     tokened = [t for t in needles if any(c.isalnum() for c in t)]
     if not tokened:
         raise QueryError(query=shown, reason="only punctuation: give at least one word with a letter or digit")
-    match = " AND ".join('"' + t.replace('"', '""') + '" *' for t in tokened)
+    # A NUL ends FTS5's query string early ("unterminated string"); to the tokenizer it is a
+    # separator like a space, and the substring check still holds the needle as typed.
+    match = " AND ".join('"' + t.replace('"', '""').replace("\x00", " ") + '" *' for t in tokened)
     return Query(text=shown, needles=needles, match=f"text : ({match})")
 
 

@@ -31,6 +31,7 @@ from replay import (
     SUFFIX,
     IndexedSession,
     ReplayError,
+    SearchIndex,
     SeekIndex,
     SqliteSearchIndex,
     index_recording,
@@ -38,6 +39,7 @@ from replay import (
     save_index,
 )
 
+from .config import redact_url
 from .datadir import DataDir
 from .exceptions import ZspError
 from .models import SessionRecord
@@ -51,7 +53,9 @@ __all__ = [
     "BackgroundIndexer",
     "Coverage",
     "coverage",
+    "index_exists",
     "index_file",
+    "index_location",
     "index_one",
     "index_quietly",
     "open_index",
@@ -68,8 +72,28 @@ def index_file(d: DataDir) -> Path:
     return d.root / INDEX_FILE
 
 
-def open_index(d: DataDir) -> SqliteSearchIndex:
+def open_index(d: DataDir) -> SearchIndex:
+    """The data dir's search index: in the store's PostgreSQL database when the store is there
+    (``[store] url`` / ``ZSP_DATABASE_URL``: every bastion indexes into it and every reviewer
+    searches it), else the SQLite file ``DATA/search.db``."""
+    url = d.settings().store_url
+    if url is not None:
+        from .store.pg_search import PostgresSearchIndex  # psycopg only when asked for
+
+        return PostgresSearchIndex(url)
     return SqliteSearchIndex(index_file(d))
+
+
+def index_exists(d: DataDir) -> bool:
+    """Whether there is an index to ask: the SQLite file, or the PostgreSQL store's (its tables are
+    made when it is first opened; an empty one answers with no hits)."""
+    return d.settings().store_url is not None or index_file(d).exists()
+
+
+def index_location(d: DataDir) -> str:
+    """Where the index is, for people: the file, or the store's URL with its password hidden."""
+    url = d.settings().store_url
+    return str(index_file(d)) if url is None else redact_url(url)
 
 
 def recordings(d: DataDir) -> tuple[dict[Path, bool], int]:
@@ -124,7 +148,7 @@ class Coverage:
     """Live sessions whose recording grew since it was last indexed."""
 
 
-def coverage(d: DataDir, index: SqliteSearchIndex) -> Coverage:
+def coverage(d: DataDir, index: SearchIndex) -> Coverage:
     files, _ = recordings(d)
     known = index.sessions()
     stale: list[Path] = []
@@ -148,11 +172,11 @@ def verified_outcomes(d: DataDir) -> dict[str, str]:
     """Recording path -> VALID, INCOMPLETE or CORRUPT, as the index verified it, for the recordings
     unchanged (size and mtime) since they were indexed; empty without an index. Never raises:
     what a listing shows must not depend on the derived index being readable."""
-    if not index_file(d).exists():
-        return {}
     try:
+        if not index_exists(d):
+            return {}
         index = open_index(d)
-    except (ReplayError, OSError, sqlite3.Error):
+    except (ReplayError, ZspError, OSError, sqlite3.Error):
         return {}
     try:
         known = index.sessions()
@@ -178,7 +202,7 @@ def seek_cache(d: DataDir, session_id: str) -> Path:
 
 
 def index_one(
-    d: DataDir, path: Path, index: SqliteSearchIndex | None = None, *, live: bool = False
+    d: DataDir, path: Path, index: SearchIndex | None = None, *, live: bool = False
 ) -> IndexedSession:
     """Index one recording of the data dir (raises ReplayError/ZspError on failure).
 
@@ -295,7 +319,7 @@ class BackgroundIndexer:
                 self._cond.wait(rest if self._live else None)
 
     def _run(self) -> None:
-        index: SqliteSearchIndex | None = None
+        index: SearchIndex | None = None
         try:
             while (job := self._next()) is not None:
                 path, live = job

@@ -26,7 +26,7 @@ from replay import Hit, QueryError, ReplayError, SearchIndexError, parse_query, 
 from ..clock import parse_since, rfc3339
 from ..datadir import DataDir
 from ..exceptions import UsageError, ZspError
-from ..indexing import coverage, index_file, index_one, open_index, recordings, warn
+from ..indexing import coverage, index_exists, index_location, index_one, open_index, recordings, warn
 from ..models import Flag, SessionRecord
 from ..session_ref import resolve_ref
 from ._common import data, emit_json
@@ -155,7 +155,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     flagged_ids: set[str] | None = None
     if args.flagged:
         flagged_ids = {s.id for s in d.service().flagged_sessions(user=args.user, target=args.target, since=since)}
-    if not index_file(d).exists():
+    if not index_exists(d):
         warn("nothing is indexed yet: sessions are indexed as they end (`zsp index` indexes recordings made elsewhere)")
         if args.json:
             emit_json([])
@@ -374,7 +374,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     print(
         f"zsp index: {progress.done - failed} recording(s) indexed"
         f"{', ' + str(failed) + ' failed' if failed else ''} ({progress.bytes / 1e6:.3f} MB, "
-        f"{progress._rate():.1f} MB/s); index {printable(str(index_file(d)))}",
+        f"{progress._rate():.1f} MB/s); index {printable(index_location(d))}",
         file=sys.stderr,
     )
     return 1 if failed else 0

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay import RecordingStorage, SqliteSearchIndex
+from replay import RecordingStorage, SearchIndex
 
 from ..access import AccessService, Actor
 from ..audit import NewEvent, Scalar
@@ -82,7 +82,7 @@ class ReviewContext:
         self.data = data
         self.service = service
         self.reviewer = reviewer
-        self._index: SqliteSearchIndex | None = None
+        self._index: SearchIndex | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -109,7 +109,7 @@ class ReviewContext:
     def recordings_dir(self) -> Path:
         return self.data.recordings
 
-    def search_index(self) -> SqliteSearchIndex:
+    def search_index(self) -> SearchIndex:
         with self._lock:
             if self._index is None:
                 self._index = open_index(self.data)

@@ -36,7 +36,7 @@ from replay import Hit, HitKind, QueryError, ReplayError, parse_query
 
 from ...clock import parse_since
 from ...exceptions import ZspError
-from ...indexing import coverage, index_file
+from ...indexing import coverage, index_exists
 from ..context import Area, ReviewContext
 from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
@@ -224,7 +224,7 @@ class SearchScreen(Screen[None]):
         check the index's coverage (a stat of every recording: after the hits, not before)."""
         hits: list[Hit] = []
         error: str | None = None
-        if not index_file(self.ctx.data).exists():
+        if not index_exists(self.ctx.data):
             error = (
                 "nothing is indexed yet: sessions are indexed as they end "
                 "(`zsp index` indexes recordings made elsewhere)"
@@ -316,7 +316,7 @@ class SearchScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="coverage", exit_on_error=False)
     def _check_coverage(self) -> None:
-        if not index_file(self.ctx.data).exists():
+        if not index_exists(self.ctx.data):
             line = plain("nothing is indexed yet: sessions are indexed as they end (`zsp index`)", "bold yellow")
         else:
             line = self._coverage_text()
