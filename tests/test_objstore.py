@@ -82,6 +82,22 @@ def test_upload_stores_hash_and_key_audits_it_and_only_then_empties_scratch(dep:
     assert zsp("audit", "verify", "--data", str(dep.data.root)).code == 0
 
 
+def test_a_scratch_file_the_search_indexer_still_needs_stays_until_a_later_pass(dep: Deployment) -> None:
+    """The bastion's uploader is told which files its search indexer has queued (``keep``): such a
+    file is uploaded and marked, but removed only by a later pass, once the indexer is done."""
+    sid = record_session(dep)
+    scratch = Path(dep.row(sid).path)
+    busy = {scratch}
+    up = Uploader(dep.data, service=dep.svc, keep=lambda p: p in busy)
+    assert up.run_once().uploaded == (sid,)
+    assert dep.row(sid).upload == "uploaded" and scratch.exists()
+    up.run_once()
+    assert scratch.exists()  # still queued: kept
+    busy.clear()
+    again = up.run_once()
+    assert not again.uploaded and not scratch.exists()  # removed, not uploaded twice
+
+
 def test_verify_play_export_and_sessions_read_an_uploaded_session(dep: Deployment, tmp_path: Path) -> None:
     sid = record_session(dep)
     _upload(dep)

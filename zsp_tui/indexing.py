@@ -274,6 +274,7 @@ class BackgroundIndexer:
         self._cond = threading.Condition()
         self._closing = False
         self.dropped = 0
+        self._current: Path | None = None
         self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
         self._thread.start()
 
@@ -299,6 +300,13 @@ class BackgroundIndexer:
             self._live[p] = None
             self._cond.notify()
 
+    def busy(self, path: Path | str) -> bool:
+        """Whether ``path`` is queued or being indexed: the uploader leaves such a scratch file
+        in place until a later pass (it would otherwise vanish before its seal is searchable)."""
+        p = Path(path)
+        with self._cond:
+            return p in self._final or p in self._live or p == self._current
+
     def close(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._closing = True
@@ -309,13 +317,16 @@ class BackgroundIndexer:
     def _next(self) -> tuple[Path, bool] | None:
         with self._cond:
             while True:
+                self._current = None
                 if self._final:
-                    return self._final.popitem(last=False)[0], False
+                    self._current = self._final.popitem(last=False)[0]
+                    return self._current, False
                 if self._closing:
                     return None
                 rest = self._live_rest_until - time.monotonic()
                 if self._live and rest <= 0:
-                    return self._live.popitem(last=False)[0], True
+                    self._current = self._live.popitem(last=False)[0]
+                    return self._current, True
                 self._cond.wait(rest if self._live else None)
 
     def _run(self) -> None:

@@ -1245,8 +1245,10 @@ class Bastion:
                 head, frames = info.head_hex, info.frames
             except RecordingFailed:
                 head = None
-            await self._session_ended(record, status, live.reason, head, frames)
+            # Queued for search before the end is stored: the uploader (kicked by the end) leaves
+            # the scratch file until the indexer is done with it.
             self.indexer.submit(path)  # searchable within moments; never waited for
+            await self._session_ended(record, status, live.reason, head, frames)
             with contextlib.suppress(OSError, asyncssh.Error):
                 process.exit(status if status is not None and status >= 0 else 255)
 
@@ -1336,7 +1338,7 @@ def _start_uploader(bastion: Bastion) -> Uploader | None:
     try:
         from ..objstore import Uploader
 
-        uploader = Uploader(bastion.data)
+        uploader = Uploader(bastion.data, keep=bastion.indexer.busy)
     except (ImportError, ZspError) as exc:
         print(
             f"zsp: warning: object storage is configured but cannot be used ({printable(str(exc))}); "

@@ -122,6 +122,7 @@ class Uploader:
         monotonic: Callable[[], float] = time.monotonic,
         host: str | None = None,
         warn: Callable[[str], None] | None = None,
+        keep: Callable[[Path], bool] | None = None,
     ) -> None:
         if storage is None:
             settings = data.settings().storage
@@ -143,6 +144,9 @@ class Uploader:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._cleaned: list[str] = []
+        self._keep = keep
+        """A scratch file for which this says True stays until a later pass (the bastion's search
+        indexer still has it queued); None: removed as soon as it is uploaded and verified."""
 
     @property
     def service(self) -> AccessService:
@@ -317,7 +321,9 @@ class Uploader:
         self._audited.add((record.id, reason))
 
     def _remove_scratch(self, path: Path, digest: str) -> None:
-        """Remove the scratch copy if it is still the file uploaded."""
+        """Remove the scratch copy if it is still the file uploaded (and nobody still needs it)."""
+        if self._keep is not None and self._keep(path):
+            return  # _adopt_leftovers removes it on a later pass
         try:
             if sha256_file(path)[0] == digest:
                 path.unlink()
@@ -340,6 +346,8 @@ class Uploader:
             if Path(row.path).absolute() != path.absolute():
                 continue  # the file is not the one the row names
             if row.upload == UPLOADED:
+                if self._keep is not None and self._keep(path):
+                    continue
                 with contextlib.suppress(OSError):
                     if row.sha256 and sha256_file(path)[0] == row.sha256:
                         path.unlink(missing_ok=True)
