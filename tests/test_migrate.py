@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -220,3 +221,73 @@ def test_ids_continue_past_the_copied_ones(tmp_path: Path, postgres_url: str, ta
                 assert tx.id_high_water("flags") == high + 1
     finally:
         st.close()
+
+
+def test_migrate_with_recordings_to_uploads_them_first_and_the_switched_deployment_reads_them(
+    tmp_path: Path, postgres_url: str, s3_server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--recordings-to``: every ended session's recording goes to the bucket (hash checked),
+    leaves scratch, and the copied rows name their objects, so the data dir switched to PostgreSQL
+    and the bucket verifies and plays them by session id."""
+    from tests.objstore_helpers import MARKER, deployment, record_session
+
+    for k in ("ZSP_STORAGE_URL", "ZSP_S3_ENDPOINT", "ZSP_DATABASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    dep = deployment(tmp_path / "data", s3_server, s3_bucket)
+    # An embedded deployment: no [storage] yet, recordings in DATA/recordings.
+    text = dep.data.config_path.read_text()
+    dep.data.config_path.write_text(text.replace(f'url = "s3://{s3_bucket}/rec"\nendpoint = "{s3_server.endpoint}"\n', ""))
+    assert dep.data.settings().storage is None
+    sids = [record_session(dep, pending=False) for _ in range(2)]
+    scratch = [Path(dep.row(s).path) for s in sids]
+    assert all(p.exists() for p in scratch)
+    env = dep.env()
+    run = subprocess.run(
+        [sys.executable, "-m", "zsp_tui", "migrate", "--data", str(dep.data.root), "--to", postgres_url,
+         "--recordings-to", f"s3://{s3_bucket}/moved", "--endpoint", s3_server.endpoint],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 uploaded to s3://" in run.stdout and "Traceback" not in run.stderr
+    assert not any(p.exists() for p in scratch)
+    # Switch over as the output says: [store] and [storage].
+    text = dep.data.config_path.read_text()
+    text = text.replace("\n[store]\n", f'\n[store]\nurl = "{postgres_url}"\n', 1)
+    text = text.replace("\n[storage]\n", f'\n[storage]\nurl = "s3://{s3_bucket}/moved"\nendpoint = "{s3_server.endpoint}"\n', 1)
+    dep.data.config_path.write_text(text)
+    svc = dep.data.service()
+    try:
+        for sid in sids:
+            row = svc.session(sid)
+            assert row is not None and row.upload == "uploaded" and row.object_key == f"s3://{s3_bucket}/moved/{sid}.zsprec"
+    finally:
+        svc.store.close()
+    for sid in sids:
+        v = subprocess.run([sys.executable, "-m", "zsp_tui", "verify", "--data", str(dep.data.root), sid],
+                           capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    p = subprocess.run([sys.executable, "-m", "zsp_tui", "play", "--data", str(dep.data.root), sids[0], "--instant"],
+                       capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert p.returncode == 0 and MARKER in p.stdout, p.stderr
+
+
+def test_migrate_with_recordings_to_a_non_empty_database_uploads_nothing(
+    tmp_path: Path, postgres_url: str, s3_server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.objstore_helpers import deployment, record_session
+
+    for k in ("ZSP_STORAGE_URL", "ZSP_S3_ENDPOINT", "ZSP_DATABASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE somebody_elses (x int)")
+        conn.execute("INSERT INTO somebody_elses VALUES (1)")
+    dep = deployment(tmp_path / "data", s3_server, s3_bucket)
+    sid = record_session(dep, pending=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "zsp_tui", "migrate", "--data", str(dep.data.root), "--to", postgres_url,
+         "--recordings-to", f"s3://{s3_bucket}/moved"],
+        capture_output=True, text=True, env=dep.env(), timeout=120, check=False,
+    )
+    assert run.returncode != 0 and "nothing was written" in run.stderr, run.stdout + run.stderr
+    assert Path(dep.row(sid).path).exists() and dep.row(sid).upload is None
+    assert s3_server.client().list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0

@@ -8,15 +8,20 @@ and the next event appended on PostgreSQL extends the same chain. Before that tr
 commits, the row counts and the whole audit chain are verified on the target; any failure rolls
 it back and nothing is left behind. The target must be empty: migrate never merges.
 
-Recordings are not part of the state: they stay in ``DATA/recordings``. Copying them to an
-S3-compatible bucket is the recordings half of the migration (``--recordings-to s3://...``), which
-plugs in at :func:`_migrate_recordings`; until then they are listed as left in place.
+Recordings are not part of the state. With ``--recordings-to s3://bucket/prefix`` they go to an
+S3-compatible bucket first (each verified by hash, marked uploaded in the SQLite store, then
+removed from ``DATA/recordings``, as the bastion's uploader does), so that the copied sessions
+already name their objects; an upload that fails leaves that recording pending in place, and
+``zsp storage upload`` (or a bastion with ``[storage]``) finishes it later. Without it they stay
+in ``DATA/recordings``.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+
+from replay import printable
 
 from ..config import check_store_url, redact_url
 from ..datadir import DataDir
@@ -124,10 +129,36 @@ def migrate_state(d: DataDir, url: str) -> MigrationReport:
     )
 
 
-def _migrate_recordings(args: argparse.Namespace, d: DataDir, report: MigrationReport) -> None:
-    """The recordings half of the migration: the hook where ``--recordings-to s3://...`` uploads
-    ``DATA/recordings`` to the bucket and marks each session ``uploaded`` (object storage,
-    zsp_tui/objstore). Not built yet: the recordings stay in the data dir, and the summary says so."""
+@dataclass(frozen=True, slots=True)
+class RecordingsReport:
+    """What ``--recordings-to`` uploaded (before the state was copied)."""
+
+    url: str
+    uploaded: int
+    bytes: int
+    failed: dict[str, str]
+    """Session id -> why its upload failed (left pending in scratch)."""
+
+
+def _migrate_recordings(args: argparse.Namespace, d: DataDir, url: str) -> RecordingsReport | None:
+    """Upload every ended session's recording to ``--recordings-to`` (None without it). Runs
+    before the state is copied, after the target was checked empty, so the copied rows carry
+    their object keys and hashes."""
+    if args.recordings_to is None:
+        return None
+    from ..objstore import ObjectStoreError, S3Storage, upload_all
+    from ..store.postgres import empty_problem
+    from .storage import storage_settings
+
+    settings = storage_settings(d, args.recordings_to, args.endpoint)
+    problem = empty_problem(url)  # refuse before anything is uploaded, as the state copy would
+    if problem is not None:
+        raise Conflict(f"store {redact_url(url)}: {problem}; nothing was written")
+    try:
+        done = upload_all(d, S3Storage(settings))
+    except ObjectStoreError as exc:
+        raise UsageError(f"recordings to {settings.url}: {exc.reason}; the state was not copied") from None
+    return RecordingsReport(settings.url, len(done.uploaded), done.bytes, dict(done.failed))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -136,8 +167,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--to: {exc}") from None
     d = data(args)
+    uploaded = _migrate_recordings(args, d, url)
     report = migrate_state(d, url)
-    _migrate_recordings(args, d, report)
     if args.json:
         emit_json(
             {
@@ -147,19 +178,37 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "audit_verified": True,
                 "recordings_left_in": str(d.recordings),
                 "recordings": report.recordings,
+                "recordings_to": None
+                if uploaded is None
+                else {
+                    "url": uploaded.url,
+                    "uploaded": uploaded.uploaded,
+                    "bytes": uploaded.bytes,
+                    "failed": uploaded.failed,
+                },
             }
         )
-        return 0
+        return 1 if uploaded is not None and uploaded.failed else 0
     say(f"copied the state of {d.root} into {report.where}:")
     for table, n in report.rows.items():
         say(f"  {table:<10} {n:>8} rows")
     if report.audit_frames:
         say(f"audit log verified on the target: {report.audit_frames} frames, {report.audit_detail}")
-    say(f"recordings: {report.recordings} file(s) stay in {d.recordings} (not copied)")
+    if uploaded is not None:
+        say(f"recordings: {uploaded.uploaded} uploaded to {uploaded.url} ({uploaded.bytes:,} bytes, hashes checked)")
+        for sid, why in sorted(uploaded.failed.items()):
+            say(f"  not uploaded (left pending in {d.recordings}): {sid}: {printable(why)}")
+    if report.recordings:
+        say(f"recordings: {report.recordings} file(s) stay in {d.recordings}")
     say(f"To switch over, stop the bastion and set this line in the [store] section of {d.config_path}")
     say("(or ZSP_DATABASE_URL in the service's environment):")
     say(f'  url = "{report.where}"' + ("   # with its password" if report.where != url else ""))
-    return 0
+    if uploaded is not None:
+        say("and in its [storage] section (the bucket's credentials stay in the environment):")
+        say(f'  url = "{uploaded.url}"')
+        if args.endpoint:
+            say(f'  endpoint = "{args.endpoint}"')
+    return 1 if uploaded is not None and uploaded.failed else 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -171,9 +220,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
             "Copy users, keys, targets, requests, grants, sessions, flags, holds and the audit log "
             "(its chain unbroken) into an empty PostgreSQL database, verify it there, and print the "
             "zsp.toml line that switches this data dir over. Stop the bastion first. Recordings stay "
-            "in the data dir."
+            "in the data dir unless --recordings-to uploads them."
         ),
     )
     p.add_argument("--to", required=True, metavar="URL", help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (empty)")
+    p.add_argument(
+        "--recordings-to",
+        metavar="S3URL",
+        help="also upload the recordings to this bucket (s3://BUCKET/PREFIX), each verified by hash",
+    )
+    p.add_argument("--endpoint", metavar="URL", help="the S3 endpoint for --recordings-to (MinIO, SeaweedFS...)")
     p.add_argument("--json", action="store_true", help="what was copied, as JSON")
     p.set_defaults(func=cmd_migrate)

@@ -243,6 +243,9 @@ class PostgresSearchIndex:
             name="zsp-search",
             open=True,
         )
+        from .postgres import close_at_exit
+
+        close_at_exit(self)  # a command that never closes it: closed at exit from the main thread
 
     # --- plumbing ---------------------------------------------------------------------------
 

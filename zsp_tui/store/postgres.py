@@ -21,12 +21,15 @@ that ``LISTEN`` re-check their live sessions at once rather than at their next p
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -42,7 +45,7 @@ from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, Session
 from .pg_schema import BASE, FIRST_VERSION, MIGRATIONS
 from .sqlite import SCHEMA_VERSION
 
-__all__ = ["NOTIFY_CHANNEL", "PostgresStore", "empty_problem"]
+__all__ = ["NOTIFY_CHANNEL", "PostgresStore", "close_at_exit", "empty_problem"]
 
 # A library's warnings go to the application's logging if it has any, never straight to stderr
 # (logging's last resort would print psycopg_pool's reconnect warnings under a CLI's one line).
@@ -223,6 +226,29 @@ def _scrub(text: str, passwords: tuple[str, ...]) -> str:
     return text
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_OPEN: weakref.WeakSet[_Closable] = weakref.WeakSet()
+"""Stores and search indexes (anything holding a pool) not yet closed. A command that opens the
+store and exits without closing it (most CLI commands do: SQLite needs no closing) would leave the
+pool to be collected late, maybe in one of its own worker threads, which prints "cannot join
+current thread" on the user's terminal. They are closed at exit, from the main thread, instead."""
+
+
+def close_at_exit(holder: _Closable) -> None:
+    """Close ``holder`` (which holds a connection pool) at exit if nobody did before."""
+    _OPEN.add(holder)
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    for store in list(_OPEN):
+        with contextlib.suppress(psycopg_pool.PoolTimeout, RuntimeError):
+            store.close()
+
+
 class PostgresStore:
     """The store in the PostgreSQL database at ``url`` (``postgresql://USER[:PASSWORD]@HOST[:PORT]/DB``).
 
@@ -266,6 +292,13 @@ class PostgresStore:
         )
         self._pool.open(wait=False)
         self._max = max_connections
+        close_at_exit(self)
+
+    def __del__(self) -> None:  # a store nobody closed: its pool's threads go with it, quietly
+        pool = getattr(self, "_pool", None)
+        if pool is not None and not pool.closed:
+            with contextlib.suppress(psycopg_pool.PoolTimeout, RuntimeError):
+                pool.close(timeout=0)
 
     # --- errors ---------------------------------------------------------------------------
 
@@ -312,6 +345,7 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close(timeout=5)
+        _OPEN.discard(self)
 
     def _begin(self, write: bool) -> psycopg.Connection[Any]:
         """A pooled connection inside a fresh transaction (holding the writers' lock if ``write``).
