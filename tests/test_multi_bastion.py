@@ -262,7 +262,8 @@ async def test_a_lost_database_refuses_new_sessions_and_ends_live_ones_after_the
             assert refused.returncode != 0 and "cannot reach its database" in refused.stderr, refused.stderr
             ended = await _ends(proc, 30)
             err = await proc.stderr.read()
-            assert "this session ends in 3 s" in err and "cannot check grants" in err
+            assert "this session ends in 3 s" in err and "could not check grants for 3 s" in err
+            assert "postgresql://" not in err and "127.0.0.1" not in err  # the store's address stays on the bastion
             lasted = ended - t_down
             print(f"database stopped -> live session ended after {lasted:.2f} s (store_grace = 3)")
             assert 2.5 < lasted < 3 + 5 + 2  # the grace, plus at most one check's deadline

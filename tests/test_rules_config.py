@@ -7,6 +7,7 @@ import re
 import stat
 from datetime import time, timedelta
 from pathlib import Path
+from time import time as wall_clock
 
 import pytest
 
@@ -334,6 +335,29 @@ GOOD_A = '[settings]\ndisable = ["curl-pipe-shell"]\n'
 GOOD_B = '[settings]\ndefaults = "none"\n[[rule]]\nname = "b"\nseverity = "low"\nkeys = "x"\n'
 BAD_1 = '[settings]\ndefaults = "none"\n[[rule]]\nname = "b"\nseverity = "awful"\nkeys = "x"\n'
 BAD_2 = "[settings\n"
+
+
+def test_keeper_waits_for_a_file_being_written_to_settle(tmp_path: Path) -> None:
+    """An editor or a shell's ``>`` truncates, then writes: the empty (or half-written) file in
+    between is neither taken (dropping every rule) nor refused; it is looked at again once its
+    last write is ``settle`` seconds old."""
+    path = tmp_path / "rules.toml"
+    path.write_text(GOOD_A)
+    old = wall_clock() - 10
+    os.utime(path, (old, old))
+    keeper = RuleKeeper(path, settle=0.5)
+    good = keeper.reload()
+    assert good.changed and good.rules.source == str(path)
+    path.write_text("")  # truncated, the new content not yet written
+    r = keeper.reload()
+    assert not r.changed and r.error is None and r.rules is good.rules
+    path.write_text(GOOD_A + '\n[[rule]]\nname = "half"\nseverity = "hi')  # half-written: not refused yet
+    r = keeper.reload()
+    assert not r.changed and r.error is None and r.rules is good.rules
+    path.write_text(GOOD_B)
+    os.utime(path, (old, old))  # settled
+    r = keeper.reload()
+    assert r.changed and r.error is None and r.rules.digest != good.rules.digest
 
 
 def test_keeper_takes_good_files_and_keeps_a_copy(tmp_path: Path) -> None:

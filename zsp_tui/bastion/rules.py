@@ -96,7 +96,7 @@ class LiveRules:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.keeper = RuleKeeper(path)
+        self.keeper = RuleKeeper(path, settle=0.5)  # an edit being written is not taken half-way
         self.current: RuleSet | None = None
         self._waiters: set[asyncio.Event] = set()
         self._groups: dict[str, frozenset[str]] = {}

@@ -708,7 +708,14 @@ class Bastion:
             return
         for live in list(self.live):
             if not live.ending.is_set():
-                self._end(live, "error", f"cannot check grants ({self._store_why}); session closed")
+                # The operator (and the recording) get no store address or driver text: that is
+                # on the bastion's stderr, said when the checks began failing.
+                self._end(
+                    live,
+                    "error",
+                    f"the bastion could not check grants for {self.limits.store_grace:g} s "
+                    "(its database does not answer); session closed",
+                )
 
     def _end(self, live: LiveSession, reason: str, message: str) -> None:
         """End a session, noting why in its recording if the recording still works."""

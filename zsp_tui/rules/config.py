@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import time, timedelta
 from functools import cache
 from pathlib import Path
+from time import time as wall_clock
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -555,8 +556,12 @@ class RuleKeeper:
     whatever its mtime and size. No file: the shipped ``standard`` set. At the first reload, a bad
     file falls back to the copy; with neither usable, :meth:`reload` raises RulesError."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, settle: float = 0.0) -> None:
         self.path = path
+        self.settle = settle
+        """A changed file is taken only once it was last written at least this many seconds ago:
+        an editor (or ``>``) that truncates and then writes must not have its empty or half
+        written file taken, or refused, between the two (the bastion uses 0.5 s)."""
         self.last_good_path = path.with_name(f"{path.stem}.last-good.toml")
         self._rules: RuleSet | None = None
         self._bad: str | None = None
@@ -580,12 +585,21 @@ class RuleKeeper:
             return Reload(current, False, None)
         if digest == self._bad and current is not None:
             return Reload(current, False, None)
+        if current is not None and self.settle > 0 and self._unsettled():
+            return Reload(current, False, None)  # being written: looked at again next time
         try:
             rules = parse_rules(_decode(self.path, raw), str(self.path))
         except RulesError as exc:
             return self._refused(str(exc), digest, exc)
         self._keep_copy(raw)
         return self._take(rules)
+
+    def _unsettled(self) -> bool:
+        try:
+            age = wall_clock() - os.stat(self.path).st_mtime
+        except OSError:
+            return False  # gone meanwhile: the next reload sees that
+        return 0 <= age < self.settle  # a future mtime (a clock set back) must not block reloads
 
     def _take(self, rules: RuleSet) -> Reload:
         old = self._rules
