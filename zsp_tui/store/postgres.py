@@ -28,7 +28,7 @@ import logging
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -37,12 +37,28 @@ import psycopg.errors
 import psycopg_pool
 from psycopg import sql
 
-from ..clock import parse_time, rfc3339
+from ..clock import rfc3339
 from ..config import redact_url
 from ..exceptions import Conflict, StoreError
-from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User, UserKey
-from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort, SessionState
+from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
+from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort
 from .pg_schema import BASE, FIRST_VERSION, MIGRATIONS
+from .rows import (
+    HOLD_COLUMNS,
+    REQUEST_COLUMNS,
+    SESSION_COLUMNS,
+    SEVERITY_RANK,
+    TIME_COLUMNS,
+    flag_from_row,
+    hold_from_row,
+    like_pattern,
+    request_from_row,
+    session_from_row,
+    session_where,
+    target_from_row,
+    time_text,
+    user_from_row,
+)
 from .sqlite import SCHEMA_VERSION
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "close_at_exit", "empty_problem"]
@@ -63,25 +79,13 @@ _AUDIT_BATCH = 2000
 _BEGIN_WRITE = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({_WRITE_LOCK})"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
-_REQUEST_COLUMNS = (
-    "id requester_id requester target login duration_s reason state approvals_needed approver_patterns "
-    "rule break_glass created_at lapses_at decided_at starts_at ends_at ended_at ended_by note"
-).split()
-_SELECT_REQUESTS = f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests"  # noqa: S608 - fixed column names
-_TIME_COLUMNS = {"created_at", "lapses_at", "decided_at", "starts_at", "ends_at", "ended_at"}
+_SELECT_REQUESTS = f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests"  # noqa: S608 - fixed column names
 
-_SESSION_COLUMNS = (
-    'id "user" target login grant_id command client path started_at ended_at exit_status '
-    "end_reason head owner flags flag_severity upload object_key sha256"
-).split()
+_SESSION_COLUMNS = ['"user"' if c == "user" else c for c in SESSION_COLUMNS]
 _SELECT_SESSIONS = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions"  # noqa: S608 - fixed column names
 
-_HOLD_COLUMNS = (
-    'id session_id grant_id "user" target login rule severity command state created_at expires_at '
-    "decided_at decided_by note"
-).split()
+_HOLD_COLUMNS = ['"user"' if c == "user" else c for c in HOLD_COLUMNS]
 _SELECT_HOLDS = f"SELECT {', '.join(_HOLD_COLUMNS)} FROM holds"  # noqa: S608 - fixed column names
-_SEVERITY_RANK = "CASE {} WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END"
 
 # Sort keys of page_sessions: SQLite's (sqlite._SORT_KEYS) in PostgreSQL. Fixed expressions only.
 _SORT_KEYS: dict[SessionSort, str] = {
@@ -102,109 +106,6 @@ _SORT_KEYS: dict[SessionSort, str] = {
 }
 _FLIP_AFTER = 2000
 """page_sessions reads pages past this offset from the other end if that end is nearer."""
-_TEXT_COLUMNS = ("s.id", 's."user"', "s.target", "s.login", "s.command", "s.grant_id")
-
-
-def _like(text: str) -> str:
-    """``text`` as a LIKE pattern matching it literally anywhere (``ESCAPE '\\'``)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _session_where(q: SessionQuery) -> tuple[str, list[str]]:
-    where: list[str] = []
-    args: list[str] = []
-    if q.flagged:
-        where.append("s.flags > 0")
-    if q.state is SessionState.LIVE:
-        where.append("s.ended_at IS NULL")
-    elif q.state is SessionState.ENDED:
-        where.append("s.ended_at IS NOT NULL")
-    text = q.text.strip()
-    if text:
-        pattern = _like(text)
-        # ILIKE in the "C" collation folds ASCII only, as SQLite's LIKE does.
-        columns = " OR ".join(f"{c} ILIKE %s ESCAPE '\\'" for c in _TEXT_COLUMNS)
-        reason = "s.grant_id IN (SELECT id FROM requests WHERE reason ILIKE %s ESCAPE '\\')"
-        where.append(f"({columns} OR {reason})")
-        args.extend([pattern] * (len(_TEXT_COLUMNS) + 1))
-    return (" WHERE " + " AND ".join(where) if where else ""), args
-
-
-def _t(dt: datetime | None) -> str | None:
-    return None if dt is None else rfc3339(dt)
-
-
-def _dt(text: str | None) -> datetime | None:
-    return None if text is None else parse_time(text)
-
-
-def _session(row: Sequence[Any]) -> SessionRecord:
-    (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head, owner) = row[:14]
-    flags, fsev, upload, object_key, sha256 = row[14:19]
-    return SessionRecord(
-        id=sid,
-        user=user,
-        target=target,
-        login=login,
-        grant_id=grant_id,
-        command=command,
-        client=client,
-        path=path,
-        started_at=parse_time(started),
-        ended_at=_dt(ended),
-        exit_status=status,
-        end_reason=reason,
-        head=head,
-        owner=owner,
-        flags=int(flags),
-        flag_severity=fsev,
-        upload=upload,
-        object_key=object_key,
-        sha256=sha256,
-    )
-
-
-def _hold(row: Sequence[Any]) -> Hold:
-    (hid, session_id, grant_id, user, target, login, rule, severity, command, state) = row[:10]
-    created, expires, decided_at, decided_by, note = row[10:15]
-    return Hold(
-        id=hid,
-        session_id=session_id,
-        grant_id=grant_id,
-        user=user,
-        target=target,
-        login=login,
-        rule=rule,
-        severity=severity,
-        command=command,
-        state=HoldState(state),
-        created_at=parse_time(created),
-        expires_at=parse_time(expires),
-        decided_at=_dt(decided_at),
-        decided_by=decided_by,
-        note=note,
-    )
-
-
-def _flag(row: Sequence[Any]) -> Flag:
-    sid, at, t_us, rule, severity, trigger, actions, text = row
-    return Flag(sid, parse_time(at), int(t_us), rule, severity, trigger, actions, text)
-
-
-def _target(row: Sequence[Any] | None) -> Target | None:
-    if row is None:
-        return None
-    name, host, port, logins, host_key, labels, client_key = row
-    return Target(
-        name=name,
-        host=host,
-        port=port,
-        logins=tuple(json.loads(logins)),
-        host_key=host_key,
-        labels=frozenset(json.loads(labels)),
-        client_key=client_key,
-    )
 
 
 def _one_line(text: str) -> str:
@@ -463,23 +364,14 @@ class _PostgresTx:
         """Users of ``rows`` (id, name, roles, created_at) with their keys, in one more query."""
         if not rows:
             return []
-        keys: dict[int, list[UserKey]] = {}
+        keys: dict[int, list[tuple[Any, ...]]] = {}
         for uid, f, k, c, a in self._all(
             "SELECT user_id, fingerprint, key, comment, added_at FROM user_keys WHERE user_id = ANY(%s) "
             "ORDER BY added_at",
             ([r[0] for r in rows],),
         ):
-            keys.setdefault(uid, []).append(UserKey(fingerprint=f, key=k, comment=c, added_at=parse_time(a)))
-        return [
-            User(
-                id=uid,
-                name=name,
-                roles=frozenset(Role(r) for r in json.loads(roles)),
-                keys=tuple(keys.get(uid, ())),
-                created_at=parse_time(created),
-            )
-            for uid, name, roles, created in rows
-        ]
+            keys.setdefault(uid, []).append((f, k, c, a))
+        return [user_from_row(row, keys.get(row[0], ())) for row in rows]
 
     def _user(self, where: str, args: Sequence[Any]) -> User | None:
         query = "SELECT u.id, u.name, u.roles, u.created_at FROM users u " + where  # noqa: S608 - fixed clauses
@@ -554,7 +446,7 @@ class _PostgresTx:
             raise Conflict(f"target {target.name} already exists")
 
     def get_target(self, name: str) -> Target | None:
-        return _target(
+        return target_from_row(
             self._one(
                 "SELECT name, host, port, logins, host_key, labels, client_key FROM targets WHERE name = %s", (name,)
             )
@@ -562,7 +454,7 @@ class _PostgresTx:
 
     def list_targets(self) -> list[Target]:
         rows = self._all("SELECT name, host, port, logins, host_key, labels, client_key FROM targets ORDER BY name")
-        return [t for t in (_target(r) for r in rows) if t is not None]
+        return [t for t in (target_from_row(r) for r in rows) if t is not None]
 
     def remove_target(self, name: str) -> bool:
         return self._x("DELETE FROM targets WHERE name = %s", (name,)).rowcount > 0
@@ -579,35 +471,7 @@ class _PostgresTx:
             ([r[0] for r in rows],),
         ):
             approvals.setdefault(rid, []).append(approver)
-        out = []
-        for row in rows:
-            r = dict(zip(_REQUEST_COLUMNS, row, strict=True))
-            out.append(
-                AccessRequest(
-                    id=r["id"],
-                    requester=r["requester"],
-                    requester_id=r["requester_id"],
-                    target=r["target"],
-                    login=r["login"],
-                    duration=timedelta(seconds=r["duration_s"]),
-                    reason=r["reason"],
-                    state=RequestState(r["state"]),
-                    approvals_needed=r["approvals_needed"],
-                    approver_patterns=tuple(json.loads(r["approver_patterns"])),
-                    rule=r["rule"],
-                    created_at=parse_time(r["created_at"]),
-                    lapses_at=parse_time(r["lapses_at"]),
-                    break_glass=bool(r["break_glass"]),
-                    approvals=tuple(approvals.get(r["id"], ())),
-                    decided_at=_dt(r["decided_at"]),
-                    starts_at=_dt(r["starts_at"]),
-                    ends_at=_dt(r["ends_at"]),
-                    ended_at=_dt(r["ended_at"]),
-                    ended_by=r["ended_by"],
-                    note=r["note"],
-                )
-            )
-        return out
+        return [request_from_row(row, approvals.get(row[0], ())) for row in rows]
 
     def insert_request(self, request: AccessRequest) -> None:
         values = {
@@ -623,12 +487,12 @@ class _PostgresTx:
             "approver_patterns": json.dumps(list(request.approver_patterns)),
             "rule": request.rule,
             "break_glass": int(request.break_glass),
-            "created_at": _t(request.created_at),
-            "lapses_at": _t(request.lapses_at),
-            "decided_at": _t(request.decided_at),
-            "starts_at": _t(request.starts_at),
-            "ends_at": _t(request.ends_at),
-            "ended_at": _t(request.ended_at),
+            "created_at": time_text(request.created_at),
+            "lapses_at": time_text(request.lapses_at),
+            "decided_at": time_text(request.decided_at),
+            "starts_at": time_text(request.starts_at),
+            "ends_at": time_text(request.ends_at),
+            "ended_at": time_text(request.ended_at),
             "ended_by": request.ended_by,
             "note": request.note,
         }
@@ -657,10 +521,10 @@ class _PostgresTx:
         cols = []
         args: list[Any] = []
         for col, value in changes.items():
-            if col not in _REQUEST_COLUMNS or col in ("id", "requester_id", "requester"):
+            if col not in REQUEST_COLUMNS or col in ("id", "requester_id", "requester"):
                 raise ValueError(f"cannot update column {col}")
             cols.append(f"{col} = %s")
-            if col in _TIME_COLUMNS and isinstance(value, datetime):
+            if col in TIME_COLUMNS and isinstance(value, datetime):
                 value = rfc3339(value)
             elif isinstance(value, RequestState):
                 value = value.value
@@ -710,7 +574,7 @@ class _PostgresTx:
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         row = self._one(_SELECT_SESSIONS + " WHERE id = %s", (session_id,))
-        return None if row is None else _session(row)
+        return None if row is None else session_from_row(row)
 
     def list_sessions(
         self, *, user: str | None = None, target: str | None = None, since: datetime | None = None
@@ -725,20 +589,21 @@ class _PostgresTx:
             where.append("started_at >= %s")
             args.append(rfc3339(since))
         query = _SELECT_SESSIONS + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started_at, id"
-        return [_session(r) for r in self._all(query, args)]
+        return [session_from_row(r) for r in self._all(query, args)]
 
     def unended_sessions(self) -> list[SessionRecord]:
-        return [_session(r) for r in self._all(_SELECT_SESSIONS + " WHERE ended_at IS NULL ORDER BY started_at, id")]
+        rows = self._all(_SELECT_SESSIONS + " WHERE ended_at IS NULL ORDER BY started_at, id")
+        return [session_from_row(r) for r in rows]
 
     def count_sessions(self, q: SessionQuery) -> int:
-        where, args = _session_where(q)
+        where, args = session_where(q, param="%s", like="ILIKE", user='"user"')
         row = self._one("SELECT count(*) FROM sessions s" + where, args)  # noqa: S608 - fixed clauses
         return int(row[0]) if row else 0
 
     def page_sessions(self, q: SessionQuery, offset: int, limit: int) -> list[SessionRow]:
         if offset < 0 or limit < 0:
             raise ValueError(f"page_sessions: offset {offset} and limit {limit} must not be negative")
-        where, args = _session_where(q)
+        where, args = session_where(q, param="%s", like="ILIKE", user='"user"')
         descending = q.descending
         flipped = False
         if offset > _FLIP_AFTER:
@@ -758,7 +623,7 @@ class _PostgresTx:
         rows = self._all(query, [*args, limit, offset])
         if flipped:
             rows.reverse()
-        return [SessionRow(_session(row[:-1]), row[-1]) for row in rows]
+        return [SessionRow(session_from_row(row[:-1]), row[-1]) for row in rows]
 
     # --- object storage -------------------------------------------------------------------
 
@@ -775,7 +640,7 @@ class _PostgresTx:
         rows = self._all(
             _SELECT_SESSIONS + " WHERE upload = 'pending' ORDER BY started_at, id LIMIT %s", (max(0, limit),)
         )
-        return [_session(r) for r in rows]
+        return [session_from_row(r) for r in rows]
 
     def live_sessions(self, user: str | None = None) -> int:
         if user is None:
@@ -801,7 +666,7 @@ class _PostgresTx:
                 flag.text,
             ),
         )
-        rank = _SEVERITY_RANK
+        rank = SEVERITY_RANK
         self._x(
             "UPDATE sessions SET flags = flags + 1, flag_severity = CASE WHEN "  # noqa: S608 - fixed text
             + rank.format("%s::text")
@@ -827,7 +692,7 @@ class _PostgresTx:
         if limit is not None:
             query += " LIMIT %s"
             args.append(max(0, limit))
-        return [_flag(r) for r in self._all(query, args)]
+        return [flag_from_row(r) for r in self._all(query, args)]
 
     def insert_hold(self, hold: Hold) -> None:
         cur = self._x(
@@ -846,7 +711,7 @@ class _PostgresTx:
                 hold.state.value,
                 rfc3339(hold.created_at),
                 rfc3339(hold.expires_at),
-                _t(hold.decided_at),
+                time_text(hold.decided_at),
                 hold.decided_by,
                 hold.note,
             ),
@@ -856,7 +721,7 @@ class _PostgresTx:
 
     def get_hold(self, hold_id: str) -> Hold | None:
         row = self._one(_SELECT_HOLDS + " WHERE id = %s", (hold_id,))
-        return None if row is None else _hold(row)
+        return None if row is None else hold_from_row(row)
 
     def list_holds(self, states: tuple[HoldState, ...] | None = None) -> list[Hold]:
         if states is not None:
@@ -865,7 +730,7 @@ class _PostgresTx:
             )
         else:
             rows = self._all(_SELECT_HOLDS + " ORDER BY created_at, id")
-        return [_hold(r) for r in rows]
+        return [hold_from_row(r) for r in rows]
 
     def decide_hold(self, hold_id: str, state: HoldState, by: str, at: datetime, note: str = "") -> bool:
         cur = self._x(
@@ -899,7 +764,7 @@ class _PostgresTx:
         args: list[Any] = [before if before is not None else 2**62]
         if event_prefix:
             where.append("event ILIKE %s ESCAPE '\\'")  # SQLite's LIKE: ASCII case folded
-            args.append(_like(event_prefix)[1:])  # anchored at the start: a prefix
+            args.append(like_pattern(event_prefix)[1:])  # anchored at the start: a prefix
         if since is not None:
             where.append('"time" >= %s')
             args.append(rfc3339(since))

@@ -12,14 +12,30 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..clock import parse_time, rfc3339
+from ..clock import rfc3339
 from ..exceptions import Conflict, DataDirError
-from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User, UserKey
-from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort, SessionState
+from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
+from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort
+from .rows import (
+    HOLD_COLUMNS,
+    REQUEST_COLUMNS,
+    SESSION_COLUMNS,
+    SEVERITY_RANK,
+    TIME_COLUMNS,
+    flag_from_row,
+    hold_from_row,
+    like_pattern,
+    request_from_row,
+    session_from_row,
+    session_where,
+    target_from_row,
+    time_text,
+    user_from_row,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -182,79 +198,14 @@ CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at 
 CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq);
 """ + ";\n".join((*MIGRATIONS[4][2:], MIGRATIONS[5][3]))  # schema 5's tables, schema 6's index
 
-_REQUEST_COLUMNS = (
-    "id requester_id requester target login duration_s reason state approvals_needed approver_patterns "
-    "rule break_glass created_at lapses_at decided_at starts_at ends_at ended_at ended_by note"
-).split()
-_SELECT_REQUESTS = f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests"  # noqa: S608 - fixed column names
-_TIME_COLUMNS = {"created_at", "lapses_at", "decided_at", "starts_at", "ends_at", "ended_at"}
+_SELECT_REQUESTS = f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests"  # noqa: S608 - fixed column names
 
 
-_SELECT_SESSIONS = (
-    "SELECT id, user, target, login, grant_id, command, client, path, started_at, ended_at, exit_status, "
-    "end_reason, head, owner, flags, flag_severity, upload, object_key, sha256 FROM sessions"
-)
+_SELECT_SESSIONS = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"  # noqa: S608 - fixed column names
 
 
-def _session(row: tuple[Any, ...]) -> SessionRecord:
-    (sid, user, target, login, grant_id, command, client, path, started, ended, status, reason, head, owner) = row[:14]
-    flags, fsev, upload, object_key, sha256 = row[14:19]
-    return SessionRecord(
-        id=sid,
-        user=user,
-        target=target,
-        login=login,
-        grant_id=grant_id,
-        command=command,
-        client=client,
-        path=path,
-        started_at=parse_time(started),
-        ended_at=_dt(ended),
-        exit_status=status,
-        end_reason=reason,
-        head=head,
-        owner=owner,
-        flags=flags,
-        flag_severity=fsev,
-        upload=upload,
-        object_key=object_key,
-        sha256=sha256,
-    )
-
-
-_HOLD_COLUMNS = (
-    "id session_id grant_id user target login rule severity command state created_at expires_at "
-    "decided_at decided_by note"
-).split()
-_INSERT_HOLD = f"INSERT INTO holds({', '.join(_HOLD_COLUMNS)}) VALUES ({', '.join('?' * len(_HOLD_COLUMNS))})"  # noqa: S608
-_SELECT_HOLDS = "SELECT " + ", ".join(_HOLD_COLUMNS) + " FROM holds"  # noqa: S608 - fixed names
-_SEVERITY_RANK = "CASE {} WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END"
-
-
-def _hold(row: tuple[Any, ...]) -> Hold:
-    values = dict(zip(_HOLD_COLUMNS, row, strict=True))
-    return Hold(
-        id=values["id"],
-        session_id=values["session_id"],
-        grant_id=values["grant_id"],
-        user=values["user"],
-        target=values["target"],
-        login=values["login"],
-        rule=values["rule"],
-        severity=values["severity"],
-        command=values["command"],
-        state=HoldState(values["state"]),
-        created_at=parse_time(values["created_at"]),
-        expires_at=parse_time(values["expires_at"]),
-        decided_at=_dt(values["decided_at"]),
-        decided_by=values["decided_by"],
-        note=values["note"],
-    )
-
-
-def _flag(row: tuple[Any, ...]) -> Flag:
-    sid, at, t_us, rule, severity, trigger, actions, text = row
-    return Flag(sid, parse_time(at), t_us, rule, severity, trigger, actions, text)
+_INSERT_HOLD = f"INSERT INTO holds({', '.join(HOLD_COLUMNS)}) VALUES ({', '.join('?' * len(HOLD_COLUMNS))})"  # noqa: S608
+_SELECT_HOLDS = "SELECT " + ", ".join(HOLD_COLUMNS) + " FROM holds"  # noqa: S608 - fixed names
 
 
 # Sort keys of page_sessions. Fixed expressions only: never text from the query.
@@ -277,43 +228,6 @@ _SORT_KEYS: dict[SessionSort, str] = {
 }
 _FLIP_AFTER = 2000
 """page_sessions reads pages past this offset from the other end if that end is nearer."""
-_TEXT_COLUMNS = ("s.id", "s.user", "s.target", "s.login", "s.command", "s.grant_id")
-
-
-def _like(text: str) -> str:
-    """``text`` as a LIKE pattern matching it literally anywhere (``ESCAPE '\\'``)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _session_where(q: SessionQuery) -> tuple[str, list[str]]:
-    """The WHERE clause of ``q`` over ``sessions s`` (with its leading keyword, or empty) and its
-    arguments."""
-    where: list[str] = []
-    args: list[str] = []
-    if q.flagged:
-        where.append("s.flags > 0")
-    if q.state is SessionState.LIVE:
-        where.append("s.ended_at IS NULL")
-    elif q.state is SessionState.ENDED:
-        where.append("s.ended_at IS NOT NULL")
-    text = q.text.strip()
-    if text:
-        pattern = _like(text)
-        # The reason through a subquery, matched once per request rather than joined per session.
-        columns = " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in _TEXT_COLUMNS)
-        reason = "s.grant_id IN (SELECT id FROM requests WHERE reason LIKE ? ESCAPE '\\')"
-        where.append(f"({columns} OR {reason})")
-        args.extend([pattern] * (len(_TEXT_COLUMNS) + 1))
-    return (" WHERE " + " AND ".join(where) if where else ""), args
-
-
-def _t(dt: datetime | None) -> str | None:
-    return None if dt is None else rfc3339(dt)
-
-
-def _dt(text: str | None) -> datetime | None:
-    return None if text is None else parse_time(text)
 
 
 class SqliteStore:
@@ -388,20 +302,10 @@ class _SqliteTx:
     def _user(self, row: sqlite3.Row | tuple[Any, ...] | None) -> User | None:
         if row is None:
             return None
-        uid, name, roles, created = row
-        keys = tuple(
-            UserKey(fingerprint=f, key=k, comment=c, added_at=parse_time(a))
-            for f, k, c, a in self._db.execute(
-                "SELECT fingerprint, key, comment, added_at FROM user_keys WHERE user_id = ? ORDER BY added_at", (uid,)
-            )
+        keys = self._db.execute(
+            "SELECT fingerprint, key, comment, added_at FROM user_keys WHERE user_id = ? ORDER BY added_at", (row[0],)
         )
-        return User(
-            id=uid,
-            name=name,
-            roles=frozenset(Role(r) for r in json.loads(roles)),
-            keys=keys,
-            created_at=parse_time(created),
-        )
+        return user_from_row(row, keys)
 
     def add_user(self, name: str, roles: frozenset[Role], at: datetime) -> User:
         try:
@@ -485,23 +389,8 @@ class _SqliteTx:
         except sqlite3.IntegrityError:
             raise Conflict(f"target {target.name} already exists") from None
 
-    @staticmethod
-    def _target(row: tuple[Any, ...] | None) -> Target | None:
-        if row is None:
-            return None
-        name, host, port, logins, host_key, labels, client_key = row
-        return Target(
-            name=name,
-            host=host,
-            port=port,
-            logins=tuple(json.loads(logins)),
-            host_key=host_key,
-            labels=frozenset(json.loads(labels)),
-            client_key=client_key,
-        )
-
     def get_target(self, name: str) -> Target | None:
-        return self._target(
+        return target_from_row(
             self._db.execute(
                 "SELECT name, host, port, logins, host_key, labels, client_key FROM targets WHERE name = ?", (name,)
             ).fetchone()
@@ -511,7 +400,7 @@ class _SqliteTx:
         rows = self._db.execute(
             "SELECT name, host, port, logins, host_key, labels, client_key FROM targets ORDER BY name"
         )
-        return [t for t in (self._target(r) for r in rows) if t is not None]
+        return [t for t in (target_from_row(r) for r in rows) if t is not None]
 
     def remove_target(self, name: str) -> bool:
         return self._db.execute("DELETE FROM targets WHERE name = ?", (name,)).rowcount > 0
@@ -521,36 +410,10 @@ class _SqliteTx:
     def _request(self, row: tuple[Any, ...] | None) -> AccessRequest | None:
         if row is None:
             return None
-        r = dict(zip(_REQUEST_COLUMNS, row, strict=True))
-        approvals = tuple(
-            a
-            for (a,) in self._db.execute(
-                "SELECT approver FROM approvals WHERE request_id = ? ORDER BY at, approver", (r["id"],)
-            )
+        approvals = self._db.execute(
+            "SELECT approver FROM approvals WHERE request_id = ? ORDER BY at, approver", (row[0],)
         )
-        return AccessRequest(
-            id=r["id"],
-            requester=r["requester"],
-            requester_id=r["requester_id"],
-            target=r["target"],
-            login=r["login"],
-            duration=timedelta(seconds=r["duration_s"]),
-            reason=r["reason"],
-            state=RequestState(r["state"]),
-            approvals_needed=r["approvals_needed"],
-            approver_patterns=tuple(json.loads(r["approver_patterns"])),
-            rule=r["rule"],
-            created_at=parse_time(r["created_at"]),
-            lapses_at=parse_time(r["lapses_at"]),
-            break_glass=bool(r["break_glass"]),
-            approvals=approvals,
-            decided_at=_dt(r["decided_at"]),
-            starts_at=_dt(r["starts_at"]),
-            ends_at=_dt(r["ends_at"]),
-            ended_at=_dt(r["ended_at"]),
-            ended_by=r["ended_by"],
-            note=r["note"],
-        )
+        return request_from_row(row, (a for (a,) in approvals))
 
     def insert_request(self, request: AccessRequest) -> None:
         values = {
@@ -566,12 +429,12 @@ class _SqliteTx:
             "approver_patterns": json.dumps(list(request.approver_patterns)),
             "rule": request.rule,
             "break_glass": int(request.break_glass),
-            "created_at": _t(request.created_at),
-            "lapses_at": _t(request.lapses_at),
-            "decided_at": _t(request.decided_at),
-            "starts_at": _t(request.starts_at),
-            "ends_at": _t(request.ends_at),
-            "ended_at": _t(request.ended_at),
+            "created_at": time_text(request.created_at),
+            "lapses_at": time_text(request.lapses_at),
+            "decided_at": time_text(request.decided_at),
+            "starts_at": time_text(request.starts_at),
+            "ends_at": time_text(request.ends_at),
+            "ended_at": time_text(request.ended_at),
             "ended_by": request.ended_by,
             "note": request.note,
         }
@@ -599,10 +462,10 @@ class _SqliteTx:
         cols = []
         args: list[Any] = []
         for col, value in changes.items():
-            if col not in _REQUEST_COLUMNS or col in ("id", "requester_id", "requester"):
+            if col not in REQUEST_COLUMNS or col in ("id", "requester_id", "requester"):
                 raise ValueError(f"cannot update column {col}")
             cols.append(f"{col} = ?")
-            if col in _TIME_COLUMNS and isinstance(value, datetime):
+            if col in TIME_COLUMNS and isinstance(value, datetime):
                 value = rfc3339(value)
             elif isinstance(value, RequestState):
                 value = value.value
@@ -649,7 +512,7 @@ class _SqliteTx:
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         row = self._db.execute(_SELECT_SESSIONS + " WHERE id = ?", (session_id,)).fetchone()
-        return None if row is None else _session(row)
+        return None if row is None else session_from_row(row)
 
     def set_upload(
         self, session_id: str, state: str | None, *, object_key: str | None = None, sha256: str | None = None
@@ -664,7 +527,7 @@ class _SqliteTx:
         rows = self._db.execute(
             _SELECT_SESSIONS + " WHERE upload = 'pending' ORDER BY started_at, id LIMIT ?", (max(0, limit),)
         )
-        return [_session(r) for r in rows]
+        return [session_from_row(r) for r in rows]
 
     def live_sessions(self, user: str | None = None) -> int:
         if user is None:
@@ -692,7 +555,7 @@ class _SqliteTx:
                 flag.text,
             ),
         )
-        rank = _SEVERITY_RANK
+        rank = SEVERITY_RANK
         self._db.execute(
             "UPDATE sessions SET flags = flags + 1, flag_severity = CASE WHEN "  # noqa: S608 - fixed text
             + rank.format("?")
@@ -718,7 +581,7 @@ class _SqliteTx:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(max(0, limit))
-        return [_flag(r) for r in self._db.execute(sql, args)]
+        return [flag_from_row(r) for r in self._db.execute(sql, args)]
 
     def insert_hold(self, hold: Hold) -> None:
         try:
@@ -737,7 +600,7 @@ class _SqliteTx:
                     hold.state.value,
                     rfc3339(hold.created_at),
                     rfc3339(hold.expires_at),
-                    _t(hold.decided_at),
+                    time_text(hold.decided_at),
                     hold.decided_by,
                     hold.note,
                 ),
@@ -747,7 +610,7 @@ class _SqliteTx:
 
     def get_hold(self, hold_id: str) -> Hold | None:
         row = self._db.execute(_SELECT_HOLDS + " WHERE id = ?", (hold_id,)).fetchone()
-        return None if row is None else _hold(row)
+        return None if row is None else hold_from_row(row)
 
     def list_holds(self, states: tuple[HoldState, ...] | None = None) -> list[Hold]:
         sql = _SELECT_HOLDS
@@ -755,7 +618,7 @@ class _SqliteTx:
         if states is not None:
             sql += " WHERE state IN (" + ", ".join("?" * len(states)) + ")"
             args = [st.value for st in states]
-        return [_hold(r) for r in self._db.execute(sql + " ORDER BY created_at, id", args)]
+        return [hold_from_row(r) for r in self._db.execute(sql + " ORDER BY created_at, id", args)]
 
     def decide_hold(self, hold_id: str, state: HoldState, by: str, at: datetime, note: str = "") -> bool:
         cur = self._db.execute(
@@ -777,20 +640,21 @@ class _SqliteTx:
             where.append("started_at >= ?")
             args.append(rfc3339(since))
         sql = _SELECT_SESSIONS + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started_at, id"
-        return [_session(r) for r in self._db.execute(sql, args)]
+        return [session_from_row(r) for r in self._db.execute(sql, args)]
 
     def unended_sessions(self) -> list[SessionRecord]:
-        return [_session(r) for r in self._db.execute(_SELECT_SESSIONS + " WHERE ended_at IS NULL ORDER BY started_at")]
+        rows = self._db.execute(_SELECT_SESSIONS + " WHERE ended_at IS NULL ORDER BY started_at")
+        return [session_from_row(r) for r in rows]
 
     def count_sessions(self, q: SessionQuery) -> int:
-        where, args = _session_where(q)
+        where, args = session_where(q, param="?", like="LIKE", user="user")
         sql = "SELECT count(*) FROM sessions s" + where  # noqa: S608 - fixed clauses, values bound
         return int(self._db.execute(sql, args).fetchone()[0])
 
     def page_sessions(self, q: SessionQuery, offset: int, limit: int) -> list[SessionRow]:
         if offset < 0 or limit < 0:
             raise ValueError(f"page_sessions: offset {offset} and limit {limit} must not be negative")
-        where, args = _session_where(q)
+        where, args = session_where(q, param="?", like="LIKE", user="user")
         descending = q.descending
         flipped = False
         if offset > _FLIP_AFTER:
@@ -812,7 +676,7 @@ class _SqliteTx:
         rows = self._db.execute(sql, [*args, limit, offset]).fetchall()
         if flipped:
             rows.reverse()
-        return [SessionRow(_session(row[:-1]), row[-1]) for row in rows]
+        return [SessionRow(session_from_row(row[:-1]), row[-1]) for row in rows]
 
     # --- audit ----------------------------------------------------------------------------
 
@@ -830,7 +694,7 @@ class _SqliteTx:
         args: list[Any] = [before if before is not None else 2**62]
         if event_prefix:
             where.append("event LIKE ? ESCAPE '\\'")
-            args.append(_like(event_prefix)[1:])  # anchored at the start: a prefix
+            args.append(like_pattern(event_prefix)[1:])  # anchored at the start: a prefix
         if since is not None:
             where.append("time >= ?")
             args.append(rfc3339(since))
