@@ -314,8 +314,8 @@ def test_flags_count_on_their_session_keep_the_highest_severity_and_list_in_orde
     with store.transaction(write=False) as tx:
         s1, s2 = tx.get_session("s1"), tx.get_session("s2")
         assert (s1.flags, s1.flag_severity) == (3, "high")
-        # info ranks with "none yet" in the severity order, so it never becomes the session's highest
-        assert (s2.flags, s2.flag_severity) == (1, None)
+        # info ranks above "none yet": a session whose only match is info says so
+        assert (s2.flags, s2.flag_severity) == (1, "info")
         flags = tx.list_flags()
         assert [f.rule for f in flags] == ["r0", "r1", "r2", "r9"]
         assert flags[3] == Flag("s2", T0 + timedelta(seconds=9), 2**40, "r9", "info", "output", "flag,notify", "x")

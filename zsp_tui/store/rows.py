@@ -50,8 +50,12 @@ HOLD_COLUMNS = (
     "id session_id grant_id user target login rule severity command state created_at expires_at "
     "decided_at decided_by note"
 ).split()
-SEVERITY_RANK = "CASE {} WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END"
-"""A rule severity's rank in SQL (``{}``: the expression ranked); unknown or NULL ranks 0."""
+SEVERITY_RANK = (
+    "CASE {} WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 "
+    "WHEN 'info' THEN 0 ELSE -1 END"
+)
+"""A rule severity's rank in SQL (``{}``: the expression ranked); NULL (no match yet) ranks below
+``info``, so a session whose only matches are ``info`` says so."""
 
 
 def time_text(dt: datetime | None) -> str | None:
