@@ -3,12 +3,15 @@ workers): a malicious bucket, a careless operator, real servers and real clients
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
+from tests.objstore_helpers import Deployment, deployment, record_session
+from tests.servers import S3Server, free_port
 from tests.test_store_postgres import zsp_at
+from zsp_tui.objstore import Uploader
 
 # --- the store's password -----------------------------------------------------------------------
 
@@ -55,3 +58,47 @@ def test_a_query_parameter_password_is_scrubbed_from_the_drivers_own_error_text(
     with pytest.raises(Exception) as other:
         PostgresSearchIndex(url)
     assert SECRET not in str(other.value) and SECRET not in repr(other.value)
+
+
+# --- a malicious or compromised bucket ----------------------------------------------------------
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    for k in ("ZSP_STORAGE_URL", "ZSP_S3_ENDPOINT", "ZSP_DATABASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    return s3_server
+
+
+@pytest.fixture
+def dep(tmp_path: Path, s3_env: S3Server, s3_bucket: str) -> Deployment:
+    return deployment(tmp_path / "data", s3_env, s3_bucket)
+
+
+def _upload(dep: Deployment) -> None:
+    Uploader(dep.data, service=dep.svc).run_once()
+
+
+def test_a_recording_overwritten_in_a_locked_bucket_is_read_from_its_locked_version(
+    tmp_path: Path, s3_env: S3Server
+) -> None:
+    """Object Lock keeps the uploaded version however the key is overwritten (the bastion's own
+    credentials may PUT): the evidence must stay readable through zsp, from the version whose
+    sha256 the store recorded, not be refused because a newer version sits on top of it."""
+    bucket = "lock-" + uuid.uuid4().hex[:16]
+    s3_env.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    dep = deployment(tmp_path / "data", s3_env, bucket, retention_days=1)
+    sid, other = record_session(dep), record_session(dep, text="another session")
+    _upload(dep)
+    client = s3_env.client()
+    good = client.get_object(Bucket=bucket, Key=f"rec/{sid}.zsprec")["Body"].read()
+    # Overwritten twice: with another VALID recording, then with garbage.
+    client.put_object(Bucket=bucket, Key=f"rec/{sid}.zsprec", Body=client.get_object(
+        Bucket=bucket, Key=f"rec/{other}.zsprec")["Body"].read())
+    client.put_object(Bucket=bucket, Key=f"rec/{sid}.zsprec", Body=b"\0" * 4096)
+    path = dep.data.recording_path(dep.row(sid))
+    assert path.read_bytes() == good
+    got = zsp_at(dep.data.root, "verify", sid, env=dep.env())
+    assert got.returncode == 0 and "VALID" in got.stdout, got.stderr

@@ -81,6 +81,15 @@ def materialize(d: DataDir, record: SessionRecord, storage: S3Storage | None = N
     try:
         try:
             got, _ = storage.download(record.object_key, fd)
+            if got != want:
+                # Overwritten in the bucket. With Object Lock (or versioning) the version uploaded
+                # is still there under the newer one: that one, by its hash, and only that one.
+                for version in storage.older_versions(record.object_key):
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.ftruncate(fd, 0)
+                    got, _ = storage.download(record.object_key, fd, version)
+                    if got == want:
+                        break
             os.fsync(fd)
         finally:
             os.close(fd)
