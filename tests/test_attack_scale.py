@@ -3,6 +3,7 @@ workers): a malicious bucket, a careless operator, real servers and real clients
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from tests.objstore_helpers import Deployment, deployment, record_session
 from tests.servers import S3Server, free_port
 from tests.test_store_postgres import zsp_at
-from zsp_tui.objstore import Uploader
+from zsp_tui.objstore import RecordingUnavailable, Uploader, cache_path
 
 # --- the store's password -----------------------------------------------------------------------
 
@@ -102,3 +103,24 @@ def test_a_recording_overwritten_in_a_locked_bucket_is_read_from_its_locked_vers
     assert path.read_bytes() == good
     got = zsp_at(dep.data.root, "verify", sid, env=dep.env())
     assert got.returncode == 0 and "VALID" in got.stdout, got.stderr
+
+
+def test_an_oversized_object_is_not_downloaded_past_the_disk_the_bastion_needs(dep: Deployment) -> None:
+    """A bucket that serves a huge object under a recording's key (it claims any Content-Length
+    it likes) must not fill the data dir's disk on the way to the hash check: the bastion on that
+    disk would refuse sessions and fail the recordings in progress. The download stops at the
+    bastion's ``min_free_bytes`` reserve and leaves nothing behind."""
+    import shutil
+
+    sid = record_session(dep)
+    _upload(dep)
+    free = shutil.disk_usage(dep.data.root).free
+    text = dep.data.config_path.read_text()
+    assert "\n[bastion]\n" in text
+    reserve = free - 24 * 1024 * 1024  # 24 MiB to spare
+    dep.data.config_path.write_text(text.replace("\n[bastion]\n", f"\n[bastion]\nmin_free_bytes = {reserve}\n", 1))
+    big = os.urandom(1024 * 1024) * 160  # 160 MiB
+    dep.server.client().put_object(Bucket=dep.bucket, Key=f"rec/{sid}.zsprec", Body=big)
+    with pytest.raises(RecordingUnavailable, match=r"larger than the \d+ bytes the local disk can spare"):
+        dep.data.recording_path(dep.row(sid))
+    assert not [p for p in cache_path(dep.data, sid).parent.iterdir()]  # no partial download left

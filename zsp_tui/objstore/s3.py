@@ -245,12 +245,24 @@ class S3Storage:
         size = self.read_object(object_url, h.update)
         return h.hexdigest(), size
 
-    def download(self, object_url: str, fd: int, version_id: str | None = None) -> tuple[str, int]:
+    def download(
+        self, object_url: str, fd: int, version_id: str | None = None, max_bytes: int | None = None
+    ) -> tuple[str, int]:
         """Write the object (``version_id``: that version of it) to the open file ``fd``; its
-        (hex sha256, size) as read."""
+        (hex sha256, size) as read. ``max_bytes``: ObjectStoreError as soon as the object is found
+        to be larger (whatever size the bucket claims for it), before more is written."""
         h = hashlib.sha256()
+        written = 0
 
         def sink(block: bytes) -> None:
+            nonlocal written
+            written += len(block)
+            if max_bytes is not None and written > max_bytes:
+                raise ObjectStoreError(
+                    where=object_url,
+                    reason=f"the object is larger than the {max_bytes} bytes the local disk can spare for it; "
+                    "refusing to fill the disk with it",
+                )
             h.update(block)
             view = memoryview(block)
             while view:
