@@ -3,14 +3,21 @@ workers): a malicious bucket, a careless operator, real servers and real clients
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
+import asyncssh
 import pytest
 
+from tests.bastion_env import make_env
 from tests.objstore_helpers import Deployment, deployment, record_session
-from tests.servers import S3Server, free_port
+from tests.servers import PostgresCluster, S3Server, free_port
 from tests.test_store_postgres import zsp_at
 from zsp_tui.objstore import RecordingUnavailable, Uploader, cache_path
 
@@ -124,3 +131,126 @@ def test_an_oversized_object_is_not_downloaded_past_the_disk_the_bastion_needs(d
     with pytest.raises(RecordingUnavailable, match=r"larger than the \d+ bytes the local disk can spare"):
         dep.data.recording_path(dep.row(sid))
     assert not [p for p in cache_path(dep.data, sid).parent.iterdir()]  # no partial download left
+
+
+# --- a database that hangs instead of refusing -----------------------------------------------------
+
+
+def _cluster_pids(cluster: PostgresCluster) -> list[int]:
+    """The postmaster and every backend of ``cluster``."""
+    master = int((cluster.root / "data" / "postmaster.pid").read_text().split()[0])
+    kids = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True, check=False).stdout.split()
+    return [master, *map(int, kids)]
+
+
+async def test_a_frozen_database_refuses_new_sessions_and_ends_live_ones_after_the_grace(
+    tmp_path: Path, postgres_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database stops answering without closing anything (SIGSTOP: a hung host, a network
+    partition): a new session must not start on grants nobody can check, and a live one must end
+    after the grace plus at most one check's deadline, not hang on with revocations unseen."""
+    monkeypatch.setenv("ZSP_DATABASE_URL", postgres_cluster.database())
+    env = make_env(tmp_path / "a")
+    env.configure("[bastion]\nstore_grace = 3\n")
+    env.start()
+    frozen: list[int] = []
+    try:
+        env.grant()
+        conn = await asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice"))
+        proc = await conn.create_process("echo up; sleep 120")
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == "up\n"
+        frozen = _cluster_pids(postgres_cluster)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+
+        async def ended() -> float:
+            await proc.wait_closed()
+            return time.monotonic() - t0
+
+        live = asyncio.create_task(ended())
+        refused = await asyncio.to_thread(env.ssh, "alice", "local", "echo should-not-run", timeout=60)
+        took = time.monotonic() - t0
+        assert "should-not-run" not in refused.stdout and refused.returncode != 0
+        lasted = await asyncio.wait_for(live, 40)
+        print(f"frozen database -> live session ended after {lasted:.2f} s (store_grace = 3); "
+              f"a new one refused after {took:.2f} s: {refused.stderr.strip()[-200:]}")
+        assert lasted < 3 + 5 + 2, lasted
+        conn.close()
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        env.stop()
+    assert "Traceback" not in "".join(env.output)
+
+
+# --- text PostgreSQL cannot store --------------------------------------------------------------------
+
+
+async def test_a_nul_byte_in_a_command_is_refused_as_such_not_as_a_database_outage(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL text cannot hold NUL. A grant holder sending ``echo a\\0b`` (or a control
+    command with a NUL in its reason) was told the bastion cannot reach its database, and the
+    bastion's operator was told the store fails and new sessions are refused: a false outage alarm
+    anyone with a key can raise at will. The request is refused for what it is, and the store is
+    not blamed."""
+    monkeypatch.setenv("ZSP_DATABASE_URL", postgres_url)
+    env = make_env(tmp_path / "a")
+    env.configure("")
+    env.start()
+    try:
+        env.grant()
+        opts = env.asyncssh_options("alice")
+        async with asyncssh.connect("127.0.0.1", username="local", **opts) as conn:
+            r = await asyncio.wait_for(conn.run("echo a\x00b"), 20)
+            assert r.exit_status != 0 and "NUL" in str(r.stderr), r.stderr
+            assert "database" not in str(r.stderr)
+            ok = await asyncio.wait_for(conn.run("echo fine"), 20)
+            assert ok.stdout == "fine\n"
+        async with asyncssh.connect("127.0.0.1", username="zsp", **opts) as conn:
+            r = await asyncio.wait_for(conn.run("request local --for 5m --reason a\x00b"), 20)
+            assert r.exit_status != 0 and "database" not in str(r.stderr), r.stderr
+    finally:
+        env.stop()
+    out = "".join(env.output)
+    assert "the store fails" not in out and "Traceback" not in out, out
+
+
+# --- the uploader killed mid-multipart -----------------------------------------------------------
+
+
+def test_an_uploader_killed_mid_multipart_leaves_the_recording_pending_and_the_next_pass_completes(
+    dep: Deployment,
+) -> None:
+    """SIGKILL while parts are in flight: the row stays pending, the scratch file stays, and the
+    next pass uploads the whole recording, verified, under the same key."""
+    import sys
+
+    sid = record_session(dep, output_bytes=40 * 1024 * 1024)
+    scratch = Path(dep.row(sid).path)
+    script = (
+        "import sys; from pathlib import Path; from zsp_tui.datadir import DataDir\n"
+        "from zsp_tui.objstore import Uploader\n"
+        "print('go', flush=True); Uploader(DataDir(Path(sys.argv[1]))).run_once()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(dep.data.root)], env=dep.env(),
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "go\n"
+    client = dep.server.client()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not client.list_multipart_uploads(Bucket=dep.bucket).get("Uploads"):
+        time.sleep(0.02)
+    assert child.poll() is None, "the uploader finished before it could be killed mid-upload"
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    assert dep.row(sid).upload == "pending" and scratch.is_file()
+    done = Uploader(dep.data, service=dep.svc).run_once()
+    assert done.uploaded == (sid,), done
+    row = dep.row(sid)
+    assert row.upload == "uploaded" and not scratch.exists()
+    assert dep.data.recording_path(row).stat().st_size > 40 * 1024 * 1024
+    left = client.list_multipart_uploads(Bucket=dep.bucket).get("Uploads", [])
+    print(f"incomplete multipart uploads left in the bucket after the kill: {len(left)}")
