@@ -14,7 +14,15 @@ from .exceptions import ConfigError
 from .masking import MaskLimits
 from .sinks import JsonlSink, Sink, SyslogSink, WebhookSink
 
-__all__ = ["DEFAULT_CONFIG", "DEMO_CONFIG", "ObjectStorageSettings", "Settings", "load_settings", "redact_url"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEMO_CONFIG",
+    "ObjectStorageSettings",
+    "Settings",
+    "load_settings",
+    "redact_url",
+    "url_secrets",
+]
 
 DEFAULT_CONFIG = """\
 # zsp settings. Access rules are in policy.toml.
@@ -125,9 +133,45 @@ class ObjectStorageSettings:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+"""libpq URI query parameters whose value is a secret (``?password=`` works as ``user:password@``)."""
+
+
+def _secret_param(raw_key: str) -> bool:
+    from urllib.parse import unquote
+
+    return unquote(raw_key).strip().lower() in _SECRET_PARAMS  # libpq decodes the keyword too
+
+
 def redact_url(url: str) -> str:
-    """``url`` for people and logs: any password in it replaced by ``***``."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """``url`` for people and logs: any password in it (``user:PASSWORD@``, ``?password=``,
+    ``?sslpassword=``) replaced by ``***``."""
+    url = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url
+    params = []
+    for param in query.split("&"):
+        key, eq, _ = param.partition("=")
+        params.append(f"{key}=***" if eq and _secret_param(key) else param)
+    return base + mark + "&".join(params)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The secrets in a store URL (its password, ``?password=``/``?sslpassword=`` values) as
+    written and percent-decoded: text a driver's message may quote, to be scrubbed from it."""
+    from urllib.parse import unquote
+
+    found: list[str] = []
+    m = re.search(r"//[^/@:]*:([^/@]*)@", url)
+    if m:
+        found.append(m.group(1))
+    for param in url.partition("?")[2].split("&"):
+        key, eq, value = param.partition("=")
+        if eq and _secret_param(key):
+            found.append(value.partition("#")[0])
+    out = {v for raw in found for v in (raw, unquote(raw))}
+    return tuple(sorted((v for v in out if v), key=len, reverse=True))
 
 
 _S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/([A-Za-z0-9!_.*'()/-]{0,512}))?")

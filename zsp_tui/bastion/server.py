@@ -906,6 +906,10 @@ class Bastion:
             if process.channel.is_closing():
                 return  # the client closed the channel meanwhile: nothing to answer
             username = str(conn.get_extra_info("username"))  # the connection's: a channel's goes with it
+            if "\x00" in username or "\x00" in (process.command or ""):
+                # No target gets it intact (a C string ends there), and PostgreSQL text cannot hold
+                # it: refused for what it is, not taken for a database outage.
+                return self._refuse(process, "a NUL byte in the user name or command is not accepted")
             hint = self._hint(conn)
             if username == CONTROL_USER:
                 why = self.control.enter(user.name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ __all__ = ["CACHE_DIR", "cache_path", "materialize", "recording_location"]
 
 CACHE_DIR = Path("cache") / "recordings"
 UPLOADED = "uploaded"
+MIN_FREE_DEFAULT = 1 << 30
+"""``[bastion] min_free_bytes``'s default (bastion.Limits; not imported: it loads asyncssh)."""
 
 def cache_path(d: DataDir, session_id: str) -> Path:
     """Where the downloaded copy of ``session_id``'s recording is kept."""
@@ -76,11 +79,23 @@ def materialize(d: DataDir, record: SessionRecord, storage: S3Storage | None = N
             )
         storage = S3Storage(settings)
     cached.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # What the download may take of the disk: never so much that the bastion (same data dir)
+    # would refuse sessions or fail the recordings it is writing, whatever the bucket sends.
+    budget = _spare_bytes(d, cached.parent)
     tmp = cached.with_name(f".{record.id}.{os.getpid()}.{secrets.token_hex(4)}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         try:
-            got, _ = storage.download(record.object_key, fd)
+            got, _ = storage.download(record.object_key, fd, max_bytes=budget)
+            if got != want:
+                # Overwritten in the bucket. With Object Lock (or versioning) the version uploaded
+                # is still there under the newer one: that one, by its hash, and only that one.
+                for version in storage.older_versions(record.object_key):
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.ftruncate(fd, 0)
+                    got, _ = storage.download(record.object_key, fd, version, max_bytes=budget)
+                    if got == want:
+                        break
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -106,6 +121,20 @@ def materialize(d: DataDir, record: SessionRecord, storage: S3Storage | None = N
             tmp.unlink()
         raise
     return cached
+
+
+def _spare_bytes(d: DataDir, where: Path) -> int:
+    """Bytes a download into ``where`` may use: its file system's free space less the bastion's
+    ``min_free_bytes`` (what new sessions and the recordings in progress need)."""
+    try:
+        keep = int(d.settings().bastion.get("min_free_bytes", MIN_FREE_DEFAULT))
+    except Exception:  # noqa: BLE001 - unreadable settings: the default reserve
+        keep = MIN_FREE_DEFAULT
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return 0
+    return max(0, free - keep)
 
 
 def _digest(path: Path) -> str | None:

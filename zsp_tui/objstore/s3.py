@@ -245,26 +245,58 @@ class S3Storage:
         size = self.read_object(object_url, h.update)
         return h.hexdigest(), size
 
-    def download(self, object_url: str, fd: int) -> tuple[str, int]:
-        """Write the object to the open file ``fd``; its (hex sha256, size) as read."""
+    def download(
+        self, object_url: str, fd: int, version_id: str | None = None, max_bytes: int | None = None
+    ) -> tuple[str, int]:
+        """Write the object (``version_id``: that version of it) to the open file ``fd``; its
+        (hex sha256, size) as read. ``max_bytes``: ObjectStoreError as soon as the object is found
+        to be larger (whatever size the bucket claims for it), before more is written."""
         h = hashlib.sha256()
+        written = 0
 
         def sink(block: bytes) -> None:
+            nonlocal written
+            written += len(block)
+            if max_bytes is not None and written > max_bytes:
+                raise ObjectStoreError(
+                    where=object_url,
+                    reason=f"the object is larger than the {max_bytes} bytes the local disk can spare for it; "
+                    "refusing to fill the disk with it",
+                )
             h.update(block)
             view = memoryview(block)
             while view:
                 view = view[os.write(fd, view) :]
 
-        size = self.read_object(object_url, sink)
+        size = self.read_object(object_url, sink, version_id)
         return h.hexdigest(), size
 
-    def read_object(self, object_url: str, sink: Callable[[bytes], object]) -> int:
-        """Stream the object into ``sink`` 1 MiB at a time; its size. ObjectStoreError (reason
-        ``no such object`` for a missing one) if it cannot be read."""
+    def older_versions(self, object_url: str, limit: int = 16) -> tuple[str, ...]:
+        """Version ids of the object at ``object_url`` other than its current one, newest first
+        (at most ``limit``); empty if the bucket keeps no versions or cannot list them. With Object
+        Lock (or versioning) an overwritten recording is still there as one of these."""
+        bucket, key = parse_object_url(object_url)
+        try:
+            got = self._client.list_object_versions(Bucket=bucket, Prefix=key, MaxKeys=limit + 1)
+        except Exception:  # noqa: BLE001 - a store without versions: nothing older to offer
+            return ()
+        found = [
+            str(v["VersionId"])
+            for v in got.get("Versions", ())
+            if v.get("Key") == key and v.get("VersionId") not in (None, "null") and not v.get("IsLatest")
+        ]
+        return tuple(found[:limit])
+
+    def read_object(
+        self, object_url: str, sink: Callable[[bytes], object], version_id: str | None = None
+    ) -> int:
+        """Stream the object (``version_id``: that version) into ``sink`` 1 MiB at a time; its
+        size. ObjectStoreError (reason ``no such object`` for a missing one) if it cannot be read."""
         bucket, key = parse_object_url(object_url)
         size = 0
+        extra = {"VersionId": version_id} if version_id else {}
         try:
-            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
+            body = self._client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
             try:
                 while block := body.read(_READ_CHUNK):
                     try:

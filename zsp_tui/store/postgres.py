@@ -38,7 +38,7 @@ import psycopg_pool
 from psycopg import sql
 
 from ..clock import rfc3339
-from ..config import redact_url
+from ..config import redact_url, url_secrets
 from ..exceptions import Conflict, StoreError
 from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
 from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort
@@ -113,12 +113,14 @@ def _one_line(text: str) -> str:
 
 
 def _passwords(url: str) -> tuple[str, ...]:
-    """The password in ``url`` as written and decoded (a message may quote either)."""
+    """The password in ``url`` (``user:PASSWORD@`` or ``?password=``) as written and decoded (a
+    message may quote either), longest first."""
     try:
         raw = urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
     except ValueError:
-        return ()
-    return tuple(p for p in {raw, unquote(raw)} if p)
+        raw = ""
+    found = {p for p in {raw, unquote(raw)} if p} | set(url_secrets(url))
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def _scrub(text: str, passwords: tuple[str, ...]) -> str:
