@@ -108,8 +108,10 @@ def test_a_recording_overwritten_in_a_locked_bucket_is_read_from_its_locked_vers
     client.put_object(Bucket=bucket, Key=f"rec/{sid}.zsprec", Body=b"\0" * 4096)
     path = dep.data.recording_path(dep.row(sid))
     assert path.read_bytes() == good
+    cache_path(dep.data, sid).unlink()  # the CLI downloads it again, and says what it found
     got = zsp_at(dep.data.root, "verify", sid, env=dep.env())
     assert got.returncode == 0 and "VALID" in got.stdout, got.stderr
+    assert "was overwritten in the bucket" in got.stderr and "reading the version uploaded" in got.stderr
 
 
 def test_an_oversized_object_is_not_downloaded_past_the_disk_the_bastion_needs(dep: Deployment) -> None:

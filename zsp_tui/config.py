@@ -21,6 +21,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "redact_url",
+    "scrub_secrets",
     "url_secrets",
 ]
 
@@ -172,6 +173,13 @@ def url_secrets(url: str) -> tuple[str, ...]:
             found.append(value.partition("#")[0])
     out = {v for raw in found for v in (raw, unquote(raw))}
     return tuple(sorted((v for v in out if v), key=len, reverse=True))
+
+
+def scrub_secrets(text: str, url: str) -> str:
+    """``text`` (a driver's error message, say) with every secret of ``url`` replaced by ``***``."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 _S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/([A-Za-z0-9!_.*'()/-]{0,512}))?")

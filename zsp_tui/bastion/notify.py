@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from replay import printable
 
-from ..config import redact_url
+from ..config import redact_url, scrub_secrets
 
 __all__ = ["CHANNEL", "GrantNotices"]
 
@@ -66,7 +66,8 @@ class GrantNotices:
                 self.listening.clear()
                 if not warned:
                     warned = True
-                    why = printable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    why = printable(scrub_secrets(first, self.url))
                     print(
                         f"zsp: warning: not listening for grant changes on {redact_url(self.url)} ({why}); "
                         "polling only until it is back",

@@ -18,10 +18,11 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from replay import SUFFIX
+from replay import SUFFIX, printable
 
 from ._exceptions import ObjectStoreError, RecordingUnavailable
 from .s3 import S3Storage, sha256_file
@@ -90,11 +91,19 @@ def materialize(d: DataDir, record: SessionRecord, storage: S3Storage | None = N
             if got != want:
                 # Overwritten in the bucket. With Object Lock (or versioning) the version uploaded
                 # is still there under the newer one: that one, by its hash, and only that one.
+                newest = got
                 for version in storage.older_versions(record.object_key):
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.ftruncate(fd, 0)
                     got, _ = storage.download(record.object_key, fd, version, max_bytes=budget)
                     if got == want:
+                        # Readable, but someone wrote over evidence: said every time it is read.
+                        print(
+                            f"zsp: warning: {printable(record.object_key)} was overwritten in the bucket (its "
+                            f"newest version has sha256 {newest[:16]}...); reading the version uploaded "
+                            f"({printable(str(version))}), whose sha256 matches the store's",
+                            file=sys.stderr,
+                        )
                         break
             os.fsync(fd)
         finally:

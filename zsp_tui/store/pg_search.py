@@ -49,7 +49,7 @@ from replay import Hit, HitKind, IndexedSession, Query, Row, SearchIndexError, p
 # The layout and the checks SqliteSearchIndex uses (caps, chunks, row ids, spans): one definition.
 from replay._search import _OVERLAP, _ROW_BITS, MAX_LINE_CHARS, MAX_ROWS_PER_SESSION, Update, _spans, chunks
 
-from ..config import redact_url, url_secrets
+from ..config import redact_url, scrub_secrets
 
 if TYPE_CHECKING:
     import psycopg
@@ -251,9 +251,7 @@ class PostgresSearchIndex:
 
     def _error(self, exc: BaseException) -> SearchIndexError:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        for secret in url_secrets(self.url):
-            reason = reason.replace(secret, "***")
-        return SearchIndexError(path=self.path, reason=reason)
+        return SearchIndexError(path=self.path, reason=scrub_secrets(reason, self.url))
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
         if self._version(conn) == str(SCHEMA_VERSION):

@@ -30,7 +30,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 import psycopg.errors
@@ -38,7 +37,7 @@ import psycopg_pool
 from psycopg import sql
 
 from ..clock import rfc3339
-from ..config import redact_url, url_secrets
+from ..config import redact_url, scrub_secrets, url_secrets
 from ..exceptions import Conflict, StoreError
 from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
 from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort
@@ -112,17 +111,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _passwords(url: str) -> tuple[str, ...]:
-    """The password in ``url`` (``user:PASSWORD@`` or ``?password=``) as written and decoded (a
-    message may quote either), longest first."""
-    try:
-        raw = urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
-    except ValueError:
-        raw = ""
-    found = {p for p in {raw, unquote(raw)} if p} | set(url_secrets(url))
-    return tuple(sorted(found, key=len, reverse=True))
-
-
 def _scrub(text: str, passwords: tuple[str, ...]) -> str:
     for p in passwords:
         text = text.replace(p, "***")
@@ -162,7 +150,7 @@ class PostgresStore:
     def __init__(self, url: str, *, max_connections: int = _POOL_MAX) -> None:
         self.url = url
         self.where = redact_url(url)
-        self._passwords = _passwords(url)
+        self._passwords = url_secrets(url)
         self._kwargs: dict[str, Any] = {
             "autocommit": True,  # transactions are begun and ended here, explicitly
             "connect_timeout": _CONNECT_TIMEOUT,
@@ -870,7 +858,7 @@ def empty_problem(url: str) -> str | None:
                 if row and row[0]:
                     full.append(table)
     except psycopg.Error as exc:
-        raise StoreError(where=where, reason=_scrub(_one_line(str(exc)), _passwords(url))) from None
+        raise StoreError(where=where, reason=scrub_secrets(_one_line(str(exc)), url)) from None
     if full:
         return f"it is not empty (tables with rows: {', '.join(full)}); migrate needs an empty database"
     return None
