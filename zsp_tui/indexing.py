@@ -151,11 +151,16 @@ class Coverage:
 def coverage(d: DataDir, index: SearchIndex) -> Coverage:
     files, _ = recordings(d)
     known = index.sessions()
+    # An uploaded recording was indexed where it was recorded (a bastion's scratch, maybe another
+    # host's): an entry for its session id covers it, whatever the path.
+    sealed = {e.session_id for e in known.values() if e.outcome != "LIVE"}
     stale: list[Path] = []
     live: list[Path] = []
     cache = (d.root / CACHE_DIR).absolute()
     for path, is_live in files.items():
         entry = known.get(str(path))
+        if entry is None and path.parent == cache and path.name.removesuffix(SUFFIX) in sealed:
+            continue
         try:
             st = path.stat()
         except OSError:
