@@ -29,7 +29,19 @@ from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
 from .exceptions import AccessDenied, Conflict, InvalidState, LocalTargetOff, NotFound, UsageError, ZspError
 from .identity import InvalidName, canonical_name
-from .models import LOCAL_TARGET, AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
+from .models import (
+    LOCAL_TARGET,
+    AccessRequest,
+    Flag,
+    Hold,
+    HoldState,
+    RequestState,
+    Review,
+    Role,
+    SessionRecord,
+    Target,
+    User,
+)
 from .policy import Policy
 from .rules.model import Action
 from .sinks import Sink, dispatch
@@ -65,10 +77,10 @@ def _check_target(target: Target) -> None:
             raise UsageError(f"{what} '{value}' is not allowed: use {pattern.pattern}")  # escaped where shown
 
 
-def _check_text(text: str) -> None:
-    """Reasons are shown to approvers in their terminals: printable text only, and short."""
+def _check_text(text: str, what: str = "a reason") -> None:
+    """Reasons (and review notes) are shown to others in their terminals: printable text only, and short."""
     if len(text) > 500 or any(unicodedata.category(c)[0] == "C" for c in text):
-        raise UsageError("a reason must be at most 500 printable characters (no control characters)")
+        raise UsageError(f"{what} must be at most 500 printable characters (no control characters)")
 
 
 def _refused(req: AccessRequest, who: str, via: str, action: str, message: str) -> NewEvent:
@@ -1189,6 +1201,84 @@ class AccessService:
                 )
             )
         return True
+
+    # --- signed reviews -----------------------------------------------------------------------
+
+    def attest_review(
+        self, actor: Actor, session_id: str, *, head: str, outcome: str, frames: int, note: str = ""
+    ) -> Review:
+        """Record that ``actor`` reviewed ``session_id``, whose recording they verified to end at
+        ``head`` (``outcome``: VALID, or INCOMPLETE for an interrupted one), as a ``session.review``
+        event in the audit chain, signed by its checkpoint (exports carry it in their excerpt).
+
+        Only a reviewer, never of their own session (admins too), only a session that ended, and
+        only at the head the store recorded at its end when it sealed; once per reviewer.
+        A refusal is audited (``session.review.refused``)."""
+        note = note.strip()
+        _check_text(note, what="a review note")
+        with self._unit() as u:
+            user = self._actor(u, actor)
+            record = u.tx.get_session(session_id)
+            if record is None:
+                raise NotFound(kind="session", name=session_id)
+
+            def refused(message: str) -> AccessDenied:
+                return AccessDenied(
+                    message,
+                    event=NewEvent(
+                        "session.review.refused",
+                        user.name,
+                        actor.via,
+                        message,
+                        outcome="failure",
+                        target=record.target,
+                        login=record.login,
+                        grant_id=record.grant_id,
+                        session_id=record.id,
+                        fields={"operator": record.user},
+                    ),
+                )
+
+            if record.user == user.name:
+                raise refused(f"{user.name} cannot attest a review of their own session {record.id}")
+            if not user.has(Role.REVIEWER):
+                raise refused(f"{user.name} may not attest reviews (needs the reviewer role)")
+            if record.ended_at is None:
+                raise refused(f"session {record.id} is still live: review it once it has ended")
+            if record.head is not None and record.head != head:
+                raise refused(
+                    f"the recording reviewed ends at {head[:16]}..., not at the head recorded when session "
+                    f"{record.id} ended ({record.head[:16]}...): not this session's recording"
+                )
+            for ev in self.audit_log.newest(u.tx, limit=10_000, event_prefix="session.review"):
+                if ev.event == "session.review" and ev.session_id == record.id and ev.actor == user.name:
+                    raise Conflict(f"{user.name} already attested a review of {record.id} ({rfc3339(ev.time)})")
+            u.audit(
+                NewEvent(
+                    "session.review",
+                    user.name,
+                    actor.via,
+                    f"{user.name} reviewed session {record.id} of {record.user} ({outcome}, head {head[:16]}...)"
+                    + (f": {note}" if note else ""),
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={"operator": record.user, "head": head, "verdict": outcome, "frames": frames, "note": note},
+                )
+            )
+            at = u.now
+        return Review(record.id, user.name, at, head, outcome, frames, note)
+
+    def reviews(self) -> dict[str, list[Review]]:
+        """Every attested review, by session id, oldest first (from the ``session.review`` events;
+        unverified here: ``zsp audit verify`` checks the chain they are in)."""
+        out: dict[str, list[Review]] = {}
+        with self.store.transaction(write=False) as tx:
+            for ev in reversed(self.audit_log.newest(tx, limit=10**9, event_prefix="session.review")):
+                if ev.event == "session.review" and ev.session_id:
+                    out.setdefault(ev.session_id, []).append(Review.from_event(ev))
+        return out
 
     def session(self, session_id: str) -> SessionRecord | None:
         with self.store.transaction(write=False) as tx:

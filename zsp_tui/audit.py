@@ -59,6 +59,8 @@ EVENTS: dict[str, str] = {
     "recording.export": "ZSP2302I",
     "recording.upload": "ZSP2310I",
     "recording.upload_failed": "ZSP2311W",
+    "session.review": "ZSP2320I",
+    "session.review.refused": "ZSP2321W",
     "channel.refused": "ZSP3001W",
     "review.open": "ZSP2400I",
     "review.refused": "ZSP2401W",

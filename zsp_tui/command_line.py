@@ -20,13 +20,18 @@ from .exceptions import UsageError
 __all__ = ["REASON_STOPS", "join_reason", "split_command"]
 
 REASON = "--reason"
+NOTE = "--note"
 
 REASON_STOPS: dict[str, frozenset[str]] = {
     "request": frozenset({"--login", "--for", "--break-glass", REASON}),
     "deny": frozenset({REASON}),
     "revoke": frozenset({REASON}),
+    "review-mark": frozenset({NOTE, "--json"}),
 }
-"""Commands whose ``--reason`` takes the rest of the words, and the options that end a reason."""
+"""Commands whose ``--reason`` (or :data:`_TAKES_WORDS`' option) takes the rest of the words, and
+the options that end it."""
+_TAKES_WORDS = {"review-mark": NOTE}
+"""The option that takes the rest of the words, where it is not ``--reason``."""
 
 
 def _words(command: str) -> list[str]:
@@ -43,7 +48,7 @@ def _words(command: str) -> list[str]:
     try:
         while (tok := lex.get_token()) is not None:
             words.append(tok)
-            if tok == REASON:
+            if tok in (REASON, NOTE):
                 rest = command[stream.tell() :]
                 return words + rest.split()
     except ValueError:
@@ -67,11 +72,12 @@ def join_reason(argv: list[str], more_stops: frozenset[str] = frozenset()) -> li
     if stops is None:
         return argv
     stops |= more_stops
+    option = _TAKES_WORDS.get(argv[0], REASON)
     out: list[str] = []
     i = 0
     while i < len(argv):
         word = argv[i]
-        if word != REASON and not word.startswith(REASON + "="):
+        if word != option and not word.startswith(option + "="):
             out.append(word)
             i += 1
             continue
@@ -81,8 +87,8 @@ def join_reason(argv: list[str], more_stops: frozenset[str] = frozenset()) -> li
             parts.append(argv[i])
             i += 1
         if not parts:
-            out.append(REASON)  # no words: argparse reports "expected one argument"
+            out.append(option)  # no words: argparse reports "expected one argument"
         else:
             # One word, in the --opt=value form so a reason starting with "-" is not read as an option.
-            out.append(f"{REASON}={' '.join(parts)}")
+            out.append(f"{option}={' '.join(parts)}")
     return out

@@ -13,6 +13,7 @@ line and exit non-zero; none of them is a bug.
      ├── Conflict            it exists already
      ├── StoreError          the store (PostgreSQL) cannot be reached or failed: nothing was changed
      ├── ExportRefused       an export cannot be made as asked (a CORRUPT recording): exit 1
+     ├── ReviewRefused       a review cannot be attested (the recording does not verify): exit 1
      └── AccessDenied        the rules forbid it (self-approval, not an approver, no rule...)
           └── InvalidState   the request is not in a state that allows it (already approved, expired...)
 """
@@ -109,6 +110,18 @@ class ExportRefused(ZspError):
         self.reason = reason
         where = f"session {session_id}: " if session_id else ""
         super().__init__(f"export refused: {where}{reason}; nothing was written")
+
+
+class ReviewRefused(ZspError):
+    """``zsp review-mark`` will not attest this review: the recording does not verify, or is not
+    the session named. Nothing is written."""
+
+    exit_code = 1
+
+    def __init__(self, *, session_id: str, reason: str) -> None:
+        self.session_id = session_id
+        self.reason = reason
+        super().__init__(f"review of session {session_id} refused: {reason}; nothing was written")
 
 
 class AccessDenied(ZspError):

@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 __all__ = [
     "LOCAL_TARGET",
@@ -15,6 +16,7 @@ __all__ = [
     "Hold",
     "HoldState",
     "RequestState",
+    "Review",
     "Role",
     "SessionRecord",
     "Target",
@@ -241,3 +243,33 @@ def session_owner(kind: str) -> str:
     """How a session names the process recording it, ``serve:HOST:PID`` or ``record:HOST:PID``, so
     that a bastion starting later can tell whether that process is gone (bastion/recovery.py)."""
     return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A reviewer's signed attestation that they reviewed a session (a ``session.review`` event
+    in the audit chain, whose checkpoint signs it)."""
+
+    session_id: str
+    reviewer: str
+    at: datetime
+    head: str
+    """Hex head of the recording as the reviewer verified it (its seal's, for a sealed one)."""
+    outcome: str
+    """VALID, or INCOMPLETE for a recording a crash cut short."""
+    frames: int
+    note: str = ""
+
+    @staticmethod
+    def from_event(ev: Any) -> Review:
+        """From a ``session.review`` :class:`~zsp_tui.audit.AuditEvent`."""
+        f = ev.fields
+        return Review(
+            session_id=str(ev.session_id),
+            reviewer=str(ev.actor),
+            at=ev.time,
+            head=str(f.get("head", "")),
+            outcome=str(f.get("verdict", "")),
+            frames=int(f.get("frames", 0) or 0),
+            note=str(f.get("note", "")),
+        )

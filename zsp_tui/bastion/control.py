@@ -21,9 +21,12 @@ from ..clock import parse_duration
 from ..command_line import split_command
 from ..commands._common import request_json, request_line
 from ..commands.holds import hold_line, is_hold_id
+from ..commands.reviews import review_json, review_line
+from ..datadir import DataDir
 from ..exceptions import UsageError, ZspError
 from ..models import RequestState, Role, User
 from ..requestable import requestable_lines
+from ..reviews import mark_reviewed
 
 __all__ = ["SshHint", "run_control"]
 
@@ -72,6 +75,8 @@ zsp control commands (your identity is the key you logged in with):
   targets [--json]           the targets and logins you may request
   status                     your grants, and requests waiting for you
   whoami                     who the bastion thinks you are
+  review-mark SESSION [--note TEXT...]  attest that you reviewed a session (reviewers;
+                             signed into the audit log; never your own)
   export ID... [--user U] [--target T] [--since T] [--format bundle|asciicast|asciicast3|text]
          [--redact REGEX]... [--include-input] > FILE
                              signed evidence of recorded sessions (reviewers, admins; no -t)
@@ -135,14 +140,21 @@ def _parser(out: io.StringIO) -> _Parser:
     g.add_argument("--json", action="store_true")
     t = sub.add_parser("targets")
     t.add_argument("--json", action="store_true")
+    m = sub.add_parser("review-mark")
+    m.add_argument("session")
+    m.add_argument("--note", default="")
+    m.add_argument("--json", action="store_true")
     sub.add_parser("status")
     sub.add_parser("whoami")
     sub.add_parser("help")
     return p
 
 
-def run_control(svc: AccessService, user: User, command: str | None, hint: SshHint) -> tuple[int, str, str]:
+def run_control(
+    svc: AccessService, user: User, command: str | None, hint: SshHint, data: DataDir | None = None
+) -> tuple[int, str, str]:
     """Run one control command for ``user``; returns ``(exit status, stdout text, stderr text)``.
+    ``data``: the bastion's data dir (``review-mark`` verifies the recording it attests).
 
     Blocking (it uses the store); the bastion runs it in its database thread.
     """
@@ -152,6 +164,7 @@ def run_control(svc: AccessService, user: User, command: str | None, hint: SshHi
     try:
         argv = split_command(command)
         args = _parser(out).parse_args(argv)
+        args.data_dir = data
         if args.cmd == "help":
             return 0, _help(hint), ""
         status = _COMMANDS[args.cmd](svc, Actor(user.name, "ssh"), user, args, out, hint)
@@ -309,6 +322,19 @@ def _status(
     return 0
 
 
+def _review_mark(
+    svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
+) -> int:
+    if args.data_dir is None:
+        raise UsageError("review-mark: this bastion cannot read recordings")
+    review = mark_reviewed(args.data_dir, svc, actor, args.session, args.note)
+    if args.json:
+        out.write(json.dumps(review_json(review), sort_keys=True) + "\n")
+    else:
+        out.write(review_line(review) + "\n")
+    return 0
+
+
 def _whoami(
     svc: AccessService, actor: Actor, user: User, args: argparse.Namespace, out: io.StringIO, hint: SshHint
 ) -> int:
@@ -328,4 +354,5 @@ _COMMANDS: dict[str, Handler] = {
     "targets": _targets,
     "status": _status,
     "whoami": _whoami,
+    "review-mark": _review_mark,
 }

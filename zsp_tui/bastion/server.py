@@ -923,7 +923,9 @@ class Bastion:
                     await self.exports.run(process, user)
                     return
                 try:
-                    status, out, err = await self.db(run_control, self.svc, user, process.command, hint, lane=user.name)
+                    status, out, err = await self.db(
+                        run_control, self.svc, user, process.command, hint, self.data, lane=user.name
+                    )
                 finally:
                     self.control.leave(user.name)
                 if status == 0 and _decides_hold(process.command):

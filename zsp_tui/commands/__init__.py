@@ -11,6 +11,7 @@ from . import (
     migrate,
     recording,
     review,
+    reviews,
     rules,
     search,
     serve,
@@ -38,4 +39,5 @@ MODULES = (
     rules,
     migrate,
     storage,
+    reviews,
 )

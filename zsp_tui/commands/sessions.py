@@ -54,6 +54,9 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     rows = svc.sessions(user=args.user, target=args.target, since=since)
     if args.flagged:
         rows = [s for s in rows if s.flags > 0]
+    reviews = svc.reviews() if rows else {}
+    if args.unreviewed:  # ended sessions nobody attested a review of yet (live ones cannot be)
+        rows = [s for s in rows if s.ended_at is not None and s.id not in reviews]
     reasons = {r.id: r.reason for r in svc.requests()} if rows else {}
     # Sessions that masked more input than a password needs are flagged for review (zsp unseal).
     flagged = {e.session_id for e in svc.audit_events(since) if e.event == "input.masked.excessive"}
@@ -94,6 +97,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 "flags": s.flags,
                 "flag_severity": s.flag_severity,
                 "review_flags": ["masked-input-excessive"] if s.id in flagged else [],
+                "reviewed_by": [r.reviewer for r in reviews.get(s.id, ())],
             }
         )
     if args.json:
@@ -183,6 +187,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--status", choices=STATUSES, help="only sessions in this status")
     p.add_argument(
         "--flagged", action="store_true", help="only sessions in which a real-time rule fired (FLAGS column)"
+    )
+    p.add_argument(
+        "--unreviewed",
+        action="store_true",
+        help="only ended sessions nobody has attested a review of (zsp review-mark)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_sessions)
