@@ -196,3 +196,42 @@ def test_review_mark_over_ssh_through_the_bastion(env) -> None:
     [review] = env.svc.reviews()[s.id]
     assert (review.reviewer, review.note, review.outcome) == ("rev", "looked at it over ssh, fine", "VALID")
     assert any(e.event == "session.review" and e.via == "ssh" for e in env.svc.audit_events())
+
+
+async def test_the_review_app_attests_from_the_replay_screen(dd) -> None:
+    """In Replay, ``m`` asks for a note and attests, as ``zsp review-mark`` does; a refusal (here:
+    the reviewer's own session) is shown, never raised into the UI."""
+    import time as _time
+
+    from zsp_tui.tui import ReviewApp, ReviewContext
+    from zsp_tui.tui.screens.replay import ReplayScreen
+
+    svc, d = dd
+    sid, own = _session(svc, d), _session(svc, d, user="rita")
+
+    async def until(pilot, cond, timeout: float = 30.0) -> None:
+        end = _time.monotonic() + timeout
+        while not cond():
+            if _time.monotonic() > end:
+                raise AssertionError("timed out")
+            await pilot.pause(0.05)
+
+    app = ReviewApp(ReviewContext.open(d, "rita", "console"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        for target, note in ((sid, "checked it in the app"), (own, "mine")):
+            app.open_replay(target)
+            await until(pilot, lambda: isinstance(app.screen, ReplayScreen) and app.screen.report is not None)
+            await pilot.press("m")
+            await pilot.pause(0.2)
+            await pilot.press(*note)
+            await pilot.press("enter")
+            if target == sid:
+                await until(pilot, lambda: sid in svc.reviews())
+            else:
+                await until(pilot, lambda: any(e.event == "session.review.refused" for e in svc.audit_events()))
+            await pilot.pause(0.2)
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, ReplayScreen))
+    [review] = svc.reviews()[sid]
+    assert (review.reviewer, review.note, review.outcome) == ("rita", "checked it in the app", "VALID")
+    assert own not in svc.reviews()

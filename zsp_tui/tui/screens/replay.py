@@ -42,6 +42,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Static
@@ -55,6 +56,7 @@ from replay import (
     SeekIndex,
     VerificationReport,
     load_index,
+    printable,
     save_index,
 )
 from replay import (
@@ -70,6 +72,7 @@ from ..text import plain
 from ..widgets.replay_panel import ReplayPanel, clock
 from ..widgets.terminal_view import TerminalView
 from ..widgets.timeline import Timeline, TimelineState
+from .dialogs import ReasonDialog
 from .export import export_session
 
 __all__ = ["FLAG_SHOWN_US", "ReplayScreen"]
@@ -147,6 +150,7 @@ class ReplayScreen(Screen[None]):
         Binding("i", "toggle_idle", "Skip idle", show=False),
         Binding("c", "toggle_panel", "Panel"),
         Binding("x", "export", "Export"),
+        Binding("m", "mark_reviewed", "Mark reviewed", show=False),
         Binding("w", "panel_width", "Panel width", show=False),
         Binding("ctrl+up", "pan(0, -1)", "Scroll view up", show=False),
         Binding("ctrl+down", "pan(0, 1)", "Scroll view down", show=False),
@@ -1044,6 +1048,47 @@ class ReplayScreen(Screen[None]):
 
     def action_export(self) -> None:
         export_session(self, self.ctx, self.session_id)
+
+    def action_mark_reviewed(self) -> None:
+        """Attest the review of this session (``zsp review-mark``): a note, then the recording is
+        verified again and the attestation signed into the audit log; refusals are shown."""
+
+        def answered(note: str | None) -> None:
+            if note is not None:
+                self._mark_reviewed(note)
+
+        self.app.push_screen(
+            ReasonDialog(
+                plain(f"Attest your review of session {self.session_id}?"),
+                plain(
+                    "Signed into the audit log with the recording's verified chain head: who, when and "
+                    "your note. Never your own session; once per reviewer."
+                ),
+                confirm="Attest",
+                required=False,
+                placeholder="note (optional): what you checked",
+            ),
+            answered,
+        )
+
+    @work(thread=True, group="review-mark", exit_on_error=False)
+    def _mark_reviewed(self, note: str) -> None:
+        from ...reviews import mark_reviewed
+
+        def say(message: str, title: str, severity: SeverityLevel) -> None:
+            # Plain text (markup off): an error may quote what a user or a file controls.
+            self.app.call_from_thread(self.notify, printable(message), title=title, severity=severity, markup=False)
+
+        try:
+            review = mark_reviewed(self.ctx.data, self.ctx.service, self.ctx.reviewer.actor, self.session_id, note)
+        except ZspError as exc:
+            say(str(exc), "Not attested", "error")
+        except (sqlite3.Error, OSError) as exc:
+            say(f"could not record the review: {exc}", "Not attested", "error")
+        else:
+            head = review.head[:16]
+            say(f"reviewed by {review.reviewer} ({review.outcome}, head {head}...): signed into the audit log",
+                "Review attested", "information")
 
     def action_toggle_panel(self) -> None:
         panel = self.query_one(ReplayPanel)
