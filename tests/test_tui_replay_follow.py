@@ -84,7 +84,9 @@ def _status(app: ReviewApp) -> str:
     return str(app.screen.query_one("#status", Static).render())
 
 
-async def _until(pilot, check, timeout: float = 15.0) -> None:
+async def _until(pilot, check, timeout: float = 45.0) -> None:
+    # Generous: the whole suite runs on two workers on two cores, and this waits on a real bastion,
+    # its signatures (every 2 s), the follow feed's thread and Textual's; it failed at 15 s under load.
     end = time.monotonic() + timeout
     while not check():
         if time.monotonic() > end:
