@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._exceptions import RecordingFailed, RecordingLimitReached
+from ._format import check_event_fields
 from ._writer import RecordingWriter, SealInfo
 
 __all__ = ["AsyncRecorder"]
@@ -107,6 +108,9 @@ class AsyncRecorder:
         self._count(size)
 
     def event(self, type: str, message: str, **fields: str | int | bool | None) -> None:
+        """Queue an event; ValueError at once (nothing queued) for a field the format does not
+        admit, rather than a writer thread failing the recording with it later."""
+        check_event_fields(fields)
         self._put((_EVENT, self._clock(), type, message, fields), 64 + len(message))
 
     async def drain(self) -> None:

@@ -380,6 +380,20 @@ def _scalar_fields(m: dict[str, Any], skip: frozenset[str]) -> dict[str, Any]:
 _EVENT_SKIP = frozenset({"type", "message"})
 
 
+def check_event_fields(fields: dict[str, Any]) -> None:
+    """ValueError unless every field of an event to be written is one the format admits (a
+    string, an integer in msgpack's range, a boolean or None, under a string key): a writer must
+    refuse a bad field, not write a frame every verifier then calls ``malformed``."""
+    for key, value in fields.items():
+        if type(key) is not str or key in _EVENT_SKIP:
+            raise ValueError(f"event field name {key!r} is not allowed")
+        if value is not None and type(value) not in (str, int, bool):
+            kind = type(value).__name__
+            raise ValueError(f"event field {key!r} must be a string, integer, boolean or None, not {kind}")
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            raise ValueError(f"event field {key!r} is out of range for an integer")
+
+
 def parse_data(kind: int, data: Any) -> FrameData:
     """Check and convert the data element of a frame of ``kind``."""
     if kind == FrameKind.OUTPUT or kind == FrameKind.INPUT:

@@ -32,6 +32,7 @@ from ._format import (
     PREAMBLE,
     FrameKind,
     Header,
+    check_event_fields,
 )
 from ._ids import new_session_id
 from ._keys import SigningKey
@@ -300,7 +301,9 @@ class RecordingWriter:
         self._after(at)
 
     def event(self, type: str, message: str, at_ns: int | None = None, **fields: str | int | bool | None) -> None:
-        """Record something that happened to the session (warning, expiry, masked input, note)."""
+        """Record something that happened to the session (warning, expiry, masked input, note).
+        ValueError for a field the format does not admit (nothing is written)."""
+        check_event_fields(fields)
         self._check()
         at = self._clock() if at_ns is None else at_ns
         self._emit_pending()
