@@ -250,3 +250,32 @@ def test_moderated_by_finds_the_grants_rule() -> None:
     p = parse_policy(POLICY)
     assert p.moderated_by("watched") == ("role:approver", "role:admin")
     assert p.moderated_by("gone") == ()
+
+
+def test_a_moderator_coming_back_within_the_grace_releases_held_input(env: Env) -> None:
+    async def run() -> str:
+        conn, proc, out, err, sid = await operator(env)
+        mconn, _, _, _ = await watch(env, "bob", sid)
+        await err.until("the session starts")
+        mconn.abort()  # gone without a word: counts as leaving
+        await err.until("input is held")
+        proc.stdin.write("echo BACK-$((3*3))\r")
+        await asyncio.sleep(0.5)
+        assert "BACK-9" not in out.text
+        mconn2, mproc2, mout2, _ = await watch(env, "bob", sid)
+        await out.until("BACK-9")  # held, not lost: sent once a moderator watches again
+        await mout2.until("BACK-9")
+        await asyncio.sleep(GRACE + 1)
+        assert "no moderator watched" not in err.text  # the grace was called off
+        mproc2.stdin.write("q")
+        await mproc2.wait_closed()
+        mconn2.close()
+        await proc.wait_closed()
+        conn.close()
+        return sid
+
+    sid = asyncio.run(run())
+    s = ended(env, sid)
+    assert s.end_reason == "moderation-lapsed"
+    ends = [e for e in audited(env, sid) if e.event == "session.watch.end"]
+    assert [e.fields["how"] for e in ends] == ["left", "left"]

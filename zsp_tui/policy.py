@@ -53,6 +53,8 @@ require_reason = true
 ticket_pattern = ""           # e.g. '(INC|CHG)-[0-9]+': the reason must contain a ticket id
 approvers = ["role:approver", "role:admin"]
 approvals = 1                 # distinct approvers needed, never counting the requester
+# moderators = ["role:reviewer"]  # who may watch its sessions live (ssh -t zsp@BASTION watch SESSION)
+# moderation = "watch"        # default "none"; "watch": a session starts only once a moderator watches
 
 # Requests matching an auto_approve rule are approved at once, by the rule; the grant ends when
 # the rule's window (days, hours) closes, if that comes before the requested duration is up.

@@ -168,6 +168,8 @@ async def watch_view(
                 continue
             except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                 continue
+            except (OSError, asyncssh.Error):
+                data = b""  # the moderator's connection is gone: they left
             if not data:
                 await keys.put(b"q")
                 return
@@ -179,7 +181,7 @@ async def watch_view(
     shown = -1
     try:
         out.write(b"\x1b[?1049h\x1b[2J\x1b[H")
-        while not live.ending.is_set():
+        while not live.ending.is_set() and not process.channel.is_closing():
             with contextlib.suppress(TimeoutError):
                 data = await asyncio.wait_for(keys.get(), _DRAW_INTERVAL)
                 if b"T" in data:
@@ -198,7 +200,7 @@ async def watch_view(
                 out.write(renderer.draw(screen, status[: renderer.cols]))
                 await out.drain()
         else:
-            how = "session-ended"
+            how = "session-ended" if live.ending.is_set() else "left"
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):
