@@ -181,6 +181,9 @@ def test_a_moderator_terminates_the_session(env: Env) -> None:
     assert s.end_reason == "moderator-terminated"
     names = [e.event for e in audited(env, sid)]
     assert "session.moderation.terminate" in names
+    frames = event_frames(env, s.path)
+    assert [e.fields["moderator"] for e in frames if e.type == "moderation.watch.end"] == ["bob"]
+    assert any(e.type == "session.ended" and "moderator bob ended" in e.message for e in frames)
     [end] = [e for e in audited(env, sid) if e.event == "session.watch.end"]
     assert end.fields["how"] == "terminated"
 
@@ -279,3 +282,24 @@ def test_a_moderator_coming_back_within_the_grace_releases_held_input(env: Env) 
     assert s.end_reason == "moderation-lapsed"
     ends = [e for e in audited(env, sid) if e.event == "session.watch.end"]
     assert [e.fields["how"] for e in ends] == ["left", "left"]
+
+
+def test_the_session_ending_while_watched_ends_the_view_and_is_recorded(env: Env) -> None:
+    async def run() -> str:
+        conn, proc, _out, err, sid = await operator(env)
+        mconn, mproc, _mout, _ = await watch(env, "bob", sid)
+        await err.until("the session starts")
+        proc.stdin.write("exit\r")
+        await proc.wait_closed()
+        await asyncio.wait_for(mproc.wait_closed(), 10)
+        mconn.close()
+        conn.close()
+        return sid
+
+    sid = asyncio.run(run())
+    s = ended(env, sid)
+    frames = event_frames(env, s.path)
+    [end] = [e for e in frames if e.type == "moderation.watch.end"]
+    assert end.fields["how"] == "session-ended" and end.fields["moderator"] == "bob"
+    [audit_end] = [e for e in audited(env, sid) if e.event == "session.watch.end"]
+    assert audit_end.fields["how"] == "session-ended"

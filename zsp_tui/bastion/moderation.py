@@ -65,6 +65,7 @@ class Moderation:
     """Set while at least one moderator watches: the operator's input flows."""
     started: bool = False
     """A moderator has joined once (the session has gone on to its target)."""
+    closed: bool = False
     _lapse: asyncio.Task[None] | None = None
 
     def join(self, user: str, client: str, since: str) -> Watcher:
@@ -77,9 +78,12 @@ class Moderation:
         self.present.set()
         return w
 
-    def leave(self, watcher: Watcher) -> bool:
-        """``watcher`` is gone; True if it was the last (input is now held, the grace runs)."""
-        if self.watchers.pop(watcher.id, None) is None or self.watchers:
+    def leave(self, watcher: Watcher) -> bool | None:
+        """``watcher`` is gone; True if it was the last (input is now held, the grace runs);
+        None if it had been let go already (the session ended: :meth:`close`)."""
+        if self.watchers.pop(watcher.id, None) is None:
+            return None
+        if self.watchers or self.closed:
             return False
         self.present.clear()
         self._lapse = asyncio.get_running_loop().create_task(self._lapse_after())
@@ -90,10 +94,15 @@ class Moderation:
         if not self.watchers:
             self.on_lapse()
 
-    def close(self) -> None:
+    def close(self) -> list[Watcher]:
+        """The session is over: no more grace; returns who was still watching (let go)."""
+        self.closed = True
         if self._lapse is not None:
             self._lapse.cancel()
             self._lapse = None
+        gone = list(self.watchers.values())
+        self.watchers.clear()
+        return gone
 
 
 class _Follower:
@@ -181,7 +190,14 @@ async def watch_view(
     shown = -1
     try:
         out.write(b"\x1b[?1049h\x1b[2J\x1b[H")
-        while not live.ending.is_set() and not process.channel.is_closing():
+        over = live.ending.is_set
+        if live.moderation is not None:  # a target that exits ends the session without ``ending``
+            moderation = live.moderation
+
+            def over() -> bool:
+                return live.ending.is_set() or moderation.closed
+
+        while not over() and not process.channel.is_closing():
             with contextlib.suppress(TimeoutError):
                 data = await asyncio.wait_for(keys.get(), _DRAW_INTERVAL)
                 if b"T" in data:
@@ -200,7 +216,7 @@ async def watch_view(
                 out.write(renderer.draw(screen, status[: renderer.cols]))
                 await out.drain()
         else:
-            how = "session-ended" if live.ending.is_set() else "left"
+            how = "session-ended" if over() else "left"
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):

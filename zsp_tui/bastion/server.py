@@ -1261,7 +1261,16 @@ class Bastion:
                     )
         finally:
             if live.moderation is not None:
-                live.moderation.close()
+                # Who still watched, in the recording before its seal (their views end by themselves).
+                for w in live.moderation.close():
+                    record_watch(
+                        live,
+                        "moderation.watch.end",
+                        f"{w.user} stopped watching (session-ended)",
+                        moderator=w.user,
+                        since=w.since,
+                        how="session-ended",
+                    )
             if live.rules is not None:  # while still listed: a stopping bastion waits for this too
                 await live.rules.close()
             self.live.discard(live)
@@ -1458,14 +1467,15 @@ class Bastion:
             how = await watch_view(process, live, self.data.trusted_keys(), terminate=terminate)
         finally:
             last = live.moderation.leave(watcher)
-            record_watch(
-                live,
-                "moderation.watch.end",
-                f"{user.name} stopped watching ({how})",
-                moderator=user.name,
-                since=watcher.since,
-                how=how,
-            )
+            if last is not None:  # else the session's end has recorded it
+                record_watch(
+                    live,
+                    "moderation.watch.end",
+                    f"{user.name} stopped watching ({how})",
+                    moderator=user.name,
+                    since=watcher.since,
+                    how=how,
+                )
             await self._moderation_event(
                 "session.watch.end",
                 live,
