@@ -101,6 +101,7 @@ from .upstream import (
 
 if TYPE_CHECKING:
     from ..objstore import Uploader
+    from ..policy import Policy
 
 __all__ = ["Bastion", "Limits", "per_worker"]
 
@@ -514,6 +515,8 @@ class Bastion:
         # is opened (``zsp serve`` refuses to start); the audit events are written at start.
         self.rules = LiveRules(data.rules_path)
         self._rules_events = self.rules.load()
+        self._policy_ok: Policy | None = None
+        """The last policy read without error (which sessions are moderated, see ``moderation``)."""
 
     async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
         """Run a store call in the database thread (SQLite connections are not shared), in the
@@ -569,6 +572,8 @@ class Bastion:
         if self._lock is not None:
             self._lock.acquire()
         self.recover()
+        with contextlib.suppress(ZspError):  # a broken policy file: sessions are admitted as below
+            self._policy_ok = self.svc.policy()
         self._server = await asyncssh.listen(
             host,
             port,
@@ -1329,9 +1334,14 @@ class Bastion:
             return True  # break-glass is for when nobody else is there
         try:
             policy = await self.auth_db(user.name, self.auth_svc.policy)
-        except ZspError as exc:  # fail closed: whether it must be moderated is not known
-            self._end(live, "error", f"cannot read the policy ({exc}); session closed")
-            return False
+            self._policy_ok = policy
+        except ZspError as exc:
+            # A policy file broken meanwhile: the last good one this bastion read decides; with
+            # none, fail closed (whether the session must be moderated is not known).
+            if self._policy_ok is None:
+                self._end(live, "error", f"cannot read the policy ({exc}); session closed")
+                return False
+            policy = self._policy_ok
         moderators = policy.moderated_by(grant.rule)
         if not moderators:
             return True
