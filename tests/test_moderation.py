@@ -9,6 +9,7 @@ recording's event frames and the audit log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -303,3 +304,38 @@ def test_the_session_ending_while_watched_ends_the_view_and_is_recorded(env: Env
     assert end.fields["how"] == "session-ended" and end.fields["moderator"] == "bob"
     [audit_end] = [e for e in audited(env, sid) if e.event == "session.watch.end"]
     assert audit_end.fields["how"] == "session-ended"
+
+
+def test_openssh_moderator_joins_and_terminates(env: Env) -> None:
+    """Stock OpenSSH as the moderator: ``ssh -tt zsp@BASTION watch SESSION``, then ``T``."""
+
+    async def run() -> tuple[str, str]:
+        conn, proc, out, err, sid = await operator(env)
+        ssh = await asyncio.create_subprocess_exec(
+            *env.ssh_argv("bob", "zsp", "-tt"),
+            "watch",
+            sid,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert ssh.stdin is not None and ssh.stdout is not None
+        await err.until("the session starts")
+        proc.stdin.write("echo VIA-$((7+7))\r")
+        await out.until("VIA-14")
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"VIA-14" not in seen and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                seen += await asyncio.wait_for(ssh.stdout.read(4096), 0.5)
+        ssh.stdin.write(b"T")
+        await ssh.stdin.drain()
+        await err.until("moderator bob ended this session")
+        await proc.wait_closed()
+        rest, _ = await asyncio.wait_for(ssh.communicate(), 10)
+        conn.close()
+        return sid, (seen + rest).decode(errors="replace")
+
+    sid, shown = asyncio.run(run())
+    assert "VIA-14" in shown and "WATCH alice" in shown
+    assert ended(env, sid).end_reason == "moderator-terminated"
