@@ -55,6 +55,8 @@ local = false
 # max_review_apps_per_user = 2          # review apps (ssh -t review@bastion) of one user at once
 # max_review_apps = 16                  # review apps of all users at once
 # store_grace = 10                      # seconds live sessions go on while the store fails; new ones are refused
+# moderation_wait = 300                 # seconds a moderated session waits for its first moderator
+# moderation_grace = 30                 # seconds input is held after the last moderator left, then it ends
 
 [store]
 # Where users, targets, requests, grants, sessions, the audit log and the search index live.
@@ -110,6 +112,8 @@ _BASTION_KEYS = {
     "max_review_apps_per_user": (1, 100),
     "max_review_apps": (1, 1_000),
     "store_grace": (0, 3_600),
+    "moderation_wait": (1, 86_400),
+    "moderation_grace": (0, 3_600),
 }
 
 

@@ -53,6 +53,8 @@ require_reason = true
 ticket_pattern = ""           # e.g. '(INC|CHG)-[0-9]+': the reason must contain a ticket id
 approvers = ["role:approver", "role:admin"]
 approvals = 1                 # distinct approvers needed, never counting the requester
+# moderators = ["role:reviewer"]  # who may watch its sessions live (ssh -t zsp@BASTION watch SESSION)
+# moderation = "watch"        # default "none"; "watch": a session starts only once a moderator watches
 
 # Requests matching an auto_approve rule are approved at once, by the rule; the grant ends when
 # the rule's window (days, hours) closes, if that comes before the requested duration is up.
@@ -74,6 +76,7 @@ targets = ["*"]
 logins = ["*"]
 max_duration = "30m"
 """
+
 
 def hours_window(text: str) -> tuple[time, time] | None:
     """``"HH:MM-HH:MM"`` as (start, end), ``24:00`` as :attr:`time.max`; None if malformed. Whether
@@ -100,6 +103,10 @@ class Rule:
     ticket_pattern: re.Pattern[str] | None
     approvers: tuple[str, ...]
     approvals: int
+    moderators: tuple[str, ...] = ()
+    """Who may moderate (watch) its sessions; principals, as ``approvers``."""
+    moderation: str = "none"
+    """``none``, or ``watch``: a session under its grant waits for a moderator to watch it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,8 @@ class AutoRule:
     """End of the daily window; ``time.max`` stands for 24:00."""
     zone: ZoneInfo
     require_reason: bool
+    moderators: tuple[str, ...] = ()
+    moderation: str = "none"
 
     def open_at(self, now: datetime) -> bool:
         local = now.astimezone(self.zone)
@@ -159,6 +168,15 @@ class Policy:
     break_glass: BreakGlass
 
     # --- evaluation -----------------------------------------------------------------------
+
+    def moderated_by(self, rule_name: str) -> tuple[str, ...]:
+        """The moderators a grant admitted by ``rule_name`` must have watching; () for none
+        (break-glass grants and rules without ``moderation = "watch"``, or a rule since removed)."""
+        rules: list[Rule | AutoRule] = [*self.rules, *self.auto_rules]
+        for r in rules:
+            if r.name == rule_name and r.moderation == "watch":
+                return r.moderators
+        return ()
 
     def principal_matches(self, patterns: tuple[str, ...], user: User) -> bool:
         groups = frozenset(g for g, members in self.groups.items() if user.name in members)
@@ -327,6 +345,18 @@ class _Checker:
             self.fail(f"{key} must be a non-empty list of strings", table, index, key)
         return tuple(str(x) for x in v or ())
 
+    def moderation(
+        self, t: dict[str, Any], table: str, index: int, groups: dict[str, frozenset[str]] | None
+    ) -> dict[str, Any]:
+        """``moderators`` and ``moderation`` of a rule: ``watch`` needs moderators."""
+        mode = t.get("moderation", "none")
+        if mode not in ("none", "watch"):
+            self.fail('moderation must be "none" or "watch"', table, index, "moderation")
+        moderators = self.principals(t, "moderators", table, index, groups) if "moderators" in t else ()
+        if mode == "watch" and not moderators:
+            self.fail('moderation = "watch" needs moderators (principals, as approvers)', table, index, "moderation")
+        return {"moderators": moderators, "moderation": str(mode)}
+
     def principals(
         self, t: dict[str, Any], key: str, table: str, index: int | None, groups: dict[str, frozenset[str]] | None
     ) -> tuple[str, ...]:
@@ -368,8 +398,22 @@ _RULE_KEYS = {
     "ticket_pattern",
     "approvers",
     "approvals",
+    "moderators",
+    "moderation",
 }
-_AUTO_KEYS = {"name", "requesters", "targets", "logins", "max_duration", "days", "hours", "timezone", "require_reason"}
+_AUTO_KEYS = {
+    "name",
+    "requesters",
+    "targets",
+    "logins",
+    "max_duration",
+    "days",
+    "hours",
+    "timezone",
+    "require_reason",
+    "moderators",
+    "moderation",
+}
 _BG_KEYS = {"enabled", "requesters", "targets", "logins", "max_duration"}
 
 
@@ -438,6 +482,7 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
                 ticket_pattern=ticket,
                 approvers=c.principals(r, "approvers", "rule", i, groups),
                 approvals=approvals,
+                **c.moderation(r, "rule", i, groups),
             )
         )
 
@@ -484,6 +529,7 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
                 end=end,
                 zone=zone,
                 require_reason=c.boolean(r, "require_reason", "auto_approve", i, True),
+                **c.moderation(r, "auto_approve", i, groups),
             )
         )
 

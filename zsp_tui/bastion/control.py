@@ -77,6 +77,8 @@ zsp control commands (your identity is the key you logged in with):
   whoami                     who the bastion thinks you are
   review-mark SESSION [--note TEXT...]  attest that you reviewed a session (reviewers;
                              signed into the audit log; never your own)
+  watch SESSION              (ssh -t) moderate a live session whose rule needs a moderator:
+                             a read-only view; q leaves, T ends the session; never your own
   export ID... [--user U] [--target T] [--since T] [--format bundle|asciicast|asciicast3|text]
          [--redact REGEX]... [--include-input] > FILE
                              signed evidence of recorded sessions (reviewers, admins; no -t)

@@ -81,6 +81,7 @@ from .control import SshHint, run_control
 from .export import RemoteExports, is_export
 from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
+from .moderation import Moderation, record_watch, watch_view
 from .notify import GrantNotices
 from .recovery import InstanceLock, close_interrupted
 from .review import REVIEW_USER, ReviewApps
@@ -100,6 +101,7 @@ from .upstream import (
 
 if TYPE_CHECKING:
     from ..objstore import Uploader
+    from ..policy import Policy
 
 __all__ = ["Bastion", "Limits", "per_worker"]
 
@@ -178,6 +180,10 @@ class Limits:
     store_grace: float = 10.0
     """Seconds of failed grant checks (store unreachable) after which live sessions end; 0 ends
     them at the first failure. New sessions are refused from the first failure on."""
+    moderation_wait: float = 300.0
+    """Seconds a moderated session waits for its first moderator before it ends."""
+    moderation_grace: float = 30.0
+    """Seconds input is held after the last moderator left; the session then ends."""
 
 
 def per_worker(limits: Limits, workers: int) -> Limits:
@@ -509,6 +515,8 @@ class Bastion:
         # is opened (``zsp serve`` refuses to start); the audit events are written at start.
         self.rules = LiveRules(data.rules_path)
         self._rules_events = self.rules.load()
+        self._policy_ok: Policy | None = None
+        """The last policy read without error (which sessions are moderated, see ``moderation``)."""
 
     async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
         """Run a store call in the database thread (SQLite connections are not shared), in the
@@ -564,6 +572,8 @@ class Bastion:
         if self._lock is not None:
             self._lock.acquire()
         self.recover()
+        with contextlib.suppress(ZspError):  # a broken policy file: sessions are admitted as below
+            self._policy_ok = self.svc.policy()
         self._server = await asyncssh.listen(
             host,
             port,
@@ -918,6 +928,11 @@ class Bastion:
                     if isinstance(server, _Server):
                         server._refuse("control-limit", why)  # audited a few times per connection
                     return self._refuse(process, why)
+                words = (process.command or "").split()
+                if words[:1] == ["watch"]:  # long-lived: not held in the control gate
+                    self.control.leave(user.name)
+                    await self._watch_session(process, conn, user, words[1:])
+                    return
                 if is_export(process.command):  # the gate counted it; the exports have caps of their own
                     self.control.leave(user.name)
                     await self.exports.run(process, user)
@@ -1197,6 +1212,8 @@ class Bastion:
         self.live.add(live)
         status: int | None = None
         try:
+            if not await self._await_moderator(live, user, hint):
+                return  # no moderator came (or the session ended meanwhile): the finally seals it
             if not await self._start_rules(live, user, target, cols, rows, term is not None, t0_ns, hint):
                 return  # ended by a rule before the target was reached (the finally seals it)
             upstream: LocalUpstream | SshUpstream
@@ -1248,6 +1265,17 @@ class Bastion:
                         )
                     )
         finally:
+            if live.moderation is not None:
+                # Who still watched, in the recording before its seal (their views end by themselves).
+                for w in live.moderation.close():
+                    record_watch(
+                        live,
+                        "moderation.watch.end",
+                        f"{w.user} stopped watching (session-ended)",
+                        moderator=w.user,
+                        since=w.since,
+                        how="session-ended",
+                    )
             if live.rules is not None:  # while still listed: a stopping bastion waits for this too
                 await live.rules.close()
             self.live.discard(live)
@@ -1295,6 +1323,184 @@ class Bastion:
             if self.uploader is not None:
                 self.uploader.kick()
             return
+
+    # --- moderated sessions (see moderation.py) -------------------------------------------------
+
+    async def _await_moderator(self, live: LiveSession, user: User, hint: SshHint) -> bool:
+        """A session under a moderated grant waits here, before its target is reached, for its
+        first moderator (at most ``moderation_wait`` seconds). False: it must not go on."""
+        grant = live.grant
+        if grant.break_glass:
+            return True  # break-glass is for when nobody else is there
+        try:
+            policy = await self.auth_db(user.name, self.auth_svc.policy)
+            self._policy_ok = policy
+        except ZspError as exc:
+            # A policy file broken meanwhile: the last good one this bastion read decides; with
+            # none, fail closed (whether the session must be moderated is not known).
+            if self._policy_ok is None:
+                self._end(live, "error", f"cannot read the policy ({exc}); session closed")
+                return False
+            policy = self._policy_ok
+        moderators = policy.moderated_by(grant.rule)
+        if not moderators:
+            return True
+        r = live.record
+
+        def lapse() -> None:
+            grace = self.limits.moderation_grace
+            message = f"no moderator watched this session for {grace:g} s; session closed"
+            self.spawn(self._moderation_event("session.moderation.lapsed", live, message, outcome="failure"))
+            self._end(live, "moderation-lapsed", message)
+
+        live.moderation = Moderation(moderators, self.limits.moderation_grace, lapse)
+        wait = self.limits.moderation_wait
+        how = hint.control(f"watch {r.id}").replace("ssh ", "ssh -t ", 1)
+        message = f"this session waits for a moderator ({', '.join(moderators)}) to watch it (at most {wait:g} s)"
+        record_watch(live, "moderation.wait", message, moderators=", ".join(moderators), wait_s=int(wait))
+        await self._moderation_event("session.moderation.wait", live, message, moderators=list(moderators))
+        live.notify(f"{message}; a moderator joins with: {how}")
+        joined = asyncio.create_task(live.moderation.present.wait())
+        ending = asyncio.create_task(live.ending.wait())
+        gone = asyncio.create_task(live.process.channel.wait_closed())
+        try:
+            done, _ = await asyncio.wait({joined, ending, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (joined, ending, gone):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if live.ending.is_set():
+            return False
+        if gone in done:
+            live.end("client-closed")
+            return False
+        if joined in done:
+            live.notify("a moderator is watching; the session starts")
+            return True
+        message = f"no moderator joined within {wait:g} s; session closed"
+        await self._moderation_event("session.moderation.timeout", live, message, outcome="failure")
+        self._end(live, "moderation-timeout", message)
+        return False
+
+    async def _moderation_event(
+        self,
+        name: str,
+        live: LiveSession,
+        message: str,
+        *,
+        actor: str | None = None,
+        outcome: str = "success",
+        **fields: Any,
+    ) -> None:
+        r = live.record
+        await self.audit(
+            NewEvent(
+                name,
+                actor or r.user,
+                "ssh",
+                message,
+                outcome=outcome,
+                target=r.target,
+                login=r.login,
+                grant_id=r.grant_id,
+                session_id=r.id,
+                fields=fields,
+            )
+        )
+
+    async def _watch_session(
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        conn: asyncssh.SSHServerConnection,
+        user: User,
+        args: list[str],
+    ) -> None:
+        """``ssh -t zsp@BASTION watch SESSION``: a moderator watches a moderated session."""
+        sid = args[0] if len(args) == 1 else ""
+        live = next((s for s in self.live if sid and s.record.id == sid and not s.ending.is_set()), None)
+        why: str | None = None
+        if len(args) != 1:
+            why = "usage: ssh -t zsp@BASTION watch SESSION"
+        elif live is None:
+            why = f"no live session {sid!r} on this bastion"
+        elif live.moderation is None:
+            why = f"session {sid} is not moderated (its rule has no moderation)"
+        elif live.record.user == user.name:
+            why = "nobody moderates their own session (admins neither)"
+        else:
+            policy = await self.auth_db(user.name, self.auth_svc.policy)
+            if not policy.principal_matches(live.moderation.moderators, user):
+                why = f"{user.name} is not among this session's moderators ({', '.join(live.moderation.moderators)})"
+            elif process.get_terminal_type() is None:
+                why = "the watch view needs a terminal: ssh -t"
+        if why is not None or live is None or live.moderation is None:
+            await self._audit_refusal(
+                conn,
+                NewEvent(
+                    "session.watch.refused",
+                    user.name,
+                    "ssh",
+                    f"watch {printable(sid)[:64]} refused: {why}",
+                    outcome="failure",
+                    session_id=live.record.id if live is not None else None,
+                    fields={"reason": why or "", "requested_session": sid[:64]},
+                ),
+            )
+            return self._refuse(process, why or "refused")
+        r = live.record
+        peer = conn_peer(conn)
+        watcher = live.moderation.join(user.name, peer, rfc3339(self.svc.clock.now()))
+        record_watch(
+            live, "moderation.watch.start", f"{user.name} watches from {peer}", moderator=user.name, client=peer
+        )
+        await self._moderation_event(
+            "session.watch.start",
+            live,
+            f"{user.name} watches session {r.id} of {r.user}",
+            actor=user.name,
+            client=peer,
+        )
+        live.notify(f"moderator {user.name} is watching")
+
+        def terminate() -> None:
+            message = f"moderator {user.name} ended this session"
+            self.spawn(
+                self._moderation_event(
+                    "session.moderation.terminate", live, message, actor=user.name, outcome="failure"
+                )
+            )
+            self._end(live, "moderator-terminated", message)
+
+        how = "error"
+        try:
+            how = await watch_view(process, live, self.data.trusted_keys(), terminate=terminate)
+        finally:
+            last = live.moderation.leave(watcher)
+            if last is not None:  # else the session's end has recorded it
+                record_watch(
+                    live,
+                    "moderation.watch.end",
+                    f"{user.name} stopped watching ({how})",
+                    moderator=user.name,
+                    since=watcher.since,
+                    how=how,
+                )
+            await self._moderation_event(
+                "session.watch.end",
+                live,
+                f"{user.name} stopped watching session {r.id} ({how})",
+                actor=user.name,
+                since=watcher.since,
+                how=how,
+            )
+            if last and not live.ending.is_set():
+                grace = self.limits.moderation_grace
+                live.notify(
+                    f"no moderator is watching: input is held; the session ends in {grace:g} s unless one joins"
+                )
+        with contextlib.suppress(OSError, asyncssh.Error):
+            process.exit(0)
 
     async def _start_rules(
         self,

@@ -38,6 +38,7 @@ from .upstream import Reader, Upstream
 
 if TYPE_CHECKING:
     from ..models import AccessRequest, SessionRecord
+    from .moderation import Moderation
     from .rules import SessionGuard
 
 __all__ = ["LiveSession", "relay"]
@@ -65,6 +66,8 @@ class LiveSession:
     """Where the session's own audit events go (excessive masking)."""
     rules: SessionGuard | None = None
     """The session's real-time rules; None: no rules are in force."""
+    moderation: Moderation | None = None
+    """Its moderators (``moderation = "watch"``); None: not moderated."""
 
     def end(self, reason: str, message: str | None = None) -> None:
         """Ask the relay to stop (idempotent); ``message`` is shown to the operator."""
@@ -157,9 +160,14 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
         await upstream.write(data)
 
     gating = guard is not None and guard.gating
+    moderation = live.moderation
 
     async def to_target() -> None:
         while True:
+            if moderation is not None:
+                # No moderator watching: input is held (not read, so not lost) until one joins
+                # again or the grace runs out and the session ends.
+                await moderation.present.wait()
             try:
                 data = await process.stdin.read(_READ)
             except asyncssh.TerminalSizeChanged as exc:
@@ -177,6 +185,8 @@ async def _relay(live: LiveSession, upstream: Upstream, *, pty: bool, local: boo
                 if not pty:
                     upstream.write_eof()
                 return
+            if moderation is not None:
+                await moderation.present.wait()  # read just as the last moderator left: held too
             # A line typed at a password prompt is never gated: rules see what is recorded, and a
             # hold would put the password into the hold, the audit log and the approver's screen.
             if gating and guard is not None and not masker.hiding():

@@ -1,0 +1,234 @@
+"""Moderated sessions: a session under a grant whose policy rule says ``moderation = "watch"``.
+
+The session does not reach its target until a moderator (a user matching the rule's
+``moderators``, never the operator, admins included) watches it with
+``ssh -t zsp@BASTION watch SESSION``; it ends if nobody does within ``[bastion] moderation_wait``
+seconds. When the last moderator leaves, the operator's input is held (not read, so nothing
+typed is lost or sent) for ``[bastion] moderation_grace`` seconds, then the session ends; a
+moderator joining meanwhile releases it. A moderator can end the session (``T`` in the view).
+
+The watch view is read-only and never relays the target's raw bytes: it follows the recording
+being written (``replay.follow``, verified frame by frame), feeds the replay emulator
+(``replay.Terminal``) and draws its screens with ``replay.Renderer`` (cursor moves, SGR, text).
+Who watched, from when to when, is in the recording (``moderation.watch.start`` and
+``moderation.watch.end`` event frames) and the audit log (``session.watch.start``/``end``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from recorder import FrameKind, RecordingFailed, Resize
+from replay import Renderer, SourceError, Terminal, follow, printable
+
+from .limits import window_size
+
+if TYPE_CHECKING:
+    from .session import LiveSession
+
+__all__ = ["Moderation", "Watcher", "watch_view"]
+
+_DRAW_INTERVAL = 0.1
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Watcher:
+    """One moderator watching, from when (wall clock, RFC 3339)."""
+
+    id: int
+    user: str
+    client: str
+    since: str
+
+
+@dataclass(eq=False)
+class Moderation:
+    """The moderators a session needs, who watches it now, and the gate on the operator's input."""
+
+    moderators: tuple[str, ...]
+    """Policy principals (the grant's rule's ``moderators``)."""
+    grace: float
+    on_lapse: Callable[[], None]
+    """Called when the grace after the last moderator left is over (ends the session)."""
+    watchers: dict[int, Watcher] = field(default_factory=dict)
+    present: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while at least one moderator watches: the operator's input flows."""
+    started: bool = False
+    """A moderator has joined once (the session has gone on to its target)."""
+    closed: bool = False
+    _lapse: asyncio.Task[None] | None = None
+
+    def join(self, user: str, client: str, since: str) -> Watcher:
+        w = Watcher(next(_counter), user, client, since)
+        self.watchers[w.id] = w
+        self.started = True
+        if self._lapse is not None:
+            self._lapse.cancel()
+            self._lapse = None
+        self.present.set()
+        return w
+
+    def leave(self, watcher: Watcher) -> bool | None:
+        """``watcher`` is gone; True if it was the last (input is now held, the grace runs);
+        None if it had been let go already (the session ended: :meth:`close`)."""
+        if self.watchers.pop(watcher.id, None) is None:
+            return None
+        if self.watchers or self.closed:
+            return False
+        self.present.clear()
+        self._lapse = asyncio.get_running_loop().create_task(self._lapse_after())
+        return True
+
+    async def _lapse_after(self) -> None:
+        await asyncio.sleep(self.grace)
+        if not self.watchers:
+            self.on_lapse()
+
+    def close(self) -> list[Watcher]:
+        """The session is over: no more grace; returns who was still watching (let go)."""
+        self.closed = True
+        if self._lapse is not None:
+            self._lapse.cancel()
+            self._lapse = None
+        gone = list(self.watchers.values())
+        self.watchers.clear()
+        return gone
+
+
+class _Follower:
+    """Follows the recording in a thread, emulating its terminal; the view draws its screens."""
+
+    def __init__(self, path: Path, trusted: Iterable[Any]) -> None:
+        self.path = path
+        self.trusted = list(trusted)
+        self.lock = threading.Lock()
+        self.terminal = Terminal(80, 24)
+        self.onlcr = False
+        self.version = 0
+        self.error: str | None = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="zsp-watch-follow", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            gen = follow(self.path, self.trusted, poll=0.1, stop=lambda: self.stopped)
+            while True:
+                try:
+                    frame = next(gen)
+                except StopIteration as end:
+                    report = end.value
+                    if report.problem is not None:
+                        self.error = f"{report.outcome.value} {report.problem.value}: {report.detail}"
+                    return
+                data = frame.data
+                with self.lock:
+                    if frame.kind is FrameKind.HEADER:
+                        header: Any = data
+                        self.terminal = Terminal(header.cols or 80, header.rows or 24)
+                        self.onlcr = not header.term
+                    elif frame.kind is FrameKind.OUTPUT and isinstance(data, bytes):
+                        self.terminal.feed(data.replace(b"\n", b"\r\n") if self.onlcr else data)
+                        self.terminal.take_lines()
+                    elif frame.kind is FrameKind.RESIZE and isinstance(data, Resize) and data.cols and data.rows:
+                        self.terminal.resize(data.cols, data.rows)
+                    else:
+                        continue
+                    self.version += 1
+        except SourceError as exc:
+            self.error = exc.reason
+        except Exception as exc:  # noqa: BLE001 - the view says so; the session is not concerned
+            self.error = repr(exc)
+
+
+async def watch_view(
+    process: asyncssh.SSHServerProcess[bytes],
+    live: LiveSession,
+    trusted: Iterable[Any],
+    *,
+    terminate: Callable[[], None],
+) -> str:
+    """Show ``live``'s terminal to a moderator until they leave (``q``), end it (``T``), or the
+    session ends; returns how the view ended: ``left``, ``terminated``, ``session-ended``."""
+    follower = _Follower(Path(live.record.path), trusted)
+    follower.thread.start()
+    cols, rows = process.get_terminal_size()[:2]
+    renderer = Renderer(*window_size(cols or 80, rows or 24))
+    out = process.stdout
+    how = "left"
+    keys: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def read_keys() -> None:
+        while True:
+            try:
+                data = await process.stdin.read(1024)
+            except asyncssh.TerminalSizeChanged as exc:
+                renderer.resize(*window_size(exc.width or 80, exc.height or 24))
+                await keys.put(b"")
+                continue
+            except (asyncssh.BreakReceived, asyncssh.SignalReceived):
+                continue
+            except (OSError, asyncssh.Error):
+                data = b""  # the moderator's connection is gone: they left
+            if not data:
+                await keys.put(b"q")
+                return
+            await keys.put(data)
+
+    reader = asyncio.create_task(read_keys())
+    r = live.record
+    status_base = f"WATCH {r.user} {r.login}@{r.target} ({r.id[:8]})  q: leave  T: terminate the session"
+    shown = -1
+    try:
+        out.write(b"\x1b[?1049h\x1b[2J\x1b[H")
+        over = live.ending.is_set
+        if live.moderation is not None:  # a target that exits ends the session without ``ending``
+            moderation = live.moderation
+
+            def over() -> bool:
+                return live.ending.is_set() or moderation.closed
+
+        while not over() and not process.channel.is_closing():
+            with contextlib.suppress(TimeoutError):
+                data = await asyncio.wait_for(keys.get(), _DRAW_INTERVAL)
+                if b"T" in data:
+                    how = "terminated"
+                    terminate()
+                    break
+                if b"q" in data or b"\x03" in data:
+                    break
+                if data == b"":
+                    shown = -1  # resized: draw again
+            if follower.version != shown or follower.error:
+                with follower.lock:
+                    shown = follower.version
+                    screen = follower.terminal.screen()
+                status = status_base if follower.error is None else f"cannot follow: {printable(follower.error)}"
+                out.write(renderer.draw(screen, status[: renderer.cols]))
+                await out.drain()
+        else:
+            how = "session-ended" if over() else "left"
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):
+            await reader
+        follower.stopped = True
+        with contextlib.suppress(OSError, asyncssh.Error):
+            out.write(b"\x1b[0m\x1b[?25h\x1b[?1049l")
+    return how
+
+
+def record_watch(live: LiveSession, kind: str, message: str, **fields: Any) -> None:
+    """A ``moderation.*`` event frame in the session's recording (if it still records)."""
+    if live.recorder.failed is None:
+        with contextlib.suppress(RecordingFailed):
+            live.recorder.event(kind, message, **fields)
