@@ -100,6 +100,8 @@ class Rule:
     ticket_pattern: re.Pattern[str] | None
     approvers: tuple[str, ...]
     approvals: int
+    file_transfer: bool = False
+    """Grants by this rule may use SFTP/SCP through the bastion (recorded; bastion/sftp.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,8 @@ class AutoRule:
     """End of the daily window; ``time.max`` stands for 24:00."""
     zone: ZoneInfo
     require_reason: bool
+    file_transfer: bool = False
+    """As ``Rule.file_transfer``."""
 
     def open_at(self, now: datetime) -> bool:
         local = now.astimezone(self.zone)
@@ -159,6 +163,14 @@ class Policy:
     break_glass: BreakGlass
 
     # --- evaluation -----------------------------------------------------------------------
+
+    def allows_file_transfer(self, rule_name: str, break_glass: bool = False) -> bool:
+        """Whether grants admitted by the rule named ``rule_name`` may transfer files (SFTP/SCP).
+        Break-glass grants never do; a rule renamed or removed since the grant no longer allows it."""
+        if break_glass:
+            return False
+        rules: list[Rule | AutoRule] = [*self.rules, *self.auto_rules]
+        return any(r.name == rule_name and r.file_transfer for r in rules)
 
     def principal_matches(self, patterns: tuple[str, ...], user: User) -> bool:
         groups = frozenset(g for g, members in self.groups.items() if user.name in members)
@@ -368,8 +380,20 @@ _RULE_KEYS = {
     "ticket_pattern",
     "approvers",
     "approvals",
+    "file_transfer",
 }
-_AUTO_KEYS = {"name", "requesters", "targets", "logins", "max_duration", "days", "hours", "timezone", "require_reason"}
+_AUTO_KEYS = {
+    "name",
+    "requesters",
+    "targets",
+    "logins",
+    "max_duration",
+    "days",
+    "hours",
+    "timezone",
+    "require_reason",
+    "file_transfer",
+}
 _BG_KEYS = {"enabled", "requesters", "targets", "logins", "max_duration"}
 
 
@@ -438,6 +462,7 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
                 ticket_pattern=ticket,
                 approvers=c.principals(r, "approvers", "rule", i, groups),
                 approvals=approvals,
+                file_transfer=c.boolean(r, "file_transfer", "rule", i, False),
             )
         )
 
@@ -484,6 +509,7 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
                 end=end,
                 zone=zone,
                 require_reason=c.boolean(r, "require_reason", "auto_approve", i, True),
+                file_transfer=c.boolean(r, "file_transfer", "auto_approve", i, False),
             )
         )
 
