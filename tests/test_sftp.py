@@ -161,8 +161,12 @@ def test_file_transfer_is_refused_without_the_rule(tmp_path: Path) -> None:
         assert refused and refused[-1].fields["kind"] == "sftp"
         assert env.svc.sessions() == []
         # Legacy scp (-O: scp -t on the far end) stays refused, with the way that works.
-        p = subprocess.run(["scp", "-O", *_opts(env), str(local), f"srv@127.0.0.1:{tmp_path}/y"],
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            ["scp", "-O", *_opts(env), str(local), f"srv@127.0.0.1:{tmp_path}/y"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode != 0 and "SFTP only" in p.stderr
     finally:
         env.stop()

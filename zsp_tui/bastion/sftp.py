@@ -461,7 +461,7 @@ async def proxy_sftp(
             problem.append(side)
             with contextlib.suppress(RecordingFailed):
                 proxy.event("sftp.error", f"{side}: {exc}", side=side)
-        except Exception as exc:  # a bug here must end the transfer, never relay unrecorded
+        except Exception as exc:  # noqa: BLE001 -- a bug here ends the transfer; nothing unrecorded is relayed
             problem.append("internal")
             with contextlib.suppress(RecordingFailed):
                 proxy.event("sftp.error", f"{side}: internal error {type(exc).__name__}: {exc}", side=side)
