@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -249,3 +250,22 @@ def test_policy_file_transfer_is_off_by_default_and_checked() -> None:
         parse_policy(bad)
     assert exc.value.line == bad.splitlines().index('file_transfer = "yes"') + 1
     assert "file_transfer must be true or false" in str(exc.value)
+
+
+def test_hostile_file_names_are_exact_in_the_recording_and_escaped_in_the_audit(sftp_env: Env, tmp_path: Path) -> None:
+    env = sftp_env
+    env.grant("srv")
+    (tmp_path / "src").write_bytes(b"x")
+    name = f"{tmp_path}/evil\x1b[2J\x1b]0;owned\x07\u202e.txt"
+    p = sftp(env, f'put {tmp_path}/src "{name}"\nls {tmp_path}\n')
+    assert p.returncode == 0, p.stderr
+    assert Path(name).read_bytes() == b"x"
+    evs = events(env, env.svc.sessions()[-1].path)
+    (f,) = files(evs)
+    assert f["path"] == name  # exact in the recording
+    listing = [
+        e.fields for e in evs if e.type == "sftp.reply" and e.fields.get("op") == "readdir" and e.fields.get("count")
+    ]
+    assert any(name.rsplit("/", 1)[1] in json.loads(x["names"]) for x in listing)
+    (audited,) = [e for e in env.svc.audit_events() if e.event == "transfer.file"]
+    assert audited.fields["path"] == name and "\x1b" not in audited.message and "\\x1b" in audited.message

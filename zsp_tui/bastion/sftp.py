@@ -36,6 +36,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,10 @@ _MAX_AHEAD = 32 << 20
 """Chunks held while waiting for a gap before them, per file; beyond: no whole-file hash."""
 _TEXT = 1024
 """Characters of a path or name kept in a text field (the exact bytes go in ``*_b64``)."""
+_EXACT = 3072
+"""Bytes of a path kept exactly in ``*_b64`` (4096 base64 characters, the format's field limit)."""
+_MAX_PENDING = 4096
+"""Requests awaiting a reply; a client that pipelines more is cut off (bounded memory)."""
 
 # SFTP v3 packet types (draft-ietf-secsh-filexfer-02) and OpenSSH's extensions.
 _INIT, _VERSION = 1, 2
@@ -149,7 +154,7 @@ class _Reader:
         return out
 
 
-def _text(raw: bytes, name: str) -> dict[str, str]:
+def _text(raw: bytes, name: str) -> dict[str, str | bool]:
     """A path or name as event fields: text, and the exact bytes when they are not plain UTF-8
     or the text had to be cut."""
     try:
@@ -157,9 +162,11 @@ def _text(raw: bytes, name: str) -> dict[str, str]:
         exact = len(text) <= _TEXT
     except UnicodeDecodeError:
         text, exact = raw.decode("utf-8", "backslashreplace"), False
-    fields = {name: text[:_TEXT]}
+    fields: dict[str, str | bool] = {name: text[:_TEXT]}
     if not exact:
-        fields[name + "_b64"] = base64.b64encode(raw[:2048]).decode()
+        fields[name + "_b64"] = base64.b64encode(raw[:_EXACT]).decode()
+        if len(raw) > _EXACT:
+            fields[name + "_cut"] = True  # longer than any path a POSIX target accepts (4096)
     return fields
 
 
@@ -251,6 +258,8 @@ class _Proxy:
         if op is None:
             raise SftpProtocolError(f"unknown SFTP request type {kind}")
         rid = r.u32()
+        if len(self.pending) >= _MAX_PENDING:
+            raise SftpProtocolError(f"more than {_MAX_PENDING} requests awaiting replies")
         fields: dict[str, Any] = {"op": op, "id": rid}
         if op == "open":
             path = r.string()
@@ -364,16 +373,16 @@ class _Proxy:
         elif reply == "name":
             count = r.u32()
             names: list[str] = []
-            size = 0
+            size = 2
             for _ in range(count):
                 name = r.string().decode("utf-8", "backslashreplace")
                 r.string()
                 r.attrs()
-                size += len(name) + 1
-                if size <= 3500:
+                size += len(json.dumps(name)) + 2
+                if size <= 4000:
                     names.append(name)
             fields["count"] = count
-            fields["names"] = "\n".join(names)
+            fields["names"] = json.dumps(names)  # a JSON list: names may hold any character
             fields["names_truncated"] = len(names) < count
         elif reply == "attrs":
             fields.update({f"attr_{k}": v for k, v in r.attrs().items()})
