@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -199,9 +200,10 @@ def test_a_file_over_the_content_cap_is_kept_as_hash_only(tmp_path: Path) -> Non
             env.sshd.stop()
 
 
-def test_revoke_cuts_a_transfer(sftp_env: Env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_revoke_and_expiry_cut_a_transfer(sftp_env: Env, tmp_path: Path, how: str) -> None:
     env = sftp_env
-    g = env.grant("srv")
+    g = env.grant("srv", duration=timedelta(seconds=6) if how == "expired" else timedelta(minutes=30))
     (tmp_path / "huge").write_bytes(os.urandom(4 << 20))
     client = subprocess.Popen(
         ["sftp", *_opts(env), "-l", "800", "-b", "-", "srv@127.0.0.1"],  # 100 KB/s: ~40 s
@@ -217,19 +219,21 @@ def test_revoke_cuts_a_transfer(sftp_env: Env, tmp_path: Path) -> None:
     while not (tmp_path / "huge.r").exists() or (tmp_path / "huge.r").stat().st_size < 100_000:
         assert time.monotonic() < deadline, "the transfer did not start"
         time.sleep(0.1)
-    env.svc.revoke(Actor("bob"), g.id, "incident")
-    client.wait(timeout=15)
+    if how == "revoked":
+        env.svc.revoke(Actor("bob"), g.id, "incident")
+    client.wait(timeout=20)
     assert client.returncode != 0
     assert (tmp_path / "huge.r").stat().st_size < 4 << 20
     deadline = time.monotonic() + 10
     while (s := env.svc.sessions()[-1]).ended_at is None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert s.end_reason == "revoked"
+    assert s.end_reason == how
     evs = events(env, s.path)
     cut = [e.fields for e in evs if e.type == "sftp.file_incomplete"]
     assert cut and cut[0]["path"] == f"{tmp_path}/huge.r" and 0 < cut[0]["uploaded"] < 4 << 20
     assert not files(evs)
+    assert f"grant.{how}" in [e.type for e in evs] or how == "revoked"
 
 
 def test_policy_file_transfer_is_off_by_default_and_checked() -> None:
