@@ -63,7 +63,6 @@ EVENTS: dict[str, str] = {
     "session.review.refused": "ZSP2321W",
     "transfer.start": "ZSP2400I",
     "transfer.file": "ZSP2401I",
-    "transfer.refused": "ZSP2402W",
     "channel.refused": "ZSP3001W",
     "review.open": "ZSP2400I",
     "review.refused": "ZSP2401W",

@@ -53,6 +53,7 @@ require_reason = true
 ticket_pattern = ""           # e.g. '(INC|CHG)-[0-9]+': the reason must contain a ticket id
 approvers = ["role:approver", "role:admin"]
 approvals = 1                 # distinct approvers needed, never counting the requester
+file_transfer = false         # true: its grants may use sftp/scp through the bastion (recorded)
 
 # Requests matching an auto_approve rule are approved at once, by the rule; the grant ends when
 # the rule's window (days, hours) closes, if that comes before the requested duration is up.
