@@ -273,3 +273,44 @@ def test_hostile_file_names_are_exact_in_the_recording_and_escaped_in_the_audit(
     assert any(name.rsplit("/", 1)[1] in json.loads(x["names"]) for x in listing)
     (audited,) = [e for e in env.svc.audit_events() if e.event == "transfer.file"]
     assert audited.fields["path"] == name and "\x1b" not in audited.message and "\\x1b" in audited.message
+
+
+def test_a_transfer_that_cannot_be_recorded_is_not_relayed(tmp_path: Path) -> None:
+    env = make_env(tmp_path, with_sshd=True, sshd_options=("Subsystem sftp internal-sftp",))
+    env.data.policy_path.write_text(SFTP_POLICY)
+    env.start(fsize=2 * 1024 * 1024)  # the bastion may not write any file past 2 MiB
+    try:
+        env.grant("srv")
+        data = os.urandom(12 << 20)
+        (tmp_path / "big").write_bytes(data)
+        p = sftp(env, f"put {tmp_path}/big {tmp_path}/big.r\n")
+        assert p.returncode != 0
+        deadline = time.monotonic() + 10
+        while (s := env.svc.sessions()[-1]).ended_at is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert s.end_reason == "recording-failed"
+        # What reached the target stopped with the recording (about 1.5 MiB of content fits in
+        # 2 MiB of base64 frames; a little more was queued when the write failed).
+        assert (tmp_path / "big.r").stat().st_size < 4 << 20
+    finally:
+        env.stop()
+        if env.sshd:
+            env.sshd.stop()
+
+
+def test_subsystems_of_the_console_and_review_users_are_refused(sftp_env: Env) -> None:
+    for user in ("zsp", "review"):
+        p = subprocess.run(
+            ["sftp", *_opts(sftp_env), "-b", "-", f"{user}@127.0.0.1"],
+            input="ls\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode != 0
+    deadline = time.monotonic() + 10
+    while len(refused := [e for e in sftp_env.svc.audit_events() if e.event == "channel.refused"]) < 2:
+        assert time.monotonic() < deadline, refused
+        time.sleep(0.1)
+    assert [e.fields["kind"] for e in refused] == ["subsystem", "subsystem"]

@@ -942,6 +942,12 @@ class Bastion:
                 # it: refused for what it is, not taken for a database outage.
                 return self._refuse(process, "a NUL byte in the user name or command is not accepted")
             hint = self._hint(conn)
+            if process.subsystem and username in (CONTROL_USER, REVIEW_USER):
+                # Subsystems reach this handler (see _Process); the console and the review app have none.
+                server = conn.get_owner()
+                if isinstance(server, _Server):
+                    server._refuse("subsystem", process.subsystem)  # audited a few times per connection
+                return self._refuse(process, f"{username} has no {process.subsystem} subsystem")
             if username == CONTROL_USER:
                 why = self.control.enter(user.name)
                 if why is not None:

@@ -58,7 +58,7 @@ _MAX_PACKET = 1 << 20
 """Largest SFTP packet relayed either way (OpenSSH's sftp-server allows 256 KiB)."""
 _CHUNK = 3072
 """Content bytes per ``sftp.data`` frame: 4096 base64 characters, the format's field limit."""
-_MAX_AHEAD = 32 << 20
+_MAX_AHEAD = 8 << 20
 """Chunks held while waiting for a gap before them, per file; beyond: no whole-file hash."""
 _TEXT = 1024
 """Characters of a path or name kept in a text field (the exact bytes go in ``*_b64``)."""
