@@ -104,25 +104,36 @@ def test_sftp_upload_and_download_are_recorded_with_hashes(sftp_env: Env, tmp_pa
     remote = tmp_path / "remote" / "put.bin"
     remote.parent.mkdir()
     back = tmp_path / "back.bin"
-    p = sftp(env, f"put {local} {remote}\nls {remote.parent}\nget {remote} {back}\nrename {remote} {remote}.2\n")
+    batch = (
+        f"put {local} {remote}\nls {remote.parent}\nget {remote} {back}\nrename {remote} {remote}.2\n"
+        f"mkdir {remote.parent}/d\nrmdir {remote.parent}/d\nput {local} {remote}.3\nrm {remote}.3\n"
+    )
+    p = sftp(env, batch)
     assert p.returncode == 0, p.stderr
     assert remote.with_name("put.bin.2").read_bytes() == data and back.read_bytes() == data
     s = env.svc.sessions()[-1]
     assert s.target == "srv" and s.end_reason == "exit"
     evs = events(env, s.path)
     sha = hashlib.sha256(data).hexdigest()
-    up, down = files(evs)
+    up, down, _again = files(evs)
     assert (up["direction"], up["path"], up["size"], up["sha256"]) == ("upload", str(remote), len(data), sha)
     assert (down["direction"], down["path"], down["sha256"]) == ("download", str(remote), sha)
     assert up["content_complete"] and down["content_complete"]
     assert content(evs, str(remote), "upload") == data == content(evs, str(remote), "download")
     ops = {e.fields["op"] for e in evs if e.type == "sftp.op"}
-    assert {"init", "open", "write", "read", "close", "opendir", "readdir", "stat"} <= ops
+    assert {"init", "open", "write", "read", "close", "opendir", "readdir", "stat", "mkdir", "rmdir", "remove"} <= ops
+    removed = [e.fields for e in evs if e.type == "sftp.op" and e.fields["op"] in {"mkdir", "rmdir", "remove"}]
+    assert [(x["op"], x["path"]) for x in removed] == [
+        ("mkdir", f"{remote.parent}/d"),
+        ("rmdir", f"{remote.parent}/d"),
+        ("remove", f"{remote}.3"),
+    ]
+    assert not Path(f"{remote}.3").exists()
     renames = [e.fields for e in evs if e.type == "sftp.op" and e.fields.get("name") == "posix-rename@openssh.com"]
     renames += [e.fields for e in evs if e.type == "sftp.op" and e.fields["op"] == "rename"]
     assert renames and renames[0]["path2"] == f"{remote}.2"
     audit = [e for e in env.svc.audit_events() if e.event.startswith("transfer.")]
-    assert [e.event for e in audit] == ["transfer.start", "transfer.file", "transfer.file"]
+    assert [e.event for e in audit] == ["transfer.start", "transfer.file", "transfer.file", "transfer.file"]
     assert audit[1].code == "ZSP2401I" and audit[1].fields["sha256"] == sha
 
 
