@@ -169,7 +169,14 @@ class Env:
         }
 
 
-def make_env(root: Path, *, with_sshd: bool = False, wrong_host_key: bool = False, direct_key: bool = False) -> Env:
+def make_env(
+    root: Path,
+    *,
+    with_sshd: bool = False,
+    wrong_host_key: bool = False,
+    direct_key: bool = False,
+    sshd_options: tuple[str, ...] = (),
+) -> Env:
     """A data dir with alice (operator, admin) and bob (approver); optionally a real sshd target
     ``srv`` trusting the bastion's CA (and, with ``direct_key``, alice's key, for benchmarks)."""
     d = DataDir(root / "data")
@@ -187,7 +194,7 @@ def make_env(root: Path, *, with_sshd: bool = False, wrong_host_key: bool = Fals
         ca_line = Path(f"{d.ca_key_path}.pub").read_text().strip()
         login = pwd.getpwuid(os.getuid()).pw_name
         authorized = {login: Path(f"{keys['alice']}.pub").read_text().strip()} if direct_key else None
-        env.sshd = start_sshd(root / "sshd", trusted_ca=ca_line, authorized=authorized)
+        env.sshd = start_sshd(root / "sshd", trusted_ca=ca_line, authorized=authorized, options=sshd_options)
         pinned = " ".join(env.sshd.host_key_pub.split()[:2])
         if wrong_host_key:
             other = keygen(root / "other_host_ed25519", "other")

@@ -108,7 +108,7 @@ def test_scp_legacy_mode_is_refused_and_audited(env: Env, tmp_path: Path) -> Non
         timeout=60,
     )
     assert p.returncode != 0 and not dest.exists()
-    assert "file transfer (scp/sftp) is not available" in p.stderr
+    assert "file transfer runs through zsp over SFTP only" in p.stderr
     refused = events(env, "channel.refused")
     assert refused and refused[-1].fields["kind"] == "scp" and refused[-1].fields["detail"].startswith("scp -t")
     assert env.svc.sessions() == []
@@ -125,8 +125,11 @@ def test_scp_default_sftp_mode_is_refused(env: Env, tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    # The sftp subsystem is refused by asyncssh itself (the bastion has no SFTP server).
+    # The sftp subsystem needs a grant whose rule has file_transfer = true (tests/test_sftp.py),
+    # and is never offered on the bastion's own `local` target.
     assert p.returncode != 0 and not dest.exists()
+    assert "file transfer to the bastion itself is not offered" in p.stderr
+    assert events(env, "channel.refused")[-1].fields["kind"] == "sftp"
     assert env.svc.sessions() == []
 
 

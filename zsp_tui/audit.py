@@ -61,6 +61,8 @@ EVENTS: dict[str, str] = {
     "recording.upload_failed": "ZSP2311W",
     "session.review": "ZSP2320I",
     "session.review.refused": "ZSP2321W",
+    "transfer.start": "ZSP2410I",
+    "transfer.file": "ZSP2411I",
     "channel.refused": "ZSP3001W",
     "review.open": "ZSP2400I",
     "review.refused": "ZSP2401W",

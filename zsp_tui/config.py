@@ -51,6 +51,7 @@ local = false
 # max_unauthenticated_per_source = 64   # not-yet-authenticated connections per address
 # max_auth_failures_per_source = 20     # failed logins per address in 5 minutes, then refused
 # max_recording_bytes = 1073741824      # input+output one session may record; then it ends (recording-limit)
+# max_file_record_bytes = 16777216      # content kept per file transferred (SFTP/SCP); beyond: its hash only
 # min_free_bytes = 1073741824           # new sessions are refused while the recordings disk has less free
 # max_review_apps_per_user = 2          # review apps (ssh -t review@bastion) of one user at once
 # max_review_apps = 16                  # review apps of all users at once
@@ -103,6 +104,7 @@ _BASTION_KEYS = {
     "max_auth_failures_per_source": (1, 10_000),
     "max_recording_bytes": (4096, 1 << 50),
     "min_free_bytes": (0, 1 << 60),
+    "max_file_record_bytes": (0, 1 << 40),
     "max_connections_per_user": (1, 10_000),
     "max_channels_per_connection": (1, 1_000),
     "control_rate": (1, 10_000),

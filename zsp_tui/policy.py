@@ -55,6 +55,7 @@ approvers = ["role:approver", "role:admin"]
 approvals = 1                 # distinct approvers needed, never counting the requester
 # moderators = ["role:reviewer"]  # who may watch its sessions live (ssh -t zsp@BASTION watch SESSION)
 # moderation = "watch"        # default "none"; "watch": a session starts only once a moderator watches
+file_transfer = false         # true: its grants may use sftp/scp through the bastion (recorded)
 
 # Requests matching an auto_approve rule are approved at once, by the rule; the grant ends when
 # the rule's window (days, hours) closes, if that comes before the requested duration is up.
@@ -107,6 +108,8 @@ class Rule:
     """Who may moderate (watch) its sessions; principals, as ``approvers``."""
     moderation: str = "none"
     """``none``, or ``watch``: a session under its grant waits for a moderator to watch it."""
+    file_transfer: bool = False
+    """Grants by this rule may use SFTP/SCP through the bastion (recorded; bastion/sftp.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,8 @@ class AutoRule:
     require_reason: bool
     moderators: tuple[str, ...] = ()
     moderation: str = "none"
+    file_transfer: bool = False
+    """As ``Rule.file_transfer``."""
 
     def open_at(self, now: datetime) -> bool:
         local = now.astimezone(self.zone)
@@ -177,6 +182,14 @@ class Policy:
             if r.name == rule_name and r.moderation == "watch":
                 return r.moderators
         return ()
+
+    def allows_file_transfer(self, rule_name: str, break_glass: bool = False) -> bool:
+        """Whether grants admitted by the rule named ``rule_name`` may transfer files (SFTP/SCP).
+        Break-glass grants never do; a rule renamed or removed since the grant no longer allows it."""
+        if break_glass:
+            return False
+        rules: list[Rule | AutoRule] = [*self.rules, *self.auto_rules]
+        return any(r.name == rule_name and r.file_transfer for r in rules)
 
     def principal_matches(self, patterns: tuple[str, ...], user: User) -> bool:
         groups = frozenset(g for g, members in self.groups.items() if user.name in members)
@@ -400,6 +413,7 @@ _RULE_KEYS = {
     "approvals",
     "moderators",
     "moderation",
+    "file_transfer",
 }
 _AUTO_KEYS = {
     "name",
@@ -413,6 +427,7 @@ _AUTO_KEYS = {
     "require_reason",
     "moderators",
     "moderation",
+    "file_transfer",
 }
 _BG_KEYS = {"enabled", "requesters", "targets", "logins", "max_duration"}
 
@@ -483,6 +498,7 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
                 approvers=c.principals(r, "approvers", "rule", i, groups),
                 approvals=approvals,
                 **c.moderation(r, "rule", i, groups),
+                file_transfer=c.boolean(r, "file_transfer", "rule", i, False),
             )
         )
 
@@ -530,6 +546,7 @@ def parse_policy(text: str, path: Path | str = "<policy>") -> Policy:
                 zone=zone,
                 require_reason=c.boolean(r, "require_reason", "auto_approve", i, True),
                 **c.moderation(r, "auto_approve", i, groups),
+                file_transfer=c.boolean(r, "file_transfer", "auto_approve", i, False),
             )
         )
 

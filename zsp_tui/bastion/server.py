@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import math
 import shutil
 import signal
@@ -53,8 +54,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
+from asyncssh.constants import EXTENDED_DATA_STDERR
 from asyncssh.misc import ChannelOpenError
 from asyncssh.public_key import decode_ssh_public_key
+from asyncssh.stream import SSHReader, SSHWriter
 
 from recorder import (
     AsyncRecorder,
@@ -87,6 +90,7 @@ from .recovery import InstanceLock, close_interrupted
 from .review import REVIEW_USER, ReviewApps
 from .rules import LiveRules, session_facts
 from .session import LiveSession, relay
+from .sftp import DEFAULT_MAX_FILE_RECORD_BYTES, proxy_sftp
 from .transfer import transfer_program
 from .upstream import (
     KEX,
@@ -143,7 +147,32 @@ def _session_open_capped(self: SSHServerConnection, packet: Any) -> Any:
     owner = getattr(self, "_owner", None)
     if isinstance(owner, _Server):
         owner.check_channels(len(getattr(self, "_channels", ())))
-    return _original_session_open(self, packet)
+    chan, session = _original_session_open(self, packet)
+    if type(session) is asyncssh.SSHServerProcess:
+        session.__class__ = _Process  # the sftp subsystem reaches _handle too (see _Process)
+    return chan, session
+
+
+class _Process(asyncssh.SSHServerProcess[Any]):
+    """asyncssh serves the ``sftp`` subsystem itself (from ``sftp_factory``) or refuses it before
+    any handler sees it. zsp relays it instead (sftp.py), after the same admission as a shell: so
+    an ``sftp`` request is accepted and handed to the process factory like any other session."""
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True  # _handle decides (and refuses all but sftp, audited)
+
+    def session_started(self) -> None:
+        chan = self._chan
+        if chan is None or chan.get_subsystem() != "sftp":
+            super().session_started()
+            return
+        # asyncssh's own session_started would start its SFTP server here: start the process instead.
+        stdin = SSHReader[Any](self, chan)
+        stdout = SSHWriter[Any](self, chan)
+        stderr = SSHWriter[Any](self, chan, EXTENDED_DATA_STDERR)
+        handler = self._start_process(stdin, stdout, stderr)
+        if inspect.isawaitable(handler) and self._conn is not None:
+            self._conn.create_task(handler, stdin.logger)
 
 
 SSHServerConnection._process_session_open = _session_open_capped  # type: ignore[method-assign]
@@ -172,6 +201,8 @@ class Limits:
     max_recording_bytes: int = 1 << 30
     """Input and output one session may record; the session then ends with reason ``recording-limit``."""
     min_free_bytes: int = 1 << 30
+    max_file_record_bytes: int = DEFAULT_MAX_FILE_RECORD_BYTES
+    """Content of one file transferred (SFTP/SCP) kept in the recording; beyond it only its hash."""
     """New sessions are refused (``session.refused``) while the recordings directory has less free space."""
     max_review_apps_per_user: int = 2
     """Review apps (``ssh -t review@BASTION``) one user may run at once..."""
@@ -921,6 +952,12 @@ class Bastion:
                 # it: refused for what it is, not taken for a database outage.
                 return self._refuse(process, "a NUL byte in the user name or command is not accepted")
             hint = self._hint(conn)
+            if process.subsystem and username in (CONTROL_USER, REVIEW_USER):
+                # Subsystems reach this handler (see _Process); the console and the review app have none.
+                server = conn.get_owner()
+                if isinstance(server, _Server):
+                    server._refuse("subsystem", process.subsystem)  # audited a few times per connection
+                return self._refuse(process, f"{username} has no {process.subsystem} subsystem")
             if username == CONTROL_USER:
                 why = self.control.enter(user.name)
                 if why is not None:
@@ -983,7 +1020,8 @@ class Bastion:
         # knows its connection (asyncssh asserts), and must not take the connection down with it.
         login, _, target_name = username.rpartition("@")
         command = process.command
-        if process.subsystem:
+        sftp = process.subsystem == "sftp"  # file transfer: admitted below under a grant that allows it
+        if process.subsystem and not sftp:
             await self.audit(
                 NewEvent(
                     "channel.refused",
@@ -994,7 +1032,7 @@ class Bastion:
                     fields={"kind": "subsystem", "detail": process.subsystem},
                 )
             )
-            return self._refuse(process, f"the {process.subsystem} subsystem is not available through zsp (yet)")
+            return self._refuse(process, f"the {process.subsystem} subsystem is not available through zsp")
         program = transfer_program(command)  # see transfer.py for what this refusal does and does not do
         if program is not None:
             await self._audit_refusal(
@@ -1008,7 +1046,11 @@ class Bastion:
                     fields={"kind": "scp" if program == "scp" else "sftp", "detail": (command or "")[:200]},
                 ),
             )
-            return self._refuse(process, "file transfer (scp/sftp) is not available through zsp (yet)")
+            return self._refuse(
+                process,
+                "file transfer runs through zsp over SFTP only (sftp, or scp without -O), "
+                "under a grant whose rule has file_transfer = true",
+            )
         try:
             target = await self.auth_db(user.name, self.auth_svc.target, target_name)
         except NotFound:
@@ -1067,6 +1109,8 @@ class Bastion:
                 f"{user.name} has no active grant for {login}@{target.name}. Ask for one:",
                 hint=hint.control(ask),
             )
+        if sftp and (why := await self._transfer_refused(conn, user, target, login, grant)) is not None:
+            return self._refuse(process, why)
         # The user's live sessions in the store (every worker's and bastion's) and those this
         # process is starting: counted and reserved with no await between, so this process's
         # concurrent channels cannot all pass; the store checks again as it adds the session.
@@ -1087,6 +1131,39 @@ class Bastion:
             await self._run_session(process, conn, user, target, login, grant, command, hint, release)
         finally:
             release()
+
+    async def _transfer_refused(
+        self, conn: asyncssh.SSHServerConnection, user: User, target: Target, login: str, grant: AccessRequest
+    ) -> str | None:
+        """SFTP (and scp, which speaks it) only under a grant whose policy rule has
+        ``file_transfer = true``; never break-glass, never the bastion itself. Refusals are audited."""
+        policy = await self.auth_db(user.name, self.auth_svc.policy)
+        why = None
+        if target.name == LOCAL_TARGET and target.builtin:
+            why = "file transfer to the bastion itself is not offered"
+        elif not policy.allows_file_transfer(grant.rule, grant.break_glass):
+            why = (
+                f"grant {grant.id} does not allow file transfer (rule {grant.rule!r} has no file_transfer = true"
+                + ("; break-glass grants never do" if grant.break_glass else "")
+                + ")"
+            )
+        if why is None:
+            return None
+        await self._audit_refusal(
+            conn,
+            NewEvent(
+                "channel.refused",
+                user.name,
+                "ssh",
+                f"file transfer (sftp) refused: {why}",
+                outcome="failure",
+                target=target.name,
+                login=login,
+                grant_id=grant.id,
+                fields={"kind": "sftp", "detail": why[:200]},
+            ),
+        )
+        return why
 
     async def _run_session(
         self,
@@ -1116,7 +1193,8 @@ class Bastion:
             rows=rows,
             command=command,
             # The environment passed on to the target is part of the record too.
-            extra={"source": "zsp serve", "client": peer, "env": allowed_env(process.env)},
+            extra={"source": "zsp serve", "client": peer, "env": allowed_env(process.env)}
+            | ({"subsystem": process.subsystem} if process.subsystem else {}),
         )
         # Never fill the disk that the audit log and the other sessions' recordings need.
         if (low := _low_disk(self.data.recordings, self.limits.min_free_bytes)) is not None:
@@ -1226,7 +1304,9 @@ class Bastion:
                     ends = grant.ends_at.timestamp() if grant.ends_at else time.time()
                     key_id = f"zsp user={user.name} grant={grant.id} session={sid}"
                     identity = None if target.client_key else mint_certificate(self.ca, login, key_id, ends)
-                    await upstream.start(target, login, identity, command, term, (cols, rows), process.env)
+                    await upstream.start(
+                        target, login, identity, command, term, (cols, rows), process.env, subsystem=process.subsystem
+                    )
             except UpstreamError as exc:
                 recorder.event(exc.event, str(exc))
                 await self.audit(
@@ -1245,7 +1325,12 @@ class Bastion:
                 live.end("upstream-error", str(exc))
                 status = None
             else:
-                status = await relay(live, upstream, pty=term is not None, local=isinstance(upstream, LocalUpstream))
+                if process.subsystem == "sftp" and isinstance(upstream, SshUpstream) and upstream.process:
+                    status = await self._transfer(live, upstream, upstream.process)
+                else:
+                    status = await relay(
+                        live, upstream, pty=term is not None, local=isinstance(upstream, LocalUpstream)
+                    )
                 if upstream.error and not live.ending.is_set():
                     # The target's connection broke: say so in the recording, the audit log and the seal.
                     live.reason = "upstream-error"
@@ -1292,6 +1377,46 @@ class Bastion:
             await self._session_ended(record, status, live.reason, head, frames)
             with contextlib.suppress(OSError, asyncssh.Error):
                 process.exit(status if status is not None and status >= 0 else 255)
+
+    async def _transfer(
+        self, live: LiveSession, upstream: SshUpstream, remote: asyncssh.SSHClientProcess[bytes]
+    ) -> int | None:
+        """The recorded SFTP relay (sftp.py) of an admitted file-transfer session; audited at its
+        start, and once per file transferred (path, direction, size, sha256)."""
+        rec = live.record
+        await self.audit(
+            NewEvent(
+                "transfer.start",
+                rec.user,
+                "ssh",
+                f"file transfer (sftp) to {rec.login}@{rec.target}",
+                target=rec.target,
+                login=rec.login,
+                grant_id=rec.grant_id,
+                session_id=rec.id,
+            )
+        )
+        files: list[dict[str, Any]] = []
+        try:
+            status = await proxy_sftp(live, remote, self.limits.max_file_record_bytes, files.append)
+        finally:
+            await upstream.close()
+        for f in files[:100]:  # the recording has them all; the audit log names the first hundred
+            await self.audit(
+                NewEvent(
+                    "transfer.file",
+                    rec.user,
+                    "ssh",
+                    f"{f['direction']} {printable(str(f['path']))[:300]} "
+                    f"({f['size']} bytes, sha256 {f['sha256'] or '-'})",
+                    target=rec.target,
+                    login=rec.login,
+                    grant_id=rec.grant_id,
+                    session_id=rec.id,
+                    fields={k: v for k, v in f.items() if isinstance(v, (str, int, bool))},
+                )
+            )
+        return status
 
     async def _session_ended(
         self, record: SessionRecord, status: int | None, reason: str, head: str | None, frames: int | None

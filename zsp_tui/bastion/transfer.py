@@ -1,16 +1,18 @@
 """Recognise the commands that stock ``scp`` and ``sftp`` clients run on the server side.
 
-File transfer is not proxied by zsp yet (recorded SFTP is planned). The bastion refuses the SFTP
-subsystem outright, and refuses an exec request whose program is a file-transfer server: ``scp``
-in legacy mode runs ``scp -t``/``scp -f``, and ``sftp -s PATH`` runs whatever ``PATH`` names.
+File transfer goes through zsp over SFTP only: the ``sftp`` subsystem (what ``sftp`` and modern
+``scp`` request) is relayed and recorded operation by operation by bastion/sftp.py, under a grant
+whose policy rule has ``file_transfer = true``. An exec request whose program is a file-transfer
+server is still refused: ``scp -O`` (legacy mode) runs ``scp -t``/``scp -f``, and ``sftp -s PATH``
+runs whatever ``PATH`` names; their binary protocols would run through a session channel that is
+recorded byte for byte but replays as noise, with no per-file hashes.
 
-What the refusal achieves, honestly: it stops stock scp/sftp clients, whose binary protocols would
-otherwise run through a session channel that is recorded byte for byte but replays as noise, and
-tells the operator why. It is not a boundary: a grant allows running any command, and
-``ssh host 'cat > f' < f`` moves a file too (recorded, like every byte of the session). So the
-program is found the way a shell would find it, by its base name after shell-style splitting,
-skipping ``NAME=value`` assignments and the ``env``/``exec``/``command`` wrappers; a command built
-to hide the program (``sh -c '...'``) is not chased.
+What this refusal achieves, honestly: it stops stock clients from taking that unrecorded-as-files
+path, and tells the operator which way works. It is not a boundary: a grant allows running any
+command, and ``ssh host 'cat > f' < f`` moves a file too (recorded, like every byte of the
+session). So the program is found the way a shell would find it, by its base name after
+shell-style splitting, skipping ``NAME=value`` assignments and the ``env``/``exec``/``command``
+wrappers; a command built to hide the program (``sh -c '...'``) is not chased.
 """
 
 from __future__ import annotations

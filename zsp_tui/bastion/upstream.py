@@ -454,6 +454,8 @@ class SshUpstream:
         term: str | None,
         size: tuple[int, int],
         env: Mapping[str, str],
+        *,
+        subsystem: str | None = None,
     ) -> None:
         try:
             pinned = asyncssh.import_public_key(target.host_key)
@@ -502,6 +504,7 @@ class SshUpstream:
         try:
             self._proc = await self._conn.create_process(
                 command,
+                subsystem=subsystem,  # "sftp": the file-transfer proxy (sftp.py) speaks to it
                 term_type=term,
                 term_size=size if term else None,
                 request_pty=bool(term),
@@ -519,6 +522,11 @@ class SshUpstream:
         finally:
             if not opened:  # refused, or cancelled meanwhile: the connection goes too
                 await self.close()
+
+    @property
+    def process(self) -> asyncssh.SSHClientProcess[bytes] | None:
+        """The remote command or subsystem, once started."""
+        return self._proc
 
     def readers(self) -> list[tuple[int, Reader]]:
         proc = self._proc
