@@ -315,3 +315,14 @@ def test_every_event_is_documented_with_its_code() -> None:
             continue
         short = name.rsplit(".", 1)[1]
         assert code in doc and (f"`{name}`" in doc or f"`{short}`" in doc), name
+
+
+def test_every_event_has_a_code_of_its_own() -> None:
+    """A SIEM rule keys on the code: two events sharing one would be read as each other (seen:
+    file transfer and the review app both took ZSP2400I)."""
+    from collections import Counter
+
+    from zsp_tui.audit import EVENTS
+
+    shared = {code: n for code, n in Counter(EVENTS.values()).items() if n > 1}
+    assert shared == {}, shared
