@@ -44,3 +44,21 @@ def test_the_async_recorder_refuses_a_bad_field_at_once(tmp_path: Path) -> None:
         return verify(path, [key.public]).outcome
 
     assert asyncio.run(run()) is Outcome.VALID
+
+
+def test_an_audit_event_with_a_bad_field_is_refused_and_the_log_stays_verifiable(tmp_path: Path) -> None:
+    """The audit log is a recording too: a list field (the moderation code once passed one) would
+    have made every later `zsp audit verify` fail. The change is refused, the log stays whole."""
+    from tests.access_helpers import make_service, populate
+    from zsp_tui.audit import NewEvent
+
+    svc, d = make_service(tmp_path / "data")
+    populate(svc)
+    with pytest.raises(ValueError, match="event field 'moderators'"):
+        with svc._unit() as u:
+            u.audit(NewEvent("session.review", "dora", "console", "x", fields={"moderators": ["a", "b"]}))
+    key = d.signing_key()
+    with svc.store.transaction(write=False) as tx:
+        report = svc.audit_log.verify(tx, [key.public])
+    assert report.ok, report.detail
+    assert not [e for e in svc.audit_events() if e.event == "session.review"]

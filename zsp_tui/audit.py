@@ -25,7 +25,17 @@ from typing import Any
 
 import msgpack
 
-from recorder import PREAMBLE, FrameChain, FrameKind, Header, PublicKey, SigningKey, new_session_id, pack_length
+from recorder import (
+    PREAMBLE,
+    FrameChain,
+    FrameKind,
+    Header,
+    PublicKey,
+    SigningKey,
+    check_event_fields,
+    new_session_id,
+    pack_length,
+)
 from replay import Outcome, Problem, VerificationReport, verify
 
 from .anchors import ANCHOR_CODE, ANCHOR_EVENT, Anchor, AnchorSet
@@ -257,6 +267,9 @@ class AuditLog:
             if code is None:
                 raise ValueError(f"unknown audit event {ev.event}")
             data: dict[str, Scalar] = {k: v for k, v in ev.fields.items() if k not in _CORE}
+            # A field the format does not admit would make the whole log unverifiable: refused
+            # here (the change it describes is rolled back with it), never written.
+            check_event_fields({k: v for k, v in data.items() if k != "message"})
             data.update(
                 type=ev.event,
                 message=ev.message,

@@ -1483,7 +1483,7 @@ class Bastion:
         how = hint.control(f"watch {r.id}").replace("ssh ", "ssh -t ", 1)
         message = f"this session waits for a moderator ({', '.join(moderators)}) to watch it (at most {wait:g} s)"
         record_watch(live, "moderation.wait", message, moderators=", ".join(moderators), wait_s=int(wait))
-        await self._moderation_event("session.moderation.wait", live, message, moderators=list(moderators))
+        await self._moderation_event("session.moderation.wait", live, message, moderators=", ".join(moderators))
         live.notify(f"{message}; a moderator joins with: {how}")
         joined = asyncio.create_task(live.moderation.present.wait())
         ending = asyncio.create_task(live.ending.wait())
