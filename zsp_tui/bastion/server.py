@@ -1480,7 +1480,8 @@ class Bastion:
 
         live.moderation = Moderation(moderators, self.limits.moderation_grace, lapse)
         wait = self.limits.moderation_wait
-        how = hint.control(f"watch {r.id}").replace("ssh ", "ssh -t ", 1)
+        # In the demo the approver (a reviewer too) is the moderator: the hint uses their ssh alias.
+        how = hint.control(f"watch {r.id}", hint.approver).replace("ssh ", "ssh -t ", 1)
         message = f"this session waits for a moderator ({', '.join(moderators)}) to watch it (at most {wait:g} s)"
         record_watch(live, "moderation.wait", message, moderators=", ".join(moderators), wait_s=int(wait))
         await self._moderation_event("session.moderation.wait", live, message, moderators=", ".join(moderators))
