@@ -1,0 +1,172 @@
+"""Recorded file transfers as first-class replay values (issue 13): ``replay.files`` over real
+recordings made by stock ``sftp``/``scp`` through the bastion (tests/test_sftp.py's fixtures),
+``zsp play --files``, ``zsp files --json/--extract`` and ``zsp search`` on a transferred path."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from recorder import FileSink, RecordingWriter, SessionMeta, load_trusted_keys
+from replay import ContentMismatch, TransferredFile, files, only_signed, verify_frames
+from tests.bastion_env import Env
+from tests.test_sftp import scp, sftp, sftp_env  # noqa: F401  (the fixture)
+
+HOSTILE = "evil\x1b[2J\x1b]0;owned\x07\u202e.txt"
+
+
+def zsp(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zsp_tui", *args, "--data", str(env.data.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def listed(env: Env, path: str, *, content: bool = True) -> list[TransferredFile]:
+    with open(path, "rb") as f:
+        trusted = load_trusted_keys(env.data.allowed_signers_path)
+        return files(only_signed(verify_frames(f, trusted, source=path)), content=content)
+
+
+@pytest.fixture
+def session(sftp_env: Env, tmp_path: Path) -> tuple[Env, str, dict[str, bytes], Path]:  # noqa: F811
+    """One SFTP session: an upload of random bytes, a file with a hostile name, report.csv, and
+    the first file downloaded back."""
+    env = sftp_env
+    env.grant("srv")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    data = {"blob.bin": os.urandom(70_000) + b"end\n", HOSTILE: b"x\n", "report.csv": b"a,b\n1,2\n"}
+    for i, body in enumerate(data.values()):
+        (tmp_path / f"src{i}").write_bytes(body)
+    batch = "".join(f'put {tmp_path}/src{i} "{remote}/{name}"\n' for i, name in enumerate(data))
+    batch += f"get {remote}/blob.bin {tmp_path}/back.bin\n"
+    p = sftp(env, batch)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "back.bin").read_bytes() == data["blob.bin"]
+    s = env.svc.sessions()[-1]
+    return env, s.path, data, remote
+
+
+def test_files_lists_each_transfer_with_its_hash_and_exact_content(session) -> None:
+    env, path, data, remote = session
+    found = listed(env, path)
+    assert [(f.index, f.path, f.direction) for f in found] == [
+        (0, f"{remote}/blob.bin", "upload"),
+        (1, f"{remote}/{HOSTILE}", "upload"),
+        (2, f"{remote}/report.csv", "upload"),
+        (3, f"{remote}/blob.bin", "download"),
+    ]
+    bodies = [data["blob.bin"], data[HOSTILE], data["report.csv"], data["blob.bin"]]
+    for f, body in zip(found, bodies, strict=True):
+        assert f.size == len(body) and f.sha256 == hashlib.sha256(body).hexdigest()
+        assert f.content_complete and f.finished and f.content_kept == len(body)
+        assert f.content() == body
+    assert found[0].t_us <= found[1].t_us <= found[3].t_us and found[0].frame < found[3].frame
+    assert all(not f.chunks for f in listed(env, path, content=False))
+    # Reassembly is checked: one changed byte, one lost chunk, and the content is refused.
+    blob = found[0]
+    (off, first), *rest = blob.chunks
+    with pytest.raises(ContentMismatch):
+        replace(blob, chunks=((off, b"X" + first[1:]), *rest)).content()
+    with pytest.raises(ContentMismatch):
+        replace(blob, chunks=tuple(rest)).content()
+
+
+def test_scp_transfers_are_listed(sftp_env: Env, tmp_path: Path) -> None:  # noqa: F811
+    env = sftp_env
+    env.grant("srv")
+    body = b"line\n" * 3000
+    (tmp_path / "app.conf").write_bytes(body)
+    p = scp(env, str(tmp_path / "app.conf"), f"srv@127.0.0.1:{tmp_path}/copied.conf")
+    assert p.returncode == 0, p.stderr
+    (f,) = listed(env, env.svc.sessions()[-1].path)
+    assert (f.path, f.direction, f.sha256) == (f"{tmp_path}/copied.conf", "upload", hashlib.sha256(body).hexdigest())
+    assert f.content() == body
+
+
+def test_play_and_files_show_the_list_escaped_and_json_exact(session, tmp_path: Path) -> None:
+    env, path, data, remote = session
+    for argv in (["play", path, "--files"], ["play", path, "--instant"], ["files", path]):
+        p = zsp(env, *argv)
+        assert p.returncode == 0, p.stderr
+        assert "\x1b" not in p.stdout and "\x07" not in p.stdout and "\u202e" not in p.stdout
+        assert "evil\\x1b[2J" in p.stdout and f"{remote}/report.csv" in p.stdout
+        assert hashlib.sha256(data["report.csv"]).hexdigest() in p.stdout
+        assert "upload" in p.stdout and "download" in p.stdout
+    p = zsp(env, "files", path, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [x["path"] for x in out][:3] == [f"{remote}/blob.bin", f"{remote}/{HOSTILE}", f"{remote}/report.csv"]
+    assert out[1]["sha256"] == hashlib.sha256(b"x\n").hexdigest() and out[3]["direction"] == "download"
+
+
+def test_extract_writes_complete_files_under_safe_names(session, tmp_path: Path) -> None:
+    env, path, data, _remote = session
+    dest = tmp_path / "out"
+    p = zsp(env, "files", path, "--extract", str(dest), "--json")
+    assert p.returncode == 0, p.stderr
+    names = sorted(os.listdir(dest))
+    assert names == ["000-blob.bin", "001-evil_2J_0_owned_.txt", "002-report.csv", "003-blob.bin"]
+    assert (dest / "000-blob.bin").read_bytes() == data["blob.bin"]
+    assert (dest / "002-report.csv").read_bytes() == data["report.csv"]
+    assert [x["extracted"] for x in json.loads(p.stdout)] == names
+    # Never overwrites: a second extraction into the same directory writes nothing and says so.
+    p = zsp(env, "files", path, "--extract", str(dest))
+    assert p.returncode == 1 and "cannot create" in p.stderr
+
+
+def test_extract_refuses_content_that_does_not_match_its_hash(sftp_env: Env, tmp_path: Path) -> None:  # noqa: F811
+    """A signed recording (a faulty bastion: the signature is good, the content is not what the
+    recorded sha256 says): --extract writes nothing of it and exits 1."""
+    env = sftp_env
+    rec = tmp_path / "faulty.zsprec"
+    w = RecordingWriter(
+        FileSink(rec, sync_dir=False),
+        env.data.signing_key(),
+        SessionMeta(user="alice", target="srv", login="srv", grant_id=None, term="", cols=80, rows=24, host="b"),
+    )
+    good, bad = b"the real content\n", b"other content\n"
+    for name, body in (("/tmp/good.txt", good), ("/tmp/../../etc/passwd", bad)):
+        w.event("sftp.data", "", path=name, direction="upload", offset=0, data=base64.b64encode(body).decode())
+        w.event(
+            "sftp.file",
+            "",
+            path=name,
+            direction="upload",
+            size=len(good),
+            sha256=hashlib.sha256(good).hexdigest(),
+            content_kept=len(body),
+            content_complete=True,
+        )
+    w.close(0, "exit")
+    dest = tmp_path / "out"
+    p = zsp(env, "files", str(rec), "--extract", str(dest))
+    assert p.returncode == 1 and "refused" in p.stderr
+    assert os.listdir(dest) == ["000-good.txt"] and (dest / "000-good.txt").read_bytes() == good
+    assert not (tmp_path / "etc").exists()
+
+
+def test_search_finds_a_transferred_path(session) -> None:
+    env, path, _data, remote = session
+    p = zsp(env, "search", "--json", "report.csv")
+    assert p.returncode == 0, p.stderr
+    hits = json.loads(p.stdout)
+    (f,) = [f for f in listed(env, path, content=False) if f.path.endswith("report.csv")]
+    sid = env.svc.sessions()[-1].id
+    assert [(h["session_id"], h["frame"], h["t"]) for h in hits] == [(sid, f.frame, f.t_us / 1e6)]
+    assert f"{remote}/report.csv" in hits[0]["text"] and "[sftp upload]" in hits[0]["text"]
+    p = zsp(env, "search", "--json", "evil", "owned")
+    assert p.returncode == 0, p.stderr
+    (hit,) = json.loads(p.stdout)
+    assert "\x1b" not in hit["text"] and "\\x1b" in hit["text"]
