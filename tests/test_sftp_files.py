@@ -170,3 +170,37 @@ def test_search_finds_a_transferred_path(session) -> None:
     assert p.returncode == 0, p.stderr
     (hit,) = json.loads(p.stdout)
     assert "\x1b" not in hit["text"] and "\\x1b" in hit["text"]
+
+
+async def test_the_replay_panel_lists_the_files_and_enter_jumps_there(session, tmp_path: Path) -> None:
+    from textual.widgets import OptionList
+
+    from tests.bastion_env import keygen
+    from tests.test_tui_replay import _open, _settle, _until
+    from zsp_tui.access import Actor
+    from zsp_tui.models import Role
+    from zsp_tui.tui import ReviewApp, ReviewContext
+    from zsp_tui.tui.widgets.replay_panel import ReplayPanel
+
+    env, path, _data, remote = session
+    key = keygen(tmp_path / "carol_ed25519", "carol")
+    env.svc.add_user(Actor("alice"), "carol", frozenset({Role.REVIEWER}), [Path(f"{key}.pub").read_text()])
+    found = listed(env, path, content=False)
+    app = ReviewApp(ReviewContext.open(env.data, "carol", "console"))
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = await _open(pilot, app, env.svc.sessions()[-1].id)
+        panel = screen.query_one(ReplayPanel)
+        flist = panel.query_one("#files", OptionList)
+        await _until(pilot, lambda: flist.option_count == len(found))
+        assert flist.display
+        texts = [str(flist.get_option_at_index(i).prompt) for i in range(flist.option_count)]
+        assert f"{remote}/report.csv" in texts[2] and "↑" in texts[2] and "↓" in texts[3]
+        assert "\x1b" not in texts[1] and "\u202e" not in texts[1] and "\\x1b" in texts[1]
+        await pilot.press("home")
+        await _settle(pilot, screen)
+        flist.focus()
+        flist.highlighted = 3
+        await pilot.press("enter")
+        await _settle(pilot, screen)
+        pb = screen.playback
+        assert pb is not None and pb.paused and abs(pb.pos_us - found[3].t_us) < 1_000_000
