@@ -204,3 +204,32 @@ async def test_the_replay_panel_lists_the_files_and_enter_jumps_there(session, t
         await _settle(pilot, screen)
         pb = screen.playback
         assert pb is not None and pb.paused and abs(pb.pos_us - found[3].t_us) < 1_000_000
+
+
+def test_a_path_that_is_not_utf8_is_exact_in_json_and_escaped_on_the_terminal(sftp_env: Env, tmp_path: Path) -> None:  # noqa: F811
+    env = sftp_env
+    rec = tmp_path / "raw.zsprec"
+    w = RecordingWriter(
+        FileSink(rec, sync_dir=False),
+        env.data.signing_key(),
+        SessionMeta(user="alice", target="srv", login="srv", grant_id=None, term="", cols=80, rows=24, host="b"),
+    )
+    raw = b"/tmp/caf\xe9\x1b[31m.txt"  # as the bastion writes it: text with escapes, and the exact bytes
+    text = raw.decode("utf-8", "backslashreplace")
+    body = b"bytes\n"
+    fields = {"path": text, "path_b64": base64.b64encode(raw).decode()}
+    w.event("sftp.data", "", direction="download", offset=0, data=base64.b64encode(body).decode(), **fields)
+    sha = hashlib.sha256(body).hexdigest()
+    w.event("sftp.file", "", direction="download", size=6, sha256=sha, content_kept=6, content_complete=True, **fields)
+    w.close(0, "exit")
+    p = zsp(env, "files", str(rec), "--json")
+    assert p.returncode == 0, p.stderr
+    (x,) = json.loads(p.stdout)
+    assert base64.b64decode(x["path_b64"]) == raw and x["direction"] == "download"
+    p = zsp(env, "play", str(rec), "--files")
+    assert p.returncode == 0, p.stderr
+    assert "\x1b" not in p.stdout and "\\x1b[31m" in p.stdout and "caf" in p.stdout
+    dest = tmp_path / "out"
+    p = zsp(env, "files", str(rec), "--extract", str(dest))
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(dest) == ["000-caf_xe9_31m.txt"] and (dest / "000-caf_xe9_31m.txt").read_bytes() == body
