@@ -63,6 +63,8 @@ class TransferredFile:
     """Why there is no whole-file hash, when there is none."""
     chunks: tuple[tuple[int, bytes], ...] = field(default=(), repr=False, compare=False)
     """The kept content as recorded: ``(offset, bytes)`` in recording order (``files(content=True)``)."""
+    content_read: bool = field(default=False, repr=False, compare=False)
+    """Whether ``chunks`` were gathered (``files(content=True)``): :meth:`content` needs them."""
 
     @property
     def shown_path(self) -> str:
@@ -74,7 +76,10 @@ class TransferredFile:
 
         Raises :class:`ContentMismatch` when the recording says the content is complete and it
         does not hash to ``sha256`` (a gap, an overlap that changes it, a frame edited before
-        signing is impossible, but a recording made by a faulty bastion is not)."""
+        signing is impossible, but a recording made by a faulty bastion is not). Raises
+        ValueError if the chunks were not gathered (``files(..., content=False)``)."""
+        if not self.content_read:
+            raise ValueError("content not gathered: list the files with files(frames, content=True)")
         out = bytearray()
         for offset, data in sorted(self.chunks, key=lambda c: c[0]):
             if offset > len(out):
@@ -177,6 +182,7 @@ def files(frames: Iterable[Frame], *, content: bool = False) -> list[Transferred
                     finished=finished,
                     hash_note=_str(f.get("hash_note")),
                     chunks=tuple(chunks),
+                    content_read=content,
                 )
             )
     return out

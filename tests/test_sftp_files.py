@@ -73,7 +73,10 @@ def test_files_lists_each_transfer_with_its_hash_and_exact_content(session) -> N
         assert f.content_complete and f.finished and f.content_kept == len(body)
         assert f.content() == body
     assert found[0].t_us <= found[1].t_us <= found[3].t_us and found[0].frame < found[3].frame
-    assert all(not f.chunks for f in listed(env, path, content=False))
+    bare = listed(env, path, content=False)
+    assert bare == found and all(not f.chunks for f in bare)  # chunks are not part of the value
+    with pytest.raises(ValueError):
+        bare[0].content()
     # Reassembly is checked: one changed byte, one lost chunk, and the content is refused.
     blob = found[0]
     (off, first), *rest = blob.chunks
