@@ -236,3 +236,16 @@ def test_a_path_that_is_not_utf8_is_exact_in_json_and_escaped_on_the_terminal(sf
     p = zsp(env, "files", str(rec), "--extract", str(dest))
     assert p.returncode == 0, p.stderr
     assert os.listdir(dest) == ["000-caf_xe9_31m.txt"] and (dest / "000-caf_xe9_31m.txt").read_bytes() == body
+
+
+def test_the_text_export_lists_the_files_escaped(session, tmp_path: Path) -> None:
+    env, _path, data, remote = session
+    out = tmp_path / "t.txt"
+    p = zsp(env, "export", env.svc.sessions()[-1].id, "--format", "text", "-o", str(out), "--as", "alice")
+    assert p.returncode == 0, p.stderr
+    text = out.read_text()
+    section = text.split("Files transferred\n-----------------\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(section) == 4 and "\x1b" not in text and "\u202e" not in text
+    assert section[2].endswith(f"{remote}/report.csv") and "upload 8 bytes" in section[2]
+    assert hashlib.sha256(data["report.csv"]).hexdigest() in section[2] and "download" in section[3]
+    assert "evil\\x1b[2J" in section[1]
