@@ -249,3 +249,14 @@ def test_the_text_export_lists_the_files_escaped(session, tmp_path: Path) -> Non
     assert section[2].endswith(f"{remote}/report.csv") and "upload 8 bytes" in section[2]
     assert hashlib.sha256(data["report.csv"]).hexdigest() in section[2] and "download" in section[3]
     assert "evil\\x1b[2J" in section[1]
+
+
+def test_the_asciicast_marks_each_file_with_its_path_escaped(session, tmp_path: Path) -> None:
+    env, _path, _data, remote = session
+    out = tmp_path / "t.cast"
+    p = zsp(env, "export", env.svc.sessions()[-1].id, "--format", "asciicast", "-o", str(out), "--as", "alice")
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    marks = [e[2] for e in events if e[1] == "m" and e[2].startswith("sftp.file:")]
+    assert len(marks) == 4 and marks[2].endswith(f": {remote}/report.csv") and "upload 8 bytes" in marks[2]
+    assert "\x1b" not in marks[1] and "evil\\x1b[2J" in marks[1]
