@@ -11,7 +11,8 @@ characters escaped).
 ``Terminal`` turns output bytes into ``Screen`` values (the replay terminal emulator); ``Seeker``
 finds the screen at any moment from keyframes (``SeekIndex``, derived data, never evidence);
 ``Renderer`` draws a ``Screen`` on a real terminal with nothing but cursor moves, SGR and text;
-``follow`` reads a recording that is still growing.
+``follow`` reads a recording that is still growing. ``files`` lists the files a session
+transferred (SFTP, scp) as :class:`TransferredFile` values, their kept content checked by hash.
 ``asciicast`` and ``transcript`` turn verified frames and an :class:`ExportMeta` into asciinema
 files (v2, v3) and plain-text transcripts for ``zsp export``.
 Like :mod:`recorder`, this package never imports textual or asyncssh.
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 from ._asciicast import CAST_VERSIONS, asciicast, command_label
 from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
-from ._exceptions import QueryError, ReplayError, SearchIndexError, SourceError
+from ._exceptions import ContentMismatch, QueryError, ReplayError, SearchIndexError, SourceError
 from ._export_meta import ExportMeta, export_meta
+from ._files import TransferredFile, files
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
@@ -80,6 +82,7 @@ __all__ = [
     "BundleProblem",
     "BundleReport",
     "Command",
+    "ContentMismatch",
     "ExportMeta",
     "GrowingFile",
     "Hit",
@@ -117,6 +120,7 @@ __all__ = [
     "TailKind",
     "Terminal",
     "TextLine",
+    "TransferredFile",
     "TypedTracker",
     "VerificationReport",
     "Withheld",
@@ -127,6 +131,7 @@ __all__ = [
     "cap_idle",
     "command_label",
     "export_meta",
+    "files",
     "follow",
     "index_recording",
     "is_bundle",

@@ -17,7 +17,8 @@ What a recording becomes:
 * resize frames: ``r`` events, ``"COLSxROWS"``;
 * markers (``m``): each command typed (:class:`replay.Scanner`, the command line as the screen
   showed it: ``$ ls -l``), the exec command of an ``ssh host CMD`` session, and each event the
-  recording holds (``grant.warning: ...``, ``input.masked: ...``); every label goes through
+  recording holds (``grant.warning: ...``, ``input.masked: ...``; a transferred file's
+  ``sftp.file: upload N bytes, sha256 ...: PATH``); every label goes through
   :func:`replay.printable`, so a hostile command line cannot put a control character into a
   player's marker list;
 * the seal: a marker ``exit N (reason)``, and in v3 the ``x`` event with the exit status.
@@ -46,6 +47,7 @@ from recorder import Event, Frame, FrameKind, Header, Resize, Seal
 
 from ._exceptions import ReplayError
 from ._export_meta import ExportMeta
+from ._files import files
 from ._printable import printable
 from ._scan import Command, Scanner, had_pty, keys_text
 from ._verify import Outcome
@@ -209,6 +211,9 @@ def asciicast(
                 yield event(frame.t_us, "r", f"{data.cols}x{data.rows}")
         elif kind is FrameKind.EVENT and isinstance(data, Event):
             label = f"{data.type}: {data.message}" if data.message else data.type
+            if data.type in ("sftp.file", "sftp.file_incomplete"):
+                (f,) = files((frame,))
+                label = f"{label}: {f.path_bytes.decode('utf-8', 'replace') if f.path_bytes is not None else f.path}"
             yield event(frame.t_us, "m", printable(label))
         elif kind is FrameKind.SEAL and isinstance(data, Seal):
             seal = data

@@ -14,10 +14,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from recorder import Frame, Header, PublicKey
+from recorder import Event, Frame, FrameKind, Header, PublicKey
 
 from ._exceptions import ReplayError, SourceError
+from ._files import files
 from ._follow import Located, located_frames
+from ._printable import printable
 from ._scan import Command, Item, TextLine, keys_text, scan
 from ._search import HitKind, IndexedSession, Row, SearchIndex
 from ._seek import IndexBuilder, SeekIndex, signed_located
@@ -98,6 +100,47 @@ def rows_of(items: Iterable[Item], budget: TextBudget | None = None) -> Iterator
                 # Keys the line never showed (a decoy echo printed something else while the keys
                 # went unechoed): what they spell is searchable too, flagged as not shown.
                 yield Row(item.t_us, item.frame, HitKind.COMMAND, _clean(typed), True)
+
+
+def file_row(frame: Frame) -> Row | None:
+    """The index row of a file transfer event (``sftp.file``, ``sftp.file_incomplete``), else None:
+    an OUTPUT row reading ``[sftp upload] PATH (N bytes, sha256 HEX)``, so a transferred file's path
+    is found like any line the session showed, at the moment the file was closed. The path is stored
+    escaped (``printable``): search hits are shown to people, and a path is the peer's bytes."""
+    if frame.kind is not FrameKind.EVENT or not isinstance(frame.data, Event):
+        return None
+    if frame.data.type not in ("sftp.file", "sftp.file_incomplete"):
+        return None
+    (f,) = files((frame,))
+    how = f.direction if f.finished else f"{f.direction}, cut"
+    digest = f", sha256 {f.sha256}" if f.sha256 else ""
+    text = f"[sftp {how}] {printable(f.path_bytes if f.path_bytes is not None else f.path)} ({f.size} bytes{digest})"
+    return Row(frame.t_us, frame.seq, HitKind.OUTPUT, _clean(text))
+
+
+class _FileRows:
+    """Taps the frames on their way to the scanner for file transfer events, and merges their rows
+    into the scanner's in time order (the tap always runs ahead of the rows it is merged into)."""
+
+    def __init__(self) -> None:
+        self.pending: deque[Row] = deque()
+
+    def tap(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            if frame.kind is FrameKind.EVENT:
+                row = file_row(frame)
+                if row is not None:
+                    self.pending.append(row)
+            yield frame
+
+    def merged(self, rows: Iterable[Row]) -> Iterator[Row]:
+        pending = self.pending
+        for row in rows:
+            while pending and pending[0].t_us <= row.t_us:
+                yield pending.popleft()
+            yield row
+        while pending:
+            yield pending.popleft()
 
 
 def _not_shown(typed: str, text: str) -> bool:
@@ -227,7 +270,11 @@ def index_recording(
             else:
                 session = _stub(path, st.st_size, st.st_mtime_ns)
             after = seek.after if seek is not None else None
-            rows = rows_of(scan(budget.count(rest()), after=after), budget) if header is not None else _drain(rest())
+            if header is not None:
+                tap = _FileRows()
+                rows = tap.merged(rows_of(scan(tap.tap(budget.count(rest())), after=after), budget))
+            else:
+                rows = _drain(rest())
             stored = index.replace(session, rows, update=finish)
         except OSError as exc:
             raise SourceError(source=name, reason=exc.strerror or str(exc)) from None

@@ -1,8 +1,10 @@
 """A plain-text transcript of a verified recording, for a ticket or a report.
 
-Three parts: a header (who, where, under which grant and reason, approved by whom, when, how it
-ended, and what verification found, with the signer's fingerprint and the final chain head), the
-commands typed with their times (offset from the start and UTC), and the output as the terminal
+Three parts (four for a session that transferred files): a header (who, where, under which
+grant and reason, approved by whom, when, how it ended, and what verification found, with the
+signer's fingerprint and the final chain head), the
+commands typed with their times (offset from the start and UTC), the files transferred (SFTP,
+scp: time, direction, size, sha256, path; only when there are any), and the output as the terminal
 showed it: the logical lines :class:`replay.Scanner` reports (escape sequences interpreted,
 soft-wrapped rows joined), in order, then the lines still on the screen at the end.
 
@@ -21,11 +23,12 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
-from recorder import Frame, FrameKind, Header
+from recorder import Event, Frame, FrameKind, Header
 
 from ._asciicast import command_label
 from ._exceptions import ReplayError
 from ._export_meta import ExportMeta
+from ._files import files
 from ._printable import printable
 from ._scan import Command, Scanner, TextLine
 from ._verify import Outcome
@@ -99,6 +102,7 @@ def transcript(frames: Iterable[Frame], meta: ExportMeta) -> Iterator[str]:
     header = first.data
     scanner = Scanner.for_header(header)
     commands: list[str] = []
+    transferred: list[str] = []
     lines = 0
 
     def command(t_us: int, label: str) -> None:
@@ -119,6 +123,17 @@ def transcript(frames: Iterable[Frame], meta: ExportMeta) -> Iterator[str]:
                     command(item.t_us, label)
 
         for frame in it:
+            if (
+                frame.kind is FrameKind.EVENT
+                and isinstance(frame.data, Event)
+                and frame.data.type in ("sftp.file", "sftp.file_incomplete")
+            ):
+                (f,) = files((frame,))
+                state = "" if f.finished else " (cut: the session ended with it open)"
+                transferred.append(
+                    f"+{_clock(f.t_us)}  {_utc(meta, f.t_us)}  {f.direction} {f.size} bytes, "
+                    f"sha256 {f.sha256 or '-'}{state}  {f.shown_path}\n"
+                )
             take(scanner.feed(frame))
         take(scanner.finish())
         yield from _header(meta)
@@ -126,6 +141,11 @@ def transcript(frames: Iterable[Frame], meta: ExportMeta) -> Iterator[str]:
         yield "--------\n"
         yield from commands if commands else ["(none typed)\n"]
         yield "\n"
+        if transferred:
+            yield "Files transferred\n"
+            yield "-----------------\n"
+            yield from transferred
+            yield "\n"
         yield "Output\n"
         yield "------\n"
         spool.seek(0)

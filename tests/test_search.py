@@ -214,6 +214,26 @@ def test_untrusted_signer_indexes_nothing(tmp_path: Path, key: SigningKey, other
     assert index.search("hello") == []
 
 
+def test_a_transferred_file_path_is_found_at_the_moment_it_was_closed(tmp_path: Path, key: SigningKey,
+                                                                       index: SqliteSearchIndex) -> None:
+    """``sftp.file`` events are indexed as output rows (replay/_indexer.py ``file_row``), path escaped,
+    in time order with the screen's lines; run on both backends (tests/test_search_postgres.py)."""
+    s = Script(tmp_path / "f.zsprec", key)
+    s.at(1).out(b"before\r\n")
+    frame = s.frame()
+    s.at(2).w.event("sftp.file", "", path="/srv/out/report.csv\x1b[2J", direction="upload", size=8,
+                    sha256="ab" * 32, content_kept=8, content_complete=True)
+    s.at(3).w.event("sftp.file_incomplete", "", path="/srv/big.tar", uploaded=0, downloaded=5, content_kept=5)
+    s.at(4).out(b"after report\r\n")
+    index_recording(index, s.close(), [key.public])
+    (hit,) = index.search("report.csv")
+    assert (hit.frame, hit.t_us, hit.kind) == (frame, 2_000_000, HitKind.OUTPUT)
+    assert hit.text == f"[sftp upload] /srv/out/report.csv\\x1b[2J (8 bytes, sha256 {'ab' * 32})"
+    (cut,) = index.search("big.tar")
+    assert cut.text == "[sftp download, cut] /srv/big.tar (5 bytes)" and cut.t_us == 3_000_000
+    assert texts(index.search("sftp")) == [cut.text, hit.text]  # newest first
+
+
 def test_corrupt_recording_is_indexed_up_to_its_break_and_marked(tmp_path: Path, key: SigningKey,
                                                                  index: SqliteSearchIndex) -> None:
     s = Script(tmp_path / "c.zsprec", key, checkpoint_frames=4)

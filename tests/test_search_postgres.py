@@ -45,6 +45,7 @@ from tests.test_search import (  # noqa: F401 - collected here again, with `inde
     _session,
     test_a_huge_line_is_found_at_both_ends_and_across_a_cut,
     test_a_quoted_part_is_a_phrase,
+    test_a_transferred_file_path_is_found_at_the_moment_it_was_closed,
     test_corrupt_recording_is_indexed_up_to_its_break_and_marked,
     test_fts5_syntax_never_reaches_the_user,
     test_hits_land_on_the_right_second_and_frame,

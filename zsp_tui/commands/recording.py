@@ -417,6 +417,9 @@ def cmd_play(args: argparse.Namespace) -> int:
     if args.commands:
         _print_commands(path, trusted, start_us)
         return _play_verdict(report)
+    if args.files:
+        _print_files(path, trusted, only=True)
+        return _play_verdict(report)
     live = args.follow or (ref.session_id is not None and _is_live(data, ref.session_id))
     live = live and report.outcome is Outcome.INCOMPLETE
     interactive = not args.instant and player.is_interactive()
@@ -458,6 +461,8 @@ def cmd_play(args: argparse.Namespace) -> int:
         if feed is not None:
             feed.stop()
         raise UsageError(f"cannot play {path}: {exc}") from None
+    if report.header is not None and report.header.extra.get("subsystem") == "sftp":
+        _print_files(path, trusted, only=False)  # only SFTP sessions carry file events: no second pass otherwise
     status = _play_verdict(verdict_report)
     return code or status
 
@@ -488,6 +493,20 @@ def _print_commands(path: Path, trusted: list[PublicKey], until_us: int | None) 
         print("no commands typed (on the main screen)", file=sys.stderr)
         return
     table(rows, ["TIME", "COMMAND (as the screen showed it)", "KEYS (raw)"])
+
+
+def _print_files(path: Path, trusted: list[PublicKey], *, only: bool) -> None:
+    """The files the session transferred (SFTP, scp), after its screen: a pure SFTP session shows
+    nothing on a terminal, so this list is its replay. ``only``: say so when there are none."""
+    from .files import file_list, print_files
+
+    found = file_list(path, trusted)
+    if found:
+        if not only:
+            print(f"files transferred ({len(found)}):")
+        print_files(found)
+    elif only:
+        print("no files transferred", file=sys.stderr)
 
 
 def _is_live(data: DataDir, sid: str) -> bool:
@@ -598,6 +617,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         action="store_true",
         help="list the commands typed (as the screen showed them at each Enter, beside the raw keys; input "
         "that did not echo marked, masked input as its length) instead of playing; up to --from if given",
+    )
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="list the files transferred (SFTP, scp: time, direction, size, sha256, path) instead of playing; "
+        "'zsp files' has --json and --extract",
     )
     p.add_argument("--signer", action="append", metavar="KEYFILE", help="trust this key (repeatable)")
     p.set_defaults(func=cmd_play)

@@ -24,7 +24,7 @@ import enum
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,7 +38,9 @@ from replay import (
     Scanner,
     Seeker,
     SeekIndex,
+    TransferredFile,
     VerificationReport,
+    files,
     iter_raw,
     located_frames,
     signed_located,
@@ -161,6 +163,8 @@ class Overview:
     """The ``rule.match`` markers alone, in recording order (also in ``markers``): n/p-like jumps."""
     keys: list[KeyRun] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
+    files: list[TransferredFile] = field(default_factory=list)
+    """Files transferred (``sftp.file`` / ``sftp.file_incomplete`` events), in recording order."""
     kinds: bytearray = field(default_factory=bytearray)
     """Kind of each verified frame, by sequence number."""
     end_us: int = 0
@@ -205,6 +209,10 @@ class Overview:
                     label = f"masked input, {size} bytes"
                 elif mark is MarkKind.FLAG:
                     label = flag_label(data.fields)[:1200]
+                elif data.type in ("sftp.file", "sftp.file_incomplete"):
+                    (f,) = files((frame,))
+                    self.files.append(replace(f, index=len(self.files)))
+                    label = f"{data.type}: {data.message}"[:300]
                 else:
                     label = f"{data.type}: {data.message}"[:300]
                 marker = Marker(frame.t_us, mark, label, frame.seq, _flag_showing(data.fields))
@@ -258,6 +266,10 @@ class Overview:
     def snapshot(self) -> tuple[list[Marker], list[KeyRun], list[Command]]:
         with self.lock:
             return list(self.markers), list(self.keys), list(self.commands)
+
+    def files_snapshot(self) -> list[TransferredFile]:
+        with self.lock:
+            return list(self.files)
 
     def flag_markers(self) -> list[Marker]:
         """The moments rules fired, in recording order."""

@@ -619,7 +619,7 @@ class ReplayScreen(Screen[None]):
         if (self.overview.version, label) != self._listed:
             self._listed = (self.overview.version, label)
             _markers, keys, commands = self.overview.snapshot()
-            self.query_one(ReplayPanel).update_lists(commands, keys, label)
+            self.query_one(ReplayPanel).update_lists(commands, keys, label, self.overview.files_snapshot())
 
     def commands_label(self) -> str:
         """Beside the Commands title: ``(reading…)`` while the recording is still being read,

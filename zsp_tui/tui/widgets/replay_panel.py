@@ -1,5 +1,6 @@
-"""The Replay screen's side panel: the commands typed (select one to jump there) and the raw
-keystrokes (masked input shown only as its length).
+"""The Replay screen's side panel: the commands typed (select one to jump there), the raw
+keystrokes (masked input shown only as its length) and, for an SFTP session, the files it
+transferred (direction, size, path; select one to jump to the moment it was closed).
 
 Commands are what :func:`replay.scan` read off the screen at each Enter; keystrokes are the raw
 input runs up to each Enter. Both are drawn through :func:`..text.plain` (control characters
@@ -15,12 +16,12 @@ from textual.message import Message
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
-from replay import Command
+from replay import Command, TransferredFile
 
 from ..playback import KeyRun
 from ..text import plain
 
-__all__ = ["MAX_LISTED", "ReplayPanel", "clock"]
+__all__ = ["MAX_LISTED", "ReplayPanel", "clock", "file_prompt"]
 
 MAX_LISTED = 5_000
 """Commands (and keystroke runs) listed in the side panel at most; the rest are counted."""
@@ -57,6 +58,18 @@ def keys_prompt(k: KeyRun) -> Text:
     return text
 
 
+def file_prompt(f: TransferredFile) -> Text:
+    text = Text(f"{clock(f.t_us)} ", style="dim", no_wrap=True, end="")
+    arrow = {"upload": "↑", "download": "↓", "both": "↕"}.get(f.direction, "?")
+    text.append(f"{arrow} {f.size:,} ", style="cyan")
+    text.append_text(plain(f.path_bytes.decode("utf-8", "replace") if f.path_bytes is not None else f.path))
+    if not f.finished:
+        text.append(" (cut)", style="yellow")
+    elif not f.sha256:
+        text.append(" (no hash)", style="yellow")
+    return text
+
+
 class ReplayPanel(Vertical):
     """Commands and keystrokes of the recording; both lists jump to the selected moment."""
 
@@ -72,6 +85,7 @@ class ReplayPanel(Vertical):
         super().__init__(id=id)
         self._commands: list[Command] = []
         self._keys: list[KeyRun] = []
+        self._files: list[TransferredFile] = []
         self._status = ""
 
     def compose(self) -> ComposeResult:
@@ -79,12 +93,24 @@ class ReplayPanel(Vertical):
         yield OptionList(id="commands")
         yield Label(plain("Keystrokes"), id="keys-title", classes="panel-title")
         yield OptionList(id="keys")
+        yield Label(plain("Files"), id="files-title", classes="panel-title")
+        yield OptionList(id="files")
+
+    def on_mount(self) -> None:
+        for wid in ("#files-title", "#files"):
+            self.query_one(wid).display = False  # shown once a file transfer is listed
 
     @property
     def commands(self) -> list[Command]:
         return list(self._commands)
 
-    def update_lists(self, commands: list[Command], keys: list[KeyRun], status: str = "") -> None:
+    def update_lists(
+        self,
+        commands: list[Command],
+        keys: list[KeyRun],
+        status: str = "",
+        files: list[TransferredFile] | None = None,
+    ) -> None:
         """Show ``commands`` and ``keys`` (appending what is new; a list only grows), at most
         :data:`MAX_LISTED` of each: a recording of 200,000 typed commands must not hold the UI
         thread (and the bastion host's CPU) to build 400,000 options. Past the cap one line says
@@ -103,6 +129,15 @@ class ReplayPanel(Vertical):
             klist.add_options(Option(keys_prompt(k), id=f"k{start + i}") for i, k in enumerate(listed_keys))
             self._keys = list(keys)
             self._more(klist, "keys", len(keys))
+        if files is not None and len(files) > len(self._files):
+            flist = self.query_one("#files", OptionList)
+            start = len(self._files)
+            listed_files = files[start:MAX_LISTED] if start < MAX_LISTED else []
+            flist.add_options(Option(file_prompt(f), id=f"f{start + i}") for i, f in enumerate(listed_files))
+            self._files = list(files)
+            self._more(flist, "files", len(files))
+            for wid in ("#files-title", "#files"):
+                self.query_one(wid).display = True
         if status != self._status:
             self._status = status
             title = Text("Commands", style="bold", end="")
@@ -133,3 +168,5 @@ class ReplayPanel(Vertical):
             self.post_message(self.Jump(self._commands[i].t_us, self._commands[i]))
         elif oid.startswith("k") and i < len(self._keys):
             self.post_message(self.Jump(self._keys[i].t_us))
+        elif oid.startswith("f") and i < len(self._files):
+            self.post_message(self.Jump(self._files[i].t_us))
