@@ -24,7 +24,7 @@ from ._asciicast import CAST_VERSIONS, asciicast, command_label
 from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
 from ._exceptions import ContentMismatch, QueryError, ReplayError, SearchIndexError, SourceError
 from ._export_meta import ExportMeta, export_meta
-from ._files import TransferredFile, files
+from ._files import PROTOCOL_EVENTS, TransferredFile, files
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
@@ -77,6 +77,7 @@ __all__ = [
     "MAX_PENDING_BYTES",
     "MAX_REDACT_BYTES",
     "MAX_ROWS",
+    "PROTOCOL_EVENTS",
     "REPLACEMENT",
     "SUFFIX",
     "BundleProblem",

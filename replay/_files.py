@@ -27,7 +27,12 @@ from recorder import Event, Frame, FrameKind
 from ._exceptions import ContentMismatch
 from ._printable import printable
 
-__all__ = ["TransferredFile", "files"]
+__all__ = ["PROTOCOL_EVENTS", "TransferredFile", "files"]
+
+PROTOCOL_EVENTS = frozenset({"sftp.op", "sftp.reply", "sftp.data", "sftp.data_capped"})
+"""The per-packet events of a file transfer: evidence in the recording, but not moments a
+reviewer looks for. Timelines and asciicast markers show the files (``sftp.file``) instead of the
+thousands of these a large transfer writes."""
 
 _DIRECTIONS = frozenset({"upload", "download", "both"})
 

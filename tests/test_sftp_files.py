@@ -207,6 +207,10 @@ async def test_the_replay_panel_lists_the_files_and_enter_jumps_there(session, t
         await _settle(pilot, screen)
         pb = screen.playback
         assert pb is not None and pb.paused and abs(pb.pos_us - found[3].t_us) < 1_000_000
+        # The timeline marks the files, not every SFTP packet.
+        labels = [m.label for m in screen.overview.markers]
+        assert not [x for x in labels if x.startswith(("sftp.op", "sftp.reply", "sftp.data"))]
+        assert sum(x.startswith("sftp.file") for x in labels) == 4
 
 
 def test_a_path_that_is_not_utf8_is_exact_in_json_and_escaped_on_the_terminal(sftp_env: Env, tmp_path: Path) -> None:  # noqa: F811
@@ -260,3 +264,5 @@ def test_the_asciicast_marks_each_file_with_its_path_escaped(session, tmp_path: 
     marks = [e[2] for e in events if e[1] == "m" and e[2].startswith("sftp.file:")]
     assert len(marks) == 4 and marks[2].endswith(f": {remote}/report.csv") and "upload 8 bytes" in marks[2]
     assert "\x1b" not in marks[1] and "evil\\x1b[2J" in marks[1]
+    # The per-packet events stay in the recording but are no markers (a large transfer has thousands).
+    assert not [e for e in events if e[1] == "m" and e[2].startswith(("sftp.op", "sftp.reply", "sftp.data"))]

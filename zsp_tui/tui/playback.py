@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 from recorder import Event, FormatViolation, Frame, FrameKind, Header, PublicKey, decode_body
 from replay import (
+    PROTOCOL_EVENTS,
     Command,
     IndexBuilder,
     Located,
@@ -199,7 +200,7 @@ class Overview:
                 self._run_size += len(data)
                 if b"\r" in data or b"\n" in data:
                     self._close_run()
-            elif kind is FrameKind.EVENT and isinstance(data, Event):
+            elif kind is FrameKind.EVENT and isinstance(data, Event) and data.type not in PROTOCOL_EVENTS:
                 mark = _EVENT_KINDS.get(data.type, MarkKind.EVENT)
                 if data.type == "input.masked":
                     self._close_run()
