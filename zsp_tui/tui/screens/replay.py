@@ -42,6 +42,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
@@ -619,7 +620,10 @@ class ReplayScreen(Screen[None]):
         if (self.overview.version, label) != self._listed:
             self._listed = (self.overview.version, label)
             _markers, keys, commands = self.overview.snapshot()
-            self.query_one(ReplayPanel).update_lists(commands, keys, label, self.overview.files_snapshot())
+            try:
+                self.query_one(ReplayPanel).update_lists(commands, keys, label, self.overview.files_snapshot())
+            except NoMatches:  # a timer tick while the screen is torn down (its widgets already gone)
+                return
 
     def commands_label(self) -> str:
         """Beside the Commands title: ``(reading…)`` while the recording is still being read,
