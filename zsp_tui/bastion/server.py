@@ -73,7 +73,7 @@ from recorder import (
 from replay import printable
 
 from ..access import AccessService
-from ..audit import NewEvent
+from ..audit import NewEvent, Scalar
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, StoreError, ZspError
@@ -562,6 +562,15 @@ class Bastion:
         """The grant watcher's own thread and connection: client traffic cannot queue ahead of it."""
         return await asyncio.get_running_loop().run_in_executor(self._watch_pool, lambda: fn(*args))
 
+    async def _channel_refused(
+        self, conn: asyncssh.SSHServerConnection, user: User, message: str, kind: str, detail: str, **where: Any
+    ) -> None:
+        """Audit a refused channel (``channel.refused``: a subsystem, a file transfer), capped per
+        connection like every refusal (:meth:`_audit_refusal`)."""
+        fields: dict[str, Scalar] = {"kind": kind, "detail": detail[:200]}
+        event = NewEvent("channel.refused", user.name, "ssh", message, outcome="failure", fields=fields, **where)
+        await self._audit_refusal(conn, event)
+
     async def _audit_refusal(self, conn: asyncssh.SSHServerConnection, event: NewEvent) -> None:
         """Audit a refused session, at most so many per connection (see ``_Server.count_refusal``)."""
         owner = conn.get_owner()
@@ -1022,30 +1031,14 @@ class Bastion:
         command = process.command
         sftp = process.subsystem == "sftp"  # file transfer: admitted below under a grant that allows it
         if process.subsystem and not sftp:
-            await self.audit(
-                NewEvent(
-                    "channel.refused",
-                    user.name,
-                    "ssh",
-                    f"subsystem {process.subsystem} refused",
-                    outcome="failure",
-                    fields={"kind": "subsystem", "detail": process.subsystem},
-                )
+            await self._channel_refused(
+                conn, user, f"subsystem {process.subsystem} refused", "subsystem", process.subsystem
             )
             return self._refuse(process, f"the {process.subsystem} subsystem is not available through zsp")
         program = transfer_program(command)  # see transfer.py for what this refusal does and does not do
         if program is not None:
-            await self._audit_refusal(
-                conn,
-                NewEvent(
-                    "channel.refused",
-                    user.name,
-                    "ssh",
-                    f"file transfer ({program}) refused",
-                    outcome="failure",
-                    fields={"kind": "scp" if program == "scp" else "sftp", "detail": (command or "")[:200]},
-                ),
-            )
+            kind = "scp" if program == "scp" else "sftp"
+            await self._channel_refused(conn, user, f"file transfer ({program}) refused", kind, command or "")
             return self._refuse(
                 process,
                 "file transfer runs through zsp over SFTP only (sftp, or scp without -O), "
@@ -1149,19 +1142,9 @@ class Bastion:
             )
         if why is None:
             return None
-        await self._audit_refusal(
-            conn,
-            NewEvent(
-                "channel.refused",
-                user.name,
-                "ssh",
-                f"file transfer (sftp) refused: {why}",
-                outcome="failure",
-                target=target.name,
-                login=login,
-                grant_id=grant.id,
-                fields={"kind": "sftp", "detail": why[:200]},
-            ),
+        await self._channel_refused(
+            conn, user, f"file transfer (sftp) refused: {why}", "sftp", why,
+            target=target.name, login=login, grant_id=grant.id,
         )
         return why
 
