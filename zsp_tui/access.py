@@ -1250,9 +1250,9 @@ class AccessService:
                     f"the recording reviewed ends at {head[:16]}..., not at the head recorded when session "
                     f"{record.id} ended ({record.head[:16]}...): not this session's recording"
                 )
-            for ev in self.audit_log.newest(u.tx, limit=10_000, event_prefix="session.review"):
-                if ev.event == "session.review" and ev.session_id == record.id and ev.actor == user.name:
-                    raise Conflict(f"{user.name} already attested a review of {record.id} ({rfc3339(ev.time)})")
+            for earlier in self._reviews(u.tx).get(record.id, ()):
+                if earlier.reviewer == user.name:
+                    raise Conflict(f"{user.name} already attested a review of {record.id} ({rfc3339(earlier.at)})")
             u.audit(
                 NewEvent(
                     "session.review",
@@ -1273,11 +1273,16 @@ class AccessService:
     def reviews(self) -> dict[str, list[Review]]:
         """Every attested review, by session id, oldest first (from the ``session.review`` events;
         unverified here: ``zsp audit verify`` checks the chain they are in)."""
-        out: dict[str, list[Review]] = {}
         with self.store.transaction(write=False) as tx:
-            for ev in reversed(self.audit_log.newest(tx, limit=10**9, event_prefix="session.review")):
-                if ev.event == "session.review" and ev.session_id:
-                    out.setdefault(ev.session_id, []).append(Review.from_event(ev))
+            return self._reviews(tx)
+
+    def _reviews(self, tx: Tx) -> dict[str, list[Review]]:
+        # Every one, read through the audit log's event index: the once-per-reviewer check must
+        # not miss an attestation older than some page.
+        out: dict[str, list[Review]] = {}
+        for ev in reversed(self.audit_log.newest(tx, limit=2**62, event_prefix="session.review")):
+            if ev.event == "session.review" and ev.session_id:
+                out.setdefault(ev.session_id, []).append(Review.from_event(ev))
         return out
 
     def session(self, session_id: str) -> SessionRecord | None:
