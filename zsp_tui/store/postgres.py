@@ -37,7 +37,7 @@ import psycopg_pool
 from psycopg import sql
 
 from ..clock import rfc3339
-from ..config import redact_url, scrub_secrets, url_secrets
+from ..config import redact_url, scrub_secrets
 from ..exceptions import Conflict, StoreError
 from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
 from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort
@@ -111,12 +111,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _scrub(text: str, passwords: tuple[str, ...]) -> str:
-    for p in passwords:
-        text = text.replace(p, "***")
-    return text
-
-
 class _Closable(Protocol):
     def close(self) -> None: ...
 
@@ -150,7 +144,6 @@ class PostgresStore:
     def __init__(self, url: str, *, max_connections: int = _POOL_MAX) -> None:
         self.url = url
         self.where = redact_url(url)
-        self._passwords = url_secrets(url)
         self._kwargs: dict[str, Any] = {
             "autocommit": True,  # transactions are begun and ended here, explicitly
             "connect_timeout": _CONNECT_TIMEOUT,
@@ -194,7 +187,7 @@ class PostgresStore:
     # --- errors ---------------------------------------------------------------------------
 
     def _reason(self, exc: BaseException) -> str:
-        return _scrub(_one_line(str(exc)) or type(exc).__name__, self._passwords)
+        return scrub_secrets(_one_line(str(exc)) or type(exc).__name__, self.url)
 
     def _error(self, exc: BaseException) -> StoreError:
         return StoreError(where=self.where, reason=self._reason(exc))
