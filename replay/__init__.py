@@ -24,6 +24,7 @@ from ._asciicast import CAST_VERSIONS, asciicast, command_label
 from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
 from ._exceptions import ContentMismatch, QueryError, ReplayError, SearchIndexError, SourceError
 from ._export_meta import ExportMeta, export_meta
+from ._file_ops import CHANGE_OPS, FileOp, file_changes, file_ops
 from ._files import PROTOCOL_EVENTS, TransferredFile, files
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
@@ -72,6 +73,7 @@ from ._verify import Outcome, Problem, RedactedFrame, VerificationReport, load, 
 
 __all__ = [
     "CAST_VERSIONS",
+    "CHANGE_OPS",
     "DEFAULT_STYLE",
     "MAX_COLS",
     "MAX_PENDING_BYTES",
@@ -85,6 +87,7 @@ __all__ = [
     "Command",
     "ContentMismatch",
     "ExportMeta",
+    "FileOp",
     "GrowingFile",
     "Hit",
     "HitKind",
@@ -132,6 +135,8 @@ __all__ = [
     "cap_idle",
     "command_label",
     "export_meta",
+    "file_changes",
+    "file_ops",
     "files",
     "follow",
     "index_recording",

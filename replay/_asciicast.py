@@ -47,6 +47,7 @@ from recorder import Event, Frame, FrameKind, Header, Resize, Seal
 
 from ._exceptions import ReplayError
 from ._export_meta import ExportMeta
+from ._file_ops import file_changes
 from ._files import PROTOCOL_EVENTS, files
 from ._printable import printable
 from ._scan import Command, Scanner, had_pty, keys_text
@@ -209,6 +210,9 @@ def asciicast(
         elif kind is FrameKind.RESIZE and isinstance(data, Resize):
             if data.cols and data.rows:
                 yield event(frame.t_us, "r", f"{data.cols}x{data.rows}")
+        elif kind is FrameKind.EVENT and isinstance(data, Event) and data.type == "sftp.op":
+            for c in file_changes((frame,)):  # remove, rename, mkdir...: a marker each
+                yield event(frame.t_us, "m", printable(f"sftp {c.op}: {c.text}"))
         elif kind is FrameKind.EVENT and isinstance(data, Event) and data.type not in PROTOCOL_EVENTS:
             label = f"{data.type}: {data.message}" if data.message else data.type
             if data.type in ("sftp.file", "sftp.file_incomplete"):

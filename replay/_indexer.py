@@ -17,6 +17,7 @@ from pathlib import Path
 from recorder import Event, Frame, FrameKind, Header, PublicKey
 
 from ._exceptions import ReplayError, SourceError
+from ._file_ops import file_changes
 from ._files import files
 from ._follow import Located, located_frames
 from ._printable import printable
@@ -105,10 +106,16 @@ def rows_of(items: Iterable[Item], budget: TextBudget | None = None) -> Iterator
 def file_row(frame: Frame) -> Row | None:
     """The index row of a file transfer event (``sftp.file``, ``sftp.file_incomplete``), else None:
     an OUTPUT row reading ``[sftp upload] PATH (N bytes, sha256 HEX)``, so a transferred file's path
-    is found like any line the session showed, at the moment the file was closed. The path is stored
+    is found like any line the session showed, at the moment the file was closed; and of a request
+    that changes files (``[sftp rename] OLD -> NEW``, ``[sftp remove] PATH``), at the request. The path is stored
     escaped (``printable``): search hits are shown to people, and a path is the peer's bytes."""
     if frame.kind is not FrameKind.EVENT or not isinstance(frame.data, Event):
         return None
+    if frame.data.type == "sftp.op":
+        changed = file_changes((frame,))  # remove, rename, mkdir...: ``[sftp rename] A -> B``
+        if not changed:
+            return None
+        return Row(frame.t_us, frame.seq, HitKind.OUTPUT, _clean(f"[sftp {changed[0].op}] {changed[0].shown}"))
     if frame.data.type not in ("sftp.file", "sftp.file_incomplete"):
         return None
     (f,) = files((frame,))

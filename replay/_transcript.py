@@ -1,10 +1,12 @@
 """A plain-text transcript of a verified recording, for a ticket or a report.
 
-Three parts (four for a session that transferred files): a header (who, where, under which
+Three parts (more for a session that transferred files): a header (who, where, under which
 grant and reason, approved by whom, when, how it ended, and what verification found, with the
 signer's fingerprint and the final chain head), the
 commands typed with their times (offset from the start and UTC), the files transferred (SFTP,
-scp: time, direction, size, sha256, path; only when there are any), and the output as the terminal
+scp: time, direction, size, sha256, path; only when there are any), the other changes it made to
+files (remove, rename, mkdir, setstat...: the operation, the target's answer, the paths; only when
+there are any), and the output as the terminal
 showed it: the logical lines :class:`replay.Scanner` reports (escape sequences interpreted,
 soft-wrapped rows joined), in order, then the lines still on the screen at the end.
 
@@ -28,6 +30,7 @@ from recorder import Event, Frame, FrameKind, Header
 from ._asciicast import command_label
 from ._exceptions import ReplayError
 from ._export_meta import ExportMeta
+from ._file_ops import file_changes
 from ._files import files
 from ._printable import printable
 from ._scan import Command, Scanner, TextLine
@@ -103,6 +106,7 @@ def transcript(frames: Iterable[Frame], meta: ExportMeta) -> Iterator[str]:
     scanner = Scanner.for_header(header)
     commands: list[str] = []
     transferred: list[str] = []
+    change_frames: list[Frame] = []
     lines = 0
 
     def command(t_us: int, label: str) -> None:
@@ -126,6 +130,13 @@ def transcript(frames: Iterable[Frame], meta: ExportMeta) -> Iterator[str]:
             if (
                 frame.kind is FrameKind.EVENT
                 and isinstance(frame.data, Event)
+                and frame.data.type in ("sftp.op", "sftp.reply")
+                and frame.data.fields.get("op") not in ("read", "write")
+            ):
+                change_frames.append(frame)  # requests and replies only: file_changes pairs them
+            elif (
+                frame.kind is FrameKind.EVENT
+                and isinstance(frame.data, Event)
                 and frame.data.type in ("sftp.file", "sftp.file_incomplete")
             ):
                 (f,) = files((frame,))
@@ -145,6 +156,14 @@ def transcript(frames: Iterable[Frame], meta: ExportMeta) -> Iterator[str]:
             yield "Files transferred\n"
             yield "-----------------\n"
             yield from transferred
+            yield "\n"
+        changes = file_changes(change_frames)
+        if changes:
+            yield "Other changes to files\n"
+            yield "----------------------\n"
+            for c in changes:
+                detail = f" {printable(c.detail)}" if c.detail else ""
+                yield f"+{_clock(c.t_us)}  {_utc(meta, c.t_us)}  {c.op}{detail} ({c.outcome})  {c.shown}\n"
             yield "\n"
         yield "Output\n"
         yield "------\n"

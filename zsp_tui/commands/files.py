@@ -1,5 +1,6 @@
 """``zsp files``: the files a recorded session transferred (SFTP, scp), listed, as JSON, or
-extracted; and the list ``zsp play`` prints beside the screen.
+extracted, and the other changes it made to the target's files (remove, rename, mkdir, chmod...);
+``--ops`` the whole operation log. Also the lists ``zsp play`` prints beside the screen.
 
 Everything listed comes from frames a verified signature covers (``only_signed(verify_frames)``).
 Paths are the operator's bytes: on the terminal they only ever appear through ``printable``
@@ -16,17 +17,29 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from recorder import PublicKey
-from replay import ContentMismatch, SourceError, TransferredFile, files, only_signed, verify, verify_frames
+from recorder import Event, Frame, FrameKind, PublicKey
+from replay import (
+    ContentMismatch,
+    FileOp,
+    SourceError,
+    TransferredFile,
+    file_changes,
+    file_ops,
+    files,
+    only_signed,
+    verify,
+    verify_frames,
+)
 
 from ..exceptions import UsageError
 from ..session_ref import SessionIndex
 from ._common import data as _data
 from ._common import table
 
-__all__ = ["file_list", "print_files", "register", "safe_name"]
+__all__ = ["file_activity", "file_list", "print_changes", "print_files", "register", "safe_name"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -35,6 +48,32 @@ def file_list(path: Path, trusted: list[PublicKey], *, content: bool = False) ->
     """The transferred files of the recording at ``path``, as far as signatures cover it."""
     with open(path, "rb") as f:
         return files(only_signed(verify_frames(f, trusted, source=str(path))), content=content)
+
+
+def file_activity(
+    path: Path, trusted: list[PublicKey], *, content: bool = False, every_op: bool = False
+) -> tuple[list[TransferredFile], list[FileOp]]:
+    """The transferred files and the other file operations of the recording at ``path``, in one
+    verified pass: the changes (remove, rename, mkdir...), or with ``every_op`` every request but
+    the per-chunk reads and writes. Only the request and reply events are held for the second
+    list, not the frames in between."""
+    kept: list[Frame] = []
+
+    def tap(frames: Iterable[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            ev = frame.data
+            if (
+                frame.kind is FrameKind.EVENT
+                and isinstance(ev, Event)
+                and ev.type in ("sftp.op", "sftp.reply")
+                and ev.fields.get("op") not in ("read", "write")
+            ):
+                kept.append(frame)
+            yield frame
+
+    with open(path, "rb") as f:
+        found = files(tap(only_signed(verify_frames(f, trusted, source=str(path)))), content=content)
+    return found, (file_ops(kept) if every_op else file_changes(kept))
 
 
 def safe_name(f: TransferredFile) -> str:
@@ -68,6 +107,25 @@ def print_files(found: list[TransferredFile]) -> None:
         for f in found
     ]
     table(rows, ["TIME", "DIRECTION", "SIZE", "SHA256", "CONTENT", "PATH"])
+
+
+def print_changes(ops: list[FileOp]) -> None:
+    """The table of file operations: time, operation, the target's answer, details, path(s)."""
+    rows = [[_when(o.t_us), o.op, o.outcome, o.detail or "-", o.text] for o in ops]  # table() escapes
+    table(rows, ["TIME", "OPERATION", "OUTCOME", "DETAIL", "PATH"])
+
+
+def _op_json(o: FileOp) -> dict[str, object]:
+    out: dict[str, object] = {"op": o.op, "path": o.path, "outcome": o.outcome, "frame": o.frame, "t_us": o.t_us}
+    if o.path_bytes is not None:
+        out["path_b64"] = base64.b64encode(o.path_bytes).decode()
+    if o.path2 or o.path2_bytes is not None:
+        out["path2"] = o.path2
+    if o.path2_bytes is not None:
+        out["path2_b64"] = base64.b64encode(o.path2_bytes).decode()
+    if o.detail:
+        out["detail"] = o.detail
+    return out
 
 
 def _json(f: TransferredFile, extracted: str | None) -> dict[str, object]:
@@ -133,20 +191,32 @@ def cmd_files(args: argparse.Namespace) -> int:
     try:
         report = verify(ref.path, trusted)
         require_identity(ref, report)
-        found = file_list(ref.path, trusted, content=args.extract is not None)
+        found, ops = file_activity(ref.path, trusted, content=args.extract is not None, every_op=args.ops)
     except SourceError as exc:
         raise UsageError(f"cannot read {ref.path}: {exc.reason}") from None
     written: dict[int, str] = {}
     refused = 0
     if args.extract is not None:
         written, refused = _extract(found, Path(args.extract))
-    if args.json:
+    if args.json and args.ops:
+        json.dump([_op_json(o) for o in ops], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.json:
         json.dump([_json(f, written.get(f.index)) for f in found], sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif found:
-        print_files(found)
+    elif args.ops:
+        if ops:
+            print_changes(ops)
+        else:
+            print("no file operations", file=sys.stderr)
     else:
-        print("no files transferred", file=sys.stderr)
+        if found:
+            print_files(found)
+        else:
+            print("no files transferred", file=sys.stderr)
+        if ops:
+            print(f"\nother changes to files ({len(ops)}):")
+            print_changes(ops)
     code = _play_verdict(report)
     return code or (1 if refused else 0)
 
@@ -160,10 +230,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "verified signature covers. Paths are shown escaped; --json gives them exactly. --extract DIR writes "
         "the content of each file the recording holds in full into DIR, named NNN-BASENAME (sanitized, "
         "never a path from the recording, never overwriting), and refuses any whose content does not "
-        "hash to its recorded sha256 (exit 1).",
+        "hash to its recorded sha256 (exit 1). After the files come the other changes the session made "
+        "(remove, rename, mkdir, rmdir, setstat, symlink, link) with the target's answer; --ops lists every "
+        "operation instead (with --json: a JSON array of them).",
     )
     p.add_argument("path", metavar="SESSION", help="session id, unique start or end of one, or a path with '/'")
     p.add_argument("--json", action="store_true", help="print a JSON array with exact values")
+    p.add_argument(
+        "--ops", action="store_true", help="every file operation (open, stat, rename...) with the target's answer"
+    )
     p.add_argument("--extract", metavar="DIR", help="write the complete, hash-checked content of each file into DIR")
     p.add_argument("--signer", action="append", metavar="KEYFILE", help="trust this key (repeatable)")
     p.set_defaults(func=cmd_files)

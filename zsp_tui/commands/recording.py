@@ -498,15 +498,18 @@ def _print_commands(path: Path, trusted: list[PublicKey], until_us: int | None) 
 def _print_files(path: Path, trusted: list[PublicKey], *, only: bool) -> None:
     """The files the session transferred (SFTP, scp), after its screen: a pure SFTP session shows
     nothing on a terminal, so this list is its replay. ``only``: say so when there are none."""
-    from .files import file_list, print_files
+    from .files import file_activity, print_changes, print_files
 
-    found = file_list(path, trusted)
+    found, changes = file_activity(path, trusted)
     if found:
         if not only:
             print(f"files transferred ({len(found)}):")
         print_files(found)
     elif only:
         print("no files transferred", file=sys.stderr)
+    if changes:
+        print(f"{chr(10) if found or only else ''}other changes to files ({len(changes)}):")
+        print_changes(changes)
 
 
 def _is_live(data: DataDir, sid: str) -> bool:

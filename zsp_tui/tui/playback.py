@@ -32,6 +32,7 @@ from recorder import Event, FormatViolation, Frame, FrameKind, Header, PublicKey
 from replay import (
     PROTOCOL_EVENTS,
     Command,
+    FileOp,
     IndexBuilder,
     Located,
     Playhead,
@@ -41,6 +42,7 @@ from replay import (
     SeekIndex,
     TransferredFile,
     VerificationReport,
+    file_changes,
     files,
     iter_raw,
     located_frames,
@@ -166,6 +168,9 @@ class Overview:
     commands: list[Command] = field(default_factory=list)
     files: list[TransferredFile] = field(default_factory=list)
     """Files transferred (``sftp.file`` / ``sftp.file_incomplete`` events), in recording order."""
+    changes: list[FileOp] = field(default_factory=list)
+    """Other changes to files (remove, rename, mkdir...: ``replay.file_changes``), in recording
+    order; each one's ``outcome`` is filled in when the target's reply is read."""
     kinds: bytearray = field(default_factory=bytearray)
     """Kind of each verified frame, by sequence number."""
     end_us: int = 0
@@ -176,6 +181,10 @@ class Overview:
     version: int = 0
     """Bumped on every change the UI draws (density, markers, keys, commands)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _change_wait: dict[int, int] = field(default_factory=dict)
+    """SFTP request id -> index in ``changes`` of the change awaiting its reply."""
+    _change_frames: dict[int, tuple[Frame]] = field(default_factory=dict)
+    """Index in ``changes`` -> the request's frame, until its reply comes."""
     _run: bytearray = field(default_factory=bytearray)
     _run_size: int = 0
     _run_start: tuple[int, int] | None = None
@@ -221,10 +230,33 @@ class Overview:
                 if mark is MarkKind.FLAG:
                     self.flags.append(marker)
                 self.version += 1
+            elif kind is FrameKind.EVENT and isinstance(data, Event) and data.type in ("sftp.op", "sftp.reply"):
+                self._file_change(frame, data)
             elif kind is FrameKind.CHECKPOINT:
                 self.checkpoints[frame.seq] = frame.t_us
             elif kind is FrameKind.HEADER and isinstance(data, Header):
                 self.header = data
+
+    def _file_change(self, frame: Frame, data: Event) -> None:
+        """A request that changes files becomes a change and a marker; its reply, its outcome."""
+        rid = data.fields.get("id")
+        if data.type == "sftp.reply":
+            at = self._change_wait.pop(rid, None) if isinstance(rid, int) else None
+            if at is not None:
+                (done,) = file_changes((*self._change_frames.pop(at), frame))
+                self.changes[at] = done
+                self.version += 1
+            return
+        changed = file_changes((frame,))
+        if not changed:
+            return
+        (change,) = changed
+        if isinstance(rid, int):
+            self._change_wait[rid] = len(self.changes)
+            self._change_frames[len(self.changes)] = (frame,)
+        self.changes.append(change)
+        self.markers.append(Marker(frame.t_us, MarkKind.EVENT, f"sftp {change.op}: {change.text}"[:300], frame.seq))
+        self.version += 1
 
     def add_commands(self, commands: list[Command]) -> None:
         if not commands:
@@ -271,6 +303,10 @@ class Overview:
     def files_snapshot(self) -> list[TransferredFile]:
         with self.lock:
             return list(self.files)
+
+    def changes_snapshot(self) -> list[FileOp]:
+        with self.lock:
+            return list(self.changes)
 
     def flag_markers(self) -> list[Marker]:
         """The moments rules fired, in recording order."""

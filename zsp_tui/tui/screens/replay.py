@@ -621,7 +621,9 @@ class ReplayScreen(Screen[None]):
             self._listed = (self.overview.version, label)
             _markers, keys, commands = self.overview.snapshot()
             try:
-                self.query_one(ReplayPanel).update_lists(commands, keys, label, self.overview.files_snapshot())
+                self.query_one(ReplayPanel).update_lists(
+                    commands, keys, label, self.overview.files_snapshot(), self.overview.changes_snapshot()
+                )
             except NoMatches:  # a timer tick while the screen is torn down (its widgets already gone)
                 return
 

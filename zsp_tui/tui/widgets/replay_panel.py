@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
-from replay import Command, TransferredFile
+from replay import Command, FileOp, TransferredFile
 
 from ..playback import KeyRun
 from ..text import plain
@@ -70,6 +70,17 @@ def file_prompt(f: TransferredFile) -> Text:
     return text
 
 
+def change_prompt(c: FileOp) -> Text:
+    text = Text(f"{clock(c.t_us)} ", style="dim", no_wrap=True, end="")
+    text.append(f"{c.op} ", style="magenta")
+    text.append_text(plain(c.text))  # plain() escapes the controls
+    if c.detail:
+        text.append_text(plain(f" {c.detail}", "dim"))
+    if c.outcome != "ok":
+        text.append_text(plain(f" ({c.outcome})", "yellow"))
+    return text
+
+
 class ReplayPanel(Vertical):
     """Commands and keystrokes of the recording; both lists jump to the selected moment."""
 
@@ -86,6 +97,7 @@ class ReplayPanel(Vertical):
         self._commands: list[Command] = []
         self._keys: list[KeyRun] = []
         self._files: list[TransferredFile] = []
+        self._changes: list[FileOp] = []
         self._status = ""
 
     def compose(self) -> ComposeResult:
@@ -95,10 +107,12 @@ class ReplayPanel(Vertical):
         yield OptionList(id="keys")
         yield Label(plain("Files"), id="files-title", classes="panel-title")
         yield OptionList(id="files")
+        yield Label(plain("File changes"), id="changes-title", classes="panel-title")
+        yield OptionList(id="changes")
 
     def on_mount(self) -> None:
-        for wid in ("#files-title", "#files"):
-            self.query_one(wid).display = False  # shown once a file transfer is listed
+        for wid in ("#files-title", "#files", "#changes-title", "#changes"):
+            self.query_one(wid).display = False  # shown once a file transfer (or change) is listed
 
     @property
     def commands(self) -> list[Command]:
@@ -110,6 +124,7 @@ class ReplayPanel(Vertical):
         keys: list[KeyRun],
         status: str = "",
         files: list[TransferredFile] | None = None,
+        changes: list[FileOp] | None = None,
     ) -> None:
         """Show ``commands`` and ``keys`` (appending what is new; a list only grows), at most
         :data:`MAX_LISTED` of each: a recording of 200,000 typed commands must not hold the UI
@@ -137,6 +152,18 @@ class ReplayPanel(Vertical):
             self._files = list(files)
             self._more(flist, "files", len(files))
             for wid in ("#files-title", "#files"):
+                self.query_one(wid).display = True
+        if changes is not None and changes != self._changes:
+            glist = self.query_one("#changes", OptionList)
+            shown = min(len(self._changes), MAX_LISTED)
+            for i in range(shown):  # an outcome read since (the target's reply)
+                if i < len(changes) and changes[i] != self._changes[i]:
+                    glist.replace_option_prompt(f"g{i}", change_prompt(changes[i]))
+            listed_changes = changes[shown:MAX_LISTED] if len(changes) > shown else []
+            glist.add_options(Option(change_prompt(c), id=f"g{shown + i}") for i, c in enumerate(listed_changes))
+            self._changes = list(changes)
+            self._more(glist, "changes", len(changes))
+            for wid in ("#changes-title", "#changes"):
                 self.query_one(wid).display = True
         if status != self._status:
             self._status = status
@@ -170,3 +197,5 @@ class ReplayPanel(Vertical):
             self.post_message(self.Jump(self._keys[i].t_us))
         elif oid.startswith("f") and i < len(self._files):
             self.post_message(self.Jump(self._files[i].t_us))
+        elif oid.startswith("g") and i < len(self._changes):
+            self.post_message(self.Jump(self._changes[i].t_us))
