@@ -71,6 +71,8 @@ def _rule_json(r: Rule) -> dict[str, Any]:
         "command": r.command.pattern if r.command else None,
         "keys": r.keys.pattern if r.keys else None,
         "output": r.output.pattern if r.output else None,
+        "path": r.path.pattern if r.path else None,
+        "file_ops": sorted(op.value for op in r.file_ops) if r.file_ops is not None else None,
         "users": list(r.users),
         "targets": list(r.targets),
         "logins": list(r.logins),
