@@ -254,6 +254,7 @@ def test_a_denied_operation_is_refused_and_the_session_goes_on(live: Live) -> No
     # '-': sftp's batch mode goes on after a failed command
     p = sftp(live, f"-rm {keep}\n-rename {keep} {live.work}/moved.txt\nput {local} {after}\n")
     assert p.returncode == 0, p.stderr
+    assert "Permission denied" in p.stderr, p.stderr
     assert keep.read_text() == "stays\n" and not (live.work / "moved.txt").exists()
     assert after.read_text() == "after\n"  # the session went on
     s = last_session(live, before)
