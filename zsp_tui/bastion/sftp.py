@@ -8,6 +8,11 @@ SFTP subsystem of the target over the session's certificate-authenticated upstre
 each reply is parsed, recorded and forwarded the same way. Fail closed: a packet whose event
 cannot be queued for the recording is not relayed, and the session ends.
 
+Real-time file rules (docs/RULES.md) see each request after it is recorded and before it is
+relayed (``SessionGuard.file_request``): a request a rule denies or terminates on is answered here
+with a ``permission denied`` status (recorded as an ``sftp.reply`` with ``by = "rule"``) and never
+reaches the target; a terminating rule then ends the session, and nothing more is read.
+
 What the recording holds (see docs/FORMAT.md, "File transfer events"):
 
 - ``sftp.op`` per request (``op``: open, read, write, close, stat, readdir, rename, remove, ...)

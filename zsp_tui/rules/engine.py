@@ -196,8 +196,9 @@ class SessionRules:
 
     Live, the bastion calls :meth:`gate` with each chunk of input before recording it, then
     :meth:`input`; :meth:`output` with each chunk of output; :meth:`resize`, :meth:`masked` and
-    :meth:`tick` as those happen; :meth:`start` first and :meth:`finish` last. Offline,
-    :meth:`feed` takes recorded frames. Every method but :meth:`gate` returns the matches it found
+    :meth:`tick` as those happen; :meth:`file_verdict` with each SFTP request before it is
+    relayed; :meth:`start` first and :meth:`finish` last. Offline, :meth:`feed` takes recorded
+    frames. Every method but :meth:`gate` and :meth:`file_verdict` returns the matches it found
     (in order); :meth:`gate` is pure."""
 
     def __init__(self, rules: RuleSet, facts: SessionFacts, *, cols: int, rows: int, pty: bool) -> None:
