@@ -347,3 +347,21 @@ def test_hostile_file_names_are_matched_and_escaped_everywhere(live: Live, capsy
     assert "agree: no: recorded live, not found here: flag-upload" in out
     code, out = zsp(capsys, live, "search", "--flagged")
     assert code == 0 and "\x1b" not in out and "\nforged line" not in out
+
+
+def test_a_flood_of_denied_operations_is_reported_twenty_times_and_all_denied(live: Live) -> None:
+    ensure_grant(live)
+    before = sessions_before(live)
+    keep = [live.work / f"KEEP-ME-{i}.txt" for i in range(25)]
+    for k in keep:
+        k.write_text("stays\n")
+    p = sftp(live, "".join(f"-rm {k}\n" for k in keep))
+    assert p.returncode == 0, p.stderr
+    assert all(k.exists() for k in keep)
+    s = last_session(live, before)
+    evs = events(live, s.path)
+    assert len([r for r in of(evs, "sftp.reply") if r.get("by") == "rule"]) == 25
+    assert len(of(evs, "rule.match")) == 20
+    [sup] = of(evs, "rule.suppressed")
+    assert (sup["total"], sup["rules"]) == (5, "keep-files=5")
+    assert len(wait_for(lambda: (a := audit(live, "rule.match", s.id)) and len(a) == 20 and a)) == 20
