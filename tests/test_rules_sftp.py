@@ -263,6 +263,7 @@ def test_a_denied_operation_is_refused_and_the_session_goes_on(live: Live) -> No
     refusals = [r for r in of(evs, "sftp.reply") if r.get("by") == "rule"]
     assert [r["rule"] for r in refusals] == ["keep-files", "keep-files"]
     assert all(r["status"] == "permission-denied" and "KEEP-ME files stay" in r["text"] for r in refusals)
+    assert [r["path"] for r in refusals] == [str(keep), str(keep)]  # the rename's first path
     assert [m["rule"] for m in of(evs, "rule.match")] == ["keep-files", "keep-files"]
     assert live.env.svc.get(grant.id).state is RequestState.APPROVED
 

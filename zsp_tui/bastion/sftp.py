@@ -361,11 +361,11 @@ class _Proxy:
         if refused is None:
             return None
         rule = refused.rule
-        _, _, _, path = self.pending.pop(rid, ("", b"", 0, b""))
+        self.pending.pop(rid, None)  # answered here: the target never sees it
         text = printable(f"refused by rule {rule.name}: {rule.shown_message}")[:500]
         reply: dict[str, Any] = {"reply": "status", "id": rid, "op": op}
-        if path:
-            reply.update(_text(path, "path"))
+        if paths:
+            reply.update(_text(paths[0], "path"))
         self.event(
             "sftp.reply", "status", **reply, status="permission-denied", text=text, rule=rule.name, by="rule"
         )
