@@ -6,12 +6,14 @@ the relay would have decided. ``tests/test_rules_sftp.py`` runs them live, throu
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
 
 from recorder import SigningKey
 from tests.rules_helpers import Rec, facts, fired, ruleset, run
+from zsp_tui.cli import main
 from zsp_tui.exceptions import RulesError
 from zsp_tui.rules import Action, FileOp, Trigger
 from zsp_tui.rules.config import DEFAULT_RULES_FILE, parse_rules, shipped_rules
@@ -286,3 +288,22 @@ def test_recorded_sftp_requests_are_found_offline(tmp_path: Path, key: SigningKe
         ("stop", "read /srv/SECRET"): 1,
     }
     assert all(m.trigger is Trigger.FILE for m in matches) and suppressed == {}
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def test_rules_check_and_list_show_file_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    own = tmp_path / "rules.toml"
+    own.write_text('[[rule]]\nname = "no-etc"\nseverity = "high"\nactions = ["deny"]\npath = \'^/etc/\'\n'
+                   'file_ops = ["write", "remove"]\n')
+    assert main(["rules", "check", str(own)]) == 0
+    assert capsys.readouterr().out == "ok: 14 rules (13 shipped, 1 own)\n"
+    assert main(["rules", "list", "--rules", str(own), "--json", "--data", str(tmp_path / "data")]) == 0
+    doc = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rules"]}
+    assert doc["no-etc"]["trigger"] == "file" and doc["no-etc"]["actions"] == ["flag", "deny"]
+    assert (doc["no-etc"]["path"], doc["no-etc"]["file_ops"]) == ("^/etc/", ["remove", "write"])
+    assert doc["shadow-download"]["file_ops"] == ["read"] and doc["shadow-read"]["file_ops"] is None
+    own.write_text(own.read_text().replace('["deny"]', '["hold"]'))
+    assert main(["rules", "check", str(own)]) == 2
+    assert f"rules {own}:4: hold is for command lines" in capsys.readouterr().err
