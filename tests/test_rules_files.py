@@ -106,12 +106,15 @@ SHIPPED = {
             ((FileOp.READ,), "/etc/gshadow"),
             ((FileOp.READ,), "/etc/shadow-"),
             ((FileOp.READ,), "//etc//shadow"),
+            ((FileOp.SYMLINK,), "/etc/shadow", "/home/a/s"),
+            ((FileOp.LINK,), "/etc/gshadow", "/home/a/g"),
         ],
         [
             ((FileOp.WRITE,), "/etc/shadow"),
             ((FileOp.READ,), "/etc/shadowsocks"),
             ((FileOp.READ,), "/home/a/etc/shadow"),
             ((FileOp.LIST,), "/etc"),
+            ((FileOp.SYMLINK,), "/etc/passwd", "/home/a/s"),
         ],
     ),
 }
@@ -303,7 +306,7 @@ def test_rules_check_and_list_show_file_rules(tmp_path: Path, capsys: pytest.Cap
     doc = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rules"]}
     assert doc["no-etc"]["trigger"] == "file" and doc["no-etc"]["actions"] == ["flag", "deny"]
     assert (doc["no-etc"]["path"], doc["no-etc"]["file_ops"]) == ("^/etc/", ["remove", "write"])
-    assert doc["shadow-download"]["file_ops"] == ["read"] and doc["shadow-read"]["file_ops"] is None
+    assert doc["shadow-download"]["file_ops"] == ["link", "read", "symlink"] and doc["shadow-read"]["file_ops"] is None
     own.write_text(own.read_text().replace('["deny"]', '["hold"]'))
     assert main(["rules", "check", str(own)]) == 2
     assert f"rules {own}:4: hold is for command lines" in capsys.readouterr().err

@@ -306,6 +306,15 @@ def test_the_shipped_rules_flag_an_authorized_keys_upload(live: Live, capsys: py
     s = last_session(live, before)
     [m] = of(events(live, s.path), "rule.match")
     assert (m["rule"], m["severity"], m["text"]) == ("ssh-key-upload", "medium", f"write {remote}")
+    # a link to /etc/shadow made over sftp (to read it later under another name)
+    before = sessions_before(live)
+    link = live.work / "not-a-shadow"
+    p = sftp(live, f"ln -s /etc/shadow {link}\n")
+    assert p.returncode == 0, p.stderr
+    s = last_session(live, before)
+    [m] = of(events(live, s.path), "rule.match")
+    assert (m["rule"], m["trigger"]) == ("shadow-download", "file") and m["text"].startswith("symlink ")
+    assert "/etc/shadow" in m["text"] and str(link) in m["text"]
 
 
 # --- hostile names -------------------------------------------------------------------------------

@@ -258,9 +258,9 @@ file_ops = ["write", "rename", "link", "symlink", "remove", "setstat"]
 name = "shadow-download"
 severity = "high"
 actions = ["flag", "notify"]
-description = "a file transfer downloads /etc/shadow or /etc/gshadow (password hashes)"
+description = "a file transfer downloads /etc/shadow or /etc/gshadow (password hashes), or links to one"
 path = '^[/.]*/etc/[/.]*g?shadow(?:-|\.bak)?$'
-file_ops = ["read"]
+file_ops = ["read", "link", "symlink"]
 """
 
 STANDARD_RULES = (
