@@ -223,6 +223,9 @@ def test_a_download_a_rule_terminates_never_moves_and_revokes_the_grant(
     else:
         p = scp(live, f"srv@127.0.0.1:{remote}", str(local))
     assert p.returncode != 0
+    # the operator is told why, and the request got its answer before the session ended
+    assert "[zsp] rule stop-download (critical): secret downloads end the session" in p.stderr
+    assert f'remote open "{remote}": Permission denied' in p.stderr
     assert not local.exists() or secret[:64] not in local.read_bytes()  # no byte of it arrived
     s = last_session(live, before)
     assert s.end_reason == "rule"
