@@ -15,6 +15,9 @@ them), an Enter every 12 keys followed by a few lines of output and a prompt; th
 ``gate`` + ``input`` per keystroke (and of ``output`` for its echo), p50/p99/max in microseconds.
 Also the first keystroke after 1 MB of output, text and random bytes (the scanner catches up on the
 last 64 KiB at once).
+
+File requests: ``SessionRules.file_verdict`` on an upload (an SFTP open for writing) of an ordinary
+path, and of a 64 KiB one (rules match a path whole), per request in microseconds.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zsp_tui.rules import RuleSet, SessionFacts
+from zsp_tui.rules import FileOp, RuleSet, SessionFacts
 from zsp_tui.rules.config import load_rules, parse_rules
 from zsp_tui.rules.engine import SessionRules
 
@@ -110,6 +113,17 @@ def bench_keys(rules: RuleSet, n: int) -> tuple[list[float], list[float]]:
     return costs, after
 
 
+def bench_files(rules: RuleSet, path: str, n: int) -> float:
+    """Seconds of engine time per SFTP request (an open for writing) on ``path``."""
+    engine = SessionRules(rules, facts(), cols=0, rows=0, pty=False)
+    ops = (FileOp.WRITE,)
+    paths = (path,)
+    t0 = time.perf_counter()
+    for i in range(n):
+        engine.file_verdict(ops, paths, i)
+    return (time.perf_counter() - t0) / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=64, help="MB of each kind of output (default 64)")
@@ -134,6 +148,14 @@ def main() -> None:
         p50 = statistics.median(costs) * 1e6
         p99 = costs[int(len(costs) * 0.99)] * 1e6
         print(f"{name:<13}{p50:>8.1f}{p99:>8.1f}{costs[-1] * 1e6:>9.0f}   {after[0] * 1e6:.0f} / {after[1] * 1e6:.0f}")
+    print()
+    print("file requests: an SFTP open for writing (engine time per request)")
+    print(f"{'rules':<13}{'µs, a usual path':>17}{'µs, a 64 KiB path':>19}")
+    huge = "/home/alice/" + "d" * 65536 + "/file.txt"
+    for name, rules in sets.items():
+        usual = min(bench_files(rules, "/home/alice/project/src/module.py", 20_000) for _ in range(3))
+        long = min(bench_files(rules, huge, 200) for _ in range(3))
+        print(f"{name:<13}{usual * 1e6:>17.1f}{long * 1e6:>19.0f}")
 
 
 if __name__ == "__main__":

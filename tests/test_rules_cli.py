@@ -77,10 +77,10 @@ def test_init_writes_the_template(data: Path) -> None:
 
 
 def test_check(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "rules", "check", str(data / "rules.toml")) == (0, "ok: 10 rules (10 shipped, 0 own)\n", "")
+    assert run(capsys, "rules", "check", str(data / "rules.toml")) == (0, "ok: 13 rules (13 shipped, 0 own)\n", "")
     own = tmp_path / "own.toml"
     own.write_text(OWN)
-    assert run(capsys, "rules", "check", str(own))[1] == "ok: 11 rules (9 shipped, 2 own)\n"
+    assert run(capsys, "rules", "check", str(own))[1] == "ok: 14 rules (12 shipped, 2 own)\n"
 
 
 def test_check_refuses_with_the_line(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_check_refuses_with_the_line(tmp_path: Path) -> None:
 def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "rules", "list")
     lines = out.splitlines()
-    assert code == 0 and "10 rules (10 shipped, 0 own), shipped set 'standard'" in lines[0]
+    assert code == 0 and "13 rules (13 shipped, 0 own), shipped set 'standard'" in lines[0]
     assert lines[1].split() == ["NAME", "SEVERITY", "TRIGGER", "ACTIONS", "FROM", "DESCRIPTION"]
     rm = next(line for line in lines if line.startswith("rm-rf-root"))
     assert rm.split()[:5] == ["rm-rf-root", "critical", "command", "flag,notify,warn,hold", "shipped"]
@@ -116,7 +116,7 @@ def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mine = doc["rules"][-2]
     assert mine["name"] == "no-drop" and mine["description"] == "DROP \x1b]52;c;eA==\x07 TABLE\r\nFORGED"
     assert mine["actions"] == ["flag", "hold"] and mine["line"] == 5 and mine["command"] == "(?i)drop\\s+table"
-    assert doc["disabled"] == ["curl-pipe-shell"] and doc["hold_timeout_s"] == 300 and len(doc["rules"]) == 11
+    assert doc["disabled"] == ["curl-pipe-shell"] and doc["hold_timeout_s"] == 300 and len(doc["rules"]) == 14
 
 
 # --- test ------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from recorder import PublicKey, SigningKey
+from replay import printable
 
 from .anchors import AnchorSet
 from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
@@ -849,7 +850,8 @@ class AccessService:
                     "rule.match",
                     record.user,
                     "rule",
-                    f"rule {flag.rule} ({flag.severity}) matched {flag.trigger}: {flag.text}",
+                    # escaped: matched text may quote output or a file name, with any control character
+                    f"rule {flag.rule} ({flag.severity}) matched {flag.trigger}: {printable(flag.text)}",
                     outcome="flagged",
                     target=record.target,
                     login=record.login,
@@ -1073,7 +1075,7 @@ class AccessService:
                     record.user,
                     "rule",
                     f"rule {rule.name} ({rule.severity.value}) ended session {record.id} of {record.user} on "
-                    f"{record.login}@{record.target} and revoked its grant: {text}",
+                    f"{record.login}@{record.target} and revoked its grant: {printable(text)}",
                     outcome="terminated",
                     target=record.target,
                     login=record.login,

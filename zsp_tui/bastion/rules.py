@@ -20,7 +20,10 @@ recording reports what fired live. What the engine reports is acted on here:
   set's ``hold_timeout`` passes (denied). Allowed: the Enter is recorded and sent; denied: Ctrl-U
   (clears the line) instead. The session ending meanwhile cancels the hold;
 - ``terminate``: a ``rule.terminate`` frame, the session ends (reason ``rule``) and its grant is
-  revoked by ``rule:NAME``.
+  revoked by ``rule:NAME``;
+- file rules (an SFTP session): each request is put to :meth:`SessionGuard.file_request` by the
+  relay (:mod:`.sftp`) after it is recorded and before it is sent on; ``deny`` and ``terminate``
+  answer it ``permission denied`` instead (terminate then ends the session as above).
 
 Hot path: ``output()`` is one engine call per chunk (a bytes append; line matching only when the
 set has output rules, see the engine), and typed input is gated only when the set has enforcing
@@ -49,7 +52,7 @@ from ..exceptions import ZspError
 from ..models import Flag, Hold, HoldState, SessionRecord
 from ..rules.config import Reload, RuleKeeper
 from ..rules.engine import SessionRules, loaded_fields
-from ..rules.model import Action, Gate, Match, Rule, RuleSet, SessionFacts, Trigger
+from ..rules.model import Action, FileOp, Gate, Match, Rule, RuleSet, SessionFacts, Trigger
 
 if TYPE_CHECKING:
     from ..access import AccessService
@@ -257,6 +260,15 @@ class SessionGuard:
         matches = self.engine.masked(nbytes, run, self.t_us())
         if matches:
             self.fire(matches)
+
+    def file_request(self, ops: tuple[FileOp, ...], paths: tuple[str, ...]) -> Match | None:
+        """An SFTP request, recorded and not yet relayed (:mod:`.sftp`): what matched is recorded,
+        audited and warned of; returns the match that refuses it (deny or terminate: the relay
+        answers ``permission denied`` and, for terminate, calls :meth:`terminate`), None to relay it."""
+        verdict = self.engine.file_verdict(ops, paths, self.t_us())
+        if verdict.matches:
+            self.fire(verdict.matches, enforced=True)
+        return verdict.refused
 
     def tick(self) -> None:
         """Time passed (the watcher calls this every tick): duration rules."""

@@ -8,6 +8,11 @@ SFTP subsystem of the target over the session's certificate-authenticated upstre
 each reply is parsed, recorded and forwarded the same way. Fail closed: a packet whose event
 cannot be queued for the recording is not relayed, and the session ends.
 
+Real-time file rules (docs/RULES.md) see each request after it is recorded and before it is
+relayed (``SessionGuard.file_request``): a request a rule denies or terminates on is answered here
+with a ``permission denied`` status (recorded as an ``sftp.reply`` with ``by = "rule"``) and never
+reaches the target; a terminating rule then ends the session, and nothing more is read.
+
 What the recording holds (see docs/FORMAT.md, "File transfer events"):
 
 - ``sftp.op`` per request (``op``: open, read, write, close, stat, readdir, rename, remove, ...)
@@ -45,6 +50,10 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from recorder import RecordingFailed
+from replay import printable
+
+from ..rules.files import file_ops_of, path_text
+from ..rules.model import Action
 
 if TYPE_CHECKING:
     from .session import LiveSession
@@ -248,12 +257,14 @@ class _Proxy:
 
     # --- requests, operator -> target -------------------------------------------------------
 
-    def request(self, body: bytes) -> None:
+    def request(self, body: bytes) -> bytes | None:
+        """Record one request; the reply to send the operator instead of relaying it (a file rule
+        refused it), or None to relay it."""
         r = _Reader(body)
         kind = r.take(1)[0]
         if kind == _INIT:
             self.event("sftp.op", "init", op="init", version=r.u32())
-            return
+            return None
         op = _OPS.get(kind)
         if op is None:
             raise SftpProtocolError(f"unknown SFTP request type {kind}")
@@ -261,14 +272,17 @@ class _Proxy:
         if len(self.pending) >= _MAX_PENDING:
             raise SftpProtocolError(f"more than {_MAX_PENDING} requests awaiting replies")
         fields: dict[str, Any] = {"op": op, "id": rid}
+        paths: list[bytes] = []  # the paths file rules match (for fsetstat: its handle's)
         if op == "open":
             path = r.string()
+            paths.append(path)
             flags = r.u32()
             fields.update(_text(path, "path"))
             fields["flags"] = ",".join(n for b, n in _PFLAGS.items() if flags & b)
             self.pending[rid] = (op, path, flags, path)
         elif op in _PATH_OPS:
             path = r.string()
+            paths.append(path)
             fields.update(_text(path, "path"))
             if op in {"setstat", "mkdir"}:
                 fields.update({f"attr_{k}": v for k, v in r.attrs().items()})
@@ -279,6 +293,7 @@ class _Proxy:
             f = self.files.get(handle)
             if f is not None:
                 fields.update(_text(f.path, "path"))
+                paths.append(f.path)
             if op == "fsetstat":
                 fields.update({f"attr_{k}": v for k, v in r.attrs().items()})
             self.pending[rid] = (op, handle, 0, f.path if f else b"")
@@ -300,9 +315,10 @@ class _Proxy:
                     f.chunk(offset, data)
                     self.content(f, "upload", offset, data)
                 self.pending[rid] = (op, handle, offset, f.path if f else b"")
-                return
+                return None
         elif op in {"rename", "symlink"}:
             a, b = r.string(), r.string()
+            paths += (a, b)
             fields.update(_text(a, "path"))
             fields.update(_text(b, "path2"))
             self.pending[rid] = (op, a, 0, a)
@@ -312,10 +328,13 @@ class _Proxy:
             ext = fields["name"]
             if ext in _TWO_PATH_EXT:
                 a, b = r.string(), r.string()
+                paths += (a, b)
                 fields.update(_text(a, "path"))
                 fields.update(_text(b, "path2"))
             elif ext in _PATH_EXT:
-                fields.update(_text(r.string(), "path"))
+                path = r.string()
+                paths.append(path)
+                fields.update(_text(path, "path"))
             elif ext in {"fstatvfs@openssh.com", "fsync@openssh.com"}:
                 fields["handle"] = r.string().hex()
             elif ext == "copy-data":
@@ -326,10 +345,40 @@ class _Proxy:
                         g.exact, g.note = False, "copy-data inside the target: no whole-file hash"
             self.pending[rid] = ("extended", name, 0, b"")
         self.event("sftp.op", op, **fields)
+        return self.rules(op, rid, fields, paths)
+
+    def rules(self, op: str, rid: int, fields: dict[str, Any], paths: list[bytes]) -> bytes | None:
+        """The session's file rules on a request just recorded: flagged (and so on) by the guard;
+        refused (deny, terminate): its ``permission denied`` reply, recorded, to send back instead
+        (a terminating rule has ended the session by then)."""
+        guard = self.live.rules
+        if guard is None:
+            return None
+        ops = file_ops_of(op, str(fields.get("flags", "")), str(fields.get("name", "")))
+        if not ops:
+            return None
+        refused = guard.file_request(ops, tuple(path_text(p) for p in paths))
+        if refused is None:
+            return None
+        rule = refused.rule
+        self.pending.pop(rid, None)  # answered here: the target never sees it
+        text = printable(f"refused by rule {rule.name}: {rule.shown_message}")[:500]
+        reply: dict[str, Any] = {"reply": "status", "id": rid, "op": op}
+        if paths:
+            reply.update(_text(paths[0], "path"))
+        self.event(
+            "sftp.reply", "status", **reply, status="permission-denied", text=text, rule=rule.name, by="rule"
+        )
+        raw = text.encode()
+        answer = struct.pack(">BII", 101, rid, 3) + struct.pack(">I", len(raw)) + raw + struct.pack(">I", 0)
+        if Action.TERMINATE in rule.actions:
+            guard.terminate(refused)
+        return answer
 
     # --- replies, target -> operator --------------------------------------------------------
 
     def reply(self, body: bytes) -> None:
+        """Record one reply (always relayed)."""
         r = _Reader(body)
         kind = r.take(1)[0]
         if kind == _VERSION:
@@ -446,13 +495,20 @@ async def proxy_sftp(
     client = live.process
     problem: list[str] = []
 
-    async def pump(reader: Any, writer: Any, record: Any) -> None:
+    async def pump(reader: Any, writer: Any, record: Callable[[bytes], bytes | None]) -> None:
         while True:
             body = await _packet(reader)
             if body is None:
                 return
-            record(body)
+            answer = record(body)
             await live.recorder.drain()  # backpressure: the recording keeps pace with the relay
+            if answer is not None:  # refused by a rule: answered here, never relayed
+                client.stdout.write(struct.pack(">I", len(answer)) + answer)
+                if live.ending.is_set():
+                    return  # a terminating rule: the operator has its answer, nothing more is read
+                continue
+            if live.ending.is_set():
+                return  # ended (a rule, a revocation) while this packet was recorded: not relayed
             writer.write(struct.pack(">I", len(body)) + body)
 
     async def guarded(coro: Any, side: str) -> None:

@@ -71,6 +71,8 @@ def _rule_json(r: Rule) -> dict[str, Any]:
         "command": r.command.pattern if r.command else None,
         "keys": r.keys.pattern if r.keys else None,
         "output": r.output.pattern if r.output else None,
+        "path": r.path.pattern if r.path else None,
+        "file_ops": sorted(op.value for op in r.file_ops) if r.file_ops is not None else None,
         "users": list(r.users),
         "targets": list(r.targets),
         "logins": list(r.logins),
@@ -136,6 +138,9 @@ class _Live:
     """Holds an approver allowed (their Enter was recorded)."""
     terminated: bool = False
     suppressed: dict[str, Any] | None = None
+    cut_paths: int = 0
+    """File requests whose path is longer than the recording keeps exactly (3 KiB): live, rules
+    matched the whole path; here, the part recorded."""
 
 
 def _watch(frames: Iterator[Frame], live: _Live) -> Iterator[Frame]:
@@ -153,6 +158,8 @@ def _watch(frames: Iterator[Frame], live: _Live) -> Iterator[Frame]:
                 live.terminated = True
             elif e.type == "rule.suppressed":
                 live.suppressed = dict(e.fields)
+            elif e.type == "sftp.op" and (e.fields.get("path_cut") or e.fields.get("path2_cut")):
+                live.cut_paths += 1
         yield f
 
 
@@ -348,6 +355,7 @@ def _result_json(r: _Result, rules: RuleSet) -> dict[str, Any]:
         "only_here": [{"rule": a, "text": b} for a, b in r.only_here],
         "only_live": [{"rule": a, "text": b} for a, b in r.only_live],
         "never_entered": [{"rule": a, "text": b} for a, b in r.never_entered],
+        "cut_paths": r.live.cut_paths,
     }
 
 
@@ -410,6 +418,11 @@ def _print_result(r: _Result, rules: RuleSet) -> None:
         notes.append(
             f"{len(r.never_entered)} held and not allowed (or ended by terminate) live, so its Enter is not in "
             f"the recording and nothing is found here: {shown}"
+        )
+    if r.live.cut_paths:
+        notes.append(
+            f"{r.live.cut_paths} file request(s) with a path longer than the recording keeps exactly (3 KiB): "
+            "rules matched the whole path live, here only its recorded part (a match on the rest is not found here)"
         )
     if r.same_rules is False:
         ran = str(r.live.loaded.get("ruleset") if r.live.loaded else "")[:12]

@@ -7,6 +7,17 @@ in ``zsp rules test``, so what a test run reports is what would have fired.
 
 from __future__ import annotations
 
-from .model import Action, Gate, Match, Rule, RuleSet, SessionFacts, Severity, Trigger
+from .model import Action, FileOp, FileVerdict, Gate, Match, Rule, RuleSet, SessionFacts, Severity, Trigger
 
-__all__ = ["Action", "Gate", "Match", "Rule", "RuleSet", "SessionFacts", "Severity", "Trigger"]
+__all__ = [
+    "Action",
+    "FileOp",
+    "FileVerdict",
+    "Gate",
+    "Match",
+    "Rule",
+    "RuleSet",
+    "SessionFacts",
+    "Severity",
+    "Trigger",
+]

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..exceptions import ConfigError, RulesError
 from ..policy import _Checker, hours_window
-from .model import Action, Rule, RuleSet, Severity, Trigger
+from .model import Action, FileOp, Rule, RuleSet, Severity, Trigger
 
 __all__ = [
     "DEFAULT_RULES_FILE",
@@ -68,8 +68,10 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TOP_KEYS = {"settings", "rule"}
 _SETTINGS_KEYS = {"defaults", "disable", "hold_timeout"}
-_PATTERN_KEYS = ("command", "keys", "output")
+_PATTERN_KEYS = ("command", "keys", "output", "path")
+_FILE_KEYS = ("path", "file_ops")
 _RULE_KEYS = {
+    "file_ops",
     "name",
     "severity",
     "actions",
@@ -84,7 +86,7 @@ _RULE_KEYS = {
     "timezone",
     "min_duration",
 }
-_CONDITIONS = (*_PATTERN_KEYS, "users", "targets", "logins", "days", "hours", "min_duration")
+_CONDITIONS = (*_PATTERN_KEYS, "file_ops", "users", "targets", "logins", "days", "hours", "min_duration")
 
 # --- the shipped set ---------------------------------------------------------------------------
 # Building blocks of the shipped patterns (substituted into the TOML text below before it is
@@ -232,6 +234,33 @@ command = '''(?x)
          | auditctl\s+(?:[^;&|\n]*\s)?-(?:D\b|e\s*0\b)
          | (?:pkill|killall)\s+(?:-\S+\s+)*(?:auditd|rsyslogd|systemd-journald|syslog-ng)\b
          | (?:chkconfig|update-rc\.d)\s+(?:auditd|rsyslog)\s+(?:off|disable|remove)\b )'''
+
+# File rules: SFTP requests (sftp, scp) as the client sent them, before they reach the target.
+# A path is matched as given: [/.]* lets through //, /./ and a relative start; ../ is not resolved.
+
+[[rule]]
+name = "ssh-key-upload"
+severity = "medium"
+actions = ["flag", "notify"]
+description = "a file transfer writes, renames or links an SSH authorized_keys file"
+path = '(?:^|/)authorized_keys2?$'
+file_ops = ["write", "rename", "link", "symlink"]
+
+[[rule]]
+name = "sudoers-upload"
+severity = "high"
+actions = ["flag", "notify"]
+description = "a file transfer changes /etc/sudoers or /etc/sudoers.d (write, rename, link, remove, setstat)"
+path = '^[/.]*/etc/[/.]*sudoers(?:$|[./~-])'
+file_ops = ["write", "rename", "link", "symlink", "remove", "setstat"]
+
+[[rule]]
+name = "shadow-download"
+severity = "high"
+actions = ["flag", "notify"]
+description = "a file transfer downloads /etc/shadow or /etc/gshadow (password hashes), or links to one"
+path = '^[/.]*/etc/[/.]*g?shadow(?:-|\.bak)?$'
+file_ops = ["read", "link", "symlink"]
 """
 
 STANDARD_RULES = (
@@ -275,6 +304,11 @@ hold_timeout = "5m"        # a held command nobody allows in time is denied (10s
 # hours = "22:00-06:00"            # start-end, may wrap past midnight
 # timezone = "UTC"
 # min_duration = "2h"              # alone with facts: fires once the session has lasted this long
+#
+# File rules (sftp, scp) match each file operation before it reaches the target:
+# path = '^/etc/'                  # a path of the operation, as the client sent it
+# file_ops = ["read", "write"]     # read write remove rename link symlink mkdir rmdir setstat list
+# actions = ["flag", "deny"]       # deny: the operation is refused, the session goes on; no hold
 """
 """The commented ``rules.toml`` that ``zsp init`` writes."""
 
@@ -395,6 +429,17 @@ def _rule(c: _RulesChecker, r: dict[str, Any], i: int, taken: dict[str, str], sh
     actions = frozenset({Action.FLAG, *(Action(a) for a in actions_raw)})
     texts = {k: _text(c, r, k, i) for k in ("description", "message")}
     patterns = {k: _pattern(c, r, k, i, limit=not shipped) for k in _PATTERN_KEYS}
+    file_ops = _file_ops(c, r, i) if "file_ops" in r else None
+    is_file = any(k in r for k in _FILE_KEYS)
+    other = next((k for k in ("command", "keys", "output") if k in r), None)
+    if is_file and other is not None:
+        c.fail(
+            f"{other} and {'path' if 'path' in r else 'file_ops'} in one rule: a rule matches command lines, output "
+            "or file operations (write two rules)",
+            "rule",
+            i,
+            other,
+        )
     users = c.principals(r, "users", "rule", i, None) if "users" in r else ()
     targets = c.strings(r, "targets", "rule", i) if "targets" in r else ()
     logins = c.strings(r, "logins", "rule", i) if "logins" in r else ()
@@ -420,8 +465,8 @@ def _rule(c: _RulesChecker, r: dict[str, Any], i: int, taken: dict[str, str], sh
             c.fail("min_duration may not exceed 30d", "rule", i, "min_duration")
     if not any(k in r for k in _CONDITIONS):
         c.fail(
-            f"rule {name!r} has no condition: give command, keys, output, users, targets, logins, days, hours "
-            "or min_duration",
+            f"rule {name!r} has no condition: give command, keys, output, path, file_ops, users, targets, logins, "
+            "days, hours or min_duration",
             "rule",
             i,
         )
@@ -441,9 +486,27 @@ def _rule(c: _RulesChecker, r: dict[str, Any], i: int, taken: dict[str, str], sh
         hours=hours,
         timezone=zone,
         min_duration=min_duration,
+        path=patterns["path"],
+        file_ops=file_ops,
         line=0 if shipped else (c.loc.line("rule", i) or 0),
         shipped=shipped,
     )
+    if Action.HOLD in actions and rule.trigger is Trigger.FILE:
+        c.fail(
+            f"hold is for command lines: rule {name!r} matches file operations, which are decided at once "
+            "(use deny to refuse the operation, or terminate)",
+            "rule",
+            i,
+            "actions",
+        )
+    if Action.DENY in actions and rule.trigger is not Trigger.FILE:
+        c.fail(
+            f"deny refuses a file operation: rule {name!r} matches {rule.trigger.value}, not file operations "
+            "(give path or file_ops; for a command line use hold or terminate)",
+            "rule",
+            i,
+            "actions",
+        )
     if Action.HOLD in actions and rule.trigger is not Trigger.COMMAND:
         c.fail(
             f"hold needs a command line to hold back: rule {name!r} matches {rule.trigger.value}, not a command "
@@ -482,6 +545,16 @@ def _pattern(c: _RulesChecker, r: dict[str, Any], key: str, i: int, *, limit: bo
         c.fail(f"{key} is not a valid regular expression: {exc}", "rule", i, key)
     except RecursionError:
         c.fail(f"{key} is nested too deeply", "rule", i, key)
+
+
+def _file_ops(c: _RulesChecker, r: dict[str, Any], i: int) -> frozenset[FileOp]:
+    """A file rule's operations (a non-empty list of :class:`FileOp` names)."""
+    given = c.strings(r, "file_ops", "rule", i)
+    known = [op.value for op in FileOp]
+    wrong = [op for op in given if op not in known]
+    if wrong:
+        c.fail(f"file_ops: unknown file operation {wrong[0]!r} (use {', '.join(known)})", "rule", i, "file_ops")
+    return frozenset(FileOp(op) for op in given)
 
 
 def _hours(c: _RulesChecker, r: dict[str, Any], i: int) -> tuple[time, time]:

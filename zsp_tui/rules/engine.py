@@ -21,6 +21,9 @@ Command rules that hold or terminate (``ENFORCING``) are decided only at :meth:`
 Enter reaches the target; the others fire on the command lines the scanner resolves (text as the
 screen showed it, and what the keys spell). Nothing fires twice for one Enter.
 
+File rules are decided per SFTP request, before the relay sends it on (:meth:`SessionRules.file_verdict`);
+offline, the ``sftp.op`` event the relay recorded for the request stands for it.
+
 The same frames in the same order give the same matches: offline (``zsp rules test``) a recording's
 frames are replayed through :meth:`SessionRules.gate` and :meth:`SessionRules.feed` exactly as
 ``docs/RULES.md`` describes.
@@ -41,7 +44,8 @@ from replay import Command, Scanner, keys_text
 from ..clock import format_duration
 from ..models import LOCAL_TARGET, Target
 from ..policy import Policy, principal_matches
-from .model import Gate, Match, Rule, RuleSet, SessionFacts, Trigger
+from .files import file_request, file_text
+from .model import Action, FileOp, FileVerdict, Gate, Match, Rule, RuleSet, SessionFacts, Trigger
 
 __all__ = [
     "MAX_LINE",
@@ -192,8 +196,9 @@ class SessionRules:
 
     Live, the bastion calls :meth:`gate` with each chunk of input before recording it, then
     :meth:`input`; :meth:`output` with each chunk of output; :meth:`resize`, :meth:`masked` and
-    :meth:`tick` as those happen; :meth:`start` first and :meth:`finish` last. Offline,
-    :meth:`feed` takes recorded frames. Every method but :meth:`gate` returns the matches it found
+    :meth:`tick` as those happen; :meth:`file_verdict` with each SFTP request before it is
+    relayed; :meth:`start` first and :meth:`finish` last. Offline, :meth:`feed` takes recorded
+    frames. Every method but :meth:`gate` and :meth:`file_verdict` returns the matches it found
     (in order); :meth:`gate` is pure."""
 
     def __init__(self, rules: RuleSet, facts: SessionFacts, *, cols: int, rows: int, pty: bool) -> None:
@@ -206,6 +211,7 @@ class SessionRules:
         self._gates = [r for r in live if r.trigger is Trigger.COMMAND and r.enforcing]
         self._outputs = [_Output(r) for r in live if r.trigger is Trigger.OUTPUT]
         self._sessions = [r for r in live if r.trigger is Trigger.SESSION]
+        self._files = [r for r in live if r.trigger is Trigger.FILE]
         self._durations = sorted(
             (r for r in live if r.trigger is Trigger.DURATION), key=lambda r: r.min_duration or timedelta()
         )
@@ -364,8 +370,43 @@ class SessionRules:
             self._catch_up(out)
         return out
 
+    def file_op(self, ops: tuple[FileOp, ...], paths: tuple[str, ...], t_us: int) -> list[Match]:
+        """An SFTP request (its file operations, its paths as text), before it is relayed: the
+        matches to report. :meth:`file_verdict` says whether it may be relayed."""
+        return list(self.file_verdict(ops, paths, t_us).matches)
+
+    def file_verdict(self, ops: tuple[FileOp, ...], paths: tuple[str, ...], t_us: int) -> FileVerdict:
+        """The file rules on an SFTP request: each rule whose ``file_ops`` include one of ``ops``
+        (any, without ``file_ops``) and whose ``path`` is found in one of ``paths``, in rule
+        order. A rule past its cap of reports still refuses (deny, terminate); a terminating
+        match is always reported."""
+        out = self._begin(t_us)
+        refused: Match | None = None
+        denied: Match | None = None
+        if ops and self._files and not self._finished:
+            text: str | None = None
+            for rule in self._files:
+                if rule.file_ops is not None and not rule.file_ops.intersection(ops):
+                    continue
+                pattern = rule.path
+                if pattern is not None and not any(pattern.search(p) for p in paths):
+                    continue
+                if not self._when_fits(rule, t_us):
+                    continue
+                if text is None:
+                    text = _cut(file_text(ops, paths))
+                m = Match(rule, Trigger.FILE, text, t_us)
+                if self._reportable(rule):
+                    out.append(m)
+                if Action.TERMINATE in rule.actions and refused is None:
+                    refused = m
+                elif Action.DENY in rule.actions and denied is None:
+                    denied = m
+        return FileVerdict(tuple(out), refused or denied)
+
     def feed(self, frame: Frame) -> list[Match]:
-        """One recorded frame (offline): dispatches to output/input/resize/masked."""
+        """One recorded frame (offline): dispatches to output/input/resize/masked and to
+        :meth:`file_op` (an ``sftp.op`` event: the request as the relay recorded it)."""
         kind, data, t = frame.kind, frame.data, frame.t_us
         if kind is _OUTPUT and isinstance(data, bytes):
             return self.output(data, t)
@@ -373,6 +414,9 @@ class SessionRules:
             return self.input(data, t)
         if kind is FrameKind.RESIZE and isinstance(data, Resize):
             return self.resize(data.cols, data.rows, t)
+        if kind is FrameKind.EVENT and isinstance(data, Event) and data.type == "sftp.op":
+            ops, paths = file_request(data.fields)
+            return self.file_op(ops, paths, t) if ops else self.tick(t)
         if kind is FrameKind.EVENT and isinstance(data, Event) and data.type == "input.masked":
             n, run = data.fields.get("bytes"), data.fields.get("run")
             return self.masked(n if isinstance(n, int) else 0, run if isinstance(run, int) else 0, t)
@@ -535,13 +579,19 @@ class SessionRules:
         return True
 
     def _report(self, rule: Rule, trigger: Trigger, text: str, t_us: int, out: list[Match]) -> None:
-        if not rule.enforcing:
-            n = self._counts.get(rule.name, 0)
-            if n >= MAX_MATCHES:
-                self._suppressed[rule.name] = self._suppressed.get(rule.name, 0) + 1
-                return
-            self._counts[rule.name] = n + 1
-        out.append(Match(rule, trigger, _cut(text), t_us))
+        if self._reportable(rule):
+            out.append(Match(rule, trigger, _cut(text), t_us))
+
+    def _reportable(self, rule: Rule) -> bool:
+        """Whether a match of ``rule`` is reported: under its cap (counted), or enforcing."""
+        if rule.enforcing:
+            return True
+        n = self._counts.get(rule.name, 0)
+        if n >= MAX_MATCHES:
+            self._suppressed[rule.name] = self._suppressed.get(rule.name, 0) + 1
+            return False
+        self._counts[rule.name] = n + 1
+        return True
 
     def _facts_text(self) -> str:
         f = self.facts

@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-__all__ = ["Action", "Gate", "Match", "Rule", "RuleSet", "SessionFacts", "Severity", "Trigger"]
+__all__ = [
+    "Action",
+    "FileOp",
+    "FileVerdict",
+    "Gate",
+    "Match",
+    "Rule",
+    "RuleSet",
+    "SessionFacts",
+    "Severity",
+    "Trigger",
+]
 
 
 class Severity(enum.StrEnum):
@@ -41,6 +52,9 @@ class Action(enum.StrEnum):
     """The command line is not sent until an approver allows it; a timeout denies."""
     TERMINATE = "terminate"
     """The session ends and its grant is revoked."""
+    DENY = "deny"
+    """File rules only: the file operation is refused (the client gets "permission denied"), the
+    session goes on."""
 
 
 ENFORCING = frozenset({Action.HOLD, Action.TERMINATE})
@@ -58,6 +72,34 @@ class Trigger(enum.StrEnum):
     """Session facts alone, at the start."""
     DURATION = "duration"
     """Session facts once the session has lasted ``min_duration``."""
+    FILE = "file"
+    """An SFTP request (its ``path`` and/or ``file_ops``), before it is relayed to the target."""
+
+
+class FileOp(enum.StrEnum):
+    """What a file rule's ``file_ops`` name: SFTP requests, grouped by what they do to the target.
+
+    Metadata lookups every client makes all the time (stat, lstat, fstat, realpath, readlink,
+    statvfs) and the data packets of an open file (read, write: the open decided) are no file op."""
+
+    READ = "read"
+    """A file opened for reading: a download (``get``, ``scp host:f .``)."""
+    WRITE = "write"
+    """A file opened for writing (write, create, truncate or append): an upload (``put``)."""
+    REMOVE = "remove"
+    RENAME = "rename"
+    """rename or posix-rename@openssh.com: matched on the old path and the new one."""
+    LINK = "link"
+    """hardlink@openssh.com: matched on both paths."""
+    SYMLINK = "symlink"
+    """Matched on both paths (the link and what it points to)."""
+    MKDIR = "mkdir"
+    RMDIR = "rmdir"
+    SETSTAT = "setstat"
+    """setstat, fsetstat (the path its handle was opened with), lsetstat@openssh.com: mode,
+    owner, times, size."""
+    LIST = "list"
+    """opendir: a directory listed (``ls``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +130,10 @@ class Rule:
     """``start <= t < end`` (wrapping past midnight when end <= start); None: any time."""
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     min_duration: timedelta | None = None
+    path: re.Pattern[str] | None = None
+    """Searched in each path of a file operation, decoded UTF-8 (errors replaced), as the client sent it."""
+    file_ops: frozenset[FileOp] | None = None
+    """The file operations the rule matches; None: all of them (with ``path``)."""
     line: int = 0
     """Line of its ``[[rule]]`` in the file; 0 for a shipped rule."""
     shipped: bool = False
@@ -100,6 +146,8 @@ class Rule:
 
     @property
     def trigger(self) -> Trigger:
+        if self.path is not None or self.file_ops is not None:
+            return Trigger.FILE
         if self.command is not None or self.keys is not None:
             return Trigger.COMMAND
         if self.output is not None:
@@ -180,3 +228,19 @@ class Gate:
     @property
     def terminates(self) -> bool:
         return any(Action.TERMINATE in m.rule.actions for m in self.matches)
+
+
+@dataclass(frozen=True, slots=True)
+class FileVerdict:
+    """What the rules say of one file operation, decided before it is relayed."""
+
+    matches: tuple[Match, ...]
+    """The matches to report (flag, notify, warn), in rule order: past a rule's cap of matches
+    per session, a rule still acts but is not reported again."""
+    refused: Match | None
+    """The match that refuses the operation (the first terminating one, else the first denying
+    one), reported or not; None: it is relayed."""
+
+    @property
+    def terminates(self) -> bool:
+        return self.refused is not None and Action.TERMINATE in self.refused.rule.actions
