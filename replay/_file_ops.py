@@ -61,8 +61,8 @@ class FileOp:
     path2_bytes: bytes | None = None
     outcome: str = _NO_REPLY
     """``ok``, the SFTP status the target answered (``no-such-file``, ``permission-denied``,
-    ``failure``...), ``handle``/``attrs``/``name``/``data`` for requests answered with those, or
-    ``no reply``."""
+    ``failure``...), ``refused by rule NAME`` when a real-time rule kept it from the target,
+    ``handle``/``attrs``/``name``/``data`` for requests answered with those, or ``no reply``."""
     detail: str = ""
     """For setstat and open: the attributes or flags the client asked for (``mode=0o600``,
     ``write,creat,trunc``)."""
@@ -131,6 +131,8 @@ def _scan(frames: Iterable[Frame], *, changes_only: bool) -> list[FileOp]:
             at = waiting.pop(rid)
             reply = _str(f.get("reply"))
             outcome = _str(f.get("status")) if reply == "status" else reply
+            if f.get("by") == "rule":  # the bastion answered it: a rule refused it (docs/RULES.md, deny)
+                outcome = f"refused by rule {_str(f.get('rule'))}"
             out[at] = replace(out[at], outcome=outcome or "?")
             continue
         if ev.type != "sftp.op":

@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,6 +270,18 @@ def test_a_denied_operation_is_refused_and_the_session_goes_on(live: Live) -> No
     assert [r["path"] for r in refusals] == [str(keep), str(keep)]  # the rename's first path
     assert [m["rule"] for m in of(evs, "rule.match")] == ["keep-files", "keep-files"]
     assert live.env.svc.get(grant.id).state is RequestState.APPROVED
+    # Reviewers see the refusals among the session's file changes (zsp files), the rule named.
+    p = subprocess.run(
+        [sys.executable, "-m", "zsp_tui", "files", s.id, "--data", str(live.env.data.root)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    changes = p.stdout.split("other changes to files (2):\n", 1)[1].splitlines()[1:]
+    assert [c.split()[1:5] for c in changes] == [
+        ["remove", "refused", "by", "rule"],
+        ["rename", "refused", "by", "rule"],
+    ]
+    assert all("keep-files" in c for c in changes)
 
 
 # --- scope ---------------------------------------------------------------------------------------
