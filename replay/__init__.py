@@ -24,7 +24,7 @@ from ._asciicast import CAST_VERSIONS, asciicast, command_label
 from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
 from ._exceptions import ContentMismatch, QueryError, ReplayError, SearchIndexError, SourceError
 from ._export_meta import ExportMeta, export_meta
-from ._files import PROTOCOL_EVENTS, TransferredFile, files
+from ._files import PROTOCOL_EVENTS, SpooledFile, TransferredFile, files, spool_files
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
@@ -114,6 +114,7 @@ __all__ = [
     "SeekIndex",
     "Seeker",
     "SourceError",
+    "SpooledFile",
     "SqliteSearchIndex",
     "StoredRecording",
     "Style",
@@ -153,6 +154,7 @@ __all__ = [
     "scan",
     "sgr",
     "signed_located",
+    "spool_files",
     "transcript",
     "verify",
     "verify_bundle",
