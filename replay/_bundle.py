@@ -62,7 +62,7 @@ from recorder import (
 )
 
 from . import _verify
-from ._bundle_transfers import CONTENT_LIMIT, FILE_EVENTS, TRANSFER_KEYS, content_name, transfer_entry
+from ._bundle_transfers import CONTENT_LIMIT, FILE_EVENTS, TRANSFER_KEYS, content_name, sha256sums, transfer_entry
 from ._exceptions import SourceError
 from ._verify import Outcome, VerificationReport
 
@@ -772,6 +772,8 @@ def _transfers(
         raise _Corrupt(BundleProblem.EXTRA_FILE, f"{p} is not the content of a transferred file the manifest lists")
     if total > limit:
         raise _Corrupt(BundleProblem.MALFORMED, f"files/ holds {total} bytes, over the content_limit {limit}")
+    if t.get("sha256sums") != sha256sums(entries) or set(t) != {"content", "content_limit", "files", "sha256sums"}:
+        raise _Corrupt(BundleProblem.TRANSFERS, "manifest transfers sha256sums is not the list of files/ it holds")
     st.transfers = len(entries)
     st.transfer_content = len(named)
 

@@ -15,7 +15,7 @@ never chooses where anything lands when the bundle is extracted.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "FILE_EVENTS",
     "TRANSFER_KEYS",
     "content_name",
+    "sha256sums",
     "transfer_entry",
 ]
 
@@ -101,6 +102,11 @@ def transfer_entry(
         "content_kept": _n(fields.get("content_kept")),
         "content_complete": finished and fields.get("content_complete") is True,
     }
+
+
+def sha256sums(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``HEX  files/NAME`` for each entry with content: its recorded sha256, for ``sha256sum -c``."""
+    return [f"{e['sha256']}  {e['content']}" for e in entries if e.get("content") is not None]
 
 
 def content_name(number: int, entry: Mapping[str, Any]) -> str:

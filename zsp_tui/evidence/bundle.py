@@ -237,6 +237,9 @@ How to check it (nothing but OpenSSH and coreutils for steps 1-3)
      Every line must end in OK. (SHA256SUMS holds the same hashes for `sha256sum -c SHA256SUMS`,
      but it is not signed: only a check against manifest.json proves the files are the ones signed.
      verify.py is one of those files: run it in step 4 only after this step passed.)
+     If there is a files/ directory (zsp export --files), check each transferred file in it
+     against the sha256 it had when it crossed the bastion, as the signed manifest lists it:
+       sed -n 's/^      "\\([0-9a-f]\\{{64\\}}  files\\/[^"]*\\)",\\{{0,1\\}}$/\\1/p' manifest.json | sha256sum -c
   4. Check the recordings' hash chains and signatures, and the audit excerpt:
        python3 verify.py            (pip install blake3 msgpack cryptography)
      or, with zsp installed:

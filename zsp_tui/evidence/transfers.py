@@ -19,7 +19,7 @@ from typing import Any
 
 from recorder import Event, Frame, FrameKind, PublicKey
 from replay import VerificationReport, spool_files, verify_frames
-from replay._bundle_transfers import CONTENT_LIMIT, FILE_EVENTS, content_name, transfer_entry
+from replay._bundle_transfers import CONTENT_LIMIT, FILE_EVENTS, content_name, sha256sums, transfer_entry
 
 from .files import Digests, digests_file
 
@@ -49,7 +49,14 @@ class Transfers:
     included: bool
 
     def manifest(self) -> dict[str, Any]:
-        return {"content": self.included, "content_limit": CONTENT_LIMIT, "files": list(self.entries)}
+        """The manifest's ``transfers``; ``sha256sums`` is a ``sha256sum -c`` list of ``files/`` with
+        the recorded hashes, for a responder with nothing but coreutils (docs/EXPORT.md)."""
+        return {
+            "content": self.included,
+            "content_limit": CONTENT_LIMIT,
+            "files": list(self.entries),
+            "sha256sums": sha256sums(self.entries),
+        }
 
 
 def session_files(

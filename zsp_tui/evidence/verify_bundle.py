@@ -1490,6 +1490,9 @@ def _transfers(
         raise Corrupt("extra-file", f"{p} is not the content of a transferred file the manifest lists")
     if total > limit:
         raise Corrupt("malformed", f"files/ holds {total} bytes, over the content_limit {limit}")
+    sums = ["%s  %s" % (e["sha256"], e["content"]) for e in entries if e["content"] is not None]  # noqa: UP031
+    if t.get("sha256sums") != sums or set(t) != {"content", "content_limit", "files", "sha256sums"}:
+        raise Corrupt("transfers-mismatch", "manifest transfers sha256sums is not the list of files/ it holds")
     rep.transfers, rep.transfer_content = len(entries), len(named)
 
 
