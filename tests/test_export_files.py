@@ -495,3 +495,71 @@ def test_a_version_1_bundle_still_verifies(tmp_path: Path) -> None:
     top = extract(OLD_BUNDLE, tmp_path / "x")
     py = subprocess.run([sys.executable, "verify.py"], cwd=top, capture_output=True, text=True, timeout=60)
     assert py.returncode == 0 and py.stdout.startswith("VALID"), py.stdout + py.stderr
+
+
+# --- exact paths, cut files, unsigned tails ----------------------------------------------------------
+
+
+def _writer(moved: Moved, path: Path) -> RecordingWriter:
+    return RecordingWriter(
+        FileSink(path, sync_dir=False),
+        moved.env.data.signing_key(),
+        SessionMeta(user="alice", target="srv", login="srv", grant_id=None, term="", cols=80, rows=24, host="b"),
+    )
+
+
+def test_a_path_that_is_not_utf8_and_a_cut_file_are_listed_exactly(moved: Moved, forger, tmp_path: Path) -> None:
+    rec = tmp_path / "raw.zsprec"
+    w = _writer(moved, rec)
+    raw = b"/tmp/caf\xe9\x1b[31m.txt"  # as the bastion writes it: text with escapes, and the exact bytes
+    fields = {"path": raw.decode("utf-8", "backslashreplace"), "path_b64": base64.b64encode(raw).decode()}
+    body = b"bytes\n"
+    w.event("sftp.data", "", direction="download", offset=0, data=base64.b64encode(body).decode(), **fields)
+    w.event("sftp.file", "", direction="download", size=6, sha256=hashlib.sha256(body).hexdigest(), content_kept=6,
+            content_complete=True, **fields)  # fmt: skip
+    w.event("sftp.file_incomplete", "", path="/tmp/cut.bin", uploaded=10, downloaded=4, content_kept=10)
+    w.close(0, "exit")
+    path, r = export(moved, "raw.tar", str(rec), "--files")
+    assert r.code == 0, r.err
+    exact, cut = manifest_of(path)["transfers"]["files"]
+    assert base64.b64decode(exact["recorded_path_b64"]) == raw and exact["recorded_path"] == fields["path"]
+    assert exact["content"] == "files/0001-download-caf_xe9_31m.txt"
+    assert (cut["event"], cut["direction"], cut["size"], cut["sha256"], cut["content_complete"]) == (
+        "sftp.file_incomplete", "both", 10, "", False,
+    )  # fmt: skip
+    assert cut["content"] is None and "ended while the file was open" in cut["content_note"]
+    _, files = read(path)
+    assert files["files/0001-download-caf_xe9_31m.txt"] == body
+    ours, theirs = both_verifiers(path)
+    assert ours.outcome is Outcome.VALID and theirs.outcome == "VALID", (ours.detail, theirs.detail)
+
+    def other_bytes(m: dict, files: dict[str, bytes]) -> None:
+        m["transfers"]["files"][0]["recorded_path_b64"] = base64.b64encode(b"/tmp/cafe.txt").decode()
+
+    corrupt(forged(path, tmp_path / "a.tar", forger, other_bytes), BundleProblem.TRANSFERS, "recorded_path_b64")
+
+
+def test_only_signed_file_events_are_listed(moved: Moved, tmp_path: Path) -> None:
+    """A session still running: a file closed after the last checkpoint is not evidence yet."""
+    rec = tmp_path / "live.zsprec"
+    now = [1_000_000_000]
+    w = RecordingWriter(
+        FileSink(rec, sync_dir=False),
+        moved.env.data.signing_key(),
+        SessionMeta(user="alice", target="srv", login="srv", grant_id=None, term="", cols=80, rows=24, host="b"),
+        clock=lambda: now[0],
+    )
+    for name in ("/tmp/signed.txt", "/tmp/unsigned.txt"):
+        w.event("sftp.file", "", path=name, direction="upload", size=0, sha256=hashlib.sha256(b"").hexdigest(),
+                content_kept=0, content_complete=True)  # fmt: skip
+        now[0] += 61_000_000_000
+        if name == "/tmp/signed.txt":
+            w.tick()  # a checkpoint falls due: the first file is signed, the second will not be
+    w.flush()
+    w.abandon()
+    path, r = export(moved, "live.tar", str(rec), "--files")
+    assert r.code == 0, r.err
+    assert [e["recorded_path"] for e in manifest_of(path)["transfers"]["files"]] == ["/tmp/signed.txt"]
+    ours, theirs = both_verifiers(path)
+    assert ours.outcome is Outcome.INCOMPLETE and theirs.outcome == "INCOMPLETE", (ours.detail, theirs.detail)
+    assert ours.transfers == 1 and theirs.transfers == 1
