@@ -109,6 +109,8 @@ class SpooledFile:
     """The file's complete content, checked against ``file.sha256``; None: see ``note``."""
     note: str = ""
     """Why there is no content (capped, cut, no hash, or a content that does not match its hash)."""
+    mismatch: bool = False
+    """The recording says it holds all of the file, and what it holds does not hash to its sha256."""
 
 
 def _assemble(chunks: Iterable[tuple[int, bytes]], out: BinaryIO) -> bool:
@@ -314,6 +316,9 @@ def _spooled(f: TransferredFile, refs: list[tuple[int, Path, int, int]], directo
     if not agreed or size != f.size or sha.hexdigest() != f.sha256:
         target.unlink()
         return SpooledFile(
-            f, None, "its recorded content does not hash to its recorded sha256 (a faulty recording): not exported"
+            f,
+            None,
+            "its recorded content does not hash to its recorded sha256 (a faulty recording): not exported",
+            mismatch=True,
         )
     return SpooledFile(f, target)

@@ -563,3 +563,13 @@ def test_only_signed_file_events_are_listed(moved: Moved, tmp_path: Path) -> Non
     ours, theirs = both_verifiers(path)
     assert ours.outcome is Outcome.INCOMPLETE and theirs.outcome == "INCOMPLETE", (ours.detail, theirs.detail)
     assert ours.transfers == 1 and theirs.transfers == 1
+
+
+def test_redact_refuses_a_bundle_whose_files_still_match(moved: Moved) -> None:
+    """--redact changes terminal bytes only; a transferred file's content is kept as it crossed, so
+    a pattern that still matches it refuses the export (nothing is written)."""
+    path, r = export(moved, "redacted.tar", moved.sid, "--files", "--redact", "1,2")
+    assert r.code == 2 and "files/0001-upload-report.csv in the bundle" in r.err, r.err
+    assert not path.exists()
+    path, r = export(moved, "redacted.tar", moved.sid, "--redact", "1,2")  # without the content: nothing to hide
+    assert r.code == 0 and "no --redact pattern matched" in r.err, r.err

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder import Event, Frame, FrameKind, PublicKey
-from replay import VerificationReport, spool_files, verify_frames
+from replay import SpooledFile, VerificationReport, spool_files, verify_frames
 from replay._bundle_transfers import CONTENT_LIMIT, FILE_EVENTS, content_name, sha256sums, transfer_entry
 
 from .files import Digests, digests_file
@@ -34,7 +34,7 @@ class SessionFiles:
     the spooled content (or why there is none) of each, by frame."""
 
     entries: tuple[dict[str, Any], ...]
-    content: dict[int, tuple[Path | None, str]]
+    content: dict[int, SpooledFile]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +77,14 @@ def session_files(
                 raw.append((fr.seq, fr.t_us, fr.data.type, dict(fr.data.fields)))
             yield fr
 
-    spooled: dict[int, tuple[Path | None, str]] = {}
+    spooled: dict[int, SpooledFile] = {}
     with open(spool, "rb") as f:
         frames = signed(verify_frames(f, trusted, source=str(spool)))
         if content:
             directory = work / f"files-{sid}"
             directory.mkdir()
             for s in spool_files(frames, directory):
-                spooled[s.file.frame] = (s.content, s.note)
+                spooled[s.file.frame] = s
         else:
             for _ in frames:
                 pass
@@ -104,10 +104,11 @@ def collect(sessions: Sequence[SessionFiles], *, include: bool) -> Transfers:
             name = content_name(len(entries) + 1, entry)
             entry["content"], entry["content_note"] = None, NOT_ASKED
             if include:
-                path, note = s.content.get(entry["frame"], (None, "no content in the recording"))
-                entry["content_note"] = note
-                if "does not hash" in note:
-                    refused.append(f"file {len(entries) + 1} of session {entry['session_id']}: {note}")
+                spooled = s.content.get(entry["frame"])
+                path = spooled.content if spooled is not None else None
+                entry["content_note"] = spooled.note if spooled is not None else "no content in the recording"
+                if spooled is not None and spooled.mismatch:
+                    refused.append(f"file {len(entries) + 1} of session {entry['session_id']}: {spooled.note}")
                 if path is not None:
                     d = digests_file(path)
                     if total + d.size > CONTENT_LIMIT:
