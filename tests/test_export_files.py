@@ -193,7 +193,8 @@ def test_files_puts_the_kept_content_in_under_generated_names(moved: Moved, with
     human = zsp("verify", str(with_files))
     assert "4 transferred file(s) listed as the recordings give them; 3 with their content" in human.out
     events = [e for e in moved.env.data.service().audit_events() if e.event == "recording.export"]
-    assert events and events[-1].fields["file"] == str(with_files)
+    exported = [e for e in events if e.fields["file"] == str(with_files)]
+    assert exported and exported[-1].fields["files"] is True
 
 
 def test_a_responder_checks_them_with_ssh_keygen_and_sha256sum(moved: Moved, with_files: Path, tmp_path) -> None:
@@ -573,3 +574,13 @@ def test_redact_refuses_a_bundle_whose_files_still_match(moved: Moved) -> None:
     assert not path.exists()
     path, r = export(moved, "redacted.tar", moved.sid, "--redact", "1,2")  # without the content: nothing to hide
     assert r.code == 0 and "no --redact pattern matched" in r.err, r.err
+
+
+def test_an_extracted_bundle_is_checked_the_same_way(with_files: Path, tmp_path: Path) -> None:
+    top = extract(with_files, tmp_path / "x")
+    ours, theirs = both_verifiers(top)
+    assert ours.outcome is Outcome.VALID and theirs.outcome == "VALID" and ours.transfer_content == 3
+    content = top / "files" / "0001-upload-report.csv"
+    content.unlink()
+    content.symlink_to("/etc/hostname")  # the content made a link to a file of the responder's machine
+    corrupt(top, BundleProblem.UNSAFE_TAR, "files/0001-upload-report.csv")
