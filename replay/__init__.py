@@ -22,6 +22,14 @@ from __future__ import annotations
 
 from ._asciicast import CAST_VERSIONS, asciicast, command_label
 from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
+from ._bundle_transfers import (
+    FILE_EVENTS,
+    TRANSFER_CONTENT_LIMIT,
+    TRANSFER_KEYS,
+    transfer_content_name,
+    transfer_entry,
+    transfer_sha256sums,
+)
 from ._exceptions import ContentMismatch, QueryError, ReplayError, SearchIndexError, SourceError
 from ._export_meta import ExportMeta, export_meta
 from ._files import PROTOCOL_EVENTS, SpooledFile, TransferredFile, files, spool_files
@@ -73,6 +81,7 @@ from ._verify import Outcome, Problem, RedactedFrame, VerificationReport, load, 
 __all__ = [
     "CAST_VERSIONS",
     "DEFAULT_STYLE",
+    "FILE_EVENTS",
     "MAX_COLS",
     "MAX_PENDING_BYTES",
     "MAX_REDACT_BYTES",
@@ -80,6 +89,8 @@ __all__ = [
     "PROTOCOL_EVENTS",
     "REPLACEMENT",
     "SUFFIX",
+    "TRANSFER_CONTENT_LIMIT",
+    "TRANSFER_KEYS",
     "BundleProblem",
     "BundleReport",
     "Command",
@@ -156,6 +167,9 @@ __all__ = [
     "signed_located",
     "spool_files",
     "transcript",
+    "transfer_content_name",
+    "transfer_entry",
+    "transfer_sha256sums",
     "verify",
     "verify_bundle",
     "verify_frames",

@@ -62,7 +62,14 @@ from recorder import (
 )
 
 from . import _verify
-from ._bundle_transfers import CONTENT_LIMIT, FILE_EVENTS, TRANSFER_KEYS, content_name, sha256sums, transfer_entry
+from ._bundle_transfers import (
+    FILE_EVENTS,
+    TRANSFER_CONTENT_LIMIT,
+    TRANSFER_KEYS,
+    transfer_content_name,
+    transfer_entry,
+    transfer_sha256sums,
+)
 from ._exceptions import SourceError
 from ._verify import Outcome, VerificationReport
 
@@ -722,8 +729,10 @@ def _transfers(
     t = _obj(manifest.get("transfers"), "manifest transfers")
     include = t.get("content")
     limit = _int(t, "content_limit", "manifest transfers")
-    if type(include) is not bool or limit is None or not 0 <= limit <= CONTENT_LIMIT:
-        raise _Corrupt(BundleProblem.MALFORMED, f"manifest transfers: content or content_limit (<= {CONTENT_LIMIT})")
+    if type(include) is not bool or limit is None or not 0 <= limit <= TRANSFER_CONTENT_LIMIT:
+        raise _Corrupt(
+            BundleProblem.MALFORMED, f"manifest transfers: content or content_limit (<= {TRANSFER_CONTENT_LIMIT})"
+        )
     entries = _list(t.get("files"), "manifest transfers files")
     if len(entries) != len(expected):
         raise _Corrupt(
@@ -748,10 +757,10 @@ def _transfers(
             continue
         if not include:
             raise _Corrupt(BundleProblem.TRANSFERS, f"transferred file {n} has content, but content is false")
-        if content != content_name(n, want):
+        if content != transfer_content_name(n, want):
             raise _Corrupt(
                 BundleProblem.TRANSFERS,
-                f"transferred file {n}: content {content!r} is not its name {content_name(n, want)!r}",
+                f"transferred file {n}: content {content!r} is not its name {transfer_content_name(n, want)!r}",
             )
         if not (want["event"] == "sftp.file" and want["content_complete"] and _HEX64.fullmatch(want["sha256"])):
             raise _Corrupt(
@@ -772,7 +781,8 @@ def _transfers(
         raise _Corrupt(BundleProblem.EXTRA_FILE, f"{p} is not the content of a transferred file the manifest lists")
     if total > limit:
         raise _Corrupt(BundleProblem.MALFORMED, f"files/ holds {total} bytes, over the content_limit {limit}")
-    if t.get("sha256sums") != sha256sums(entries) or set(t) != {"content", "content_limit", "files", "sha256sums"}:
+    keys = {"content", "content_limit", "files", "sha256sums"}
+    if t.get("sha256sums") != transfer_sha256sums(entries) or set(t) != keys:
         raise _Corrupt(BundleProblem.TRANSFERS, "manifest transfers sha256sums is not the list of files/ it holds")
     st.transfers = len(entries)
     st.transfer_content = len(named)

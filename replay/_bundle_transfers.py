@@ -20,16 +20,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
-    "CONTENT_LIMIT",
     "FILE_EVENTS",
+    "TRANSFER_CONTENT_LIMIT",
     "TRANSFER_KEYS",
-    "content_name",
-    "sha256sums",
+    "transfer_content_name",
     "transfer_entry",
+    "transfer_sha256sums",
 ]
 
 FILE_EVENTS = frozenset({"sftp.file", "sftp.file_incomplete"})
-CONTENT_LIMIT = 1 << 30
+TRANSFER_CONTENT_LIMIT = 1 << 30
 """At most this many bytes of transferred files' content in one bundle (``--files``): files past
 it are listed with their hash only. A verifier refuses a manifest claiming a larger limit."""
 _DIRECTIONS = frozenset({"upload", "download", "both"})
@@ -104,12 +104,12 @@ def transfer_entry(
     }
 
 
-def sha256sums(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+def transfer_sha256sums(entries: Iterable[Mapping[str, Any]]) -> list[str]:
     """``HEX  files/NAME`` for each entry with content: its recorded sha256, for ``sha256sum -c``."""
     return [f"{e['sha256']}  {e['content']}" for e in entries if e.get("content") is not None]
 
 
-def content_name(number: int, entry: Mapping[str, Any]) -> str:
+def transfer_content_name(number: int, entry: Mapping[str, Any]) -> str:
     """Where the content of the ``number``-th entry (from 1) goes in the bundle."""
     base = _UNSAFE.sub("_", _s(entry.get("recorded_path")).rsplit("/", 1)[-1]).lstrip(".")[:80] or "file"
     direction = _UNSAFE.sub("_", _s(entry.get("direction"))) or "file"

@@ -263,7 +263,7 @@ def test_files_is_for_bundles(moved: Moved) -> None:
 def test_the_content_limit_lists_files_past_it_by_hash_only(moved: Moved, monkeypatch) -> None:
     from zsp_tui.evidence import transfers
 
-    monkeypatch.setattr(transfers, "CONTENT_LIMIT", 10)  # room for report.csv (8) and not the next
+    monkeypatch.setattr(transfers, "TRANSFER_CONTENT_LIMIT", 10)  # room for report.csv (8) and not the next
     path, r = export(moved, "limited.tar", moved.sid, "--files")
     assert r.code == 0, r.err
     t = manifest_of(path)["transfers"]

@@ -2,12 +2,12 @@
 
 Each recording is read once more, from the exporter's own copy (the bytes that were verified),
 before any redaction: every ``sftp.file``/``sftp.file_incomplete`` event a signature covers
-becomes one manifest entry (:func:`replay._bundle_transfers.transfer_entry`, the same rule the
+becomes one manifest entry (:func:`replay.transfer_entry`, the same rule the
 verifiers apply). With ``--files`` the kept content of each complete file is assembled on disk
 (:func:`replay.spool_files`) and put in the bundle as ``files/NNNN-DIRECTION-BASENAME`` only if it
 hashes to the recorded sha256; content that does not is left out and said so (``content_note``,
 and :attr:`Transfers.refused` for the command's message). At most
-:data:`replay._bundle_transfers.CONTENT_LIMIT` bytes of content go in one bundle.
+:data:`replay.TRANSFER_CONTENT_LIMIT` bytes of content go in one bundle.
 """
 
 from __future__ import annotations
@@ -18,8 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from recorder import Event, Frame, FrameKind, PublicKey
-from replay import SpooledFile, VerificationReport, spool_files, verify_frames
-from replay._bundle_transfers import CONTENT_LIMIT, FILE_EVENTS, content_name, sha256sums, transfer_entry
+from replay import (
+    FILE_EVENTS,
+    TRANSFER_CONTENT_LIMIT,
+    SpooledFile,
+    VerificationReport,
+    spool_files,
+    transfer_content_name,
+    transfer_entry,
+    transfer_sha256sums,
+    verify_frames,
+)
 
 from .files import Digests, digests_file
 
@@ -53,9 +62,9 @@ class Transfers:
         the recorded hashes, for a responder with nothing but coreutils (docs/EXPORT.md)."""
         return {
             "content": self.included,
-            "content_limit": CONTENT_LIMIT,
+            "content_limit": TRANSFER_CONTENT_LIMIT,
             "files": list(self.entries),
-            "sha256sums": sha256sums(self.entries),
+            "sha256sums": transfer_sha256sums(self.entries),
         }
 
 
@@ -101,7 +110,7 @@ def collect(sessions: Sequence[SessionFiles], *, include: bool) -> Transfers:
     for s in sessions:
         for e in s.entries:
             entry = dict(e)
-            name = content_name(len(entries) + 1, entry)
+            name = transfer_content_name(len(entries) + 1, entry)
             entry["content"], entry["content_note"] = None, NOT_ASKED
             if include:
                 spooled = s.content.get(entry["frame"])
@@ -111,8 +120,9 @@ def collect(sessions: Sequence[SessionFiles], *, include: bool) -> Transfers:
                     refused.append(f"file {len(entries) + 1} of session {entry['session_id']}: {spooled.note}")
                 if path is not None:
                     d = digests_file(path)
-                    if total + d.size > CONTENT_LIMIT:
-                        entry["content_note"] = f"over the bundle's content limit ({CONTENT_LIMIT} bytes): hash only"
+                    if total + d.size > TRANSFER_CONTENT_LIMIT:
+                        limit = TRANSFER_CONTENT_LIMIT
+                        entry["content_note"] = f"over the bundle's content limit ({limit} bytes): hash only"
                     else:
                         total += d.size
                         entry["content"], entry["content_note"] = name, ""
