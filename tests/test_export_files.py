@@ -584,3 +584,25 @@ def test_an_extracted_bundle_is_checked_the_same_way(with_files: Path, tmp_path:
     content.unlink()
     content.symlink_to("/etc/hostname")  # the content made a link to a file of the responder's machine
     corrupt(top, BundleProblem.UNSAFE_TAR, "files/0001-upload-report.csv")
+
+
+def test_spool_files_gives_what_files_content_gives(moved: Moved, tmp_path: Path) -> None:
+    """The exporter's on-disk assembly (replay.spool_files) and TransferredFile.content agree."""
+    from recorder import load_trusted_keys
+    from replay import files, only_signed, spool_files, verify_frames
+
+    path = next(s.path for s in moved.env.svc.sessions() if s.id == moved.sid)
+    trusted = load_trusted_keys(moved.env.data.allowed_signers_path)
+    with open(path, "rb") as f:
+        in_memory = files(only_signed(verify_frames(f, trusted, source=path)), content=True)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with open(path, "rb") as f:
+        on_disk = spool_files(only_signed(verify_frames(f, trusted, source=path)), spool)
+    assert [s.file for s in on_disk] == in_memory
+    for s, f in zip(on_disk, in_memory, strict=True):
+        if f.content_complete:
+            assert s.content is not None and s.content.read_bytes() == f.content() and not s.mismatch
+        else:
+            assert s.content is None and "hash only" in s.note
+    assert sorted(p.name for p in spool.iterdir()) == ["0.content", "1.content", "3.content"]  # no chunk logs left
