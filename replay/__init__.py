@@ -22,10 +22,18 @@ from __future__ import annotations
 
 from ._asciicast import CAST_VERSIONS, asciicast, command_label
 from ._bundle import BundleProblem, BundleReport, is_bundle, verify_bundle
+from ._bundle_transfers import (
+    FILE_EVENTS,
+    TRANSFER_CONTENT_LIMIT,
+    TRANSFER_KEYS,
+    transfer_content_name,
+    transfer_entry,
+    transfer_sha256sums,
+)
 from ._exceptions import ContentMismatch, QueryError, ReplayError, SearchIndexError, SourceError
 from ._export_meta import ExportMeta, export_meta
 from ._file_ops import CHANGE_OPS, FileOp, file_changes, file_ops
-from ._files import PROTOCOL_EVENTS, TransferredFile, files
+from ._files import PROTOCOL_EVENTS, SpooledFile, TransferredFile, files, spool_files
 from ._follow import GrowingFile, Located, follow, located_frames
 from ._indexer import index_recording, rows_of
 from ._printable import printable
@@ -75,6 +83,7 @@ __all__ = [
     "CAST_VERSIONS",
     "CHANGE_OPS",
     "DEFAULT_STYLE",
+    "FILE_EVENTS",
     "MAX_COLS",
     "MAX_PENDING_BYTES",
     "MAX_REDACT_BYTES",
@@ -82,6 +91,8 @@ __all__ = [
     "PROTOCOL_EVENTS",
     "REPLACEMENT",
     "SUFFIX",
+    "TRANSFER_CONTENT_LIMIT",
+    "TRANSFER_KEYS",
     "BundleProblem",
     "BundleReport",
     "Command",
@@ -117,6 +128,7 @@ __all__ = [
     "SeekIndex",
     "Seeker",
     "SourceError",
+    "SpooledFile",
     "SqliteSearchIndex",
     "StoredRecording",
     "Style",
@@ -158,7 +170,11 @@ __all__ = [
     "scan",
     "sgr",
     "signed_located",
+    "spool_files",
     "transcript",
+    "transfer_content_name",
+    "transfer_entry",
+    "transfer_sha256sums",
     "verify",
     "verify_bundle",
     "verify_frames",

@@ -9,6 +9,9 @@ this order and the first failure is the verdict (CORRUPT, with the file and the 
 4. every file is listed in the manifest with its size, sha256 and blake3, and in SHA256SUMS;
 5. ``allowed_signers`` holds exactly the manifest's keys;
 6. every recording verifies (with its listed redactions) as the manifest says;
+   (version 2) the manifest's ``transfers`` are exactly the recordings' signed file events, and
+   every file in ``files/`` is the content of one of them, named as the rule says, hashing to
+   the sha256 the recording gives it;
 7. the audit excerpt's chain and checkpoints, its events, and each recording's ``session.end``;
 8. ``sessions/`` and ``grants/`` agree with the manifest and the audit events.
 
@@ -42,6 +45,7 @@ from recorder import (
     EVIDENCE_NAMESPACE,
     SIGNATURE_NAMESPACE,
     Checkpoint,
+    Event,
     FormatViolation,
     FrameKind,
     Header,
@@ -58,6 +62,14 @@ from recorder import (
 )
 
 from . import _verify
+from ._bundle_transfers import (
+    FILE_EVENTS,
+    TRANSFER_CONTENT_LIMIT,
+    TRANSFER_KEYS,
+    transfer_content_name,
+    transfer_entry,
+    transfer_sha256sums,
+)
 from ._exceptions import SourceError
 from ._verify import Outcome, VerificationReport
 
@@ -93,6 +105,8 @@ class BundleProblem(enum.Enum):
     SESSION_END = "session-end-mismatch"
     METADATA = "metadata-mismatch"
     """sessions/ or grants/ disagree with the manifest or the audit events."""
+    TRANSFERS = "transfers-mismatch"
+    """The manifest's transferred files, or files/, disagree with the recordings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,10 @@ class BundleReport:
     """``(session_id, frames)`` for each recording with redacted frames."""
     notes: tuple[str, ...] = ()
     """Facts a reader should see that do not make the bundle CORRUPT."""
+    transfers: int = 0
+    """Transferred files the manifest lists (each checked against its recording)."""
+    transfer_content: int = 0
+    """Of those, how many have their content in ``files/`` (each hashing to its recorded sha256)."""
 
     @property
     def valid(self) -> bool:
@@ -140,6 +158,8 @@ class BundleReport:
             "incomplete": list(self.incomplete),
             "redacted": [{"session_id": s, "frames": n} for s, n in self.redacted],
             "notes": list(self.notes),
+            "transfers": self.transfers,
+            "transfer_content": self.transfer_content,
             "recordings": [r.to_json() for r in self.recordings],
         }
 
@@ -157,6 +177,8 @@ class _State:
     signer: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    transfers: int = 0
+    transfer_content: int = 0
 
 
 # --- sources: a tar or a directory -----------------------------------------------------------
@@ -471,6 +493,8 @@ def _report(
         incomplete=incomplete,
         redacted=redacted,
         notes=tuple(st.notes),
+        transfers=st.transfers,
+        transfer_content=st.transfer_content,
     )
 
 
@@ -521,7 +545,7 @@ def _check(
     st.manifest = manifest
     if manifest.get("format") != BUNDLE_FORMAT:
         raise _Corrupt(BundleProblem.UNKNOWN_VERSION, f"manifest.json: format is not {BUNDLE_FORMAT!r}")
-    if type(manifest.get("version")) is not int or manifest["version"] != 1:
+    if type(manifest.get("version")) is not int or manifest["version"] not in (1, 2):
         raise _Corrupt(BundleProblem.UNKNOWN_VERSION, f"manifest.json: unknown version {manifest.get('version')!r}")
     sig_entry = _obj(manifest.get("signer"), "manifest signer")
     if sig_entry.get("key") != signer.openssh or sig_entry.get("fingerprint") != signer.fingerprint:
@@ -592,13 +616,14 @@ def _check(
     heads: dict[str, bytes] = {}
     incomplete: list[str] = []
     redacted: list[tuple[str, int]] = []
+    file_events: dict[str, list[dict[str, Any]]] = {}
     for i, entry in enumerate(recs):
         r = _obj(entry, f"recordings[{i}]")
         sid = _str(r, "session_id", f"recordings[{i}]")
         if sid in by_sid:
             raise _Corrupt(BundleProblem.MALFORMED, f"the manifest lists session {sid} twice")
         by_sid[sid] = r
-        report = _recording(src, r, sid, recording_keys)
+        report, file_events[sid] = _recording(src, r, sid, recording_keys)
         st.recordings.append(report)
         if report.head is not None:
             heads[sid] = report.head
@@ -609,6 +634,7 @@ def _check(
     on_disk = {p for p in members if p.startswith("recordings/")}
     if on_disk != {f"recordings/{sid}.zsprec" for sid in by_sid}:
         raise _Corrupt(BundleProblem.EXTRA_FILE, "recordings/ does not hold exactly the manifest's recordings")
+    _transfers(manifest, listed, members, file_events, st)
 
     # 8 (read first: the grants of the exported sessions decide which audit events must be there)
     sessions = _sessions(src, members, by_sid, st)
@@ -627,7 +653,11 @@ def _check(
     return (Outcome.INCOMPLETE if incomplete else Outcome.VALID), incomplete, redacted
 
 
-def _recording(src: _Source, r: Mapping[str, Any], sid: str, keys: Sequence[PublicKey]) -> VerificationReport:
+def _recording(
+    src: _Source, r: Mapping[str, Any], sid: str, keys: Sequence[PublicKey]
+) -> tuple[VerificationReport, list[dict[str, Any]]]:
+    """Verify one recording as the manifest lists it; return its report and the manifest entries
+    its signed file events make (:func:`transfer_entry`)."""
     path = f"recordings/{sid}.zsprec"
     what = f"recording {sid}"
     if r.get("path") != path or path not in src.sizes:
@@ -636,11 +666,14 @@ def _recording(src: _Source, r: Mapping[str, Any], sid: str, keys: Sequence[Publ
     kwargs: dict[str, Any] = {}
     if redactions:
         kwargs["redacted"] = _redacted_map(redactions, what)
+    raw: list[tuple[int, int, str, dict[str, Any]]] = []
     with src.open(path) as f:
         gen = _verify.verify_frames(f, keys, source=path, **kwargs)
         try:
             while True:
-                next(gen)
+                fr = next(gen)
+                if fr.kind is FrameKind.EVENT and isinstance(fr.data, Event) and fr.data.type in FILE_EVENTS:
+                    raw.append((fr.seq, fr.t_us, fr.data.type, fr.data.fields))
         except StopIteration as stop:
             report: VerificationReport = stop.value
     if report.outcome is Outcome.CORRUPT:
@@ -667,7 +700,92 @@ def _recording(src: _Source, r: Mapping[str, Any], sid: str, keys: Sequence[Publ
     for name, e, g in zip(names, expect, got, strict=True):
         if e != g:
             raise _Corrupt(BundleProblem.RECORDING, f"{path}: {name} is {g!r}, the manifest says {e!r}")
-    return report
+    started = report.header.started_at_us
+    signed = [x for x in raw if x[0] < report.signed_frames]  # what a signature covers is evidence
+    return report, [transfer_entry(sid, started, i, *x) for i, x in enumerate(signed)]
+
+
+def _transfers(
+    manifest: Mapping[str, Any],
+    listed: Mapping[str, Mapping[str, Any]],
+    members: set[str],
+    file_events: Mapping[str, list[dict[str, Any]]],
+    st: _State,
+) -> None:
+    """Version 2: ``transfers.files`` is exactly the recordings' signed file events, in manifest
+    order; each ``content`` is the one name the rule gives, a file of the bundle whose sha256 and
+    size are the recorded ones; ``files/`` holds nothing else."""
+    expected = [e for r in _list(manifest.get("recordings"), "recordings") for e in file_events[r["session_id"]]]
+    in_files = {p for p in members if p.startswith("files/")}
+    if manifest["version"] == 1:
+        if "transfers" in manifest or in_files:
+            raise _Corrupt(BundleProblem.MALFORMED, "a version 1 manifest with transferred files (version 2 has them)")
+        if expected:
+            st.notes.append(
+                f"{len(expected)} transferred file(s) in the recordings are not listed: the bundle was made "
+                "before bundles listed them (version 1); `zsp files` lists them from each recording"
+            )
+        return
+    t = _obj(manifest.get("transfers"), "manifest transfers")
+    include = t.get("content")
+    limit = _int(t, "content_limit", "manifest transfers")
+    if type(include) is not bool or limit is None or not 0 <= limit <= TRANSFER_CONTENT_LIMIT:
+        raise _Corrupt(
+            BundleProblem.MALFORMED, f"manifest transfers: content or content_limit (<= {TRANSFER_CONTENT_LIMIT})"
+        )
+    entries = _list(t.get("files"), "manifest transfers files")
+    if len(entries) != len(expected):
+        raise _Corrupt(
+            BundleProblem.TRANSFERS,
+            f"the manifest lists {len(entries)} transferred file(s), the recordings hold {len(expected)}",
+        )
+    named: set[str] = set()
+    total = 0
+    for n, (raw, want) in enumerate(zip(entries, expected, strict=True), 1):
+        e = _obj(raw, f"transferred file {n}")
+        if set(e) != TRANSFER_KEYS | {"content", "content_note"} or not isinstance(e.get("content_note"), str):
+            raise _Corrupt(BundleProblem.MALFORMED, f"transferred file {n}: not the keys a transfer entry has")
+        for key in sorted(TRANSFER_KEYS):
+            if e[key] != want[key] or type(e[key]) is not type(want[key]):
+                raise _Corrupt(
+                    BundleProblem.TRANSFERS,
+                    f"transferred file {n}: {key} is {e[key]!r} in the manifest, {want[key]!r} in "
+                    f"recordings/{want['session_id']}.zsprec (frame {want['frame']})",
+                )
+        content = e["content"]
+        if content is None:
+            continue
+        if not include:
+            raise _Corrupt(BundleProblem.TRANSFERS, f"transferred file {n} has content, but content is false")
+        if content != transfer_content_name(n, want):
+            raise _Corrupt(
+                BundleProblem.TRANSFERS,
+                f"transferred file {n}: content {content!r} is not its name {transfer_content_name(n, want)!r}",
+            )
+        if not (want["event"] == "sftp.file" and want["content_complete"] and _HEX64.fullmatch(want["sha256"])):
+            raise _Corrupt(
+                BundleProblem.TRANSFERS,
+                f"transferred file {n}: the recording does not hold all of it with a hash, yet {content} is given",
+            )
+        f = listed.get(content)
+        if f is None or content not in members:
+            raise _Corrupt(BundleProblem.MISSING_FILE, f"{content} (transferred file {n}) is not in the bundle")
+        if f.get("sha256") != want["sha256"] or f.get("size") != want["size"]:
+            raise _Corrupt(
+                BundleProblem.TRANSFERS,
+                f"{content} does not hash to the sha256 the recording gives transferred file {n}",
+            )
+        named.add(content)
+        total += want["size"]
+    for p in sorted(in_files - named):
+        raise _Corrupt(BundleProblem.EXTRA_FILE, f"{p} is not the content of a transferred file the manifest lists")
+    if total > limit:
+        raise _Corrupt(BundleProblem.MALFORMED, f"files/ holds {total} bytes, over the content_limit {limit}")
+    keys = {"content", "content_limit", "files", "sha256sums"}
+    if t.get("sha256sums") != transfer_sha256sums(entries) or set(t) != keys:
+        raise _Corrupt(BundleProblem.TRANSFERS, "manifest transfers sha256sums is not the list of files/ it holds")
+    st.transfers = len(entries)
+    st.transfer_content = len(named)
 
 
 def _redacted_map(redactions: list[Any], what: str) -> dict[int, Any]:

@@ -18,16 +18,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from recorder import Event, Frame, FrameKind
 
 from ._exceptions import ContentMismatch
 from ._printable import printable
 
-__all__ = ["PROTOCOL_EVENTS", "TransferredFile", "files"]
+__all__ = ["PROTOCOL_EVENTS", "SpooledFile", "TransferredFile", "files", "spool_files"]
 
 PROTOCOL_EVENTS = frozenset({"sftp.op", "sftp.reply", "sftp.data", "sftp.data_capped"})
 """The per-packet events of a file transfer: evidence in the recording, but not moments a
@@ -85,23 +87,51 @@ class TransferredFile:
         ValueError if the chunks were not gathered (``files(..., content=False)``)."""
         if not self.content_read:
             raise ValueError("content not gathered: list the files with files(frames, content=True)")
-        out = bytearray()
-        for offset, data in sorted(self.chunks, key=lambda c: c[0]):
-            if offset > len(out):
-                break  # a gap: what follows is not contiguous with the start
-            if offset < len(out):
-                overlap = len(out) - offset
-                if out[offset : offset + min(overlap, len(data))] != data[:overlap]:
-                    if self.content_complete:
-                        raise ContentMismatch(index=self.index, expected=self.sha256, actual="")
-                    break
-                data = data[overlap:]
-            out += data
+        out = io.BytesIO()
+        agreed = _assemble(sorted(self.chunks, key=lambda c: c[0]), out)
+        if not agreed and self.content_complete:
+            raise ContentMismatch(index=self.index, expected=self.sha256, actual="")
+        data = out.getvalue()
         if self.content_complete:
-            actual = hashlib.sha256(out).hexdigest()
-            if actual != self.sha256 or len(out) != self.size:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != self.sha256 or len(data) != self.size:
                 raise ContentMismatch(index=self.index, expected=self.sha256, actual=actual)
-        return bytes(out)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledFile:
+    """A transferred file and, when the recording holds all of it and it hashes to its recorded
+    sha256, a file on disk with its content (:func:`spool_files`)."""
+
+    file: TransferredFile
+    content: Path | None
+    """The file's complete content, checked against ``file.sha256``; None: see ``note``."""
+    note: str = ""
+    """Why there is no content (capped, cut, no hash, or a content that does not match its hash)."""
+    mismatch: bool = False
+    """The recording says it holds all of the file, and what it holds does not hash to its sha256."""
+
+
+def _assemble(chunks: Iterable[tuple[int, bytes]], out: BinaryIO) -> bool:
+    """Write ``chunks`` (sorted by offset) to ``out`` from offset 0 up to their first gap; where two
+    overlap they must agree. False when they do not (``out`` then holds what came before)."""
+    length = 0
+    for offset, data in chunks:
+        if offset > length:
+            break  # a gap: what follows is not contiguous with the start
+        if offset < length:
+            overlap = length - offset
+            n = min(overlap, len(data))
+            out.seek(offset)
+            prior = out.read(n)
+            out.seek(length)
+            if prior != data[:n]:
+                return False
+            data = data[overlap:]
+        out.write(data)
+        length += len(data)
+    return True
 
 
 def _key(fields: dict[str, Any]) -> tuple[str, str]:
@@ -131,14 +161,17 @@ def _path_bytes(fields: dict[str, Any]) -> bytes | None:
         return None
 
 
-def files(frames: Iterable[Frame], *, content: bool = False) -> list[TransferredFile]:
-    """The files transferred in a recording, in the order their events were recorded.
+_ChunkKey = tuple[tuple[str, str], str]
 
-    ``frames`` should be verified and signed (``only_signed(verify_frames(...))``): nothing else
-    is evidence. ``content``: keep each file's ``sftp.data`` chunks for :meth:`TransferredFile.content`
-    (held in memory; without it the chunks are skipped undecoded)."""
-    pending: dict[tuple[tuple[str, str], str], list[tuple[int, bytes]]] = {}
-    out: list[TransferredFile] = []
+
+def _transfers(
+    frames: Iterable[Frame], on_data: Callable[[_ChunkKey, int, bytes], None] | None
+) -> Iterator[tuple[TransferredFile, list[tuple[_ChunkKey, bool]]]]:
+    """Each ``sftp.file``/``sftp.file_incomplete`` as a value (no chunks), with the chunk keys its
+    event closes: ``(key, True)`` for chunks of the file, ``(key, False)`` for chunks of the same
+    path in the other direction, which end with it too. ``on_data`` receives each ``sftp.data``
+    chunk (None: they are skipped undecoded)."""
+    index = 0
     for frame in frames:
         if frame.kind is not FrameKind.EVENT:
             continue
@@ -147,14 +180,13 @@ def files(frames: Iterable[Frame], *, content: bool = False) -> list[Transferred
             continue
         f = ev.fields
         if ev.type == "sftp.data":
-            if not content:
+            if on_data is None:
                 continue
-            direction = _str(f.get("direction"))
             try:
                 data = base64.b64decode(_str(f.get("data")), validate=True)
             except (binascii.Error, ValueError):
                 continue  # not content the bastion wrote: left out, and a complete file then fails its hash
-            pending.setdefault((_key(f), direction), []).append((_int(f.get("offset")), data))
+            on_data((_key(f), _str(f.get("direction"))), _int(f.get("offset")), data)
         elif ev.type in ("sftp.file", "sftp.file_incomplete"):
             key = _key(f)
             finished = ev.type == "sftp.file"
@@ -167,14 +199,10 @@ def files(frames: Iterable[Frame], *, content: bool = False) -> list[Transferred
                 size = max(up, down)
             if direction not in _DIRECTIONS:
                 direction = "?"
-            chunks: list[tuple[int, bytes]] = []
-            for d in ("upload", "download"):
-                taken = pending.pop((key, d), [])
-                if direction in (d, "both"):
-                    chunks.extend(taken)
-            out.append(
+            keys = [((key, d), direction in (d, "both")) for d in ("upload", "download")]
+            yield (
                 TransferredFile(
-                    index=len(out),
+                    index=index,
                     path=_str(f.get("path")),
                     path_bytes=_path_bytes(f),
                     direction=direction,
@@ -186,8 +214,111 @@ def files(frames: Iterable[Frame], *, content: bool = False) -> list[Transferred
                     t_us=frame.t_us,
                     finished=finished,
                     hash_note=_str(f.get("hash_note")),
-                    chunks=tuple(chunks),
-                    content_read=content,
-                )
+                ),
+                keys,
             )
+            index += 1
+
+
+def files(frames: Iterable[Frame], *, content: bool = False) -> list[TransferredFile]:
+    """The files transferred in a recording, in the order their events were recorded.
+
+    ``frames`` should be verified and signed (``only_signed(verify_frames(...))``): nothing else
+    is evidence. ``content``: keep each file's ``sftp.data`` chunks for :meth:`TransferredFile.content`
+    (held in memory; without it the chunks are skipped undecoded; :func:`spool_files` keeps them on disk)."""
+    pending: dict[_ChunkKey, list[tuple[int, bytes]]] = {}
+
+    def add(key: _ChunkKey, offset: int, data: bytes) -> None:
+        pending.setdefault(key, []).append((offset, data))
+
+    out: list[TransferredFile] = []
+    for f, keys in _transfers(frames, add if content else None):
+        chunks: list[tuple[int, bytes]] = []
+        for key, mine in keys:
+            taken = pending.pop(key, [])
+            if mine:
+                chunks.extend(taken)
+        out.append(replace(f, chunks=tuple(chunks), content_read=content))
     return out
+
+
+def spool_files(frames: Iterable[Frame], directory: Path) -> list[SpooledFile]:
+    """:func:`files` with content, kept on disk instead of in memory: what an export uses.
+
+    Each ``sftp.data`` chunk is appended to a log file in ``directory`` (memory holds only where
+    each chunk is); when its file's event comes, a complete file is assembled as
+    :meth:`TransferredFile.content` does into ``directory/N.content`` and kept only if it hashes to
+    the recorded sha256 and size. ``directory`` must exist and be private to the caller."""
+    logs: dict[_ChunkKey, tuple[Path, list[tuple[int, int, int]]]] = {}
+    made = 0
+
+    def add(key: _ChunkKey, offset: int, data: bytes) -> None:
+        nonlocal made
+        entry = logs.get(key)
+        if entry is None:
+            made += 1
+            entry = logs[key] = (directory / f"{made}.chunks", [])
+        with open(entry[0], "ab") as log:
+            entry[1].append((offset, log.tell(), len(data)))
+            log.write(data)
+
+    out: list[SpooledFile] = []
+    for f, keys in _transfers(frames, add):
+        refs: list[tuple[int, Path, int, int]] = []
+        for key, mine in keys:
+            entry = logs.pop(key, None)
+            if entry is None:
+                continue
+            if mine:
+                refs.extend((offset, entry[0], pos, n) for offset, pos, n in entry[1])
+            else:
+                entry[0].unlink(missing_ok=True)
+        try:
+            out.append(_spooled(f, sorted(refs, key=lambda r: r[0]), directory))
+        finally:
+            for log_path in {r[1] for r in refs}:
+                log_path.unlink(missing_ok=True)
+    for log_path, _refs in logs.values():
+        log_path.unlink(missing_ok=True)
+    return out
+
+
+def _spooled(f: TransferredFile, refs: list[tuple[int, Path, int, int]], directory: Path) -> SpooledFile:
+    if not f.finished:
+        return SpooledFile(f, None, "the session ended while the file was open: no whole-file hash")
+    if not f.sha256:
+        return SpooledFile(f, None, f"no whole-file hash ({f.hash_note or 'not accessed front to back'})")
+    if not f.content_complete:
+        return SpooledFile(f, None, f"the recording keeps {f.content_kept} of its {f.size} bytes: hash only")
+    target = directory / f"{f.index}.content"
+    handles: dict[Path, BinaryIO] = {}
+
+    def chunks() -> Iterator[tuple[int, bytes]]:
+        for offset, log_path, pos, n in refs:
+            log = handles.get(log_path)
+            if log is None:
+                log = handles[log_path] = open(log_path, "rb")  # closed below
+            log.seek(pos)
+            yield offset, log.read(n)
+
+    try:
+        with open(target, "w+b") as out:
+            agreed = _assemble(chunks(), out)
+            out.seek(0)
+            sha = hashlib.sha256()
+            size = 0
+            while block := out.read(1 << 20):
+                sha.update(block)
+                size += len(block)
+    finally:
+        for h in handles.values():
+            h.close()
+    if not agreed or size != f.size or sha.hexdigest() != f.sha256:
+        target.unlink()
+        return SpooledFile(
+            f,
+            None,
+            "its recorded content does not hash to its recorded sha256 (a faulty recording): not exported",
+            mismatch=True,
+        )
+    return SpooledFile(f, target)

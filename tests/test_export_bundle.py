@@ -121,7 +121,8 @@ def test_round_trip_by_id(exp, bundle, tmp_path: Path) -> None:
     assert caught.returncode != 0 and f"{manifest['recordings'][0]['path']}: FAILED" in caught.stdout
 
     # the manifest: who, what, the final heads the bastion recorded at the end of each session
-    assert manifest["format"] == "zsp-evidence-bundle" and manifest["version"] == 1
+    assert manifest["format"] == "zsp-evidence-bundle" and manifest["version"] == 2
+    assert manifest["transfers"] == {"content": False, "content_limit": 1 << 30, "files": [], "sha256sums": []}
     assert manifest["exported_by"] == "carol" and manifest["via"] == "console"
     assert top.name == f"zsp-evidence-{manifest['export_id']}"
     sessions = {s.id: s for s in rv.svc.sessions()}

@@ -205,9 +205,9 @@ def test_unknown_version(original, forger, tmp_path: Path) -> None:
     rv, path = original
     top, files = read(path)
     m = json.loads(files["manifest.json"])
-    m["version"] = 2
+    m["version"] = 3
     reseal(files, forger, recording_keys=[_real(rv)], manifest=m)
-    corrupt(write(tmp_path / "v.tar", top, files), BundleProblem.UNKNOWN_VERSION, "unknown version 2")
+    corrupt(write(tmp_path / "v.tar", top, files), BundleProblem.UNKNOWN_VERSION, "unknown version 3")
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "symlink", "absolute", "second-top"])

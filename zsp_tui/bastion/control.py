@@ -80,7 +80,7 @@ zsp control commands (your identity is the key you logged in with):
   watch SESSION              (ssh -t) moderate a live session whose rule needs a moderator:
                              a read-only view; q leaves, T ends the session; never your own
   export ID... [--user U] [--target T] [--since T] [--format bundle|asciicast|asciicast3|text]
-         [--redact REGEX]... [--include-input] > FILE
+         [--redact REGEX]... [--include-input] [--files] > FILE
                              signed evidence of recorded sessions (reviewers, admins; no -t)
 
 A reason is every word after --reason up to the next option of the command, so no

@@ -3,7 +3,7 @@
 A responder who has no account on the bastion host, only a reviewer's (or admin's) key, exports
 sessions through the bastion: the control command ``export`` takes the options of ``zsp export``
 that choose *what* to export (sessions, ``--user``/``--target``/``--since``, ``--format``,
-``--redact``, ``--include-input``) and writes the result to the channel's stdout. Where it goes on
+``--redact``, ``--include-input``, ``--files``) and writes the result to the channel's stdout. Where it goes on
 the bastion host, which data dir, and who is exporting are not the client's to say: the bastion
 runs ``python -P -m zsp_tui export --data=DIR --as=USER --via=ssh -o - ...`` as a child process
 (the same command as on the console, so the same role check, audit events and signatures), with an
@@ -67,6 +67,7 @@ def _parser() -> _Parser:
     p.add_argument("--format", choices=FORMATS, default="bundle")
     p.add_argument("--redact", action="append", default=[])
     p.add_argument("--include-input", action="store_true")
+    p.add_argument("--files", action="store_true")
     return p
 
 
@@ -108,6 +109,8 @@ def export_argv(data_root: Path, user: str, command: str) -> list[str]:
     argv += [f"--redact={r}" for r in args.redact]
     if args.include_input:
         argv.append("--include-input")
+    if args.files:
+        argv.append("--files")
     return [*argv, "--", *args.sessions]
 
 

@@ -68,6 +68,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     patterns = _patterns(args.redact or [])
     if args.include_input and args.format not in ("asciicast", "asciicast3"):
         raise UsageError("--include-input is for the asciicast formats (a bundle always holds the input)")
+    if args.files and args.format != "bundle":
+        raise UsageError("--files is for bundles (a bundle lists transferred files always; --files adds their content)")
     name = args.as_user or os.environ.get("ZSP_USER") or getpass.getuser()
     exporter = export_audit.exporter(d, name, explicit=bool(args.as_user), via=args.via)
     sessions: tuple[SelectedSession, ...] = select.select_sessions(
@@ -86,6 +88,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         via=args.via,
         export_id=str(new_session_id()),
         key=d.signing_key(),
+        include_files=args.files,
     )
     prepared = run_export(job, sys.stdout.buffer)
     if job.patterns:
@@ -113,7 +116,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                 f"-n evidence@zsp -s {p.final}.sig < {p.final}",
                 file=sys.stderr,
             )
-    return 0
+    refused = [line for p in prepared for line in p.refused_files]
+    for line in refused:
+        say(f"refused: transferred {line}; it is listed with its hash only", file=sys.stderr)
+    if refused:
+        say(f"{len(refused)} transferred file(s) left out of the bundle: their content does not match their hash",
+            file=sys.stderr)
+    return 1 if refused else 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -140,6 +149,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "every changed frame so verifiers prove nothing else changed",
     )
     p.add_argument("--include-input", action="store_true", help="asciicast: add keystrokes as 'i' events")
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="bundle: add the content of each transferred file the recording holds in full (files/NNNN-..., "
+        "checked against its recorded sha256; content that does not match is left out, exit 1)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     add_as(p, help="the zsp user exporting (a reviewer or admin; default: $ZSP_USER, else your login name)")
     p.add_argument("--via", choices=("console", "ssh"), default="console", help=argparse.SUPPRESS)

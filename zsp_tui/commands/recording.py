@@ -300,6 +300,11 @@ def _describe_bundle(r: BundleReport) -> list[str]:
                 f"  redacted on export: {shown}; every other frame is proven original, the redacted bytes "
                 "are vouched for only by the exporter's signature"
             )
+        if r.transfers:
+            lines.append(
+                f"  {r.transfers} transferred file(s) listed as the recordings give them; {r.transfer_content} with "
+                "their content in files/, each hashing to its recorded sha256"
+            )
         lines.extend(f"  note: {note}" for note in r.notes)
     if r.signer_fingerprint:
         if r.trust == "pinned":

@@ -10,6 +10,9 @@
 
 ``--redact`` replaces matching bytes in every format; in a bundle the manifest lists each changed
 frame with its original chain head, so a verifier proves that nothing else changed.
+
+A bundle's manifest lists the files its sessions transferred (SFTP, scp) as the recordings give
+them; ``--files`` adds their content, each checked against its recorded sha256 (:mod:`.transfers`).
 """
 
 from __future__ import annotations

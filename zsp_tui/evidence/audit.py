@@ -52,6 +52,7 @@ def record(job: ExportJob, prepared: list[Prepared]) -> None:
                         "sessions": len(p.session_ids),
                         "redacted": bool(job.patterns),
                         "include_input": job.include_input,
+                        "files": job.include_files,
                     },
                 )
             )

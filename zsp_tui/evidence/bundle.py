@@ -39,10 +39,13 @@ from .excerpt import Excerpt, build_excerpt
 from .files import Digests, HashingWriter, copy_prefix, digests_file, digests_of, temp_beside
 from .job import ExportJob, Prepared, SelectedSession
 from .redaction import redact, refuse_leftovers
+from .transfers import SessionFiles, Transfers, collect, session_files
 
 __all__ = ["BUNDLE_FORMAT", "VERIFY_SOURCE", "prepare", "readme"]
 
 BUNDLE_FORMAT = "zsp-evidence-bundle"
+BUNDLE_VERSION = 2
+"""Version 2 added ``transfers`` (the sessions' transferred files) and ``files/`` (their content)."""
 VERIFY_SOURCE = Path(__file__).with_name("verify_bundle.py")
 """The standalone verifier shipped as ``verify.py`` (copied byte for byte)."""
 
@@ -63,6 +66,7 @@ class _Recording:
     redactions: tuple[Any, ...]
     record: SessionRecord | None
     grant: AccessRequest | None
+    transfers: SessionFiles
 
 
 def _json(obj: object) -> bytes:
@@ -213,6 +217,8 @@ What is in it
   recordings/          the session recordings (zsp format v1: hash-chained, signed at checkpoints)
   sessions/, grants/   what the bastion knew of each session and the access grant it ran under
   audit/               the audit events of these sessions and grants, with the signed chain around them
+  files/               (zsp export --files) the content of files transferred in these sessions (SFTP,
+                       scp), each named NNNN-DIRECTION-BASENAME, never by a path from the recording
   verify.py            a standalone verifier (Python 3 with blake3, msgpack and cryptography; no zsp)
 
 How to check it (nothing but OpenSSH and coreutils for steps 1-3)
@@ -231,12 +237,21 @@ How to check it (nothing but OpenSSH and coreutils for steps 1-3)
      Every line must end in OK. (SHA256SUMS holds the same hashes for `sha256sum -c SHA256SUMS`,
      but it is not signed: only a check against manifest.json proves the files are the ones signed.
      verify.py is one of those files: run it in step 4 only after this step passed.)
+     If there is a files/ directory (zsp export --files), check each transferred file in it
+     against the sha256 it had when it crossed the bastion, as the signed manifest lists it:
+       sed -n 's/^      "\\([0-9a-f]\\{{64\\}}  files\\/[^"]*\\)",\\{{0,1\\}}$/\\1/p' manifest.json | sha256sum -c
   4. Check the recordings' hash chains and signatures, and the audit excerpt:
        python3 verify.py            (pip install blake3 msgpack cryptography)
      or, with zsp installed:
        zsp verify BUNDLE.tar [--allowed-signers FILE]
      Both print VALID, INCOMPLETE (a recording that was never sealed: what is there is intact)
      or CORRUPT with the reason.
+
+Transferred files: manifest.json's "transfers" lists every file these sessions read or wrote
+through the bastion (time, direction, path as recorded, size, sha256, whether the recording keeps
+its content). A file in files/ is checked by step 3 like every other file; its sha256 there is the
+one its transfer entry gives, which the verifiers of step 4 check against the recording itself.
+Never extract a transferred file anywhere it could be run or opened without care.
 
 Redacted frames (if manifest.json lists any) were changed on export: their original chain heads
 are kept, so the verifiers prove that every other byte is original; the redacted bytes themselves
@@ -261,7 +276,7 @@ def prepare(job: ExportJob) -> list[Prepared]:
     temp = temp_beside(job.output, ".tar")
     try:
         with tempfile.TemporaryDirectory(prefix=".zsp-export-", dir=temp.parent) as work:
-            sha, sids, frames, changed = _build(job, temp, Path(work))
+            sha, sids, frames, changed, refused = _build(job, temp, Path(work))
         refuse_leftovers(temp, job.patterns, bundle=True)
         _self_check(job, temp)
     except BaseException:
@@ -269,12 +284,18 @@ def prepare(job: ExportJob) -> list[Prepared]:
         raise
     return [
         Prepared(
-            temp=temp, final=job.output, sha256=sha, session_ids=sids, redacted_frames=frames, redacted_bytes=changed
+            temp=temp,
+            final=job.output,
+            sha256=sha,
+            session_ids=sids,
+            redacted_frames=frames,
+            redacted_bytes=changed,
+            refused_files=refused,
         )
     ]
 
 
-def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...], int, int]:
+def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...], int, int, tuple[str, ...]]:
     now = datetime.now(UTC)
     trusted = job.data.trusted_keys()
     svc = job.data.service()
@@ -287,6 +308,8 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
         if sid in recs:
             spool.unlink()
             continue
+        # before redaction: the file events are read from the bytes that were verified
+        moved = session_files(spool, trusted, sid, report, work, content=job.include_files)
         redactions: tuple[Any, ...] = ()
         if job.patterns:
             spool, digests, redactions = _redact(job, spool, trusted, sid)
@@ -296,8 +319,9 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
             if stored_grants is None:  # only for recordings named by path: read once
                 stored_grants = {g.id: g for g in svc.requests()}
             grant = stored_grants.get(record.grant_id)
-        recs[sid] = _Recording(sid, spool, digests, report, redactions, record, grant)
+        recs[sid] = _Recording(sid, spool, digests, report, redactions, record, grant, moved)
     order = sorted(recs)
+    transfers: Transfers = collect([recs[sid].transfers for sid in order], include=job.include_files)
     grants = {r.grant.id: r.grant for r in recs.values() if r.grant is not None}
     grant_ids = set(grants) | {g for r in recs.values() for g in [_grant_id(r)] if g}
     with svc.store.transaction(write=False) as tx:
@@ -341,10 +365,12 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
     files: dict[str, Digests] = {p: digests_of(b) for p, b in small.items()}
     for sid in order:
         files[f"recordings/{sid}.zsprec"] = recs[sid].digests
+    for name, (_, d) in transfers.members.items():
+        files[name] = d
 
     manifest = {
         "format": BUNDLE_FORMAT,
-        "version": 1,
+        "version": BUNDLE_VERSION,
         "export_id": job.export_id,
         "exported_at": rfc3339(now),
         "exported_by": job.exporter,
@@ -363,6 +389,7 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
             "events": [ev.seq for ev in excerpt.events],
         },
         "redaction": {"patterns": len(job.patterns), "replacement": "*"},
+        "transfers": transfers.manifest(),
         "files": [
             {"path": p, "size": d.size, "sha256": d.sha256, "blake3": d.blake3} for p, d in sorted(files.items())
         ],
@@ -396,10 +423,19 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
             for path in [p for p in small if p.startswith(("sessions/", "grants/", "audit/"))]:
                 data = small[path]
                 tar.addfile(_member(top, path, len(data), mtime), io.BytesIO(data))
+            for name, (content, d) in transfers.members.items():
+                with open(content, "rb") as f:
+                    tar.addfile(_member(top, name, d.size, mtime), f)
         raw.flush()
         os.fsync(raw.fileno())
     changed = [x for r in recs.values() for x in r.redactions]
-    return out.digests().sha256, tuple(order), len(changed), sum(x.redacted_bytes for x in changed)
+    return (
+        out.digests().sha256,
+        tuple(order),
+        len(changed),
+        sum(x.redacted_bytes for x in changed),
+        transfers.refused,
+    )
 
 
 def _header(report: VerificationReport) -> Header:

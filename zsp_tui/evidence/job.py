@@ -45,6 +45,9 @@ class ExportJob:
     export_id: str
     key: SigningKey
     """The data dir's recording key: signs the manifest and every ``.sig``."""
+    include_files: bool = False
+    """Bundle only (``--files``): put the kept content of each transferred file in the bundle
+    (the list of transferred files, with their hashes, is always in its manifest)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,9 @@ class Prepared:
     redacted_frames: int = 0
     """Frames ``--redact`` changed in what this file holds, and how many of their bytes."""
     redacted_bytes: int = 0
+    refused_files: tuple[str, ...] = ()
+    """Transferred files whose recorded content did not hash to their recorded sha256: listed in
+    the bundle, their content left out (``--files``)."""
 
     def discard(self) -> None:
         """Remove the prepared file and its signature (an export that will not be installed)."""

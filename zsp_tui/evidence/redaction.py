@@ -173,7 +173,9 @@ def _unpacked(body: bytes) -> object:
         return None
 
 
-_FROM_SESSIONS = ("recordings/", "sessions/", "grants/", "audit/")
+_FROM_SESSIONS = ("recordings/", "sessions/", "grants/", "audit/", "files/")
+"""Members holding what sessions did (``files/``: transferred files' content, ``--files``), searched
+line by line; the bundle's own text is not."""
 
 
 def recording_texts(f: IO[bytes]) -> Iterator[str]:

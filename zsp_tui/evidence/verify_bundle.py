@@ -14,13 +14,16 @@ What it checks, in this order (the first failure is the verdict, CORRUPT, with i
    files every bundle has are there;
 2. ``manifest.json.sig`` is an SSHSIG (OpenSSH ``PROTOCOL.sshsig``) over ``manifest.json`` for
    the namespace ``evidence@zsp``, by a key trusted for that namespace;
-3. the manifest is a ``zsp-evidence-bundle`` version 1 naming that key as its signer;
+3. the manifest is a ``zsp-evidence-bundle`` version 1 or 2 naming that key as its signer;
 4. every file is listed in the manifest exactly once with its size, sha256 and blake3, and in
    ``SHA256SUMS``, and every hash matches;
 5. ``allowed_signers`` holds exactly the manifest's ``signers``;
 6. every recording verifies (zsp recording format v1, FORMAT.md section 4: hash chain,
    checkpoint signatures, seal) with the frames the manifest lists as redacted, and is what the
-   manifest says (outcome, frames, final head, signer);
+   manifest says (outcome, frames, final head, signer); (version 2) the manifest's ``transfers``
+   are exactly the recordings' signed ``sftp.file``/``sftp.file_incomplete`` events, and each file
+   in ``files/`` is the content of one of them, under the name the rule gives it (never a path
+   from the recording), hashing to the sha256 the recording gives it;
 7. the audit excerpt: its chain, every checkpoint signature, that no event of the exported
    sessions or their grants is left out, ``audit/events.jsonl`` equal to the signed events, and
    each recording's final head equal to the one its ``session.end`` event names;
@@ -447,13 +450,18 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
 
 
 def verify_recording(
-    f: IO[bytes], trusted: Iterable[TrustedKey], redacted: dict[int, Redacted] | None = None
+    f: IO[bytes],
+    trusted: Iterable[TrustedKey],
+    redacted: dict[int, Redacted] | None = None,
+    events: list[tuple[int, int, dict[str, Any]]] | None = None,
 ) -> Result:
     """Verify one recording read from ``f`` (streamed: one frame in memory at a time).
 
     ``trusted``: keys trusted for ``session-recording@zsp``. ``redacted``: frames whose data was
     replaced (a bundle's manifest); each must keep its original stored head, seq, kind and data
-    length, and the chain goes on from that head."""
+    length, and the chain goes on from that head. ``events``: receives ``(seq, t_us, data)`` of each
+    intact file event (``sftp.file``, ``sftp.file_incomplete``), signed or not (compare seq with
+    ``Result.signed``)."""
     trusted = list(trusted)
     redacted = dict(redacted or {})
     r = Result()
@@ -612,6 +620,8 @@ def verify_recording(
                         sealed = True
         except Bad as e:
             return corrupt(e.code, e.detail)
+        if events is not None and i > 0 and kind == K_EVENT and fdata.get("type") in FILE_EVENTS:
+            events.append((i, t_us, fdata))
         prev_head = head
         prev_t = t_us
         pos += 4 + blen + HEAD_LEN
@@ -892,6 +902,13 @@ MAX_SMALL = 64 << 20
 REQUIRED = ("manifest.json", "manifest.json.sig", "allowed_signers", "SHA256SUMS")
 UNLISTED = frozenset({"manifest.json", "manifest.json.sig", "SHA256SUMS"})
 _CORE = ("type", "code", "time_us", "actor", "via", "outcome", "target", "login", "grant_id", "session_id")
+FILE_EVENTS = ("sftp.file", "sftp.file_incomplete")
+CONTENT_LIMIT = 1 << 30
+"""Version 2: the most bytes of transferred files' content a bundle may hold (docs/EXPORT.md)."""
+TRANSFER_KEYS = (
+    "session_id", "index", "frame", "t_us", "time", "event", "direction", "size", "sha256", "hash_note",
+    "recorded_path", "recorded_path_b64", "content_kept", "content_complete",
+)  # fmt: skip
 
 
 class Corrupt(Exception):
@@ -1049,6 +1066,8 @@ class Report:
         self.audit_events = 0
         self.audit_segments = 0
         self.audit_log: str | None = None
+        self.transfers = 0
+        self.transfer_content = 0
 
     def _m(self, key: str) -> str | None:
         v = self.manifest.get(key) if self.signer else None
@@ -1072,6 +1091,8 @@ class Report:
             "incomplete": list(self.incomplete),
             "redacted": [{"session_id": s, "frames": n} for s, n in self.redacted],
             "notes": list(self.notes),
+            "transfers": self.transfers,
+            "transfer_content": self.transfer_content,
             "recordings": [r.to_json() for r in self.recordings],
         }
 
@@ -1209,8 +1230,8 @@ def check_bundle(src: Source, rep: Report, pinned: tuple[list[TrustedKey], list[
     rep.manifest = manifest
     if manifest.get("format") != BUNDLE_FORMAT:
         raise Corrupt("unknown-version", f"manifest.json: format is not {BUNDLE_FORMAT}")
-    if type(manifest.get("version")) is not int or manifest["version"] != 1:
-        raise Corrupt("unknown-version", "manifest.json: unknown version (this verify.py knows version 1)")
+    if type(manifest.get("version")) is not int or manifest["version"] not in (1, 2):
+        raise Corrupt("unknown-version", "manifest.json: unknown version (this verify.py knows versions 1 and 2)")
     signer_entry = _obj(manifest.get("signer"), "manifest signer")
     signer_key = TrustedKey(signer_raw)
     if signer_entry.get("key") != signer_key.openssh or signer_entry.get("fingerprint") != signer_key.fingerprint:
@@ -1277,13 +1298,15 @@ def check_bundle(src: Source, rep: Report, pinned: tuple[list[TrustedKey], list[
     by_sid: dict[str, dict[str, Any]] = {}
     heads: dict[str, bytes] = {}
     headers: dict[str, dict[str, Any]] = {}
+    expected: list[dict[str, Any]] = []
     for n, entry in enumerate(_list(manifest.get("recordings"), "manifest recordings")):
         r = _obj(entry, f"manifest recordings[{n}]")
         sid = _str(r, "session_id", f"manifest recordings[{n}]")
         if sid in by_sid:
             raise Corrupt("malformed", f"the manifest lists session {sid} twice")
         by_sid[sid] = r
-        result = _recording(src, r, sid, recording_keys)
+        result, moved = _recording(src, r, sid, recording_keys)
+        expected += moved
         rep.recordings.append(result)
         if result.head is not None:
             heads[sid] = result.head
@@ -1296,6 +1319,7 @@ def check_bundle(src: Source, rep: Report, pinned: tuple[list[TrustedKey], list[
     on_disk = {p for p in members if p.startswith("recordings/")}
     if on_disk != {f"recordings/{sid}.zsprec" for sid in by_sid}:
         raise Corrupt("extra-file", "recordings/ does not hold exactly the manifest's recordings")
+    _transfers(manifest, listed, members, expected, rep)
 
     # 8, first half (the grants decide which audit events must be there): sessions/
     sessions = _sessions(src, members, by_sid, headers)
@@ -1311,7 +1335,9 @@ def check_bundle(src: Source, rep: Report, pinned: tuple[list[TrustedKey], list[
     _grants(src, members, grant_ids, events)
 
 
-def _recording(src: Source, r: dict[str, Any], sid: str, keys: list[TrustedKey]) -> Result:
+def _recording(
+    src: Source, r: dict[str, Any], sid: str, keys: list[TrustedKey]
+) -> tuple[Result, list[dict[str, Any]]]:
     path = f"recordings/{sid}.zsprec"
     if r.get("path") != path or path not in src.sizes:
         raise Corrupt("missing-file", f"recording {sid}: expected at {path}")
@@ -1335,8 +1361,9 @@ def _recording(src: Source, r: dict[str, Any], sid: str, keys: list[TrustedKey])
         ):
             raise Corrupt("malformed", f"recording {sid}: a redaction entry is malformed")
         redacted[frame] = Redacted(bytes.fromhex(head), kind, length)
+    events: list[tuple[int, int, dict[str, Any]]] = []
     with src.open(path) as f:
-        result = verify_recording(f, keys, redacted)
+        result = verify_recording(f, keys, redacted, events)
     if result.outcome == CORRUPT:
         where = "the preamble" if result.frame is None else f"frame {result.frame}"
         raise Corrupt("recording", f"{path}: CORRUPT at {where}: {result.problem}: {result.detail}")
@@ -1352,7 +1379,121 @@ def _recording(src: Source, r: dict[str, Any], sid: str, keys: list[TrustedKey])
     for name, expected, got in checks:
         if expected != got:
             raise Corrupt("recording", f"{path}: {name} is {got}, the manifest says {expected}")
-    return result
+    started = result.header["started_at_us"]
+    signed = [e for e in events if e[0] < result.signed]  # only what a signature covers is evidence
+    return result, [_transfer_entry(sid, started, n, *e) for n, e in enumerate(signed)]
+
+
+def _count(v: Any) -> int:
+    return v if type(v) is int and v >= 0 else 0
+
+
+def _text_or_empty(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _transfer_entry(sid: str, started_us: int, index: int, seq: int, t_us: int, ev: dict[str, Any]) -> dict[str, Any]:
+    """docs/EXPORT.md "Transferred files": the entry a file event makes (the manifest must hold it exactly)."""
+    if ev.get("type") == "sftp.file":
+        direction, size = _text_or_empty(ev.get("direction")), _count(ev.get("size"))
+        sha, complete = _text_or_empty(ev.get("sha256")), ev.get("content_complete") is True
+    else:
+        up, down = _count(ev.get("uploaded")), _count(ev.get("downloaded"))
+        direction = "both" if up and down else ("upload" if up else "download")
+        size, sha, complete = max(up, down), "", False
+    try:
+        when = datetime.fromtimestamp((started_us + t_us) / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (OverflowError, ValueError, OSError):
+        when = ""
+    b64 = ev.get("path_b64")
+    return {
+        "session_id": sid,
+        "index": index,
+        "frame": seq,
+        "t_us": t_us,
+        "time": when,
+        "event": ev.get("type"),
+        "direction": direction if direction in ("upload", "download", "both") else "?",
+        "size": size,
+        "sha256": sha,
+        "hash_note": _text_or_empty(ev.get("hash_note")),
+        "recorded_path": _text_or_empty(ev.get("path")),
+        "recorded_path_b64": b64 if isinstance(b64, str) else None,
+        "content_kept": _count(ev.get("content_kept")),
+        "content_complete": complete,
+    }
+
+
+def _content_name(number: int, entry: dict[str, Any]) -> str:
+    """files/NNNN-DIRECTION-BASENAME: the basename reduced to [A-Za-z0-9._-], no leading dot, <= 80."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", entry["recorded_path"].split("/")[-1]).lstrip(".")[:80] or "file"
+    direction = re.sub(r"[^A-Za-z0-9._-]+", "_", entry["direction"]) or "file"
+    return "files/%04d-%s-%s" % (number, direction, base)  # noqa: UP031 - one expression, read as the rule
+
+
+def _transfers(
+    manifest: dict[str, Any], listed: dict[str, dict[str, Any]], members: set[str], expected: list[dict[str, Any]],
+    rep: Report,
+) -> None:  # fmt: skip
+    """6b. the transferred files (version 2): the list is the recordings', files/ their content."""
+    in_files = {p for p in members if p.startswith("files/")}
+    if manifest["version"] == 1:
+        if "transfers" in manifest or in_files:
+            raise Corrupt("malformed", "a version 1 manifest with transferred files (version 2 has them)")
+        if expected:
+            rep.notes.append(
+                f"{len(expected)} transferred file(s) in the recordings are not listed: the bundle was made "
+                "before bundles listed them (version 1)"
+            )
+        return
+    t = _obj(manifest.get("transfers"), "manifest transfers")
+    include, limit = t.get("content"), t.get("content_limit")
+    if type(include) is not bool or type(limit) is not int or not 0 <= limit <= CONTENT_LIMIT:
+        raise Corrupt("malformed", f"manifest transfers: content or content_limit (<= {CONTENT_LIMIT})")
+    entries = _list(t.get("files"), "manifest transfers files")
+    if len(entries) != len(expected):
+        raise Corrupt(
+            "transfers-mismatch",
+            f"the manifest lists {len(entries)} transferred file(s), the recordings hold {len(expected)}",
+        )
+    named: set[str] = set()
+    total = 0
+    for n, (e, want) in enumerate(zip(entries, expected), 1):  # noqa: B905 - same length, checked
+        e = _obj(e, f"transferred file {n}")
+        if set(e) != set(TRANSFER_KEYS) | {"content", "content_note"} or not isinstance(e["content_note"], str):
+            raise Corrupt("malformed", f"transferred file {n}: not the keys a transfer entry has")
+        for key in TRANSFER_KEYS:
+            if e[key] != want[key] or type(e[key]) is not type(want[key]):
+                raise Corrupt(
+                    "transfers-mismatch",
+                    f"transferred file {n}: {key} is {e[key]!r} in the manifest, {want[key]!r} in "
+                    f"recordings/{want['session_id']}.zsprec (frame {want['frame']})",
+                )
+        content = e["content"]
+        if content is None:
+            continue
+        if not include:
+            raise Corrupt("transfers-mismatch", f"transferred file {n} has content, but content is false")
+        if content != _content_name(n, want):
+            raise Corrupt("transfers-mismatch", f"transferred file {n}: content {content!r} is not its name")
+        whole = want["event"] == "sftp.file" and want["content_complete"]
+        if not whole or not re.fullmatch(r"[0-9a-f]{64}", want["sha256"]):
+            raise Corrupt("transfers-mismatch", f"transferred file {n}: the recording does not hold all of it")
+        f = listed.get(content)
+        if f is None or content not in members:
+            raise Corrupt("missing-file", f"{content} (transferred file {n}) is not in the bundle")
+        if f.get("sha256") != want["sha256"] or f.get("size") != want["size"]:
+            raise Corrupt("transfers-mismatch", f"{content} does not hash to the sha256 the recording gives file {n}")
+        named.add(content)
+        total += want["size"]
+    for p in sorted(in_files - named):
+        raise Corrupt("extra-file", f"{p} is not the content of a transferred file the manifest lists")
+    if total > limit:
+        raise Corrupt("malformed", f"files/ holds {total} bytes, over the content_limit {limit}")
+    sums = ["%s  %s" % (e["sha256"], e["content"]) for e in entries if e["content"] is not None]  # noqa: UP031
+    if t.get("sha256sums") != sums or set(t) != {"content", "content_limit", "files", "sha256sums"}:
+        raise Corrupt("transfers-mismatch", "manifest transfers sha256sums is not the list of files/ it holds")
+    rep.transfers, rep.transfer_content = len(entries), len(named)
 
 
 def _sessions(
@@ -1657,6 +1798,11 @@ def describe(rep: Report) -> list[str]:
                 f"    redacted frames {shown}{more}: their bytes were replaced on export (vouched for only by the "
                 "exporter's signature); every other frame is proven original"
             )
+    if rep.transfers and rep.outcome != CORRUPT:
+        lines.append(
+            f"  {rep.transfers} transferred file(s) listed, each as its recording gives it; {rep.transfer_content} "
+            "with their content in files/, hashing to the recorded sha256"
+        )
     if rep.audit_log and rep.outcome != CORRUPT:
         lines.append(
             f"  audit log {rep.audit_log}: {rep.audit_events} event(s) in {rep.audit_segments} signed segment(s), "

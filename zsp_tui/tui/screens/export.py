@@ -1,7 +1,9 @@
 """Export from the review app: the dialog, and the export run in a worker thread.
 
 Sessions and Replay bind ``x`` to :func:`export_session`: a dialog asks for the format (bundle,
-asciicast v2 or v3, text) and, optionally, one ``--redact`` pattern; the export then runs exactly as
+asciicast v2 or v3, text), optionally one ``--redact`` pattern, and for a bundle whether to add the
+content of the session's transferred files (``--files``; the list of them, with their hashes, is
+always in a bundle's manifest); the export then runs exactly as
 ``zsp export`` does (:func:`zsp_tui.evidence.run.run_export`: the reviewer's role checked again,
 ``recording.export`` audited before the file is put in place).
 
@@ -27,7 +29,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Input, RadioButton, RadioSet, Static
+from textual.widgets import Button, Checkbox, Input, RadioButton, RadioSet, Static
 
 from recorder import new_session_id
 
@@ -57,6 +59,8 @@ class ExportChoice:
     output: Path
     redact: str
     """One pattern (``--redact``), or empty."""
+    files: bool = False
+    """Bundle only (``--files``): add the kept content of the session's transferred files."""
 
 
 def default_output(ctx: ReviewContext, session_id: str, fmt: str, now: datetime | None = None) -> Path:
@@ -76,6 +80,7 @@ class ExportDialog(ModalScreen[ExportChoice | None]):
     ExportDialog .dialog-title { text-style: bold; width: 100%; }
     ExportDialog RadioSet { width: 100%; margin: 1 0 0 0; }
     ExportDialog Input { margin: 1 0 0 0; }
+    ExportDialog Checkbox { margin: 1 0 0 0; }
     ExportDialog .dialog-note { width: 100%; height: auto; margin: 1 0 0 0; }
     ExportDialog .dialog-error { color: $error; height: auto; }
     ExportDialog Horizontal { height: auto; align: right middle; margin: 1 0 0 0; }
@@ -98,6 +103,7 @@ class ExportDialog(ModalScreen[ExportChoice | None]):
             if self.console:
                 yield Input(str(default_output(self.ctx, self.session_id, "bundle")), id="output")
             yield Input(placeholder="redact: a regular expression (optional), e.g. password=\\S+", id="redact")
+            yield Checkbox(plain("bundle: include transferred files' content (hash-checked; --files)"), id="files")
             yield Static(self._note("bundle"), id="note", classes="dialog-note")
             yield Static("", id="error", classes="dialog-error")
             with Horizontal():
@@ -114,9 +120,14 @@ class ExportDialog(ModalScreen[ExportChoice | None]):
         command = f"ssh zsp@BASTION export {self.session_id} --format {fmt}"
         if redact:
             command += f" --redact {shlex.quote(redact)}"
+        if fmt == "bundle" and self.is_mounted and self.query_one("#files", Checkbox).value:
+            command += " --files"
         command += " > FILE"
         text.append_text(plain(f"A copy on your machine: {command}"))
         return text
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.query_one("#note", Static).update(self._note(self._format()))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "redact":
@@ -128,6 +139,7 @@ class ExportDialog(ModalScreen[ExportChoice | None]):
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         fmt = self._format()
+        self.query_one("#files", Checkbox).disabled = fmt != "bundle"
         self.query_one("#note", Static).update(self._note(fmt))
         if self.console:
             out = self.query_one("#output", Input)
@@ -148,7 +160,8 @@ class ExportDialog(ModalScreen[ExportChoice | None]):
             output = Path(self.query_one("#output", Input).value.strip()).expanduser()
         else:
             output = default_output(self.ctx, self.session_id, fmt)
-        self.dismiss(ExportChoice(fmt, output, redact))
+        files = fmt == "bundle" and self.query_one("#files", Checkbox).value
+        self.dismiss(ExportChoice(fmt, output, redact, files))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -187,8 +200,12 @@ def export_session(screen: Screen[Any], ctx: ReviewContext, session_id: str) -> 
             via=ctx.reviewer.via,
             export_id=str(new_session_id()),
             key=ctx.data.signing_key(),
+            include_files=choice.files,
         )
         prepared = run_export(job)
+        refused = prepared[0].refused_files
+        if refused:
+            raise ExportFilesRefused(choice.output, refused)
         return f"exported to {choice.output} (sha256 {prepared[0].sha256[:16]}...)"
 
     def work(choice: ExportChoice) -> None:
@@ -209,6 +226,19 @@ def export_session(screen: Screen[Any], ctx: ReviewContext, session_id: str) -> 
         _say(screen, f"cannot export: the data dir {ctx.data.root} is not writable", True)
         return
     screen.app.push_screen(ExportDialog(ctx, session_id), answered)
+
+
+class ExportFilesRefused(ZspError):
+    """The bundle was written, but some transferred files' content did not match its hash and was
+    left out: shown as an error, as ``zsp export --files`` exits 1."""
+
+    def __init__(self, output: Path, refused: tuple[str, ...]) -> None:
+        self.output = output
+        self.refused = refused
+        super().__init__(
+            f"exported to {output}, but {len(refused)} transferred file(s) were left out, their content not "
+            f"matching their hash: {refused[0]}"
+        )
 
 
 def _say(screen: Screen[Any], message: str, error: bool) -> None:
