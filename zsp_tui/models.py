@@ -22,6 +22,8 @@ __all__ = [
     "Target",
     "User",
     "UserKey",
+    "Watch",
+    "WatchEnd",
 ]
 
 LOCAL_TARGET = "local"
@@ -218,6 +220,45 @@ class Hold:
     """Who allowed or denied it; ``system`` for expiry and cancellation."""
     note: str = ""
     """The decider's reason (deny), or why it was cancelled."""
+
+
+class WatchEnd(enum.StrEnum):
+    """How a moderator's watch of a moderated session ended."""
+
+    LEFT = "left"
+    """The moderator left (``q``, closed the view or the connection)."""
+    TERMINATED = "terminated"
+    """The moderator ended the session (``T``): the owning bastion ends it on seeing this."""
+    SESSION_ENDED = "session-ended"
+    """The session ended while watched."""
+    LOST = "lost"
+    """The watcher's heartbeat stopped (a killed view, a lost connection): counted as left."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """One moderator watching one moderated session (schema 7), from any process of the host: the
+    bastion that owns the session reads the open watches and lets input flow while one is fresh."""
+
+    id: str
+    """``w-`` and 12 hex digits (given by zsp, not the store)."""
+    session_id: str
+    user: str
+    """The moderator."""
+    client: str
+    """Where they watch from: the ssh client's address, or ``console``."""
+    via: str
+    """``ssh`` (``ssh -t zsp@BASTION watch``, the review app over ssh) or ``console``."""
+    since: datetime
+    seen_at: datetime
+    """The last heartbeat (watchers beat every second; a stale one counts as gone)."""
+    left_at: datetime | None = None
+    how: WatchEnd | None = None
+    """How it ended; None while open."""
+
+    @property
+    def open(self) -> bool:
+        return self.left_at is None
 
 
 @dataclass(frozen=True, slots=True)
