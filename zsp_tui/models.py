@@ -24,6 +24,8 @@ __all__ = [
     "UserKey",
     "Watch",
     "WatchEnd",
+    "owner_host",
+    "session_owner",
 ]
 
 LOCAL_TARGET = "local"
@@ -284,6 +286,12 @@ def session_owner(kind: str) -> str:
     """How a session names the process recording it, ``serve:HOST:PID`` or ``record:HOST:PID``, so
     that a bastion starting later can tell whether that process is gone (bastion/recovery.py)."""
     return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_host(owner: str) -> str | None:
+    """The host of a session's owner (``serve:HOST:PID``), None if it names none."""
+    parts = owner.split(":")
+    return parts[1] if len(parts) == 3 and parts[1] else None
 
 
 @dataclass(frozen=True, slots=True)
