@@ -1221,13 +1221,16 @@ class AccessService:
     # ssh or on the console): the rules, the store's watch row and the audit events commit
     # together. The bastion that owns the session reads the open watches and gates its input.
 
-    def join_watch(self, actor: Actor, session_id: str, *, client: str, here: str | None = None) -> Watch:
+    def join_watch(
+        self, actor: Actor, session_id: str, *, client: str, here: str | None = None, served_by: str = ""
+    ) -> Watch:
         """``actor`` starts watching moderated session ``session_id`` (from ``client``): the session
         must be live, moderated by its grant's rule under the policy now, not ``actor``'s own
         (admins neither), and ``actor`` among its moderators; with ``here`` (this host's name),
         recorded on this host (its recording is followed from the data dir). Audited as
         ``session.watch.start``; a refusal raises :class:`WatchRefused`, audited as
-        ``session.watch.refused``."""
+        ``session.watch.refused``. ``served_by``: the process showing the view (``serve:HOST:PID``),
+        in both events (which worker served it)."""
         sid = session_id.strip()
         with self._unit(policy=True) as u:
             user = self._actor(u, actor)
@@ -1247,7 +1250,12 @@ class AccessService:
                         login=record.login if record else None,
                         grant_id=record.grant_id if record else None,
                         session_id=record.id if record else None,
-                        fields={"reason": why, "requested_session": printable(sid)[:64], "client": client},
+                        fields={
+                            "reason": why,
+                            "requested_session": printable(sid)[:64],
+                            "client": client,
+                            "bastion": served_by,
+                        },
                     ),
                 )
 
@@ -1281,7 +1289,13 @@ class AccessService:
                     login=record.login,
                     grant_id=record.grant_id,
                     session_id=record.id,
-                    fields={"client": client, "watch": wid, "moderators": ", ".join(moderators)},
+                    fields={
+                        "client": client,
+                        "watch": wid,
+                        "moderators": ", ".join(moderators),
+                        "bastion": served_by,
+                        "owner": record.owner,
+                    },
                 )
             )
             return watch
@@ -1366,6 +1380,18 @@ class AccessService:
             )
             self._end_watch(u, watch, WatchEnd.TERMINATED)
             return replace(watch, left_at=u.now, how=WatchEnd.TERMINATED)
+
+    def moderators_of(self, records: Sequence[SessionRecord]) -> dict[str, tuple[str, ...]]:
+        """The moderators each of ``records`` needs (its grant's rule under the policy now), for
+        the moderated ones only: what the review app's Live screen marks."""
+        policy = self._policy()
+        out: dict[str, tuple[str, ...]] = {}
+        with self.store.transaction(write=False) as tx:
+            for r in records:
+                grant = tx.get_request(r.grant_id) if r.grant_id else None
+                if grant is not None and not grant.break_glass and (mods := policy.moderated_by(grant.rule)):
+                    out[r.id] = mods
+        return out
 
     def watches(self, session_ids: Sequence[str], *, open_only: bool = True) -> list[Watch]:
         """The watches of ``session_ids`` (open ones only by default), oldest first."""

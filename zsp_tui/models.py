@@ -11,6 +11,8 @@ from typing import Any
 
 __all__ = [
     "LOCAL_TARGET",
+    "WATCH_BEAT_S",
+    "WATCH_FRESH_S",
     "AccessRequest",
     "Flag",
     "Hold",
@@ -222,6 +224,12 @@ class Hold:
     """Who allowed or denied it; ``system`` for expiry and cancellation."""
     note: str = ""
     """The decider's reason (deny), or why it was cancelled."""
+
+
+WATCH_BEAT_S = 1.0
+"""How often a watcher (the ssh view, the review app's Live screen) beats its watch in the store."""
+WATCH_FRESH_S = 5.0
+"""A watch whose last heartbeat is older than this counts as gone (``lost``): a killed watcher."""
 
 
 class WatchEnd(enum.StrEnum):

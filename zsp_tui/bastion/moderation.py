@@ -30,6 +30,7 @@ import asyncssh
 from recorder import FrameKind, RecordingFailed, Resize
 from replay import Renderer, SourceError, Terminal, follow, printable
 
+from ..models import WATCH_BEAT_S, WATCH_FRESH_S
 from .limits import window_size
 
 if TYPE_CHECKING:
@@ -39,10 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["BEAT_S", "FRESH_S", "Moderation", "watch_view"]
 
 _DRAW_INTERVAL = 0.1
-BEAT_S = 1.0
-"""A watcher's heartbeat interval (the ssh view and the review app's Live screen)."""
-FRESH_S = 5.0
-"""A watch whose last heartbeat is older than this counts as gone (``lost``): a killed watcher."""
+BEAT_S = WATCH_BEAT_S
+FRESH_S = WATCH_FRESH_S
 
 
 @dataclass(eq=False)

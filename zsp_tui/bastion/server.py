@@ -1642,7 +1642,7 @@ class Bastion:
                     "ssh",
                     f"watch {printable(sid)[:64]} refused: {why}",
                     outcome="failure",
-                    fields={"reason": why, "requested_session": printable(sid)[:64]},
+                    fields={"reason": why, "requested_session": printable(sid)[:64], "bastion": self.owner},
                 ),
             )
             return self._refuse(process, why)
@@ -1650,7 +1650,10 @@ class Bastion:
         here = owner_host(self.owner)
         try:
             watch = await self.db(
-                functools.partial(self.svc.join_watch, actor, sid, client=conn_peer(conn), here=here), lane=user.name
+                functools.partial(
+                    self.svc.join_watch, actor, sid, client=conn_peer(conn), here=here, served_by=self.owner
+                ),
+                lane=user.name,
             )
             record = await self.db(self.svc.session, watch.session_id, lane=user.name)
         except _STORE_ERRORS as exc:
