@@ -96,7 +96,7 @@ class LiveScreen(PolledScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#live", DataTable)
-        for label in ("session", "user", "login@target", "grant", "started (UTC)", "for", "moderation", "client"):
+        for label in ("session", "user", "login@target", "grant", "started (UTC)", "for", "client", "moderation"):
             table.add_column(plain(label), key=label)
         table.focus()
         if not self.ctx.reviewer.may(Area.REPLAY):
@@ -157,8 +157,8 @@ class LiveScreen(PolledScreen):
                     plain(s.grant_id or "none (zsp record)", "" if s.grant_id else "dim"),
                     plain(s.started_at.strftime("%m-%d %H:%M:%S")),
                     plain(format_duration(snap.now - s.started_at)),
-                    self._moderation_cell(s),
                     clip(s.client, 24),
+                    self._moderation_cell(s),
                     key=s.id,
                 )
             if keep is not None and any(s.id == keep.id for s in self._shown):
