@@ -2,10 +2,19 @@
 
 The session does not reach its target until a moderator (a user matching the rule's
 ``moderators``, never the operator, admins included) watches it with
-``ssh -t zsp@BASTION watch SESSION``; it ends if nobody does within ``[bastion] moderation_wait``
-seconds. When the last moderator leaves, the operator's input is held (not read, so nothing
-typed is lost or sent) for ``[bastion] moderation_grace`` seconds, then the session ends; a
-moderator joining meanwhile releases it. A moderator can end the session (``T`` in the view).
+``ssh -t zsp@BASTION watch SESSION`` or from the review app's Live screen (``j``); it ends if
+nobody does within ``[bastion] moderation_wait`` seconds. When the last moderator leaves, the
+operator's input is held (not read, so nothing typed is lost or sent) for
+``[bastion] moderation_grace`` seconds, then the session ends; a moderator joining meanwhile
+releases it. A moderator can end the session (``T`` in the view).
+
+Who watches is in the store, not in this process: ``AccessService.join_watch`` checks the rules
+and keeps a watch row (audited), the watcher beats it every :data:`BEAT_S` seconds, and the
+bastion that records the session (its grant watcher, ``Bastion._moderate``) reads the open watches
+of its moderated sessions four times a second and hands the fresh ones to :meth:`Moderation.sync`.
+So any process of the host serves a watcher (a worker of ``zsp serve --workers``, the review app);
+a heartbeat older than :data:`FRESH_S` counts as gone (``lost``), a watch ended ``terminated``
+ends the session, and a store that stops answering leaves the last read to go stale (fail closed).
 
 The watch view is read-only and never relays the target's raw bytes: it follows the recording
 being written (``replay.follow``, verified frame by frame), feeds the replay emulator

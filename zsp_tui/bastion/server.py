@@ -1491,7 +1491,7 @@ class Bastion:
         message = f"this session waits for a moderator ({', '.join(moderators)}) to watch it (at most {wait:g} s)"
         record_watch(live, "moderation.wait", message, moderators=", ".join(moderators), wait_s=int(wait))
         await self._moderation_event("session.moderation.wait", live, message, moderators=", ".join(moderators))
-        live.notify(f"{message}; a moderator joins with: {how}")
+        live.notify(f"{message}; a moderator joins with: {how} (or j on the review app's Live screen)")
         joined = asyncio.create_task(live.moderation.present.wait())
         ending = asyncio.create_task(live.ending.wait())
         gone = asyncio.create_task(live.process.channel.wait_closed())
