@@ -361,3 +361,47 @@ async def test_ssh_watch_from_another_worker_starts_the_session(tmp_path: Path) 
         if env.sshd is not None:
             env.sshd.stop()
 
+
+
+# --- PostgreSQL: fail closed ---------------------------------------------------------------------
+
+
+async def test_a_lost_store_means_no_moderator_is_known_present(
+    tmp_path: Path, postgres_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The moderator still watches, but the store that says so is gone: once the last heartbeat
+    read is stale the input is held and, after the grace, the session ends (the grant checks'
+    own grace is much longer here, so it is the moderation that ends it)."""
+    monkeypatch.setenv("ZSP_DATABASE_URL", postgres_cluster.database())
+    env = make_env(tmp_path)
+    env.data.policy_path.write_text(POLICY.replace('targets = ["*"]', 'targets = ["local"]'))  # "*": not local
+    env.configure(f"[bastion]\nmoderation_wait = {WAIT}\nmoderation_grace = {GRACE}\nstore_grace = 120\n")
+    env.grant("local")
+    env.start()
+    try:
+        conn = await asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice"))
+        proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
+        out, err = Stream(proc.stdout), Stream(proc.stderr)
+        sid = (await err.until(r"watch ([0-9a-f-]{36})")).group(1)
+        mconn = await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("bob"))
+        mproc = await mconn.create_process(f"watch {sid}", term_type="xterm", term_size=(100, 30))
+        await err.until("the session starts")
+        proc.stdin.write("echo PG-$((3+4))\r")
+        await out.until("PG-7")
+        await asyncio.to_thread(postgres_cluster.stop)
+        try:
+            t_down = time.monotonic()
+            await err.until("input is held", timeout=WATCH_FRESH_S + 15)
+            assert mproc.exit_status is None  # the moderator's view is still open: not what decides
+            await err.until("no moderator watched this session", timeout=GRACE + 10)
+            print(f"store stopped -> moderated session ended after {time.monotonic() - t_down:.2f} s")
+            await asyncio.wait_for(proc.wait_closed(), 15)
+            assert "this session ends in 120 s" in err.text  # the grant checks' grace had not run out
+        finally:
+            await asyncio.to_thread(postgres_cluster.start)
+        mconn.abort()
+        conn.close()
+        assert "Traceback" not in "".join(env.output)
+    finally:
+        env.stop()
+    assert "Traceback" not in "".join(env.output)

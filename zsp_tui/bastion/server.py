@@ -559,6 +559,7 @@ class Bastion:
         self._rules_events = self.rules.load()
         self._policy_ok: Policy | None = None
         """The last policy read without error (which sessions are moderated, see ``moderation``)."""
+        self._watches_warned = 0.0
         self._losing: set[str] = set()
         """Watches being ended ``lost`` (one store write each, not one per tick)."""
         self._watches: list[Watch] = []
@@ -1562,7 +1563,9 @@ class Bastion:
             )
         except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed: the watches age
             fresh_read = False
-            print(f"zsp: warning: cannot read who moderates: {printable(repr(exc))}", file=sys.stderr)
+            if time.monotonic() - self._watches_warned >= 10:  # said once in a while, not 4 times a second
+                self._watches_warned = time.monotonic()
+                print(f"zsp: warning: cannot read who moderates: {printable(repr(exc))}", file=sys.stderr)
         now = self.svc.clock.now()
         by_session: dict[str, list[Watch]] = defaultdict(list)
         for w in self._watches:
