@@ -27,6 +27,7 @@ from recorder import FrameKind
 from replay import load
 from tests.bastion_env import Env, make_env
 from tests.test_moderation import GRACE, WAIT, Stream
+from tests.test_review_ssh import BAR, review_ssh
 from zsp_tui.access import Actor
 from zsp_tui.exceptions import WatchRefused
 from zsp_tui.models import WATCH_FRESH_S, Role, SessionRecord, WatchEnd
@@ -228,6 +229,42 @@ async def test_the_live_screen_refuses_the_operator_and_non_moderators_in_words(
     assert {(e.actor, e.via) for e in refused} >= {("alice", "console"), ("erin", "console")}
     assert not audited(env, sid, "session.watch.start")
     assert "the session starts" not in err.text
+
+
+async def test_a_moderator_joins_from_the_review_app_over_openssh(env: Env) -> None:
+    """``ssh -tt review@BASTION`` (stock OpenSSH in a PTY; the app runs under the bastion), Live,
+    ``j``: the watch is the store's like any other (``via`` ssh), and Esc leaves it."""
+    conn, proc, out, err, sid = await operator(env)
+    ssh = review_ssh(env, "bob", cols=130, rows=36)
+    try:
+        await asyncio.to_thread(ssh.wait_for, lambda lines: lines[0].startswith(BAR), "the area bar")
+        ssh.send(b"3")
+        await asyncio.to_thread(
+            ssh.wait_for, lambda lines: any("waits for a moderator" in x for x in lines), "the Live list"
+        )
+        ssh.send(b"j")
+        await asyncio.to_thread(
+            ssh.wait_for, lambda lines: any("MODERATING: input flows while you watch" in x for x in lines), "banner"
+        )
+        await err.until("the session starts")
+        proc.stdin.write("echo OVER-$((8+8))\r")
+        await out.until("OVER-16")
+        await asyncio.to_thread(ssh.wait_for, lambda lines: any("OVER-16" in x for x in lines), "the followed screen")
+        ssh.send(b"\x1b")
+        await err.until("input is held")
+        ssh.send(b"q")
+        assert await asyncio.to_thread(ssh.finish) == 0
+    finally:
+        ssh.close()
+    await err.until("no moderator watched this session", timeout=GRACE + 5)
+    await proc.wait_closed()
+    conn.close()
+    s = ended(env, sid)
+    assert s.end_reason == "moderation-lapsed"
+    [start] = audited(env, sid, "session.watch.start")
+    assert (start.actor, start.via, start.fields["client"]) == ("bob", "ssh", "review app (ssh)")
+    [end] = audited(env, sid, "session.watch.end")
+    assert end.fields["how"] == "left"
 
 
 # --- the service's refusals ---------------------------------------------------------------------
