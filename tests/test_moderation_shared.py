@@ -374,9 +374,11 @@ async def test_ssh_watch_from_another_worker_starts_the_session(tmp_path: Path) 
                 break
             c.close()
         assert mconn is not None, "every connection landed on the session's own worker"
+        t_join = time.monotonic()
         mproc = await mconn.create_process(f"watch {sid}", term_type="xterm", term_size=(100, 30))
         mout = Stream(mproc.stdout)
         await err.until("the session starts")
+        print(f"watch on the other worker -> session started after {time.monotonic() - t_join:.2f} s")
         proc.stdin.write("echo ACROSS-$((20+1))\r")
         await out.until("ACROSS-21")
         await mout.until("ACROSS-21")  # the other worker follows the recording file
@@ -397,7 +399,6 @@ async def test_ssh_watch_from_another_worker_starts_the_session(tmp_path: Path) 
         env.stop()
         if env.sshd is not None:
             env.sshd.stop()
-
 
 
 # --- PostgreSQL: fail closed ---------------------------------------------------------------------
