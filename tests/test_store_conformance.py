@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 from zsp_tui.exceptions import Conflict
-from zsp_tui.models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target
+from zsp_tui.models import (
+    AccessRequest,
+    Flag,
+    Hold,
+    HoldState,
+    RequestState,
+    Role,
+    SessionRecord,
+    Target,
+    Watch,
+    WatchEnd,
+)
 from zsp_tui.store import SessionQuery, SessionSort, SessionState, SqliteStore, Store
 from zsp_tui.store.base import TABLES
 
@@ -96,7 +107,7 @@ def test_meta_is_set_read_and_overwritten(store) -> None:
         tx.set_meta("k", "two")
     with store.transaction(write=False) as tx:
         assert tx.get_meta("k") == "two"
-        assert tx.get_meta("schema_version") == "6"
+        assert tx.get_meta("schema_version") == "7"
 
 
 def test_users_are_added_listed_in_byte_order_and_a_duplicate_name_conflicts(store) -> None:
@@ -349,6 +360,46 @@ def test_holds_round_trip_list_by_state_and_are_decided_once(store) -> None:
 
 
 # --- audit ---------------------------------------------------------------------------------
+
+
+def _watch(wid: str, sid: str = "s1", *, at: datetime = T0, user: str = "bob", **kw) -> Watch:
+    values = {
+        "id": wid,
+        "session_id": sid,
+        "user": user,
+        "client": "10.0.0.2:6000",
+        "via": "ssh",
+        "since": at,
+        "seen_at": at,
+    }
+    values.update(kw)
+    return Watch(**values)
+
+
+def test_watches_start_beat_end_once_and_list_by_session_open_or_all(store) -> None:
+    with store.transaction() as tx:
+        tx.insert_watch(_watch("w-1"))
+        tx.insert_watch(_watch("w-2", at=T0 + timedelta(seconds=1), user="carol", via="console", client="console"))
+        tx.insert_watch(_watch("w-3", "s2", at=T0 + timedelta(seconds=2)))
+    with pytest.raises(Conflict, match=r"^watch w-1 already exists$"), store.transaction() as tx:
+        tx.insert_watch(_watch("w-1"))
+    with store.transaction() as tx:
+        assert tx.beat_watch("w-1", T0 + timedelta(seconds=5))
+        assert not tx.beat_watch("nope", T0)
+        assert tx.leave_watch("w-2", T0 + timedelta(seconds=6), WatchEnd.TERMINATED)
+        assert not tx.leave_watch("w-2", T0 + timedelta(seconds=7), WatchEnd.LEFT)  # once only
+        assert not tx.beat_watch("w-2", T0 + timedelta(seconds=8))  # an ended watch has no heartbeat
+    with store.transaction(write=False) as tx:
+        w1 = tx.get_watch("w-1")
+        assert w1 == _watch("w-1", seen_at=T0 + timedelta(seconds=5)) and w1.open
+        w2 = tx.get_watch("w-2")
+        assert w2.how is WatchEnd.TERMINATED and w2.left_at == T0 + timedelta(seconds=6) and not w2.open
+        assert tx.get_watch("nope") is None
+        assert [w.id for w in tx.list_watches(["s1", "s2"])] == ["w-1", "w-3"]
+        assert [w.id for w in tx.list_watches(["s1"], open_only=False)] == ["w-1", "w-2"]
+        assert [w.id for w in tx.list_watches(["s1", "s1"])] == ["w-1"]
+        assert tx.list_watches([]) == [] and tx.list_watches(["none"]) == []
+        assert tx.count_rows("watches") == 3
 
 
 def _audit_rows(n: int, start: int = 0) -> list[tuple[int, bytes, bytes, str, str]]:

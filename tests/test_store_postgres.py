@@ -183,6 +183,8 @@ def test_an_older_schema_is_migrated_once_when_several_processes_open_it_at_once
             for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'sessions'")
         ]
         assert cols.count("upload") == 1 and "sha256" in cols
+        watches = conn.execute("SELECT count(*) FROM watches").fetchone()  # schema 7's table
+        assert watches == (0,)
 
 
 def test_a_database_from_a_newer_zsp_is_refused(postgres_url: str) -> None:

@@ -28,7 +28,16 @@ from replay import printable
 from .anchors import AnchorSet
 from .audit import AuditEvent, AuditLog, AuditReport, NewEvent
 from .clock import Clock, format_duration, rfc3339
-from .exceptions import AccessDenied, Conflict, InvalidState, LocalTargetOff, NotFound, UsageError, ZspError
+from .exceptions import (
+    AccessDenied,
+    Conflict,
+    InvalidState,
+    LocalTargetOff,
+    NotFound,
+    UsageError,
+    WatchRefused,
+    ZspError,
+)
 from .identity import InvalidName, canonical_name
 from .models import (
     LOCAL_TARGET,
@@ -42,6 +51,9 @@ from .models import (
     SessionRecord,
     Target,
     User,
+    Watch,
+    WatchEnd,
+    owner_host,
 )
 from .policy import Policy
 from .rules.model import Action
@@ -56,6 +68,7 @@ __all__ = ["AccessService", "Actor"]
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _MAX_REQUEST = timedelta(days=7)  # no 0/o, 1/l/i: read aloud, typed by hand
 _HOLD_ID = re.compile(r"h-[0-9a-f]{8}")
+_WATCH_ID = re.compile(r"w-[0-9a-f]{12}")
 _HOLD_TEXT = 1024
 """A held command line is stored and audited up to this many characters (as a match's text)."""
 
@@ -1203,6 +1216,188 @@ class AccessService:
                 )
             )
         return True
+
+    # --- moderated sessions: who watches them ------------------------------------------------
+    # One place for every way in (ssh -t zsp@BASTION watch, the review app's Live screen, over
+    # ssh or on the console): the rules, the store's watch row and the audit events commit
+    # together. The bastion that owns the session reads the open watches and gates its input.
+
+    def join_watch(
+        self, actor: Actor, session_id: str, *, client: str, here: str | None = None, served_by: str = ""
+    ) -> Watch:
+        """``actor`` starts watching moderated session ``session_id`` (from ``client``): the session
+        must be live, moderated by its grant's rule under the policy now, not ``actor``'s own
+        (admins neither), and ``actor`` among its moderators; with ``here`` (this host's name),
+        recorded on this host (its recording is followed from the data dir). Audited as
+        ``session.watch.start``; a refusal raises :class:`WatchRefused`, audited as
+        ``session.watch.refused``. ``served_by``: the process showing the view (``serve:HOST:PID``),
+        in both events (which worker served it)."""
+        sid = session_id.strip()
+        with self._unit(policy=True) as u:
+            user = self._actor(u, actor)
+            record = u.tx.get_session(sid) if sid and len(sid) <= 64 else None
+
+            def refuse(why: str) -> WatchRefused:
+                return WatchRefused(
+                    session_id=sid,
+                    reason=why,
+                    event=NewEvent(
+                        "session.watch.refused",
+                        user.name,
+                        actor.via,
+                        f"watch {printable(sid)[:64]} refused: {why}",
+                        outcome="failure",
+                        target=record.target if record else None,
+                        login=record.login if record else None,
+                        grant_id=record.grant_id if record else None,
+                        session_id=record.id if record else None,
+                        fields={
+                            "reason": why,
+                            "requested_session": printable(sid)[:64],
+                            "client": client,
+                            "bastion": served_by,
+                        },
+                    ),
+                )
+
+            if record is None or record.ended_at is not None:
+                raise refuse(f"no live session {printable(sid)[:64]!r}")
+            grant = u.tx.get_request(record.grant_id) if record.grant_id else None
+            policy = self.policy(u)
+            moderators = () if grant is None or grant.break_glass else policy.moderated_by(grant.rule)
+            if not moderators:
+                raise refuse(f"session {record.id} is not moderated (its rule has no moderation)")
+            if record.user == user.name:
+                raise refuse("nobody moderates their own session (admins neither)")
+            if not policy.principal_matches(moderators, user):
+                raise refuse(f"{user.name} is not among this session's moderators ({', '.join(moderators)})")
+            host = owner_host(record.owner)
+            if here is not None and host is not None and host != here:
+                raise refuse(f"session {record.id} runs on bastion {host}; watch it there")
+            while True:
+                wid = "w-" + secrets.token_hex(6)
+                if u.tx.get_watch(wid) is None:
+                    break
+            watch = Watch(wid, record.id, user.name, client, actor.via, since=u.now, seen_at=u.now)
+            u.tx.insert_watch(watch)
+            u.audit(
+                NewEvent(
+                    "session.watch.start",
+                    user.name,
+                    actor.via,
+                    f"{user.name} watches session {record.id} of {record.user}",
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={
+                        "client": client,
+                        "watch": wid,
+                        "moderators": ", ".join(moderators),
+                        "bastion": served_by,
+                        "owner": record.owner,
+                    },
+                )
+            )
+            return watch
+
+    def beat_watch(self, watch_id: str) -> bool:
+        """The watcher is still there (every second); False once the watch has ended (left,
+        terminated, lost or its session over): the view should stop. Not audited."""
+        with self.store.transaction() as tx:
+            return tx.beat_watch(watch_id, self.clock.now())
+
+    def _end_watch(self, u: _Unit, watch: Watch, how: WatchEnd) -> bool:
+        if not u.tx.leave_watch(watch.id, u.now, how):
+            return False
+        record = u.tx.get_session(watch.session_id)
+        u.audit(
+            NewEvent(
+                "session.watch.end",
+                watch.user,
+                watch.via,
+                f"{watch.user} stopped watching session {watch.session_id} ({how.value})",
+                outcome="success",
+                target=record.target if record else None,
+                login=record.login if record else None,
+                grant_id=record.grant_id if record else None,
+                session_id=watch.session_id,
+                fields={"since": rfc3339(watch.since), "how": how.value, "client": watch.client, "watch": watch.id},
+            )
+        )
+        return True
+
+    def _watch(self, tx: Tx, watch_id: str) -> Watch:
+        watch = tx.get_watch(watch_id) if _WATCH_ID.fullmatch(watch_id) else None
+        if watch is None:
+            raise NotFound(kind="watch", name=watch_id)
+        return watch
+
+    def leave_watch(self, watch_id: str, how: WatchEnd = WatchEnd.LEFT) -> Watch | None:
+        """End an open watch ``how`` (the watcher left, its session ended, or, from the owning
+        bastion, its heartbeat stopped: ``lost``); audited as ``session.watch.end`` naming the
+        moderator. None if it had ended already (each watch ends once)."""
+        with self._unit() as u:
+            watch = self._watch(u.tx, watch_id)
+            if not self._end_watch(u, watch, how):
+                return None
+            return replace(watch, left_at=u.now, how=how)
+
+    def end_watches(self, session_id: str, how: WatchEnd = WatchEnd.SESSION_ENDED) -> list[Watch]:
+        """End every open watch of ``session_id`` (its session is over); those this call ended."""
+        with self._unit() as u:
+            return [
+                replace(w, left_at=u.now, how=how)
+                for w in u.tx.list_watches([session_id])
+                if self._end_watch(u, w, how)
+            ]
+
+    def terminate_watch(self, actor: Actor, watch_id: str) -> Watch:
+        """The moderator of ``watch_id`` ends the session they watch: the watch ends
+        ``terminated`` (the owning bastion ends the session, reason ``moderator-terminated``, on
+        reading it). Audited as ``session.moderation.terminate`` and ``session.watch.end``."""
+        with self._unit() as u:
+            user = self._actor(u, actor)
+            watch = self._watch(u.tx, watch_id)
+            if watch.user != user.name:
+                raise AccessDenied(f"{user.name} cannot end the session through {watch.user}'s watch")
+            record = u.tx.get_session(watch.session_id)
+            if record is None or record.ended_at is not None or not watch.open:
+                raise AccessDenied(f"session {watch.session_id} is no longer watched by {user.name}: nothing to end")
+            message = f"moderator {user.name} ended this session"
+            u.audit(
+                NewEvent(
+                    "session.moderation.terminate",
+                    user.name,
+                    actor.via,
+                    message,
+                    outcome="failure",
+                    target=record.target,
+                    login=record.login,
+                    grant_id=record.grant_id,
+                    session_id=record.id,
+                    fields={"watch": watch.id, "operator": record.user},
+                )
+            )
+            self._end_watch(u, watch, WatchEnd.TERMINATED)
+            return replace(watch, left_at=u.now, how=WatchEnd.TERMINATED)
+
+    def moderators_of(self, records: Sequence[SessionRecord]) -> dict[str, tuple[str, ...]]:
+        """The moderators each of ``records`` needs (its grant's rule under the policy now), for
+        the moderated ones only: what the review app's Live screen marks."""
+        policy = self._policy()
+        out: dict[str, tuple[str, ...]] = {}
+        with self.store.transaction(write=False) as tx:
+            for r in records:
+                grant = tx.get_request(r.grant_id) if r.grant_id else None
+                if grant is not None and not grant.break_glass and (mods := policy.moderated_by(grant.rule)):
+                    out[r.id] = mods
+        return out
+
+    def watches(self, session_ids: Sequence[str], *, open_only: bool = True) -> list[Watch]:
+        """The watches of ``session_ids`` (open ones only by default), oldest first."""
+        with self.store.transaction(write=False) as tx:
+            return tx.list_watches(session_ids, open_only=open_only)
 
     # --- signed reviews -----------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ line and exit non-zero; none of them is a bug.
      ├── ExportRefused       an export cannot be made as asked (a CORRUPT recording): exit 1
      ├── ReviewRefused       a review cannot be attested (the recording does not verify): exit 1
      └── AccessDenied        the rules forbid it (self-approval, not an approver, no rule...)
-          └── InvalidState   the request is not in a state that allows it (already approved, expired...)
+          ├── InvalidState   the request is not in a state that allows it (already approved, expired...)
+          └── WatchRefused   a moderated session cannot be watched as asked (not live, not moderated...)
 """
 
 from __future__ import annotations
@@ -140,6 +141,17 @@ class InvalidState(AccessDenied):
         self.state = state
         self.action = action
         super().__init__(f"cannot {action} {request_id}: it is {state}", request_id=request_id)
+
+
+class WatchRefused(AccessDenied):
+    """A moderator's watch refused: no such live session, not moderated, the operator's own,
+    not among its moderators, or recorded on another bastion. ``event`` is its
+    ``session.watch.refused`` audit event (written by the service)."""
+
+    def __init__(self, *, session_id: str, reason: str, event: object | None = None) -> None:
+        self.session_id = session_id
+        self.reason = reason
+        super().__init__(reason, event=event)
 
 
 class RulesError(ConfigError):

@@ -11,6 +11,8 @@ from typing import Any
 
 __all__ = [
     "LOCAL_TARGET",
+    "WATCH_BEAT_S",
+    "WATCH_FRESH_S",
     "AccessRequest",
     "Flag",
     "Hold",
@@ -22,6 +24,10 @@ __all__ = [
     "Target",
     "User",
     "UserKey",
+    "Watch",
+    "WatchEnd",
+    "owner_host",
+    "session_owner",
 ]
 
 LOCAL_TARGET = "local"
@@ -220,6 +226,51 @@ class Hold:
     """The decider's reason (deny), or why it was cancelled."""
 
 
+WATCH_BEAT_S = 1.0
+"""How often a watcher (the ssh view, the review app's Live screen) beats its watch in the store."""
+WATCH_FRESH_S = 5.0
+"""A watch whose last heartbeat is older than this counts as gone (``lost``): a killed watcher."""
+
+
+class WatchEnd(enum.StrEnum):
+    """How a moderator's watch of a moderated session ended."""
+
+    LEFT = "left"
+    """The moderator left (``q``, closed the view or the connection)."""
+    TERMINATED = "terminated"
+    """The moderator ended the session (``T``): the owning bastion ends it on seeing this."""
+    SESSION_ENDED = "session-ended"
+    """The session ended while watched."""
+    LOST = "lost"
+    """The watcher's heartbeat stopped (a killed view, a lost connection): counted as left."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """One moderator watching one moderated session (schema 7), from any process of the host: the
+    bastion that owns the session reads the open watches and lets input flow while one is fresh."""
+
+    id: str
+    """``w-`` and 12 hex digits (given by zsp, not the store)."""
+    session_id: str
+    user: str
+    """The moderator."""
+    client: str
+    """Where they watch from: the ssh client's address, or ``console``."""
+    via: str
+    """``ssh`` (``ssh -t zsp@BASTION watch``, the review app over ssh) or ``console``."""
+    since: datetime
+    seen_at: datetime
+    """The last heartbeat (watchers beat every second; a stale one counts as gone)."""
+    left_at: datetime | None = None
+    how: WatchEnd | None = None
+    """How it ended; None while open."""
+
+    @property
+    def open(self) -> bool:
+        return self.left_at is None
+
+
 @dataclass(frozen=True, slots=True)
 class Flag:
     """One moment a rule fired in a session, as the store keeps it for listing (the recording's
@@ -243,6 +294,12 @@ def session_owner(kind: str) -> str:
     """How a session names the process recording it, ``serve:HOST:PID`` or ``record:HOST:PID``, so
     that a bastion starting later can tell whether that process is gone (bastion/recovery.py)."""
     return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_host(owner: str) -> str | None:
+    """The host of a session's owner (``serve:HOST:PID``), None if it names none."""
+    parts = owner.split(":")
+    return parts[1] if len(parts) == 3 and parts[1] else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,19 @@
 
 The session does not reach its target until a moderator (a user matching the rule's
 ``moderators``, never the operator, admins included) watches it with
-``ssh -t zsp@BASTION watch SESSION``; it ends if nobody does within ``[bastion] moderation_wait``
-seconds. When the last moderator leaves, the operator's input is held (not read, so nothing
-typed is lost or sent) for ``[bastion] moderation_grace`` seconds, then the session ends; a
-moderator joining meanwhile releases it. A moderator can end the session (``T`` in the view).
+``ssh -t zsp@BASTION watch SESSION`` or from the review app's Live screen (``j``); it ends if
+nobody does within ``[bastion] moderation_wait`` seconds. When the last moderator leaves, the
+operator's input is held (not read, so nothing typed is lost or sent) for
+``[bastion] moderation_grace`` seconds, then the session ends; a moderator joining meanwhile
+releases it. A moderator can end the session (``T`` in the view).
+
+Who watches is in the store, not in this process: ``AccessService.join_watch`` checks the rules
+and keeps a watch row (audited), the watcher beats it every :data:`BEAT_S` seconds, and the
+bastion that records the session (its grant watcher, ``Bastion._moderate``) reads the open watches
+of its moderated sessions four times a second and hands the fresh ones to :meth:`Moderation.sync`.
+So any process of the host serves a watcher (a worker of ``zsp serve --workers``, the review app);
+a heartbeat older than :data:`FRESH_S` counts as gone (``lost``), a watch ended ``terminated``
+ends the session, and a store that stops answering leaves the last read to go stale (fail closed).
 
 The watch view is read-only and never relays the target's raw bytes: it follows the recording
 being written (``replay.follow``, verified frame by frame), feeds the replay emulator
@@ -18,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,37 +39,35 @@ import asyncssh
 from recorder import FrameKind, RecordingFailed, Resize
 from replay import Renderer, SourceError, Terminal, follow, printable
 
+from ..models import WATCH_BEAT_S, WATCH_FRESH_S
 from .limits import window_size
 
 if TYPE_CHECKING:
+    from ..models import SessionRecord, Watch
     from .session import LiveSession
 
-__all__ = ["Moderation", "Watcher", "watch_view"]
+__all__ = ["BEAT_S", "FRESH_S", "Moderation", "watch_view"]
 
 _DRAW_INTERVAL = 0.1
-_counter = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Watcher:
-    """One moderator watching, from when (wall clock, RFC 3339)."""
-
-    id: int
-    user: str
-    client: str
-    since: str
+BEAT_S = WATCH_BEAT_S
+FRESH_S = WATCH_FRESH_S
 
 
 @dataclass(eq=False)
 class Moderation:
-    """The moderators a session needs, who watches it now, and the gate on the operator's input."""
+    """The moderators a session needs, who watches it now, and the gate on the operator's input.
+
+    Who watches is the store's (``watches``, written by whichever process serves the watcher):
+    the owning bastion's grant watcher reads the open watches four times a second and hands the
+    fresh ones to :meth:`sync`; this object only remembers the last set to tell joins and leaves."""
 
     moderators: tuple[str, ...]
     """Policy principals (the grant's rule's ``moderators``)."""
     grace: float
     on_lapse: Callable[[], None]
     """Called when the grace after the last moderator left is over (ends the session)."""
-    watchers: dict[int, Watcher] = field(default_factory=dict)
+    watchers: dict[str, Watch] = field(default_factory=dict)
+    """The watches known present (fresh heartbeat), by id."""
     present: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while at least one moderator watches: the operator's input flows."""
     started: bool = False
@@ -68,33 +75,32 @@ class Moderation:
     closed: bool = False
     _lapse: asyncio.Task[None] | None = None
 
-    def join(self, user: str, client: str, since: str) -> Watcher:
-        w = Watcher(next(_counter), user, client, since)
-        self.watchers[w.id] = w
-        self.started = True
-        if self._lapse is not None:
-            self._lapse.cancel()
-            self._lapse = None
-        self.present.set()
-        return w
-
-    def leave(self, watcher: Watcher) -> bool | None:
-        """``watcher`` is gone; True if it was the last (input is now held, the grace runs);
-        None if it had been let go already (the session ended: :meth:`close`)."""
-        if self.watchers.pop(watcher.id, None) is None:
-            return None
-        if self.watchers or self.closed:
-            return False
-        self.present.clear()
-        self._lapse = asyncio.get_running_loop().create_task(self._lapse_after())
-        return True
+    def sync(self, present: Iterable[Watch]) -> tuple[list[Watch], list[Watch]]:
+        """``present`` watch the session now; returns who joined and who left since the last
+        call. The last leaving holds the input and starts the grace; a join calls it off."""
+        if self.closed:
+            return [], []
+        now = {w.id: w for w in present}
+        joined = [w for wid, w in now.items() if wid not in self.watchers]
+        left = [w for wid, w in self.watchers.items() if wid not in now]
+        self.watchers = now
+        if now:
+            self.started = True
+            if self._lapse is not None:
+                self._lapse.cancel()
+                self._lapse = None
+            self.present.set()
+        elif left:
+            self.present.clear()
+            self._lapse = asyncio.get_running_loop().create_task(self._lapse_after())
+        return joined, left
 
     async def _lapse_after(self) -> None:
         await asyncio.sleep(self.grace)
         if not self.watchers:
             self.on_lapse()
 
-    def close(self) -> list[Watcher]:
+    def close(self) -> list[Watch]:
         """The session is over: no more grace; returns who was still watching (let go)."""
         self.closed = True
         if self._lapse is not None:
@@ -117,6 +123,8 @@ class _Follower:
         self.version = 0
         self.error: str | None = None
         self.stopped = False
+        self.done = False
+        """The recording was read to its end (sealed, or broken): nothing more will come."""
         self.thread = threading.Thread(target=self._run, name="zsp-watch-follow", daemon=True)
 
     def _run(self) -> None:
@@ -127,6 +135,7 @@ class _Follower:
                     frame = next(gen)
                 except StopIteration as end:
                     report = end.value
+                    self.done = not self.stopped and report.problem is None  # sealed: the session is over
                     if report.problem is not None:
                         self.error = f"{report.outcome.value} {report.problem.value}: {report.detail}"
                     return
@@ -152,14 +161,20 @@ class _Follower:
 
 async def watch_view(
     process: asyncssh.SSHServerProcess[bytes],
-    live: LiveSession,
+    record: SessionRecord,
     trusted: Iterable[Any],
     *,
-    terminate: Callable[[], None],
+    beat: Callable[[], Awaitable[bool]],
+    terminate: Callable[[], Awaitable[None]],
 ) -> str:
-    """Show ``live``'s terminal to a moderator until they leave (``q``), end it (``T``), or the
-    session ends; returns how the view ended: ``left``, ``terminated``, ``session-ended``."""
-    follower = _Follower(Path(live.record.path), trusted)
+    """Show ``record``'s terminal to a moderator until they leave (``q``), end it (``T``), or the
+    session ends; returns how the view ended: ``left``, ``terminated``, ``session-ended``.
+
+    ``beat`` is called every second (the watch's heartbeat in the store); False means the watch
+    is over (the session ended, or the owning bastion counted it lost): the view ends. The
+    session may be recorded by another process of this host (a worker): only its recording
+    file and the store are shared."""
+    follower = _Follower(Path(record.path), trusted)
     follower.thread.start()
     cols, rows = process.get_terminal_size()[:2]
     renderer = Renderer(*window_size(cols or 80, rows or 24))
@@ -185,24 +200,27 @@ async def watch_view(
             await keys.put(data)
 
     reader = asyncio.create_task(read_keys())
-    r = live.record
-    status_base = f"WATCH {r.user} {r.login}@{r.target} ({r.id[:8]})  q: leave  T: terminate the session"
+    status_base = (
+        f"WATCH {record.user} {record.login}@{record.target} ({record.id[:8]})  q: leave  T: terminate the session"
+    )
     shown = -1
+    next_beat = time.monotonic() + BEAT_S
     try:
         out.write(b"\x1b[?1049h\x1b[2J\x1b[H")
-        over = live.ending.is_set
-        if live.moderation is not None:  # a target that exits ends the session without ``ending``
-            moderation = live.moderation
-
-            def over() -> bool:
-                return live.ending.is_set() or moderation.closed
-
-        while not over() and not process.channel.is_closing():
+        while not process.channel.is_closing():
+            if follower.done:
+                how = "session-ended"  # sealed: the session is over
+                break
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + BEAT_S
+                if not await beat():
+                    how = "session-ended"
+                    break
             with contextlib.suppress(TimeoutError):
                 data = await asyncio.wait_for(keys.get(), _DRAW_INTERVAL)
                 if b"T" in data:
                     how = "terminated"
-                    terminate()
+                    await terminate()
                     break
                 if b"q" in data or b"\x03" in data:
                     break
@@ -215,8 +233,6 @@ async def watch_view(
                 status = status_base if follower.error is None else f"cannot follow: {printable(follower.error)}"
                 out.write(renderer.draw(screen, status[: renderer.cols]))
                 await out.drain()
-        else:
-            how = "session-ended" if over() else "left"
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):

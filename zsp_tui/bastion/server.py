@@ -72,19 +72,30 @@ from recorder import (
 )
 from replay import printable
 
-from ..access import AccessService
+from ..access import AccessService, Actor
 from ..audit import NewEvent, Scalar
 from ..clock import format_duration, rfc3339
 from ..datadir import DataDir
 from ..exceptions import DataDirError, NotFound, StoreError, ZspError
 from ..indexing import LIVE_INTERVAL, BackgroundIndexer
-from ..models import LOCAL_TARGET, AccessRequest, HoldState, SessionRecord, Target, User, session_owner
+from ..models import (
+    LOCAL_TARGET,
+    AccessRequest,
+    HoldState,
+    SessionRecord,
+    Target,
+    User,
+    Watch,
+    WatchEnd,
+    owner_host,
+    session_owner,
+)
 from ..sinks import BackgroundSink
 from .control import SshHint, run_control
 from .export import RemoteExports, is_export
 from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
-from .moderation import Moderation, record_watch, watch_view
+from .moderation import FRESH_S, Moderation, record_watch, watch_view
 from .notify import GrantNotices
 from .recovery import InstanceLock, close_interrupted
 from .review import REVIEW_USER, ReviewApps
@@ -548,6 +559,12 @@ class Bastion:
         self._rules_events = self.rules.load()
         self._policy_ok: Policy | None = None
         """The last policy read without error (which sessions are moderated, see ``moderation``)."""
+        self._watches_warned = 0.0
+        self._losing: set[str] = set()
+        """Watches being ended ``lost`` (one store write each, not one per tick)."""
+        self._watches: list[Watch] = []
+        """The watches of this bastion's moderated sessions as last read (``_moderate``); when
+        the store fails they age, so no moderator is known present once their heartbeat is stale."""
 
     async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
         """Run a store call in the database thread (SQLite connections are not shared), in the
@@ -813,6 +830,7 @@ class Bastion:
             if not self.live:
                 self._store_down_since = None  # a grace period belongs to the sessions it spared
                 continue
+            await self._moderate()
             # Revocations need the database. The watcher has its own connection and thread, so
             # nothing queued by clients can delay it; no answer in time means sessions end,
             # once the store has failed for ``store_grace`` seconds.
@@ -1334,16 +1352,22 @@ class Bastion:
                     )
         finally:
             if live.moderation is not None:
-                # Who still watched, in the recording before its seal (their views end by themselves).
+                # Who still watched, in the recording before its seal; their watches end in the
+                # store (audited), so their views, beating, end by themselves.
                 for w in live.moderation.close():
                     record_watch(
                         live,
                         "moderation.watch.end",
                         f"{w.user} stopped watching (session-ended)",
                         moderator=w.user,
-                        since=w.since,
-                        how="session-ended",
+                        since=rfc3339(w.since),
+                        how=WatchEnd.SESSION_ENDED.value,
+                        via=w.via,
                     )
+                try:
+                    await self.db(self.svc.end_watches, sid, lane=user.name)
+                except (*_STORE_ERRORS, ZspError) as exc:
+                    self.store_failed(exc)
             if live.rules is not None:  # while still listed: a stopping bastion waits for this too
                 await live.rules.close()
             self.live.discard(live)
@@ -1468,7 +1492,7 @@ class Bastion:
         message = f"this session waits for a moderator ({', '.join(moderators)}) to watch it (at most {wait:g} s)"
         record_watch(live, "moderation.wait", message, moderators=", ".join(moderators), wait_s=int(wait))
         await self._moderation_event("session.moderation.wait", live, message, moderators=", ".join(moderators))
-        live.notify(f"{message}; a moderator joins with: {how}")
+        live.notify(f"{message}; a moderator joins with: {how} (or j on the review app's Live screen)")
         joined = asyncio.create_task(live.moderation.present.wait())
         ending = asyncio.create_task(live.ending.wait())
         gone = asyncio.create_task(live.process.channel.wait_closed())
@@ -1518,6 +1542,84 @@ class Bastion:
             )
         )
 
+    async def _moderate(self) -> None:
+        """Who watches this bastion's moderated sessions, from the store (one query for all of
+        them, on the watcher's thread): fresh watches are present, a stale heartbeat counts as
+        left (``lost``), a watch ended ``terminated`` ends its session. Joins and leaves are
+        recorded in the session's recording here, by its owner, and told to the operator. A
+        store that does not answer leaves the last read to age: fail closed."""
+        moderated = [
+            live
+            for live in self.live
+            if live.moderation is not None and not live.moderation.closed and not live.ending.is_set()
+        ]
+        if not moderated:
+            return
+        ids = [live.record.id for live in moderated]
+        fresh_read = True
+        try:
+            self._watches = await asyncio.wait_for(
+                self.watch_db(functools.partial(self.watch_svc.watches, ids, open_only=False)), _WATCH_DEADLINE
+            )
+        except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed: the watches age
+            fresh_read = False
+            if time.monotonic() - self._watches_warned >= 10:  # said once in a while, not 4 times a second
+                self._watches_warned = time.monotonic()
+                print(f"zsp: warning: cannot read who moderates: {printable(repr(exc))}", file=sys.stderr)
+        now = self.svc.clock.now()
+        by_session: dict[str, list[Watch]] = defaultdict(list)
+        for w in self._watches:
+            by_session[w.session_id].append(w)
+        for live in moderated:
+            moderation = live.moderation
+            if moderation is None:
+                continue
+            mine = by_session.get(live.record.id, [])
+            present = [w for w in mine if w.open and (now - w.seen_at).total_seconds() <= FRESH_S]
+            if fresh_read:
+                for w in mine:
+                    if w.open and w not in present and w.id not in self._losing:
+                        self._losing.add(w.id)
+                        self.spawn(self._lose_watch(w))
+            joined, left = moderation.sync(present)
+            ended = {w.id: w for w in mine if not w.open}
+            for w in joined:
+                record_watch(
+                    live,
+                    "moderation.watch.start",
+                    f"{w.user} watches from {w.client}",
+                    moderator=w.user,
+                    client=w.client,
+                    via=w.via,
+                )
+                live.notify(f"moderator {w.user} is watching")
+            for w in left:
+                how = ended[w.id].how if w.id in ended and ended[w.id].how is not None else WatchEnd.LOST
+                record_watch(
+                    live,
+                    "moderation.watch.end",
+                    f"{w.user} stopped watching ({how})",
+                    moderator=w.user,
+                    since=rfc3339(w.since),
+                    how=str(how),
+                    via=w.via,
+                )
+            terminated = next((w for w in mine if w.how is WatchEnd.TERMINATED), None)
+            if terminated is not None:
+                self._end(live, "moderator-terminated", f"moderator {terminated.user} ended this session")
+            elif left and not moderation.watchers:
+                grace = self.limits.moderation_grace
+                live.notify(
+                    f"no moderator is watching: input is held; the session ends in {grace:g} s unless one joins"
+                )
+
+    async def _lose_watch(self, watch: Watch) -> None:
+        """A watch whose heartbeat stopped: ended ``lost`` in the store (audited, once)."""
+        try:
+            await self.watch_db(self.watch_svc.leave_watch, watch.id, WatchEnd.LOST)
+        finally:
+            self._losing.discard(watch.id)
+
     async def _watch_session(
         self,
         process: asyncssh.SSHServerProcess[bytes],
@@ -1525,25 +1627,16 @@ class Bastion:
         user: User,
         args: list[str],
     ) -> None:
-        """``ssh -t zsp@BASTION watch SESSION``: a moderator watches a moderated session."""
+        """``ssh -t zsp@BASTION watch SESSION``: a moderator watches a moderated session. Through
+        the store (``AccessService.join_watch``), so any bastion process of the session's host
+        (a worker of ``zsp serve --workers``, not only its owner) serves it."""
         sid = args[0] if len(args) == 1 else ""
-        live = next((s for s in self.live if sid and s.record.id == sid and not s.ending.is_set()), None)
         why: str | None = None
         if len(args) != 1:
             why = "usage: ssh -t zsp@BASTION watch SESSION"
-        elif live is None:
-            why = f"no live session {sid!r} on this bastion"
-        elif live.moderation is None:
-            why = f"session {sid} is not moderated (its rule has no moderation)"
-        elif live.record.user == user.name:
-            why = "nobody moderates their own session (admins neither)"
-        else:
-            policy = await self.auth_db(user.name, self.auth_svc.policy)
-            if not policy.principal_matches(live.moderation.moderators, user):
-                why = f"{user.name} is not among this session's moderators ({', '.join(live.moderation.moderators)})"
-            elif process.get_terminal_type() is None:
-                why = "the watch view needs a terminal: ssh -t"
-        if why is not None or live is None or live.moderation is None:
+        elif process.get_terminal_type() is None:
+            why = "the watch view needs a terminal: ssh -t"
+        if why is not None:
             await self._audit_refusal(
                 conn,
                 NewEvent(
@@ -1552,62 +1645,53 @@ class Bastion:
                     "ssh",
                     f"watch {printable(sid)[:64]} refused: {why}",
                     outcome="failure",
-                    session_id=live.record.id if live is not None else None,
-                    fields={"reason": why or "", "requested_session": sid[:64]},
+                    fields={"reason": why, "requested_session": printable(sid)[:64], "bastion": self.owner},
                 ),
             )
-            return self._refuse(process, why or "refused")
-        r = live.record
-        peer = conn_peer(conn)
-        watcher = live.moderation.join(user.name, peer, rfc3339(self.svc.clock.now()))
-        record_watch(
-            live, "moderation.watch.start", f"{user.name} watches from {peer}", moderator=user.name, client=peer
-        )
-        await self._moderation_event(
-            "session.watch.start",
-            live,
-            f"{user.name} watches session {r.id} of {r.user}",
-            actor=user.name,
-            client=peer,
-        )
-        live.notify(f"moderator {user.name} is watching")
-
-        def terminate() -> None:
-            message = f"moderator {user.name} ended this session"
-            self.spawn(
-                self._moderation_event(
-                    "session.moderation.terminate", live, message, actor=user.name, outcome="failure"
-                )
+            return self._refuse(process, why)
+        actor = Actor(user.name, "ssh")
+        here = owner_host(self.owner)
+        try:
+            watch = await self.db(
+                functools.partial(
+                    self.svc.join_watch, actor, sid, client=conn_peer(conn), here=here, served_by=self.owner
+                ),
+                lane=user.name,
             )
-            self._end(live, "moderator-terminated", message)
+            record = await self.db(self.svc.session, watch.session_id, lane=user.name)
+        except _STORE_ERRORS as exc:
+            self.store_failed(exc)
+            return self._refuse(process, _STORE_DOWN)
+        except ZspError as exc:  # WatchRefused (audited by the service), NotFound
+            return self._refuse(process, str(exc))
+        self._poke.set()  # the owner (if it is this process) lets the session go on at once
+        if record is None:
+            return self._refuse(process, f"no live session {printable(sid)[:64]!r}")
+
+        async def beat() -> bool:
+            try:
+                return await self.db(self.svc.beat_watch, watch.id, lane=user.name)
+            except (*_STORE_ERRORS, ZspError) as exc:
+                self.store_failed(exc)  # the owner counts the watch lost if this lasts
+                return True
+
+        async def terminate() -> None:
+            try:
+                await self.db(self.svc.terminate_watch, actor, watch.id, lane=user.name)
+            except ZspError as exc:
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    process.stderr.write(f"\r\nzsp: {exc}\r\n".encode())
+            self._poke.set()
 
         how = "error"
         try:
-            how = await watch_view(process, live, self.data.trusted_keys(), terminate=terminate)
+            how = await watch_view(process, record, self.data.trusted_keys(), beat=beat, terminate=terminate)
         finally:
-            last = live.moderation.leave(watcher)
-            if last is not None:  # else the session's end has recorded it
-                record_watch(
-                    live,
-                    "moderation.watch.end",
-                    f"{user.name} stopped watching ({how})",
-                    moderator=user.name,
-                    since=watcher.since,
-                    how=how,
-                )
-            await self._moderation_event(
-                "session.watch.end",
-                live,
-                f"{user.name} stopped watching session {r.id} ({how})",
-                actor=user.name,
-                since=watcher.since,
-                how=how,
-            )
-            if last and not live.ending.is_set():
-                grace = self.limits.moderation_grace
-                live.notify(
-                    f"no moderator is watching: input is held; the session ends in {grace:g} s unless one joins"
-                )
+            if how != "terminated":
+                end = WatchEnd(how) if how in WatchEnd._value2member_map_ else WatchEnd.LEFT
+                with contextlib.suppress(*_STORE_ERRORS, ZspError):
+                    await self.db(self.svc.leave_watch, watch.id, end, lane=user.name)
+            self._poke.set()
         with contextlib.suppress(OSError, asyncssh.Error):
             process.exit(0)
 

@@ -16,7 +16,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
+from ..models import (
+    AccessRequest,
+    Flag,
+    Hold,
+    HoldState,
+    RequestState,
+    Role,
+    SessionRecord,
+    Target,
+    User,
+    Watch,
+    WatchEnd,
+)
 
 __all__ = [
     "ID_TABLES",
@@ -30,7 +42,19 @@ __all__ = [
     "Tx",
 ]
 
-TABLES = ("meta", "users", "user_keys", "targets", "requests", "approvals", "sessions", "flags", "holds", "audit")
+TABLES = (
+    "meta",
+    "users",
+    "user_keys",
+    "targets",
+    "requests",
+    "approvals",
+    "sessions",
+    "flags",
+    "holds",
+    "watches",
+    "audit",
+)
 """Every table of the store, each after the tables it refers to (the order ``zsp migrate`` copies in)."""
 ID_TABLES = ("users", "flags")
 """Tables whose ``id`` the store gives out (an integer sequence; the others' ids come from zsp)."""
@@ -184,6 +208,26 @@ class Tx(Protocol):
 
     def decide_hold(self, hold_id: str, state: HoldState, by: str, at: datetime, note: str = "") -> bool:
         """Move a pending hold to ``state``; False if it was no longer pending (compare-and-set)."""
+        ...
+
+    # moderated sessions' watches (schema 7)
+    def insert_watch(self, watch: Watch) -> None:
+        """Keep a moderator's watch that starts (open: no ``left_at``)."""
+        ...
+
+    def get_watch(self, watch_id: str) -> Watch | None: ...
+
+    def beat_watch(self, watch_id: str, at: datetime) -> bool:
+        """The watcher is still there (its heartbeat); False if the watch is no longer open."""
+        ...
+
+    def leave_watch(self, watch_id: str, at: datetime, how: WatchEnd) -> bool:
+        """End an open watch ``how``; False if it had ended already (compare-and-set)."""
+        ...
+
+    def list_watches(self, session_ids: Sequence[str], *, open_only: bool = True) -> list[Watch]:
+        """The watches of ``session_ids`` (only the open ones with ``open_only``), oldest first:
+        the one query the owning bastion's watcher makes four times a second."""
         ...
 
     # audit chain

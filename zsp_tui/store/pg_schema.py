@@ -152,4 +152,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"ALTER TABLE sessions ADD COLUMN sha256 {_T}",
         "CREATE INDEX sessions_upload_pending ON sessions(started_at) WHERE upload = 'pending'",
     ),
+    # Moderated sessions across processes: who watches which session, with a heartbeat.
+    6: (
+        f"""CREATE TABLE watches (
+            id {_T} PRIMARY KEY,
+            session_id {_T} NOT NULL,
+            "user" {_T} NOT NULL,
+            client {_T} NOT NULL,
+            via {_T} NOT NULL,
+            since {_T} NOT NULL,
+            seen_at {_T} NOT NULL,
+            left_at {_T},
+            how {_T}
+        )""",
+        "CREATE INDEX watches_session ON watches(session_id, since)",
+    ),
 }

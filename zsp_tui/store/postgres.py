@@ -39,7 +39,19 @@ from psycopg import sql
 from ..clock import rfc3339
 from ..config import redact_url, scrub_secrets
 from ..exceptions import Conflict, StoreError
-from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
+from ..models import (
+    AccessRequest,
+    Flag,
+    Hold,
+    HoldState,
+    RequestState,
+    Role,
+    SessionRecord,
+    Target,
+    User,
+    Watch,
+    WatchEnd,
+)
 from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort
 from .pg_schema import BASE, FIRST_VERSION, MIGRATIONS
 from .rows import (
@@ -48,6 +60,7 @@ from .rows import (
     SESSION_COLUMNS,
     SEVERITY_RANK,
     TIME_COLUMNS,
+    WATCH_COLUMNS,
     flag_from_row,
     hold_from_row,
     like_pattern,
@@ -57,6 +70,7 @@ from .rows import (
     target_from_row,
     time_text,
     user_from_row,
+    watch_from_row,
 )
 from .sqlite import SCHEMA_VERSION
 
@@ -85,6 +99,9 @@ _SELECT_SESSIONS = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions"  # noqa
 
 _HOLD_COLUMNS = ['"user"' if c == "user" else c for c in HOLD_COLUMNS]
 _SELECT_HOLDS = f"SELECT {', '.join(_HOLD_COLUMNS)} FROM holds"  # noqa: S608 - fixed column names
+
+_WATCH_COLUMNS = ['"user"' if c == "user" else c for c in WATCH_COLUMNS]
+_SELECT_WATCHES = f"SELECT {', '.join(_WATCH_COLUMNS)} FROM watches"  # noqa: S608 - fixed column names
 
 # Sort keys of page_sessions: SQLite's (sqlite._SORT_KEYS) in PostgreSQL. Fixed expressions only.
 _SORT_KEYS: dict[SessionSort, str] = {
@@ -722,6 +739,54 @@ class _PostgresTx:
             (state.value, by, rfc3339(at), note, hold_id),
         )
         return cur.rowcount == 1
+
+    # --- moderated sessions' watches --------------------------------------------------------
+    # A watch that starts or ends notifies like a grant change: the owning bastion reads at once.
+
+    def insert_watch(self, watch: Watch) -> None:
+        cur = self._x(
+            f"INSERT INTO watches({', '.join(_WATCH_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_WATCH_COLUMNS))}) "  # noqa: S608
+            "ON CONFLICT (id) DO NOTHING",
+            (
+                watch.id,
+                watch.session_id,
+                watch.user,
+                watch.client,
+                watch.via,
+                rfc3339(watch.since),
+                rfc3339(watch.seen_at),
+                time_text(watch.left_at),
+                None if watch.how is None else watch.how.value,
+            ),
+        )
+        if cur.rowcount == 0:
+            raise Conflict(f"watch {watch.id} already exists")
+        self.notify = True
+
+    def get_watch(self, watch_id: str) -> Watch | None:
+        row = self._one(_SELECT_WATCHES + " WHERE id = %s", (watch_id,))
+        return None if row is None else watch_from_row(row)
+
+    def beat_watch(self, watch_id: str, at: datetime) -> bool:
+        cur = self._x("UPDATE watches SET seen_at = %s WHERE id = %s AND left_at IS NULL", (rfc3339(at), watch_id))
+        return cur.rowcount == 1
+
+    def leave_watch(self, watch_id: str, at: datetime, how: WatchEnd) -> bool:
+        cur = self._x(
+            "UPDATE watches SET left_at = %s, how = %s WHERE id = %s AND left_at IS NULL",
+            (rfc3339(at), how.value, watch_id),
+        )
+        if cur.rowcount == 1:
+            self.notify = True
+            return True
+        return False
+
+    def list_watches(self, session_ids: Sequence[str], *, open_only: bool = True) -> list[Watch]:
+        ids = list(dict.fromkeys(session_ids))
+        if not ids:
+            return []
+        query = _SELECT_WATCHES + " WHERE session_id = ANY(%s)" + (" AND left_at IS NULL" if open_only else "")
+        return [watch_from_row(r) for r in self._all(query + " ORDER BY since, id", (ids,))]
 
     # --- audit ----------------------------------------------------------------------------
 

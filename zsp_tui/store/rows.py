@@ -14,7 +14,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..clock import parse_time, rfc3339
-from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User, UserKey
+from ..models import (
+    AccessRequest,
+    Flag,
+    Hold,
+    HoldState,
+    RequestState,
+    Role,
+    SessionRecord,
+    Target,
+    User,
+    UserKey,
+    Watch,
+    WatchEnd,
+)
 from .base import SessionQuery, SessionState
 
 __all__ = [
@@ -23,6 +36,7 @@ __all__ = [
     "SESSION_COLUMNS",
     "SEVERITY_RANK",
     "TIME_COLUMNS",
+    "WATCH_COLUMNS",
     "flag_from_row",
     "hold_from_row",
     "like_pattern",
@@ -33,6 +47,7 @@ __all__ = [
     "time_or_none",
     "time_text",
     "user_from_row",
+    "watch_from_row",
 ]
 
 REQUEST_COLUMNS = (
@@ -50,6 +65,7 @@ HOLD_COLUMNS = (
     "id session_id grant_id user target login rule severity command state created_at expires_at "
     "decided_at decided_by note"
 ).split()
+WATCH_COLUMNS = "id session_id user client via since seen_at left_at how".split()
 SEVERITY_RANK = (
     "CASE {} WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 "
     "WHEN 'info' THEN 0 ELSE -1 END"
@@ -205,4 +221,20 @@ def request_from_row(row: Sequence[Any], approvals: Iterable[str]) -> AccessRequ
         ended_at=time_or_none(r["ended_at"]),
         ended_by=r["ended_by"],
         note=r["note"],
+    )
+
+
+def watch_from_row(row: Sequence[Any]) -> Watch:
+    """A moderator's watch from the :data:`WATCH_COLUMNS` of a row."""
+    values = dict(zip(WATCH_COLUMNS, row, strict=True))
+    return Watch(
+        id=values["id"],
+        session_id=values["session_id"],
+        user=values["user"],
+        client=values["client"],
+        via=values["via"],
+        since=parse_time(values["since"]),
+        seen_at=parse_time(values["seen_at"]),
+        left_at=time_or_none(values["left_at"]),
+        how=None if values["how"] is None else WatchEnd(values["how"]),
     )

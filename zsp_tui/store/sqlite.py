@@ -18,7 +18,19 @@ from typing import Any
 
 from ..clock import rfc3339
 from ..exceptions import Conflict, DataDirError
-from ..models import AccessRequest, Flag, Hold, HoldState, RequestState, Role, SessionRecord, Target, User
+from ..models import (
+    AccessRequest,
+    Flag,
+    Hold,
+    HoldState,
+    RequestState,
+    Role,
+    SessionRecord,
+    Target,
+    User,
+    Watch,
+    WatchEnd,
+)
 from .base import ID_TABLES, TABLES, AuditRow, SessionQuery, SessionRow, SessionSort
 from .rows import (
     HOLD_COLUMNS,
@@ -26,6 +38,7 @@ from .rows import (
     SESSION_COLUMNS,
     SEVERITY_RANK,
     TIME_COLUMNS,
+    WATCH_COLUMNS,
     flag_from_row,
     hold_from_row,
     like_pattern,
@@ -35,11 +48,12 @@ from .rows import (
     target_from_row,
     time_text,
     user_from_row,
+    watch_from_row,
 )
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1. A fresh database is
 # created at SCHEMA_VERSION by _SCHEMA directly.
@@ -70,6 +84,18 @@ _FLAGS_TABLE = """CREATE TABLE IF NOT EXISTS flags (
     trigger TEXT NOT NULL,
     actions TEXT NOT NULL,
     text TEXT NOT NULL
+)"""
+
+_WATCHES_TABLE = """CREATE TABLE IF NOT EXISTS watches (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    client TEXT NOT NULL,
+    via TEXT NOT NULL,
+    since TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    left_at TEXT,
+    how TEXT
 )"""
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -103,6 +129,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE sessions ADD COLUMN object_key TEXT",
         "ALTER TABLE sessions ADD COLUMN sha256 TEXT",
         "CREATE INDEX IF NOT EXISTS sessions_upload_pending ON sessions(started_at) WHERE upload = 'pending'",
+    ),
+    # Moderated sessions across processes: who watches which session, with a heartbeat.
+    6: (
+        _WATCHES_TABLE,
+        "CREATE INDEX IF NOT EXISTS watches_session ON watches(session_id, since)",
     ),
 }
 
@@ -196,7 +227,7 @@ CREATE INDEX IF NOT EXISTS sessions_login ON sessions(login, id);
 CREATE INDEX IF NOT EXISTS sessions_end_reason ON sessions(end_reason, id);
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions(started_at) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS audit_event ON audit(event, seq);
-""" + ";\n".join((*MIGRATIONS[4][2:], MIGRATIONS[5][3]))  # schema 5's tables, schema 6's index
+""" + ";\n".join((*MIGRATIONS[4][2:], MIGRATIONS[5][3], *MIGRATIONS[6]))  # schema 5-7's tables and indexes
 
 _SELECT_REQUESTS = f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests"  # noqa: S608 - fixed column names
 
@@ -205,6 +236,7 @@ _SELECT_SESSIONS = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"  # noqa:
 
 
 _INSERT_HOLD = f"INSERT INTO holds({', '.join(HOLD_COLUMNS)}) VALUES ({', '.join('?' * len(HOLD_COLUMNS))})"  # noqa: S608
+_SELECT_WATCHES = "SELECT " + ", ".join(WATCH_COLUMNS) + " FROM watches"  # noqa: S608 - fixed names
 _SELECT_HOLDS = "SELECT " + ", ".join(HOLD_COLUMNS) + " FROM holds"  # noqa: S608 - fixed names
 
 
@@ -626,6 +658,53 @@ class _SqliteTx:
             (state.value, by, rfc3339(at), note, hold_id),
         )
         return cur.rowcount == 1
+
+    # --- moderated sessions' watches ------------------------------------------------------------
+
+    def insert_watch(self, watch: Watch) -> None:
+        try:
+            self._db.execute(
+                f"INSERT INTO watches({', '.join(WATCH_COLUMNS)}) VALUES ({', '.join('?' * len(WATCH_COLUMNS))})",  # noqa: S608 - fixed names
+                (
+                    watch.id,
+                    watch.session_id,
+                    watch.user,
+                    watch.client,
+                    watch.via,
+                    rfc3339(watch.since),
+                    rfc3339(watch.seen_at),
+                    time_text(watch.left_at),
+                    None if watch.how is None else watch.how.value,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"watch {watch.id} already exists") from exc
+
+    def get_watch(self, watch_id: str) -> Watch | None:
+        row = self._db.execute(_SELECT_WATCHES + " WHERE id = ?", (watch_id,)).fetchone()
+        return None if row is None else watch_from_row(row)
+
+    def beat_watch(self, watch_id: str, at: datetime) -> bool:
+        cur = self._db.execute(
+            "UPDATE watches SET seen_at = ? WHERE id = ? AND left_at IS NULL", (rfc3339(at), watch_id)
+        )
+        return cur.rowcount == 1
+
+    def leave_watch(self, watch_id: str, at: datetime, how: WatchEnd) -> bool:
+        cur = self._db.execute(
+            "UPDATE watches SET left_at = ?, how = ? WHERE id = ? AND left_at IS NULL",
+            (rfc3339(at), how.value, watch_id),
+        )
+        return cur.rowcount == 1
+
+    def list_watches(self, session_ids: Sequence[str], *, open_only: bool = True) -> list[Watch]:
+        ids = list(dict.fromkeys(session_ids))
+        if not ids:
+            return []
+        sql = _SELECT_WATCHES + " WHERE session_id IN (" + ", ".join("?" * len(ids)) + ")"
+        if open_only:
+            sql += " AND left_at IS NULL"
+        return [watch_from_row(r) for r in self._db.execute(sql + " ORDER BY since, id", ids)]
 
     def list_sessions(
         self, *, user: str | None = None, target: str | None = None, since: datetime | None = None

@@ -14,14 +14,23 @@ worker every :data:`REFRESH_S` seconds; durations tick with it. A session that e
   grants and closes every session under a revoked grant within about a second. A session that
   no grant opened (``zsp record`` on the bastion host) cannot be ended this way: it says so.
 
+- Moderate (``j``): a session whose grant's rule says ``moderation = "watch"`` waits for a
+  moderator (issue 13). ``j`` joins it as one through ``AccessService.join_watch`` (the same
+  rules as ``ssh -t zsp@BASTION watch``: not your own session, you must match the rule's
+  moderators; a refusal is said here, and audited) and opens Replay in follow mode as the
+  moderator: a banner says so, the watch beats every second, ``T`` terminates the session, and
+  leaving Replay leaves the watch. The list's ``moderation`` column says which sessions wait for a
+  moderator and who watches which (the store's open watches, from every way in).
+
 Users, targets, commands and client addresses are stored values: shown through
 :func:`zsp_tui.tui.text.plain`.
 """
 
 from __future__ import annotations
 
+import socket
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
@@ -33,7 +42,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from ...clock import format_duration
 from ...exceptions import ZspError
-from ...models import SessionRecord
+from ...models import WATCH_FRESH_S, SessionRecord, Watch, session_owner
 from ..context import Area, ReviewContext
 from ..text import clip, plain
 from ..widgets.area_bar import AreaBar
@@ -52,6 +61,12 @@ REFRESH_S = 1.0
 class _Snapshot:
     now: datetime
     sessions: tuple[SessionRecord, ...]
+    moderators: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The moderated sessions' moderators, by session id."""
+    watches: dict[str, tuple[Watch, ...]] = field(default_factory=dict)
+    """The open watches with a fresh heartbeat, by session id."""
+    problem: str | None = None
+    """Why moderation could not be read (the policy file), if it could not."""
 
 
 class LiveScreen(PolledScreen):
@@ -60,6 +75,7 @@ class LiveScreen(PolledScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("w,enter", "watch", "Follow", key_display="w"),
         Binding("t", "terminate", "Terminate"),
+        Binding("j", "moderate", "Moderate"),
         Binding("r", "reload", "Refresh"),
     ]
 
@@ -67,6 +83,8 @@ class LiveScreen(PolledScreen):
         super().__init__(ctx)
         self._shown: list[SessionRecord] = []
         self._now: datetime | None = None
+        self._moderators: dict[str, tuple[str, ...]] = {}
+        self._watches: dict[str, tuple[Watch, ...]] = {}
 
     def compose(self) -> ComposeResult:
         yield AreaBar(Area.LIVE)
@@ -78,7 +96,7 @@ class LiveScreen(PolledScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#live", DataTable)
-        for label in ("session", "user", "login@target", "grant", "started (UTC)", "for", "client"):
+        for label in ("session", "user", "login@target", "grant", "started (UTC)", "for", "client", "moderation"):
             table.add_column(plain(label), key=label)
         table.focus()
         if not self.ctx.reviewer.may(Area.REPLAY):
@@ -96,12 +114,21 @@ class LiveScreen(PolledScreen):
             with self._reader.service() as svc:  # its own connection (_reader.py), one load at a time
                 sessions = svc.unended_sessions()
                 now = self.ctx.service.clock.now()  # under the reader's lock: orders the reads (_show)
+                problem: str | None = None
+                try:
+                    moderators = svc.moderators_of(sessions)
+                except ZspError as exc:  # an invalid policy file: the list is still shown
+                    moderators, problem = {}, f"cannot tell which sessions are moderated: {exc}"
+                watches: dict[str, tuple[Watch, ...]] = {}
+                for w in svc.watches(list(moderators)):
+                    if (now - w.seen_at).total_seconds() <= WATCH_FRESH_S:
+                        watches[w.session_id] = (*watches.get(w.session_id, ()), w)
         except ReaderClosed:
             return  # the screen is gone
         except (ZspError, sqlite3.Error, OSError) as exc:
             self.app.call_from_thread(self._failed, f"could not read the live sessions: {exc}")
             return
-        self.app.call_from_thread(self._show, _Snapshot(now, tuple(sessions)))
+        self.app.call_from_thread(self._show, _Snapshot(now, tuple(sessions), moderators, watches, problem))
 
     def _failed(self, message: str) -> None:
         self.query_one("#status", Static).update(plain(message, "bold red"))
@@ -112,11 +139,13 @@ class LiveScreen(PolledScreen):
         table = self.query_one("#live", DataTable)
         keep = self._selected()
         self._now = snap.now
+        self._moderators, self._watches = snap.moderators, snap.watches
         fresh = sorted(snap.sessions, key=lambda s: s.started_at, reverse=True)
         if fresh == self._shown:
             # Nobody came or left since: only the durations tick (no rebuild, no jump).
             for s in self._shown:
                 table.update_cell(s.id, "for", plain(format_duration(snap.now - s.started_at)))
+                table.update_cell(s.id, "moderation", self._moderation_cell(s))
         else:
             self._shown = fresh
             table.clear()
@@ -129,6 +158,7 @@ class LiveScreen(PolledScreen):
                     plain(s.started_at.strftime("%m-%d %H:%M:%S")),
                     plain(format_duration(snap.now - s.started_at)),
                     clip(s.client, 24),
+                    self._moderation_cell(s),
                     key=s.id,
                 )
             if keep is not None and any(s.id == keep.id for s in self._shown):
@@ -137,10 +167,21 @@ class LiveScreen(PolledScreen):
             f"{len(self._shown)} live session(s)" + ("" if self._shown else ": nobody is connected"),
             "bold" if self._shown else "",
         )
+        if snap.problem is not None:
+            status.append_text(plain(f"  {snap.problem}", "yellow"))
         status = self._with_outcome(status)
         status.no_wrap = False
         self.query_one("#status", Static).update(status)
         self._show_detail()
+
+    def _moderation_cell(self, s: SessionRecord) -> Text:
+        """``waits for a moderator`` / ``watched by bob, carol`` / empty (not moderated)."""
+        if s.id not in self._moderators:
+            return Text("")
+        watchers = self._watches.get(s.id, ())
+        if not watchers:
+            return plain("waits for a moderator", "bold yellow")
+        return clip("watched by " + ", ".join(dict.fromkeys(w.user for w in watchers)), 28)
 
     # --- the selected session ---------------------------------------------------------------
 
@@ -170,6 +211,9 @@ class LiveScreen(PolledScreen):
         out.append("\n")
         out.append_text(plain(f"command: {s.command}" if s.command else "interactive shell", "dim"))
         out.append_text(plain(f"  from {s.client}", "dim"))
+        if s.id in self._moderators:
+            out.append("\n")
+            out.append_text(plain(f"moderated by {', '.join(self._moderators[s.id])}: j to moderate", "dim"))
         detail.update(out)
 
     # --- follow -----------------------------------------------------------------------------
@@ -196,6 +240,41 @@ class LiveScreen(PolledScreen):
         open_replay = getattr(self.app, "open_replay", None)
         if open_replay is not None:
             open_replay(session_id, follow=True)
+
+    # --- moderate ---------------------------------------------------------------------------
+
+    def action_moderate(self) -> None:
+        s = self._selected()
+        if s is None:
+            self._say(plain("no live session selected"), error=True)
+            return
+        self._join(s)
+
+    @work(thread=True, group="moderate", exclusive=True, exit_on_error=False)
+    def _join(self, s: SessionRecord) -> None:
+        """Join ``s`` as a moderator through the service (its rules, its audit events)."""
+        reviewer = self.ctx.reviewer
+        try:
+            watch = self.ctx.service.join_watch(
+                reviewer.actor,
+                s.id,
+                client=f"review app ({reviewer.via})",
+                here=socket.gethostname(),
+                served_by=session_owner("review"),
+            )
+        except ZspError as exc:  # WatchRefused (audited), NotFound, a store that fails
+            self.app.call_from_thread(self._say, plain(f"refused: {exc}", "bold red"), True)
+            return
+        except (sqlite3.Error, OSError) as exc:
+            self.app.call_from_thread(self._say, plain(f"could not join {s.id[-8:]}: {exc}", "bold red"), True)
+            return
+        self.app.call_from_thread(self._moderate_in_replay, watch)
+
+    def _moderate_in_replay(self, watch: Watch) -> None:
+        from .replay import ReplayScreen  # loaded when first used (startup time over ssh)
+
+        self._say(plain(f"moderating session {watch.session_id[-8:]}", "bold green"))
+        self.app.push_screen(ReplayScreen(self.ctx, watch.session_id, follow=True, moderating=watch))
 
     # --- terminate --------------------------------------------------------------------------
 

@@ -21,6 +21,13 @@ not the store's flag rows): ``⚑`` on the timeline, ``f``/``F`` jump to the nex
 (paused, through the same seek as everything else), and the status line names the rule and what
 it matched while the playhead is at that moment (for :data:`FLAG_SHOWN_US` after it).
 
+Opened from Live to moderate a session (``moderating``: the watch ``AccessService.join_watch``
+made, which audited it) it follows the session under a banner that says so; the watch beats every
+second from a thread worker (a stale heartbeat counts as gone at the owning bastion), ``T``
+terminates the session (after a confirmation, ``AccessService.terminate_watch``), and leaving the
+screen leaves the watch (``left``). A watch that ended elsewhere (the session ended, or counted
+lost) says so in the banner.
+
 Opened at a search hit (``at_us``, ``highlight``) it seeks there, paused, with the hit marked on
 the screen and on the timeline. With a cached index the screen shows that moment before the
 verification pass ends (labelled VERIFYING; the cache is derived from an earlier verified pass and
@@ -65,7 +72,7 @@ from replay import (
 )
 
 from ...exceptions import ZspError
-from ...models import SessionRecord
+from ...models import WATCH_BEAT_S, SessionRecord, Watch, WatchEnd
 from ...session_ref import SessionRef, identity_problem
 from ..context import Area, ReviewContext
 from ..playback import Feed, Marker, Overview, Playback, read_overview, untrusted_tail_end
@@ -73,7 +80,7 @@ from ..text import plain
 from ..widgets.replay_panel import ReplayPanel, clock
 from ..widgets.terminal_view import TerminalView
 from ..widgets.timeline import Timeline, TimelineState
-from .dialogs import ReasonDialog
+from .dialogs import ConfirmDialog, ReasonDialog
 from .export import export_session
 
 __all__ = ["FLAG_SHOWN_US", "ReplayScreen"]
@@ -153,6 +160,7 @@ class ReplayScreen(Screen[None]):
         Binding("x", "export", "Export"),
         Binding("m", "mark_reviewed", "Mark reviewed", show=False),
         Binding("w", "panel_width", "Panel width", show=False),
+        Binding("T", "terminate", "Terminate (moderating)", key_display="T", show=False),
         Binding("ctrl+up", "pan(0, -1)", "Scroll view up", show=False),
         Binding("ctrl+down", "pan(0, 1)", "Scroll view down", show=False),
         Binding("ctrl+left", "pan(-1, 0)", "Scroll view left", show=False),
@@ -167,13 +175,18 @@ class ReplayScreen(Screen[None]):
         at_us: int | None = None,
         highlight: str | None = None,
         follow: bool = False,
+        moderating: Watch | None = None,
     ) -> None:
         super().__init__()
         self.ctx = ctx
+        self.moderating = moderating
+        """The reviewer's watch of this moderated session (opened from Live with ``j``)."""
+        self._watch_over: str | None = None
+        """Why the watch ended, once it did (left, terminated, session over, lost)."""
         self.session_id = session_id
         self.at_us = at_us
         self.highlight = highlight
-        self.follow = follow
+        self.follow = follow or moderating is not None
         self.overview = Overview()
         self.report: VerificationReport | None = None
         """The verdict of the verification pass (or, when following, of the feed once it ended)."""
@@ -225,6 +238,8 @@ class ReplayScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(plain(f"session {self.session_id}", "bold"), id="session")
+        if self.moderating is not None:
+            yield Static(self._moderating_text(), id="moderating")
         yield Static(plain("opening…"), id="verdict")
         yield Static("", id="untrusted")
         with Horizontal(id="main"):
@@ -238,7 +253,10 @@ class ReplayScreen(Screen[None]):
         self.query_one("#untrusted").display = False
         if self.app.size.width < _NARROW:
             self.query_one("#panel").display = False
-        if not self.ctx.reviewer.may(Area.REPLAY):
+        if self.moderating is not None:
+            # The service let this reviewer moderate (the rule's moderators): no role needed here.
+            self.set_interval(WATCH_BEAT_S, self._beat)
+        elif not self.ctx.reviewer.may(Area.REPLAY):
             self.problem = "replay needs the reviewer or admin role"
             self._show_verdict()
             return
@@ -247,6 +265,14 @@ class ReplayScreen(Screen[None]):
         self._timer = self.set_interval(_TICK_S, self._tick)
 
     def on_unmount(self) -> None:
+        if self.moderating is not None and self._watch_over is None:
+            # Leaving the screen leaves the watch: one short store write, here, so it is not lost
+            # with the screen's workers (a failure: the owning bastion counts the watch lost).
+            self._watch_over = "left"
+            try:
+                self.ctx.service.leave_watch(self.moderating.id, WatchEnd.LEFT)
+            except (ZspError, OSError, sqlite3.Error) as exc:
+                self.app.notify(f"could not leave the watch: {printable(str(exc))}", severity="warning", markup=False)
         self._stop.set()
         self._first_shown.set()
         for feed in (self.feed, self.commands_feed):
@@ -270,6 +296,67 @@ class ReplayScreen(Screen[None]):
         line.append_text(plain(f"  session {record.id}", "dim"))
         self.query_one("#session", Static).update(line)
 
+    # --- moderating -------------------------------------------------------------------------------
+
+    def _moderating_text(self) -> Text:
+        if self._watch_over is not None:
+            return plain(f"NOT MODERATING: your watch ended ({self._watch_over}); input is held", "bold reverse")
+        return plain("MODERATING: input flows while you watch; T terminates", "bold reverse")
+
+    def _beat(self) -> None:
+        if self.moderating is not None and self._watch_over is None:
+            self._beat_worker(self.moderating)
+
+    @work(thread=True, group="beat", exclusive=True, exit_on_error=False)
+    def _beat_worker(self, watch: Watch) -> None:
+        """The watch's heartbeat (in a thread: a store write); False from the store: it is over."""
+        try:
+            alive = self.ctx.service.beat_watch(watch.id)
+        except (ZspError, OSError, sqlite3.Error):
+            return  # a busy or failing store: beaten again in a second (or counted lost)
+        if not alive:
+            self._call(self._watch_ended, "the session ended, or the bastion counted it lost")
+
+    def _watch_ended(self, why: str) -> None:
+        if self._watch_over is None:
+            self._watch_over = why
+            self._update("#moderating", self._moderating_text())
+
+    def action_terminate(self) -> None:
+        """``T`` while moderating: end the session (after a confirmation)."""
+        watch = self.moderating
+        if watch is None:
+            self.notify("T terminates a session you moderate (j on Live)", timeout=3)
+            return
+        if self._watch_over is not None:
+            self.notify(f"your watch has ended ({self._watch_over})", severity="warning", markup=False)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._terminate(watch)
+
+        self.app.push_screen(
+            ConfirmDialog(
+                plain(f"Terminate session {self.session_id[-8:]}?"),
+                plain("As its moderator you end it now: the operator's connection is closed and the end recorded."),
+                yes="Terminate",
+            ),
+            answered,
+        )
+
+    @work(thread=True, group="terminate", exit_on_error=False)
+    def _terminate(self, watch: Watch) -> None:
+        try:
+            self.ctx.service.terminate_watch(self.ctx.reviewer.actor, watch.id)
+        except (ZspError, OSError, sqlite3.Error) as exc:
+            self.app.call_from_thread(
+                self.notify, f"not terminated: {printable(str(exc))}", severity="error", markup=False
+            )
+            return
+        self._call(self._watch_ended, "terminated")
+        self.app.call_from_thread(self.notify, "session terminated; the bastion ends it now", title="Moderating")
+
     def _audited(self) -> bool:
         """Append ``review.replay`` (once per open), in the opening worker; False (and nothing
         shown) if the audit log cannot take it. It is written after the session is looked up and
@@ -277,6 +364,9 @@ class ReplayScreen(Screen[None]):
         store with its fsync), and before the recording is read. The store's one connection must
         not run two transactions at once: every use of it here is in this one worker, in turn."""
         if self.audited:
+            return True
+        if self.moderating is not None:
+            self.audited = True  # the watch's session.watch.start, written when it was joined
             return True
         try:
             self._audit()
@@ -580,6 +670,8 @@ class ReplayScreen(Screen[None]):
             if final is not None and final.outcome is Outcome.CORRUPT and self._path is not None:
                 self.tail_us = untrusted_tail_end(self._path, final)
             self.notify(f"The live session ended: {self.ended}", title="Live")
+            if self.moderating is not None:
+                self._watch_ended("the session ended")
             self._show_verdict()
             return
         if self._store_ended_at is not None:
