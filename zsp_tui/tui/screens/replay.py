@@ -300,7 +300,13 @@ class ReplayScreen(Screen[None]):
 
     def _moderating_text(self) -> Text:
         if self._watch_over is not None:
-            return plain(f"NOT MODERATING: your watch ended ({self._watch_over}); input is held", "bold reverse")
+            # What it means for the operator: the session is over, or their input waits for a
+            # moderator (held, then the session ends after the grace) unless another one watches.
+            after = {
+                "terminated": "the session is terminated",
+                "session-ended": "the session ended",
+            }.get(self._watch_over, "the operator's input is held unless another moderator watches")
+            return plain(f"NOT MODERATING: your watch ended ({self._watch_over}); {after}", "bold reverse")
         return plain("MODERATING: input flows while you watch; T terminates", "bold reverse")
 
     def _beat(self) -> None:
