@@ -783,16 +783,16 @@ class Bastion:
         live.end(reason, message)
 
     def deadline(self, live: LiveSession, ends_at: datetime | None = None) -> float | None:
-        """When ``live``'s grant ends, on the monotonic clock (None: it has no end). Taken from the
-        wall clock the first time it is asked for (at the session's start), and again only if the
-        grant's end changes (``ends_at``, as the store now says)."""
+        """When ``live``'s grant ends, on the monotonic clock (:func:`_grant_clock`; None: it has no
+        end). Taken from the wall clock the first time it is asked for (at the session's start), and
+        again only if the grant's end changes (``ends_at``, as the store now says)."""
         ends = ends_at if ends_at is not None else live.grant.ends_at
         if ends is None:
             return None
         known = self._deadlines.get(live)
         if known is None or known[0] != ends:
             left = (ends - self.svc.clock.now()).total_seconds()
-            known = (ends, time.monotonic() + left)
+            known = (ends, _grant_clock() + left)
             self._deadlines[live] = known
         return known[1]
 
@@ -801,7 +801,7 @@ class Bastion:
         clock: :meth:`deadline`)."""
         while True:
             await asyncio.sleep(self.limits.watch_interval)
-            mono = time.monotonic()
+            mono = _grant_clock()
             for gone in self._deadlines.keys() - self.live:
                 del self._deadlines[gone]
             for live in list(self.live):
@@ -889,7 +889,7 @@ class Bastion:
             return
         # Time left on the monotonic clock (see deadline), not the wall clock's say.
         ends = self.deadline(live, grant.ends_at)
-        left = timedelta(seconds=ends - time.monotonic()) if ends is not None else timedelta(0)
+        left = timedelta(seconds=ends - _grant_clock()) if ends is not None else timedelta(0)
         # Every threshold already passed counts as warned: a grant shorter than several
         # thresholds gets one warning (the nearest), not one per threshold at once.
         due = {i for i, w in enumerate(warn) if left <= w} - live.warned
@@ -1708,6 +1708,15 @@ def _decides_hold(command: str | None) -> bool:
     if words[:1] == ["zsp"]:
         words = words[1:]
     return bool(words) and words[0] in ("allow", "deny")
+
+
+def _grant_clock() -> float:
+    """Seconds on the clock grant deadlines are kept on: CLOCK_BOOTTIME where there is one (Linux),
+    which no wall-clock step moves and which, unlike CLOCK_MONOTONIC, keeps counting while the host
+    is suspended (a VM paused for three hours does not resume with three hours more of its grants);
+    else the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def _low_disk(path: Path, min_free: int) -> str | None:
