@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -176,3 +177,32 @@ def test_all_takes_no_paths_and_an_empty_data_dir_is_fine(data_dir: Path) -> Non
     assert p.returncode == 2 and "--all" in p.stderr
     p = zsp("verify")
     assert p.returncode == 2 and "--all" in p.stderr
+
+
+def test_an_audit_log_cut_back_to_hide_a_rewrite_is_caught_by_its_anchors(data_dir: Path, tmp_path: Path) -> None:
+    """The attacker rewrites a recording with the bastion's key and cuts the audit log back to the
+    checkpoint after its session started (so no end, and no head, is audited): alone, the log is an
+    intact signed prefix and the session looks live; the anchors its checkpoints sent off the box
+    show the log was cut."""
+    assert zsp("init").returncode == 0
+    jsonl = tmp_path / "audit.jsonl"
+    (data_dir / "zsp.toml").write_text(f'[audit]\njsonl = "{jsonl}"\n')
+    sid = _record("honest")
+    data = DataDir(data_dir)
+    [s] = data.service().sessions()
+    _forge(data, sid, Path(s.path), b"rewritten\r\n")
+    with sqlite3.connect(data_dir / "zsp.db") as db:
+        rows = db.execute("SELECT seq, event FROM audit ORDER BY seq").fetchall()
+        start = next(seq for seq, event in rows if event == "session.start")
+        keep = next(seq for seq, event in rows if seq > start and event == "audit.checkpoint")
+        db.execute("DELETE FROM audit WHERE seq > ?", (keep,))
+
+    p = _all("--json")
+    assert _states(p) == {sid: "LIVE"} and p.returncode == 0  # fooled, without the anchors
+    p = _all("--json", "--anchor", str(jsonl))
+    assert p.returncode == 1
+    audit = json.loads(p.stdout)["audit"]
+    assert audit["ok"] is False and "CUT" in audit["detail"]
+    h = _all("--anchor", str(jsonl))
+    assert h.returncode == 1 and h.stdout.startswith("audit log FAILED")
+    assert zsp("verify", sid, "--anchor", str(jsonl)).returncode == 2  # --anchor only with --all

@@ -345,6 +345,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .verify_all import run
 
         return run(args, _trusted(args))
+    if args.anchor:
+        raise UsageError("--anchor is for `zsp verify --all` (and `zsp audit verify`)")
     if not args.paths:
         raise UsageError("give a PATH, SESSION_ID or BUNDLE to verify, or --all")
     # A .tar is always checked as a bundle, so an empty or cut download says what is wrong with the
@@ -583,6 +585,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         action="store_true",
         help="every recording in the data dir's storage and every session in its audit log, cross-checked: "
         "VALID, LIVE, INTERRUPTED, INCOMPLETE, TRUNCATED, RESIGNED, CORRUPT, MISSING or UNKNOWN",
+    )
+    p.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="with --all: the audit log must also reach the last of these anchors (lines its checkpoints sent "
+        "to a sink off the box), or it was cut back or rewritten",
     )
     p.add_argument(
         "--signer",

@@ -19,6 +19,10 @@ MISSING       audited as started, no recording found
 UNKNOWN       a recording the audit log never saw start
 ============  ==============================================================================
 
+The audit log is only as good as its head: with ``--anchor FILE`` (the anchors its checkpoints sent
+off the box) it must also reach the last anchor, or it was cut back or rewritten, and ``--all``
+fails (as ``zsp audit verify --anchor``).
+
 Exit status as ``zsp verify``: 0 only if every recording is VALID or LIVE and the audit log
 verifies; 1 otherwise; 2 if a recording cannot be read.
 """
@@ -27,15 +31,17 @@ from __future__ import annotations
 
 import argparse
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from recorder import PublicKey
 from replay import Outcome, SourceError, VerificationReport, printable, verify
 
+from ..anchors import AnchorFileError, AnchorRefused, read_anchors
 from ..audit import AuditEvent
 from ..datadir import DataDir
+from ..exceptions import UsageError
 from ._common import data as _data
 from ._common import emit_json
 
@@ -233,7 +239,19 @@ def run(args: argparse.Namespace, trusted: list[PublicKey]) -> int:
     """The ``--all`` command: the audit log's own verdict, then one line per session."""
     data = _data(args)
     svc = data.service()
-    audit = svc.audit_verify(trusted or [data.signing_key().public])
+    audit_keys = trusted or [data.signing_key().public]
+    anchors = None
+    anchors_failed: str | None = None
+    if args.anchor:
+        try:
+            anchors = read_anchors(Path(args.anchor), audit_keys)
+        except AnchorRefused as exc:
+            anchors_failed = str(exc)  # a forged anchor is evidence of tampering with the sink
+        except AnchorFileError as exc:
+            raise UsageError(f"--anchor {exc}") from None
+    audit = svc.audit_verify(audit_keys, anchors)
+    if anchors_failed is not None:
+        audit = replace(audit, ok=False, detail=anchors_failed)
     results = cross_check(data, trusted, svc.audit_events())
     worst = 0 if audit.ok else 1
     for c in results:
