@@ -169,6 +169,39 @@ def test_an_interrupted_session_is_interrupted_until_cut_further(data_dir: Path)
     assert _states(_all("--json")) == {record.id: "TRUNCATED"}
 
 
+def test_a_header_only_recording_of_a_session_never_stored_is_an_orphan(data_dir: Path) -> None:
+    """The bastion makes a session's recording, then stores the session: killed in between, it
+    leaves a file with a header and nothing else. Reported, but it fails nothing (no byte is
+    recorded in it); one with a single recorded byte is UNKNOWN."""
+    assert zsp("init").returncode == 0
+    data = DataDir(data_dir)
+    good = _record("good")
+    orphan, planted = str(uuid.uuid4()), str(uuid.uuid4())
+    meta = SessionMeta(user="alice", target="local", login="root")
+    RecordingWriter(
+        FileSink(data.recordings / f"{orphan}.zsprec"),
+        data.signing_key(),
+        meta,
+        session_id=uuid.UUID(orphan),
+        autoflush=False,
+    )  # never closed: as a SIGKILL leaves it
+    w = RecordingWriter(
+        FileSink(data.recordings / f"{planted}.zsprec"),
+        data.signing_key(),
+        meta,
+        session_id=uuid.UUID(planted),
+        coalesce_ms=0,
+    )
+    w.output(b"x")
+    w.tick()
+    p = _all("--json")
+    assert _states(p) == {good: "VALID", orphan: "ORPHAN", planted: "UNKNOWN"}
+    assert p.returncode == 1
+    (data.recordings / f"{planted}.zsprec").unlink()
+    p = _all()
+    assert p.returncode == 0 and "1 VALID, 1 ORPHAN" in p.stdout
+
+
 def test_all_takes_no_paths_and_an_empty_data_dir_is_fine(data_dir: Path) -> None:
     assert zsp("init").returncode == 0
     p = _all()

@@ -17,26 +17,30 @@ RESIGNED      intact and signed by a trusted key, but its head is not the audite
 CORRUPT       its chain or signatures do not verify, or it is another session's recording
 MISSING       audited as started, no recording found
 UNKNOWN       a recording the audit log never saw start
+ORPHAN        one the audit log never saw start that holds nothing but its header: a bastion
+              killed while admitting a session (the file is made before the session is stored)
 ============  ==============================================================================
 
 The audit log is only as good as its head: with ``--anchor FILE`` (the anchors its checkpoints sent
 off the box) it must also reach the last anchor, or it was cut back or rewritten, and ``--all``
 fails (as ``zsp audit verify --anchor``).
 
-Exit status as ``zsp verify``: 0 only if every recording is VALID or LIVE and the audit log
-verifies; 1 otherwise; 2 if a recording cannot be read.
+Exit status as ``zsp verify``: 0 only if every recording is VALID, LIVE or ORPHAN and the audit
+log verifies; 1 otherwise; 2 if a recording cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from recorder import PublicKey
-from replay import Outcome, SourceError, VerificationReport, printable, verify
+from recorder import FrameKind, PublicKey
+from replay import Outcome, Problem, SourceError, VerificationReport, printable, verify, verify_frames
 
 from ..anchors import AnchorFileError, AnchorRefused, read_anchors
 from ..audit import AuditEvent
@@ -58,10 +62,12 @@ class State(enum.Enum):
     CORRUPT = "CORRUPT"
     MISSING = "MISSING"
     UNKNOWN = "UNKNOWN"
+    ORPHAN = "ORPHAN"
     ERROR = "ERROR"
 
 
-_FINE = frozenset({State.VALID, State.LIVE})
+_FINE = frozenset({State.VALID, State.LIVE, State.ORPHAN})
+"""Verdicts that fail nothing: an ORPHAN holds no recorded byte, so it can hide nothing."""
 
 
 @dataclass(slots=True)
@@ -189,6 +195,21 @@ def _judge(a: Audited, r: VerificationReport, location: str) -> CrossCheck:
     return verdict(State.VALID, f"{r.frames} frames, ended {a.reason}; head as audited")
 
 
+def _header_only(read: Callable[[], BinaryIO], trusted: list[PublicKey], report: VerificationReport) -> bool:
+    """Whether an unsealed recording holds only its header (and the checkpoint that signs it)."""
+    if report.outcome is not Outcome.INCOMPLETE or report.problem is not Problem.NO_SEAL or report.frames > 2:
+        return False
+    kinds: set[FrameKind] = set()
+    with read() as f:
+        gen = verify_frames(f, trusted)
+        try:
+            while True:
+                kinds.add(next(gen).kind)
+        except StopIteration:
+            pass
+    return kinds <= {FrameKind.HEADER, FrameKind.CHECKPOINT}
+
+
 def cross_check(data: DataDir, trusted: list[PublicKey], events: list[AuditEvent]) -> list[CrossCheck]:
     """Every audited session and every stored recording, judged (sorted by session id)."""
     storage = data.storage()
@@ -219,17 +240,12 @@ def cross_check(data: DataDir, trusted: list[PublicKey], events: list[AuditEvent
         except SourceError as exc:
             out.append(CrossCheck(sid, State.ERROR, f"cannot be read: {exc.reason}", where, a))
             continue
-        if a is None:
-            out.append(
-                CrossCheck(
-                    sid,
-                    State.UNKNOWN,
-                    f"{report.outcome.value}, but the audit log never saw it start",
-                    where,
-                    None,
-                    report,
-                )
-            )
+        if a is None:  # (then it was found in storage: ``source`` is for audited paths only)
+            if _header_only(functools.partial(storage.open, sid), trusted, report):
+                state, detail = State.ORPHAN, "a header and nothing else, never audited: a session that never started"
+            else:
+                state, detail = State.UNKNOWN, f"{report.outcome.value}, but the audit log never saw it start"
+            out.append(CrossCheck(sid, state, detail, where, None, report))
             continue
         out.append(_judge(a, report, where))
     return out
