@@ -161,24 +161,41 @@ async def test_eio_on_fsync_ends_the_session_within_seconds(tmp_path: Path, monk
 
 
 class _SlowDisk(FileSink):
-    """Every write takes 3 ms (a slow or contended disk)."""
+    """Every write takes 30 ms (a slow or contended disk)."""
 
     def writev(self, buffers: Any) -> None:
-        time.sleep(0.003)
+        time.sleep(0.03)
         super().writev(buffers)
 
 
 async def test_slow_storage_slows_the_session_and_drops_nothing(tmp_path: Path, monkeypatch: Any) -> None:
-    """Every byte the operator received is in the recording, in order: the recorder's bounded queue
-    pushed back on the target instead of dropping frames or queueing without bound (the bound
-    itself: tests/test_async_recorder.py::test_backpressure_bounds_queued_bytes_on_slow_storage)."""
-    async with bastion_over(tmp_path, _SlowDisk, monkeypatch) as (env, _bastion):
+    """Every byte the operator received is in the recording, in order, and what waited in memory
+    for the disk stayed under the recorder's high-water mark: its bounded queue pushed back on the
+    target instead of dropping frames or queueing without bound."""
+    async with bastion_over(tmp_path, _SlowDisk, monkeypatch) as (env, bastion):
         opts = env.asyncssh_options("alice")
+        peak = 0
+        done = asyncio.Event()
+
+        async def sample() -> None:  # what the live session's recorder holds in memory, unwritten
+            nonlocal peak
+            while not done.is_set():
+                for live in list(bastion.live):
+                    peak = max(peak, live.recorder.pending_bytes)
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample())
         async with asyncssh.connect("127.0.0.1", username="local", **opts) as conn:
             proc = await conn.create_process("head -c 3000000 /dev/urandom | od -v", encoding=None)
             received = await asyncio.wait_for(proc.stdout.read(), 120)
             await asyncio.wait_for(proc.wait_closed(), 30)
+        done.set()
+        await sampler
         assert len(received) > 10_000_000
+        # The disk lagged (output queued for it), yet what waited stayed bounded by the recorder's
+        # high-water mark (4 MiB) and one read: it reaches the mark (about 3.9 MB here) and the
+        # session is slowed down instead.
+        assert (256 << 10) < peak <= (4 << 20) + (1 << 20), peak
         [s] = await asyncio.to_thread(env.svc.sessions)
         frames, report = load(s.path, env.data.trusted_keys())
         assert report.outcome is Outcome.VALID
