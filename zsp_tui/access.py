@@ -786,12 +786,6 @@ class AccessService:
             return [r for r in rows if r.active(u.now)]
         return rows
 
-    def active_grants(self) -> list[AccessRequest]:
-        """Grants active now, read without a write transaction (the bastion asks four times a second)."""
-        now = self.clock.now()
-        with self.store.transaction(write=False) as tx:
-            return [r for r in tx.list_requests((RequestState.APPROVED,)) if r.active(now)]
-
     def standing_grants(self, request_ids: Iterable[str]) -> dict[str, AccessRequest]:
         """Of these grants (those of live sessions), the ones nobody ended: approved, or expired
         (by the clock, which the bastion judges on its own monotonic deadlines); not revoked.
