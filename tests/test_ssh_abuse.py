@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -105,6 +106,47 @@ def test_a_request_after_a_failed_attempt_is_a_disconnect(env: Env) -> None:
             t.open_session(timeout=5)
     finally:
         t.close()
+    _still_serves(env)
+
+
+def _packet(payload: bytes) -> bytes:
+    """An unencrypted SSH binary packet (RFC 4253 6): what is sent before keys are exchanged."""
+    pad = 8 - (len(payload) + 5) % 8
+    pad += 8 if pad < 4 else 0
+    return struct.pack(">IB", len(payload) + pad + 1, pad) + payload + bytes(pad)
+
+
+def _string(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        bytes([90]) + _string(b"session") + struct.pack(">III", 0, 2 << 20, 32768),  # CHANNEL_OPEN
+        bytes([50]) + _string(b"alice") + _string(b"ssh-connection") + _string(b"none"),  # USERAUTH_REQUEST
+        bytes([80]) + _string(b"tcpip-forward") + b"\x01" + _string(b"127.0.0.1") + struct.pack(">I", 0),
+        bytes([94]) + struct.pack(">I", 0) + _string(b"x" * 100),  # CHANNEL_DATA on no channel
+    ],
+    ids=["channel-open", "userauth", "global-request", "channel-data"],
+)
+def test_a_message_out_of_place_before_key_exchange_is_a_disconnect(env: Env, payload: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
+        s.sendall(b"SSH-2.0-OpenSSH_9.9\r\n" + _packet(payload))
+        got = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            got += chunk
+        else:
+            pytest.fail("the bastion kept a connection that sent a message out of place before key exchange")
+    assert got.startswith(b"SSH-2.0-")  # its banner (and KEXINIT), then it hung up
+    assert env.svc.sessions() == []
     _still_serves(env)
 
 
