@@ -78,9 +78,10 @@ async def test_a_wall_clock_jump_forward_does_not_end_a_grant_early(tmp_path: Pa
             assert not proc.is_closing() and proc.exit_status is None
             [live] = await asyncio.to_thread(env.svc.sessions)
             assert live.ended_at is None
-            # Revocation still ends it at once: only the clock's say was set aside.
+            # Revocation still ends it: only the clock's say was set aside. (A liveness bound, not
+            # a speed one: the revocation test of tests/test_bastion.py times it.)
             await asyncio.to_thread(env.svc.revoke, Actor("bob"), grant.id)
-            await asyncio.wait_for(proc.wait_closed(), 5)
+            await asyncio.wait_for(proc.wait_closed(), 30)
         [s] = await asyncio.to_thread(env.svc.sessions)
         assert s.end_reason == "revoked"
         assert verify(s.path, env.data.trusted_keys()).outcome is Outcome.VALID
@@ -93,9 +94,9 @@ async def test_a_wall_clock_jump_back_does_not_let_a_grant_run_late(tmp_path: Pa
         began = time.monotonic()
         async with conn:
             clock.offset = -timedelta(hours=3)  # the grant now has 3 h 4 s left, by the wall clock
-            await asyncio.wait_for(proc.wait_closed(), 15)
+            await asyncio.wait_for(proc.wait_closed(), 60)
         took = time.monotonic() - began
-        assert took < 8  # its 4 s, and the watcher's tick; not 3 hours
+        assert took < 60  # its 4 s and the watcher's tick (more on a loaded machine); not 3 hours
         [s] = await asyncio.to_thread(env.svc.sessions)
         assert s.end_reason == "expired"
         assert verify(s.path, env.data.trusted_keys()).outcome is Outcome.VALID

@@ -23,7 +23,7 @@ import paramiko
 import pytest
 
 from replay import Outcome, load
-from tests.bastion_env import Env, make_env
+from tests.bastion_env import Env, make_env, tracebacks
 from tests.test_bastion_limits import PROMPT, _add_carol, _Holder
 
 HOSTILE = ("\x1b", "\x07", "\x9b", "\r", "\x00")
@@ -37,7 +37,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
         yield e
     finally:
         e.stop()
-    assert "Traceback" not in "".join(e.output)
+    assert not tracebacks(e.output), tracebacks(e.output)
 
 
 def _transport(env: Env) -> paramiko.Transport:

@@ -26,7 +26,7 @@ import pytest
 
 from recorder import FileSink, FrameKind, FsyncPolicy, RecordingFailed, RecordingWriter, SessionMeta, SigningKey
 from replay import Outcome, load, verify
-from tests.bastion_env import Env, make_env
+from tests.bastion_env import Env, make_env, tracebacks
 from tests.helpers import SEED_A
 from tests.sinks import FaultSink
 from zsp_tui.bastion import Bastion
@@ -110,7 +110,7 @@ def test_a_real_full_disk_ends_the_session_and_then_refuses_new_ones(tmp_path: P
             assert len(env.svc.sessions()) == 1
         finally:
             env.stop()
-    assert "Traceback" not in "".join(env.output)
+    assert not tracebacks(env.output), tracebacks(env.output)
 
 
 # --- the bastion in-process, with a faulty or slow disk under it --------------------------------

@@ -239,3 +239,24 @@ def test_an_audit_log_cut_back_to_hide_a_rewrite_is_caught_by_its_anchors(data_d
     h = _all("--anchor", str(jsonl))
     assert h.returncode == 1 and h.stdout.startswith("audit log FAILED")
     assert zsp("verify", sid, "--anchor", str(jsonl)).returncode == 2  # --anchor only with --all
+
+
+def test_a_recording_sealed_just_before_its_bastion_died_is_valid(tmp_path: Path, data_dir: Path) -> None:
+    """The bastion sealed the recording, then died before storing the session's end: the restart
+    finds it interrupted, with the recording whole; the audit log pins that very head."""
+    from replay import verify as verify_report
+    from zsp_tui.commands.verify_all import Audited, State, _judge
+
+    assert zsp("init").returncode == 0
+    data = DataDir(data_dir)
+    sid = str(uuid.uuid4())
+    path = tmp_path / "sealed.zsprec"
+    _forge(data, sid, path, b"whole\r\n")
+    r = verify_report(path, data.trusted_keys())
+    assert r.outcome is Outcome.VALID and r.head is not None
+    found = Audited(sid, ended=True, interrupted=True, reason="interrupted", head=r.head.hex(), frames=r.frames)
+    assert _judge(found, r, str(path)).state is State.VALID
+    cut_later = Audited(sid, ended=True, interrupted=True, reason="interrupted", head=r.head.hex(), frames=r.frames + 3)
+    assert _judge(cut_later, r, str(path)).state is State.TRUNCATED
+    other = Audited(sid, ended=True, interrupted=True, reason="interrupted", head="00" * 32, frames=r.frames)
+    assert _judge(other, r, str(path)).state is State.RESIGNED

@@ -167,6 +167,9 @@ def _judge(a: Audited, r: VerificationReport, location: str) -> CrossCheck:
     if a.interrupted:
         if a.frames is not None and r.frames < a.frames:
             return verdict(State.TRUNCATED, f"{r.frames} intact frames, but {a.frames} when it was found interrupted")
+        if r.outcome is Outcome.VALID and head == a.head and r.frames == a.frames:
+            # Sealed just before the bastion died, its end not yet stored: whole, as found at restart.
+            return verdict(State.VALID, f"{r.frames} frames, sealed; its end was found at restart (interrupted)")
         if r.outcome is Outcome.VALID or head != a.head or (a.frames is not None and r.frames != a.frames):
             return verdict(
                 State.RESIGNED,
