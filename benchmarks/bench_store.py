@@ -10,7 +10,8 @@ checkpoint), timed one at a time on one thread:
 * approve: ``svc.approve`` of that request (one approval grants it: ``grant.start``);
 * session start+end: ``svc.session_started`` then ``svc.session_ended``, as the bastion records a session;
 * audit append: ``svc.record_event``, one event on its own (a login);
-* active grants (read): ``svc.active_grants``, what the bastion's watcher reads four times a second.
+* grant check (read): ``svc.standing_grants`` of one live session's grant, what the bastion's watcher
+  reads four times a second.
 
 Without ``--url`` a throwaway PostgreSQL cluster is started (Debian's PostgreSQL, as the tests
 do) with ``fsync`` as ``--fsync`` says (default on: SQLite runs ``synchronous = FULL``, so both
@@ -39,7 +40,7 @@ from zsp_tui.clock import SystemClock
 from zsp_tui.datadir import DataDir
 from zsp_tui.models import SessionRecord
 
-OPS = ("request create", "approve", "session start+end", "audit append", "active grants (read)")
+OPS = ("request create", "approve", "session start+end", "audit append", "grant check (read)")
 
 
 def _service(root: Path, url: str | None) -> AccessService:
@@ -82,7 +83,7 @@ def run(svc: AccessService, n: int) -> dict[str, list[float]]:
         t4 = clock()
         svc.record_event(NewEvent("user.login", "oscar", "ssh", f"oscar logged in ({i})"))
         t5 = clock()
-        svc.active_grants()
+        svc.standing_grants([rid])
         t6 = clock()
         svc.revoke(alice, rid, "bench")  # untimed: the next request starts clean
         for op, ms in zip(OPS, (t1 - t0, t2 - t1, t4 - t3, t5 - t4, t6 - t5), strict=True):

@@ -5,6 +5,7 @@ accepted lands in a real file that the real verifier reads."""
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -55,3 +56,28 @@ class GateSink(FileSink):
         self.entered.set()
         self.gate.wait(30)
         super().writev(buffers)
+
+
+class FaultSink(FileSink):
+    """Fails ``op`` (``"writev"`` or ``"fsync"``) with ``errno`` from its ``after``-th call on (a
+    disk that fills or a device that starts returning I/O errors), and counts every call, so a
+    test can tell that nothing retried after the failure."""
+
+    def __init__(self, path: Path, op: str, err: int, after: int) -> None:
+        super().__init__(path, sync_dir=False)
+        self.op = op
+        self.err = err
+        self.after = after
+        self.calls = {"writev": 0, "fsync": 0}
+
+    def writev(self, buffers: Sequence[bytes]) -> None:
+        self.calls["writev"] += 1
+        if self.op == "writev" and self.calls["writev"] > self.after:
+            raise OSError(self.err, os.strerror(self.err))
+        super().writev(buffers)
+
+    def fsync(self) -> None:
+        self.calls["fsync"] += 1
+        if self.op == "fsync" and self.calls["fsync"] > self.after:
+            raise OSError(self.err, os.strerror(self.err))
+        super().fsync()

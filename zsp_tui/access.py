@@ -16,7 +16,7 @@ import getpass
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -773,7 +773,10 @@ class AccessService:
                     request_id=req.id,
                     event=_refused(req, user.name, actor.via, "revoke", f"{user.name} may not revoke {req.id}"),
                 )
-            if req.state is not RequestState.APPROVED:
+            # An expired grant with sessions still live (the wall clock stepped forward: the bastion
+            # ends sessions on its monotonic deadline) can still be revoked, which ends them.
+            live = req.state is RequestState.EXPIRED and any(s.grant_id == req.id for s in u.tx.unended_sessions())
+            if req.state is not RequestState.APPROVED and not live:
                 hint = "; pending requests are denied or cancelled" if req.state is RequestState.PENDING else ""
                 raise AccessDenied(f"cannot revoke {req.id}: it is {req.state.value}{hint}", request_id=req.id)
             message = f"{user.name} revokes {req.id}" + (f": {reason}" if reason else "")
@@ -797,11 +800,17 @@ class AccessService:
             return [r for r in rows if r.active(u.now)]
         return rows
 
-    def active_grants(self) -> list[AccessRequest]:
-        """Grants active now, read without a write transaction (the bastion asks four times a second)."""
-        now = self.clock.now()
+    def standing_grants(self, request_ids: Iterable[str]) -> dict[str, AccessRequest]:
+        """Of these grants (those of live sessions), the ones nobody ended: approved, or expired
+        (by the clock, which the bastion judges on its own monotonic deadlines); not revoked.
+        Read without a write transaction (the bastion asks four times a second)."""
+        out: dict[str, AccessRequest] = {}
         with self.store.transaction(write=False) as tx:
-            return [r for r in tx.list_requests((RequestState.APPROVED,)) if r.active(now)]
+            for rid in set(request_ids):
+                r = tx.get_request(rid)
+                if r is not None and r.state in (RequestState.APPROVED, RequestState.EXPIRED):
+                    out[rid] = r
+        return out
 
     def get(self, request_id: str) -> AccessRequest:
         with self.store.transaction(write=False) as tx:

@@ -516,6 +516,10 @@ class Bastion:
         lim = self.limits
         self.control = ControlGate(lim.control_rate, lim.control_burst, lim.max_control_per_user)
         self.live: set[LiveSession] = set()
+        # Each live session's grant end on the monotonic clock, taken from the wall clock once, when
+        # the session starts: a wall clock stepped hours forward or back (NTP, an operator, a VM
+        # resumed) then neither ends a session early nor lets it run late.
+        self._deadlines: dict[LiveSession, tuple[datetime | None, float]] = {}
         self.logins = Logins()  # authenticated connections; ended when their key or user is removed
         self._logins_checked: Checked | None = None
         self.reserved: dict[str, int] = defaultdict(int)  # sessions per user, counted from admission
@@ -795,14 +799,31 @@ class Bastion:
                 )
         live.end(reason, message)
 
+    def deadline(self, live: LiveSession, ends_at: datetime | None = None) -> float | None:
+        """When ``live``'s grant ends, on the monotonic clock (:func:`_grant_clock`; None: it has no
+        end). Taken from the wall clock the first time it is asked for (at the session's start), and
+        again only if the grant's end changes (``ends_at``, as the store now says)."""
+        ends = ends_at if ends_at is not None else live.grant.ends_at
+        if ends is None:
+            return None
+        known = self._deadlines.get(live)
+        if known is None or known[0] != ends:
+            left = (ends - self.svc.clock.now()).total_seconds()
+            known = (ends, _grant_clock() + left)
+            self._deadlines[live] = known
+        return known[1]
+
     async def _expiry_loop(self) -> None:
-        """Expiry needs no database: every session knows when its grant ends."""
+        """Expiry needs no database: every session knows when its grant ends (on the monotonic
+        clock: :meth:`deadline`)."""
         while True:
             await asyncio.sleep(self.limits.watch_interval)
-            now = self.svc.clock.now()
+            mono = _grant_clock()
+            for gone in self._deadlines.keys() - self.live:
+                del self._deadlines[gone]
             for live in list(self.live):
-                ends = live.grant.ends_at
-                if ends is not None and now >= ends and not live.ending.is_set():
+                ends = self.deadline(live)
+                if ends is not None and mono >= ends and not live.ending.is_set():
                     self._end(live, "expired", f"grant {live.grant.id} expired; session closed")
             self._grace_over()  # a store that fails: its grace is timed here, whatever the checks wait on
 
@@ -836,7 +857,8 @@ class Bastion:
             # once the store has failed for ``store_grace`` seconds.
             began = time.monotonic()
             try:
-                grants = await asyncio.wait_for(self.watch_db(self.watch_svc.active_grants), _WATCH_DEADLINE)
+                ids = [live.grant.id for live in self.live]
+                active = await asyncio.wait_for(self.watch_db(self.watch_svc.standing_grants, ids), _WATCH_DEADLINE)
             except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed
                 self._grant_checks_failed(exc, began)
                 continue
@@ -849,7 +871,6 @@ class Bastion:
                 policy_warn = policy.warn_before
             except (ZspError, TimeoutError) as exc:  # an invalid policy file: keep the last warning times
                 print(f"zsp: warning: {printable(str(exc))}; keeping the previous warning times", file=sys.stderr)
-            active = {r.id: r for r in grants}
             now = self.svc.clock.now()
             for live in list(self.live):
                 if live.ending.is_set():
@@ -884,7 +905,9 @@ class Bastion:
         if grant is None:
             self.spawn(self._end_inactive(live, now))
             return
-        left = (grant.ends_at - now) if grant.ends_at else timedelta(0)
+        # Time left on the monotonic clock (see deadline), not the wall clock's say.
+        ends = self.deadline(live, grant.ends_at)
+        left = timedelta(seconds=ends - _grant_clock()) if ends is not None else timedelta(0)
         # Every threshold already passed counts as warned: a grant shorter than several
         # thresholds gets one warning (the nearest), not one per threshold at once.
         due = {i for i, w in enumerate(warn) if left <= w} - live.warned
@@ -1289,6 +1312,7 @@ class Bastion:
                 return self._refuse(process, _STORE_DOWN)
             return self._refuse(process, f"{user.name} already has {cap} open sessions (limit)")
         self.live.add(live)
+        self.deadline(live)  # the grant's end, fixed on the monotonic clock from now on
         status: int | None = None
         try:
             if not await self._await_moderator(live, user, hint):
@@ -1768,6 +1792,15 @@ def _decides_hold(command: str | None) -> bool:
     if words[:1] == ["zsp"]:
         words = words[1:]
     return bool(words) and words[0] in ("allow", "deny")
+
+
+def _grant_clock() -> float:
+    """Seconds on the clock grant deadlines are kept on: CLOCK_BOOTTIME where there is one (Linux),
+    which no wall-clock step moves and which, unlike CLOCK_MONOTONIC, keeps counting while the host
+    is suspended (a VM paused for three hours does not resume with three hours more of its grants);
+    else the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def _low_disk(path: Path, min_free: int) -> str | None:

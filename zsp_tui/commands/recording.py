@@ -344,6 +344,16 @@ def _verify_bundle(args: argparse.Namespace, name: str, results: list[dict[str, 
 def cmd_verify(args: argparse.Namespace) -> int:
     from replay import is_bundle
 
+    if args.all:
+        if args.paths:
+            raise UsageError("--all verifies every recording of the data dir: give it no PATH")
+        from .verify_all import run
+
+        return run(args, _trusted(args))
+    if args.anchor:
+        raise UsageError("--anchor is for `zsp verify --all` (and `zsp audit verify`)")
+    if not args.paths:
+        raise UsageError("give a PATH, SESSION_ID or BUNDLE to verify, or --all")
     # A .tar is always checked as a bundle, so an empty or cut download says what is wrong with the
     # file instead of asking for recording keys.
     bundles = {
@@ -574,9 +584,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="verify recordings and evidence bundles: VALID, INCOMPLETE or CORRUPT",
         description="Verify recordings, and evidence bundles made by `zsp export` (a tar, or the directory "
         "it was extracted to: offline, no data directory needed). Exit 0 only if every file is VALID; 1 if "
-        "any is INCOMPLETE or CORRUPT; 2 if any cannot be read.",
+        "any is INCOMPLETE or CORRUPT; 2 if any cannot be read. With --all: every recording of the data dir, "
+        "cross-checked against the audit log (missing, truncated, re-signed and unknown recordings are caught).",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH|SESSION_ID|BUNDLE")
+    p.add_argument("paths", nargs="*", metavar="PATH|SESSION_ID|BUNDLE")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every recording in the data dir's storage and every session in its audit log, cross-checked: "
+        "VALID, LIVE, INTERRUPTED, INCOMPLETE, TRUNCATED, RESIGNED, CORRUPT, MISSING or UNKNOWN",
+    )
+    p.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="with --all: the audit log must also reach the last of these anchors (lines its checkpoints sent "
+        "to a sink off the box), or it was cut back or rewritten",
+    )
     p.add_argument(
         "--signer",
         action="append",
