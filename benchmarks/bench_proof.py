@@ -17,7 +17,8 @@ ratios hold on a shared machine whose absolute numbers drift. Rows:
   at once, until the last one answers), keystroke p50/p99 over all sessions, and for the
   bastion its CPU (% of one core over the typing phase, from /proc/PID/stat) and RSS added per
   session (/proc/PID/status VmRSS, after admission minus before). The same for direct sshd
-  (its CPU: the sshd processes of the sessions are not one process; not shown).
+  (its CPU: the sshd processes of the sessions are not one process; not shown). The clients' own
+  CPU (this process) is in the JSON: at 200 sessions they, sshd and the bastion share two cores.
 * recorder: write (``bench_recording.async_run``, AsyncRecorder, 4 KiB and 32 KiB frames),
   verify (``replay.verify`` of that file), render (``bench_replay``: ``Terminal`` on plain
   scrolling output, MB/s of CPU time), seek (``bench_seek``: a long recording, p99 of random
@@ -77,9 +78,10 @@ SSHD_OPTIONS = ("MaxStartups 10000:100:10000", "MaxSessions 100")
 # --- process figures ------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/PID/stat; with
+    ``tid``, of that thread only (/proc/PID/task/TID/stat; the main thread's tid is the pid)."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat").read_text()
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -135,11 +137,15 @@ async def concurrent(host: str, port: int, username: str, key: Path, known_hosts
     try:
         await asyncio.sleep(0.5)
         rss1 = rss_bytes(pid) if pid else 0
+        main0 = cpu_seconds(pid, pid) if pid else 0.0
+        client0 = time.process_time()
         cpu0, w0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
         until = time.monotonic() + seconds
         rnd = random.Random(n)
         samples = await asyncio.gather(*(_type(proc, interval, until, rnd) for _, proc in ok))
         cpu1, w1 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+        main1 = cpu_seconds(pid, pid) if pid else 0.0
+        client1 = time.process_time()
     finally:
         for conn, proc in ok:
             proc.stdin.write(b"\x03")
@@ -154,12 +160,15 @@ async def concurrent(host: str, port: int, username: str, key: Path, known_hosts
         "keys": len(flat),
         "p50_ms": pct(flat, 0.5) * 1e3 if flat else float("nan"),
         "p99_ms": pct(flat, 0.99) * 1e3 if flat else float("nan"),
+        "client_cpu_pct": 100 * (client1 - client0) / (w1 - w0),
     }
     if failed:
         row["first_failure"] = repr(failed[0])[:200]  # type: ignore[assignment]
     if pid:
         row["cpu_pct"] = 100 * (cpu1 - cpu0) / (w1 - w0)
         row["cpu_pct_per_session"] = row["cpu_pct"] / max(1, len(ok))
+        row["loop_thread_cpu_pct"] = 100 * (main1 - main0) / (w1 - w0)
+        row["cpu_ms_per_key"] = (cpu1 - cpu0) * 1e3 / max(1, len(flat))
         row["rss_per_session_kb"] = (rss1 - rss0) / 1024 / max(1, len(ok))
     return row
 
@@ -199,47 +208,13 @@ def bastion_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[d
         try:
             login = env.svc.target("srv").default_login
             env.grant("srv", duration=timedelta(hours=2))
-            data = root / "bulk.bin"
-            with open(data, "wb") as f:
-                for _ in range(args.mb):
-                    f.write(os.urandom(1 << 20))
-            text = root / "text.txt"
-            line = "".join(chr(32 + i % 90) for i in range(99)) + "\n"
-            text.write_text(line * (args.mb * (1 << 20) // 8 // len(line)))
-            text_mb = text.stat().st_size / 1e6
-            zsp = env.ssh_argv("alice", f"{login}@srv")
-            direct = direct_argv(env, login)
-
-            def pair(name: str, unit: str, size: float, d_argv: list[str], b_argv: list[str]) -> None:
-                d = b = float("inf")
-                for _ in range(args.runs):  # interleaved: a burst of load elsewhere hits both
-                    d = min(d, timed(d_argv))
-                    b = min(b, timed(b_argv))
-                rows.append({"measure": name, "direct": size / d, "zsp": size / b, "unit": unit,
-                             "ratio": d / b})
-
-            pair("bulk output (cat, no PTY)", "MB/s", args.mb, [*direct, f"cat {data}"], [*zsp, f"cat {data}"])
-            pair("PTY text (ssh -tt cat)", "MB/s", text_mb, [direct[0], "-tt", *direct[1:], f"cat {text}"],
-                 [zsp[0], "-tt", *zsp[1:], f"cat {text}"])
-            wait_indexed(env)
-            rd = asyncio.run(rtt("127.0.0.1", env.sshd.port, login, env.keys["alice"], known_direct, args.keys))
-            rb = asyncio.run(rtt("127.0.0.1", env.port, f"{login}@srv", env.keys["alice"], env.known_hosts,
-                                 args.keys))
-            for p in (0.5, 0.99):
-                d_ms, b_ms = pct(rd, p) * 1e3, pct(rb, p) * 1e3
-                rows.append({"measure": f"keystroke round trip p{int(p * 100)}", "direct": d_ms, "zsp": b_ms,
-                             "unit": "ms", "added_ms": b_ms - d_ms})
-            cd: list[float] = []
-            cb: list[float] = []
-            for _ in range(args.connects):
-                cd.append(timed([*direct, "true"]))
-                cb.append(timed([*zsp, "true"]))
-            d_ms, b_ms = statistics.mean(cd) * 1e3, statistics.mean(cb) * 1e3
-            rows.append({"measure": "connection set-up (ssh true)", "direct": d_ms, "zsp": b_ms, "unit": "ms",
-                         "added_ms": b_ms - d_ms})
+            if not args.concurrency_only:
+                relay_rows(args, env, login, known_direct, rows)
             for n in args.sessions:
                 for via, port, user, kh, p in (("direct", env.sshd.port, login, known_direct, None),
                                                ("zsp", env.port, f"{login}@srv", env.known_hosts, pid)):
+                    if via == "direct" and args.no_direct:
+                        continue
                     row = asyncio.run(concurrent("127.0.0.1", port, user, env.keys["alice"], kh, n,
                                                  args.interval, args.seconds, p))
                     row["via"] = via
@@ -257,7 +232,50 @@ def bastion_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[d
     return rows, conc, sealed
 
 
+def relay_rows(args: argparse.Namespace, env: Env, login: str, known_direct: Path, rows: list[dict[str, Any]]) -> None:
+    """Bulk, PTY text, keystrokes, set-up: direct and through zsp, interleaved."""
+    if env.sshd is None:
+        raise SystemExit("no sshd")
+    data = env.root / "bulk.bin"
+    with open(data, "wb") as f:
+        for _ in range(args.mb):
+            f.write(os.urandom(1 << 20))
+    text = env.root / "text.txt"
+    line = "".join(chr(32 + i % 90) for i in range(99)) + "\n"
+    text.write_text(line * (args.mb * (1 << 20) // 8 // len(line)))
+    text_mb = text.stat().st_size / 1e6
+    zsp = env.ssh_argv("alice", f"{login}@srv")
+    direct = direct_argv(env, login)
+
+    def pair(name: str, unit: str, size: float, d_argv: list[str], b_argv: list[str]) -> None:
+        d = b = float("inf")
+        for _ in range(args.runs):  # interleaved: a burst of load elsewhere hits both
+            d = min(d, timed(d_argv))
+            b = min(b, timed(b_argv))
+        rows.append({"measure": name, "direct": size / d, "zsp": size / b, "unit": unit, "ratio": d / b})
+
+    pair("bulk output (cat, no PTY)", "MB/s", args.mb, [*direct, f"cat {data}"], [*zsp, f"cat {data}"])
+    pair("PTY text (ssh -tt cat)", "MB/s", text_mb, [direct[0], "-tt", *direct[1:], f"cat {text}"],
+         [zsp[0], "-tt", *zsp[1:], f"cat {text}"])
+    wait_indexed(env)
+    rd = asyncio.run(rtt("127.0.0.1", env.sshd.port, login, env.keys["alice"], known_direct, args.keys))
+    rb = asyncio.run(rtt("127.0.0.1", env.port, f"{login}@srv", env.keys["alice"], env.known_hosts, args.keys))
+    for p in (0.5, 0.99):
+        d_ms, b_ms = pct(rd, p) * 1e3, pct(rb, p) * 1e3
+        rows.append({"measure": f"keystroke round trip p{int(p * 100)}", "direct": d_ms, "zsp": b_ms,
+                     "unit": "ms", "added_ms": b_ms - d_ms})
+    cd: list[float] = []
+    cb: list[float] = []
+    for _ in range(args.connects):
+        cd.append(timed([*direct, "true"]))
+        cb.append(timed([*zsp, "true"]))
+    d_ms, b_ms = statistics.mean(cd) * 1e3, statistics.mean(cb) * 1e3
+    rows.append({"measure": "connection set-up (ssh true)", "direct": d_ms, "zsp": b_ms, "unit": "ms",
+                 "added_ms": b_ms - d_ms})
+
+
 # --- recorder rows ------------------------------------------------------------------------------
+
 
 
 def cpu_timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -365,6 +383,9 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.1, help="seconds between two keys of one session")
     ap.add_argument("--serve-prefix", default="", help="run zsp serve through this command (it execs the rest)")
     ap.add_argument("--no-bastion", action="store_true", help="only the recorder rows")
+    ap.add_argument("--concurrency-only", action="store_true",
+                    help="of the bastion rows, only the concurrency ones (to compare bastion settings quickly)")
+    ap.add_argument("--no-direct", action="store_true", help="concurrency through zsp only (no direct rows)")
     ap.add_argument("--no-recorder", action="store_true", help="only the bastion rows")
     args = ap.parse_args()
     q = args.quick
