@@ -34,7 +34,7 @@ NICE = 10
 
 class IndexProcess:
     """One indexing child process of a data dir, started on the first job (thread-confined:
-    the background indexer's thread is its only user)."""
+    the background indexer's thread is its only user; ``kill`` excepted)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -65,6 +65,13 @@ class IndexProcess:
             error = reply.get("error") if isinstance(reply, dict) else None
             return str(error) if error else "the indexing process failed"
         return None
+
+    def kill(self) -> None:
+        """Kill the child now, from any thread (the owner's next job starts a new one)."""
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
 
     def close(self, timeout: float = 5.0) -> None:
         """End the child (at the end of its stdin; killed after ``timeout`` seconds)."""

@@ -282,6 +282,7 @@ class BackgroundIndexer:
         self._closing = False
         self.dropped = 0
         self._current: Path | None = None
+        self._child = IndexProcess(data.root)
         self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
         self._thread.start()
 
@@ -320,6 +321,9 @@ class BackgroundIndexer:
             self._live.clear()
             self._cond.notify()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            # Still on a long recording: its child must not index on after the bastion is gone.
+            self._child.kill()
 
     def _next(self) -> tuple[Path, bool] | None:
         with self._cond:
@@ -338,7 +342,7 @@ class BackgroundIndexer:
 
     def _run(self) -> None:
         # The work itself is done by a child process (index_process: why), this thread only waits.
-        child = IndexProcess(self.data.root)
+        child = self._child
         try:
             while (job := self._next()) is not None:
                 path, live = job
