@@ -9,7 +9,8 @@ A session uploaded to object storage is indexed under its download cache path
 A recording is *stale* in the index when it is missing from it or its size or mtime changed since.
 
 Indexing never affects a session: the bastion hands a sealed session's path to
-:class:`BackgroundIndexer` (its own thread, off the event loop) and goes on; a failure is one
+:class:`BackgroundIndexer` (its own thread, and the work in a child process, off the bastion's
+interpreter and its GIL: :mod:`zsp_tui.index_process`) and goes on; a failure is one
 escaped warning line on stderr, and ``zsp index`` repairs what was missed.
 
 The same pass caches each finished recording's seek index (``DATA/cache/seek/<id>.seek``, the
@@ -42,6 +43,7 @@ from replay import (
 from .config import redact_url
 from .datadir import DataDir
 from .exceptions import ZspError
+from .index_process import IndexProcess
 from .models import SessionRecord
 from .objstore.cache import CACHE_DIR
 
@@ -280,6 +282,7 @@ class BackgroundIndexer:
         self._closing = False
         self.dropped = 0
         self._current: Path | None = None
+        self._child = IndexProcess(data.root)
         self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
         self._thread.start()
 
@@ -318,6 +321,9 @@ class BackgroundIndexer:
             self._live.clear()
             self._cond.notify()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            # Still on a long recording: its child must not index on after the bastion is gone.
+            self._child.kill()
 
     def _next(self) -> tuple[Path, bool] | None:
         with self._cond:
@@ -335,34 +341,32 @@ class BackgroundIndexer:
                 self._cond.wait(rest if self._live else None)
 
     def _run(self) -> None:
-        index: SearchIndex | None = None
+        # The work itself is done by a child process (index_process: why), this thread only waits.
+        child = self._child
         try:
             while (job := self._next()) is not None:
                 path, live = job
                 started = time.monotonic()
-                try:
-                    if live:
+                if live:
+                    try:
                         size = path.stat().st_size
-                        if size > LIVE_MAX_BYTES or self._live_sizes.get(path) == size:
-                            continue
-                        self._live_sizes[path] = size
-                    else:
-                        self._live_sizes.pop(path, None)
-                    if index is None:
-                        index = open_index(self.data)
-                    index_one(self.data, path, index, live=live)
-                except (ReplayError, ZspError, OSError, sqlite3.Error) as exc:
-                    warn(f"could not index {path} for search: {exc}")
-                    if index is not None:
-                        index.close()
-                    index = None
+                    except OSError as exc:
+                        warn(f"could not index {path} for search: {exc}")
+                        continue
+                    if size > LIVE_MAX_BYTES or self._live_sizes.get(path) == size:
+                        continue
+                    self._live_sizes[path] = size
+                else:
+                    self._live_sizes.pop(path, None)
+                error = child.index(path, live=live)
+                if error is not None:
+                    warn(f"could not index {path} for search: {error}")
                 took = time.monotonic() - started
                 if live:
-                    # The thread shares the bastion's interpreter (and its GIL) with the event loop:
-                    # live re-indexing rests three times as long as it worked (a 25% duty cycle).
+                    # Live re-indexing rests three times as long as it worked (a 25% duty cycle):
+                    # a core of the bastion's machine is not the indexer's to take.
                     self._live_rest_until = time.monotonic() + LIVE_REST * took
                 if took > 30:
                     warn(f"indexing {path} for search took {took:.0f}s")
         finally:
-            if index is not None:
-                index.close()
+            child.close()

@@ -49,7 +49,7 @@ from ..models import Target
 
 __all__ = ["LocalUpstream", "SshUpstream", "Upstream", "UpstreamError", "allowed_env"]
 
-_READ = 65536
+_READ = 256 * 1024  # a whole upstream packet (_MAX_PACKET) per read: fewer relay turns and frames
 _JOIN = 256 * 1024
 _MAX_PENDING = 1 << 20  # input held for a PTY that is not reading, before the relay waits
 # Upstream channel: a wide window and large packets, so the target sends fewer, bigger packets
