@@ -51,8 +51,10 @@ def test_hundreds_of_writers_killed_at_random_points_leave_intact_recordings(tmp
         # Intact up to its last complete frame: every complete frame in the file is verified.
         assert r.frames == len(frame_spans(data)), (path.name, r.frames)
         assert r.signed_frames <= r.frames
-    # The kills landed all over: before any file, mid-burst and after the seal.
-    assert len(list(tmp_path.glob("*.zsprec"))) > iterations // 2
+    # The kills landed all over: before any file, mid-burst and after the seal. (How many land
+    # before the file exists depends on interpreter start-up, slower on a loaded machine: 45% of
+    # 300 in one full run on 2 busy cores. A fifth keeps the campaign from passing vacuously.)
+    assert len(list(tmp_path.glob("*.zsprec"))) > iterations // 5
     assert seen.get("INCOMPLETE", 0) > iterations // 10, seen
     assert seen.get("VALID", 0) > 0, seen
 
