@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -161,8 +162,15 @@ def test_extract_refuses_content_that_does_not_match_its_hash(sftp_env: Env, tmp
 
 
 def test_search_finds_a_transferred_path(session) -> None:
+    """The bastion indexes the session itself once it ends (a child process, so it lands a moment
+    after the client returns): wait for it, within a liveness bound, without running ``zsp index``."""
     env, path, _data, remote = session
-    p = zsp(env, "search", "--json", "report.csv")
+    deadline = time.monotonic() + 60
+    while True:
+        p = zsp(env, "search", "--json", "report.csv")
+        if p.returncode == 0 and json.loads(p.stdout) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     assert p.returncode == 0, p.stderr
     hits = json.loads(p.stdout)
     (f,) = [f for f in listed(env, path, content=False) if f.path.endswith("report.csv")]
