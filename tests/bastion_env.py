@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -57,6 +58,7 @@ class Env:
     port: int = 0
     known_hosts: Path = field(default_factory=Path)
     output: list[str] = field(default_factory=list)
+    _follower: threading.Thread | None = None
 
     def configure(self, text: str = "") -> None:
         """Write zsp.toml: the local target on, plus ``text`` (e.g. a ``[bastion]`` table)."""
@@ -94,7 +96,8 @@ class Env:
             preexec_fn=limit,
         )
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + 20
+        # A liveness bound: on a loaded CI machine a start (imports, keys, store) took over 20 s.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
@@ -104,6 +107,8 @@ class Env:
                 self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
                 break
         if not self.port:
+            # Not left running: its Popen's ResourceWarning would fail whichever test comes next.
+            self.stop(signal.SIGKILL)
             raise RuntimeError("bastion did not start: " + "".join(self.output))
         host_pub = Path(f"{self.data.host_key_path}.pub").read_text().split()
         self.known_hosts = self.root / "known_hosts"
@@ -117,9 +122,38 @@ class Env:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
+        if self.proc is None or self.proc.stdout is None:
+            return
+        if self._follower is not None:
+            self._follower.join(15)  # it reads to the end of the output: the bastion has exited
+            if self._follower.is_alive():  # a child still holds the pipe: leave it to the thread
+                return
+        else:
             self.output.append(self.proc.stdout.read() or "")
-            self.proc.stdout.close()
+        self.proc.stdout.close()
+
+    def follow(self) -> None:
+        """Collect the running bastion's output into ``output`` as it comes (a thread), so a test can
+        wait for a line (:meth:`wait_output`) instead of reading it only once the bastion stopped."""
+        assert self.proc is not None and self.proc.stdout is not None and self._follower is None
+        stream = self.proc.stdout
+
+        def collect() -> None:
+            for line in stream:
+                self.output.append(line)
+
+        self._follower = threading.Thread(target=collect, name="bastion-output", daemon=True)
+        self._follower.start()
+
+    def wait_output(self, text: str, timeout: float = 60) -> bool:
+        """Whether ``text`` shows in the bastion's output within ``timeout`` seconds (a liveness
+        bound: see :meth:`follow`, which must have been called)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.output)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     # --- clients ------------------------------------------------------------------------------
 

@@ -386,7 +386,7 @@ def test_demo_steps_work_pasted_verbatim(tmp_path: Path) -> None:
         v = shell(verify.replace("SESSION_ID", sid), env=home)
         assert v.returncode == 0 and v.stdout.startswith("VALID"), v.stdout + v.stderr
         # The bastion indexed the session as it ended: searchable with no other command.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a liveness bound: indexed in a child process after the end
         while (f := shell(search.replace("WORDS", "hello-from-demo"), env=home)).returncode and time.monotonic() < deadline:
             time.sleep(0.2)  # indexed within moments of the end, off the bastion's event loop
         assert f.returncode == 0 and f"zsp play --data {tmp_path / 'xdg' / 'zsp-demo'} {sid} --from " in f.stdout, (

@@ -20,7 +20,7 @@ from recorder import load_trusted_keys
 from replay import Seeker, build_index, load_index, verify
 from tests.bastion_env import Env, make_env
 from tests.helpers import read_until
-from tests.test_search_bastion import poll, search
+from tests.test_search_bastion import poll, sealed, search
 
 
 def _shell_session(env: Env) -> None:
@@ -49,7 +49,7 @@ def _shell_session(env: Env) -> None:
 
 
 def _wait_ended(env: Env, n: int) -> None:
-    end = time.monotonic() + 20
+    end = time.monotonic() + 60  # a liveness bound, for a loaded machine
     while time.monotonic() < end:
         sessions = env.svc.sessions()
         if len(sessions) >= n and all(s.ended_at for s in sessions):
@@ -70,8 +70,10 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         p = env.ssh("alice", "local", "echo exec-marker; seq 1 3000")
         assert p.returncode == 0, p.stderr
         _wait_ended(env, 2)
-        assert poll(env, "late-marker-16", timeout=20), "the shell session never became searchable"
-        assert poll(env, "exec-marker", timeout=20), "the exec session never became searchable"
+        # Sealed, not live, hits: the seek cache is written by the indexing of the sealed session
+        # (a child process of the bastion, a moment after the session's end).
+        assert poll(env, "late-marker-16", until=sealed), "the shell session never became searchable"
+        assert poll(env, "exec-marker", until=sealed), "the exec session never became searchable"
         yield env
     finally:
         env.stop()
@@ -200,8 +202,12 @@ def test_a_cache_dir_that_cannot_be_written_leaves_search_indexing_working(tmp_p
         p = env.ssh("alice", "local", "echo searchable-anyway-$((5*5))")
         assert p.returncode == 0 and "searchable-anyway-25" in p.stdout
         _wait_ended(env, 1)
-        assert poll(env, "searchable-anyway-25", timeout=20), "search indexing failed with the cache"
-        assert env.ssh("alice", "local", "true").returncode == 0  # the bastion goes on
+        assert poll(env, "searchable-anyway-25", until=sealed), "search indexing failed with the cache"
+        q = env.ssh("alice", "local", "echo goes-on-$((6*7))")  # the bastion goes on
+        assert q.returncode == 0 and "goes-on-42" in q.stdout
+        _wait_ended(env, 2)
+        # Indexed before the bastion stops: a stop that cut its indexing short would say "could not index".
+        assert poll(env, "goes-on-42", until=sealed), "search indexing failed with the cache"
     finally:
         env.stop()
     out = "".join(env.output)
