@@ -329,24 +329,45 @@ class LocalUpstream:
     async def close(self) -> None:
         """Stop every process of the session (even if the shell itself has exited) and release the PTY."""
         proc = self._proc
-        if proc is not None and not self._stopped:
-            self._stopped = True
-            # The shell was started as a session leader: its pid names its session and first group.
-            if _signal_session(proc.pid, (signal.SIGHUP, signal.SIGTERM)):
-                await _sleep_until(lambda: not _session_alive(proc.pid), STOP_GRACE)
-                _signal_session(proc.pid, (signal.SIGKILL,))
-            # wait() also waits for the pipes to reach EOF, which a stopped relay may never read to:
-            # do not let a closing session hang on it.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), 2)
-        if proc is not None and proc.stdin is not None:
-            proc.stdin.close()
+        try:
+            if proc is not None and not self._stopped:
+                self._stopped = True
+                # The shell was started as a session leader: its pid names its session and first group.
+                if _signal_session(proc.pid, (signal.SIGHUP, signal.SIGTERM)):
+                    await _sleep_until(lambda: not _session_alive(proc.pid), STOP_GRACE)
+                    _signal_session(proc.pid, (signal.SIGKILL,))
+                # wait() also waits for the pipes to reach EOF, which a stopped relay may never read to:
+                # do not let a closing session hang on it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 2)
+        finally:
+            if proc is not None:
+                _release(proc)
         if self._master >= 0:
             self._loop.remove_reader(self._master)
             self._loop.remove_writer(self._master)
             os.close(self._master)
             self._master = -1
             self._writable.set()
+
+
+def _release(proc: asyncio.subprocess.Process) -> None:
+    """Close ``proc``'s pipes and asyncio transport now, on the running loop.
+
+    asyncio closes them itself once the process was reaped and every pipe reached EOF. When the
+    bounded wait in ``close`` gave up first (a descendant that left the session, ``setsid cmd &``,
+    still holds stdout; or a machine so loaded the exit was not seen within it), they stayed open,
+    and the transport's finaliser closed them later: after the loop closed, on a stopping bastion,
+    which printed "Exception ignored in ... BaseSubprocessTransport.__del__ ... Event loop is
+    closed". The process itself was stopped already; its exit status is not waited for again.
+    """
+    if proc.stdin is not None:
+        proc.stdin.close()
+    # asyncio.subprocess.Process has no public close: its transport's close() is what asyncio
+    # itself calls (closing the pipes; killing the process if it still runs).
+    transport = getattr(proc, "_transport", None)
+    if isinstance(transport, asyncio.SubprocessTransport) and not transport.is_closing():
+        transport.close()
 
 
 def _session_pids(sid: int) -> list[int]:
