@@ -98,28 +98,37 @@ async def test_follow_opens_at_the_live_edge_and_keeps_up(live_env: Env) -> None
     live_env.grant()
     counter = Counter(live_env)
     try:
-        time.sleep(5.0)  # the session was busy for a while before the reviewer follows it
-        assert counter.newest >= 15
+        # The session was busy for a while before the reviewer follows it (5 s unloaded; waited
+        # for, not slept: on a loaded machine the shell's ticks come slower).
+        deadline = time.monotonic() + 60
+        while counter.newest < 25 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert counter.newest >= 25, counter.newest
         (session,) = live_env.svc.unended_sessions()
         app = ReviewApp(ReviewContext.open(live_env.data, "carol", "console"), start="live")
         async with app.run_test(size=(100, 30)) as pilot:
             await _until(pilot, lambda: bool(app.screen.query("#live")) and app.screen.query_one("#live").row_count == 1)
+            opened = counter.newest
             await pilot.press("w")
             await _until(pilot, lambda: isinstance(app.screen, ReplayScreen) and _shown(app) >= 0)
             screen = app.screen
             assert isinstance(screen, ReplayScreen) and screen.follow
-            # The first screen shown is the live edge: within a signature's delay of the newest.
-            first, newest = _shown(app), counter.newest
-            assert first >= newest - _LAG, (first, newest)
+            # The first screen shown is the live edge: within a signature's delay of the newest
+            # tick when the reviewer opened it (not of the newest now: however long a loaded
+            # machine took to draw it, the operator's shell went on meanwhile).
+            first = _shown(app)
+            assert first >= opened - _LAG, (first, opened)
             assert "● live" in _status(app) and "behind live" not in _status(app)
-            await _until(pilot, lambda: screen.commands_label() == "(live)", timeout=3)
+            await _until(pilot, lambda: screen.commands_label() == "(live)")
             title = str(screen.query_one("#commands-title", Label).render())
             assert title == "Commands  (live)", title
-            # ...and it keeps up while more arrives.
+            # ...and it keeps up while more arrives: each newer tick the operator saw shows (a
+            # liveness bound, not a deadline: how late depends on the machine's load).
             for _ in range(3):
                 await pilot.pause(1.0)
-                assert _shown(app) >= counter.newest - _LAG, (_shown(app), counter.newest)
-            assert _shown(app) > first + 5
+                seen = counter.newest
+                await _until(pilot, lambda seen=seen: _shown(app) >= seen)
+            await _until(pilot, lambda: _shown(app) > first + 5)
             # Seeking back: behind, and says so; it plays from there at 1x (stays behind).
             await pilot.press("shift+left")
             await _until(pilot, lambda: "behind live: End to catch up" in _status(app))
@@ -169,8 +178,7 @@ async def test_a_fast_producer_is_coalesced_at_the_live_edge(live_env: Env) -> N
             before = panel.display
             await pilot.pause(1.0)
             await pilot.press("c")  # the keyboard is served during the burst
-            await pilot.pause(0.2)
-            assert panel.display != before
+            await _until(pilot, lambda: panel.display != before)
             view = screen.query_one(TerminalView)
 
             def done() -> bool:
