@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.bastion_env import make_env
+from tests.bastion_env import make_env, tracebacks
 from tests.objstore_helpers import Deployment, deployment, record_session
 from tests.servers import PostgresCluster, S3Server, free_port
 from tests.test_store_postgres import zsp_at
@@ -184,7 +184,7 @@ async def test_a_frozen_database_refuses_new_sessions_and_ends_live_ones_after_t
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         env.stop()
-    assert "Traceback" not in "".join(env.output)
+    assert not tracebacks(env.output), tracebacks(env.output)
 
 
 # --- text PostgreSQL cannot store --------------------------------------------------------------------

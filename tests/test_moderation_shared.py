@@ -25,7 +25,7 @@ from textual.widgets import DataTable, Static
 
 from recorder import FrameKind
 from replay import load
-from tests.bastion_env import Env, make_env
+from tests.bastion_env import Env, make_env, tracebacks
 from tests.test_moderation import GRACE, WAIT, Stream
 from tests.test_review_ssh import BAR, review_ssh
 from zsp_tui.access import Actor
@@ -439,7 +439,7 @@ async def test_a_lost_store_means_no_moderator_is_known_present(
             await asyncio.to_thread(postgres_cluster.start)
         mconn.abort()
         conn.close()
-        assert "Traceback" not in "".join(env.output)
+        assert not tracebacks(env.output), tracebacks(env.output)
     finally:
         env.stop()
-    assert "Traceback" not in "".join(env.output)
+    assert not tracebacks(env.output), tracebacks(env.output)

@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.bastion_env import Env, keygen, make_env
+from tests.bastion_env import Env, keygen, make_env, tracebacks
 from tests.test_bastion import wait_for
 from zsp_tui.access import Actor
 from zsp_tui.datadir import DataDir
@@ -283,7 +283,7 @@ async def test_a_lost_database_refuses_new_sessions_and_ends_live_ones_after_the
     finally:
         pair.stop()
     assert any("cannot check grants" in line for line in b.output)
-    assert "Traceback" not in "".join(a.output + b.output)
+    assert not tracebacks(a.output + b.output), tracebacks(a.output + b.output)
 
 
 # --- SQLite: the workers of one zsp serve ----------------------------------------------------------
