@@ -177,7 +177,7 @@ class Shell:
         self.chan = self.client.invoke_shell(term="xterm", width=100, height=30)
         self.chan.set_combine_stderr(True)
         self.buf = b""
-        end = time.monotonic() + 15
+        end = time.monotonic() + 60  # a liveness bound: a login on a loaded machine took over 15 s
         while not re.search(rb"[#$] $", self.buf):
             if time.monotonic() > end:
                 raise AssertionError(f"no shell prompt in {self.buf[-300:]!r}")
@@ -299,15 +299,16 @@ def test_warn_reaches_the_operator(live: Live) -> None:
 
 def test_a_duration_rule_fires_once_the_session_lasted_long_enough(live: Live) -> None:
     sh = Shell(live, "carol")
-    t0 = time.monotonic()
-    buf = sh.expect(b"LONG-SESSION-NOTICE", timeout=10)
-    assert 1.5 <= time.monotonic() - t0 < 4.0
+    buf = sh.expect(b"LONG-SESSION-NOTICE", timeout=60)
     assert b"[zsp] rule long-session (low): LONG-SESSION-NOTICE" in buf
     s = sh.close()
     [m] = events(frames(live, s.path), "rule.match")
     assert (m.fields["rule"], m.fields["trigger"]) == ("long-session", "duration")
     [ev] = wait_for(lambda: audit(live, "rule.match", s.id))
     assert ev.actor == "carol" and ev.fields["trigger"] == "duration"
+    # Once the session had lasted min_duration (2 s) by its own clock, not before. (It was timed from
+    # when the test saw the prompt, 1.5-4 s: a login slowed by load made that look early.)
+    assert ev.fields["t_us"] >= 2_000_000, ev.fields["t_us"]
 
 
 # --- hold -------------------------------------------------------------------------------------------
