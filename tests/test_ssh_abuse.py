@@ -251,7 +251,7 @@ def test_a_hostile_term_is_recorded_exactly_and_never_printed_raw(env: Env, tmp_
     _still_serves(env)
 
 
-@pytest.mark.parametrize("term", ["\x9b2Jxterm", "xterm\x00", "\u00e9" * 10], ids=["c1-csi", "nul", "non-ascii"])
+@pytest.mark.parametrize("term", ["\x9b2Jxterm", "\u00e9" * 10], ids=["c1-csi", "non-ascii"])
 def test_a_term_that_is_not_ascii_text_is_refused_before_any_session(env: Env, term: str) -> None:
     """asyncssh refuses a pty request whose TERM is not ASCII (a protocol error: the connection
     ends); nothing is recorded, and the bastion serves the next client."""
@@ -261,26 +261,135 @@ def test_a_term_that_is_not_ascii_text_is_refused_before_any_session(env: Env, t
         async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
             await conn.create_process("echo should-not-run", term_type=term, encoding=None)
 
-    if term == "xterm\x00":
-        # A NUL is ASCII to asyncssh: the session starts and ends at once (the target cannot take
-        # such a TERM; the client sees exit 255 and no message), recorded whole with the exact value.
-        asyncio.run(_run_and_check(env, term))
-        _still_serves(env)
-        return
     with pytest.raises((asyncssh.Error, OSError)):
         asyncio.run(session())
     assert env.svc.sessions() == []
     _still_serves(env)
 
 
-async def _run_and_check(env: Env, term: str) -> None:
-    async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
-        proc = await conn.create_process("echo term-ok", term_type=term, encoding=None)
-        await asyncio.wait_for(proc.wait_closed(), 20)
-    [s] = await asyncio.to_thread(env.svc.sessions)
+NUL_TERM = "xterm\x00evil"
+NUL_REFUSAL = b"zsp: a NUL byte in the terminal type (TERM) is not accepted"
+
+
+def _nul_refusals(env: Env, field: str) -> list:
+    return [
+        e
+        for e in _events(env, "session.refused")
+        if e.fields.get("reason") == "nul-byte" and e.fields["field"] == field
+    ]
+
+
+def _asyncssh_nul_term(env: Env, ssh_user: str, command: str | None) -> tuple[int | None, bytes, bytes]:
+    async def session() -> tuple[int | None, bytes, bytes]:
+        async with asyncssh.connect("127.0.0.1", username=ssh_user, **env.asyncssh_options("alice")) as conn:
+            proc = await conn.create_process(command, term_type=NUL_TERM, encoding=None)
+            out = await asyncio.wait_for(proc.stdout.read(), 20)
+            err = await asyncio.wait_for(proc.stderr.read(), 20)
+            await proc.wait_closed()
+            return proc.exit_status, out, err
+
+    return asyncio.run(session())
+
+
+def _paramiko_nul_term(env: Env, ssh_user: str) -> tuple[int, bytes]:
+    """paramiko's ``invoke_shell(term=...)``: a pty request, then a shell; the PTY merges stderr."""
+    t = _transport(env)
+    try:
+        t.auth_publickey(ssh_user, _key(env, "alice"))
+        ch = t.open_session(timeout=10)
+        ch.settimeout(20)
+        ch.get_pty(term=NUL_TERM)
+        ch.invoke_shell()
+        out = b""
+        while chunk := ch.recv(4096):
+            out += chunk
+        return ch.recv_exit_status(), out + ch.recv_stderr(4096)
+    finally:
+        t.close()
+
+
+def test_a_term_with_a_nul_is_refused_before_any_session_with_a_clear_audited_reason(env: Env) -> None:
+    """asyncssh takes a NUL as ASCII, so the pty request reaches the bastion; no shell can be given
+    such a TERM (it once ended the session at once, exit 255 and no message). Refused like a NUL in
+    the user name or command: one clear line, exit 1, audited, nothing recorded."""
+    env.grant()
+    status, out, err = _asyncssh_nul_term(env, "local", "echo should-not-run")
+    assert (status, out) == (1, b"") and err.strip() == NUL_REFUSAL
+    status2, merged = _paramiko_nul_term(env, "local")
+    assert status2 == 1 and NUL_REFUSAL in merged and b"should-not-run" not in merged
+    assert env.svc.sessions() == []
+    refusals = _nul_refusals(env, "term")
+    assert len(refusals) == 2 and all(e.actor == "alice" and e.outcome == "failure" for e in refusals)
+    assert "\x00" not in json.dumps([e.to_json() for e in env.svc.audit_events()])
+    _still_serves(env)
+
+
+def test_a_term_with_a_nul_never_reaches_a_real_sshd_target(remote_env: Env) -> None:
+    """OpenSSH's sshd drops the connection on such a pty request (the session would end as
+    "refused the session: Connection lost"): the bastion refuses it first, before connecting."""
+    env = remote_env
+    login = env.svc.target("srv").logins[0]
+    env.grant("srv", login)
+    status, out, err = _asyncssh_nul_term(env, f"{login}@srv", None)
+    assert (status, out) == (1, b"") and err.strip() == NUL_REFUSAL
+    status2, merged = _paramiko_nul_term(env, f"{login}@srv")
+    assert status2 == 1 and NUL_REFUSAL in merged
+    assert env.svc.sessions() == [] and len(_nul_refusals(env, "term")) == 2
+    assert not _events(env, "upstream.error")
+    _still_serves(env)
+
+
+def test_a_nul_in_the_user_name_or_command_is_refused_and_audited(env: Env) -> None:
+    """A user name with a NUL never gets past asyncssh (SASLprep prohibits it: the connection ends
+    before authentication); a command with one is refused like the TERM above."""
+    env.grant()
+    t = _transport(env)
+    try:
+        with pytest.raises(paramiko.SSHException):
+            t.auth_publickey("local\x00root", _key(env, "alice"))
+    finally:
+        t.close()
+    assert not _events(env, "user.login")
+    t = _transport(env)
+    try:
+        t.auth_publickey("local", _key(env, "alice"))
+        ch = t.open_session(timeout=10)
+        ch.settimeout(20)
+        ch.exec_command(b"echo should-not-run\x00; id")
+        assert ch.recv_exit_status() == 1
+        assert ch.recv_stderr(4096).strip() == b"zsp: a NUL byte in the command is not accepted"
+    finally:
+        t.close()
+    assert env.svc.sessions() == []
+    assert len(_nul_refusals(env, "command")) == 1
+    _still_serves(env)
+
+
+@pytest.mark.parametrize(
+    "env_vars",
+    [{"LANG": "C\x00evil"}, {"LC_ALL=x": "C"}, {"LC_\u00e9": "C"}],
+    ids=["nul-value", "equals-name", "wide-name"],
+)
+def test_locale_variables_no_process_can_take_are_dropped_not_fatal(env: Env, env_vars: dict[str, str]) -> None:
+    """Only LANG and LC_* pass to the target; a value with a NUL or a name with ``=`` could not be
+    given to a local shell (it once ended the session at once): dropped, the session runs."""
+    env.grant()
+
+    async def session() -> tuple[int | None, bytes]:
+        async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
+            proc = await conn.create_process(
+                "echo env-ok; env | grep -c evil; exit 0", env={**env_vars, "LC_TIME": "C"}, encoding=None
+            )
+            out = await asyncio.wait_for(proc.stdout.read(), 20)
+            await proc.wait_closed()
+            return proc.exit_status, out
+
+    status, out = asyncio.run(session())
+    assert status == 0 and out.split() == [b"env-ok", b"0"]
+    [s] = env.svc.sessions()
     _frames, report = load(s.path, env.data.trusted_keys())
     assert report.outcome is Outcome.VALID
-    assert report.header is not None and report.header.term == term
+    assert report.header is not None and report.header.extra["env"] == {"LC_TIME": "C"}
 
 
 # --- A8: 1,000-character names ---------------------------------------------------------------------

@@ -997,10 +997,23 @@ class Bastion:
             if process.channel.is_closing():
                 return  # the client closed the channel meanwhile: nothing to answer
             username = str(conn.get_extra_info("username"))  # the connection's: a channel's goes with it
-            if "\x00" in username or "\x00" in (process.command or ""):
-                # No target gets it intact (a C string ends there), and PostgreSQL text cannot hold
-                # it: refused for what it is, not taken for a database outage.
-                return self._refuse(process, "a NUL byte in the user name or command is not accepted")
+            if (field := _nul_field(username, process.command, process.get_terminal_type())) is not None:
+                # No target gets it intact (a C string ends there: OpenSSH's sshd drops the
+                # connection, a local shell cannot be given such a TERM), and PostgreSQL text
+                # cannot hold it: refused for what it is, before any session, and audited.
+                refusal = f"a NUL byte in the {_NUL_FIELDS[field]} is not accepted"
+                await self._audit_refusal(
+                    conn,
+                    NewEvent(
+                        "session.refused",
+                        user.name,
+                        "ssh",
+                        refusal,
+                        outcome="failure",
+                        fields={"reason": "nul-byte", "field": field},
+                    ),
+                )
+                return self._refuse(process, refusal)
             hint = self._hint(conn)
             if process.subsystem and username in (CONTROL_USER, REVIEW_USER):
                 # Subsystems reach this handler (see _Process); the console and the review app have none.
@@ -1784,6 +1797,18 @@ def _start_uploader(bastion: Bastion) -> Uploader | None:
         return None
     uploader.start()
     return uploader
+
+
+_NUL_FIELDS = {"user": "user name", "command": "command", "term": "terminal type (TERM)"}
+
+
+def _nul_field(username: str, command: str | None, term: str | None) -> str | None:
+    """Which of what the client sent to open a session holds a NUL byte (a key of ``_NUL_FIELDS``),
+    if any. asyncssh takes a NUL as ASCII, so a pty request with one reaches the handler."""
+    for field, value in (("user", username), ("command", command), ("term", term)):
+        if value is not None and "\x00" in value:
+            return field
+    return None
 
 
 def _decides_hold(command: str | None) -> bool:
