@@ -94,7 +94,7 @@ class Env:
             preexec_fn=limit,
         )
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a liveness bound: the machine may be loaded
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
@@ -104,6 +104,7 @@ class Env:
                 self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
                 break
         if not self.port:
+            self.stop()  # not left running (and reported unraisable in some later test)
             raise RuntimeError("bastion did not start: " + "".join(self.output))
         host_pub = Path(f"{self.data.host_key_path}.pub").read_text().split()
         self.known_hosts = self.root / "known_hosts"
@@ -117,7 +118,7 @@ class Env:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
+        if self.proc is not None and self.proc.stdout is not None and not self.proc.stdout.closed:
             self.output.append(self.proc.stdout.read() or "")
             self.proc.stdout.close()
 

@@ -24,6 +24,7 @@ import pytest
 
 from replay import Outcome, load
 from tests.bastion_env import Env, make_env, tracebacks
+from tests.raw_ssh import RawClient, packet, string
 from tests.test_bastion_limits import PROMPT, _add_carol, _Holder
 
 HOSTILE = ("\x1b", "\x07", "\x9b", "\r", "\x00")
@@ -109,30 +110,19 @@ def test_a_request_after_a_failed_attempt_is_a_disconnect(env: Env) -> None:
     _still_serves(env)
 
 
-def _packet(payload: bytes) -> bytes:
-    """An unencrypted SSH binary packet (RFC 4253 6): what is sent before keys are exchanged."""
-    pad = 8 - (len(payload) + 5) % 8
-    pad += 8 if pad < 4 else 0
-    return struct.pack(">IB", len(payload) + pad + 1, pad) + payload + bytes(pad)
-
-
-def _string(b: bytes) -> bytes:
-    return struct.pack(">I", len(b)) + b
-
-
 @pytest.mark.parametrize(
     "payload",
     [
-        bytes([90]) + _string(b"session") + struct.pack(">III", 0, 2 << 20, 32768),  # CHANNEL_OPEN
-        bytes([50]) + _string(b"alice") + _string(b"ssh-connection") + _string(b"none"),  # USERAUTH_REQUEST
-        bytes([80]) + _string(b"tcpip-forward") + b"\x01" + _string(b"127.0.0.1") + struct.pack(">I", 0),
-        bytes([94]) + struct.pack(">I", 0) + _string(b"x" * 100),  # CHANNEL_DATA on no channel
+        bytes([90]) + string(b"session") + struct.pack(">III", 0, 2 << 20, 32768),  # CHANNEL_OPEN
+        bytes([50]) + string(b"alice") + string(b"ssh-connection") + string(b"none"),  # USERAUTH_REQUEST
+        bytes([80]) + string(b"tcpip-forward") + b"\x01" + string(b"127.0.0.1") + struct.pack(">I", 0),
+        bytes([94]) + struct.pack(">I", 0) + string(b"x" * 100),  # CHANNEL_DATA on no channel
     ],
     ids=["channel-open", "userauth", "global-request", "channel-data"],
 )
 def test_a_message_out_of_place_before_key_exchange_is_a_disconnect(env: Env, payload: bytes) -> None:
     with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
-        s.sendall(b"SSH-2.0-OpenSSH_9.9\r\n" + _packet(payload))
+        s.sendall(b"SSH-2.0-OpenSSH_9.9\r\n" + packet(payload))
         got = b""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -148,6 +138,142 @@ def test_a_message_out_of_place_before_key_exchange_is_a_disconnect(env: Env, pa
     assert got.startswith(b"SSH-2.0-")  # its banner (and KEXINIT), then it hung up
     assert env.svc.sessions() == []
     _still_serves(env)
+
+
+# --- A5c: a message out of place in the middle of key exchange (strict KEX) ------------------------
+
+
+class _Cat:
+    """alice's session running ``cat`` on its own connection: what must keep working meanwhile."""
+
+    def __init__(self, env: Env) -> None:
+        self.t = _transport(env)
+        self.t.auth_publickey("local", _key(env, "alice"))
+        self.ch = self.t.open_session(timeout=10)
+        self.ch.settimeout(30)
+        self.ch.exec_command("cat")
+
+    def echoes(self, line: bytes) -> bool:
+        self.ch.sendall(line + b"\n")
+        got = b""
+        while not got.endswith(line + b"\n"):
+            chunk = self.ch.recv(4096)
+            if not chunk:
+                return False
+            got += chunk
+        return got == line + b"\n"
+
+    def close(self) -> None:
+        self.t.close()
+
+
+MID_KEX = {
+    "service-request": bytes([5]) + string(b"ssh-userauth"),
+    "channel-open": bytes([90]) + string(b"session") + struct.pack(">III", 0, 2 << 20, 32768),
+}
+
+
+@pytest.mark.parametrize("stage", ["after-kexinit", "after-ecdh-init"])
+@pytest.mark.parametrize("message", list(MID_KEX))
+def test_a_message_out_of_place_in_the_middle_of_key_exchange_is_a_disconnect(
+    env: Env, stage: str, message: str
+) -> None:
+    """KEXINIT exchanged (and, later still, the server's ECDH reply and NEWKEYS sent, ours not
+    yet), then a SERVICE_REQUEST or CHANNEL_OPEN in the clear: strict KEX allows nothing but key
+    exchange there. That client is dropped, with one line on the bastion's output; nothing is
+    authenticated; another session running meanwhile keeps working."""
+    env.grant()
+    other = _Cat(env)
+    try:
+        assert other.echoes(b"before")
+        raw = RawClient(env.port)
+        try:
+            raw.start_kex()
+            if stage == "after-ecdh-init":
+                raw.send_ecdh_init()
+            raw.send(MID_KEX[message])
+            assert raw.wait_closed(), "the bastion kept a connection that broke key exchange"
+        finally:
+            raw.close()
+        assert other.echoes(b"after")
+    finally:
+        other.close()
+    _still_serves(env)
+    env.stop()
+    assert [e.actor for e in _events(env, "user.login")] == ["alice", "alice"]  # the session's, the check's
+    assert not _events(env, "user.login.failure")
+    [s] = env.svc.sessions()  # the cat session's only
+    assert s.user == "alice" and s.command == "cat"
+    said = [line for line in "".join(env.output).splitlines() if "dropped" in line]
+    assert len(said) == 1 and "before login: ProtocolError" in said[0], env.output
+
+
+# --- A5d: a channel with no room: maximum packet size 0, window 0 -----------------------------------
+
+
+def _open_raw_channel(t: paramiko.Transport, window: int, max_packet: int) -> paramiko.Channel:
+    """A session channel opened with exactly these sizes: paramiko clamps them to sane minimums
+    unless its sanitizers are bypassed (what a hostile client would send)."""
+    t._sanitize_window_size = lambda size: size  # type: ignore[method-assign]
+    t._sanitize_packet_size = lambda size: size  # type: ignore[method-assign]
+    return t.open_channel("session", window_size=window, max_packet_size=max_packet, timeout=10)
+
+
+@pytest.mark.parametrize("window", [0, 2 << 20], ids=["window-0", "window-2m"])
+def test_a_channel_with_a_maximum_packet_size_of_0_drops_that_connection_only(env: Env, window: int) -> None:
+    """asyncssh refuses a channel that could never carry a byte (a protocol error: that
+    connection ends, said on the bastion's output); alice's other session is untouched."""
+    env.grant()
+    other = _Cat(env)
+    try:
+        assert other.echoes(b"before")
+        t = _transport(env)
+        try:
+            t.auth_publickey("local", _key(env, "alice"))
+            with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+                _open_raw_channel(t, window, 0)
+            deadline = time.monotonic() + 10
+            while t.is_active() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not t.is_active(), "the bastion kept a connection that opened a channel with no room"
+        finally:
+            t.close()
+        assert other.echoes(b"after")
+    finally:
+        other.close()
+    _still_serves(env)
+    env.stop()
+    [s] = env.svc.sessions()  # the cat session's only
+    assert s.command == "cat"
+    said = [line for line in "".join(env.output).splitlines() if "dropped" in line]
+    assert len(said) == 1 and "(alice): ProtocolError: Invalid maximum packet size" in said[0], env.output
+
+
+def test_a_channel_opened_with_a_window_of_0_waits_for_room_then_runs(env: Env) -> None:
+    """Window 0 is legal: the bastion may send nothing until the client adjusts it. The session
+    waits (no busy loop, nothing lost), then runs to its end once room is given."""
+    env.grant()
+    t = _transport(env)
+    try:
+        t.auth_publickey("local", _key(env, "alice"))
+        ch = _open_raw_channel(t, 0, 32768)
+        ch.settimeout(30)
+        ch.exec_command("echo window-ok")
+        _still_serves(env)  # the bastion answers others meanwhile
+        m = paramiko.Message()
+        m.add_byte(bytes([93]))  # CHANNEL_WINDOW_ADJUST
+        m.add_int(ch.remote_chanid)
+        m.add_int(1 << 20)
+        t._send_user_message(m)
+        out = b""
+        while chunk := ch.recv(4096):
+            out += chunk
+        assert out == b"window-ok\n" and ch.recv_exit_status() == 0
+    finally:
+        t.close()
+    [s] = env.svc.sessions()
+    _frames, report = load(s.path, env.data.trusted_keys())
+    assert report.outcome is Outcome.VALID
 
 
 # --- A6: user name and key switched between attempts (CVE-2023-48712, CVE-2024-45337) -------------
@@ -166,7 +292,7 @@ def one_service_request(monkeypatch: pytest.MonkeyPatch) -> None:
             original(self)
             return
         m = paramiko.Message()
-        m.add_string("ssh-userauth")
+        m.addstring("ssh-userauth")
         m.rewind()
         self._parse_service_accept(m)
 

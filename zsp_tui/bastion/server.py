@@ -309,6 +309,8 @@ class _Server(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:
             self.b.logins.discard(self.conn)
+        if isinstance(exc, (asyncssh.ProtocolError, asyncssh.KeyExchangeFailed)):
+            self.b.protocol_dropped(self.client, self.user.name if self.user else None, exc)
         if self.counted and self.user is None:
             self.b.sources.pending.remove(self, self.ip)
             self.counted = False
@@ -553,6 +555,9 @@ class Bastion:
         """When grant checks started failing (monotonic), None while the store answers."""
         self._store_warned = 0.0
         self._store_why = ""
+        self._dropped_said = -math.inf
+        self._dropped_unsaid = 0
+        """Connections dropped for protocol errors since the last line about them (``protocol_dropped``)."""
         self._poke = asyncio.Event()
         """Set to check grants now (a ``zsp_grants`` notification), not at the next tick."""
         self._notices: GrantNotices | None = None
@@ -626,6 +631,21 @@ class Bastion:
         if now - self._store_warned >= 10:
             self._store_warned = now
             print(f"zsp: error: the store fails ({printable(str(exc))}); new sessions are refused", file=sys.stderr)
+
+    def protocol_dropped(self, client: str, user: str | None, exc: asyncssh.DisconnectError) -> None:
+        """Say on the bastion's output that asyncssh dropped a connection for breaking the protocol
+        (a message out of place in key exchange, a channel with no room for a packet). One line at
+        most every 10 s, counting the others: a client can make these as fast as it connects, and
+        one that never logged in gets no audit row (see ``_Server.connection_lost``)."""
+        now = time.monotonic()
+        if now - self._dropped_said < 10:
+            self._dropped_unsaid += 1
+            return
+        more = f" ({self._dropped_unsaid} more since the last such line)" if self._dropped_unsaid else ""
+        self._dropped_said, self._dropped_unsaid = now, 0
+        who = f"{client} ({user})" if user else f"{client} before login"
+        reason = printable(exc.reason)[:200]
+        print(f"zsp: dropped {printable(who)}: {type(exc).__name__}: {reason}{more}", file=sys.stderr)
 
     async def start(self, host: str, port: int) -> None:
         # One bastion per data dir (the supervising parent holds the lock for its workers); what a
