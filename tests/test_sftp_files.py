@@ -168,7 +168,7 @@ def test_search_finds_a_transferred_path(session) -> None:
     deadline = time.monotonic() + 60
     while True:
         p = zsp(env, "search", "--json", "report.csv")
-        if p.returncode == 0 and json.loads(p.stdout) or time.monotonic() > deadline:
+        if (p.returncode == 0 and json.loads(p.stdout)) or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert p.returncode == 0, p.stderr
