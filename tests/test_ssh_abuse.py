@@ -292,7 +292,7 @@ def one_service_request(monkeypatch: pytest.MonkeyPatch) -> None:
             original(self)
             return
         m = paramiko.Message()
-        m.addstring("ssh-userauth")
+        m.add_string("ssh-userauth")
         m.rewind()
         self._parse_service_accept(m)
 
