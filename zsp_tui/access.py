@@ -1200,11 +1200,16 @@ class AccessService:
     ) -> bool:
         """Close a session whose recorder died with it (a killed bastion): ``interrupted``.
 
-        The recording is left as it is (INCOMPLETE); ``found`` says what verifying it showed
-        (intact and signed frames, the last intact head), so the audit log pins how far it
-        reached. Ends it at ``last_seen`` (its last recorded moment) where known. Returns False
-        if the session had meanwhile been ended by someone else.
+        ``found`` says what verifying its recording showed (intact and signed frames, the last
+        intact head) and whether recovery sealed it (``sealed``, ``sealed_head``, ``sealed_frames``)
+        or why not (``not_sealed``), so the audit log pins how far it reached. Ends it at
+        ``last_seen`` (its last recorded moment) where known. Returns False if the session had
+        meanwhile been ended by someone else.
         """
+        if found.get("sealed") is True:
+            how = "its recording was sealed at restart with reason interrupted"
+        else:
+            how = f"its recording was left unsealed: {found.get('not_sealed') or 'not examined'}"
         with self._unit() as u:
             current = u.tx.get_session(record.id)
             if current is None or current.ended_at is not None:
@@ -1216,7 +1221,7 @@ class AccessService:
                     record.user,
                     via,
                     f"session {record.id} of {record.user} on {record.login}@{record.target} was interrupted "
-                    "(its recorder stopped without sealing it; found at restart)",
+                    f"(its recorder stopped without sealing it; found at restart; {how})",
                     outcome="failure",
                     **_session_scope(record),
                     fields={"recording": record.path, "owner": record.owner, **found},

@@ -696,12 +696,13 @@ class Bastion:
         interrupted = close_interrupted(
             self.svc,
             self.data.trusted_keys(),
+            key=self.key,
             shared_store=self.store_url is not None,
             upload=self.storage is not None,
         )
         for sid in interrupted:
             print(f"zsp: session {sid} was interrupted (its bastion stopped without sealing it)", file=sys.stderr)
-        if interrupted:  # indexed as LIVE while it ran: what it is now (INCOMPLETE) replaces that
+        if interrupted:  # indexed as LIVE while it ran: what it is now (sealed, or INCOMPLETE) replaces that
             for s in self.svc.sessions():
                 if s.id in interrupted:
                     self.indexer.submit(s.path)
