@@ -17,6 +17,7 @@ from ._exceptions import (
     RecorderError,
     RecordingFailed,
     RecordingLimitReached,
+    ResumeRefused,
     SignatureError,
 )
 from ._format import (
@@ -46,6 +47,7 @@ from ._format import (
 )
 from ._ids import new_session_id
 from ._keys import PublicKey, SigningKey
+from ._resume import INTERRUPTED, ChainEnd, ResumedSeal, append_at_end, interrupted_seal
 from ._signers import (
     SIGNATURE_NAMESPACE,
     SignerOptions,
@@ -60,6 +62,7 @@ from ._writer import FileSink, FsyncPolicy, RecordingWriter, SealInfo, SessionMe
 __all__ = [
     "EVIDENCE_NAMESPACE",
     "HEAD_LEN",
+    "INTERRUPTED",
     "MAGIC",
     "MAX_BODY_LEN",
     "MAX_CHECKPOINT_FRAMES",
@@ -68,6 +71,7 @@ __all__ = [
     "SIGNATURE_NAMESPACE",
     "VERSION",
     "AsyncRecorder",
+    "ChainEnd",
     "Checkpoint",
     "EscrowError",
     "EscrowPrivateKey",
@@ -88,6 +92,8 @@ __all__ = [
     "RecordingLimitReached",
     "RecordingWriter",
     "Resize",
+    "ResumeRefused",
+    "ResumedSeal",
     "Seal",
     "SealInfo",
     "SessionMeta",
@@ -95,11 +101,13 @@ __all__ = [
     "SignerOptions",
     "SigningKey",
     "Sink",
+    "append_at_end",
     "chain_head",
     "check_event_fields",
     "checkpoint_message",
     "decode_body",
     "genesis",
+    "interrupted_seal",
     "load_trusted_keys",
     "names_principal",
     "new_session_id",

@@ -6,6 +6,7 @@
      ├── KeyFileError          a signing, public or escrow key file cannot be read or parsed
      ├── EscrowError           a sealed box of masked input does not open
      ├── SignatureError        an SSHSIG signature is malformed, for another namespace, or does not verify
+     ├── ResumeRefused         a recording whose writer died cannot be sealed as it stands (nothing written)
      └── RecordingFailed       the recording can no longer be written; the session must end
           └── RecordingLimitReached   the session has recorded as much as it may; it must end
 
@@ -68,6 +69,15 @@ class EscrowError(RecorderError):
 
 class SignatureError(RecorderError):
     """An SSHSIG signature (``ssh-keygen -Y``) is malformed, made for another namespace, or does not verify."""
+
+    def __init__(self, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ResumeRefused(RecorderError):
+    """A recording whose writer died is not sealed: the bastion's key is not its signer, or the
+    file changed between being verified and being appended to. Nothing was written."""
 
     def __init__(self, *, reason: str) -> None:
         self.reason = reason

@@ -213,6 +213,10 @@ class Seal:
     output_bytes: int
     input_bytes: int
     wall_us: int
+    extra: dict[str, str | int | bool | None] = field(default_factory=dict)
+    """Keys FORMAT.md does not name, with plain scalar values (others are ignored, as the format
+    says): a seal written at recovery carries ``session_frames``, ``session_signed_frames``,
+    ``session_head`` and ``recovered_by``. Unverified claims: only the counts above are checked."""
 
 
 FrameData: TypeAlias = bytes | Header | Resize | Event | Checkpoint | Seal
@@ -432,4 +436,17 @@ def parse_data(kind: int, data: Any) -> FrameData:
         output_bytes=_int(data, "output_bytes", 0, _U64),
         input_bytes=_int(data, "input_bytes", 0, _U64),
         wall_us=_int(data, "wall_us", 0, _U64),
+        extra={k: v for k, v in data.items() if k not in _SEAL_KEYS and _kept_scalar(k, v)},
     )
+
+
+_SEAL_KEYS = frozenset({"exit_status", "reason", "frames", "output_bytes", "input_bytes", "wall_us"})
+
+
+def _kept_scalar(key: Any, value: Any) -> bool:
+    """Whether an unnamed seal key is kept in :attr:`Seal.extra` (never a reason to refuse the seal)."""
+    if type(key) is not str:
+        return False
+    if type(value) is str:
+        return len(value) <= MAX_TEXT
+    return value is None or type(value) in (int, bool)

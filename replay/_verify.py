@@ -126,6 +126,10 @@ class VerificationReport:
     redacted_frames: tuple[int, ...] = ()
     """Frames accepted with a changed body under ``redacted=``: their data is not original, but
     their kind, position and length are, and every other frame is proven unchanged."""
+    output_bytes: int = 0
+    """Bytes of the intact output frames (what a seal's ``output_bytes`` must say)."""
+    input_bytes: int = 0
+    """Bytes of the intact input frames."""
 
     @property
     def valid(self) -> bool:
@@ -171,7 +175,9 @@ class _State:
         "frames",
         "head",
         "header",
+        "in_bytes",
         "legacy",
+        "out_bytes",
         "redacted",
         "seal",
         "signed",
@@ -189,6 +195,8 @@ class _State:
         self.ckpt_wall: int | None = None
         self.legacy: list[int] = []
         self.redacted: list[int] = []
+        self.out_bytes = 0
+        self.in_bytes = 0
 
     def report(
         self,
@@ -214,6 +222,8 @@ class _State:
             detail=detail,
             legacy_order=tuple(self.legacy),
             redacted_frames=tuple(self.redacted),
+            output_bytes=self.out_bytes,
+            input_bytes=self.in_bytes,
         )
 
 
@@ -389,6 +399,7 @@ def verify_frames(
                 )
             # max: after a legacy-order frame, later ones still compare with the checkpoint's time
             last_t = st.duration = max(t, last_t)
+            st.out_bytes, st.in_bytes = out_bytes, in_bytes
             st.head = head
             st.frames = index + 1
             yield Frame(index, _KINDS[kind], t, data)

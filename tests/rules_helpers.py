@@ -134,6 +134,22 @@ def ruleset(text: str, *, standard: bool = False) -> RuleSet:
     return parse_rules(head + text, "test-rules.toml")
 
 
+def rule(name: str, severity: str, **keys: str | list[str]) -> str:
+    """One ``[[rule]]`` table, its keys in the order given: a string is written as a TOML literal
+    string (a regular expression needs no escaping), a list as a list of basic strings. The rule
+    files of the file-rule tests (offline and live) are built from these."""
+    lines = ["[[rule]]", f'name = "{name}"', f'severity = "{severity}"']
+    for key, value in keys.items():
+        shown = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f"'{value}'"
+        lines.append(f"{key} = {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def file_rules(*rules: str) -> str:
+    """A rules file's ``[[rule]]`` tables, one blank line between them."""
+    return "\n".join(rules)
+
+
 def run(rules: RuleSet, path: Path, key: SigningKey, **kw: object) -> tuple[list[Match], dict[str, int]]:
     header, frames = frames_of(path, key)
     return run_frames(rules, facts(header, **kw), header, frames)  # type: ignore[arg-type]

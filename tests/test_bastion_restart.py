@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from recorder import load_trusted_keys
-from replay import Outcome, verify
-from tests.bastion_env import make_env
+from recorder import ChainEnd, SigningKey, append_at_end, interrupted_seal, load_trusted_keys
+from replay import Outcome, Problem, verify
+from tests.bastion_env import Env, make_env
 from tests.test_bastion import killed_mid_session, wait_for
+from zsp_tui.audit import AuditEvent
 from zsp_tui.bastion.recovery import close_interrupted
 from zsp_tui.exceptions import DataDirError
 from zsp_tui.models import SessionRecord
@@ -36,6 +38,9 @@ def test_sessions_of_a_killed_bastion_are_closed_as_interrupted_on_restart(tmp_p
     env = make_env(tmp_path)
     s = killed_mid_session(env)
     before = Path(s.path).read_bytes()
+    trusted = load_trusted_keys(env.data.allowed_signers_path)
+    found = verify(s.path, trusted)
+    assert found.outcome is Outcome.INCOMPLETE and found.problem is Problem.NO_SEAL
     [row] = _sessions(env.data.root)
     assert row["status"] == "live"  # what the store believed while no bastion ran
 
@@ -47,39 +52,167 @@ def test_sessions_of_a_killed_bastion_are_closed_as_interrupted_on_restart(tmp_p
         assert row["end_reason"] == "interrupted" and row["head"] is None
         time.sleep(1.1)
         assert _sessions(env.data.root)[0]["duration_s"] == row["duration_s"]  # no longer growing
-        # The recording is untouched, still INCOMPLETE; the audit log pins how far it reached.
-        assert Path(s.path).read_bytes() == before
-        report = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
-        assert report.outcome is Outcome.INCOMPLETE
+        # Sealed: the original bytes are a byte-exact prefix, followed by a seal (reason
+        # interrupted) and the checkpoint signing it, and the recording is VALID.
+        sealed = Path(s.path).read_bytes()
+        assert sealed.startswith(before) and len(sealed) > len(before)
+        report = verify(s.path, trusted)
+        assert report.outcome is Outcome.VALID and report.seal is not None
+        assert report.seal.reason == "interrupted" and report.seal.exit_status is None
+        assert report.frames == found.frames + 2  # the seal and its checkpoint, nothing else
+        assert report.seal.extra["session_frames"] == found.frames
+        assert report.seal.extra["session_signed_frames"] == found.signed_frames
+        assert report.seal.extra["session_head"] == found.head.hex()
+        assert str(report.seal.extra["recovered_by"]).startswith("serve:")
+        assert report.duration_us == found.duration_us  # the seal claims no time the session did not have
+        # The audit log pins how far the session itself reached, and the sealed end.
         [event] = [e for e in env.svc.audit_events() if e.event == "session.interrupted"]
         assert event.session_id == s.id and event.outcome == "failure"
         assert event.fields["recording_outcome"] == "INCOMPLETE"
-        assert event.fields["frames"] == report.frames and event.fields["last_head"] == report.head.hex()
+        assert event.fields["frames"] == found.frames and event.fields["last_head"] == found.head.hex()
+        assert event.fields["signed_frames"] == found.signed_frames
+        assert event.fields["sealed"] is True and "not_sealed" not in event.fields
+        assert event.fields["sealed_head"] == report.head.hex() and event.fields["sealed_frames"] == report.frames
         assert event.fields["owner"].startswith("serve:")
+        assert "sealed at restart" in event.message
         # Its end is the recording's last moment, not the restart.
         ended = datetime.fromisoformat(row["ended_at"].replace("Z", "+00:00"))
         last = datetime.fromtimestamp((report.header.started_at_us + report.duration_us) / 1e6, UTC)
         assert abs((ended - last).total_seconds()) < 1
         assert any("interrupted" in line for line in env.output)
-        # The restarted bastion re-indexes it as what it now is (it was LIVE in the index): INCOMPLETE.
-        wait_for(lambda: _sessions(env.data.root)[0]["verified"] == "INCOMPLETE")
-        # zsp verify says why it ended, next to its verdict.
+        # The restarted bastion re-indexes it as what it now is (it was LIVE in the index): VALID.
+        wait_for(lambda: _sessions(env.data.root)[0]["verified"] == "VALID")
+        # zsp verify says it is VALID, sealed with reason interrupted, and what the session signed.
         shown = subprocess.run(
             [sys.executable, "-m", "zsp_tui", "verify", s.id[-8:], "--data", str(env.data.root)],
             capture_output=True, text=True,
         )
-        assert shown.returncode == 1 and shown.stdout.startswith("INCOMPLETE") and " ended=interrupted" in shown.stdout
+        assert shown.returncode == 0 and shown.stdout.startswith("VALID"), shown.stdout
+        assert " reason=interrupted" in shown.stdout and " ended=interrupted" in shown.stdout
+        assert f"session-frames={found.frames} session-signed-frames={found.signed_frames}" in shown.stdout
         as_json = subprocess.run(
             [sys.executable, "-m", "zsp_tui", "verify", s.id, "--json", "--data", str(env.data.root)],
             capture_output=True, text=True,
         )
         assert json.loads(as_json.stdout)[0]["end_reason"] == "interrupted"
-        # A second restart finds nothing more to close.
+        # zsp verify --all: INTERRUPTED (not a plain VALID that would hide the crash).
+        every = subprocess.run(
+            [sys.executable, "-m", "zsp_tui", "verify", "--all", "--json", "--data", str(env.data.root)],
+            capture_output=True, text=True,
+        )
+        [checked] = json.loads(every.stdout)["recordings"]
+        assert checked["state"] == "INTERRUPTED" and every.returncode == 1
+        # A second restart finds nothing more to close and seals nothing more.
         env.stop()
         env.start()
         assert len([e for e in env.svc.audit_events() if e.event == "session.interrupted"]) == 1
+        assert Path(s.path).read_bytes() == sealed
     finally:
         env.stop()
+
+
+def _interrupted_event(env: Env, sid: str) -> AuditEvent:
+    [event] = [e for e in env.svc.audit_events() if e.event == "session.interrupted" and e.session_id == sid]
+    return event
+
+
+def test_a_torn_tail_is_left_untouched_and_audited_as_unsealed(tmp_path: Path) -> None:
+    """A recording whose last frame was cut off mid-write (a crash inside a write, or inside
+    recovery's own write of the seal): sealing it would mean cutting it, so it is left as it is."""
+    env = make_env(tmp_path)
+    s = killed_mid_session(env)
+    with open(s.path, "ab") as f:
+        f.write(b"\x00\x00\x01\x00" + b"\x94\x01")  # a frame of 256 bytes, cut after 2 of them
+    torn = Path(s.path).read_bytes()
+    found = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
+    assert found.outcome is Outcome.INCOMPLETE and found.problem is Problem.TORN
+    env.start()
+    try:
+        wait_for(lambda: _sessions(env.data.root)[0]["status"] == "interrupted")
+        assert Path(s.path).read_bytes() == torn
+        event = _interrupted_event(env, s.id)
+        assert event.fields["sealed"] is False and "torn tail" in event.fields["not_sealed"]
+        assert event.fields["frames"] == found.frames and event.fields["last_head"] == found.head.hex()
+        assert "left unsealed" in event.message
+        env.stop()
+        env.start()  # a second restart leaves it alone too
+        assert Path(s.path).read_bytes() == torn
+        assert len([e for e in env.svc.audit_events() if e.event == "session.interrupted"]) == 1
+    finally:
+        env.stop()
+
+
+def test_a_recording_edited_before_the_restart_is_not_sealed(tmp_path: Path) -> None:
+    """Changed between the crash and the restart: CORRUPT, and recovery never makes it VALID."""
+    env = make_env(tmp_path)
+    s = killed_mid_session(env)
+    raw = bytearray(Path(s.path).read_bytes())
+    at = raw.index(b"tick", len(raw) // 2)
+    raw[at : at + 4] = b"TOCK"
+    Path(s.path).write_bytes(raw)
+    found = verify(s.path, load_trusted_keys(env.data.allowed_signers_path))
+    assert found.outcome is Outcome.CORRUPT and found.problem is Problem.HASH_MISMATCH
+    env.start()
+    try:
+        wait_for(lambda: _sessions(env.data.root)[0]["end_reason"] == "interrupted")
+        assert Path(s.path).read_bytes() == bytes(raw)
+        event = _interrupted_event(env, s.id)
+        assert event.fields["recording_outcome"] == "CORRUPT" and event.fields["sealed"] is False
+        assert "CORRUPT" in event.fields["not_sealed"]
+    finally:
+        env.stop()
+
+
+def test_a_recording_sealed_by_a_recovery_that_then_died_is_closed_as_sealed(tmp_path: Path) -> None:
+    """Recovery appended the seal, then died before closing the session in the store: the next
+    start finds the seal it wrote, appends nothing, and closes the session as sealed at restart."""
+    env = make_env(tmp_path)
+    s = killed_mid_session(env)
+    trusted = load_trusted_keys(env.data.allowed_signers_path)
+    found = verify(s.path, trusted)
+    end = ChainEnd(
+        session_id=found.header.session_id,
+        signer=found.header.signer,
+        frames=found.frames,
+        signed_frames=found.signed_frames,
+        head=found.head,
+        t_us=found.duration_us,
+        output_bytes=found.output_bytes,
+        input_bytes=found.input_bytes,
+        checkpoint_frames=found.header.checkpoint_frames,
+        size=found.bad_offset,
+    )
+    resumed = interrupted_seal(end, env.data.signing_key(), recovered_by="serve:elsewhere:1")
+    fd = os.open(s.path, os.O_WRONLY | os.O_APPEND)
+    try:
+        append_at_end(fd, resumed)
+    finally:
+        os.close(fd)
+    sealed = Path(s.path).read_bytes()
+    env.start()
+    try:
+        wait_for(lambda: _sessions(env.data.root)[0]["status"] == "interrupted")
+        assert Path(s.path).read_bytes() == sealed
+        event = _interrupted_event(env, s.id)
+        assert event.fields["sealed"] is True and event.fields["sealed_head"] == resumed.info.head_hex
+        assert event.fields["frames"] == found.frames and event.fields["last_head"] == found.head.hex()
+        assert event.fields["recovered_by"] == "serve:elsewhere:1"
+    finally:
+        env.stop()
+
+
+def test_a_recording_signed_by_another_key_is_not_sealed(tmp_path: Path) -> None:
+    """The bastion's key is not the recording's signer (rotated since): a checkpoint by it would not
+    verify, so the recording is left unsealed and the audit event says why."""
+    env = make_env(tmp_path)
+    s = killed_mid_session(env)
+    before = Path(s.path).read_bytes()
+    other = SigningKey.generate()
+    trusted = [*load_trusted_keys(env.data.allowed_signers_path), other.public]
+    assert close_interrupted(env.svc, trusted, key=other) == [s.id]
+    assert Path(s.path).read_bytes() == before
+    event = _interrupted_event(env, s.id)
+    assert event.fields["sealed"] is False and "another key" in event.fields["not_sealed"]
 
 
 def test_a_second_bastion_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

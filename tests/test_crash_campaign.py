@@ -4,8 +4,8 @@ The writer campaign kills a recording writer hundreds of times at random points 
 seconds in all; ``ZSP_LONG=1`` runs 5,000). The bastion campaign kills `zsp serve` with SIGKILL
 mid-burst, restarts it on the same data dir (which closes what the dead one left live), and kills it
 again (3 rounds; ``ZSP_LONG=1`` runs 30): every recording stays VALID or INCOMPLETE and intact up to
-its last complete frame, unsealed ones are closed as interrupted with their bytes untouched, their
-grants' sessions are audited as ended by the crash, and `zsp verify --all` agrees with the audit log.
+its last complete frame, unsealed ones are closed as interrupted and sealed as such (their bytes a
+byte-exact prefix; left untouched when the tail is torn), their grants' sessions are audited as ended by the crash, and `zsp verify --all` agrees with the audit log.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from recorder import SigningKey
+from recorder import SigningKey, load_trusted_keys
 from replay import Outcome, Problem, verify
 from tests.bastion_env import make_env, tracebacks
 from tests.helpers import frame_spans
@@ -114,15 +114,28 @@ def test_the_bastion_killed_mid_burst_again_and_again(tmp_path: Path) -> None:
         assert sessions and all(s.ended_at is not None for s in sessions)
         assert at_kill, "no kill landed mid-session"
         interrupted = {e.session_id: e for e in env.svc.audit_events() if e.event == "session.interrupted"}
+        trusted = load_trusted_keys(env.data.allowed_signers_path)
+        sealed = 0
         for s in sessions:
             if s.id in at_kill:
                 assert s.end_reason == "interrupted", s
-                # Closed without touching the recording: its bytes are those the kill left.
-                assert Path(s.path).read_bytes() == at_kill[s.id]
                 e = interrupted[s.id]
                 assert e.grant_id == grant.id and e.outcome == "failure"
+                now = Path(s.path).read_bytes()
+                if e.fields["sealed"]:
+                    # Sealed at restart: the bytes the kill left, then the seal and its checkpoint.
+                    assert now.startswith(at_kill[s.id]) and len(now) > len(at_kill[s.id])
+                    r = verify(s.path, trusted)
+                    assert r.valid and r.seal is not None and r.seal.reason == "interrupted", r
+                    assert r.head.hex() == e.fields["sealed_head"]
+                    sealed += 1
+                else:
+                    # Left alone (a torn tail, say): its bytes are exactly those the kill left.
+                    assert now == at_kill[s.id], e.fields
+                    assert e.fields["not_sealed"]
             else:
                 assert s.end_reason != "interrupted"
+        assert sealed, "no interrupted recording was sealed"
         report = _verify_all(env.data.root)
         states = {r["session_id"]: r["state"] for r in report["recordings"]}
         assert report["audit"]["ok"], report["audit"]

@@ -9,6 +9,7 @@ The embedded SQLite store is one data dir's: several processes share it as the w
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from recorder import load_trusted_keys
+from replay import verify
 from tests.bastion_env import Env, keygen, make_env, tracebacks
 from tests.test_bastion import wait_for
 from zsp_tui.access import Actor
@@ -191,6 +194,9 @@ async def test_a_bastion_killed_mid_session_leaves_a_recording_closed_and_upload
         key = row.object_key.split("/", 3)[3]
         body = s3_server.client().get_object(Bucket=s3_bucket, Key=key)["Body"].read()
         assert __import__("hashlib").sha256(body).hexdigest() == row.sha256
+        # What was uploaded is the recording as the restart sealed it: VALID, reason interrupted.
+        uploaded_report = verify(io.BytesIO(body), load_trusted_keys(b.data.allowed_signers_path))
+        assert uploaded_report.valid and uploaded_report.seal.reason == "interrupted", uploaded_report
         # And the sealed session on A is uploaded too.
         sealed = next(x for x in await asyncio.to_thread(a.svc.sessions) if x.id != s.id)
         await asyncio.to_thread(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from recorder import SigningKey
-from tests.rules_helpers import Rec, facts, fired, ruleset, run
+from tests.rules_helpers import Rec, facts, file_rules, fired, rule, ruleset, run
 from zsp_tui.cli import main
 from zsp_tui.exceptions import RulesError
 from zsp_tui.rules import Action, FileOp, Trigger
@@ -166,53 +166,15 @@ def test_sftp_requests_map_to_file_ops() -> None:
 
 # --- the engine ----------------------------------------------------------------------------------
 
-RULES = """
-[[rule]]
-name = "up"
-severity = "medium"
-actions = ["flag", "notify"]
-path = 'UP'
-file_ops = ["write"]
-
-[[rule]]
-name = "no-rm"
-severity = "high"
-actions = ["deny"]
-path = 'KEEP'
-file_ops = ["remove", "rename"]
-
-[[rule]]
-name = "stop"
-severity = "critical"
-actions = ["terminate"]
-path = 'SECRET'
-file_ops = ["read"]
-
-[[rule]]
-name = "any-op-in-etc"
-severity = "low"
-path = '^/etc/'
-
-[[rule]]
-name = "prod-only"
-severity = "high"
-actions = ["terminate"]
-path = 'SCOPED'
-targets = ["label:prod"]
-
-[[rule]]
-name = "root-only"
-severity = "high"
-actions = ["terminate"]
-path = 'SCOPED'
-logins = ["root"]
-
-[[rule]]
-name = "nights"
-severity = "low"
-path = 'NIGHT'
-hours = "22:00-06:00"
-"""
+RULES = "\n" + file_rules(
+    rule("up", "medium", actions=["flag", "notify"], path="UP", file_ops=["write"]),
+    rule("no-rm", "high", actions=["deny"], path="KEEP", file_ops=["remove", "rename"]),
+    rule("stop", "critical", actions=["terminate"], path="SECRET", file_ops=["read"]),
+    rule("any-op-in-etc", "low", path="^/etc/"),
+    rule("prod-only", "high", actions=["terminate"], path="SCOPED", targets=["label:prod"]),
+    rule("root-only", "high", actions=["terminate"], path="SCOPED", logins=["root"]),
+    rule("nights", "low", path="NIGHT", hours="22:00-06:00"),
+)
 
 
 def engine(**kw: object) -> SessionRules:

@@ -26,6 +26,7 @@ import pytest
 from recorder import FrameKind
 from replay import load
 from tests.bastion_env import POLICY, Env, make_env
+from tests.rules_helpers import file_rules, rule
 from zsp_tui.access import Actor
 from zsp_tui.cli import main
 from zsp_tui.models import RequestState
@@ -33,56 +34,35 @@ from zsp_tui.models import RequestState
 SFTP_POLICY = POLICY.replace("approvals = 1\n", "approvals = 1\nfile_transfer = true\n")
 LOGIN = pwd.getpwuid(os.getuid()).pw_name
 
-RULES = f"""\
-[settings]
-defaults = "standard"
-
-[[rule]]
-name = "flag-upload"
-severity = "medium"
-actions = ["flag", "notify", "warn"]
-message = "UPLOAD-WARNED"
-path = 'FLAGGED-UP'
-file_ops = ["write"]
-
-[[rule]]
-name = "stop-download"
-severity = "critical"
-actions = ["terminate"]
-message = "secret downloads end the session"
-path = 'SECRET-DOWN'
-file_ops = ["read"]
-
-[[rule]]
-name = "keep-files"
-severity = "high"
-actions = ["deny"]
-message = "KEEP-ME files stay"
-path = 'KEEP-ME'
-file_ops = ["remove", "rename"]
-
-[[rule]]
-name = "scoped-login"
-severity = "high"
-actions = ["terminate"]
-path = 'SCOPED'
-logins = ["nobody-logs-in-as-this"]
-
-[[rule]]
-name = "scoped-target"
-severity = "high"
-actions = ["terminate"]
-path = 'SCOPED'
-targets = ["label:prod"]
-
-[[rule]]
-name = "scoped-here"
-severity = "low"
-actions = ["flag"]
-path = 'SCOPED'
-logins = ["{LOGIN}"]
-targets = ["srv"]
-"""
+RULES = '[settings]\ndefaults = "standard"\n\n' + file_rules(
+    rule(
+        "flag-upload",
+        "medium",
+        actions=["flag", "notify", "warn"],
+        message="UPLOAD-WARNED",
+        path="FLAGGED-UP",
+        file_ops=["write"],
+    ),
+    rule(
+        "stop-download",
+        "critical",
+        actions=["terminate"],
+        message="secret downloads end the session",
+        path="SECRET-DOWN",
+        file_ops=["read"],
+    ),
+    rule(
+        "keep-files",
+        "high",
+        actions=["deny"],
+        message="KEEP-ME files stay",
+        path="KEEP-ME",
+        file_ops=["remove", "rename"],
+    ),
+    rule("scoped-login", "high", actions=["terminate"], path="SCOPED", logins=["nobody-logs-in-as-this"]),
+    rule("scoped-target", "high", actions=["terminate"], path="SCOPED", targets=["label:prod"]),
+    rule("scoped-here", "low", actions=["flag"], path="SCOPED", logins=[LOGIN], targets=["srv"]),
+)
 
 
 @dataclass

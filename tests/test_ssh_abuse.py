@@ -24,6 +24,7 @@ import pytest
 
 from replay import Outcome, load
 from tests.bastion_env import Env, make_env, tracebacks
+from tests.raw_ssh import RawClient, packet, string
 from tests.test_bastion_limits import PROMPT, _add_carol, _Holder
 
 HOSTILE = ("\x1b", "\x07", "\x9b", "\r", "\x00")
@@ -109,30 +110,19 @@ def test_a_request_after_a_failed_attempt_is_a_disconnect(env: Env) -> None:
     _still_serves(env)
 
 
-def _packet(payload: bytes) -> bytes:
-    """An unencrypted SSH binary packet (RFC 4253 6): what is sent before keys are exchanged."""
-    pad = 8 - (len(payload) + 5) % 8
-    pad += 8 if pad < 4 else 0
-    return struct.pack(">IB", len(payload) + pad + 1, pad) + payload + bytes(pad)
-
-
-def _string(b: bytes) -> bytes:
-    return struct.pack(">I", len(b)) + b
-
-
 @pytest.mark.parametrize(
     "payload",
     [
-        bytes([90]) + _string(b"session") + struct.pack(">III", 0, 2 << 20, 32768),  # CHANNEL_OPEN
-        bytes([50]) + _string(b"alice") + _string(b"ssh-connection") + _string(b"none"),  # USERAUTH_REQUEST
-        bytes([80]) + _string(b"tcpip-forward") + b"\x01" + _string(b"127.0.0.1") + struct.pack(">I", 0),
-        bytes([94]) + struct.pack(">I", 0) + _string(b"x" * 100),  # CHANNEL_DATA on no channel
+        bytes([90]) + string(b"session") + struct.pack(">III", 0, 2 << 20, 32768),  # CHANNEL_OPEN
+        bytes([50]) + string(b"alice") + string(b"ssh-connection") + string(b"none"),  # USERAUTH_REQUEST
+        bytes([80]) + string(b"tcpip-forward") + b"\x01" + string(b"127.0.0.1") + struct.pack(">I", 0),
+        bytes([94]) + struct.pack(">I", 0) + string(b"x" * 100),  # CHANNEL_DATA on no channel
     ],
     ids=["channel-open", "userauth", "global-request", "channel-data"],
 )
 def test_a_message_out_of_place_before_key_exchange_is_a_disconnect(env: Env, payload: bytes) -> None:
     with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
-        s.sendall(b"SSH-2.0-OpenSSH_9.9\r\n" + _packet(payload))
+        s.sendall(b"SSH-2.0-OpenSSH_9.9\r\n" + packet(payload))
         got = b""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -148,6 +138,142 @@ def test_a_message_out_of_place_before_key_exchange_is_a_disconnect(env: Env, pa
     assert got.startswith(b"SSH-2.0-")  # its banner (and KEXINIT), then it hung up
     assert env.svc.sessions() == []
     _still_serves(env)
+
+
+# --- A5c: a message out of place in the middle of key exchange (strict KEX) ------------------------
+
+
+class _Cat:
+    """alice's session running ``cat`` on its own connection: what must keep working meanwhile."""
+
+    def __init__(self, env: Env) -> None:
+        self.t = _transport(env)
+        self.t.auth_publickey("local", _key(env, "alice"))
+        self.ch = self.t.open_session(timeout=10)
+        self.ch.settimeout(30)
+        self.ch.exec_command("cat")
+
+    def echoes(self, line: bytes) -> bool:
+        self.ch.sendall(line + b"\n")
+        got = b""
+        while not got.endswith(line + b"\n"):
+            chunk = self.ch.recv(4096)
+            if not chunk:
+                return False
+            got += chunk
+        return got == line + b"\n"
+
+    def close(self) -> None:
+        self.t.close()
+
+
+MID_KEX = {
+    "service-request": bytes([5]) + string(b"ssh-userauth"),
+    "channel-open": bytes([90]) + string(b"session") + struct.pack(">III", 0, 2 << 20, 32768),
+}
+
+
+@pytest.mark.parametrize("stage", ["after-kexinit", "after-ecdh-init"])
+@pytest.mark.parametrize("message", list(MID_KEX))
+def test_a_message_out_of_place_in_the_middle_of_key_exchange_is_a_disconnect(
+    env: Env, stage: str, message: str
+) -> None:
+    """KEXINIT exchanged (and, later still, the server's ECDH reply and NEWKEYS sent, ours not
+    yet), then a SERVICE_REQUEST or CHANNEL_OPEN in the clear: strict KEX allows nothing but key
+    exchange there. That client is dropped, with one line on the bastion's output; nothing is
+    authenticated; another session running meanwhile keeps working."""
+    env.grant()
+    other = _Cat(env)
+    try:
+        assert other.echoes(b"before")
+        raw = RawClient(env.port)
+        try:
+            raw.start_kex()
+            if stage == "after-ecdh-init":
+                raw.send_ecdh_init()
+            raw.send(MID_KEX[message])
+            assert raw.wait_closed(), "the bastion kept a connection that broke key exchange"
+        finally:
+            raw.close()
+        assert other.echoes(b"after")
+    finally:
+        other.close()
+    _still_serves(env)
+    env.stop()
+    assert [e.actor for e in _events(env, "user.login")] == ["alice", "alice"]  # the session's, the check's
+    assert not _events(env, "user.login.failure")
+    [s] = env.svc.sessions()  # the cat session's only
+    assert s.user == "alice" and s.command == "cat"
+    said = [line for line in "".join(env.output).splitlines() if "dropped" in line]
+    assert len(said) == 1 and "before login: ProtocolError" in said[0], env.output
+
+
+# --- A5d: a channel with no room: maximum packet size 0, window 0 -----------------------------------
+
+
+def _open_raw_channel(t: paramiko.Transport, window: int, max_packet: int) -> paramiko.Channel:
+    """A session channel opened with exactly these sizes: paramiko clamps them to sane minimums
+    unless its sanitizers are bypassed (what a hostile client would send)."""
+    t._sanitize_window_size = lambda size: size  # type: ignore[method-assign]
+    t._sanitize_packet_size = lambda size: size  # type: ignore[method-assign]
+    return t.open_channel("session", window_size=window, max_packet_size=max_packet, timeout=10)
+
+
+@pytest.mark.parametrize("window", [0, 2 << 20], ids=["window-0", "window-2m"])
+def test_a_channel_with_a_maximum_packet_size_of_0_drops_that_connection_only(env: Env, window: int) -> None:
+    """asyncssh refuses a channel that could never carry a byte (a protocol error: that
+    connection ends, said on the bastion's output); alice's other session is untouched."""
+    env.grant()
+    other = _Cat(env)
+    try:
+        assert other.echoes(b"before")
+        t = _transport(env)
+        try:
+            t.auth_publickey("local", _key(env, "alice"))
+            with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+                _open_raw_channel(t, window, 0)
+            deadline = time.monotonic() + 10
+            while t.is_active() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not t.is_active(), "the bastion kept a connection that opened a channel with no room"
+        finally:
+            t.close()
+        assert other.echoes(b"after")
+    finally:
+        other.close()
+    _still_serves(env)
+    env.stop()
+    [s] = env.svc.sessions()  # the cat session's only
+    assert s.command == "cat"
+    said = [line for line in "".join(env.output).splitlines() if "dropped" in line]
+    assert len(said) == 1 and "(alice): ProtocolError: Invalid maximum packet size" in said[0], env.output
+
+
+def test_a_channel_opened_with_a_window_of_0_waits_for_room_then_runs(env: Env) -> None:
+    """Window 0 is legal: the bastion may send nothing until the client adjusts it. The session
+    waits (no busy loop, nothing lost), then runs to its end once room is given."""
+    env.grant()
+    t = _transport(env)
+    try:
+        t.auth_publickey("local", _key(env, "alice"))
+        ch = _open_raw_channel(t, 0, 32768)
+        ch.settimeout(30)
+        ch.exec_command("echo window-ok")
+        _still_serves(env)  # the bastion answers others meanwhile
+        m = paramiko.Message()
+        m.add_byte(bytes([93]))  # CHANNEL_WINDOW_ADJUST
+        m.add_int(ch.remote_chanid)
+        m.add_int(1 << 20)
+        t._send_user_message(m)
+        out = b""
+        while chunk := ch.recv(4096):
+            out += chunk
+        assert out == b"window-ok\n" and ch.recv_exit_status() == 0
+    finally:
+        t.close()
+    [s] = env.svc.sessions()
+    _frames, report = load(s.path, env.data.trusted_keys())
+    assert report.outcome is Outcome.VALID
 
 
 # --- A6: user name and key switched between attempts (CVE-2023-48712, CVE-2024-45337) -------------
@@ -251,7 +377,7 @@ def test_a_hostile_term_is_recorded_exactly_and_never_printed_raw(env: Env, tmp_
     _still_serves(env)
 
 
-@pytest.mark.parametrize("term", ["\x9b2Jxterm", "xterm\x00", "\u00e9" * 10], ids=["c1-csi", "nul", "non-ascii"])
+@pytest.mark.parametrize("term", ["\x9b2Jxterm", "\u00e9" * 10], ids=["c1-csi", "non-ascii"])
 def test_a_term_that_is_not_ascii_text_is_refused_before_any_session(env: Env, term: str) -> None:
     """asyncssh refuses a pty request whose TERM is not ASCII (a protocol error: the connection
     ends); nothing is recorded, and the bastion serves the next client."""
@@ -261,26 +387,135 @@ def test_a_term_that_is_not_ascii_text_is_refused_before_any_session(env: Env, t
         async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
             await conn.create_process("echo should-not-run", term_type=term, encoding=None)
 
-    if term == "xterm\x00":
-        # A NUL is ASCII to asyncssh: the session starts and ends at once (the target cannot take
-        # such a TERM; the client sees exit 255 and no message), recorded whole with the exact value.
-        asyncio.run(_run_and_check(env, term))
-        _still_serves(env)
-        return
     with pytest.raises((asyncssh.Error, OSError)):
         asyncio.run(session())
     assert env.svc.sessions() == []
     _still_serves(env)
 
 
-async def _run_and_check(env: Env, term: str) -> None:
-    async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
-        proc = await conn.create_process("echo term-ok", term_type=term, encoding=None)
-        await asyncio.wait_for(proc.wait_closed(), 20)
-    [s] = await asyncio.to_thread(env.svc.sessions)
+NUL_TERM = "xterm\x00evil"
+NUL_REFUSAL = b"zsp: a NUL byte in the terminal type (TERM) is not accepted"
+
+
+def _nul_refusals(env: Env, field: str) -> list:
+    return [
+        e
+        for e in _events(env, "session.refused")
+        if e.fields.get("reason") == "nul-byte" and e.fields["field"] == field
+    ]
+
+
+def _asyncssh_nul_term(env: Env, ssh_user: str, command: str | None) -> tuple[int | None, bytes, bytes]:
+    async def session() -> tuple[int | None, bytes, bytes]:
+        async with asyncssh.connect("127.0.0.1", username=ssh_user, **env.asyncssh_options("alice")) as conn:
+            proc = await conn.create_process(command, term_type=NUL_TERM, encoding=None)
+            out = await asyncio.wait_for(proc.stdout.read(), 20)
+            err = await asyncio.wait_for(proc.stderr.read(), 20)
+            await proc.wait_closed()
+            return proc.exit_status, out, err
+
+    return asyncio.run(session())
+
+
+def _paramiko_nul_term(env: Env, ssh_user: str) -> tuple[int, bytes]:
+    """paramiko's ``invoke_shell(term=...)``: a pty request, then a shell; the PTY merges stderr."""
+    t = _transport(env)
+    try:
+        t.auth_publickey(ssh_user, _key(env, "alice"))
+        ch = t.open_session(timeout=10)
+        ch.settimeout(20)
+        ch.get_pty(term=NUL_TERM)
+        ch.invoke_shell()
+        out = b""
+        while chunk := ch.recv(4096):
+            out += chunk
+        return ch.recv_exit_status(), out + ch.recv_stderr(4096)
+    finally:
+        t.close()
+
+
+def test_a_term_with_a_nul_is_refused_before_any_session_with_a_clear_audited_reason(env: Env) -> None:
+    """asyncssh takes a NUL as ASCII, so the pty request reaches the bastion; no shell can be given
+    such a TERM (it once ended the session at once, exit 255 and no message). Refused like a NUL in
+    the user name or command: one clear line, exit 1, audited, nothing recorded."""
+    env.grant()
+    status, out, err = _asyncssh_nul_term(env, "local", "echo should-not-run")
+    assert (status, out) == (1, b"") and err.strip() == NUL_REFUSAL
+    status2, merged = _paramiko_nul_term(env, "local")
+    assert status2 == 1 and NUL_REFUSAL in merged and b"should-not-run" not in merged
+    assert env.svc.sessions() == []
+    refusals = _nul_refusals(env, "term")
+    assert len(refusals) == 2 and all(e.actor == "alice" and e.outcome == "failure" for e in refusals)
+    assert "\x00" not in json.dumps([e.to_json() for e in env.svc.audit_events()])
+    _still_serves(env)
+
+
+def test_a_term_with_a_nul_never_reaches_a_real_sshd_target(remote_env: Env) -> None:
+    """OpenSSH's sshd drops the connection on such a pty request (the session would end as
+    "refused the session: Connection lost"): the bastion refuses it first, before connecting."""
+    env = remote_env
+    login = env.svc.target("srv").logins[0]
+    env.grant("srv", login)
+    status, out, err = _asyncssh_nul_term(env, f"{login}@srv", None)
+    assert (status, out) == (1, b"") and err.strip() == NUL_REFUSAL
+    status2, merged = _paramiko_nul_term(env, f"{login}@srv")
+    assert status2 == 1 and NUL_REFUSAL in merged
+    assert env.svc.sessions() == [] and len(_nul_refusals(env, "term")) == 2
+    assert not _events(env, "upstream.error")
+    _still_serves(env)
+
+
+def test_a_nul_in_the_user_name_or_command_is_refused_and_audited(env: Env) -> None:
+    """A user name with a NUL never gets past asyncssh (SASLprep prohibits it: the connection ends
+    before authentication); a command with one is refused like the TERM above."""
+    env.grant()
+    t = _transport(env)
+    try:
+        with pytest.raises(paramiko.SSHException):
+            t.auth_publickey("local\x00root", _key(env, "alice"))
+    finally:
+        t.close()
+    assert not _events(env, "user.login")
+    t = _transport(env)
+    try:
+        t.auth_publickey("local", _key(env, "alice"))
+        ch = t.open_session(timeout=10)
+        ch.settimeout(20)
+        ch.exec_command(b"echo should-not-run\x00; id")
+        assert ch.recv_exit_status() == 1
+        assert ch.recv_stderr(4096).strip() == b"zsp: a NUL byte in the command is not accepted"
+    finally:
+        t.close()
+    assert env.svc.sessions() == []
+    assert len(_nul_refusals(env, "command")) == 1
+    _still_serves(env)
+
+
+@pytest.mark.parametrize(
+    "env_vars",
+    [{"LANG": "C\x00evil"}, {"LC_ALL=x": "C"}, {"LC_\u00e9": "C"}],
+    ids=["nul-value", "equals-name", "wide-name"],
+)
+def test_locale_variables_no_process_can_take_are_dropped_not_fatal(env: Env, env_vars: dict[str, str]) -> None:
+    """Only LANG and LC_* pass to the target; a value with a NUL or a name with ``=`` could not be
+    given to a local shell (it once ended the session at once): dropped, the session runs."""
+    env.grant()
+
+    async def session() -> tuple[int | None, bytes]:
+        async with asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice")) as conn:
+            proc = await conn.create_process(
+                "echo env-ok; env | grep -c evil; exit 0", env={**env_vars, "LC_TIME": "C"}, encoding=None
+            )
+            out = await asyncio.wait_for(proc.stdout.read(), 20)
+            await proc.wait_closed()
+            return proc.exit_status, out
+
+    status, out = asyncio.run(session())
+    assert status == 0 and out.split() == [b"env-ok", b"0"]
+    [s] = env.svc.sessions()
     _frames, report = load(s.path, env.data.trusted_keys())
     assert report.outcome is Outcome.VALID
-    assert report.header is not None and report.header.term == term
+    assert report.header is not None and report.header.extra["env"] == {"LC_TIME": "C"}
 
 
 # --- A8: 1,000-character names ---------------------------------------------------------------------

@@ -125,7 +125,8 @@ def test_a_recording_renamed_to_another_session_is_corrupt(data_dir: Path) -> No
 
 def test_an_interrupted_session_is_interrupted_until_cut_further(data_dir: Path) -> None:
     """A `zsp record` killed with SIGKILL: closed as interrupted at recovery (what a restarting
-    bastion runs), then INTERRUPTED, as far as audited; cut further afterwards, TRUNCATED."""
+    bastion runs) and sealed as such, then INTERRUPTED, ending at the audited sealed head; cut
+    back to before the seal (its bytes as the kill left them) or further, TRUNCATED."""
     assert zsp("init").returncode == 0
     data = DataDir(data_dir)
     proc = subprocess.Popen(
@@ -148,7 +149,8 @@ def test_an_interrupted_session_is_interrupted_until_cut_further(data_dir: Path)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         live = data.service().unended_sessions()
-        if live and Path(live[0].path).exists() and Path(live[0].path).stat().st_size > 100_000:
+        # All 400000 bytes recorded: the writer idles in `sleep 60`, so the kill leaves no torn tail.
+        if live and Path(live[0].path).exists() and Path(live[0].path).stat().st_size > 400_000:
             break
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -158,14 +160,22 @@ def test_an_interrupted_session_is_interrupted_until_cut_further(data_dir: Path)
     p = _all("--json")
     assert _states(p) == {record.id: "LIVE"} and p.returncode == 0  # not found interrupted yet
 
-    assert close_interrupted(data.service(), data.trusted_keys()) == [record.id]
+    as_killed = Path(record.path).read_bytes()
+    assert close_interrupted(data.service(), data.trusted_keys(), key=data.signing_key()) == [record.id]
+    sealed = Path(record.path).read_bytes()
+    assert sealed.startswith(as_killed) and len(sealed) > len(as_killed)
     p = _all("--json")
     assert _states(p) == {record.id: "INTERRUPTED"} and p.returncode == 1
     [row] = json.loads(p.stdout)["recordings"]
-    assert row["audited_end"] == "interrupted" and row["head"] == row["audited_head"]
+    assert row["audited_end"] == "interrupted" and row["outcome"] == "VALID"
+    assert row["head"] == row["audited_sealed_head"] and row["head"] != row["audited_head"]
+    assert "sealed at restart (reason interrupted)" in row["detail"]
+    shown = zsp("verify", record.id)
+    assert shown.returncode == 0 and shown.stdout.startswith("VALID") and " reason=interrupted" in shown.stdout
 
-    raw = Path(record.path).read_bytes()
-    Path(record.path).write_bytes(raw[: len(raw) // 3])
+    Path(record.path).write_bytes(as_killed)  # the seal cut off: what the session itself wrote
+    assert _states(_all("--json")) == {record.id: "TRUNCATED"}
+    Path(record.path).write_bytes(as_killed[: len(as_killed) // 3])
     assert _states(_all("--json")) == {record.id: "TRUNCATED"}
 
 

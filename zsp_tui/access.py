@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from recorder import PublicKey, SigningKey
 from replay import printable
@@ -110,6 +110,22 @@ def _refused(req: AccessRequest, who: str, via: str, action: str, message: str) 
         grant_id=req.id,
         fields={"action": action, "requester": req.requester},
     )
+
+
+class _Scope(TypedDict):
+    target: str | None
+    login: str | None
+    grant_id: str | None
+    session_id: str | None
+
+
+def _session_scope(record: SessionRecord | None, session_id: str | None = None) -> _Scope:
+    """The audit scope of an event about a session (its target, login, grant and id), for
+    ``NewEvent(..., **_session_scope(record))``; all None but ``session_id`` when the record is
+    not known (a refusal naming no live session, a watch whose session row is gone)."""
+    if record is None:
+        return _Scope(target=None, login=None, grant_id=None, session_id=session_id)
+    return _Scope(target=record.target, login=record.login, grant_id=record.grant_id, session_id=record.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -875,10 +891,7 @@ class AccessService:
                     # escaped: matched text may quote output or a file name, with any control character
                     f"rule {flag.rule} ({flag.severity}) matched {flag.trigger}: {printable(flag.text)}",
                     outcome="flagged",
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={
                         "rule": flag.rule,
                         "severity": flag.severity,
@@ -943,10 +956,7 @@ class AccessService:
                     f"rule {rule.name} ({hold.severity}) held a command of {record.user} on "
                     f"{record.login}@{record.target} for approval: {hold.command}",
                     outcome="held",
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields=self._hold_fields(
                         hold,
                         expires_at=rfc3339(hold.expires_at),
@@ -1099,10 +1109,7 @@ class AccessService:
                     f"rule {rule.name} ({rule.severity.value}) ended session {record.id} of {record.user} on "
                     f"{record.login}@{record.target} and revoked its grant: {printable(text)}",
                     outcome="terminated",
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={"rule": rule.name, "severity": rule.severity.value, "text": text},
                 )
             )
@@ -1137,10 +1144,7 @@ class AccessService:
                     via,
                     f"{record.user} opened {record.login}@{record.target}"
                     + (f": {record.command}" if record.command else ""),
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={"client": record.client, "recording": record.path, "command": record.command},
                 )
             )
@@ -1170,10 +1174,7 @@ class AccessService:
                     via,
                     f"session {record.id} of {record.user} on {record.login}@{record.target} ended: {reason}",
                     outcome="success" if head else "failure",
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={
                         "exit_status": exit_status,
                         "reason": reason,
@@ -1199,11 +1200,16 @@ class AccessService:
     ) -> bool:
         """Close a session whose recorder died with it (a killed bastion): ``interrupted``.
 
-        The recording is left as it is (INCOMPLETE); ``found`` says what verifying it showed
-        (intact and signed frames, the last intact head), so the audit log pins how far it
-        reached. Ends it at ``last_seen`` (its last recorded moment) where known. Returns False
-        if the session had meanwhile been ended by someone else.
+        ``found`` says what verifying its recording showed (intact and signed frames, the last
+        intact head) and whether recovery sealed it (``sealed``, ``sealed_head``, ``sealed_frames``)
+        or why not (``not_sealed``), so the audit log pins how far it reached. Ends it at
+        ``last_seen`` (its last recorded moment) where known. Returns False if the session had
+        meanwhile been ended by someone else.
         """
+        if found.get("sealed") is True:
+            how = "its recording was sealed at restart with reason interrupted"
+        else:
+            how = f"its recording was left unsealed: {found.get('not_sealed') or 'not examined'}"
         with self._unit() as u:
             current = u.tx.get_session(record.id)
             if current is None or current.ended_at is not None:
@@ -1215,12 +1221,9 @@ class AccessService:
                     record.user,
                     via,
                     f"session {record.id} of {record.user} on {record.login}@{record.target} was interrupted "
-                    "(its recorder stopped without sealing it; found at restart)",
+                    f"(its recorder stopped without sealing it; found at restart; {how})",
                     outcome="failure",
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={"recording": record.path, "owner": record.owner, **found},
                 )
             )
@@ -1256,10 +1259,7 @@ class AccessService:
                         actor.via,
                         f"watch {printable(sid)[:64]} refused: {why}",
                         outcome="failure",
-                        target=record.target if record else None,
-                        login=record.login if record else None,
-                        grant_id=record.grant_id if record else None,
-                        session_id=record.id if record else None,
+                        **_session_scope(record),
                         fields={
                             "reason": why,
                             "requested_session": printable(sid)[:64],
@@ -1295,10 +1295,7 @@ class AccessService:
                     user.name,
                     actor.via,
                     f"{user.name} watches session {record.id} of {record.user}",
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={
                         "client": client,
                         "watch": wid,
@@ -1327,10 +1324,7 @@ class AccessService:
                 watch.via,
                 f"{watch.user} stopped watching session {watch.session_id} ({how.value})",
                 outcome="success",
-                target=record.target if record else None,
-                login=record.login if record else None,
-                grant_id=record.grant_id if record else None,
-                session_id=watch.session_id,
+                **_session_scope(record, watch.session_id),
                 fields={"since": rfc3339(watch.since), "how": how.value, "client": watch.client, "watch": watch.id},
             )
         )
@@ -1381,10 +1375,7 @@ class AccessService:
                     actor.via,
                     message,
                     outcome="failure",
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={"watch": watch.id, "operator": record.user},
                 )
             )
@@ -1437,10 +1428,7 @@ class AccessService:
                         actor.via,
                         message,
                         outcome="failure",
-                        target=record.target,
-                        login=record.login,
-                        grant_id=record.grant_id,
-                        session_id=record.id,
+                        **_session_scope(record),
                         fields={"operator": record.user},
                     ),
                 )
@@ -1466,10 +1454,7 @@ class AccessService:
                     actor.via,
                     f"{user.name} reviewed session {record.id} of {record.user} ({outcome}, head {head[:16]}...)"
                     + (f": {note}" if note else ""),
-                    target=record.target,
-                    login=record.login,
-                    grant_id=record.grant_id,
-                    session_id=record.id,
+                    **_session_scope(record),
                     fields={"operator": record.user, "head": head, "verdict": outcome, "frames": frames, "note": note},
                 )
             )

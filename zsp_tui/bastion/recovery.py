@@ -10,25 +10,50 @@ the other workers of this data dir are live processes of this host and are left 
 of another host are left alone when the store is shared (PostgreSQL: another bastion host may be
 serving them; its own restart closes them); with the embedded SQLite store, whose data dir only
 one ``zsp serve`` uses, a ``serve:`` session of another host name (a renamed host or container)
-cannot be live and is closed. Each such session is closed as ``interrupted``: its recording is
-left exactly as it is (INCOMPLETE: FORMAT.md has no seal that could say "interrupted", and
-anything appended now would be written by a process that did not see the session), and a
-``session.interrupted`` audit event records how far the recording reached (its intact and signed
-frames and last intact head), so a recording cut back later is caught against the audit log.
+cannot be live and is closed.
+
+Each such session is closed as ``interrupted``, and its recording sealed as such when that is
+honest. Under an exclusive ``flock`` on the file (so two processes recovering at once seal it
+once), the recording is verified; if it ends exactly at a frame boundary with nothing wrong
+(INCOMPLETE ``no-seal``), a seal whose reason is ``interrupted`` and the checkpoint signing it
+are appended in one write and fsynced (:func:`recorder.interrupted_seal`): the chain goes on from
+the last intact frame, the original bytes stay a byte-exact prefix, and the seal names how far the
+session itself wrote and signed (``session_frames``, ``session_signed_frames``, ``session_head``)
+and who recovered it (``recovered_by``). It is signed with the bastion's recording key, which must
+be the recording's own signer (a verifier accepts no other key's checkpoints), and the result is
+verified in memory before a byte is written: sealing never makes a recording VALID that would
+not verify with the trusted keys. Anything else is left exactly as it is: a torn tail (sealing
+would mean cutting it), a seal without its checkpoint, a CORRUPT or unreadable file, one signed by
+another key. A ``session.interrupted`` audit event records how far the recording reached (its
+intact and signed frames and last intact head, as found), whether it was sealed (``sealed``,
+``sealed_head``, ``sealed_frames``) and if not why (``not_sealed``), so a recording cut back later
+is caught against the audit log. A crash while sealing leaves the original bytes, or them plus a
+torn tail that the next start leaves alone; a recording a crashed recovery sealed but could not
+close in the store is recognised by its seal and closed as sealed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recorder import PublicKey
-from replay import SourceError, verify
+from recorder import (
+    INTERRUPTED,
+    ChainEnd,
+    PublicKey,
+    RecordingFailed,
+    ResumeRefused,
+    SigningKey,
+    append_at_end,
+    interrupted_seal,
+)
+from replay import Outcome, Problem, SourceError, VerificationReport, verify
 
 from ..access import AccessService
 from ..exceptions import UsageError
@@ -112,37 +137,184 @@ def owner_gone(owner: str, started: datetime | None = None, *, shared_store: boo
     return born is not None and started is not None and born > started.timestamp() + 1
 
 
-def _inspect(record: SessionRecord, trusted: list[PublicKey]) -> tuple[datetime | None, dict[str, Any]]:
-    """Verify the recording (read only): its last recorded moment and how far it is intact."""
-    try:
-        report = verify(Path(record.path), trusted)
-    except SourceError as exc:
-        return None, {"recording_outcome": "unreadable", "detail": exc.reason}
-    found: dict[str, Any] = {
+class _Appended(io.RawIOBase):
+    """A file followed by bytes not yet written to it: what the file would read as after the write."""
+
+    def __init__(self, f: io.BufferedReader, tail: bytes) -> None:
+        self._f = f
+        self._tail = memoryview(tail)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(buffer)
+        if n:
+            return n
+        n = min(len(buffer), len(self._tail))
+        buffer[:n] = self._tail[:n]
+        self._tail = self._tail[n:]
+        return n
+
+
+def _found(report: VerificationReport) -> dict[str, Any]:
+    """What the audit event says of a recording as found (before any seal recovery adds)."""
+    return {
         "recording_outcome": report.outcome.value,
         "frames": report.frames,
         "signed_frames": report.signed_frames,
         "last_head": report.head.hex() if report.head else None,
         "problem": report.problem.value if report.problem else None,
     }
-    last_seen = None
-    if report.header is not None:
-        last_seen = datetime.fromtimestamp((report.header.started_at_us + report.duration_us) / 1e6, UTC)
-    return last_seen, found
+
+
+def _sealed_before(report: VerificationReport) -> dict[str, Any] | None:
+    """A recording an earlier recovery sealed (and then died before closing its session): what
+    the audit event says of it, from the seal's own account of how far the session reached."""
+    seal = report.seal
+    if seal is None or seal.reason != INTERRUPTED or report.head is None:
+        return None
+    frames, signed, head = (seal.extra.get(k) for k in ("session_frames", "session_signed_frames", "session_head"))
+    if type(frames) is not int or type(signed) is not int or type(head) is not str:
+        return None
+    return {
+        "recording_outcome": Outcome.INCOMPLETE.value,
+        "frames": frames,
+        "signed_frames": signed,
+        "last_head": head,
+        "problem": Problem.NO_SEAL.value,
+        "sealed": True,
+        "sealed_head": report.head.hex(),
+        "sealed_frames": report.frames,
+        "recovered_by": seal.extra.get("recovered_by"),
+    }
+
+
+def _why_not(report: VerificationReport) -> str:
+    """Why a recording that is not INCOMPLETE ``no-seal`` is left as it is."""
+    if report.outcome is Outcome.VALID:
+        return f"already sealed (reason {report.seal.reason if report.seal else '?'})"
+    if report.outcome is Outcome.CORRUPT:
+        where = "the preamble" if report.bad_frame is None else f"frame {report.bad_frame}"
+        return f"CORRUPT at {where} ({report.problem.value if report.problem else '?'}): never sealed at recovery"
+    if report.problem is Problem.TORN:
+        return f"the file ends inside frame {report.bad_frame} (a torn tail): sealing it would mean cutting it"
+    if report.problem is Problem.UNSIGNED_SEAL:
+        return "it ends between a seal and the checkpoint that signs it"
+    return f"INCOMPLETE ({report.problem.value if report.problem else '?'}): nothing to seal"
+
+
+def _chain_end(report: VerificationReport) -> ChainEnd | None:
+    h = report.header
+    if h is None or report.head is None or report.bad_offset is None:
+        return None
+    return ChainEnd(
+        session_id=h.session_id,
+        signer=h.signer,
+        frames=report.frames,
+        signed_frames=report.signed_frames,
+        head=report.head,
+        t_us=report.duration_us,
+        output_bytes=report.output_bytes,
+        input_bytes=report.input_bytes,
+        checkpoint_frames=h.checkpoint_frames,
+        size=report.bad_offset,
+    )
+
+
+def _seal(path: Path, fd: int, report: VerificationReport, trusted: list[PublicKey], key: SigningKey) -> dict[str, Any]:
+    """Seal a recording verified INCOMPLETE ``no-seal`` (``fd``: open for appending, locked).
+    Returns the audit fields saying whether it was sealed and how, or why not."""
+    end = _chain_end(report)
+    if end is None:
+        return {"sealed": False, "not_sealed": "nothing to resume from"}
+    try:
+        resumed = interrupted_seal(end, key, recovered_by=session_owner("serve"))
+        with open(path, "rb") as f:
+            after = verify(io.BufferedReader(_Appended(f, resumed.data)), trusted)
+        if not (after.valid and after.head == resumed.info.head and after.frames == resumed.info.frames):
+            why = f"{after.outcome.value} ({after.problem.value if after.problem else '-'}: {after.detail})"
+            return {"sealed": False, "not_sealed": f"the sealed recording would not verify: {why}"}
+        append_at_end(fd, resumed, name=str(path))
+    except ResumeRefused as exc:
+        return {"sealed": False, "not_sealed": exc.reason}
+    except RecordingFailed as exc:
+        return {"sealed": False, "not_sealed": f"writing the seal failed: {exc.reason}"}
+    except (OSError, SourceError) as exc:
+        return {"sealed": False, "not_sealed": f"cannot read it back: {exc}"}
+    return {"sealed": True, "sealed_head": resumed.info.head_hex, "sealed_frames": resumed.info.frames}
+
+
+def _close_one(
+    svc: AccessService, record: SessionRecord, trusted: list[PublicKey], key: SigningKey | None
+) -> bool | None:
+    """Seal (when honest) and close one session whose recorder is gone. None if someone else
+    closed it meanwhile; else whether this call closed it."""
+    path = Path(record.path)
+    cannot_write = ""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        fd = -1
+        cannot_write = f"cannot open it to append: {exc.strerror or exc}"
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one recovering process at a time seals this file
+        current = svc.session(record.id)
+        if current is None or current.ended_at is not None:
+            return None
+        try:
+            report = verify(path, trusted)
+        except SourceError as exc:
+            return svc.session_interrupted(
+                record,
+                None,
+                {
+                    "recording_outcome": "unreadable",
+                    "detail": exc.reason,
+                    "sealed": False,
+                    "not_sealed": f"cannot read it: {exc.reason}",
+                },
+            )
+        found = _found(report)
+        earlier = _sealed_before(report)
+        if earlier is not None:
+            found = earlier
+        elif report.outcome is not Outcome.INCOMPLETE or report.problem is not Problem.NO_SEAL:
+            found |= {"sealed": False, "not_sealed": _why_not(report)}
+        elif fd < 0:
+            found |= {"sealed": False, "not_sealed": cannot_write}
+        elif key is None:
+            found |= {"sealed": False, "not_sealed": "no recording key to sign a seal with"}
+        else:
+            found |= _seal(path, fd, report, trusted, key)
+        last_seen = None
+        if report.header is not None:
+            last_seen = datetime.fromtimestamp((report.header.started_at_us + report.duration_us) / 1e6, UTC)
+        return svc.session_interrupted(record, last_seen, found)
+    finally:
+        if fd >= 0:
+            os.close(fd)  # drops the flock
 
 
 def close_interrupted(
-    svc: AccessService, trusted: list[PublicKey], *, shared_store: bool = False, upload: bool = False
+    svc: AccessService,
+    trusted: list[PublicKey],
+    *,
+    key: SigningKey | None = None,
+    shared_store: bool = False,
+    upload: bool = False,
 ) -> list[str]:
-    """Close every session whose recorder is gone (:func:`owner_gone`) as ``interrupted``;
-    returns their ids. Safe to run in several processes at once: each session is closed once.
-    With ``upload`` (object storage configured), its recording is then marked pending upload."""
+    """Close every session whose recorder is gone (:func:`owner_gone`) as ``interrupted``, sealing
+    its recording with ``key`` where that is honest (module docstring); returns their ids. Safe to
+    run in several processes at once: each session is closed, and each recording sealed, once.
+    With ``upload`` (object storage configured), its recording is then marked pending upload:
+    sealed first, so what is uploaded is the sealed file."""
     closed = []
     for record in svc.unended_sessions():
         if not owner_gone(record.owner, record.started_at, shared_store=shared_store):
             continue
-        last_seen, found = _inspect(record, trusted)
-        if svc.session_interrupted(record, last_seen, found):
+        if _close_one(svc, record, trusted, key):
             closed.append(record.id)
             if upload:
                 with svc.store.transaction() as tx:

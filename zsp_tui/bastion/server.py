@@ -309,6 +309,8 @@ class _Server(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:
             self.b.logins.discard(self.conn)
+        if isinstance(exc, (asyncssh.ProtocolError, asyncssh.KeyExchangeFailed)):
+            self.b.protocol_dropped(self.client, self.user.name if self.user else None, exc)
         if self.counted and self.user is None:
             self.b.sources.pending.remove(self, self.ip)
             self.counted = False
@@ -553,6 +555,9 @@ class Bastion:
         """When grant checks started failing (monotonic), None while the store answers."""
         self._store_warned = 0.0
         self._store_why = ""
+        self._dropped_said = -math.inf
+        self._dropped_unsaid = 0
+        """Connections dropped for protocol errors since the last line about them (``protocol_dropped``)."""
         self._poke = asyncio.Event()
         """Set to check grants now (a ``zsp_grants`` notification), not at the next tick."""
         self._notices: GrantNotices | None = None
@@ -627,6 +632,21 @@ class Bastion:
             self._store_warned = now
             print(f"zsp: error: the store fails ({printable(str(exc))}); new sessions are refused", file=sys.stderr)
 
+    def protocol_dropped(self, client: str, user: str | None, exc: asyncssh.DisconnectError) -> None:
+        """Say on the bastion's output that asyncssh dropped a connection for breaking the protocol
+        (a message out of place in key exchange, a channel with no room for a packet). One line at
+        most every 10 s, counting the others: a client can make these as fast as it connects, and
+        one that never logged in gets no audit row (see ``_Server.connection_lost``)."""
+        now = time.monotonic()
+        if now - self._dropped_said < 10:
+            self._dropped_unsaid += 1
+            return
+        more = f" ({self._dropped_unsaid} more since the last such line)" if self._dropped_unsaid else ""
+        self._dropped_said, self._dropped_unsaid = now, 0
+        who = f"{client} ({user})" if user else f"{client} before login"
+        reason = printable(exc.reason)[:200]
+        print(f"zsp: dropped {printable(who)}: {type(exc).__name__}: {reason}{more}", file=sys.stderr)
+
     async def start(self, host: str, port: int) -> None:
         # One bastion per data dir (the supervising parent holds the lock for its workers); what a
         # killed predecessor (or worker) left live is closed as interrupted.
@@ -676,12 +696,13 @@ class Bastion:
         interrupted = close_interrupted(
             self.svc,
             self.data.trusted_keys(),
+            key=self.key,
             shared_store=self.store_url is not None,
             upload=self.storage is not None,
         )
         for sid in interrupted:
             print(f"zsp: session {sid} was interrupted (its bastion stopped without sealing it)", file=sys.stderr)
-        if interrupted:  # indexed as LIVE while it ran: what it is now (INCOMPLETE) replaces that
+        if interrupted:  # indexed as LIVE while it ran: what it is now (sealed, or INCOMPLETE) replaces that
             for s in self.svc.sessions():
                 if s.id in interrupted:
                     self.indexer.submit(s.path)
@@ -997,10 +1018,23 @@ class Bastion:
             if process.channel.is_closing():
                 return  # the client closed the channel meanwhile: nothing to answer
             username = str(conn.get_extra_info("username"))  # the connection's: a channel's goes with it
-            if "\x00" in username or "\x00" in (process.command or ""):
-                # No target gets it intact (a C string ends there), and PostgreSQL text cannot hold
-                # it: refused for what it is, not taken for a database outage.
-                return self._refuse(process, "a NUL byte in the user name or command is not accepted")
+            if (field := _nul_field(username, process.command, process.get_terminal_type())) is not None:
+                # No target gets it intact (a C string ends there: OpenSSH's sshd drops the
+                # connection, a local shell cannot be given such a TERM), and PostgreSQL text
+                # cannot hold it: refused for what it is, before any session, and audited.
+                refusal = f"a NUL byte in the {_NUL_FIELDS[field]} is not accepted"
+                await self._audit_refusal(
+                    conn,
+                    NewEvent(
+                        "session.refused",
+                        user.name,
+                        "ssh",
+                        refusal,
+                        outcome="failure",
+                        fields={"reason": "nul-byte", "field": field},
+                    ),
+                )
+                return self._refuse(process, refusal)
             hint = self._hint(conn)
             if process.subsystem and username in (CONTROL_USER, REVIEW_USER):
                 # Subsystems reach this handler (see _Process); the console and the review app have none.
@@ -1784,6 +1818,18 @@ def _start_uploader(bastion: Bastion) -> Uploader | None:
         return None
     uploader.start()
     return uploader
+
+
+_NUL_FIELDS = {"user": "user name", "command": "command", "term": "terminal type (TERM)"}
+
+
+def _nul_field(username: str, command: str | None, term: str | None) -> str | None:
+    """Which of what the client sent to open a session holds a NUL byte (a key of ``_NUL_FIELDS``),
+    if any. asyncssh takes a NUL as ASCII, so a pty request with one reaches the handler."""
+    for field, value in (("user", username), ("command", command), ("term", term)):
+        if value is not None and "\x00" in value:
+            return field
+    return None
 
 
 def _decides_hold(command: str | None) -> bool:

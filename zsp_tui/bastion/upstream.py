@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import re
 import signal
 import struct
 import termios
@@ -128,9 +129,14 @@ class Upstream(Protocol):
         ...
 
 
+_ENV_NAME = re.compile(r"LANG|LC_[A-Za-z0-9_]+")
+
+
 def allowed_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Only LANG and LC_* pass to the target (TERM travels with the PTY request)."""
-    return {k: v for k, v in env.items() if (k == "LANG" or k.startswith("LC_")) and len(v) < 256 and k.isascii()}
+    """Only LANG and LC_* pass to the target (TERM travels with the PTY request), and only names
+    and values that a process environment can hold: no ``=`` in a name, no NUL anywhere (a local
+    shell could not be started with them, and no target's C strings would keep them whole)."""
+    return {k: v for k, v in env.items() if _ENV_NAME.fullmatch(k) and len(v) < 256 and "\x00" not in v}
 
 
 class LocalUpstream:
@@ -181,6 +187,8 @@ class LocalUpstream:
             started = True
         except OSError as exc:  # out of descriptors, processes or PTYs: refuse the session
             raise UpstreamError(f"cannot start a shell on the bastion: {exc.strerror or exc}") from None
+        except ValueError as exc:  # an environment no process can take (the server refuses a NUL first)
+            raise UpstreamError(f"cannot start a shell on the bastion: {exc}") from None
         finally:
             if not started:  # failed or cancelled: leak nothing
                 await self.close()

@@ -24,6 +24,7 @@ from recorder import (
     PublicKey,
     RecordingFailed,
     RecordingWriter,
+    Seal,
     SealInfo,
     SessionMeta,
     load_trusted_keys,
@@ -222,6 +223,18 @@ def _trusted(args: argparse.Namespace) -> list[PublicKey]:
     return keys
 
 
+def _recovered(seal: Seal | None) -> str:
+    """What a seal written at restart (reason ``interrupted``) says of the session's own frames:
+    those after ``session-signed-frames`` were signed only by the seal (FORMAT.md 3.3)."""
+    if seal is None:
+        return ""
+    frames, signed = seal.extra.get("session_frames"), seal.extra.get("session_signed_frames")
+    if type(frames) is not int or type(signed) is not int:
+        return ""
+    by = seal.extra.get("recovered_by") or "-"
+    return f" session-frames={frames} session-signed-frames={signed} sealed-by={by}"
+
+
 def _describe(r: VerificationReport) -> str:
     h = r.header
     dur = f"{r.duration_us / 1e6:.1f}s"
@@ -233,7 +246,7 @@ def _describe(r: VerificationReport) -> str:
         why = f" reason={seal.reason}" if seal is not None and seal.reason else ""
         legacy = f" legacy-order-frames={','.join(map(str, r.legacy_order))}" if r.legacy_order else ""
         return (
-            f"VALID       {r.source}  frames={r.frames} duration={dur} {who} exit={exit_s}{why} "
+            f"VALID       {r.source}  frames={r.frames} duration={dur} {who} exit={exit_s}{why}{_recovered(seal)} "
             f"signer={signer}{legacy}"
         )
     if r.outcome is Outcome.INCOMPLETE:

@@ -10,7 +10,9 @@ judged against it:
 ============  ==============================================================================
 VALID         sealed, and its head is the one audited at the session's end
 LIVE          audited as started, not (yet) as ended; intact so far
-INTERRUPTED   its recorder died (a killed bastion); it reaches exactly as far as audited then
+INTERRUPTED   its recorder died (a killed bastion); sealed at restart with reason ``interrupted``
+              and ending at the sealed head audited then, or (left unsealed: a torn tail, say)
+              reaching exactly as far as audited then
 INCOMPLETE    the session ended without a seal (its recording failed), as audited
 TRUNCATED     it ends before what the audit log says it reached
 RESIGNED      intact and signed by a trusted key, but its head is not the audited one: rewritten
@@ -84,6 +86,10 @@ class Audited:
     head found at restart (``session.interrupted``)."""
     frames: int | None = None
     interrupted: bool = False
+    sealed_head: str | None = None
+    """An interrupted session's recording as sealed at restart (``session.interrupted``'s
+    ``sealed_head``); None if it was left unsealed."""
+    sealed_frames: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,7 @@ class CrossCheck:
             "audited_end": None if a is None else ("interrupted" if a.interrupted else a.reason),
             "audited_head": None if a is None else a.head,
             "audited_frames": None if a is None else a.frames,
+            "audited_sealed_head": None if a is None else a.sealed_head,
             "outcome": None if r is None else r.outcome.value,
             "head": None if r is None or r.head is None else r.head.hex(),
             "frames": None if r is None else r.frames,
@@ -144,7 +151,34 @@ def audited_sessions(events: list[AuditEvent]) -> dict[str, Audited]:
             a.reason = "interrupted"
             a.head = _str(e.fields.get("last_head"))
             a.frames = _int(e.fields.get("frames"))
+            a.sealed_head = _str(e.fields.get("sealed_head")) if e.fields.get("sealed") is True else None
+            a.sealed_frames = _int(e.fields.get("sealed_frames"))
     return out
+
+
+def _judge_sealed_at_restart(
+    a: Audited, r: VerificationReport, verdict: Callable[[State, str], CrossCheck]
+) -> CrossCheck:
+    """An interrupted session whose recording the restart sealed (reason ``interrupted``)."""
+    head = r.head.hex() if r.head else None
+    sealed = a.sealed_frames if a.sealed_frames is not None else -1
+    if r.frames < sealed:
+        return verdict(
+            State.TRUNCATED,
+            f"{r.outcome.value} with {r.frames} intact frames, but sealed at restart with {sealed} "
+            f"(head {(a.sealed_head or '-')[:16]})",
+        )
+    if r.outcome is Outcome.VALID and head == a.sealed_head and r.frames == sealed:
+        own = f"frames 0..{a.frames - 1} written by the session" if a.frames else "the session's frames"
+        return verdict(
+            State.INTERRUPTED,
+            f"its recorder died; sealed at restart (reason {r.seal.reason if r.seal else '?'}), {own}, as audited",
+        )
+    return verdict(
+        State.RESIGNED,
+        f"{r.outcome.value} with {r.frames} frames and head {(head or '-')[:16]}, but sealed at restart with "
+        f"{sealed} frames, head {(a.sealed_head or '-')[:16]}: written after the session ended",
+    )
 
 
 def _judge(a: Audited, r: VerificationReport, location: str) -> CrossCheck:
@@ -164,6 +198,8 @@ def _judge(a: Audited, r: VerificationReport, location: str) -> CrossCheck:
         if r.outcome is Outcome.VALID:
             return verdict(State.LIVE, f"sealed ({r.frames} frames), its end not yet audited")
         return verdict(State.LIVE, f"not ended; intact up to frame {r.frames - 1}")
+    if a.interrupted and a.sealed_head is not None:
+        return _judge_sealed_at_restart(a, r, verdict)
     if a.interrupted:
         if a.frames is not None and r.frames < a.frames:
             return verdict(State.TRUNCATED, f"{r.frames} intact frames, but {a.frames} when it was found interrupted")

@@ -6,9 +6,10 @@ exports of the same evidence differ only where they must (id, time).
 
 Memory stays bounded whatever the recordings' size: each recording is copied once (the bytes
 present when the export began, so a live session growing meanwhile cannot change what was
-verified), hashed while it is copied, verified from the copy, redacted into a second copy if
-asked, and streamed into the tar. The finished tar is verified by :func:`replay.verify_bundle`
-before it is handed out: zsp never gives out a bundle it would itself call CORRUPT.
+verified), hashed while it is copied, verified from the copy (its transferred files read in the
+same pass), redacted into a second copy if asked, and streamed into the tar. The finished tar is
+verified by :func:`replay.verify_bundle` before it is handed out: zsp never gives out a bundle it
+would itself call CORRUPT.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import tarfile
 import tempfile
@@ -39,7 +41,7 @@ from .excerpt import Excerpt, build_excerpt
 from .files import Digests, HashingWriter, copy_prefix, digests_file, digests_of, temp_beside
 from .job import ExportJob, Prepared, SelectedSession
 from .redaction import redact, refuse_leftovers
-from .transfers import SessionFiles, Transfers, collect, session_files
+from .transfers import SessionFiles, Transfers, collect, verify_with_files
 
 __all__ = ["BUNDLE_FORMAT", "VERIFY_SOURCE", "prepare", "readme"]
 
@@ -91,10 +93,12 @@ def _copy_recording(s: SelectedSession, work: Path, n: int) -> tuple[Path, Diges
 
 
 def _verified(
-    s: SelectedSession, spool: Path, digests: Digests, trusted: Sequence[PublicKey]
-) -> tuple[VerificationReport, Digests]:
+    s: SelectedSession, spool: Path, digests: Digests, trusted: Sequence[PublicKey], files_dir: Path, *, content: bool
+) -> tuple[VerificationReport, Digests, SessionFiles]:
+    """Verify the copy at ``spool`` and read its file events in the same pass (see
+    :func:`verify_with_files`); refuse what is not evidence."""
     name = s.session_id or str(s.path)
-    report = replay.verify(spool, trusted)
+    report, moved = verify_with_files(spool, trusted, files_dir, content=content)
     if report.outcome is Outcome.CORRUPT:
         where = "the preamble" if report.bad_frame is None else f"frame {report.bad_frame}"
         problem = report.problem.value if report.problem else "corrupt"
@@ -108,9 +112,10 @@ def _verified(
     if report.problem is Problem.TORN and report.bad_offset is not None:
         # a frame still being written (a live session) or cut by a crash: not evidence, left out
         os.truncate(spool, report.bad_offset)
-        report = replay.verify(spool, trusted)
+        shutil.rmtree(files_dir, ignore_errors=True)
+        report, moved = verify_with_files(spool, trusted, files_dir, content=content)
         digests = digests_file(spool)
-    return report, digests
+    return report, digests, moved
 
 
 def _redact(
@@ -303,13 +308,12 @@ def _build(job: ExportJob, temp: Path, work: Path) -> tuple[str, tuple[str, ...]
     recs: dict[str, _Recording] = {}
     for n, s in enumerate(job.sessions):
         spool, digests = _copy_recording(s, work, n)
-        report, digests = _verified(s, spool, digests, trusted)
+        # before redaction: the file events are read from the bytes verified, in the same pass
+        report, digests, moved = _verified(s, spool, digests, trusted, work / f"files-{n}", content=job.include_files)
         sid = str(_header(report).session_id)
         if sid in recs:
             spool.unlink()
             continue
-        # before redaction: the file events are read from the bytes that were verified
-        moved = session_files(spool, trusted, sid, report, work, content=job.include_files)
         redactions: tuple[Any, ...] = ()
         if job.patterns:
             spool, digests, redactions = _redact(job, spool, trusted, sid)

@@ -1,7 +1,7 @@
 """The transferred files of the sessions in a bundle: listed always, their content with ``--files``.
 
-Each recording is read once more, from the exporter's own copy (the bytes that were verified),
-before any redaction: every ``sftp.file``/``sftp.file_incomplete`` event a signature covers
+Each recording is read once, from the exporter's own copy, as it is verified and before any
+redaction (:func:`verify_with_files`): every ``sftp.file``/``sftp.file_incomplete`` event a signature covers
 becomes one manifest entry (:func:`replay.transfer_entry`, the same rule the
 verifiers apply). With ``--files`` the kept content of each complete file is assembled on disk
 (:func:`replay.spool_files`) and put in the bundle as ``files/NNNN-DIRECTION-BASENAME`` only if it
@@ -12,7 +12,7 @@ and :attr:`Transfers.refused` for the command's message). At most
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from recorder import Event, Frame, FrameKind, PublicKey
 from replay import (
     FILE_EVENTS,
     TRANSFER_CONTENT_LIMIT,
+    SourceError,
     SpooledFile,
     VerificationReport,
     spool_files,
@@ -32,7 +33,7 @@ from replay import (
 
 from .files import Digests, digests_file
 
-__all__ = ["SessionFiles", "Transfers", "collect", "session_files"]
+__all__ = ["SessionFiles", "Transfers", "collect", "verify_with_files"]
 
 NOT_ASKED = "not included: exported without --files"
 
@@ -68,37 +69,55 @@ class Transfers:
         }
 
 
-def session_files(
-    spool: Path, trusted: Sequence[PublicKey], sid: str, report: VerificationReport, work: Path, *, content: bool
-) -> SessionFiles:
-    """Read the recording at ``spool`` (verified as ``report``) for its file events; with
-    ``content`` spool each complete file's content into a new directory under ``work``."""
-    if report.header is None:
-        return SessionFiles((), {})
-    started = report.header.started_at_us
-    raw: list[tuple[int, int, str, dict[str, Any]]] = []
+def verify_with_files(
+    spool: Path, trusted: Sequence[PublicKey], files_dir: Path, *, content: bool
+) -> tuple[VerificationReport, SessionFiles]:
+    """Verify the recording at ``spool`` and read its file events in the same pass (an export
+    reads each recording once: on a 70 MB one a second pass cost as much as the verification);
+    with ``content`` spool each complete file's content into ``files_dir`` (made here).
 
-    def signed(frames: Iterator[Frame]) -> Iterator[Frame]:
-        for fr in frames:
-            if fr.seq >= report.signed_frames:
-                continue  # not covered by a signature: not evidence, as replay.only_signed leaves it out
+    Which frames a signature covers is known only at the end of the pass, so every chained file
+    event is gathered and those past ``report.signed_frames`` are dropped afterwards: not
+    evidence, as replay.only_signed leaves them out. A file's content frames come before its
+    event, so a signed event's content is the same as if only signed frames had been read."""
+    raw: list[tuple[int, int, str, dict[str, Any]]] = []
+    done: list[VerificationReport] = []
+
+    def gather(gen: Generator[Frame, None, VerificationReport]) -> Iterator[Frame]:
+        while True:
+            try:
+                fr = next(gen)
+            except StopIteration as stop:
+                done.append(stop.value)
+                return
             if fr.kind is FrameKind.EVENT and isinstance(fr.data, Event) and fr.data.type in FILE_EVENTS:
                 raw.append((fr.seq, fr.t_us, fr.data.type, dict(fr.data.fields)))
             yield fr
 
-    spooled: dict[int, SpooledFile] = {}
-    with open(spool, "rb") as f:
-        frames = signed(verify_frames(f, trusted, source=str(spool)))
-        if content:
-            directory = work / f"files-{sid}"
-            directory.mkdir()
-            for s in spool_files(frames, directory):
-                spooled[s.file.frame] = s
-        else:
-            for _ in frames:
+    spooled: list[SpooledFile] = []
+    try:
+        with open(spool, "rb") as f:
+            frames = gather(verify_frames(f, trusted, source=str(spool)))
+            if content:
+                files_dir.mkdir()
+                spooled = spool_files(frames, files_dir)
+            for _ in frames:  # to the end (spool_files may stop at the last file): the report
                 pass
-    entries = tuple(transfer_entry(sid, started, i, seq, t, ev, fields) for i, (seq, t, ev, fields) in enumerate(raw))
-    return SessionFiles(entries, spooled)
+    except OSError as exc:
+        raise SourceError(source=str(spool), reason=exc.strerror or str(exc)) from None
+    report = done[0]
+    if report.header is None:
+        return report, SessionFiles((), {})
+    sid, started = str(report.header.session_id), report.header.started_at_us
+    signed = [r for r in raw if r[0] < report.signed_frames]
+    entries = tuple(transfer_entry(sid, started, i, *r) for i, r in enumerate(signed))
+    kept: dict[int, SpooledFile] = {}
+    for sf in spooled:
+        if sf.file.frame < report.signed_frames:
+            kept[sf.file.frame] = sf
+        elif sf.content is not None:
+            sf.content.unlink(missing_ok=True)
+    return report, SessionFiles(entries, kept)
 
 
 def collect(sessions: Sequence[SessionFiles], *, include: bool) -> Transfers:

@@ -419,6 +419,8 @@ class Result:
         self.header: dict[str, Any] | None = None
         self.redacted_frames: list[int] = []
         self.detail = ""
+        self.end_reason: str | None = None
+        """The seal's reason (``interrupted``: sealed when the bastion restarted after a crash)."""
 
     def to_json(self) -> dict[str, Any]:
         h = self.header or {}
@@ -435,6 +437,7 @@ class Result:
             "signer_fingerprint": h.get("signer_fingerprint"),
             "redacted_frames": list(self.redacted_frames),
             "detail": self.detail,
+            "end_reason": self.end_reason if self.outcome == VALID else None,
         }
 
 
@@ -618,6 +621,7 @@ def verify_recording(
                             "seal-mismatch",
                         )
                         sealed = True
+                        r.end_reason = fdata["reason"]
         except Bad as e:
             return corrupt(e.code, e.detail)
         if events is not None and i > 0 and kind == K_EVENT and fdata.get("type") in FILE_EVENTS:
@@ -1790,6 +1794,8 @@ def describe(rep: Report) -> list[str]:
         line = f"  recording {h.get('session_id')}: {state}, {r.frames} frames, {r.signed} signed, {who}"
         if r.head:
             line += f", {'final head' if r.outcome == VALID else 'last intact head'} {r.head.hex()}"
+        if r.outcome == VALID and r.end_reason:
+            line += f", ended {r.end_reason}"
         lines.append(line)
         if r.redacted_frames:
             shown = ", ".join(str(f) for f in r.redacted_frames[:20])
