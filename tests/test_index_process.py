@@ -4,6 +4,7 @@ session, whose indexing goes on as before."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -51,3 +52,54 @@ def test_a_killed_index_process_is_replaced_and_sessions_stay_searchable(env: En
     assert p.returncode == 0 and "second-needle-42" in p.stdout
     assert poll(env, "second-needle-42", timeout=15)
     assert [c for c in _children(env.proc.pid) if c != children[0]]
+
+
+_ORPHANING_PARENT = """
+import os, subprocess, sys, time
+from pathlib import Path
+from zsp_tui.index_process import IndexProcess
+child = IndexProcess(Path(sys.argv[1]))._start()
+# Something else keeps the child's stdin open (as a long job would keep it busy): end of input
+# never comes, so only the orphan check can end it once this parent is gone.
+holder = subprocess.Popen(["sleep", "120"], stdin=subprocess.DEVNULL, pass_fds=(child.stdin.fileno(),))
+print(child.pid, holder.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"  # a zombie has exited
+
+
+def test_an_index_child_whose_bastion_was_killed_exits(tmp_path: Path) -> None:
+    """A bastion killed with -9 leaves no indexer behind working for nobody (it would index a large
+    recording on for minutes, competing with the next bastion for the CPU)."""
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHANING_PARENT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+    )
+    assert parent.stdout is not None
+    child, holder = (int(x) for x in parent.stdout.readline().split())
+    try:
+        time.sleep(1.5)
+        assert _alive(child)  # not ended by anything else: its input is still open
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30  # a liveness bound; the check runs every second
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        parent.stdout.close()
+        for pid in (child, holder):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -13,6 +13,9 @@ sends one job per line on the child's stdin, ``{"path": ..., "live": bool}``, an
 per line, ``{"ok": true}`` or ``{"error": "..."}``. The child keeps the search index open between
 jobs (reopening it after a failure), writes warnings to stderr (the bastion's), and ends at the end
 of its stdin. A child that dies is started again for the next job; its job is reported failed.
+A child whose bastion is gone (killed with ``kill -9``: nobody closes its stdin while it works
+through a large recording) exits within :data:`ORPHAN_CHECK` seconds instead of indexing on for
+minutes with nobody to read the result.
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["NICE", "IndexProcess", "main"]
+__all__ = ["NICE", "ORPHAN_CHECK", "IndexProcess", "main"]
+
+ORPHAN_CHECK = 1.0
+"""How often (seconds) the child checks that the bastion that started it is still its parent."""
+
+_PARENT_ENV = "ZSP_INDEX_PARENT"
 
 NICE = 10
 """How much lower the child's scheduling priority is than the bastion's."""
@@ -83,6 +93,7 @@ class IndexProcess:
         package_parent = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+        env[_PARENT_ENV] = str(os.getpid())
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "zsp_tui.index_process", str(self.root)],
             stdin=subprocess.PIPE,
@@ -142,6 +153,15 @@ def _serve(root: Path, jobs: IO[str], replies: IO[str]) -> None:
         index.close()
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    """End this process as soon as ``parent`` is no longer its parent (it died; the child was
+    re-parented). ``os._exit``: a job in progress is abandoned, and the index's open transaction
+    is rolled back by SQLite, as after any crash."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK)
+    os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     """The child: ``python -m zsp_tui.index_process DATA_ROOT``."""
     if len(argv) != 1:
@@ -149,6 +169,9 @@ def main(argv: list[str]) -> int:
         return 2
     with contextlib.suppress(OSError):
         os.nice(NICE)
+    parent = os.environ.get(_PARENT_ENV, "")
+    if parent.isdigit():
+        threading.Thread(target=_exit_when_orphaned, args=(int(parent),), name="zsp-orphan-check", daemon=True).start()
     # The replies get stdout to themselves: anything else printed goes to stderr.
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="surrogateescape")
     os.dup2(2, 1)
