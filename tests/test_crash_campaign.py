@@ -70,6 +70,28 @@ def _verify_all(data: Path) -> dict:
     return json.loads(p.stdout)
 
 
+def _unended(sessions: list, output: list[str]) -> str:
+    """DIAG: what recovery saw of each session left unended."""
+    from zsp_tui.bastion.recovery import _started_at, owner_gone
+
+    out = []
+    for s in sessions:
+        if s.ended_at is not None:
+            continue
+        pid = int(s.owner.rsplit(":", 1)[1])
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            st = Path(f"/proc/{pid}/stat").read_text()
+        except OSError as exc:
+            cmd, st = b"-", str(exc)
+        out.append(
+            f"{s.id} owner={s.owner} started_at={s.started_at} ({s.started_at.timestamp()}) "
+            f"born={_started_at(pid)} gone_now={owner_gone(s.owner, s.started_at)} "
+            f"cmd={cmd!r} stat={st!r} path_exists={Path(s.path).exists()}"
+        )
+    return "\n".join(out) + "\nOUTPUT:\n" + "".join(output)
+
+
 def test_the_bastion_killed_mid_burst_again_and_again(tmp_path: Path) -> None:
     rounds = 30 if LONG else 3
     rng = random.Random(SEED)
@@ -80,6 +102,7 @@ def test_the_bastion_killed_mid_burst_again_and_again(tmp_path: Path) -> None:
         for _ in range(rounds):
             env.output.clear()
             env.start()
+            print("DIAG round bastion pid", env.proc.pid if env.proc else None, time.time(), flush=True)
             clients = [
                 subprocess.Popen(
                     [
@@ -110,8 +133,9 @@ def test_the_bastion_killed_mid_burst_again_and_again(tmp_path: Path) -> None:
                     at_kill[s.id] = Path(s.path).read_bytes()
         env.output.clear()
         env.start()  # the last restart closes what the last kill left
+        print("DIAG last bastion pid", env.proc.pid if env.proc else None, time.time(), flush=True)
         sessions = env.svc.sessions()
-        assert sessions and all(s.ended_at is not None for s in sessions)
+        assert sessions and all(s.ended_at is not None for s in sessions), _unended(sessions, env.output)
         assert at_kill, "no kill landed mid-session"
         interrupted = {e.session_id: e for e in env.svc.audit_events() if e.event == "session.interrupted"}
         trusted = load_trusted_keys(env.data.allowed_signers_path)
