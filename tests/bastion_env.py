@@ -37,6 +37,9 @@ approvers = ["role:approver"]
 approvals = 1
 """
 
+START_BOUND = 300.0
+"""How long `zsp serve` may take to say it listens before it is taken for hung (seconds)."""
+
 LOCAL_ON = "[targets]\nlocal = true\n"
 """Tests use the built-in local target, which is off by default: every test env switches it on."""
 
@@ -96,18 +99,32 @@ class Env:
             preexec_fn=limit,
         )
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60  # a liveness bound: the machine may be loaded
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if "listening on" in line:
-                self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-                break
+        # A liveness bound, not a speed limit: on a loaded machine (2 cores, a full suite and
+        # busy loops) `zsp serve` took 15-20 s to import its modules (2 s of CPU) before it said a
+        # word. The bound is kept by a watchdog that kills a hung bastion, which ends the blocked
+        # readline below (a deadline checked between lines cannot catch a hang, only fail a slow
+        # start whose next line comes late).
+        started = time.monotonic()
+        watchdog = threading.Timer(START_BOUND, self.proc.kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            while True:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                self.output.append(line)
+                if "listening on" in line:
+                    self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+                    break
+        finally:
+            watchdog.cancel()
         if not self.port:
+            took = time.monotonic() - started
             self.stop()  # not left running (and reported unraisable in some later test)
-            raise RuntimeError("bastion did not start: " + "".join(self.output))
+            status = self.proc.returncode
+            why = f"killed after {START_BOUND:.0f} s" if took >= START_BOUND else f"exit status {status}"
+            raise RuntimeError(f"bastion did not start ({why}, {took:.1f} s): " + "".join(self.output))
         host_pub = Path(f"{self.data.host_key_path}.pub").read_text().split()
         self.known_hosts = self.root / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")

@@ -312,6 +312,39 @@ def test_a_live_pid_that_started_after_the_session_is_a_reused_pid(tmp_path: Pat
         other.wait()
 
 
+def test_a_session_left_live_for_a_running_owner_is_said_with_that_process(tmp_path: Path) -> None:
+    """A bastion holding the data dir's lock leaves a `serve:` session of a running process live
+    (an orphaned worker, say) and says which process that is: a session nobody closes is explained."""
+    env = make_env(tmp_path)
+    host = __import__("socket").gethostname()
+    other = subprocess.Popen(["sleep", "300"])  # born before the session below: it is its owner
+    try:
+        env.svc.session_started(
+            SessionRecord(
+                id="orphaned",
+                user="alice",
+                target="local",
+                login="alice",
+                grant_id=None,
+                command=None,
+                client="console",
+                path=str(tmp_path / "orphaned.zsprec"),
+                started_at=env.svc.clock.now(),
+                owner=f"serve:{host}:{other.pid}",
+            ),
+            via="console",
+        )
+        env.start()
+        said = [line for line in env.output if "left live" in line]
+        assert len(said) == 1 and f"session orphaned left live: its owner serve:{host}:{other.pid} runs" in said[0]
+        assert f"pid {other.pid} started " in said[0] and "sleep 300" in said[0], said
+        assert [s.end_reason for s in env.svc.sessions()] == [None]
+    finally:
+        env.stop()
+        other.kill()
+        other.wait()
+
+
 def test_a_schema_1_database_is_migrated_forward(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     env.grant()

@@ -25,6 +25,8 @@ from replay import Outcome, Problem, verify
 from tests.bastion_env import make_env, tracebacks
 from tests.helpers import frame_spans
 from tests.test_bastion import wait_for
+from zsp_tui.bastion.recovery import owner_gone, owner_process
+from zsp_tui.models import SessionRecord
 
 LONG = os.environ.get("ZSP_LONG") == "1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,16 +72,32 @@ def _verify_all(data: Path) -> dict:
     return json.loads(p.stdout)
 
 
+def _unended(sessions: list[SessionRecord], bastions: list[int], output: list[str]) -> str:
+    """Why the last restart may have left a session live: for each, its owner, what has that pid
+    now (recovery's own judgement, /proc's command line and start time against the session's
+    start), next to the pids of the bastions this test started; then the last bastion's output."""
+    lines = [f"bastions started (pids, in order): {bastions}"]
+    for s in sessions:
+        if s.ended_at is None:
+            lines.append(
+                f"{s.id} owner={s.owner} started_at={s.started_at.isoformat()} "
+                f"gone_now={owner_gone(s.owner, s.started_at)} process={owner_process(s.owner)!r}"
+            )
+    return "\n".join(lines) + "\nlast bastion output:\n" + "".join(output)
+
+
 def test_the_bastion_killed_mid_burst_again_and_again(tmp_path: Path) -> None:
     rounds = 30 if LONG else 3
     rng = random.Random(SEED)
     env = make_env(tmp_path)
     grant = env.grant(duration=timedelta(hours=4))
     at_kill: dict[str, bytes] = {}  # recordings left unsealed by a kill, as they were then
+    bastions: list[int] = []  # the pids of the bastions started, in order
     try:
         for _ in range(rounds):
             env.output.clear()
             env.start()
+            bastions.append(env.proc.pid if env.proc else 0)
             clients = [
                 subprocess.Popen(
                     [
@@ -100,7 +118,8 @@ def test_the_bastion_killed_mid_burst_again_and_again(tmp_path: Path) -> None:
                 )
             )
             # Once a session records, kill at a random point of the bursts.
-            wait_for(lambda: any(Path(s.path).exists() for s in env.svc.unended_sessions()), timeout=20)
+            # (A liveness bound: under load, ssh's start and login through the bastion took seconds.)
+            wait_for(lambda: any(Path(s.path).exists() for s in env.svc.unended_sessions()), timeout=120)
             time.sleep(rng.uniform(0.0, 1.0))
             env.stop(signal.SIGKILL)
             for c in clients:
@@ -110,8 +129,9 @@ def test_the_bastion_killed_mid_burst_again_and_again(tmp_path: Path) -> None:
                     at_kill[s.id] = Path(s.path).read_bytes()
         env.output.clear()
         env.start()  # the last restart closes what the last kill left
+        bastions.append(env.proc.pid if env.proc else 0)
         sessions = env.svc.sessions()
-        assert sessions and all(s.ended_at is not None for s in sessions)
+        assert sessions and all(s.ended_at is not None for s in sessions), _unended(sessions, bastions, env.output)
         assert at_kill, "no kill landed mid-session"
         interrupted = {e.session_id: e for e in env.svc.audit_events() if e.event == "session.interrupted"}
         trusted = load_trusted_keys(env.data.allowed_signers_path)

@@ -59,7 +59,7 @@ from ..access import AccessService
 from ..exceptions import UsageError
 from ..models import SessionRecord, session_owner
 
-__all__ = ["InstanceLock", "close_interrupted", "owner_gone"]
+__all__ = ["InstanceLock", "close_interrupted", "owner_gone", "owner_process"]
 
 
 class InstanceLock:
@@ -135,6 +135,23 @@ def owner_gone(owner: str, started: datetime | None = None, *, shared_store: boo
     born = _started_at(int(pid))
     # One second of slack: /proc's start time is in clock ticks, the session's in microseconds.
     return born is not None and started is not None and born > started.timestamp() + 1
+
+
+def owner_process(owner: str) -> str:
+    """What process of this host has the pid a session's ``owner`` names (its command line and
+    start time), for a bastion saying why it left a session live; ``""`` if it names none here."""
+    kind, _, rest = owner.partition(":")
+    host, _, pid = rest.rpartition(":")
+    if kind not in ("serve", "record") or not pid.isdigit() or host != socket.gethostname():
+        return ""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError as exc:
+        return f"pid {pid}: {exc.strerror or exc}"
+    born = _started_at(int(pid))
+    when = "?" if born is None else datetime.fromtimestamp(born, UTC).isoformat(timespec="seconds")
+    command = " ".join(a.decode("utf-8", "replace") for a in argv if a)[:200] or "(no command line: a zombie?)"
+    return f"pid {pid} started {when}: {command}"
 
 
 class _Appended(io.RawIOBase):

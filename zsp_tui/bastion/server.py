@@ -97,7 +97,7 @@ from .limits import ControlGate, FairExecutor, Pending, window_size
 from .logins import Checked, Login, Logins, Standing, find_stale, still_registered
 from .moderation import FRESH_S, Moderation, record_watch, watch_view
 from .notify import GrantNotices
-from .recovery import InstanceLock, close_interrupted
+from .recovery import InstanceLock, close_interrupted, owner_process
 from .review import REVIEW_USER, ReviewApps
 from .rules import LiveRules, session_facts
 from .session import LiveSession, relay
@@ -708,7 +708,18 @@ class Bastion:
                     self.indexer.submit(s.path)
         # Commands held by a rule whose session is over: nobody waits for them. Holds of live
         # sessions (another worker's, another bastion's) are theirs to decide.
-        live = {s.id for s in self.svc.unended_sessions()}
+        unended = self.svc.unended_sessions()
+        live = {s.id for s in unended}
+        if self._lock is not None:
+            # This bastion holds the data dir's lock: a `zsp serve` session it leaves live has an
+            # owner that is still running (orphaned workers of a killed supervisor, say). Said,
+            # with what has that pid, so a session nobody closes is explained.
+            for s in unended:
+                if s.owner.startswith("serve:") and s.owner != self.owner:
+                    why = owner_process(s.owner)
+                    if why:
+                        said = f"its owner {printable(s.owner)} runs ({printable(why)})"
+                        print(f"zsp: session {s.id} left live: {said}", file=sys.stderr)
         for h in self.svc.holds(pending_only=False):
             if h.state is HoldState.PENDING and h.session_id not in live:
                 self.svc.cancel_hold(h.id, "the bastion stopped while the command was held")
