@@ -30,18 +30,19 @@ in ``synced()`` or ``drain()``: output frames, which nobody waits for, cost no w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import itertools
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._exceptions import RecordingFailed, RecordingLimitReached
 from ._format import check_event_fields
-from ._writer import RecordingWriter, SealInfo
+from ._writer import FsyncPolicy, RecordingWriter, SealInfo, Sink
 
 __all__ = ["AsyncRecorder"]
 
@@ -186,13 +187,91 @@ class _Pool:
             rec._serve(items)
 
 
+_FSYNC_THREADS = 4
+"""Threads that run checkpoint fsyncs (a slow one holds a thread, not a recorder worker)."""
+
+
+class _DeferredSyncSink:
+    """A sink whose ``fsync`` runs on the fsync threads while the worker goes on.
+
+    Used for :attr:`FsyncPolicy.CHECKPOINT` only (``ALWAYS`` keeps its fsync before ``synced()``
+    returns). A checkpoint's frames are handed to the OS first, as before; their fsync follows a
+    moment later on another thread, and covers everything written before it starts, so a request
+    made while one is still queued is already served. ``close`` waits for the fsyncs in flight.
+    A failed fsync fails the recording: ``error`` is set, ``on_error`` is called (the recorder
+    wakes its worker, which fails the session), and every later call raises it.
+    """
+
+    def __init__(self, sink: Sink, on_error: Callable[[], None]) -> None:
+        self._sink = sink
+        self.name = sink.name
+        self._on_error = on_error
+        self._cond = threading.Condition()
+        self._queued = False
+        self._inflight = 0
+        self.error: OSError | None = None
+
+    def writev(self, buffers: Sequence[bytes]) -> None:
+        if self.error is not None:
+            raise self.error
+        self._sink.writev(buffers)
+
+    def fsync(self) -> None:
+        if self.error is not None:
+            raise self.error
+        with self._cond:
+            if self._queued:
+                return
+            self._queued = True
+            self._inflight += 1
+        try:
+            _fsync_executor().submit(self._run)
+        except RuntimeError:  # the executor is shut down (the interpreter is exiting): fsync here
+            self._run()
+
+    def _run(self) -> None:
+        with self._cond:
+            self._queued = False
+        try:
+            self._sink.fsync()
+        except OSError as exc:
+            self.error = exc
+            self._on_error()
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            while self._inflight:
+                self._cond.wait()
+        try:
+            self._sink.close()
+        finally:
+            if self.error is not None:
+                raise self.error
+
+
 _POOL = _Pool()
+_FSYNC: concurrent.futures.ThreadPoolExecutor | None = None
+_FSYNC_LOCK = threading.Lock()
+
+
+def _fsync_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _FSYNC
+    with _FSYNC_LOCK:
+        if _FSYNC is None:
+            _FSYNC = concurrent.futures.ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="zsp-fsync")
+        return _FSYNC
 
 
 def _reset_pool_in_child() -> None:
     # A forked child has none of the parent's workers (and maybe a held lock): start afresh.
-    global _POOL
+    global _POOL, _FSYNC, _FSYNC_LOCK
     _POOL = _Pool()
+    _FSYNC = None
+    _FSYNC_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -239,6 +318,9 @@ class AsyncRecorder:
         self._queued = 0  # items queued so far (event loop side)
         self._written = 0  # items the worker has handed to the OS (updated under the lock)
         self._acked = asyncio.Event()
+        self._synced_sink: _DeferredSyncSink | None = None
+        if writer.fsync_policy is FsyncPolicy.CHECKPOINT:
+            writer.wrap_sink(self._defer_fsync)
         with self._lock:
             # A writer with a deadline already (nothing should, but a timed checkpoint must not be
             # missed) is served once, which arms its timer.
@@ -351,6 +433,17 @@ class AsyncRecorder:
                 self._pool.schedule(self)
         self._queued += 1
 
+    def _defer_fsync(self, sink: Sink) -> Sink:
+        self._synced_sink = _DeferredSyncSink(sink, self._wake)
+        return self._synced_sink
+
+    def _wake(self) -> None:
+        """Serve this recorder soon (a deferred fsync failed: the worker fails the session)."""
+        with self._lock:
+            if not self._scheduled and not self._stopped:
+                self._scheduled = True
+                self._pool.schedule(self)
+
     def _ack(self, drained: bool) -> None:
         self._sync_wait = False  # set again under the lock by a synced() still short of its target
         self._acked.set()
@@ -382,6 +475,10 @@ class AsyncRecorder:
         failure: RecordingFailed | None = None
         deadline: int | None = None
         try:
+            synced = self._synced_sink
+            if synced is not None and synced.error is not None:
+                err = synced.error
+                raise RecordingFailed(path=w.name, reason=err.strerror or str(err))
             for item in items:
                 op = item[0]
                 if op == _OUTPUT:

@@ -9,6 +9,7 @@ wakes the event loop after every batch.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 import threading
@@ -18,7 +19,7 @@ import pytest
 
 from recorder import AsyncRecorder, FileSink, FrameKind, RecordingFailed, RecordingWriter, SessionMeta, SigningKey
 from replay import Outcome, load, verify
-from tests.sinks import GateSink, LimitedSink
+from tests.sinks import FaultSink, GateSink, LimitedSink
 
 META = SessionMeta(user="alice", target="local", login="alice", host="h")
 
@@ -157,3 +158,30 @@ async def test_idle_sessions_all_get_timed_checkpoints(tmp_path: Path, key: Sign
         assert r.outcome is Outcome.INCOMPLETE and r.signed_frames == r.frames - 1
         assert [f.data for f in frames if f.kind is FrameKind.OUTPUT] == [b"prompt %d$ " % i]
     await asyncio.gather(*(r.close(0, "exit") for r in recs))
+
+
+async def test_a_failing_checkpoint_fsync_fails_only_its_session(tmp_path: Path, key: SigningKey) -> None:
+    """Checkpoint fsyncs run off the workers; an error from one still fails that session closed."""
+    bad_errors: list[RecordingFailed] = []
+    bad_sink = FaultSink(tmp_path / "eio.zsprec", "fsync", errno.EIO, after=1)  # the header's passes
+    bad = AsyncRecorder(RecordingWriter(bad_sink, key, META, autoflush=False, checkpoint_frames=4),
+                        on_error=bad_errors.append)
+    good_path = tmp_path / "ok.zsprec"
+    good = AsyncRecorder(RecordingWriter(FileSink(good_path), key, META, autoflush=False, checkpoint_frames=4))
+    with pytest.raises(RecordingFailed):
+        for i in range(1000):
+            good.input(b"g%d" % i)
+            await good.synced()
+            bad.input(b"b%d" % i)
+            await bad.synced()
+            await asyncio.sleep(0.001)
+    assert bad_errors and "Input/output error" in bad_errors[0].reason
+    writes = bad_sink.calls["writev"]
+    with pytest.raises(RecordingFailed):
+        await bad.close(0, "exit")
+    assert bad_sink.calls["writev"] == writes  # nothing retried after the failure
+    for i in range(50):
+        good.input(b"after%d" % i)
+        await good.synced()
+    await good.close(0, "exit")
+    assert verify(good_path, [key.public]).outcome is Outcome.VALID
