@@ -462,8 +462,13 @@ class AsyncRecorder:
                 self._done.exception()
             if self._on_error is not None:
                 self._on_error(exc)
-        elif info is not None and not self._done.done():
-            self._done.set_result(info)
+        elif info is not None:
+            # Sealed: everything queued is written. A synced() or drain() still waiting (a task
+            # that raced close()) returns instead of waiting for an ack that never comes.
+            self._acked.set()
+            self._drained.set()
+            if not self._done.done():
+                self._done.set_result(info)
 
     # --- worker side ------------------------------------------------------------------------
 
@@ -507,6 +512,8 @@ class AsyncRecorder:
         with pool.cond:
             self._pending -= size
             if sealed is not None or failure is not None:
+                if sealed is not None:
+                    self._written += len(items)  # a synced() waiting for the last items returns
                 self._stopped = True
                 self._scheduled = False
                 self._queue.clear()
@@ -518,8 +525,13 @@ class AsyncRecorder:
                     ack = drained
                 if deadline is not None:
                     pool.add_timer(self, time.monotonic_ns() + max(0, deadline - self._clock()))
-                if self._queue:
-                    pool.ready.append(self)  # still scheduled: served after the others waiting
+                synced = self._synced_sink
+                if self._queue or (synced is not None and synced.error is not None):
+                    # Still scheduled: served after the others waiting. A deferred fsync that
+                    # failed while this batch was written found the recorder scheduled, so its
+                    # _wake() did nothing: the next serve fails the session now, not at the next
+                    # frame or timer.
+                    pool.ready.append(self)
                 else:
                     self._scheduled = False
         try:

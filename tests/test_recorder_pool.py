@@ -185,3 +185,31 @@ async def test_a_failing_checkpoint_fsync_fails_only_its_session(tmp_path: Path,
         await good.synced()
     await good.close(0, "exit")
     assert verify(good_path, [key.public]).outcome is Outcome.VALID
+
+
+async def test_waiters_racing_close_are_woken_by_the_seal(tmp_path: Path, key: SigningKey) -> None:
+    """A synced() or drain() still waiting when close() seals the batch it waits for returns (the
+    seal is the ack: no other comes), and synced() after close() returns at once."""
+    sink = GateSink(tmp_path / "race.zsprec")
+    sink.gate.set()  # let the header through
+    w = RecordingWriter(sink, key, META, autoflush=False, coalesce_ms=0)
+    sink.gate.clear()
+    sink.entered.clear()
+    rec = AsyncRecorder(w, high_water=64)
+    rec.output(b"first")
+    await asyncio.to_thread(sink.entered.wait, 10)  # the worker is held in this write
+    rec.input(b"typed")
+    rec.output(b"x" * 200)  # above the high-water mark: drain() waits
+    waiting = [asyncio.create_task(rec.synced()), asyncio.create_task(rec.drain())]
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(rec.close(0, "exit"))  # queued with what they wait for
+    await asyncio.sleep(0)
+    assert not any(t.done() for t in waiting)
+    sink.gate.set()
+    info = await asyncio.wait_for(closing, 10)
+    await asyncio.wait_for(asyncio.gather(*waiting), 10)
+    await asyncio.wait_for(rec.synced(), 10)
+    await asyncio.wait_for(rec.drain(), 10)
+    frames, report = load(sink.name, [key.public])
+    assert report.outcome is Outcome.VALID and report.head == info.head
+    assert [f.data for f in frames if f.kind is FrameKind.INPUT] == [b"typed"]
