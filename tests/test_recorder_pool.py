@@ -13,6 +13,8 @@ import errno
 import os
 import random
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,65 @@ async def test_waiters_racing_close_are_woken_by_the_seal(tmp_path: Path, key: S
     frames, report = load(sink.name, [key.public])
     assert report.outcome is Outcome.VALID and report.head == info.head
     assert [f.data for f in frames if f.kind is FrameKind.INPUT] == [b"typed"]
+
+
+class _JitterSink(FileSink):
+    """A disk with uneven latency: some writes and fsyncs take a few milliseconds."""
+
+    def __init__(self, path: Path, rng: random.Random) -> None:
+        super().__init__(path, sync_dir=False)
+        self.rng = rng
+
+    def writev(self, buffers: Sequence[bytes]) -> None:
+        if self.rng.random() < 0.3:
+            time.sleep(self.rng.random() / 100)
+        super().writev(buffers)
+
+    def fsync(self) -> None:
+        if self.rng.random() < 0.3:
+            time.sleep(0.005)
+        super().fsync()
+
+
+async def test_random_interleavings_of_waits_and_close_never_hang(tmp_path: Path, key: SigningKey) -> None:
+    """Liveness under the races the lazy ack could lose: per session, two output relays in drain()
+    and an input relay in synced() (as the bastion's relay runs them) over a jittery disk with
+    checkpoint fsyncs on the fsync threads, then close(). Every wait has a generous bound (30 s):
+    a lost wake-up shows as a TimeoutError, not as a slow test."""
+    bound = 30
+
+    async def session(i: int) -> None:
+        rng = random.Random(i)
+        p = tmp_path / f"r{i}.zsprec"
+        high = rng.choice([1024, 4096, 65536])
+        w = RecordingWriter(_JitterSink(p, random.Random(-i)), key, META, autoflush=False,
+                            checkpoint_frames=rng.choice([2, 8, 64]), checkpoint_ms=rng.choice([5, 50]),
+                            coalesce_ms=rng.choice([0, 1, 10]))
+        rec = AsyncRecorder(w, high_water=high)
+        typed = 0
+
+        async def output(rounds: int) -> None:
+            for _ in range(rounds):
+                rec.output(os.urandom(rng.randrange(1, high)))
+                await asyncio.wait_for(rec.drain(), bound)
+                if rng.random() < 0.2:
+                    await asyncio.sleep(0)
+
+        async def typing(rounds: int) -> None:
+            nonlocal typed
+            for _ in range(rounds):
+                rec.input(b"k")
+                typed += 1
+                await asyncio.wait_for(rec.synced(), bound)
+                if rng.random() < 0.5:
+                    await asyncio.sleep(rng.random() / 500)
+
+        await asyncio.gather(output(rng.randrange(20, 80)), output(rng.randrange(20, 80)),
+                             typing(rng.randrange(5, 40)))
+        info = await asyncio.wait_for(rec.close(0, "exit"), bound)
+        frames, report = load(p, [key.public])
+        assert report.outcome is Outcome.VALID and report.head == info.head
+        assert sum(len(f.data) for f in frames if f.kind is FrameKind.INPUT) == typed
+
+    for round_ in range(2):
+        await asyncio.gather(*(session(round_ * 100 + i) for i in range(25)))
