@@ -336,6 +336,15 @@ class RecordingWriter:
             deadlines.append(self._unsigned_since + self._ckpt_ns)
         return min(deadlines) if deadlines else None
 
+    @property
+    def fsync_policy(self) -> FsyncPolicy:
+        return self._fsync
+
+    def wrap_sink(self, wrap: Callable[[Sink], Sink]) -> None:
+        """Put ``wrap(sink)`` in the sink's place (:class:`AsyncRecorder` moves checkpoint fsyncs
+        off its shared workers this way). Call it before any frame after the header."""
+        self._sink = wrap(self._sink)
+
     def flush(self) -> None:
         """Hand every built frame to the OS (and fsync per policy)."""
         if not self._out:

@@ -76,3 +76,29 @@ def test_echo_state_overrides_prompt_text_where_it_is_known() -> None:
     m = InputMasker(lambda: False)
     m.saw_output(b"Password: ")
     assert m.split(b"ls\r") == (b"", b"ls\r") and m.runs == 0
+
+
+def test_prompt_detection_agrees_with_the_prompt_pattern_on_every_chunk() -> None:
+    """saw_output skips the regex unless the tail ends in ':' and blanks: it must arm exactly when
+    the pattern itself matches the last line (random output, prompts and near-misses mixed in)."""
+    import random
+    import re
+
+    prompt = re.compile(rb"(?i)(pass(word|phrase)|\bpin\b|secret|verification code)[^\n]{0,60}:\s*$")
+    pieces = [b"x", b"ls -l\r\n", b"Password:", b"password for bob: ", b"PIN:\t", b"secret:\x0b\x0c\r",
+              b"Verification code: \r", b": ", b":", b"\n", b"\r\n", b"a:b", b"passphrase", b" ", b"\x1b[0m",
+              b"pin", b"word: x", bytes(range(256))]
+    rng = random.Random(14)
+    armed = 0
+    for _ in range(2000):
+        m = InputMasker(lambda: None)
+        tail = b""
+        for _ in range(rng.randrange(1, 8)):
+            chunk = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 4)))
+            tail = (tail + chunk)[-200:]
+            was = m.hiding()
+            m.saw_output(chunk)
+            expected = was or prompt.search(tail.rsplit(b"\n", 1)[-1]) is not None
+            assert m.hiding() == expected, (tail, chunk)
+        armed += m.hiding()
+    assert 100 < armed < 1900  # both outcomes were exercised

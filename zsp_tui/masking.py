@@ -32,6 +32,8 @@ from recorder import EscrowPublicKey, seal
 __all__ = ["MASK_BUDGET", "Excessive", "InputMasker", "MaskLimits", "MaskedInput"]
 
 MASK_BUDGET = 256
+_BLANK = b" \t\n\r\f\v"
+"""What ``\\s`` matches in a bytes pattern."""
 _PROMPT = re.compile(rb"(?i)(pass(word|phrase)|\bpin\b|secret|verification code)[^\n]{0,60}:\s*$")
 
 
@@ -49,8 +51,12 @@ class InputMasker:
 
     def saw_output(self, data: bytes) -> None:
         """Watch output for prompts (only used where the terminal's modes are not visible)."""
-        self._tail = (self._tail + data)[-200:]
-        if _PROMPT.search(self._tail.rsplit(b"\n", 1)[-1]):
+        self._tail = tail = (self._tail + data)[-200:]
+        # _PROMPT can only match a last line whose last non-blank byte is ':' (it ends in
+        # ``:\s*$``); checking that first spares the regex on almost every chunk (an echoed key).
+        if not tail.rstrip(_BLANK).endswith(b":"):
+            return
+        if _PROMPT.search(tail.rsplit(b"\n", 1)[-1]):
             self._armed = True
             self._used = 0
 

@@ -45,7 +45,7 @@ import sqlite3
 import sys
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -130,6 +130,15 @@ _MAX_USERNAME = 256
 _STORE_DOWN = "the bastion cannot reach its database; no new sessions until it answers again (try again shortly)"
 _STORE_ERRORS = (StoreError, sqlite3.Error)
 """The store is unreachable or failing (PostgreSQL down, a SQLite file that cannot be read)."""
+
+
+async def _within(aw: Awaitable[T], seconds: float) -> T:
+    """``await aw``, raising TimeoutError after ``seconds``: ``asyncio.wait_for`` for the grant
+    watcher, which must never drop a cancel. On Python 3.11, ``wait_for`` returns the inner result
+    when a cancel lands in the loop step in which the inner completes (CPython gh-86296, fixed in
+    3.12); the watcher then looped on and ``Bastion.stop()`` waited for it forever."""
+    async with asyncio.timeout(seconds):
+        return await aw
 
 
 # --- identity: the key whose signature was verified ----------------------------------------------
@@ -865,13 +874,13 @@ class Bastion:
         while True:
             # A tick, or at once when a grant changed on any bastion (LISTEN zsp_grants).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self.limits.watch_interval)
+                await _within(self._poke.wait(), self.limits.watch_interval)
             self._poke.clear()
             if time.monotonic() - last_sweep > 5:
                 # Record due expiries and lapses in the audit log even when nobody acts.
                 last_sweep = began = time.monotonic()
                 try:
-                    await asyncio.wait_for(self.watch_db(self.watch_svc.sweep), _WATCH_DEADLINE)
+                    await _within(self.watch_db(self.watch_svc.sweep), _WATCH_DEADLINE)
                 except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
                     why = printable(repr(exc))
                     print(f"zsp: warning: recording expiries in the audit log failed: {why}", file=sys.stderr)
@@ -890,7 +899,7 @@ class Bastion:
             began = time.monotonic()
             try:
                 ids = [live.grant.id for live in self.live]
-                active = await asyncio.wait_for(self.watch_db(self.watch_svc.standing_grants, ids), _WATCH_DEADLINE)
+                active = await _within(self.watch_db(self.watch_svc.standing_grants, ids), _WATCH_DEADLINE)
             except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed
                 self._grant_checks_failed(exc, began)
                 continue
@@ -899,7 +908,7 @@ class Bastion:
                 print(f"zsp: the store answers again (after {down:.1f} s); grants are checked", file=sys.stderr)
                 self._store_down_since = None
             try:
-                policy = await asyncio.wait_for(self.watch_db(self.watch_svc.policy), _WATCH_DEADLINE)
+                policy = await _within(self.watch_db(self.watch_svc.policy), _WATCH_DEADLINE)
                 policy_warn = policy.warn_before
             except (ZspError, TimeoutError) as exc:  # an invalid policy file: keep the last warning times
                 print(f"zsp: warning: {printable(str(exc))}; keeping the previous warning times", file=sys.stderr)
@@ -916,7 +925,7 @@ class Bastion:
         """Re-read the rules file if it changed (new sessions take a good new set; a bad one is
         refused once per content, said on stderr and audited), then let duration rules fire."""
         try:
-            reload = await asyncio.wait_for(self.watch_db(self.rules.keeper.reload), _WATCH_DEADLINE)
+            reload = await _within(self.watch_db(self.rules.keeper.reload), _WATCH_DEADLINE)
         except Exception as exc:  # noqa: BLE001 - the rules in force stay; grants are still checked
             print(f"zsp: warning: cannot re-read the rules file: {printable(repr(exc))}", file=sys.stderr)
         else:
@@ -959,7 +968,7 @@ class Bastion:
         """The grant is no longer active: find out why (for the record), then end the session."""
         state = "revoked"
         with contextlib.suppress(ZspError, OSError, sqlite3.Error, TimeoutError):
-            req = await asyncio.wait_for(self.watch_db(self.watch_svc.get, live.grant.id), _WATCH_DEADLINE)
+            req = await _within(self.watch_db(self.watch_svc.get, live.grant.id), _WATCH_DEADLINE)
             state = req.effective_state(now).value
         if state == "approved":  # not yet started or clock skew: it is not active now, so end anyway
             state = "inactive"
@@ -970,7 +979,7 @@ class Bastion:
         logins = list(self.logins)  # taken before the lookups: a login made meanwhile waits a tick
         began = time.monotonic()
         try:
-            stale, self._logins_checked = await asyncio.wait_for(
+            stale, self._logins_checked = await _within(
                 self.watch_db(find_stale, self.watch_svc, logins, self._logins_checked), _WATCH_DEADLINE
             )
         except (ZspError, OSError, sqlite3.Error, TimeoutError) as exc:
@@ -1627,7 +1636,7 @@ class Bastion:
         ids = [live.record.id for live in moderated]
         fresh_read = True
         try:
-            self._watches = await asyncio.wait_for(
+            self._watches = await _within(
                 self.watch_db(functools.partial(self.watch_svc.watches, ids, open_only=False)), _WATCH_DEADLINE
             )
         except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed: the watches age
