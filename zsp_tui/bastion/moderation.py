@@ -217,7 +217,8 @@ async def watch_view(
                     how = "session-ended"
                     break
             with contextlib.suppress(TimeoutError):
-                data = await asyncio.wait_for(keys.get(), _DRAW_INTERVAL)
+                async with asyncio.timeout(_DRAW_INTERVAL):  # not wait_for: it can drop a cancel on 3.11 (gh-86296)
+                    data = await keys.get()
                 if b"T" in data:
                     how = "terminated"
                     await terminate()

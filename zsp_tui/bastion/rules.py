@@ -477,7 +477,8 @@ class SessionGuard:
                     continue  # decided just now: read it
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(POLL_S, left))
+                    async with asyncio.timeout(min(POLL_S, left)):  # not wait_for (3.11 drops cancels)
+                        await wake.wait()
         finally:
             self.owner._waiters.discard(wake)
             self.holding = None

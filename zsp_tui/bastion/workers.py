@@ -179,7 +179,8 @@ class Supervisor:
                 flush=True,
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can drop a cancel on 3.11 (gh-86296)
+                    await self.stopping.wait()
             self.restarts += 1
 
     async def _start(self, w: _Worker) -> asyncio.subprocess.Process:
