@@ -162,8 +162,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "masking-prompt-unanchored",
         "zsp_tui/masking.py",
-        'verification code)[^\\n]{0,60}:\\s*$")',
-        'verification code)[^\\n]{0,60}:\\s*")',
+        # The end-of-line anchor is held twice (the cheap ':' pre-check and the pattern's ``$``):
+        # the mutant drops the pre-check and lets any line with a prompt word end in ':'.
+        '        if not tail.rstrip(_BLANK).endswith(b":"):\n            return\n        if _PROMPT.search(tail.rsplit(b"\\n", 1)[-1]):',
+        '        if _PROMPT.search(tail.rsplit(b"\\n", 1)[-1] + b":"):',
         ("tests/test_masking.py",),
         "only a line ending in a prompt arms masking on SSH targets",
     ),
