@@ -26,6 +26,7 @@ from blake3 import blake3
 
 from recorder import (
     VERSION,
+    ChainEnd,
     Checkpoint,
     FormatViolation,
     Frame,
@@ -138,6 +139,26 @@ class VerificationReport:
     @property
     def signer_fingerprint(self) -> str | None:
         return self.header.signer_fingerprint if self.header else None
+
+    def chain_end(self) -> ChainEnd | None:
+        """Where the intact chain ends, for sealing an unsealed recording at restart
+        (:func:`recorder.interrupted_seal`); None if there is no intact frame to resume from.
+        ``bad_offset`` is where the intact bytes end (a no-seal report puts it at end of file)."""
+        h = self.header
+        if h is None or self.head is None or self.bad_offset is None:
+            return None
+        return ChainEnd(
+            session_id=h.session_id,
+            signer=h.signer,
+            frames=self.frames,
+            signed_frames=self.signed_frames,
+            head=self.head,
+            t_us=self.duration_us,
+            output_bytes=self.output_bytes,
+            input_bytes=self.input_bytes,
+            checkpoint_frames=h.checkpoint_frames,
+            size=self.bad_offset,
+        )
 
     def to_json(self) -> dict[str, object]:
         h = self.header

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder import ChainEnd, SigningKey, append_at_end, interrupted_seal, load_trusted_keys
+from recorder import SigningKey, append_at_end, interrupted_seal, load_trusted_keys
 from replay import Outcome, Problem, verify
 from tests.bastion_env import Env, make_env
 from tests.test_bastion import killed_mid_session, wait_for
@@ -170,18 +170,8 @@ def test_a_recording_sealed_by_a_recovery_that_then_died_is_closed_as_sealed(tmp
     s = killed_mid_session(env)
     trusted = load_trusted_keys(env.data.allowed_signers_path)
     found = verify(s.path, trusted)
-    end = ChainEnd(
-        session_id=found.header.session_id,
-        signer=found.header.signer,
-        frames=found.frames,
-        signed_frames=found.signed_frames,
-        head=found.head,
-        t_us=found.duration_us,
-        output_bytes=found.output_bytes,
-        input_bytes=found.input_bytes,
-        checkpoint_frames=found.header.checkpoint_frames,
-        size=found.bad_offset,
-    )
+    end = found.chain_end()
+    assert end is not None
     resumed = interrupted_seal(end, env.data.signing_key(), recovered_by="serve:elsewhere:1")
     fd = os.open(s.path, os.O_WRONLY | os.O_APPEND)
     try:
@@ -232,6 +222,25 @@ def test_a_second_bastion_on_the_same_data_dir_is_refused(tmp_path: Path) -> Non
         env.stop()
 
 
+def _session_row(env: Env, sid: str, owner: str, started_at: datetime) -> None:
+    """A session the store holds as live, written by ``owner`` (whose recorder may be gone)."""
+    env.svc.session_started(
+        SessionRecord(
+            id=sid,
+            user="alice",
+            target="local",
+            login="alice",
+            grant_id=None,
+            command=None,
+            client="console",
+            path=str(env.data.root / f"{sid}.zsprec"),
+            started_at=started_at,
+            owner=owner,
+        ),
+        via="console",
+    )
+
+
 def test_only_sessions_whose_recorder_is_gone_are_closed(tmp_path: Path) -> None:
     env = make_env(tmp_path)
     now = env.svc.clock.now()
@@ -240,21 +249,7 @@ def test_only_sessions_whose_recorder_is_gone_are_closed(tmp_path: Path) -> None
     dead.wait()
 
     def started(sid: str, owner: str) -> None:
-        env.svc.session_started(
-            SessionRecord(
-                id=sid,
-                user="alice",
-                target="local",
-                login="alice",
-                grant_id=None,
-                command=None,
-                client="console",
-                path=str(tmp_path / f"{sid}.zsprec"),
-                started_at=now,  # after this process started: a live pid is its owner, not a reused one
-                owner=owner,
-            ),
-            via="console",
-        )
+        _session_row(env, sid, owner, now)  # after this process started: a live pid is its owner, not a reused one
 
     me = __import__("os").getpid()
     started("old-bastion", "")  # written before schema 2: only bastions recorded sessions
@@ -291,21 +286,7 @@ def test_a_live_pid_that_started_after_the_session_is_a_reused_pid(tmp_path: Pat
     host = __import__("socket").gethostname()
     other = subprocess.Popen(["sleep", "30"])  # a live process, born after the session below
     try:
-        env.svc.session_started(
-            SessionRecord(
-                id="reused",
-                user="alice",
-                target="local",
-                login="alice",
-                grant_id=None,
-                command=None,
-                client="console",
-                path=str(tmp_path / "reused.zsprec"),
-                started_at=env.svc.clock.now() - timedelta(minutes=5),
-                owner=f"serve:{host}:{other.pid}",
-            ),
-            via="console",
-        )
+        _session_row(env, "reused", f"serve:{host}:{other.pid}", env.svc.clock.now() - timedelta(minutes=5))
         assert close_interrupted(env.svc, [], shared_store=True) == ["reused"]
     finally:
         other.kill()
@@ -319,21 +300,7 @@ def test_a_session_left_live_for_a_running_owner_is_said_with_that_process(tmp_p
     host = __import__("socket").gethostname()
     other = subprocess.Popen(["sleep", "300"])  # born before the session below: it is its owner
     try:
-        env.svc.session_started(
-            SessionRecord(
-                id="orphaned",
-                user="alice",
-                target="local",
-                login="alice",
-                grant_id=None,
-                command=None,
-                client="console",
-                path=str(tmp_path / "orphaned.zsprec"),
-                started_at=env.svc.clock.now(),
-                owner=f"serve:{host}:{other.pid}",
-            ),
-            via="console",
-        )
+        _session_row(env, "orphaned", f"serve:{host}:{other.pid}", env.svc.clock.now())
         env.start()
         said = [line for line in env.output if "left live" in line]
         assert len(said) == 1 and f"session orphaned left live: its owner serve:{host}:{other.pid} runs" in said[0]

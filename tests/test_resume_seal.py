@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from recorder import (
-    ChainEnd,
     FileSink,
     FrameKind,
     RecordingWriter,
@@ -21,7 +20,7 @@ from recorder import (
     append_at_end,
     interrupted_seal,
 )
-from replay import Outcome, Problem, VerificationReport, load, verify
+from replay import Outcome, Problem, load, verify
 from tests import independent_verifier
 from tests.helpers import frame_spans
 
@@ -40,27 +39,12 @@ def _killed(path: Path, key: SigningKey, *, checkpoint_frames: int = 256) -> Non
     w.abandon()
 
 
-def _end(report: VerificationReport) -> ChainEnd:
-    h = report.header
-    assert h is not None and report.head is not None and report.bad_offset is not None
-    return ChainEnd(
-        session_id=h.session_id,
-        signer=h.signer,
-        frames=report.frames,
-        signed_frames=report.signed_frames,
-        head=report.head,
-        t_us=report.duration_us,
-        output_bytes=report.output_bytes,
-        input_bytes=report.input_bytes,
-        checkpoint_frames=h.checkpoint_frames,
-        size=report.bad_offset,
-    )
-
-
 def _seal(path: Path, key: SigningKey, resumed_by: str = "serve:test:1") -> None:
     report = verify(path, [key.public])
     assert report.outcome is Outcome.INCOMPLETE and report.problem is Problem.NO_SEAL
-    resumed = interrupted_seal(_end(report), key, recovered_by=resumed_by)
+    end = report.chain_end()
+    assert end is not None
+    resumed = interrupted_seal(end, key, recovered_by=resumed_by)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         append_at_end(fd, resumed, name=str(path))
@@ -126,7 +110,8 @@ def test_another_key_or_a_changed_file_is_refused_and_nothing_is_written(tmp_pat
     path = tmp_path / "r.zsprec"
     _killed(path, key)
     before = path.read_bytes()
-    end = _end(verify(path, [key.public]))
+    end = verify(path, [key.public]).chain_end()
+    assert end is not None
     with pytest.raises(ResumeRefused, match="another key"):
         interrupted_seal(end, SigningKey.generate(), recovered_by="x")
     resumed = interrupted_seal(end, key, recovered_by="x")

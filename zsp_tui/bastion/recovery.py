@@ -45,7 +45,6 @@ from typing import Any
 
 from recorder import (
     INTERRUPTED,
-    ChainEnd,
     PublicKey,
     RecordingFailed,
     ResumeRefused,
@@ -221,28 +220,10 @@ def _why_not(report: VerificationReport) -> str:
     return f"INCOMPLETE ({report.problem.value if report.problem else '?'}): nothing to seal"
 
 
-def _chain_end(report: VerificationReport) -> ChainEnd | None:
-    h = report.header
-    if h is None or report.head is None or report.bad_offset is None:
-        return None
-    return ChainEnd(
-        session_id=h.session_id,
-        signer=h.signer,
-        frames=report.frames,
-        signed_frames=report.signed_frames,
-        head=report.head,
-        t_us=report.duration_us,
-        output_bytes=report.output_bytes,
-        input_bytes=report.input_bytes,
-        checkpoint_frames=h.checkpoint_frames,
-        size=report.bad_offset,
-    )
-
-
 def _seal(path: Path, fd: int, report: VerificationReport, trusted: list[PublicKey], key: SigningKey) -> dict[str, Any]:
     """Seal a recording verified INCOMPLETE ``no-seal`` (``fd``: open for appending, locked).
     Returns the audit fields saying whether it was sealed and how, or why not."""
-    end = _chain_end(report)
+    end = report.chain_end()
     if end is None:
         return {"sealed": False, "not_sealed": "nothing to resume from"}
     try:

@@ -606,6 +606,24 @@ class Bastion:
         event = NewEvent("channel.refused", user.name, "ssh", message, outcome="failure", fields=fields, **where)
         await self._audit_refusal(conn, event)
 
+    async def _session_refused(
+        self,
+        conn: asyncssh.SSHServerConnection,
+        user: User,
+        message: str,
+        reason: str,
+        fields: dict[str, Scalar] | None = None,
+        *,
+        capped: bool = True,
+        **where: Any,
+    ) -> None:
+        """Audit a refused session (``session.refused`` with its ``reason`` among the fields),
+        capped per connection like every refusal (:meth:`_audit_refusal`) unless ``capped`` is
+        false: a refusal for the bastion's own state (disk space) is always written."""
+        fields = {"reason": reason, **(fields or {})}
+        event = NewEvent("session.refused", user.name, "ssh", message, outcome="failure", fields=fields, **where)
+        await (self._audit_refusal(conn, event) if capped else self.audit(event))
+
     async def _audit_refusal(self, conn: asyncssh.SSHServerConnection, event: NewEvent) -> None:
         """Audit a refused session, at most so many per connection (see ``_Server.count_refusal``)."""
         owner = conn.get_owner()
@@ -1043,17 +1061,7 @@ class Bastion:
                 # connection, a local shell cannot be given such a TERM), and PostgreSQL text
                 # cannot hold it: refused for what it is, before any session, and audited.
                 refusal = f"a NUL byte in the {_NUL_FIELDS[field]} is not accepted"
-                await self._audit_refusal(
-                    conn,
-                    NewEvent(
-                        "session.refused",
-                        user.name,
-                        "ssh",
-                        refusal,
-                        outcome="failure",
-                        fields={"reason": "nul-byte", "field": field},
-                    ),
-                )
+                await self._session_refused(conn, user, refusal, "nul-byte", {"field": field})
                 return self._refuse(process, refusal)
             hint = self._hint(conn)
             if process.subsystem and username in (CONTROL_USER, REVIEW_USER):
@@ -1142,36 +1150,16 @@ class Bastion:
         try:
             target = await self.auth_db(user.name, self.auth_svc.target, target_name)
         except NotFound:
-            await self._audit_refusal(
-                conn,
-                NewEvent(
-                    "session.refused",
-                    user.name,
-                    "ssh",
-                    f"no such target {target_name[:64]!r}",
-                    outcome="failure",
-                    fields={"reason": "no-such-target", "requested_target": target_name[:200]},
-                ),
-            )
+            message = f"no such target {target_name[:64]!r}"
+            await self._session_refused(conn, user, message, "no-such-target", {"requested_target": target_name[:200]})
             listing = hint.control("targets")
             return self._refuse(process, f"no such target {target_name!r}; list what you may request: {listing}")
         login = login or target.default_login
         grant = await self.auth_db(user.name, self.auth_svc.active_grant, user, target.name, login)
         if grant is None and login not in target.logins:
             # Nothing to ask for: say which logins there are instead of a request that fails.
-            await self._audit_refusal(
-                conn,
-                NewEvent(
-                    "session.refused",
-                    user.name,
-                    "ssh",
-                    f"no login {login[:64]!r} on {target.name}",
-                    outcome="failure",
-                    target=target.name,
-                    login=login[:64],
-                    fields={"reason": "no-such-login"},
-                ),
-            )
+            message = f"no login {login[:64]!r} on {target.name}"
+            await self._session_refused(conn, user, message, "no-such-login", target=target.name, login=login[:64])
             return self._refuse(
                 process,
                 f"{target.name} has no login {login!r} (logins: {', '.join(target.logins)}); list them:",
@@ -1179,19 +1167,8 @@ class Bastion:
             )
         if grant is None:
             ask = f"request {target.name} --login {login} --for 30m --reason why you need it"
-            await self._audit_refusal(
-                conn,
-                NewEvent(
-                    "session.refused",
-                    user.name,
-                    "ssh",
-                    f"no active grant for {login}@{target.name}",
-                    outcome="failure",
-                    target=target.name,
-                    login=login,
-                    fields={"reason": "no-grant"},
-                ),
-            )
+            message = f"no active grant for {login}@{target.name}"
+            await self._session_refused(conn, user, message, "no-grant", target=target.name, login=login)
             return self._refuse(
                 process,
                 f"{user.name} has no active grant for {login}@{target.name}. Ask for one:",
@@ -1276,18 +1253,16 @@ class Bastion:
         )
         # Never fill the disk that the audit log and the other sessions' recordings need.
         if (low := _low_disk(self.data.recordings, self.limits.min_free_bytes)) is not None:
-            await self.audit(
-                NewEvent(
-                    "session.refused",
-                    user.name,
-                    "ssh",
-                    f"too little free space for recordings ({low})",
-                    outcome="failure",
-                    target=target.name,
-                    login=login,
-                    grant_id=grant.id,
-                    fields={"reason": "disk-space", "detail": low},
-                )
+            await self._session_refused(
+                conn,
+                user,
+                f"too little free space for recordings ({low})",
+                "disk-space",
+                {"detail": low},
+                capped=False,
+                target=target.name,
+                login=login,
+                grant_id=grant.id,
             )
             return self._refuse(process, "the bastion is short of disk space for recordings; try again later")
         # Fail closed: no recording, no session.
