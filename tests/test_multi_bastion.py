@@ -190,7 +190,7 @@ async def test_a_bastion_killed_mid_session_leaves_a_recording_closed_and_upload
         assert row.end_reason == "interrupted" and row.object_key and row.sha256
         # Scratch is cleared once the search indexer (a child process since issue 14) is done with
         # the file: by the upload itself, or by the uploader's next pass.
-        await asyncio.to_thread(wait_for, lambda: not Path(s.path).exists(), 90)  # a liveness bound: the uploader passes every 30 s
+        await asyncio.to_thread(wait_for, lambda: not Path(s.path).exists(), 90)  # a liveness bound: removed once indexed
         key = row.object_key.split("/", 3)[3]
         body = s3_server.client().get_object(Bucket=s3_bucket, Key=key)["Body"].read()
         assert __import__("hashlib").sha256(body).hexdigest() == row.sha256

@@ -22,6 +22,7 @@ from replay import LocalDirectory, Outcome, SourceError, verify, verify_frames
 from tests.export_helpers import zsp
 from tests.objstore_helpers import MARKER, Deployment, deployment, record_session, storage_for
 from tests.servers import S3Server, free_port
+from tests.test_bastion import wait_for
 from zsp_tui.objstore import (
     ObjectStoreError,
     RecordingUnavailable,
@@ -96,6 +97,27 @@ def test_a_scratch_file_the_search_indexer_still_needs_stays_until_a_later_pass(
     busy.clear()
     again = up.run_once()
     assert not again.uploaded and not scratch.exists()  # removed, not uploaded twice
+
+
+def test_a_kept_scratch_file_is_removed_as_soon_as_it_is_released(dep: Deployment) -> None:
+    """The indexer done with a file it held (``released``): the uploader's thread runs a pass
+    at once, not at its next poll (an hour here), and removes the scratch copy. A release of a
+    file no pass kept runs no pass."""
+    sid = record_session(dep)
+    scratch = Path(dep.row(sid).path)
+    busy = {scratch}
+    up = Uploader(dep.data, service=dep.svc, keep=lambda p: p in busy, poll_interval=3600)
+    up.start()
+    try:
+        wait_for(lambda: dep.row(sid).upload == "uploaded")
+        time.sleep(0.2)
+        assert scratch.exists()  # kept for the indexer
+        up.released(scratch.parent / "another.zsprec")  # not kept: nothing to do
+        busy.clear()
+        up.released(scratch)
+        wait_for(lambda: not scratch.exists(), 30)  # a liveness bound, far below the poll
+    finally:
+        up.stop()
 
 
 def test_verify_play_export_and_sessions_read_an_uploaded_session(dep: Deployment, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_a_finished_session_is_uploaded_searchable_and_verifiable_by_id(
         assert row.object_key == f"s3://{s3_bucket}/rec/{row.id}.zsprec"
         body = s3_server.client().get_object(Bucket=s3_bucket, Key=f"rec/{row.id}.zsprec")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == row.sha256
-        wait_for(lambda: not Path(row.path).exists(), 90)  # scratch cleared once indexed and uploaded (the uploader passes every 30 s)
+        wait_for(lambda: not Path(row.path).exists(), 90)  # scratch cleared once indexed and uploaded (a liveness bound)
 
         cli = {"ZSP_DATA": str(env.data.root), **s3_server.env()}
         found = _zsp(cli, "search", marker, "--json")

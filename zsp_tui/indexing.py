@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,6 +283,9 @@ class BackgroundIndexer:
         self._closing = False
         self.dropped = 0
         self._current: Path | None = None
+        self.on_indexed: Callable[[Path], None] | None = None
+        """Called (from the indexer's thread) once a sealed recording is indexed and no longer
+        :meth:`busy`: the uploader removes the scratch copy it left for the indexer."""
         self._child = IndexProcess(data.root)
         self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
         self._thread.start()
@@ -361,6 +365,10 @@ class BackgroundIndexer:
                 error = child.index(path, live=live)
                 if error is not None:
                     warn(f"could not index {path} for search: {error}")
+                if not live and (done := self.on_indexed) is not None:
+                    with self._cond:
+                        self._current = None  # no longer busy() before anyone is told
+                    done(path)
                 took = time.monotonic() - started
                 if live:
                     # Live re-indexing rests three times as long as it worked (a 25% duty cycle):

@@ -1804,6 +1804,7 @@ def _start_uploader(bastion: Bastion) -> Uploader | None:
         from ..objstore import Uploader
 
         uploader = Uploader(bastion.data, keep=bastion.indexer.busy)
+        bastion.indexer.on_indexed = uploader.released
     except (ImportError, ZspError) as exc:
         print(
             f"zsp: warning: object storage is configured but cannot be used ({printable(str(exc))}); "
