@@ -9,16 +9,22 @@ import asyncio
 import contextlib
 import gc
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from zsp_tui.bastion.upstream import LocalUpstream
 
 
-def test_a_descendant_holding_the_pipes_leaves_no_transport_for_after_the_loop(tmp_path: Path) -> None:
-    pidfile = tmp_path / "escaped.pid"
+def test_a_descendant_holding_the_pipes_leaves_no_transport_for_after_the_loop() -> None:
+    # As root the local shell runs as an unprivileged account, which cannot write to pytest's
+    # tmp_path (0700): the escaped job's pid goes to a directory it may write to.
+    where = Path(tempfile.mkdtemp(prefix="zsp-escaped-"))
+    where.chmod(0o777)
+    pidfile = where / "escaped.pid"
 
     async def session() -> bytes:
         up = LocalUpstream()
@@ -41,6 +47,10 @@ def test_a_descendant_holding_the_pipes_leaves_no_transport_for_after_the_loop(t
         deadline = time.monotonic() + 30
         while not pidfile.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        escaped = False
         with contextlib.suppress(ValueError, OSError):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            escaped = True
+        shutil.rmtree(where, ignore_errors=True)
+    assert escaped, "the escaped job never ran: nothing held the pipes"
     assert not unraisable, [f"{u.exc_value!r} in {u.object!r}" for u in unraisable]
