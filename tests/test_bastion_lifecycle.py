@@ -141,7 +141,12 @@ async def test_hundreds_of_sessions_leave_no_descriptor_or_target_session(remote
         """The operator leaves while the command runs (the client-closed path)."""
         async with asyncssh.connect("127.0.0.1", username=user, **opts) as conn:
             proc = await conn.create_process("echo up; sleep 300")
-            assert (await proc.stdout.readline()) == "up\n"
+            line = await proc.stdout.readline()
+            if line != "up\n":  # say why (a refusal is on stderr, with an exit status)
+                proc.stdin.write_eof()
+                err = await proc.stderr.read()
+                await proc.wait_closed()
+                raise AssertionError(f"{user}: {line!r}, exit {proc.exit_status}, stderr {err!r}, bastion {env.output}")
             proc.close()
 
     # Warm up every path once, then take the baseline.
