@@ -28,7 +28,7 @@ import pytest
 
 from recorder import load_trusted_keys
 from replay import Outcome, verify
-from tests.bastion_env import Env, keygen
+from tests.bastion_env import Env, keygen, make_env
 from tests.sshd import Sshd, start_sshd
 from zsp_tui.access import Actor
 from zsp_tui.models import Role
@@ -171,6 +171,58 @@ async def test_hundreds_of_sessions_leave_no_descriptor_or_target_session(remote
     await asyncio.to_thread(wait_for, lambda: all(s.ended_at for s in env.svc.sessions()))
     assert await asyncio.to_thread(wait_for, lambda: target_sessions(env.sshd) == targets), target_sessions(env.sshd)
     assert await asyncio.to_thread(wait_for, lambda: bastion_fds(env) <= fds), (bastion_fds(env), fds)
+
+
+_SLOW_GRANT_CHECK = """\
+import time
+from zsp_tui.access import AccessService
+
+_standing = AccessService.standing_grants
+
+
+def _slow(self, ids):
+    time.sleep(1.0)  # a busy store: the grant watcher waits on its answer
+    return _standing(self, ids)
+
+
+AccessService.standing_grants = _slow
+"""
+
+
+async def test_a_session_admitted_while_the_grant_watcher_asks_the_store_is_not_ended(
+    tmp_path: Path,
+) -> None:
+    """The watcher asks the store about the grants of the sessions live when it asks; a session
+    admitted while it waits (its grant checked at admission) must not be judged by that answer,
+    which lacks its grant: it was ended as "grant inactive" (seen under load, a full run)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_GRANT_CHECK)
+    env = make_env(tmp_path / "env", with_sshd=True)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    env.start(prefix=("env", f"PYTHONPATH={path}"))
+    try:
+        env.grant("srv")
+        env.grant("local")
+        opts = env.asyncssh_options("alice")
+        async with asyncssh.connect("127.0.0.1", username="srv", **opts) as first:
+            held = await first.create_process("echo up; sleep 60")
+            assert await held.stdout.readline() == "up\n"  # a session the watcher asks about
+            sessions = []
+            async with asyncssh.connect("127.0.0.1", username="local", **opts) as conn:
+                for _ in range(4):  # each admitted at some point of a slow check: most inside one
+                    proc = await conn.create_process("echo up; sleep 60")
+                    assert await proc.stdout.readline() == "up\n"
+                    sessions.append(proc)
+                    await asyncio.sleep(0.3)
+                await asyncio.sleep(3)  # two more checks, each lasting a second
+                for proc in sessions:
+                    assert proc.exit_status is None and not proc.stdout.at_eof(), await proc.stderr.read()
+        assert not [line for line in env.output if "inactive" in line], env.output
+    finally:
+        env.stop()
+        if env.sshd:
+            env.sshd.stop()
 
 
 # --- 4. revoke and expiry stop the command, remote and local -------------------------------------

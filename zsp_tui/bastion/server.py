@@ -915,8 +915,12 @@ class Bastion:
             # nothing queued by clients can delay it; no answer in time means sessions end,
             # once the store has failed for ``store_grace`` seconds.
             began = time.monotonic()
+            # Only the sessions asked about are judged by the answer: one admitted while the
+            # store was asked (its grant checked at admission) may hold a grant not in it, and
+            # would be ended as if that grant were gone. It is checked at the next tick.
+            asked = list(self.live)
             try:
-                ids = [live.grant.id for live in self.live]
+                ids = [live.grant.id for live in asked]
                 active = await _within(self.watch_db(self.watch_svc.standing_grants, ids), _WATCH_DEADLINE)
             except (Exception, TimeoutError) as exc:  # noqa: BLE001 - fail closed
                 self._grant_checks_failed(exc, began)
@@ -931,8 +935,8 @@ class Bastion:
             except (ZspError, TimeoutError) as exc:  # an invalid policy file: keep the last warning times
                 print(f"zsp: warning: {printable(str(exc))}; keeping the previous warning times", file=sys.stderr)
             now = self.svc.clock.now()
-            for live in list(self.live):
-                if live.ending.is_set():
+            for live in asked:
+                if live.ending.is_set() or live not in self.live:
                     continue
                 try:
                     self._check(live, active.get(live.grant.id), now, policy_warn)
