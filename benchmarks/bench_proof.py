@@ -1,6 +1,7 @@
 """The whole performance table in one command: the bastion against direct OpenSSH, concurrency, recorder.
 
-    python benchmarks/bench_proof.py [--quick] [--json PATH] [--sessions 10,50,200] [--serve-prefix CMD]
+    python benchmarks/bench_proof.py [--quick] [--json PATH] [--sessions 10,50,200] [--workers N]
+                                     [--serve-prefix CMD]
 
 Needs root (it starts sshd and logs in as the current user). One sshd, reached directly and
 through one ``zsp serve`` (recording on, the shipped ``standard`` rules), in the same run, so the
@@ -24,7 +25,9 @@ ratios hold on a shared machine whose absolute numbers drift. Rows:
   scrolling output, MB/s of CPU time), seek (``bench_seek``: a long recording, p99 of random
   seeks), search (``bench_search``: index build MB/s of CPU time, rare-word query p50/p99).
 
-``--serve-prefix`` runs the bastion through a command that execs the rest (e.g. to try a
+``--workers N`` runs ``zsp serve --workers N``: the bastion's CPU, its event loops' CPU and its
+RSS are then summed over the parent and its workers (search-indexing children left out, as for
+one process). ``--serve-prefix`` runs the bastion through a command that execs the rest (e.g. to try a
 sitecustomize with ``env PYTHONPATH=DIR``). ``--json PATH`` writes every figure as JSON.
 """
 
@@ -93,6 +96,41 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def bastion_pids(pid: int) -> list[int]:
+    """``pid`` and its workers (``zsp serve --workers N`` forks them as children): the processes
+    that relay sessions. Search-indexing children are left out, as they are for one process."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"zsp_tui.index_process" in cmdline:
+            continue
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def tree_cpu(pids: list[int], *, loops: bool = False) -> float:
+    """CPU seconds of ``pids`` (``loops``: of their main threads, the event loops, alone)."""
+    total = 0.0
+    for p in pids:
+        try:
+            total += cpu_seconds(p, p if loops else None)
+        except OSError:
+            continue  # gone
+    return total
+
+
 # --- concurrency ------------------------------------------------------------------------------
 
 
@@ -127,7 +165,8 @@ async def _type(proc: Any, interval: float, until: float, rnd: random.Random) ->
 async def concurrent(host: str, port: int, username: str, key: Path, known_hosts: Path, n: int,
                      interval: float, seconds: float, pid: int | None) -> dict[str, float]:
     """N sessions opened at once, then typing; see the module docstring."""
-    rss0 = rss_bytes(pid) if pid else 0
+    pids = bastion_pids(pid) if pid else []
+    rss0 = sum(rss_bytes(p) for p in pids)
     t0 = time.perf_counter()
     opened = await asyncio.gather(*(_open(host, port, username, key, known_hosts) for _ in range(n)),
                                   return_exceptions=True)
@@ -136,15 +175,15 @@ async def concurrent(host: str, port: int, username: str, key: Path, known_hosts
     failed = [o for o in opened if isinstance(o, BaseException)]
     try:
         await asyncio.sleep(0.5)
-        rss1 = rss_bytes(pid) if pid else 0
-        main0 = cpu_seconds(pid, pid) if pid else 0.0
+        rss1 = sum(rss_bytes(p) for p in pids)
+        main0 = tree_cpu(pids, loops=True)
         client0 = time.process_time()
-        cpu0, w0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+        cpu0, w0 = tree_cpu(pids), time.perf_counter()
         until = time.monotonic() + seconds
         rnd = random.Random(n)
         samples = await asyncio.gather(*(_type(proc, interval, until, rnd) for _, proc in ok))
-        cpu1, w1 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
-        main1 = cpu_seconds(pid, pid) if pid else 0.0
+        cpu1, w1 = tree_cpu(pids), time.perf_counter()
+        main1 = tree_cpu(pids, loops=True)
         client1 = time.process_time()
     finally:
         for conn, proc in ok:
@@ -203,7 +242,10 @@ def bastion_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[d
         known_direct = root / "sshd_known_hosts"
         known_direct.write_text(f"[127.0.0.1]:{env.sshd.port} {env.sshd.host_key_pub}\n")
         env.configure(LIMITS)
-        env.start(prefix=tuple(shlex.split(args.serve_prefix)))
+        env.start(
+            prefix=tuple(shlex.split(args.serve_prefix)),
+            args=("--workers", str(args.workers)) if args.workers else (),
+        )
         if env.proc is None:
             raise SystemExit("no bastion")
         pid = env.proc.pid
@@ -386,6 +428,8 @@ def main() -> None:
     ap.add_argument("--sessions", default=None,
                     help="concurrency levels, comma-separated (default 10,50,200; \"\": none)")
     ap.add_argument("--interval", type=float, default=0.1, help="seconds between two keys of one session")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="zsp serve --workers N (CPU and RSS are then summed over its workers)")
     ap.add_argument("--serve-prefix", default="", help="run zsp serve through this command (it execs the rest)")
     ap.add_argument("--no-bastion", action="store_true", help="only the recorder rows")
     ap.add_argument("--concurrency-only", action="store_true",
@@ -418,7 +462,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "started": started, "quick": q, "host": platform.node(), "cpus": os.cpu_count(),
-            "load": os.getloadavg(), "python": platform.python_version(), "serve_prefix": args.serve_prefix,
+            "load": os.getloadavg(), "python": platform.python_version(), "serve_prefix": args.serve_prefix, "workers": args.workers,
             "relay": rows, "concurrency": conc, "recorder": rec, "sealed": sealed,
         }, indent=2) + "\n")
 
