@@ -215,9 +215,11 @@ async def concurrent(host: str, port: int, username: str, key: Path, known_hosts
 # --- the bastion rows ---------------------------------------------------------------------------
 
 
-def wait_indexed(env: Env, timeout: float = 120) -> bool:
+def wait_indexed(env: Env, timeout: float = 600) -> bool:
     """Until the search index covers every sealed session (the indexer is idle again); False if
-    it still did not after ``timeout`` seconds (the keystroke rows then share the CPU with it)."""
+    it still did not after ``timeout`` seconds (the keystroke rows then share the CPU with it).
+    Indexing random bytes is slow (the terminal emulator takes them for controls): one 64 MB bulk
+    recording took 70 s on the idle machine on 2026-12-01, so 120 s did not cover a quick run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         index = open_index(env.data)
