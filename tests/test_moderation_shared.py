@@ -443,3 +443,36 @@ async def test_a_lost_store_means_no_moderator_is_known_present(
     finally:
         env.stop()
     assert not tracebacks(env.output), tracebacks(env.output)
+
+
+async def test_a_bastion_stopped_while_a_moderator_watches_ends_the_view_cleanly(tmp_path: Path) -> None:
+    """``zsp serve`` stopped (SIGTERM) while a moderator's view is open: the view ends before the
+    store's thread stops, so its watch's end is written and nothing fails on the way out (the
+    view's last store write used to reach a store thread already shut down: a traceback). The
+    session's end ends the watch in the store first (on SQLite it failed: the session id was
+    passed as a UUID, and the bastion said its store failed)."""
+    env = make_env(tmp_path)
+    env.data.policy_path.write_text(POLICY.replace('targets = ["*"]', 'targets = ["local"]'))
+    env.configure(f"[bastion]\nmoderation_wait = {WAIT}\nmoderation_grace = {GRACE}\n")
+    env.grant("local")
+    env.start()
+    try:
+        conn = await asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice"))
+        proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
+        out, err = Stream(proc.stdout), Stream(proc.stderr)
+        sid = (await err.until(r"watch ([0-9a-f-]{36})")).group(1)
+        mconn = await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("bob"))
+        mproc = await mconn.create_process(f"watch {sid}", term_type="xterm", term_size=(100, 30))
+        await err.until("the session starts")
+        proc.stdin.write("echo UP-$((2+3))\r")
+        await out.until("UP-5")
+        await asyncio.to_thread(env.stop)
+        await asyncio.wait_for(mproc.wait_closed(), 15)
+        mconn.abort()
+        conn.abort()
+    finally:
+        env.stop()
+    assert not tracebacks(env.output), tracebacks(env.output)
+    assert not [line for line in env.output if "store fails" in line], env.output
+    [watch] = env.svc.watches([sid], open_only=False)
+    assert not watch.open and watch.how is WatchEnd.SESSION_ENDED  # ended with its session, first

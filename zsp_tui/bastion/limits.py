@@ -23,13 +23,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, TypeVarTuple, Unpack
 
 from replay import MAX_COLS, MAX_ROWS
 
 __all__ = ["ControlGate", "FairExecutor", "Pending", "window_size"]
 
 T = TypeVar("T")
+_Args = TypeVarTuple("_Args")
 
 
 def window_size(cols: int, rows: int, default: tuple[int, int] = (80, 24)) -> tuple[int, int]:
@@ -68,7 +69,7 @@ class FairExecutor:
             self._cv.notify()
         return fut
 
-    async def run(self, lane: str, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, lane: str, fn: Callable[[Unpack[_Args]], T], *args: *_Args) -> T:
         """Run ``fn(*args)`` in the worker thread, in ``lane``'s turn."""
         return await asyncio.wrap_future(self.submit(lane, lambda: fn(*args)))
 

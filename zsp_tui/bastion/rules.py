@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple, Unpack
 
 from recorder import RecordingFailed
 from replay import printable
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = ["POLL_S", "LiveRules", "SessionGuard", "session_facts"]
 
 T = TypeVar("T")
+_Args = TypeVarTuple("_Args")
 
 POLL_S = 0.25
 """How often a held command's relay reads its hold's state (an approver may decide anywhere)."""
@@ -85,7 +86,7 @@ class Host(Protocol):
 
     svc: AccessService
 
-    async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T: ...
+    async def db(self, fn: Callable[[Unpack[_Args]], T], *args: *_Args, lane: str = "") -> T: ...
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 

@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
@@ -121,6 +121,7 @@ if TYPE_CHECKING:
 __all__ = ["Bastion", "Limits", "per_worker"]
 
 T = TypeVar("T")
+_Args = TypeVarTuple("_Args")
 CONTROL_USER = "zsp"
 _WATCH_DEADLINE = 5.0
 _END_WAIT = 2.0
@@ -527,6 +528,8 @@ class Bastion:
         lim = self.limits
         self.control = ControlGate(lim.control_rate, lim.control_burst, lim.max_control_per_user)
         self.live: set[LiveSession] = set()
+        self._views: set[asyncio.Task[Any]] = set()
+        """Moderators' watch views running (``zsp watch`` over ssh): ended first by :meth:`stop`."""
         # Each live session's grant end on the monotonic clock, taken from the wall clock once, when
         # the session starts: a wall clock stepped hours forward or back (NTP, an operator, a VM
         # resumed) then neither ends a session early nor lets it run late.
@@ -584,16 +587,16 @@ class Bastion:
         """The watches of this bastion's moderated sessions as last read (``_moderate``); when
         the store fails they age, so no moderator is known present once their heartbeat is stale."""
 
-    async def db(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+    async def db(self, fn: Callable[[Unpack[_Args]], T], *args: *_Args, lane: str = "") -> T:
         """Run a store call in the database thread (SQLite connections are not shared), in the
         turn of ``lane`` (the user whose action it is): one user's pile waits behind others' work."""
         return await self._db.run(lane, fn, *args)
 
-    async def auth_db(self, lane: str, fn: Callable[..., T], *args: Any) -> T:
+    async def auth_db(self, lane: str, fn: Callable[[Unpack[_Args]], T], *args: *_Args) -> T:
         """Run an authentication or admission lookup on ``auth_svc`` in its own thread."""
         return await self._auth.run(lane, fn, *args)
 
-    async def watch_db(self, fn: Callable[..., T], *args: Any) -> T:
+    async def watch_db(self, fn: Callable[[Unpack[_Args]], T], *args: *_Args) -> T:
         """The grant watcher's own thread and connection: client traffic cannot queue ahead of it."""
         return await asyncio.get_running_loop().run_in_executor(self._watch_pool, lambda: fn(*args))
 
@@ -763,6 +766,13 @@ class Bastion:
             await asyncio.sleep(0.05)
         await self.review.stop()
         await self.exports.stop()
+        # Moderators' views end now, while the store still records their watches' end (their
+        # connections would otherwise be torn down after it, and the write fail).
+        views = list(self._views)
+        for view in views:
+            view.cancel()
+        if views:
+            await asyncio.wait(views, timeout=5)
         if self._live_indexing is not None:
             self._live_indexing.cancel()
         if self._watcher is not None:
@@ -1422,7 +1432,7 @@ class Bastion:
                         via=w.via,
                     )
                 try:
-                    await self.db(self.svc.end_watches, sid, lane=user.name)
+                    await self.db(self.svc.end_watches, str(sid), lane=user.name)
                 except (*_STORE_ERRORS, ZspError) as exc:
                     self.store_failed(exc)
             if live.rules is not None:  # while still listed: a stopping bastion waits for this too
@@ -1741,9 +1751,14 @@ class Bastion:
             self._poke.set()
 
         how = "error"
+        view = asyncio.current_task()
+        if view is not None:
+            self._views.add(view)  # stop() ends it while the store still records the watch's end
         try:
             how = await watch_view(process, record, self.data.trusted_keys(), beat=beat, terminate=terminate)
         finally:
+            if view is not None:
+                self._views.discard(view)
             if how != "terminated":
                 end = WatchEnd(how) if how in WatchEnd._value2member_map_ else WatchEnd.LEFT
                 with contextlib.suppress(*_STORE_ERRORS, ZspError):
