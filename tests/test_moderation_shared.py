@@ -9,6 +9,7 @@ Textual app under Pilot on the same data dir, real SQLite. bob (approver) modera
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -404,6 +405,42 @@ async def test_ssh_watch_from_another_worker_starts_the_session(tmp_path: Path) 
 # --- PostgreSQL: fail closed ---------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class _Watched:
+    """A moderated shell on ``local`` (alice) and bob's ``watch`` of it, over ssh, with its first
+    command echoed: the session runs because a moderator is present."""
+
+    conn: asyncssh.SSHClientConnection
+    proc: asyncssh.SSHClientProcess[str]
+    out: Stream
+    err: Stream
+    sid: str
+    mconn: asyncssh.SSHClientConnection
+    mproc: asyncssh.SSHClientProcess[str]
+
+
+def _moderated_local(tmp_path: Path, extra: str = "") -> Env:
+    """A bastion whose ``local`` target is moderated (not started)."""
+    env = make_env(tmp_path)
+    env.data.policy_path.write_text(POLICY.replace('targets = ["*"]', 'targets = ["local"]'))  # "*": not local
+    env.configure(f"[bastion]\nmoderation_wait = {WAIT}\nmoderation_grace = {GRACE}\n{extra}")
+    env.grant("local")
+    return env
+
+
+async def _watched(env: Env) -> _Watched:
+    conn = await asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice"))
+    proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
+    out, err = Stream(proc.stdout), Stream(proc.stderr)
+    sid = (await err.until(r"watch ([0-9a-f-]{36})")).group(1)
+    mconn = await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("bob"))
+    mproc = await mconn.create_process(f"watch {sid}", term_type="xterm", term_size=(100, 30))
+    await err.until("the session starts")
+    proc.stdin.write("echo UP-$((3+4))\r")
+    await out.until("UP-7")
+    return _Watched(conn, proc, out, err, sid, mconn, mproc)
+
+
 async def test_a_lost_store_means_no_moderator_is_known_present(
     tmp_path: Path, postgres_cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -411,21 +448,11 @@ async def test_a_lost_store_means_no_moderator_is_known_present(
     read is stale the input is held and, after the grace, the session ends (the grant checks'
     own grace is much longer here, so it is the moderation that ends it)."""
     monkeypatch.setenv("ZSP_DATABASE_URL", postgres_cluster.database())
-    env = make_env(tmp_path)
-    env.data.policy_path.write_text(POLICY.replace('targets = ["*"]', 'targets = ["local"]'))  # "*": not local
-    env.configure(f"[bastion]\nmoderation_wait = {WAIT}\nmoderation_grace = {GRACE}\nstore_grace = 120\n")
-    env.grant("local")
+    env = _moderated_local(tmp_path, "store_grace = 120\n")
     env.start()
     try:
-        conn = await asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice"))
-        proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
-        out, err = Stream(proc.stdout), Stream(proc.stderr)
-        sid = (await err.until(r"watch ([0-9a-f-]{36})")).group(1)
-        mconn = await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("bob"))
-        mproc = await mconn.create_process(f"watch {sid}", term_type="xterm", term_size=(100, 30))
-        await err.until("the session starts")
-        proc.stdin.write("echo PG-$((3+4))\r")
-        await out.until("PG-7")
+        w = await _watched(env)
+        conn, proc, err, mconn, mproc = w.conn, w.proc, w.err, w.mconn, w.mproc
         await asyncio.to_thread(postgres_cluster.stop)
         try:
             t_down = time.monotonic()
@@ -451,28 +478,17 @@ async def test_a_bastion_stopped_while_a_moderator_watches_ends_the_view_cleanly
     view's last store write used to reach a store thread already shut down: a traceback). The
     session's end ends the watch in the store first (on SQLite it failed: the session id was
     passed as a UUID, and the bastion said its store failed)."""
-    env = make_env(tmp_path)
-    env.data.policy_path.write_text(POLICY.replace('targets = ["*"]', 'targets = ["local"]'))
-    env.configure(f"[bastion]\nmoderation_wait = {WAIT}\nmoderation_grace = {GRACE}\n")
-    env.grant("local")
+    env = _moderated_local(tmp_path)
     env.start()
     try:
-        conn = await asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice"))
-        proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
-        out, err = Stream(proc.stdout), Stream(proc.stderr)
-        sid = (await err.until(r"watch ([0-9a-f-]{36})")).group(1)
-        mconn = await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("bob"))
-        mproc = await mconn.create_process(f"watch {sid}", term_type="xterm", term_size=(100, 30))
-        await err.until("the session starts")
-        proc.stdin.write("echo UP-$((2+3))\r")
-        await out.until("UP-5")
+        w = await _watched(env)
         await asyncio.to_thread(env.stop)
-        await asyncio.wait_for(mproc.wait_closed(), 15)
-        mconn.abort()
-        conn.abort()
+        await asyncio.wait_for(w.mproc.wait_closed(), 15)
+        w.mconn.abort()
+        w.conn.abort()
     finally:
         env.stop()
     assert not tracebacks(env.output), tracebacks(env.output)
     assert not [line for line in env.output if "store fails" in line], env.output
-    [watch] = env.svc.watches([sid], open_only=False)
+    [watch] = env.svc.watches([w.sid], open_only=False)
     assert not watch.open and watch.how is WatchEnd.SESSION_ENDED  # ended with its session, first
