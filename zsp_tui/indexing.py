@@ -285,7 +285,7 @@ class BackgroundIndexer:
         self._current: Path | None = None
         self.on_indexed: Callable[[Path], None] | None = None
         """Called (from the indexer's thread) once a sealed recording is indexed and no longer
-        :meth:`busy`: the uploader removes the scratch copy it left for the indexer."""
+        :meth:`busy`: the uploader runs a pass, removing a scratch copy it kept for the indexer."""
         self._child = IndexProcess(data.root)
         self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
         self._thread.start()

@@ -23,7 +23,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, TypeVarTuple, Unpack
+from typing import Any, Generic, TypeVar, TypeVarTuple
 
 from replay import MAX_COLS, MAX_ROWS
 
@@ -69,7 +69,7 @@ class FairExecutor:
             self._cv.notify()
         return fut
 
-    async def run(self, lane: str, fn: Callable[[Unpack[_Args]], T], *args: *_Args) -> T:
+    async def run(self, lane: str, fn: Callable[[*_Args], T], *args: *_Args) -> T:
         """Run ``fn(*args)`` in the worker thread, in ``lane``'s turn."""
         return await asyncio.wrap_future(self.submit(lane, lambda: fn(*args)))
 

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
 
 from recorder import RecordingFailed
 from replay import printable
@@ -86,7 +86,7 @@ class Host(Protocol):
 
     svc: AccessService
 
-    async def db(self, fn: Callable[[Unpack[_Args]], T], *args: *_Args, lane: str = "") -> T: ...
+    async def db(self, fn: Callable[[*_Args], T], *args: *_Args, lane: str = "") -> T: ...
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 

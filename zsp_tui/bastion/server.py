@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, cast
 
 import asyncssh
 from asyncssh.connection import SSHServerConnection
@@ -587,16 +587,16 @@ class Bastion:
         """The watches of this bastion's moderated sessions as last read (``_moderate``); when
         the store fails they age, so no moderator is known present once their heartbeat is stale."""
 
-    async def db(self, fn: Callable[[Unpack[_Args]], T], *args: *_Args, lane: str = "") -> T:
+    async def db(self, fn: Callable[[*_Args], T], *args: *_Args, lane: str = "") -> T:
         """Run a store call in the database thread (SQLite connections are not shared), in the
         turn of ``lane`` (the user whose action it is): one user's pile waits behind others' work."""
         return await self._db.run(lane, fn, *args)
 
-    async def auth_db(self, lane: str, fn: Callable[[Unpack[_Args]], T], *args: *_Args) -> T:
+    async def auth_db(self, lane: str, fn: Callable[[*_Args], T], *args: *_Args) -> T:
         """Run an authentication or admission lookup on ``auth_svc`` in its own thread."""
         return await self._auth.run(lane, fn, *args)
 
-    async def watch_db(self, fn: Callable[[Unpack[_Args]], T], *args: *_Args) -> T:
+    async def watch_db(self, fn: Callable[[*_Args], T], *args: *_Args) -> T:
         """The grant watcher's own thread and connection: client traffic cannot queue ahead of it."""
         return await asyncio.get_running_loop().run_in_executor(self._watch_pool, lambda: fn(*args))
 
@@ -1823,7 +1823,7 @@ def _start_uploader(bastion: Bastion) -> Uploader | None:
         from ..objstore import Uploader
 
         uploader = Uploader(bastion.data, keep=bastion.indexer.busy)
-        bastion.indexer.on_indexed = uploader.released
+        bastion.indexer.on_indexed = lambda _path: uploader.kick()  # a scratch copy it kept goes now
     except (ImportError, ZspError) as exc:
         print(
             f"zsp: warning: object storage is configured but cannot be used ({printable(str(exc))}); "

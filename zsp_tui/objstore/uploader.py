@@ -146,10 +146,8 @@ class Uploader:
         self._cleaned: list[str] = []
         self._keep = keep
         """A scratch file for which this says True stays until a later pass (the bastion's search
-        indexer still has it queued); None: removed as soon as it is uploaded and verified."""
-        self._kept: set[Path] = set()
-        """Scratch files a pass left for ``keep``: :meth:`released` runs a pass for them at once."""
-        self._kept_lock = threading.Lock()
+        indexer still has it queued, and :meth:`kick`s a pass once done); None: removed as soon as
+        it is uploaded and verified."""
 
     @property
     def service(self) -> AccessService:
@@ -171,30 +169,6 @@ class Uploader:
     def kick(self) -> None:
         """A session ended (or storage came back): run a pass now rather than at the next poll."""
         self._wake.set()
-
-    def released(self, path: Path) -> None:
-        """Whoever ``keep`` asked is done with ``path`` (the indexer indexed it): if a pass left
-        its scratch copy for that, run a pass now, rather than leave it for the next poll."""
-        key = Path(path).absolute()
-        with self._kept_lock:
-            if key not in self._kept:
-                return
-            self._kept.discard(key)
-        self.kick()
-
-    def _kept_for_now(self, path: Path) -> bool:
-        """Whether ``keep`` holds ``path`` back; if so it is remembered, so that :meth:`released`
-        runs a pass. Noted before asking: a release after the question cannot go unheard."""
-        if self._keep is None:
-            return False
-        key = Path(path).absolute()
-        with self._kept_lock:
-            self._kept.add(key)
-        if self._keep(path):
-            return True
-        with self._kept_lock:
-            self._kept.discard(key)
-        return False
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop the thread after the upload in progress (pending ones stay pending)."""
@@ -349,8 +323,8 @@ class Uploader:
 
     def _remove_scratch(self, path: Path, digest: str) -> None:
         """Remove the scratch copy if it is still the file uploaded (and nobody still needs it)."""
-        if self._kept_for_now(path):
-            return  # _adopt_leftovers removes it on a later pass (released() runs one)
+        if self._keep is not None and self._keep(path):
+            return  # _adopt_leftovers removes it on a later pass (the keeper kicks one when done)
         try:
             if sha256_file(path)[0] == digest:
                 path.unlink()
@@ -373,7 +347,7 @@ class Uploader:
             if Path(row.path).absolute() != path.absolute():
                 continue  # the file is not the one the row names
             if row.upload == UPLOADED:
-                if self._kept_for_now(path):
+                if self._keep is not None and self._keep(path):
                     continue
                 with contextlib.suppress(OSError):
                     if row.sha256 and sha256_file(path)[0] == row.sha256:
