@@ -15,7 +15,11 @@ It never raises on input. Malformed sequences degrade what is drawn: counts and 
 clamped, parameter lists capped, an unterminated string is abandoned after :data:`MAX_STRING`
 characters, and a CSI longer than :data:`MAX_SEQUENCE` is ignored. No sequence costs more than
 O(rows + cols) on a blank screen (rows known blank are skipped), so a hostile loop of ``ESC [ 2 J``
-cannot make replay or indexing crawl.
+cannot make replay or indexing crawl; nor a loop of DECALN (``ESC # 8``), whose rows are skipped
+while they still hold its E's. What stays O(rows x cols) is a sequence that changes every cell of
+a full screen (DECALN then ED 2, over and over): 8 ms per 7 bytes on 1000x500. Readers that must
+stay responsive (the player, the indexer) feed output in slices and bound the time per recording
+instead of trusting every sequence to be cheap.
 
 Why it is shaped this way (profile before changing anything; ``benchmarks/bench_replay.py``):
 pure Python only reaches tens of MB/s if it never loops per byte. A chunk is decoded at once (an
@@ -280,6 +284,8 @@ class Terminal:
         self._chars: list[_Row] = [[" "] * cols for _ in range(rows)]
         self._styles: list[_StyleRow] = [[DEFAULT_STYLE] * cols for _ in range(rows)]
         self._wrapped: list[bool] = [False] * rows
+        self._aligned = ""
+        """The row text DECALN writes ("E" x cols), kept so that rows it left can be told by identity."""
         self._clean: list[_Known] = [DEFAULT_STYLE] * rows
         """What is known of row y without looking at its cells: a Style (all blanks in that
         style), a str (the row's text is that string, then blanks; styles unknown), or None.
@@ -1121,12 +1127,19 @@ class Terminal:
                 self._g1_graphics = graphics
             self._graphics = self._g1_graphics if self._shifted else self._g0_graphics
             self._update_simple()
-        elif inter == "#" and final == "8":
+        elif inter == "#" and final == "8":  # DECALN: the screen filled with E
+            # Rows still as the last DECALN left them are skipped (their known text is this very
+            # string): a loop of ESC # 8 on a 1000x500 screen costs O(rows) each, not 4 ms.
+            text = self._aligned
+            if len(text) != self.cols:
+                text = self._aligned = "E" * self.cols
+            chars, styles, wrapped, clean = self._chars, self._styles, self._wrapped, self._clean
             for y in range(self.rows):
-                self._chars[y] = ["E"] * self.cols
-                self._styles[y] = [DEFAULT_STYLE] * self.cols
-                self._wrapped[y] = False
-                self._clean[y] = None
+                if clean[y] is not text:
+                    chars[y] = list(text)
+                    styles[y] = [DEFAULT_STYLE] * self.cols
+                    wrapped[y] = False
+                    clean[y] = text
             self._goto(0, 0)
 
     def _ris(self) -> None:

@@ -410,6 +410,34 @@ def test_decaln_fills_the_screen() -> None:
     assert lines(ESC + b"#8", cols=3, rows=2) == ("EEE", "EEE")
 
 
+@pytest.mark.parametrize(
+    "between",
+    [
+        b"",  # DECALN twice: the second skips every row and must leave the same screen
+        CSI + b"2;2H" + CSI + b"31mab",  # text in another colour
+        CSI + b"1;1H" + CSI + b"44m" + CSI + b"K",  # a coloured erase of a whole row
+        CSI + b"3;1H" + CSI + b"2@",  # insert characters
+        CSI + b"2J",  # erase the screen
+        CSI + b"2S",  # scroll up: new blank rows at the bottom
+        CSI + b"?1049h" + b"alt" + CSI + b"?1049l",  # the alternate screen and back
+        b"\n\n\n\n",  # line feeds at the bottom: the screen scrolls
+    ],
+)
+def test_decaln_after_any_change_fills_every_row_again_in_the_default_style(between: bytes) -> None:
+    t = term(ESC + b"#8" + between + ESC + b"#8", cols=5, rows=3)
+    s = t.screen()
+    assert s.lines == ("EEEEE",) * 3
+    assert all(run == (("EEEEE", DEFAULT_STYLE),) for run in s.runs)
+    assert s.cursor == (0, 0)
+
+
+def test_decaln_then_a_resize_fills_the_new_width() -> None:
+    t = term(ESC + b"#8", cols=5, rows=2)
+    t.resize(7, 2)
+    t.feed(ESC + b"#8")
+    assert t.screen().lines == ("EEEEEEE",) * 2
+
+
 # -- SGR -----------------------------------------------------------------------------------------
 
 
