@@ -191,14 +191,19 @@ class Playhead:
         kind = frame.kind
         data = frame.data
         if kind is FrameKind.OUTPUT and isinstance(data, bytes):
-            self.terminal.feed(data.replace(b"\n", b"\r\n") if self.onlcr else data)
-            # Lines scrolled off are kept for whoever takes them (the search indexer); a player
-            # does not, and they would pile up in memory and in every keyframe.
-            self.terminal.take_lines()
+            self.feed(data)
         elif kind is FrameKind.RESIZE and isinstance(data, Resize):
             if data.cols and data.rows:
                 self.terminal.resize(data.cols, data.rows)
         self.passed(frame)
+
+    def feed(self, data: bytes) -> None:
+        """Show output bytes: a whole output frame's, or a part of one (a player feeding a costly
+        frame in slices calls :meth:`passed` once the last is in)."""
+        self.terminal.feed(data.replace(b"\n", b"\r\n") if self.onlcr else data)
+        # Lines scrolled off are kept for whoever takes them (the search indexer); a player
+        # does not, and they would pile up in memory and in every keyframe.
+        self.terminal.take_lines()
 
     def passed(self, frame: Frame) -> None:
         """Move past ``frame`` without touching the terminal: note input, frame and time. For a

@@ -73,6 +73,11 @@ SEEK_LONG_US = 60_000_000
 _WORK_S = 0.03
 """Longest run of emulation between two looks at the keyboard."""
 _FRAME_S = 1 / 50
+# Output is fed in slices of about this much emulator time, sized as it goes (bytes).
+_SLICE_S = 0.02
+_SLICE_MIN = 64
+_SLICE_START = 1024
+_SLICE_MAX = 64 * 1024
 _ENTER_SCREEN = b"\x1b[?1049h\x1b[?7l\x1b[?25l\x1b[0m\x1b[2J"
 """Alternate screen, autowrap off, cursor hidden. Autowrap off: a row the reviewer's terminal
 measures wider than the emulator did (East Asian ambiguous-width characters on a terminal set to
@@ -301,6 +306,9 @@ class _Player:
         self.pos_us = max(opts.start_us, self.ph.t_us)
         self._frames: Iterator[tuple[Frame, int, bytes]] | None = None
         self._next: tuple[Frame, int, bytes] | None = None
+        self._fed = 0
+        """How much of the next frame's output is on the terminal already (fed in slices)."""
+        self._slice = _SLICE_START
         self._winch = False
         self._edge = False
         self._dirty = True
@@ -321,6 +329,7 @@ class _Player:
             ph = self.seeker.playhead_at(max(0, t_us))
         self._frames = None
         self._next = None
+        self._fed = 0
         self._edge = False
         self._dirty = True
         return ph
@@ -337,12 +346,36 @@ class _Player:
         return self._next
 
     def _advance(self) -> Frame | None:
+        """Apply the next frame, or, for output, the next slice of it. Hostile output can cost the emulator a millisecond per byte (a screen filled
+        and erased over and over), so keys are read between slices, not after a whole frame.
+        A frame fed in part is returned too, and stays next (``_peek``) until its last slice."""
         item = self._peek()
         if item is None:
             return None
         frame, end, head = item
+        data = frame.data
+        if self._fed == 0:  # a new frame: its first slice small, whatever the last frame cost
+            self._slice = min(self._slice, _SLICE_START)
+        if frame.kind is FrameKind.OUTPUT and isinstance(data, bytes) and len(data) - self._fed > self._slice:
+            start, stop = self._fed, self._fed + self._slice
+            t0 = time.monotonic()
+            self.ph.feed(data[start:stop])
+            took = time.monotonic() - t0
+            # About _SLICE_S of emulator time per slice, whatever the output costs; grown at most
+            # 4-fold a step, so a costly stretch after a cheap one is met with a small slice.
+            grown = int(self._slice * _SLICE_S / max(took, 1e-6))
+            self._slice = max(_SLICE_MIN, min(_SLICE_MAX, self._slice * 4, grown))
+            self._fed = stop
+            self._dirty = True
+            return frame
+        if self._fed:
+            if isinstance(data, bytes):
+                self.ph.feed(data[self._fed :])
+            self.ph.passed(frame)
+            self._fed = 0
+        else:
+            self.ph.apply(frame)
         self._next = None
-        self.ph.apply(frame)
         self.ph.offset, self.ph.head = end, head
         self._dirty = True
         return frame
