@@ -3,7 +3,6 @@ the player is stopped (signals beyond TERM/HUP/INT whose default action terminat
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 

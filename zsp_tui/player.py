@@ -346,9 +346,11 @@ class _Player:
         return self._next
 
     def _advance(self) -> Frame | None:
-        """Apply the next frame, or, for output, the next slice of it. Hostile output can cost the emulator a millisecond per byte (a screen filled
-        and erased over and over), so keys are read between slices, not after a whole frame.
-        A frame fed in part is returned too, and stays next (``_peek``) until its last slice."""
+        """Apply the next frame, or, for output, the next slice of it.
+
+        Hostile output can cost the emulator a millisecond per byte (a screen filled and erased
+        over and over), so keys are read between slices, not after a whole frame. A frame fed in
+        part is returned too, and stays next (``_peek``) until its last slice."""
         item = self._peek()
         if item is None:
             return None
