@@ -54,10 +54,12 @@ from ._charsets import DEC_GRAPHICS
 from ._exceptions import ReplayError
 from ._style import DEFAULT_STYLE, TRUECOLOR, Style, apply_sgr
 
-__all__ = ["MAX_COLS", "MAX_ROWS", "Screen", "Terminal"]
+__all__ = ["MAX_COLS", "MAX_ROWS", "NO_LIMIT", "Screen", "Terminal"]
 
 MAX_COLS = 1000
 MAX_ROWS = 500
+NO_LIMIT = 1 << 62
+"""``Terminal.work_limit`` when the caller sets none."""
 MAX_COUNT = 10000
 """Counts (CUU, ICH, REP, ...) are clamped to this."""
 MAX_PARAMS = 32
@@ -284,6 +286,17 @@ class Terminal:
         self._chars: list[_Row] = [[" "] * cols for _ in range(rows)]
         self._styles: list[_StyleRow] = [[DEFAULT_STYLE] * cols for _ in range(rows)]
         self._wrapped: list[bool] = [False] * rows
+        self.work = 0
+        """Cells rebuilt by whole-row operations since this terminal was made (erase, DECALN,
+        scrolls, inserts and deletes, REP, resize): the part of the emulator's cost that a few
+        bytes can make large (DECALN then ED 2 on 1000x500 is 10^6 cells per 7 bytes). The same
+        bytes give the same count, so a caller that must stay responsive (the bastion's rules
+        engine) can bound it deterministically. Not dumped in keyframes."""
+        self.work_limit = NO_LIMIT
+        """Once :attr:`work` passes this, the rest of the bytes being fed are dropped (counted in
+        :attr:`dropped`): a caller's bound on one feed. Default: none."""
+        self.dropped = 0
+        """Characters dropped because :attr:`work_limit` was passed."""
         self._aligned = ""
         """The row text DECALN writes ("E" x cols), kept so that rows it left can be told by identity."""
         self._clean: list[_Known] = [DEFAULT_STYLE] * rows
@@ -421,7 +434,16 @@ class Terminal:
         if self._string is not None:
             pos = self._in_string(s, 0)
         while pos < n:
+            if self.work > self.work_limit:
+                self._drop(n - pos)
+                return
             pos = self._scan(s, pos)
+
+    def _drop(self, n: int) -> None:
+        """The rest of a feed, ``n`` characters, is not interpreted (over :attr:`work_limit`);
+        a sequence it began is forgotten with it."""
+        self.dropped += n
+        self._string = None
 
     def _scan(self, s: str, pos: int) -> int:
         """Interpret tokens of ``s`` from ``pos``; return where to go on (``len(s)`` when done).
@@ -478,11 +500,17 @@ class Terminal:
                 handler = csi.get(private + inter + final)
                 if handler is not None:
                     handler(self, params)
+                    if self.work > self.work_limit:
+                        self._drop(len(s) - m.end())
+                        return len(s)
             elif kind == 7:
                 if m.end() - m.start() == 1:
                     self._control(m.group(8))
                 else:
                     self._controls(m.group(8), m.end() - m.start())
+                if self.work > self.work_limit:
+                    self._drop(len(s) - m.end())
+                    return len(s)
             elif kind == 11:
                 inter, final = m.group(10, 11)
                 if not inter and final in "]PX^_":
@@ -491,6 +519,9 @@ class Terminal:
                     self._osc = ""
                     return self._in_string(s, m.end())
                 self._esc(inter, final)
+                if self.work > self.work_limit:
+                    self._drop(len(s) - m.end())
+                    return len(s)
             elif kind == 9:
                 tail = m.group(9)
                 if len(tail) > MAX_SEQUENCE:
@@ -949,6 +980,7 @@ class Terminal:
             if clean.pop(top) is not erase:
                 row = [" "] * cols
                 srow = [erase] * cols
+                self.work += cols
             chars.insert(bottom, row)
             styles.insert(bottom, srow)
             wrapped.insert(bottom, False)
@@ -956,6 +988,7 @@ class Terminal:
             return
         end = bottom + 1
         leaving = range(top, top + n)
+        self.work += n * cols
         chars[top:end] = [*chars[top + n : end], *[chars[y] if clean[y] is erase else [" "] * cols for y in leaving]]
         styles[top:end] = [
             *styles[top + n : end],
@@ -978,6 +1011,7 @@ class Terminal:
         erase = self._erase
         end = bottom + 1
         leaving = range(end - n, end)
+        self.work += n * cols
         chars[top:end] = [*[chars[y] if clean[y] is erase else [" "] * cols for y in leaving], *chars[top : end - n]]
         styles[top:end] = [
             *[styles[y] if clean[y] is erase else [erase] * cols for y in leaving],
@@ -1140,6 +1174,7 @@ class Terminal:
                     styles[y] = [DEFAULT_STYLE] * self.cols
                     wrapped[y] = False
                     clean[y] = text
+                    self.work += self.cols
             self._goto(0, 0)
 
     def _ris(self) -> None:
@@ -1267,6 +1302,7 @@ class Terminal:
                 chars[y] = [" "] * cols
                 styles[y] = [erase] * cols
                 clean[y] = erase
+                self.work += cols
             wrapped[y] = False
 
     def _csi_ed(self, p: str) -> None:
@@ -1312,6 +1348,7 @@ class Terminal:
         if self._clean[y] is self._erase:
             return
         row, styles = self._chars[y], self._styles[y]
+        self.work += cols
         row[x:x] = [" "] * n
         styles[x:x] = [self._erase] * n
         del row[cols:]
@@ -1326,6 +1363,7 @@ class Terminal:
         if self._clean[y] is self._erase:
             return
         row, styles = self._chars[y], self._styles[y]
+        self.work += cols
         del row[x : x + n]
         del styles[x : x + n]
         row.extend([" "] * n)
@@ -1353,7 +1391,9 @@ class Terminal:
 
     def _csi_rep(self, p: str) -> None:
         if self._last:
-            self._text(self._last[-1] * _arg(p))
+            n = _arg(p)
+            self.work += n
+            self._text(self._last[-1] * n)
 
     def _csi_sgr(self, p: str) -> None:
         node = self._node.next.get(p)
@@ -1460,6 +1500,7 @@ class Terminal:
         rows = _clamp(int(rows), 1, MAX_ROWS)
         if (cols, rows) == (self.cols, self.rows):
             return
+        self.work += 2 * max(cols, self.cols) * max(rows, self.rows)  # both buffers
         y = self._y
         drop_top = y - rows + 1 if y >= rows else 0
         # The main screen kept while the alternate one is shown scrolls by its own cursor (saved
@@ -1517,6 +1558,8 @@ class Terminal:
         self._x = min(self._x, cols - 1)
 
     def _repair_row(self, row: _Row) -> None:
+        if "" not in row and "".join(row).isascii():
+            return  # no wide character and no half of one (two C-speed passes, not a Python loop)
         cols = len(row)
         for i, cell in enumerate(row):
             if cell == "":
