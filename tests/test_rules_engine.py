@@ -21,7 +21,7 @@ from recorder import Frame, FrameKind, SigningKey, load_trusted_keys
 from replay import load
 from tests.rules_helpers import PROMPT, STARTED, Rec, facts, fired, frames_of, ruleset, run
 from tests.test_record_pty import Terminal
-from zsp_tui.rules import Action, Trigger
+from zsp_tui.rules import Action, Match, Trigger
 from zsp_tui.rules.engine import MAX_LINE, MAX_MATCHES, MAX_WINDOW, SessionRules, run_frames
 
 HOLD_DANGER = """
@@ -560,3 +560,45 @@ def test_sieve_literals() -> None:
     assert lit("password") == b"password" and lit("caf\u00e9") == "café".encode()
     assert lit(r"\d+") is None and lit("(?i)secret") is None and lit("a|b") is None
     assert lit("(?x) P R I V") == b"PRIV"
+
+
+FLAG_DANGER = HOLD_DANGER.replace('actions = ["hold"]', 'actions = ["flag"]')
+COSTLY = b"\x1b#8\x1b[2J"
+"""DECALN then ED 2: every cell of the screen rebuilt twice per 7 bytes (10^6 cells at 1000x500)."""
+
+
+def _typed(engine: SessionRules, text: bytes, t: int) -> tuple[list[Match], int]:
+    """``text`` typed and echoed key by key, then Enter and its echo: the matches, the next time."""
+    out: list[Match] = []
+    for i, c in enumerate(text):
+        out += engine.input(bytes([c]), t + 2 * i)
+        out += engine.output(bytes([c]), t + 2 * i + 1)
+    t += 2 * len(text)
+    out += engine.input(b"\r", t)
+    out += engine.output(b"\r\n", t + 1)
+    return out, t + 2
+
+
+@pytest.mark.parametrize("gap_us", [0, 10_000_000], ids=["at-once", "ten-seconds-later"])
+def test_costly_output_is_skipped_past_the_emulator_budget_and_commands_still_match(gap_us: int) -> None:
+    """The screen is brought up to date on the bastion's event loop: 64 KiB of DECALN and ED 2 at
+    1000x500 was 9,000 whole-screen rebuilds, over a minute in which no session moved. The work
+    per session is now bounded; what is over it is skipped and counted, and the command typed
+    next is still flagged, at once (its keys) or once the credit has grown back (its screen)."""
+    from zsp_tui.rules.engine import SCAN_BURST
+
+    engine = SessionRules(ruleset(FLAG_DANGER), facts(), cols=1000, rows=500, pty=True)
+    term = engine._scanner.term if engine._scanner is not None else None  # its cost counter
+    assert term is not None
+    engine.output(PROMPT, 1)
+    matched, t = _typed(engine, b"./flood", 10)
+    for i in range(10):  # 70 KB, as a flood prints it
+        matched += engine.output(COSTLY * 1000, t + i)
+    matched += engine.output(b"\r\n" + PROMPT, t + 20)
+    more, t = _typed(engine, b"cat danger-zone.txt", t + 1000 + gap_us)
+    matched += more
+    one_screen = 2 * 1000 * 500
+    assert term.work <= SCAN_BURST + one_screen, "the emulator did more than one screen past its budget"
+    assert engine.skipped > 50_000
+    matched += engine.output(PROMPT, t) + engine.finish(t + 1)
+    assert [(m.rule.name, m.text[:19]) for m in matched] == [("danger", "cat danger-zone.txt")]

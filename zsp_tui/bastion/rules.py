@@ -235,6 +235,7 @@ class SessionGuard:
         self._jobs: deque[tuple[Callable[..., Any], tuple[Any, ...], str]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._cancelling: asyncio.Task[None] | None = None
+        self._told_skipped = False
 
     # --- what the recorder is given, the engine sees --------------------------------------
 
@@ -278,6 +279,15 @@ class SessionGuard:
         matches = self.engine.tick(self.t_us())
         if matches:
             self.fire(matches)
+        if self.engine.skipped and not self._told_skipped:
+            # Once per session: the reviewer learns that the screen the command rules read is incomplete.
+            self._told_skipped = True
+            self._event(
+                "rules.scan.skipped",
+                "output too costly to emulate was skipped by the command rules' screen "
+                "(their typed keys are still matched)",
+                chars=self.engine.skipped,
+            )
 
     # --- acting on matches ------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ for every keystroke, so the hot paths are shaped by measurement (``benchmarks/be
   needed: at the next input, resize, masked line, :meth:`~SessionRules.gate` or
   :meth:`~SessionRules.finish`. The emulator costs far more than the relay; bulk output must not
   pay for it. So command extraction sees at most the last 64 KiB of output between two keystrokes.
+  And the emulator's work is bounded per session (:data:`SCAN_BURST`, :data:`SCAN_RATE`): output
+  that would cost more (hostile sequences that rebuild a whole screen per few bytes) is skipped
+  and counted, so that one session cannot stall the event loop every session shares.
 * Output rules run on lines: bytes up to ``\\n``, a line longer than :data:`MAX_LINE` bytes cut
   into pieces of that size (each a line of its own), escape sequences and control characters
   removed, decoded as UTF-8 (errors replaced). A chunk's complete lines are cleaned in one go
@@ -39,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from recorder import Event, Frame, FrameKind, Header, Resize
-from replay import Command, Scanner, keys_text
+from replay import NO_LIMIT, Command, Scanner, keys_text
 
 from ..clock import format_duration
 from ..models import LOCAL_TARGET, Target
@@ -59,6 +62,16 @@ __all__ = [
 ]
 
 MAX_WINDOW = 64 * 1024
+SCAN_BURST = 4_000_000
+"""Cells of terminal-emulator work (``replay.Terminal.work``: rows rebuilt by erases, scrolls,
+DECALN, ...) one session may spend at once to bring its screen up to date: about 45 ms here. A few
+bytes can ask for a million cells (DECALN then ED 2 on 1000x500), and the screen is brought up
+to date on the bastion's event loop, which every session shares."""
+SCAN_RATE = 1_000_000
+"""Cells of emulator work per second of session time the credit grows by (about 1% of a core).
+Output over the credit is not emulated (counted in :attr:`SessionRules.skipped`): the screen
+misses it, command lines are still matched on what their keys spell. Time is the session's
+(frames' ``t_us``), so ``zsp rules test`` skips exactly what the bastion skipped."""
 """Output kept for the scanner between two points where the screen is read (the last bytes)."""
 MAX_LINE = 4096
 """Longest line of output matched (bytes); a longer one is cut into pieces of this size."""
@@ -235,6 +248,11 @@ class SessionRules:
         self._carry_t = 0
         self._t = 0
         self._finished = False
+        self._credit = SCAN_BURST
+        self._credit_t = 0
+        self.skipped = 0
+        """Characters of output not emulated for command rules: over the emulator budget
+        (:data:`SCAN_BURST`, :data:`SCAN_RATE`)."""
 
     # --- the session's start and end ------------------------------------------------------------
 
@@ -454,7 +472,22 @@ class SessionRules:
         self._window_bytes = 0
         if b"\n" in data:
             self._awaiting = False
-        self._commands_of(scanner.feed(self._frame(_OUTPUT, self._window_t, data)), out)
+        t = self._window_t
+        if t > self._credit_t:
+            self._credit = min(SCAN_BURST, self._credit + (t - self._credit_t) * SCAN_RATE // 1_000_000)
+            self._credit_t = t
+        term = scanner.term
+        if self._credit <= 0:  # none left: this output is not emulated at all
+            self.skipped += len(data)
+            return
+        start, dropped = term.work, term.dropped
+        term.work_limit = start + self._credit
+        try:
+            self._commands_of(scanner.feed(self._frame(_OUTPUT, t, data)), out)
+        finally:
+            term.work_limit = NO_LIMIT
+        self._credit -= term.work - start
+        self.skipped += term.dropped - dropped
 
     def _commands_of(self, items: Iterable[object], out: list[Match]) -> None:
         """Non-enforcing command rules over the command lines the scanner resolved."""
