@@ -28,12 +28,15 @@ import enum
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import IO, NamedTuple, Protocol
+
+import msgpack
 
 from ._exceptions import QueryError, SearchIndexError
 
@@ -329,6 +332,36 @@ def _session(row: tuple[object, ...]) -> tuple[int, IndexedSession]:
     return int(str(row[0])), IndexedSession(**values)  # type: ignore[arg-type]
 
 
+def spooled(rows: Iterable[Row]) -> Iterator[Row]:
+    """``rows``, all made now and given back from a temporary file.
+
+    The rows of a recording come from emulating it, which hostile output can stretch to minutes;
+    SQLite has one writer per database, so a writer that made its rows inside its transaction held
+    every other process's indexing (the bastion's two indexing lanes, ``zsp index``) for that
+    long. Spooled first, the write lock is held only while the rows are stored. Memory stays flat
+    (rows go to disk as msgpack, not into a list: a session may have millions)."""
+    f = tempfile.TemporaryFile(prefix="zsp-rows-")
+    try:
+        pack = msgpack.Packer(unicode_errors="surrogatepass").pack
+        write = f.write
+        output = HitKind.OUTPUT
+        for t_us, frame, kind, text, blind in rows:
+            write(pack((t_us, frame, kind is output, text, blind)))
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    return _unspooled(f)
+
+
+def _unspooled(f: IO[bytes]) -> Iterator[Row]:
+    with f:
+        unpacker = msgpack.Unpacker(f, use_list=False, unicode_errors="surrogatepass", max_buffer_size=1 << 30)
+        output, command = HitKind.OUTPUT, HitKind.COMMAND
+        for t_us, frame, is_output, text, blind in unpacker:
+            yield Row(t_us, frame, output if is_output else command, text, blind)
+
+
 class SqliteSearchIndex:
     """:class:`SearchIndex` on SQLite FTS5, in one file (WAL: searches run while indexing writes).
 
@@ -463,6 +496,7 @@ class SqliteSearchIndex:
     def replace(
         self, session: IndexedSession, rows: Iterable[Row], *, update: Update | None = None
     ) -> IndexedSession:
+        rows = spooled(rows)  # made before the write lock is taken
         try:
             with self._write():
                 key, _ = self._key_for(session)
@@ -474,6 +508,7 @@ class SqliteSearchIndex:
     def append(
         self, session: IndexedSession, rows: Iterable[Row], *, update: Update | None = None
     ) -> IndexedSession:
+        rows = spooled(rows)
         try:
             with self._write():
                 key, have = self._key_for(session)

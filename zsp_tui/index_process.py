@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -50,8 +51,12 @@ class IndexProcess:
         self.root = root
         self._proc: subprocess.Popen[str] | None = None
 
-    def index(self, path: Path, *, live: bool) -> str | None:
-        """Index ``path`` in the child; None when done, else why it could not be."""
+    def index(self, path: Path, *, live: bool, timeout: float | None = None) -> str | None:
+        """Index ``path`` in the child; None when done, else why it could not be.
+
+        With a ``timeout``, a job not done in that many seconds is abandoned: the child is killed
+        (its index transaction rolled back) and :class:`TimeoutError` raised; the next job starts
+        a new child."""
         proc = self._start()
         stdin, stdout = proc.stdin, proc.stdout
         if stdin is None or stdout is None:  # not reached: both are pipes
@@ -59,10 +64,16 @@ class IndexProcess:
         try:
             stdin.write(json.dumps({"path": str(path), "live": live}) + "\n")
             stdin.flush()
-            line = stdout.readline()
+            # One reply line per job, written at once: nothing is buffered before this select.
+            late = timeout is not None and not select.select([stdout], [], [], timeout)[0]
+            line = "" if late else stdout.readline()
         except (OSError, ValueError) as exc:  # ValueError: a pipe closed under us
             self._stop()
             return f"the indexing process failed ({exc})"
+        if late:  # TimeoutError is an OSError: raised outside the clause above
+            self.kill()
+            self._stop()
+            raise TimeoutError(f"indexing {path} took over {timeout:g}s")
         if not line:
             status = self._stop()
             return f"the indexing process ended (exit status {status})"

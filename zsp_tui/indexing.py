@@ -258,6 +258,11 @@ LIVE_INTERVAL = 3.0
 LIVE_REST = 3.0
 """After re-indexing a live recording, live indexing pauses this many times as long (sealed
 sessions are not held back): at most a quarter of a core, shared with the bastion's event loop."""
+SLOW_AFTER = 10.0
+"""Seconds a recording may take to index before it is moved to the slow lane (its work so far
+is dropped, and redone there): costly output (a screen filled and erased over and over costs the
+terminal emulator a millisecond per byte) must not hold back the indexing of everyone's next
+sessions. A large binary ``cat`` lands there too; it is indexed all the same, a little later."""
 LIVE_MAX_BYTES = 8 * 1024 * 1024
 """Live recordings up to this size are re-indexed as they grow (a whole pass each time, about a
 second at most); a larger one is searchable from its seal on, or after ``zsp index``."""
@@ -268,8 +273,14 @@ class BackgroundIndexer:
     (``submit``) in submission order and before any live one (``submit_live``); a path submitted
     again while queued is indexed once. A live recording is indexed again only when it grew,
     as far as a signature covers it, and stored as LIVE; its seal replaces all of that.
-    ``close`` finishes what is queued, waiting at most ``timeout`` seconds. Failures are
-    warnings: indexing never affects a session.
+
+    A sealed recording that takes over :data:`SLOW_AFTER` seconds is handed to a second thread
+    and child process, the slow lane, which indexes such recordings one after the other with no
+    limit, while the first goes on with the next sessions. So one operator's costly output delays
+    only other costly recordings (a live one over the limit is left to its seal).
+
+    ``close`` finishes what is queued, waiting at most ``timeout`` seconds; the slow lane's queue
+    is left to ``zsp index``. Failures are warnings: indexing never affects a session.
     """
 
     def __init__(self, data: DataDir, *, max_pending: int = 10_000) -> None:
@@ -287,47 +298,58 @@ class BackgroundIndexer:
         """Called (from the indexer's thread) once a sealed recording is indexed and no longer
         :meth:`busy`: the uploader runs a pass, removing a scratch copy it kept for the indexer."""
         self._child = IndexProcess(data.root)
+        self._slow: OrderedDict[Path, None] = OrderedDict()
+        self._slow_current: Path | None = None
+        self._slow_child = IndexProcess(data.root)
         self._thread = threading.Thread(target=self._run, name="zsp-index", daemon=True)
         self._thread.start()
+        self._slow_thread = threading.Thread(target=self._run_slow, name="zsp-index-slow", daemon=True)
+        self._slow_thread.start()
 
     def submit(self, path: Path | str) -> None:
         """Index a sealed (or abandoned) recording."""
         with self._cond:
             p = Path(path)
             self._live.pop(p, None)
+            if p in self._slow:  # queued in the slow lane already
+                return
             if p not in self._final and len(self._final) >= self._max:
                 self.dropped += 1
                 if self.dropped == 1:
                     warn(f"search indexing is behind (over {self._max} recordings queued); `zsp index` catches up")
                 return
             self._final[p] = None
-            self._cond.notify()
+            self._cond.notify_all()
 
     def submit_live(self, path: Path | str) -> None:
         """Index a live recording if it grew since it was last indexed (and is not too big)."""
         with self._cond:
             p = Path(path)
-            if p in self._final or p in self._live or len(self._live) >= self._max:
+            if p in self._final or p in self._live or p in self._slow or len(self._live) >= self._max:
                 return
             self._live[p] = None
-            self._cond.notify()
+            self._cond.notify_all()
 
     def busy(self, path: Path | str) -> bool:
         """Whether ``path`` is queued or being indexed: the uploader leaves such a scratch file
         in place until a later pass (it would otherwise vanish before its seal is searchable)."""
         p = Path(path)
         with self._cond:
-            return p in self._final or p in self._live or p == self._current
+            queued = p in self._final or p in self._live or p in self._slow
+            return queued or p in (self._current, self._slow_current)
 
     def close(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._closing = True
             self._live.clear()
-            self._cond.notify()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            # Still on a long recording: its child must not index on after the bastion is gone.
-            self._child.kill()
+            self._slow.clear()  # left to `zsp index`: minutes each, possibly
+            self._cond.notify_all()
+        for thread, child in ((self._thread, self._child), (self._slow_thread, self._slow_child)):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                # Still on a long recording: its child must not index on after the bastion is gone.
+                child.kill()
 
     def _next(self) -> tuple[Path, bool] | None:
         with self._cond:
@@ -362,13 +384,22 @@ class BackgroundIndexer:
                     self._live_sizes[path] = size
                 else:
                     self._live_sizes.pop(path, None)
-                error = child.index(path, live=live)
+                try:
+                    error = child.index(path, live=live, timeout=SLOW_AFTER)
+                except TimeoutError:
+                    if live:  # left to its seal; and live indexing rests as after any pass
+                        self._live_rest_until = time.monotonic() + LIVE_REST * SLOW_AFTER
+                    else:
+                        with self._cond:
+                            if not self._closing:
+                                self._slow[path] = None  # busy() all along: queued before _current moves on
+                                self._cond.notify_all()
+                        warn(f"indexing {path} for search takes over {SLOW_AFTER:g}s; it goes on in the slow lane")
+                    continue
                 if error is not None:
                     warn(f"could not index {path} for search: {error}")
-                if not live and (done := self.on_indexed) is not None:
-                    with self._cond:
-                        self._current = None  # no longer busy() before anyone is told
-                    done(path)
+                if not live:
+                    self._indexed(path, slow=False)
                 took = time.monotonic() - started
                 if live:
                     # Live re-indexing rests three times as long as it worked (a 25% duty cycle):
@@ -376,5 +407,37 @@ class BackgroundIndexer:
                     self._live_rest_until = time.monotonic() + LIVE_REST * took
                 if took > 30:
                     warn(f"indexing {path} for search took {took:.0f}s")
+        finally:
+            child.close()
+
+    def _indexed(self, path: Path, *, slow: bool) -> None:
+        with self._cond:  # no longer busy() before anyone is told
+            if slow:
+                self._slow_current = None
+            else:
+                self._current = None
+        if (done := self.on_indexed) is not None:
+            done(path)
+
+    def _run_slow(self) -> None:
+        """The slow lane: recordings that took over SLOW_AFTER in the first, indexed with no limit."""
+        child = self._slow_child
+        try:
+            while True:
+                with self._cond:
+                    self._slow_current = None
+                    while not self._slow and not self._closing:
+                        self._cond.wait()
+                    if self._closing:
+                        return
+                    path = self._slow_current = self._slow.popitem(last=False)[0]
+                started = time.monotonic()
+                error = child.index(path, live=False)
+                if error is not None:
+                    warn(f"could not index {path} for search: {error}")
+                self._indexed(path, slow=True)
+                took = time.monotonic() - started
+                if took > 30:
+                    warn(f"indexing {path} for search took {took:.0f}s (slow lane)")
         finally:
             child.close()
