@@ -38,7 +38,7 @@ def test_costly_output_in_one_session_does_not_stall_the_next_sessions(env: Env)
     done = threading.Event()
     try:
         chan = client.invoke_shell(term="xterm", width=1000, height=500)
-        buf = read_until(chan, b"", b"$ ")
+        read_until(chan, b"", b"$ ")
         chan.send(FLOOD.encode())
 
         def drain() -> None:  # keep the flood flowing: a client that stops reading would pause it
