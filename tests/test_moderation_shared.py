@@ -428,9 +428,9 @@ def _moderated_local(tmp_path: Path, extra: str = "") -> Env:
     return env
 
 
-async def _watched(env: Env) -> _Watched:
+async def _watched(env: Env, size: tuple[int, int] = (80, 24)) -> _Watched:
     conn = await asyncssh.connect("127.0.0.1", username="local", **env.asyncssh_options("alice"))
-    proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
+    proc = await conn.create_process(term_type="xterm", term_size=size)
     out, err = Stream(proc.stdout), Stream(proc.stderr)
     sid = (await err.until(r"watch ([0-9a-f-]{36})")).group(1)
     mconn = await asyncssh.connect("127.0.0.1", username="zsp", **env.asyncssh_options("bob"))
@@ -492,3 +492,32 @@ async def test_a_bastion_stopped_while_a_moderator_watches_ends_the_view_cleanly
     assert not [line for line in env.output if "store fails" in line], env.output
     [watch] = env.svc.watches([w.sid], open_only=False)
     assert not watch.open and watch.how is WatchEnd.SESSION_ENDED  # ended with its session, first
+
+
+async def test_costly_output_in_a_watched_session_does_not_stall_the_moderator_view(tmp_path: Path) -> None:
+    """The view emulates the watched session in a thread and drew under that thread's lock on
+    the event loop: a frame of DECALN then ED 2 at 1000x500 (a million cells per 7 bytes) held
+    the lock, and so every session, for over a minute, ``T`` included, as soon as the view drew
+    while a frame was being fed (here: the moderator resizes their window). The view now never waits
+    for the lock, and its emulator is bounded as the rules engine's is (the rest is skipped, and
+    the status line says so)."""
+    env = _moderated_local(tmp_path)
+    env.start()
+    try:
+        w = await _watched(env, size=(1000, 500))
+        # 1.3 MB: seconds to print, hours to emulate whole. The streams read it in the background.
+        w.proc.stdin.write("python3 -c 'import os; [os.write(1, b\"\\033#8\\033[2J\" * 3000) for _ in range(60)]'\r")
+        await asyncio.sleep(3)  # frames of it are recorded and followed
+        w.mproc.change_terminal_size(120, 40)  # the view draws again, while a frame is being fed
+        await asyncio.sleep(1)
+        sent = time.monotonic()
+        w.mproc.stdin.write("T")
+        await w.err.until("moderator bob ended this session", timeout=60)
+        took = time.monotonic() - sent
+        await asyncio.wait_for(w.proc.wait_closed(), 15)
+        w.mconn.abort()
+        w.conn.abort()
+    finally:
+        env.stop()
+    assert took < 10, f"T took {took:.1f} s"
+    assert not tracebacks(env.output), tracebacks(env.output)

@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from recorder import FrameKind, RecordingFailed, Resize
-from replay import Renderer, SourceError, Terminal, follow, printable
+from replay import NO_LIMIT, Renderer, SourceError, Terminal, follow, printable
 
 from ..models import WATCH_BEAT_S, WATCH_FRESH_S
+from ..rules.engine import SCAN_BURST, SCAN_RATE
 from .limits import window_size
 
 if TYPE_CHECKING:
@@ -125,6 +126,11 @@ class _Follower:
         self.stopped = False
         self.done = False
         """The recording was read to its end (sealed, or broken): nothing more will come."""
+        self.skipped = 0
+        """Output characters not emulated: over the emulator budget (hostile output; the rules
+        engine's bound, :data:`~zsp_tui.rules.engine.SCAN_BURST`, in wall time here)."""
+        self._credit = float(SCAN_BURST)
+        self._credit_at = time.monotonic()
         self.thread = threading.Thread(target=self._run, name="zsp-watch-follow", daemon=True)
 
     def _run(self) -> None:
@@ -146,8 +152,7 @@ class _Follower:
                         self.terminal = Terminal(header.cols or 80, header.rows or 24)
                         self.onlcr = not header.term
                     elif frame.kind is FrameKind.OUTPUT and isinstance(data, bytes):
-                        self.terminal.feed(data.replace(b"\n", b"\r\n") if self.onlcr else data)
-                        self.terminal.take_lines()
+                        self._feed(data.replace(b"\n", b"\r\n") if self.onlcr else data)
                     elif frame.kind is FrameKind.RESIZE and isinstance(data, Resize) and data.cols and data.rows:
                         self.terminal.resize(data.cols, data.rows)
                     else:
@@ -157,6 +162,26 @@ class _Follower:
             self.error = exc.reason
         except Exception as exc:  # noqa: BLE001 - the view says so; the session is not concerned
             self.error = repr(exc)
+
+    def _feed(self, data: bytes) -> None:
+        """Output to the terminal, within the emulator budget: this thread holds the GIL against
+        the event loop while it emulates, so hostile output is skipped as the rules engine skips it."""
+        now = time.monotonic()
+        self._credit = min(float(SCAN_BURST), self._credit + (now - self._credit_at) * SCAN_RATE)
+        self._credit_at = now
+        term = self.terminal
+        if self._credit <= 0:
+            self.skipped += len(data)
+            return
+        start, dropped = term.work, term.dropped
+        term.work_limit = start + int(self._credit)
+        try:
+            term.feed(data)
+        finally:
+            term.work_limit = NO_LIMIT
+        term.take_lines()
+        self._credit -= term.work - start
+        self.skipped += term.dropped - dropped
 
 
 async def watch_view(
@@ -227,11 +252,17 @@ async def watch_view(
                     break
                 if data == b"":
                     shown = -1  # resized: draw again
-            if follower.version != shown or follower.error:
-                with follower.lock:
+            # Never waited for on the event loop: a costly frame holds the lock while it is fed (the
+            # next turn draws). Keys, the heartbeat and T are served meanwhile.
+            if (follower.version != shown or follower.error) and follower.lock.acquire(blocking=False):
+                try:
                     shown = follower.version
                     screen = follower.terminal.screen()
+                finally:
+                    follower.lock.release()
                 status = status_base if follower.error is None else f"cannot follow: {printable(follower.error)}"
+                if follower.skipped:
+                    status = f"{status}  [costly output not shown: {follower.skipped} chars]"
                 out.write(renderer.draw(screen, status[: renderer.cols]))
                 await out.drain()
     finally:
