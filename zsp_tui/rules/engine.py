@@ -71,7 +71,8 @@ SCAN_RATE = 1_000_000
 """Cells of emulator work per second of session time the credit grows by (about 1% of a core).
 Output over the credit is not emulated (counted in :attr:`SessionRules.skipped`): the screen
 misses it, command lines are still matched on what their keys spell. Time is the session's
-(frames' ``t_us``), so ``zsp rules test`` skips exactly what the bastion skipped."""
+(frames' ``t_us``), so ``zsp rules test`` skips what the bastion skipped (up to the
+microseconds between the bastion's clock and the recorded times, at the budget's edge)."""
 """Output kept for the scanner between two points where the screen is read (the last bytes)."""
 MAX_LINE = 4096
 """Longest line of output matched (bytes); a longer one is cut into pieces of this size."""
