@@ -332,15 +332,17 @@ def _session(row: tuple[object, ...]) -> tuple[int, IndexedSession]:
     return int(str(row[0])), IndexedSession(**values)  # type: ignore[arg-type]
 
 
-def spooled(rows: Iterable[Row]) -> Iterator[Row]:
+def spooled(rows: Iterable[Row], where: Path | str | None = None) -> Iterator[Row]:
     """``rows``, all made now and given back from a temporary file.
 
     The rows of a recording come from emulating it, which hostile output can stretch to minutes;
     SQLite has one writer per database, so a writer that made its rows inside its transaction held
     every other process's indexing (the bastion's two indexing lanes, ``zsp index``) for that
     long. Spooled first, the write lock is held only while the rows are stored. Memory stays flat
-    (rows go to disk as msgpack, not into a list: a session may have millions)."""
-    f = tempfile.TemporaryFile(prefix="zsp-rows-")
+    (rows go to disk as msgpack, not into a list: a session may have millions). ``where``: the
+    directory of the temporary file (unlinked at once, mode 0600): the index's own, so that session
+    text is never written where the index itself would not be."""
+    f = tempfile.TemporaryFile(prefix="zsp-rows-", dir=where)
     try:
         pack = msgpack.Packer(unicode_errors="surrogatepass").pack
         write = f.write
@@ -372,6 +374,8 @@ class SqliteSearchIndex:
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
+        here = os.path.dirname(os.path.abspath(self.path))
+        self._spool_dir = here if os.path.isdir(here) else None
         self._lock = threading.RLock()
         try:
             # Private like the recordings it is made of (commands and output): 0600 from its first
@@ -496,7 +500,7 @@ class SqliteSearchIndex:
     def replace(
         self, session: IndexedSession, rows: Iterable[Row], *, update: Update | None = None
     ) -> IndexedSession:
-        rows = spooled(rows)  # made before the write lock is taken
+        rows = spooled(rows, self._spool_dir)  # made before the write lock is taken
         try:
             with self._write():
                 key, _ = self._key_for(session)
@@ -508,7 +512,7 @@ class SqliteSearchIndex:
     def append(
         self, session: IndexedSession, rows: Iterable[Row], *, update: Update | None = None
     ) -> IndexedSession:
-        rows = spooled(rows)
+        rows = spooled(rows, self._spool_dir)
         try:
             with self._write():
                 key, have = self._key_for(session)

@@ -56,6 +56,42 @@ def texts(hits) -> list[str]:
     return [h.text for h in hits]
 
 
+def test_rows_being_made_do_not_hold_the_write_lock_against_another_writer(tmp_path: Path) -> None:
+    """Rows come from emulating a recording (minutes for hostile output). Made inside the write
+    transaction, they held SQLite's one writer lock that long: the bastion's other indexing lane
+    (another process) waited, then failed. They are spooled first (in the index's directory,
+    unlinked at once), so another writer stores its rows while the first is still making its own."""
+    import threading
+
+    first, second = SqliteSearchIndex(tmp_path / "search.db"), SqliteSearchIndex(tmp_path / "search.db")
+    made_one, stored_other = threading.Event(), threading.Event()
+
+    def slow_rows():
+        yield Row(0, 1, HitKind.OUTPUT, "first slow row")
+        made_one.set()
+        assert stored_other.wait(20), "the other writer never got the lock"
+        yield Row(1, 2, HitKind.COMMAND, "second slow row", True)
+
+    worker = threading.Thread(target=lambda: first.replace(_session("/r/slow"), slow_rows()))
+    worker.start()
+    try:
+        assert made_one.wait(10)
+        second.replace(_session("/r/quick"), _rows("quick needle"))  # waited 30 s, then failed
+        stored_other.set()
+    finally:
+        stored_other.set()
+        worker.join(30)
+    assert texts(second.search("needle")) == ["quick needle"]
+    hits = second.search("slow")
+    assert sorted((h.text, h.kind) for h in hits) == [
+        ("first slow row", HitKind.OUTPUT),
+        ("second slow row", HitKind.COMMAND),
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("zsp-rows")] == []
+    first.close()
+    second.close()
+
+
 def test_punctuation_counts(index: SqliteSearchIndex) -> None:
     index.replace(_session("/r/a"), _rows("rm -rf /srv/app", "rm rf srv app", "rm -rf /srv/application-x", "rm -rf /srv"))
     assert texts(index.search("rm -rf /srv/app")) == ["rm -rf /srv/application-x", "rm -rf /srv/app"]
