@@ -20,10 +20,10 @@ from replay import load
 from tests.bastion_env import Env
 from tests.helpers import read_until
 
-# 25 s of DECALN then ED 2, as fast as the session takes it; no newline, so the rules engine keeps
+# 12 s of DECALN then ED 2, as fast as the session takes it; no newline, so the rules engine keeps
 # bringing the screen up to date at every tick while it waits for the Enter's echo.
 FLOOD = (
-    "python3 -c 'import os, time; end = time.time() + 25\n"
+    "python3 -c 'import os, time; end = time.time() + 12\n"
     "while time.time() < end: os.write(1, b\"\\033#8\\033[2J\" * 3000)'; echo FLOOD-$((6*7))\r"
 )
 
