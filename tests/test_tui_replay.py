@@ -609,7 +609,8 @@ def test_large_output_frames_are_fed_in_slices_between_ticks(reviewed, monkeypat
     trusted = reviewed.data.trusted_keys()
     frames, _ = load(path, trusted)
     biggest = max(len(f.data) for f in frames if f.kind is FrameKind.OUTPUT)
-    monkeypatch.setattr(playback, "_SLICE", 256)
+    for name in ("_SLICE_START", "_SLICE_MAX"):  # slices of 256 bytes (a slice shrinks only past 20 ms)
+        monkeypatch.setattr(playback, name, 256)
     assert biggest > 3 * 256
     seeker = Seeker(path, build_index(path, trusted, verify(path, trusted)))
     pb = playback.Playback(seeker)
@@ -622,6 +623,31 @@ def test_large_output_frames_are_fed_in_slices_between_ticks(reviewed, monkeypat
             mid_frame += 1
     assert mid_frame >= biggest // 256 - 1
     assert pb.ph.terminal.screen().lines == seeker.screen_at(seeker.duration_us)[0].lines
+
+
+def test_a_costly_output_frame_never_holds_the_ui_for_long(tmp_path, key) -> None:
+    """One frame of 800 x (DECALN, ED 2) at 1000x500: about 6 s of emulator time in 5.6 KB. Slices
+    were a fixed 64 KiB, so the frame went in whole and the app drew nothing and read no key for
+    that long. Slices are now sized by what they cost (about 20 ms each), starting small."""
+    from replay import Seeker, build_index, verify
+    from tests.search_helpers import Script
+    from zsp_tui.tui import playback
+
+    path = tmp_path / "costly.zsprec"
+    s = Script(path, key, cols=1000, rows=500)
+    s.at(0).out(b"hello\r\n")
+    s.at(0.5).out(b"\x1b#8\x1b[2J" * 800)
+    s.close()
+    seeker = Seeker(path, build_index(path, [key.public], verify(path, [key.public])))
+    pb = playback.Playback(seeker)
+    pb.pos_us = seeker.duration_us  # everything is due
+    longest = 0.0
+    for _ in range(20):  # the first 20 looks at the keyboard, each after one slice
+        started = time.monotonic()
+        pb.tick(0.0, 0.0, time.monotonic)
+        longest = max(longest, time.monotonic() - started)
+    assert pb._partial is not None, "the frame went in whole"
+    assert longest < 1, f"one tick held the UI for {longest:.1f} s"
 
 
 async def test_opening_far_into_an_unindexed_recording_waits_for_the_index_to_get_there(reviewed) -> None:

@@ -76,7 +76,7 @@ _FRAME_S = 1 / 50
 # Output is fed in slices of about this much emulator time, sized as it goes (bytes).
 _SLICE_S = 0.02
 _SLICE_MIN = 64
-_SLICE_START = 1024
+_SLICE_START = 256
 _SLICE_MAX = 64 * 1024
 _ENTER_SCREEN = b"\x1b[?1049h\x1b[?7l\x1b[?25l\x1b[0m\x1b[2J"
 """Alternate screen, autowrap off, cursor hidden. Autowrap off: a row the reviewer's terminal

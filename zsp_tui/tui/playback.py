@@ -72,10 +72,16 @@ IDLE_CAP_US = 2_000_000
 """With skip idle on, a pause longer than this plays as this long (``zsp play --idle-limit``)."""
 _KEYS_KEEP = 256
 """Bytes of one keystroke run kept for the keystrokes panel."""
-_SLICE = 64 * 1024
-"""Output fed to the emulator at once while playing: a frame may hold up to 1 MiB (the format's
-cap), which takes the emulator up to ~250 ms if it is all escape sequences; fed in slices between
-two looks at the keyboard, it never holds the UI longer than one slice."""
+_SLICE_S = 0.02
+"""Emulator time one slice of output is sized for while playing. A frame may hold up to 1 MiB (the
+format's cap), and output can cost the emulator a millisecond per byte (a 1000x500 screen filled
+and erased over and over: ``ESC # 8 ESC [ 2 J``); fed in slices between two looks at the keyboard,
+it never holds the UI much longer than one slice."""
+_SLICE_START = 256
+"""The first slice of each frame (bytes): small, whatever the last frame cost; it grows at most
+4-fold a slice, toward about :data:`_SLICE_S` of emulator time."""
+_SLICE_MIN = 64
+_SLICE_MAX = 64 * 1024
 _VISIBLE = frozenset({int(FrameKind.OUTPUT), int(FrameKind.RESIZE), int(FrameKind.INPUT)})
 """Frame kinds a step stops at: they change the screen or what was typed."""
 
@@ -529,6 +535,7 @@ class Playback:
         self._frames: Iterator[tuple[Frame, int, bytes]] | None = None
         self._next: tuple[Frame, int, bytes] | None = None
         self._partial: tuple[Frame, int, bytes, bytes, int] | None = None
+        self._slice = _SLICE_START
         """A large output frame being fed in slices: (frame, end, head, data, bytes fed)."""
         self._edge = False
         self.version = 0
@@ -633,9 +640,13 @@ class Playback:
         """Go on feeding the large frame in slices until it is done (True) or the time is up."""
         while self._partial is not None:
             frame, end, head, data, done = self._partial
-            self.ph.terminal.feed(data[done : done + _SLICE])
+            n = self._slice
+            started = clock()
+            self.ph.terminal.feed(data[done : done + n])
             self.ph.terminal.take_lines()
-            done += _SLICE
+            took = clock() - started
+            self._slice = max(_SLICE_MIN, min(_SLICE_MAX, n * 4, int(n * _SLICE_S / max(took, 1e-6))))
+            done += n
             self.version += 1
             if done >= len(data):
                 self._partial = None
@@ -678,10 +689,11 @@ class Playback:
         self.pos_us = max(self.pos_us, self.ph.t_us)
 
     def _apply(self, nxt: tuple[Frame, int, bytes], deadline: float, clock: Callable[[], float]) -> bool:
-        """Apply the peeked frame ``nxt``: an output frame over :data:`_SLICE` bytes is fed in
+        """Apply the peeked frame ``nxt``: an output frame over the current slice size is fed in
         slices until ``deadline`` (False if it is not through yet: the rest at the next tick)."""
         frame, end, head = nxt
-        if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > _SLICE:
+        self._slice = min(self._slice, _SLICE_START)  # a new frame starts small
+        if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > self._slice:
             self._next = None
             data = frame.data.replace(b"\n", b"\r\n") if self.ph.onlcr else frame.data
             self._partial = (frame, end, head, data, 0)
