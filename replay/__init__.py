@@ -73,7 +73,7 @@ from ._seek import (
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
 from ._style import DEFAULT_STYLE, Style
-from ._terminal import MAX_COLS, MAX_ROWS, NO_LIMIT, Screen, Terminal
+from ._terminal import MAX_COLS, MAX_ROWS, Screen, Spent, Terminal
 from ._timing import at_speed, cap_idle, output_steps
 from ._transcript import transcript
 from ._typed import TypedTracker
@@ -88,7 +88,6 @@ __all__ = [
     "MAX_PENDING_BYTES",
     "MAX_REDACT_BYTES",
     "MAX_ROWS",
-    "NO_LIMIT",
     "PROTOCOL_EVENTS",
     "REPLACEMENT",
     "SUFFIX",
@@ -129,6 +128,7 @@ __all__ = [
     "SeekIndex",
     "Seeker",
     "SourceError",
+    "Spent",
     "SpooledFile",
     "SqliteSearchIndex",
     "StoredRecording",

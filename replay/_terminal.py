@@ -41,7 +41,8 @@ import codecs
 import re
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate, groupby
@@ -54,12 +55,12 @@ from ._charsets import DEC_GRAPHICS
 from ._exceptions import ReplayError
 from ._style import DEFAULT_STYLE, TRUECOLOR, Style, apply_sgr
 
-__all__ = ["MAX_COLS", "MAX_ROWS", "NO_LIMIT", "Screen", "Terminal"]
+__all__ = ["MAX_COLS", "MAX_ROWS", "Screen", "Spent", "Terminal"]
 
 MAX_COLS = 1000
 MAX_ROWS = 500
-NO_LIMIT = 1 << 62
-"""``Terminal.work_limit`` when the caller sets none."""
+_NO_LIMIT = 1 << 62
+"""The work bound outside a :meth:`Terminal.bounded` block: none."""
 MAX_COUNT = 10000
 """Counts (CUU, ICH, REP, ...) are clamped to this."""
 MAX_PARAMS = 32
@@ -230,6 +231,16 @@ _Saved = tuple[int, int, Style, bool, bool, bool, bool, bool]
 """(x, y, style, origin, autowrap, g0 graphics, g1 graphics, shifted out)."""
 
 
+class Spent:
+    """What a :meth:`Terminal.bounded` block cost: cells of work done, characters dropped."""
+
+    __slots__ = ("dropped", "work")
+
+    def __init__(self) -> None:
+        self.work = 0
+        self.dropped = 0
+
+
 class Terminal:
     """A terminal of ``cols`` x ``rows`` cells fed with output bytes. See the module docstring."""
 
@@ -291,12 +302,12 @@ class Terminal:
         scrolls, inserts and deletes, REP, resize): the part of the emulator's cost that a few
         bytes can make large (DECALN then ED 2 on 1000x500 is 10^6 cells per 7 bytes). The same
         bytes give the same count, so a caller that must stay responsive (the bastion's rules
-        engine) can bound it deterministically. Not dumped in keyframes."""
-        self.work_limit = NO_LIMIT
+        engine) can bound it deterministically (:meth:`bounded`). Not dumped in keyframes."""
+        self._work_limit = _NO_LIMIT
         """Once :attr:`work` passes this, the rest of the bytes being fed are dropped (counted in
-        :attr:`dropped`): a caller's bound on one feed. Default: none."""
+        :attr:`dropped`): set by :meth:`bounded` for its block. Default: none."""
         self.dropped = 0
-        """Characters dropped because :attr:`work_limit` was passed."""
+        """Characters dropped because the block's budget (:meth:`bounded`) was passed."""
         self._aligned = ""
         """The row text DECALN writes ("E" x cols), kept so that rows it left can be told by identity."""
         self._clean: list[_Known] = [DEFAULT_STYLE] * rows
@@ -419,6 +430,21 @@ class Terminal:
 
     # -- feeding -------------------------------------------------------------------------------
 
+    @contextmanager
+    def bounded(self, budget: int) -> Iterator[Spent]:
+        """Feeds within the block do about ``budget`` cells of :attr:`work` at most (one operation
+        past it, at most one screen); the rest of the bytes are dropped. The :class:`Spent` it
+        yields holds, once the block is left, the work done and the characters dropped."""
+        spent = Spent()
+        start, dropped = self.work, self.dropped
+        self._work_limit = start + max(0, budget)
+        try:
+            yield spent
+        finally:
+            self._work_limit = _NO_LIMIT
+            spent.work = self.work - start
+            spent.dropped = self.dropped - dropped
+
     def feed(self, data: bytes) -> None:
         """Interpret output bytes. Never raises, whatever the bytes."""
         text = self._decoder.decode(data)
@@ -434,13 +460,13 @@ class Terminal:
         if self._string is not None:
             pos = self._in_string(s, 0)
         while pos < n:
-            if self.work > self.work_limit:
+            if self.work > self._work_limit:
                 self._drop(n - pos)
                 return
             pos = self._scan(s, pos)
 
     def _drop(self, n: int) -> None:
-        """The rest of a feed, ``n`` characters, is not interpreted (over :attr:`work_limit`);
+        """The rest of a feed, ``n`` characters, is not interpreted (over the block's budget (:meth:`bounded`));
         a sequence it began is forgotten with it."""
         self.dropped += n
         self._string = None
@@ -500,7 +526,7 @@ class Terminal:
                 handler = csi.get(private + inter + final)
                 if handler is not None:
                     handler(self, params)
-                    if self.work > self.work_limit:
+                    if self.work > self._work_limit:
                         self._drop(len(s) - m.end())
                         return len(s)
             elif kind == 7:
@@ -508,7 +534,7 @@ class Terminal:
                     self._control(m.group(8))
                 else:
                     self._controls(m.group(8), m.end() - m.start())
-                if self.work > self.work_limit:
+                if self.work > self._work_limit:
                     self._drop(len(s) - m.end())
                     return len(s)
             elif kind == 11:
@@ -519,7 +545,7 @@ class Terminal:
                     self._osc = ""
                     return self._in_string(s, m.end())
                 self._esc(inter, final)
-                if self.work > self.work_limit:
+                if self.work > self._work_limit:
                     self._drop(len(s) - m.end())
                     return len(s)
             elif kind == 9:

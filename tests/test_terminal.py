@@ -794,3 +794,17 @@ def test_a_cursor_saved_before_a_shrink_survives_dump_and_load() -> None:
         term.resize(40, 12)
         term.feed(b"\x1b8X")
     assert t.screen() == u.screen() and u.cursor == (30, 4)
+
+
+def test_a_bounded_feed_stops_after_its_budget_and_says_what_it_spent_and_dropped() -> None:
+    """``Terminal.work`` counts cells rebuilt by whole-row operations; inside ``bounded(budget)`` a
+    feed stops one operation past the budget and drops the rest of its bytes."""
+    t = Terminal(10, 4)
+    costly = (ESC + b"#8" + CSI + b"2J") * 10  # each pair rebuilds 2 x 4 rows of 10 cells
+    with t.bounded(100) as spent:
+        t.feed(costly + b"tail")
+    assert 100 <= spent.work <= 100 + 40  # one screen past the budget at most
+    assert spent.dropped > len(b"tail")  # the remaining pairs and the tail: not interpreted
+    assert "tail" not in "".join(t.screen().lines)
+    t.feed(costly + b"tail")  # outside the block: no bound
+    assert t.work - spent.work >= 9 * 80 and "tail" in t.screen().lines[0]

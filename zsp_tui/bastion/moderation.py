@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from recorder import FrameKind, RecordingFailed, Resize
-from replay import NO_LIMIT, Renderer, SourceError, Terminal, follow, printable
+from replay import Renderer, SourceError, Terminal, follow, printable
 
 from ..models import WATCH_BEAT_S, WATCH_FRESH_S
 from ..rules.engine import SCAN_BURST, SCAN_RATE
@@ -173,15 +173,11 @@ class _Follower:
         if self._credit <= 0:
             self.skipped += len(data)
             return
-        start, dropped = term.work, term.dropped
-        term.work_limit = start + int(self._credit)
-        try:
+        with term.bounded(int(self._credit)) as spent:
             term.feed(data)
-        finally:
-            term.work_limit = NO_LIMIT
         term.take_lines()
-        self._credit -= term.work - start
-        self.skipped += term.dropped - dropped
+        self._credit -= spent.work
+        self.skipped += spent.dropped
 
 
 async def watch_view(

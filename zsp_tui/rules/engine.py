@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from recorder import Event, Frame, FrameKind, Header, Resize
-from replay import NO_LIMIT, Command, Scanner, keys_text
+from replay import Command, Scanner, keys_text
 
 from ..clock import format_duration
 from ..models import LOCAL_TARGET, Target
@@ -481,14 +481,10 @@ class SessionRules:
         if self._credit <= 0:  # none left: this output is not emulated at all
             self.skipped += len(data)
             return
-        start, dropped = term.work, term.dropped
-        term.work_limit = start + self._credit
-        try:
+        with term.bounded(self._credit) as spent:
             self._commands_of(scanner.feed(self._frame(_OUTPUT, t, data)), out)
-        finally:
-            term.work_limit = NO_LIMIT
-        self._credit -= term.work - start
-        self.skipped += term.dropped - dropped
+        self._credit -= spent.work
+        self.skipped += spent.dropped
 
     def _commands_of(self, items: Iterable[object], out: list[Match]) -> None:
         """Non-enforcing command rules over the command lines the scanner resolved."""
