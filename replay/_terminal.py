@@ -17,9 +17,10 @@ characters, and a CSI longer than :data:`MAX_SEQUENCE` is ignored. No sequence c
 O(rows + cols) on a blank screen (rows known blank are skipped), so a hostile loop of ``ESC [ 2 J``
 cannot make replay or indexing crawl; nor a loop of DECALN (``ESC # 8``), whose rows are skipped
 while they still hold its E's. What stays O(rows x cols) is a sequence that changes every cell of
-a full screen (DECALN then ED 2, over and over): 8 ms per 7 bytes on 1000x500. Readers that must
-stay responsive (the player, the indexer) feed output in slices and bound the time per recording
-instead of trusting every sequence to be cheap.
+a full screen (DECALN then ED 2, over and over): 8 ms per 7 bytes on 1000x500. So the emulator
+counts that work (:attr:`Terminal.work`), and readers that must stay responsive do not trust every
+sequence to be cheap: the players feed output in slices sized by what they cost, the indexer
+moves a slow recording aside, and the bastion feeds within a :class:`WorkBudget`.
 
 Why it is shaped this way (profile before changing anything; ``benchmarks/bench_replay.py``):
 pure Python only reaches tens of MB/s if it never loops per byte. A chunk is decoded at once (an
@@ -55,7 +56,7 @@ from ._charsets import DEC_GRAPHICS
 from ._exceptions import ReplayError
 from ._style import DEFAULT_STYLE, TRUECOLOR, Style, apply_sgr
 
-__all__ = ["MAX_COLS", "MAX_ROWS", "Screen", "Spent", "Terminal"]
+__all__ = ["MAX_COLS", "MAX_ROWS", "Screen", "Spent", "Terminal", "WorkBudget"]
 
 MAX_COLS = 1000
 MAX_ROWS = 500
@@ -243,6 +244,35 @@ class Spent:
     def __init__(self) -> None:
         self.work = 0
         self.dropped = 0
+
+
+class WorkBudget:
+    """A credit of emulator work (:attr:`Terminal.work`) that grows with time, up to ``burst``.
+
+    For a caller that emulates on a thread others need (the bastion's event loop): :meth:`run`
+    feeds within the credit and spends what the feed cost; output over it is skipped. ``rate``
+    is work per unit of ``now`` (seconds, or a session's microseconds: the caller's clock)."""
+
+    __slots__ = ("_at", "_credit", "burst", "rate")
+
+    def __init__(self, burst: int, rate: float, now: float = 0) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._credit = float(burst)
+        self._at = now
+
+    def run(self, term: Terminal, now: float, feed: Callable[[], object], size: int) -> int:
+        """Call ``feed`` (which feeds ``term`` ``size`` characters) within the credit at ``now``;
+        the characters skipped: all of them when no credit is left, else those the bound dropped."""
+        if now > self._at:
+            self._credit = min(float(self.burst), self._credit + (now - self._at) * self.rate)
+            self._at = now
+        if self._credit <= 0:
+            return size
+        with term.bounded(int(self._credit)) as spent:
+            feed()
+        self._credit -= spent.work
+        return spent.dropped
 
 
 class Terminal:
@@ -471,8 +501,8 @@ class Terminal:
             pos = self._scan(s, pos)
 
     def _drop(self, n: int) -> None:
-        """The rest of a feed, ``n`` characters, is not interpreted (over the block's budget (:meth:`bounded`));
-        a sequence it began is forgotten with it."""
+        """The rest of a feed, ``n`` characters, is not interpreted (past the budget of a
+        :meth:`bounded` block); a sequence it began is forgotten with it."""
         self.dropped += n
         self._string = None
 

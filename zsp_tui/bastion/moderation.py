@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from recorder import FrameKind, RecordingFailed, Resize
-from replay import Renderer, SourceError, Terminal, follow, printable
+from replay import Renderer, SourceError, Terminal, WorkBudget, follow, printable
 
 from ..models import WATCH_BEAT_S, WATCH_FRESH_S
 from ..rules.engine import SCAN_BURST, SCAN_RATE
@@ -129,8 +129,7 @@ class _Follower:
         self.skipped = 0
         """Output characters not emulated: over the emulator budget (hostile output; the rules
         engine's bound, :data:`~zsp_tui.rules.engine.SCAN_BURST`, in wall time here)."""
-        self._credit = float(SCAN_BURST)
-        self._credit_at = time.monotonic()
+        self._budget = WorkBudget(SCAN_BURST, SCAN_RATE, time.monotonic())
         self.thread = threading.Thread(target=self._run, name="zsp-watch-follow", daemon=True)
 
     def _run(self) -> None:
@@ -166,18 +165,9 @@ class _Follower:
     def _feed(self, data: bytes) -> None:
         """Output to the terminal, within the emulator budget: this thread holds the GIL against
         the event loop while it emulates, so hostile output is skipped as the rules engine skips it."""
-        now = time.monotonic()
-        self._credit = min(float(SCAN_BURST), self._credit + (now - self._credit_at) * SCAN_RATE)
-        self._credit_at = now
         term = self.terminal
-        if self._credit <= 0:
-            self.skipped += len(data)
-            return
-        with term.bounded(int(self._credit)) as spent:
-            term.feed(data)
+        self.skipped += self._budget.run(term, time.monotonic(), lambda: term.feed(data), len(data))
         term.take_lines()
-        self._credit -= spent.work
-        self.skipped += spent.dropped
 
 
 async def watch_view(

@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from recorder import Event, Frame, FrameKind, Header, Resize
-from replay import Command, Scanner, keys_text
+from replay import Command, Scanner, WorkBudget, keys_text
 
 from ..clock import format_duration
 from ..models import LOCAL_TARGET, Target
@@ -249,8 +249,7 @@ class SessionRules:
         self._carry_t = 0
         self._t = 0
         self._finished = False
-        self._credit = SCAN_BURST
-        self._credit_t = 0
+        self._budget = WorkBudget(SCAN_BURST, SCAN_RATE / 1_000_000)  # per microsecond of session time
         self.skipped = 0
         """Characters of output not emulated for command rules: over the emulator budget
         (:data:`SCAN_BURST`, :data:`SCAN_RATE`)."""
@@ -474,17 +473,9 @@ class SessionRules:
         if b"\n" in data:
             self._awaiting = False
         t = self._window_t
-        if t > self._credit_t:
-            self._credit = min(SCAN_BURST, self._credit + (t - self._credit_t) * SCAN_RATE // 1_000_000)
-            self._credit_t = t
-        term = scanner.term
-        if self._credit <= 0:  # none left: this output is not emulated at all
-            self.skipped += len(data)
-            return
-        with term.bounded(self._credit) as spent:
-            self._commands_of(scanner.feed(self._frame(_OUTPUT, t, data)), out)
-        self._credit -= spent.work
-        self.skipped += spent.dropped
+        self.skipped += self._budget.run(
+            scanner.term, t, lambda: self._commands_of(scanner.feed(self._frame(_OUTPUT, t, data)), out), len(data)
+        )
 
     def _commands_of(self, items: Iterable[object], out: list[Match]) -> None:
         """Non-enforcing command rules over the command lines the scanner resolved."""
