@@ -74,7 +74,7 @@ from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
 from ._style import DEFAULT_STYLE, Style
 from ._terminal import MAX_COLS, MAX_ROWS, Screen, Spent, Terminal, WorkBudget
-from ._timing import at_speed, cap_idle, output_steps
+from ._timing import Slicer, at_speed, cap_idle, output_steps
 from ._transcript import transcript
 from ._typed import TypedTracker
 from ._verify import Outcome, Problem, RedactedFrame, VerificationReport, load, verify, verify_frames
@@ -127,6 +127,7 @@ __all__ = [
     "SearchIndexError",
     "SeekIndex",
     "Seeker",
+    "Slicer",
     "SourceError",
     "Spent",
     "SpooledFile",

@@ -598,22 +598,21 @@ async def test_content_after_a_chain_break_is_untrusted_and_what_was_signed_befo
         assert not banner.display
 
 
-def test_large_output_frames_are_fed_in_slices_between_ticks(reviewed, monkeypatch) -> None:
+def test_large_output_frames_are_fed_in_slices_between_ticks(reviewed) -> None:
     """Playback never applies more than one slice of a big frame per look at the keyboard, and
     ends on exactly the screen the seek index shows for that moment."""
     from recorder import FrameKind
-    from replay import Seeker, build_index, load, verify
+    from replay import Seeker, Slicer, build_index, load, verify
     from zsp_tui.tui import playback
 
     path = Path(reviewed.svc.session(reviewed.ids["local"]).path)
     trusted = reviewed.data.trusted_keys()
     frames, _ = load(path, trusted)
     biggest = max(len(f.data) for f in frames if f.kind is FrameKind.OUTPUT)
-    for name in ("_SLICE_START", "_SLICE_MAX"):  # slices of 256 bytes (a slice shrinks only past 20 ms)
-        monkeypatch.setattr(playback, name, 256)
     assert biggest > 3 * 256
     seeker = Seeker(path, build_index(path, trusted, verify(path, trusted)))
     pb = playback.Playback(seeker)
+    pb.slicer = Slicer(start=256, high=256)  # slices of 256 bytes (one shrinks only past 20 ms)
     pb.skip_idle = False
     pb.pos_us = seeker.duration_us  # everything is due
     mid_frame = 0

@@ -48,6 +48,7 @@ from replay import (
     ReplayError,
     Seeker,
     SeekIndex,
+    Slicer,
     VerificationReport,
     load_index,
     located_frames,
@@ -73,11 +74,6 @@ SEEK_LONG_US = 60_000_000
 _WORK_S = 0.03
 """Longest run of emulation between two looks at the keyboard."""
 _FRAME_S = 1 / 50
-# Output is fed in slices of about this much emulator time, sized as it goes (bytes).
-_SLICE_S = 0.02
-_SLICE_MIN = 64
-_SLICE_START = 256
-_SLICE_MAX = 64 * 1024
 _ENTER_SCREEN = b"\x1b[?1049h\x1b[?7l\x1b[?25l\x1b[0m\x1b[2J"
 """Alternate screen, autowrap off, cursor hidden. Autowrap off: a row the reviewer's terminal
 measures wider than the emulator did (East Asian ambiguous-width characters on a terminal set to
@@ -308,7 +304,7 @@ class _Player:
         self._next: tuple[Frame, int, bytes] | None = None
         self._fed = 0
         """How much of the next frame's output is on the terminal already (fed in slices)."""
-        self._slice = _SLICE_START
+        self._slicer = Slicer()
         self._winch = False
         self._edge = False
         self._dirty = True
@@ -356,17 +352,14 @@ class _Player:
             return None
         frame, end, head = item
         data = frame.data
-        if self._fed == 0:  # a new frame: its first slice small, whatever the last frame cost
-            self._slice = min(self._slice, _SLICE_START)
-        if frame.kind is FrameKind.OUTPUT and isinstance(data, bytes) and len(data) - self._fed > self._slice:
-            start, stop = self._fed, self._fed + self._slice
+        slicer = self._slicer
+        if self._fed == 0:
+            slicer.new_frame()
+        if frame.kind is FrameKind.OUTPUT and isinstance(data, bytes) and len(data) - self._fed > slicer.size:
+            start, stop = self._fed, self._fed + slicer.size
             t0 = time.monotonic()
             self.ph.feed(data[start:stop])
-            took = time.monotonic() - t0
-            # About _SLICE_S of emulator time per slice, whatever the output costs; grown at most
-            # 4-fold a step, so a costly stretch after a cheap one is met with a small slice.
-            grown = int(self._slice * _SLICE_S / max(took, 1e-6))
-            self._slice = max(_SLICE_MIN, min(_SLICE_MAX, self._slice * 4, grown))
+            slicer.took(time.monotonic() - t0)
             self._fed = stop
             self._dirty = True
             return frame

@@ -40,6 +40,7 @@ from replay import (
     Scanner,
     Seeker,
     SeekIndex,
+    Slicer,
     TransferredFile,
     VerificationReport,
     file_changes,
@@ -72,16 +73,6 @@ IDLE_CAP_US = 2_000_000
 """With skip idle on, a pause longer than this plays as this long (``zsp play --idle-limit``)."""
 _KEYS_KEEP = 256
 """Bytes of one keystroke run kept for the keystrokes panel."""
-_SLICE_S = 0.02
-"""Emulator time one slice of output is sized for while playing. A frame may hold up to 1 MiB (the
-format's cap), and output can cost the emulator a millisecond per byte (a 1000x500 screen filled
-and erased over and over: ``ESC # 8 ESC [ 2 J``); fed in slices between two looks at the keyboard,
-it never holds the UI much longer than one slice."""
-_SLICE_START = 256
-"""The first slice of each frame (bytes): small, whatever the last frame cost; it grows at most
-4-fold a slice, toward about :data:`_SLICE_S` of emulator time."""
-_SLICE_MIN = 64
-_SLICE_MAX = 64 * 1024
 _VISIBLE = frozenset({int(FrameKind.OUTPUT), int(FrameKind.RESIZE), int(FrameKind.INPUT)})
 """Frame kinds a step stops at: they change the screen or what was typed."""
 
@@ -535,7 +526,9 @@ class Playback:
         self._frames: Iterator[tuple[Frame, int, bytes]] | None = None
         self._next: tuple[Frame, int, bytes] | None = None
         self._partial: tuple[Frame, int, bytes, bytes, int] | None = None
-        self._slice = _SLICE_START
+        self.slicer = Slicer()
+        """Sizes the slices a large output frame is fed in: a frame may hold up to 1 MiB (the
+        format's cap), fed between two looks at the keyboard, about 20 ms of emulator time each."""
         """A large output frame being fed in slices: (frame, end, head, data, bytes fed)."""
         self._edge = False
         self.version = 0
@@ -640,12 +633,11 @@ class Playback:
         """Go on feeding the large frame in slices until it is done (True) or the time is up."""
         while self._partial is not None:
             frame, end, head, data, done = self._partial
-            n = self._slice
+            n = self.slicer.size
             started = clock()
             self.ph.terminal.feed(data[done : done + n])
             self.ph.terminal.take_lines()
-            took = clock() - started
-            self._slice = max(_SLICE_MIN, min(_SLICE_MAX, n * 4, int(n * _SLICE_S / max(took, 1e-6))))
+            self.slicer.took(clock() - started)
             done += n
             self.version += 1
             if done >= len(data):
@@ -692,8 +684,8 @@ class Playback:
         """Apply the peeked frame ``nxt``: an output frame over the current slice size is fed in
         slices until ``deadline`` (False if it is not through yet: the rest at the next tick)."""
         frame, end, head = nxt
-        self._slice = min(self._slice, _SLICE_START)  # a new frame starts small
-        if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > self._slice:
+        self.slicer.new_frame()
+        if frame.kind is FrameKind.OUTPUT and isinstance(frame.data, bytes) and len(frame.data) > self.slicer.size:
             self._next = None
             data = frame.data.replace(b"\n", b"\r\n") if self.ph.onlcr else frame.data
             self._partial = (frame, end, head, data, 0)
