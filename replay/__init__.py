@@ -73,7 +73,7 @@ from ._seek import (
 from ._signed import MAX_PENDING_BYTES, Withheld, only_signed
 from ._storage import SUFFIX, LocalDirectory, RecordingStorage, StoredRecording
 from ._style import DEFAULT_STYLE, Style
-from ._terminal import MAX_COLS, MAX_ROWS, Screen, Spent, Terminal, WorkBudget
+from ._terminal import MAX_COLS, MAX_ROWS, Screen, Terminal, WorkBudget
 from ._timing import Slicer, at_speed, cap_idle, output_steps
 from ._transcript import transcript
 from ._typed import TypedTracker
@@ -129,7 +129,6 @@ __all__ = [
     "Seeker",
     "Slicer",
     "SourceError",
-    "Spent",
     "SpooledFile",
     "SqliteSearchIndex",
     "StoredRecording",

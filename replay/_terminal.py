@@ -42,8 +42,7 @@ import codecs
 import re
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate, groupby
@@ -56,7 +55,7 @@ from ._charsets import DEC_GRAPHICS
 from ._exceptions import ReplayError
 from ._style import DEFAULT_STYLE, TRUECOLOR, Style, apply_sgr
 
-__all__ = ["MAX_COLS", "MAX_ROWS", "Screen", "Spent", "Terminal", "WorkBudget"]
+__all__ = ["MAX_COLS", "MAX_ROWS", "Screen", "Terminal", "WorkBudget"]
 
 MAX_COLS = 1000
 MAX_ROWS = 500
@@ -65,7 +64,7 @@ _ROW_VISIT = 8
 against 11 ns a cell rebuilt): RIS or ED 2 on a blank 1000x500 screen rebuild nothing, yet visit
 every row, and 64 KiB of them was seconds."""
 _NO_LIMIT = 1 << 62
-"""The work bound outside a :meth:`Terminal.bounded` block: none."""
+"""The work bound outside :meth:`WorkBudget.run`: none."""
 MAX_COUNT = 10000
 """Counts (CUU, ICH, REP, ...) are clamped to this."""
 MAX_PARAMS = 32
@@ -236,16 +235,6 @@ _Saved = tuple[int, int, Style, bool, bool, bool, bool, bool]
 """(x, y, style, origin, autowrap, g0 graphics, g1 graphics, shifted out)."""
 
 
-class Spent:
-    """What a :meth:`Terminal.bounded` block cost: cells of work done, characters dropped."""
-
-    __slots__ = ("dropped", "work")
-
-    def __init__(self) -> None:
-        self.work = 0
-        self.dropped = 0
-
-
 class WorkBudget:
     """A credit of emulator work (:attr:`Terminal.work`) that grows with time, up to ``burst``.
 
@@ -269,10 +258,15 @@ class WorkBudget:
             self._at = now
         if self._credit <= 0:
             return size
-        with term.bounded(int(self._credit)) as spent:
+        # Plain attribute sets, no context manager: this runs at each keystroke of a session with rules.
+        start, dropped = term.work, term.dropped
+        term._work_limit = start + int(self._credit)
+        try:
             feed()
-        self._credit -= spent.work
-        return spent.dropped
+        finally:
+            term._work_limit = _NO_LIMIT
+        self._credit -= term.work - start
+        return term.dropped - dropped
 
 
 class Terminal:
@@ -295,12 +289,12 @@ class Terminal:
         scrolls, inserts and deletes, REP, resize): the part of the emulator's cost that a few
         bytes can make large (DECALN then ED 2 on 1000x500 is 10^6 cells per 7 bytes). The same
         bytes give the same count, so a caller that must stay responsive (the bastion's rules
-        engine) can bound it deterministically (:meth:`bounded`). Not dumped in keyframes."""
+        engine) can bound it deterministically (:class:`WorkBudget`). Not dumped in keyframes."""
         self._work_limit = _NO_LIMIT
         """Once :attr:`work` passes this, the rest of the bytes being fed are dropped (counted in
-        :attr:`dropped`): set by :meth:`bounded` for its block. Default: none."""
+        :attr:`dropped`): set by :meth:`WorkBudget.run` around its feed. Default: none."""
         self.dropped = 0
-        """Characters dropped because the block's budget (:meth:`bounded`) was passed."""
+        """Characters dropped because a :class:`WorkBudget`'s credit was passed."""
         self._reset_state()
         self._new_buffers()
 
@@ -465,21 +459,6 @@ class Terminal:
 
     # -- feeding -------------------------------------------------------------------------------
 
-    @contextmanager
-    def bounded(self, budget: int) -> Iterator[Spent]:
-        """Feeds within the block do about ``budget`` cells of :attr:`work` at most (one operation
-        past it, at most one screen); the rest of the bytes are dropped. The :class:`Spent` it
-        yields holds, once the block is left, the work done and the characters dropped."""
-        spent = Spent()
-        start, dropped = self.work, self.dropped
-        self._work_limit = start + max(0, budget)
-        try:
-            yield spent
-        finally:
-            self._work_limit = _NO_LIMIT
-            spent.work = self.work - start
-            spent.dropped = self.dropped - dropped
-
     def feed(self, data: bytes) -> None:
         """Interpret output bytes. Never raises, whatever the bytes."""
         text = self._decoder.decode(data)
@@ -502,7 +481,7 @@ class Terminal:
 
     def _drop(self, n: int) -> None:
         """The rest of a feed, ``n`` characters, is not interpreted (past the budget of a
-        :meth:`bounded` block); a sequence it began is forgotten with it."""
+        :meth:`WorkBudget.run`); a sequence it began is forgotten with it."""
         self.dropped += n
         self._string = None
 

@@ -797,14 +797,20 @@ def test_a_cursor_saved_before_a_shrink_survives_dump_and_load() -> None:
 
 
 def test_a_bounded_feed_stops_after_its_budget_and_says_what_it_spent_and_dropped() -> None:
-    """``Terminal.work`` counts cells rebuilt by whole-row operations; inside ``bounded(budget)`` a
-    feed stops one operation past the budget and drops the rest of its bytes."""
+    """``Terminal.work`` counts cells rebuilt by whole-row operations; within a ``WorkBudget``'s
+    credit a feed stops one operation past it and drops the rest of its bytes."""
+    from replay import WorkBudget
+
     t = Terminal(10, 4)
     costly = (ESC + b"#8" + CSI + b"2J") * 10  # each pair rebuilds 2 x 4 rows of 10 cells
-    with t.bounded(100) as spent:
-        t.feed(costly + b"tail")
-    assert 100 <= spent.work <= 100 + 80  # one operation past the budget at most (40 cells, 4 rows looked at)
-    assert spent.dropped > len(b"tail")  # the remaining pairs and the tail: not interpreted
+    budget = WorkBudget(100, 0)
+    data = costly + b"tail"
+    start = t.work
+    dropped = budget.run(t, 0, lambda: t.feed(data), len(data))
+    spent = t.work - start
+    assert 100 <= spent <= 100 + 80  # one operation past the budget at most (40 cells, 4 rows looked at)
+    assert dropped > len(b"tail")  # the remaining pairs and the tail: not interpreted
     assert "tail" not in "".join(t.screen().lines)
-    t.feed(costly + b"tail")  # outside the block: no bound
-    assert t.work - spent.work >= 9 * 80 and "tail" in t.screen().lines[0]
+    t.feed(costly + b"tail")  # outside the budget: no bound
+    assert t.work - start - spent >= 9 * 80 and "tail" in t.screen().lines[0]
+    assert budget.run(t, 0, lambda: t.feed(data), len(data)) == len(data)  # no credit left: all skipped
